@@ -1,1 +1,211 @@
-//! placeholder
+//! The NBD client as a sans-IO state machine.
+//!
+//! A [`Client`] is fed what the server sent and asked what to send. It owns
+//! no socket: the driver (the C API's sync and AIO calls) moves the bytes.
+//!
+//! ```text
+//!   driver                         Client
+//!   ------                         ------
+//!   if wants_write():  writev(send_bufs())  -> send_done(n)
+//!   if wants_read():   recv(recv_buf())     -> recv_done(n)   (n = 0: EOF)
+//!   submit(command, ctx)                    -> cookie
+//!   poll_event()                            -> Completed { cookie, ctx, result }
+//! ```
+//!
+//! Zero copy: each command carries a driver-chosen context `C` implementing
+//! [`CommandBuffer`]. A READ's data is received straight into
+//! `ctx.read_buf()` whenever a large payload is outstanding, and a WRITE's
+//! payload is handed to the driver's vectored write straight from
+//! `ctx.write_buf()`. Small replies are batched through an internal buffer
+//! so one `recv` can carry many of them.
+//!
+//! Negotiation (fixed newstyle, with oldstyle recognised) runs the options
+//! STRUCTURED_REPLY, SET_META_CONTEXT and GO (falling back to EXPORT_NAME
+//! when the server does not know GO) before the client becomes ready.
+
+mod commands;
+mod negotiate;
+mod receive;
+mod state;
+
+pub use state::Client;
+
+use std::fmt;
+
+/// Where a command's data lives. The driver decides: the C API wraps the
+/// caller's buffer, tests use a `Vec<u8>`.
+pub trait CommandBuffer {
+    /// Where a READ's data goes; its length is the request's length.
+    /// Other commands return an empty slice.
+    fn read_buf(&mut self) -> &mut [u8];
+    /// A WRITE's payload; its length is the request's length.
+    /// Other commands return an empty slice.
+    fn write_buf(&self) -> &[u8];
+}
+
+impl CommandBuffer for Vec<u8> {
+    fn read_buf(&mut self) -> &mut [u8] {
+        self
+    }
+    fn write_buf(&self) -> &[u8] {
+        self
+    }
+}
+
+impl CommandBuffer for () {
+    fn read_buf(&mut self) -> &mut [u8] {
+        &mut []
+    }
+    fn write_buf(&self) -> &[u8] {
+        &[]
+    }
+}
+
+/// What the client asks for during negotiation. Mirrors libnbd's setters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub export_name: Vec<u8>,
+    /// Ask for structured replies (nbd_set_request_structured_replies).
+    pub request_structured_replies: bool,
+    /// Meta contexts to ask for with SET_META_CONTEXT (nbd_add_meta_context).
+    pub meta_contexts: Vec<Vec<u8>>,
+    /// Client flags we are willing to send (LIBNBD_HANDSHAKE_FLAG_*, which
+    /// equal NBD_FLAG_C_*): intersected with the server's handshake flags.
+    pub handshake_flags: u32,
+    /// Ask for the canonical name and description too (nbd_set_full_info).
+    pub full_info: bool,
+    /// Ask for block size constraints (nbd_set_request_block_size).
+    pub request_block_size: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            export_name: Vec::new(),
+            request_structured_replies: true,
+            meta_contexts: Vec::new(),
+            handshake_flags: crate::wire::consts::client_flags::ALL,
+            full_info: false,
+            request_block_size: true,
+        }
+    }
+}
+
+/// Where the connection stands, as libnbd's state predicates see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the server's greeting (nbd_aio_is_connecting).
+    Connecting,
+    /// Haggling options (nbd_aio_is_negotiating is for opt mode; outside
+    /// it libnbd reports this as connecting too).
+    Negotiating,
+    /// Transmission, nothing in flight (nbd_aio_is_ready).
+    Ready,
+    /// Transmission, commands in flight (nbd_aio_is_processing).
+    Processing,
+    /// A fatal error happened; see [`Client::fatal_error`].
+    Dead,
+    /// Disconnected cleanly.
+    Closed,
+}
+
+/// Which protocol the server spoke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Oldstyle,
+    Newstyle,
+    FixedNewstyle,
+}
+
+impl Protocol {
+    /// The string nbd_get_protocol returns.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Oldstyle => "oldstyle",
+            Protocol::Newstyle => "newstyle",
+            Protocol::FixedNewstyle => "newstyle-fixed",
+        }
+    }
+}
+
+/// What negotiation learnt about the export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportInfo {
+    pub size: u64,
+    /// Transmission flags (NBD_FLAG_*).
+    pub flags: u16,
+    /// (minimum, preferred, maximum) from NBD_INFO_BLOCK_SIZE.
+    pub block_size: Option<(u32, u32, u32)>,
+    pub canonical_name: Option<Vec<u8>>,
+    pub description: Option<Vec<u8>>,
+    pub structured_replies: bool,
+    /// Contexts the server agreed to, as (id, name).
+    pub meta_contexts: Vec<(u32, Vec<u8>)>,
+}
+
+impl ExportInfo {
+    pub fn has_flag(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+}
+
+/// A command to send. `kind` and `flags` are the wire values
+/// (`wire::consts::cmd`, `wire::consts::cmd_flags`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub kind: u16,
+    pub flags: u16,
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// An error with the errno libnbd would report and a message for
+/// nbd_get_error. Used both for the connection (fatal) and for one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
+        Error {
+            errno,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// What the client tells its driver, in the order it happened.
+#[derive(Debug)]
+pub enum Event<C> {
+    /// A command is finished. `result` is the server's error, if any, or
+    /// the connection's if it died with the command in flight.
+    Completed {
+        cookie: u64,
+        ctx: C,
+        result: Result<(), Error>,
+    },
+    /// Part of a structured READ arrived: `len` bytes at `offset`
+    /// (absolute), either data or a hole (already zeroed in the buffer).
+    ReadChunk {
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        hole: bool,
+    },
+    /// A block status chunk for a command: its context id and extents.
+    BlockStatus {
+        cookie: u64,
+        context_id: u32,
+        extents: Vec<(u32, u32)>,
+    },
+}
