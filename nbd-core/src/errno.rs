@@ -33,6 +33,7 @@ pub mod host {
     pub const ESHUTDOWN: i32 = 108;
     pub const ECONNRESET: i32 = 104;
     pub const ENOTCONN: i32 = 107;
+    pub const ENOENT: i32 = 2;
 }
 
 impl NbdError {

@@ -27,6 +27,8 @@ mod commands;
 mod negotiate;
 mod receive;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use state::Client;
 
@@ -150,13 +152,30 @@ impl ExportInfo {
 }
 
 /// A command to send. `kind` and `flags` are the wire values
-/// (`wire::consts::cmd`, `wire::consts::cmd_flags`).
+/// (`wire::consts::cmd`, `wire::consts::cmd_flags`). `length` is 64-bit
+/// because the C API takes 64-bit counts: [`Client::submit`] checks it
+/// against the export and the protocol in the order libnbd does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Command {
     pub kind: u16,
     pub flags: u16,
     pub offset: u64,
-    pub length: u32,
+    pub length: u64,
+    /// Report each structured READ chunk as an [`Event::ReadChunk`]
+    /// (nbd_pread_structured); plain reads need not pay for the events.
+    pub report_chunks: bool,
+}
+
+impl Command {
+    pub fn new(kind: u16, flags: u16, offset: u64, length: u64) -> Self {
+        Command {
+            kind,
+            flags,
+            offset,
+            length,
+            report_chunks: false,
+        }
+    }
 }
 
 /// An error with the errno libnbd would report and a message for

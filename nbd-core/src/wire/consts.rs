@@ -6,7 +6,7 @@ pub const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
 /// every option with it.
 pub const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 /// Oldstyle servers follow NBDMAGIC with this instead.
-pub const OLDSTYLE_MAGIC: u64 = 0x0042_0281_8612_53;
+pub const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
 /// Starts every reply to an option.
 pub const OPTION_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
 /// Starts every request in the transmission phase.

@@ -176,7 +176,7 @@ pub fn parse_block_status(
     payload: &[u8],
 ) -> Result<(u32, impl Iterator<Item = (u32, u32)> + '_), WireError> {
     let what = "BLOCK_STATUS chunk";
-    if payload.len() < 12 || (payload.len() - 4) % 8 != 0 {
+    if payload.len() < 12 || !(payload.len() - 4).is_multiple_of(8) {
         return Err(WireError::new(what, "length is not 4 + 8n with n >= 1"));
     }
     let mut r = Reader::new(payload);

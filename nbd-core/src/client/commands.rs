@@ -1,0 +1,309 @@
+//! Submitting commands: the checks libnbd makes before anything is sent,
+//! and the send queue that hands headers and WRITE payloads to the driver.
+
+use std::io::IoSlice;
+
+use super::state::InFlight;
+use super::{Client, Command, CommandBuffer, Error, Phase};
+use crate::errno::host;
+use crate::limits::MAX_CLIENT_REQUEST_LEN;
+use crate::wire::consts::{cmd, cmd_flags, tx_flags};
+use crate::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+
+/// The state of NBD_CMD_DISC, which has no reply and no command slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Disc {
+    #[default]
+    None,
+    /// Asked for; goes out after every command queued before it.
+    Queued {
+        header: [u8; REQUEST_HEADER_LEN],
+        sent: usize,
+    },
+    Sent,
+}
+
+impl Disc {
+    pub(super) fn is_pending(&self) -> bool {
+        matches!(self, Disc::Queued { .. })
+    }
+}
+
+/// Flags each command accepts.
+fn allowed_flags(kind: u16) -> u16 {
+    match kind {
+        cmd::READ => cmd_flags::DF,
+        cmd::WRITE | cmd::TRIM => cmd_flags::FUA,
+        cmd::WRITE_ZEROES => cmd_flags::FUA | cmd_flags::NO_HOLE | cmd_flags::FAST_ZERO,
+        cmd::BLOCK_STATUS => cmd_flags::REQ_ONE,
+        _ => 0,
+    }
+}
+
+impl<C: CommandBuffer> Client<C> {
+    /// Queues a command. On success returns its cookie (unique, from 1);
+    /// on failure nothing was queued and `ctx` is handed back.
+    pub fn submit(&mut self, command: Command, mut ctx: C) -> Result<u64, (Error, C)> {
+        if let Err(e) = self.check(&command, &mut ctx) {
+            return Err((e, ctx));
+        }
+        let cookie = self.next_cookie;
+        self.next_cookie += 1;
+        let header = RequestHeader {
+            flags: command.flags,
+            kind: command.kind,
+            cookie,
+            offset: command.offset,
+            // check() bounded it to 32 bits.
+            length: command.length as u32,
+        }
+        .encode();
+        self.cmds.insert(
+            cookie,
+            InFlight {
+                kind: command.kind,
+                offset: command.offset,
+                length: command.length,
+                report_chunks: command.report_chunks,
+                header,
+                ctx,
+                sent: false,
+                error: None,
+            },
+        );
+        self.send_queue.push_back(cookie);
+        Ok(cookie)
+    }
+
+    /// libnbd's checks, in its order: state, command support, flags, zero
+    /// length, bounds, then size.
+    fn check(&self, c: &Command, ctx: &mut C) -> Result<(), Error> {
+        match self.phase() {
+            Phase::Connecting | Phase::Negotiating => {
+                return Err(Error::new(host::ENOTCONN, "not connected"))
+            }
+            Phase::Dead => return Err(Error::new(host::EINVAL, "connection is dead")),
+            Phase::Closed => return Err(Error::new(host::EINVAL, "connection is closed")),
+            Phase::Ready | Phase::Processing => {}
+        }
+        if self.disc != Disc::None {
+            return Err(Error::new(host::EINVAL, "disconnect has been requested"));
+        }
+        let e = self
+            .export
+            .as_ref()
+            .expect("transmission phase has export info");
+        let ro = e.has_flag(tx_flags::READ_ONLY);
+        let unsupported = |what: &str| {
+            Err(Error::new(
+                host::EINVAL,
+                format!("server does not support {what} operations"),
+            ))
+        };
+        match c.kind {
+            cmd::READ => {}
+            cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES if ro => {
+                return Err(Error::new(
+                    host::EPERM,
+                    "server does not support write operations",
+                ))
+            }
+            cmd::WRITE => {}
+            cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
+            cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
+                return unsupported("zero")
+            }
+            cmd::TRIM | cmd::WRITE_ZEROES => {}
+            cmd::FLUSH if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
+            cmd::CACHE if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
+            cmd::FLUSH | cmd::CACHE => {}
+            cmd::BLOCK_STATUS if e.meta_contexts.is_empty() => {
+                return Err(Error::new(
+                    host::ENOTSUP,
+                    "did not negotiate any metadata contexts, either you did not call \
+                     nbd_add_meta_context before connecting or the server does not support it",
+                ))
+            }
+            cmd::BLOCK_STATUS => {}
+            _ => return Err(Error::new(host::EINVAL, "unknown command")),
+        }
+        if c.flags & !allowed_flags(c.kind) != 0 {
+            return Err(Error::new(host::EINVAL, "invalid flag for this command"));
+        }
+        for (flag, needs, what) in [
+            (cmd_flags::FUA, tx_flags::SEND_FUA, "FUA"),
+            (cmd_flags::DF, tx_flags::SEND_DF, "DF"),
+            (cmd_flags::FAST_ZERO, tx_flags::SEND_FAST_ZERO, "fast zero"),
+        ] {
+            if c.flags & flag != 0 && !e.has_flag(needs) {
+                return Err(Error::new(
+                    host::EINVAL,
+                    format!("server does not support the {what} flag"),
+                ));
+            }
+        }
+        if c.kind == cmd::FLUSH {
+            return Ok(());
+        }
+        if c.length == 0 {
+            return Err(Error::new(host::EINVAL, "count cannot be 0"));
+        }
+        if c.offset > e.size || c.length > e.size - c.offset {
+            let errno = match c.kind {
+                cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => host::ENOSPC,
+                _ => host::EINVAL,
+            };
+            return Err(Error::new(errno, "request out of bounds"));
+        }
+        let max = match c.kind {
+            cmd::READ | cmd::WRITE => MAX_CLIENT_REQUEST_LEN,
+            _ => u64::from(u32::MAX),
+        };
+        if c.length > max {
+            return Err(Error::new(
+                host::ERANGE,
+                format!("request too large: maximum request size is {max}"),
+            ));
+        }
+        let buf_len = match c.kind {
+            cmd::READ => ctx.read_buf().len(),
+            cmd::WRITE => ctx.write_buf().len(),
+            _ => c.length as usize,
+        };
+        if buf_len as u64 != c.length {
+            return Err(Error::new(
+                host::EINVAL,
+                "buffer length does not match the request",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Asks the server to disconnect, after every command already queued.
+    /// Once it has gone out and every reply is in, the client is closed.
+    pub fn disconnect(&mut self) -> Result<(), Error> {
+        match self.phase() {
+            Phase::Ready | Phase::Processing => {}
+            Phase::Connecting | Phase::Negotiating => {
+                return Err(Error::new(host::ENOTCONN, "not connected"))
+            }
+            Phase::Dead | Phase::Closed => {
+                return Err(Error::new(host::EINVAL, "connection is already closed"))
+            }
+        }
+        if self.disc == Disc::None {
+            let header = RequestHeader {
+                flags: 0,
+                kind: cmd::DISC,
+                cookie: 0,
+                offset: 0,
+                length: 0,
+            }
+            .encode();
+            self.disc = Disc::Queued { header, sent: 0 };
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the slices to send next, in order; returns how many
+    /// it filled. Headers come from the client, WRITE payloads straight
+    /// from the commands' buffers, so one `writev` sends many requests.
+    pub fn send_bufs<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        if self.fatal.is_some() || self.closed || out.is_empty() {
+            return 0;
+        }
+        if self.out_pos < self.out.len() {
+            out[0] = IoSlice::new(&self.out[self.out_pos..]);
+            return 1;
+        }
+        let mut n = 0;
+        let mut skip = self.send_pos;
+        for cookie in &self.send_queue {
+            let Some(c) = self.cmds.get(cookie) else {
+                continue;
+            };
+            for part in [&c.header[..], payload_of(c)] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                out[n] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                n += 1;
+                if n == out.len() {
+                    return n;
+                }
+            }
+        }
+        if let Disc::Queued { header, sent } = &self.disc {
+            out[n] = IoSlice::new(&header[*sent..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// The driver sent `n` bytes of what [`Client::send_bufs`] offered.
+    pub fn send_done(&mut self, mut n: usize) {
+        if self.out_pos < self.out.len() {
+            self.out_pos += n;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            return;
+        }
+        while n > 0 {
+            let Some(&cookie) = self.send_queue.front() else {
+                break;
+            };
+            let total = self
+                .cmds
+                .get(&cookie)
+                .map_or(0, |c| REQUEST_HEADER_LEN + payload_of(c).len());
+            let left = total - self.send_pos;
+            if n < left {
+                self.send_pos += n;
+                return;
+            }
+            n -= left;
+            self.send_pos = 0;
+            self.send_queue.pop_front();
+            if let Some(c) = self.cmds.get_mut(&cookie) {
+                c.sent = true;
+            }
+        }
+        if let Disc::Queued { header, sent } = self.disc {
+            let sent = sent + n;
+            self.disc = if sent >= header.len() {
+                Disc::Sent
+            } else {
+                Disc::Queued { header, sent }
+            };
+            self.close_if_disconnected();
+        }
+    }
+
+    /// Whether NBD_CMD_DISC has gone out: the driver may shut down its
+    /// write side.
+    pub fn disconnect_sent(&self) -> bool {
+        self.disc == Disc::Sent
+    }
+
+    /// After NBD_CMD_DISC has gone out and the last reply is in, there is
+    /// nothing left to wait for: like libnbd, we do not wait for the
+    /// server to close first.
+    pub(super) fn close_if_disconnected(&mut self) {
+        if self.disc == Disc::Sent && self.cmds.is_empty() && self.fatal.is_none() {
+            self.closed = true;
+            self.rx = super::state::Rx::Idle;
+        }
+    }
+}
+
+fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
+    if c.kind == cmd::WRITE {
+        c.ctx.write_buf()
+    } else {
+        &[]
+    }
+}

@@ -1,0 +1,329 @@
+//! The handshake, from the server's greeting to the transmission phase.
+//!
+//! Oldstyle servers send everything in their greeting. Newstyle servers
+//! send their handshake flags; we answer with ours and, when both sides
+//! speak fixed newstyle, run these options in order:
+//!
+//! 1. STRUCTURED_REPLY, if asked for;
+//! 2. SET_META_CONTEXT, if contexts were asked for and step 1 succeeded;
+//! 3. GO, which ends negotiation; a server that does not know GO gets
+//!    EXPORT_NAME instead, as does a server without fixed newstyle.
+
+use super::state::{Dest, Step};
+use super::{Client, CommandBuffer, Error, Protocol};
+use crate::errno::host;
+use crate::limits::{MAX_EXPORT_SIZE, MAX_OPTION_LEN};
+use crate::wire::codec::PutBe;
+use crate::wire::consts::{client_flags, handshake_flags, info, opt, rep, tx_flags};
+use crate::wire::handshake::{self, GreetingKind};
+use crate::wire::option::{
+    encode_option, parse_rep_meta_context, GoRequest, InfoReply, MetaContextRequest,
+    OptionReplyHeader, OPTION_REPLY_HEADER_LEN,
+};
+
+/// Replies a server may send to one option before we call it hostile. A
+/// SET_META_CONTEXT can legitimately answer with one reply per context.
+const MAX_REPLIES_PER_OPTION: usize = 65_536;
+
+/// The option being negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Opt {
+    StructuredReply,
+    SetMetaContext,
+    Go,
+    ExportName,
+}
+
+/// Negotiation progress.
+#[derive(Debug, Default)]
+pub(super) struct Negotiation {
+    current: Option<Opt>,
+    reply: Option<OptionReplyHeader>,
+    replies: usize,
+    no_zeroes: bool,
+}
+
+impl<C: CommandBuffer> Client<C> {
+    pub(super) fn negotiate_step(&mut self, step: Step, b: &[u8]) -> Result<(), Error> {
+        match step {
+            Step::GreetingPrefix => {
+                let prefix: &[u8; 16] = b.try_into().map_err(|_| short())?;
+                match handshake::parse_greeting_prefix(prefix).map_err(Self::protocol_error)? {
+                    GreetingKind::Oldstyle => {
+                        self.protocol = Some(Protocol::Oldstyle);
+                        self.expect(handshake::OLDSTYLE_REST_LEN, Step::OldstyleRest);
+                    }
+                    GreetingKind::Newstyle => {
+                        self.expect(handshake::NEWSTYLE_REST_LEN, Step::NewstyleFlags);
+                    }
+                }
+            }
+            Step::OldstyleRest => {
+                let rest = b.try_into().map_err(|_| short())?;
+                let (size, flags) = handshake::parse_oldstyle_rest(rest);
+                self.pending_export.size = size;
+                // The low 16 bits are the transmission flags.
+                self.pending_export.flags = flags as u16;
+                self.finish_negotiation()?;
+            }
+            Step::NewstyleFlags => {
+                let server = u16::from_be_bytes([b[0], b[1]]);
+                let ours = u32::from(server & handshake_flags::ALL)
+                    & self.config.handshake_flags
+                    & client_flags::ALL;
+                self.negotiation.no_zeroes = ours & client_flags::NO_ZEROES != 0;
+                self.out.put_u32(ours);
+                if ours & client_flags::FIXED_NEWSTYLE != 0 {
+                    self.protocol = Some(Protocol::FixedNewstyle);
+                    self.next_option();
+                } else {
+                    self.protocol = Some(Protocol::Newstyle);
+                    self.start_option(Opt::ExportName);
+                }
+            }
+            Step::OptionReplyHeader => {
+                let h: &[u8; OPTION_REPLY_HEADER_LEN] = b.try_into().map_err(|_| short())?;
+                let h = OptionReplyHeader::decode(h).map_err(Self::protocol_error)?;
+                let want = self.negotiation.current.map(opt_code);
+                if Some(h.option) != want {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        format!(
+                            "handshake: server replied to option {} while we sent {}",
+                            h.option,
+                            want.unwrap_or(0)
+                        ),
+                    ));
+                }
+                if h.len as usize > MAX_OPTION_LEN {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        format!("handshake: option reply of {} bytes is too long", h.len),
+                    ));
+                }
+                self.negotiation.replies += 1;
+                if self.negotiation.replies > MAX_REPLIES_PER_OPTION {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        "handshake: server sent too many replies to one option",
+                    ));
+                }
+                self.negotiation.reply = Some(h);
+                self.expect_payload(Dest::Scratch, h.len as usize, Step::OptionReplyPayload);
+            }
+            Step::OptionReplyPayload => {
+                let payload = std::mem::take(&mut self.scratch);
+                let r = self.handle_option_reply(&payload);
+                self.scratch = payload;
+                r?;
+            }
+            Step::ExportNameReply => {
+                let reply = b.try_into().map_err(|_| short())?;
+                let (size, flags) = handshake::parse_export_name_reply(reply);
+                self.pending_export.size = size;
+                self.pending_export.flags = flags;
+                if self.negotiation.no_zeroes {
+                    self.finish_negotiation()?;
+                } else {
+                    self.expect(handshake::ZEROES_LEN, Step::ExportNameZeroes);
+                }
+            }
+            Step::ExportNameZeroes => self.finish_negotiation()?,
+            _ => unreachable!("transmission step {step:?} in negotiation"),
+        }
+        Ok(())
+    }
+
+    /// Picks the option that follows the current one and sends it.
+    fn next_option(&mut self) {
+        let meta_or_go =
+            if self.pending_export.structured_replies && !self.config.meta_contexts.is_empty() {
+                Opt::SetMetaContext
+            } else {
+                Opt::Go
+            };
+        let next = match self.negotiation.current {
+            None if self.config.request_structured_replies => Opt::StructuredReply,
+            None | Some(Opt::StructuredReply) => meta_or_go,
+            Some(Opt::SetMetaContext) => Opt::Go,
+            Some(Opt::Go) | Some(Opt::ExportName) => return,
+        };
+        self.start_option(next);
+    }
+
+    fn start_option(&mut self, o: Opt) {
+        self.negotiation.current = Some(o);
+        self.negotiation.replies = 0;
+        let name = self.config.export_name.clone();
+        match o {
+            Opt::StructuredReply => encode_option(&mut self.out, opt::STRUCTURED_REPLY, &[]),
+            Opt::SetMetaContext => {
+                let payload = MetaContextRequest {
+                    export_name: &name,
+                    queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
+                }
+                .encode();
+                encode_option(&mut self.out, opt::SET_META_CONTEXT, &payload);
+            }
+            Opt::Go => {
+                let mut info_requests = Vec::new();
+                if self.config.request_block_size {
+                    info_requests.push(info::BLOCK_SIZE);
+                }
+                if self.config.full_info {
+                    info_requests.push(info::NAME);
+                    info_requests.push(info::DESCRIPTION);
+                }
+                let payload = GoRequest {
+                    export_name: &name,
+                    info_requests,
+                }
+                .encode();
+                encode_option(&mut self.out, opt::GO, &payload);
+            }
+            Opt::ExportName => {
+                encode_option(&mut self.out, opt::EXPORT_NAME, &name);
+                self.expect(handshake::EXPORT_NAME_REPLY_LEN, Step::ExportNameReply);
+                return;
+            }
+        }
+        self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+    }
+
+    fn handle_option_reply(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let (Some(o), Some(h)) = (self.negotiation.current, self.negotiation.reply) else {
+            return Err(Error::new(
+                host::EPROTO,
+                "handshake: unexpected option reply",
+            ));
+        };
+        let unexpected = || {
+            Error::new(
+                host::EPROTO,
+                format!(
+                    "handshake: unexpected reply type {:#x} to option {}",
+                    h.reply_type, h.option
+                ),
+            )
+        };
+        match (o, h.reply_type) {
+            (Opt::StructuredReply, rep::ACK) => {
+                self.pending_export.structured_replies = true;
+                self.next_option();
+            }
+            (Opt::StructuredReply, t) if rep::is_error(t) => self.next_option(),
+            (Opt::SetMetaContext, rep::META_CONTEXT) => {
+                let (id, name) = parse_rep_meta_context(payload).map_err(Self::protocol_error)?;
+                if !self.config.meta_contexts.iter().any(|q| q[..] == *name) {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        "handshake: server replied with a meta context we did not ask for",
+                    ));
+                }
+                self.pending_export.meta_contexts.push((id, name.to_vec()));
+                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+            }
+            (Opt::SetMetaContext, rep::ACK) => self.next_option(),
+            (Opt::SetMetaContext, t) if rep::is_error(t) => {
+                self.pending_export.meta_contexts.clear();
+                self.next_option();
+            }
+            (Opt::Go, rep::INFO) => {
+                match InfoReply::decode(payload).map_err(Self::protocol_error)? {
+                    InfoReply::Export { size, flags } => {
+                        self.pending_export.size = size;
+                        self.pending_export.flags = flags;
+                        self.got_export_info = true;
+                    }
+                    InfoReply::BlockSize {
+                        minimum,
+                        preferred,
+                        maximum,
+                    } => {
+                        self.pending_export.block_size = Some((minimum, preferred, maximum));
+                    }
+                    InfoReply::Name(n) => self.pending_export.canonical_name = Some(n.to_vec()),
+                    InfoReply::Description(d) => self.pending_export.description = Some(d.to_vec()),
+                    InfoReply::Unknown(_) => {}
+                }
+                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+            }
+            (Opt::Go, rep::ACK) => {
+                if !self.got_export_info {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        "handshake: server acknowledged NBD_OPT_GO without sending the export's size",
+                    ));
+                }
+                self.finish_negotiation()?;
+            }
+            (Opt::Go, rep::ERR_UNSUP) => self.start_option(Opt::ExportName),
+            (Opt::Go, t) if rep::is_error(t) => return Err(option_error(t, payload)),
+            _ => return Err(unexpected()),
+        }
+        Ok(())
+    }
+
+    /// Checks what the server told us and enters the transmission phase.
+    fn finish_negotiation(&mut self) -> Result<(), Error> {
+        let e = &mut self.pending_export;
+        if e.size > MAX_EXPORT_SIZE {
+            return Err(Error::new(
+                host::EPROTO,
+                format!(
+                    "handshake: server claims an export size of {} bytes, over 2^63",
+                    e.size
+                ),
+            ));
+        }
+        if e.flags & tx_flags::HAS_FLAGS == 0 {
+            e.flags = 0;
+        }
+        if !e.structured_replies {
+            // DF only means something with structured replies.
+            e.flags &= !tx_flags::SEND_DF;
+        }
+        self.export = Some(std::mem::take(&mut self.pending_export));
+        self.transmission = true;
+        self.expect(16, Step::ReplyStart);
+        Ok(())
+    }
+}
+
+fn short() -> Error {
+    Error::new(host::EPROTO, "handshake: internal length mismatch")
+}
+
+fn opt_code(o: Opt) -> u32 {
+    match o {
+        Opt::StructuredReply => opt::STRUCTURED_REPLY,
+        Opt::SetMetaContext => opt::SET_META_CONTEXT,
+        Opt::Go => opt::GO,
+        Opt::ExportName => opt::EXPORT_NAME,
+    }
+}
+
+/// The error for a server's refusal of GO, with the server's own message
+/// when it sent one.
+fn option_error(t: u32, payload: &[u8]) -> Error {
+    let (errno, what) = match t {
+        rep::ERR_POLICY => (host::EPERM, "server policy prevents this export"),
+        rep::ERR_INVALID => (host::EINVAL, "server says the request is invalid"),
+        rep::ERR_PLATFORM => (
+            host::ENOTSUP,
+            "server does not support this on its platform",
+        ),
+        rep::ERR_TLS_REQD => (host::ENOTSUP, "server requires TLS"),
+        rep::ERR_UNKNOWN => (host::ENOENT, "server has no export of that name"),
+        rep::ERR_SHUTDOWN => (host::ESHUTDOWN, "server is shutting down"),
+        rep::ERR_BLOCK_SIZE_REQD => (host::EINVAL, "server requires a block size"),
+        rep::ERR_TOO_BIG => (host::ERANGE, "request too big for the server"),
+        _ => (host::EINVAL, "server refused the export"),
+    };
+    let msg = String::from_utf8_lossy(&payload[..payload.len().min(1024)]);
+    if msg.is_empty() {
+        Error::new(errno, format!("handshake: {what}"))
+    } else {
+        Error::new(errno, format!("handshake: {what}: {msg}"))
+    }
+}

@@ -1,0 +1,297 @@
+//! Replies in the transmission phase: simple replies and structured
+//! chunks, checked against the command they answer.
+//!
+//! A server is trusted for nothing. A reply to a cookie we did not send (or
+//! have not finished sending), a chunk type that does not fit the command,
+//! data outside the request, a block status chunk for a context we did not
+//! negotiate: each is a protocol error that kills the connection, so no
+//! byte lands outside the caller's buffer and no command completes twice.
+
+use super::state::{Dest, Step};
+use super::{Client, CommandBuffer, Error, Event};
+use crate::errno::{host, NbdError};
+use crate::limits::MAX_BUFFERED_CHUNK;
+use crate::wire::consts::{chunk, cmd};
+use crate::wire::reply::{self, ReplyStart};
+
+fn proto(msg: impl Into<String>) -> Error {
+    Error::new(host::EPROTO, msg)
+}
+
+impl<C: CommandBuffer> Client<C> {
+    pub(super) fn reply_step(&mut self, step: Step, b: &[u8]) -> Result<(), Error> {
+        match step {
+            Step::ReplyStart => {
+                let start: &[u8; 16] = b.try_into().map_err(|_| proto("short reply header"))?;
+                match reply::parse_reply_start(start).map_err(Self::protocol_error)? {
+                    ReplyStart::Simple { error, cookie } => self.simple_reply(error, cookie)?,
+                    ReplyStart::Structured {
+                        flags,
+                        kind,
+                        cookie,
+                    } => {
+                        if !self.export.as_ref().is_some_and(|e| e.structured_replies) {
+                            return Err(proto(
+                                "server sent a structured reply without negotiating them",
+                            ));
+                        }
+                        self.sent_command(cookie)?;
+                        self.chunk = (flags, kind, cookie, 0);
+                        self.expect(4, Step::ChunkLength);
+                    }
+                }
+            }
+            Step::ChunkLength => {
+                let length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                self.chunk.3 = length;
+                self.chunk_start()?;
+            }
+            Step::DataOffset => {
+                let offset = u64::from_be_bytes(b.try_into().map_err(|_| proto("short"))?);
+                let (_, _, cookie, length) = self.chunk;
+                let data_len = u64::from(length - 8);
+                let pos = self.check_range(cookie, offset, data_len)?;
+                self.expect_payload(
+                    Dest::Caller { cookie, pos },
+                    data_len as usize,
+                    Step::ReadDataDone,
+                );
+            }
+            Step::ReadDataDone => {
+                let (_, _, cookie, length) = self.chunk;
+                if let Some(c) = self.cmds.get(&cookie) {
+                    if c.report_chunks {
+                        // The offset was checked in DataOffset; recompute it
+                        // from the destination we filled.
+                        self.events.push_back(Event::ReadChunk {
+                            cookie,
+                            offset: self.last_data_offset(cookie, length),
+                            len: length - 8,
+                            hole: false,
+                        });
+                    }
+                }
+                self.chunk_done();
+            }
+            Step::ChunkPayloadDone => {
+                let payload = std::mem::take(&mut self.scratch);
+                let r = self.chunk_payload(&payload);
+                self.scratch = payload;
+                r?;
+                self.chunk_done();
+            }
+            Step::SimpleReadDone => {
+                let cookie = self.chunk.2;
+                self.complete(cookie);
+                self.expect(16, Step::ReplyStart);
+            }
+            _ => unreachable!("negotiation step {step:?} in transmission"),
+        }
+        Ok(())
+    }
+
+    /// Looks up the command a reply names; it must have been sent whole.
+    fn sent_command(&self, cookie: u64) -> Result<&super::state::InFlight<C>, Error> {
+        match self.cmds.get(&cookie) {
+            Some(c) if c.sent => Ok(c),
+            Some(_) => Err(proto(format!(
+                "server replied to cookie {cookie} before the request was sent"
+            ))),
+            None => Err(proto(format!(
+                "server replied with unknown cookie {cookie}"
+            ))),
+        }
+    }
+
+    fn simple_reply(&mut self, error: u32, cookie: u64) -> Result<(), Error> {
+        let c = self.sent_command(cookie)?;
+        let (kind, length) = (c.kind, c.length);
+        if let Some(e) = NbdError::from_wire(error) {
+            self.fail_command(cookie, server_error(e, b""));
+            self.complete(cookie);
+        } else if kind == cmd::READ {
+            self.chunk = (0, 0, cookie, 0);
+            self.expect_payload(
+                Dest::Caller { cookie, pos: 0 },
+                length as usize,
+                Step::SimpleReadDone,
+            );
+            return Ok(());
+        } else {
+            self.complete(cookie);
+        }
+        self.expect(16, Step::ReplyStart);
+        Ok(())
+    }
+
+    /// The chunk's header is complete: decide where its payload goes.
+    fn chunk_start(&mut self) -> Result<(), Error> {
+        let (flags, kind, cookie, length) = self.chunk;
+        let cmd_kind = self.sent_command(cookie)?.kind;
+        let bad_type = || {
+            proto(format!(
+                "server sent chunk type {kind} for a command of type {cmd_kind}"
+            ))
+        };
+        match kind {
+            chunk::OFFSET_DATA => {
+                if cmd_kind != cmd::READ {
+                    return Err(bad_type());
+                }
+                if length <= 8 {
+                    return Err(proto("OFFSET_DATA chunk without data"));
+                }
+                self.expect(8, Step::DataOffset);
+            }
+            chunk::NONE => {
+                if length != 0 || flags & chunk::FLAG_DONE == 0 {
+                    return Err(proto("NONE chunk must be empty and the last"));
+                }
+                self.chunk_done();
+            }
+            _ => {
+                match kind {
+                    chunk::OFFSET_HOLE if cmd_kind != cmd::READ => return Err(bad_type()),
+                    chunk::BLOCK_STATUS if cmd_kind != cmd::BLOCK_STATUS => return Err(bad_type()),
+                    _ => {}
+                }
+                if length as usize > MAX_BUFFERED_CHUNK {
+                    return Err(proto(format!(
+                        "server sent a chunk of {length} bytes, more than we accept"
+                    )));
+                }
+                self.expect_payload(Dest::Scratch, length as usize, Step::ChunkPayloadDone);
+            }
+        }
+        Ok(())
+    }
+
+    /// A buffered chunk is complete.
+    fn chunk_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let (_, kind, cookie, _) = self.chunk;
+        match kind {
+            chunk::OFFSET_HOLE => {
+                let (offset, len) =
+                    reply::parse_offset_hole(payload).map_err(Self::protocol_error)?;
+                let pos = self.check_range(cookie, offset, u64::from(len))?;
+                if let Some(c) = self.cmds.get_mut(&cookie) {
+                    c.ctx.read_buf()[pos..pos + len as usize].fill(0);
+                    if c.report_chunks {
+                        self.events.push_back(Event::ReadChunk {
+                            cookie,
+                            offset,
+                            len,
+                            hole: true,
+                        });
+                    }
+                }
+            }
+            chunk::BLOCK_STATUS => {
+                let (id, extents) =
+                    reply::parse_block_status(payload).map_err(Self::protocol_error)?;
+                let known = self
+                    .export
+                    .as_ref()
+                    .is_some_and(|e| e.meta_contexts.iter().any(|(i, _)| *i == id));
+                if !known {
+                    return Err(proto(format!(
+                        "server sent block status for context {id}, which was not negotiated"
+                    )));
+                }
+                let extents = extents.collect();
+                self.events.push_back(Event::BlockStatus {
+                    cookie,
+                    context_id: id,
+                    extents,
+                });
+            }
+            t if chunk::is_error(t) => {
+                let e = reply::parse_error_chunk(t, payload).map_err(Self::protocol_error)?;
+                if let Some(off) = e.offset {
+                    self.check_range(cookie, off, 1)?;
+                }
+                let err = match NbdError::from_wire(e.error) {
+                    Some(n) => server_error(n, e.message),
+                    None => proto("server sent an error chunk with error 0"),
+                };
+                self.fail_command(cookie, err);
+            }
+            t => {
+                // proto.md: a client that does not know a non-error chunk
+                // type cannot trust the reply; the command fails, the
+                // connection stays in sync.
+                self.fail_command(cookie, proto(format!("unknown chunk type {t}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `[offset, offset+len)` lies within the command's request
+    /// and returns its position in the command's buffer.
+    fn check_range(&self, cookie: u64, offset: u64, len: u64) -> Result<usize, Error> {
+        let c = self.sent_command(cookie)?;
+        let inside = offset >= c.offset
+            && offset - c.offset <= c.length
+            && len <= c.length - (offset - c.offset);
+        if !inside {
+            return Err(proto(format!(
+                "server sent a chunk at offset {offset} length {len} outside the request \
+                 (offset {} length {})",
+                c.offset, c.length
+            )));
+        }
+        Ok((offset - c.offset) as usize)
+    }
+
+    /// The absolute offset of the data chunk just received.
+    fn last_data_offset(&self, cookie: u64, length: u32) -> u64 {
+        match (self.rx, self.cmds.get(&cookie)) {
+            (
+                super::state::Rx::Payload {
+                    dest: Dest::Caller { pos, .. },
+                    ..
+                },
+                Some(c),
+            ) => c.offset + pos as u64 - u64::from(length - 8),
+            _ => 0,
+        }
+    }
+
+    /// Records a command's first error; later ones are dropped, as libnbd does.
+    fn fail_command(&mut self, cookie: u64, err: Error) {
+        if let Some(c) = self.cmds.get_mut(&cookie) {
+            c.error.get_or_insert(err);
+        }
+    }
+
+    /// A chunk is finished: retire the command on DONE, then read on.
+    fn chunk_done(&mut self) {
+        let (flags, _, cookie, _) = self.chunk;
+        if flags & chunk::FLAG_DONE != 0 {
+            self.complete(cookie);
+        }
+        if self.fatal.is_none() && !self.closed {
+            self.expect(16, Step::ReplyStart);
+        }
+    }
+
+    fn complete(&mut self, cookie: u64) {
+        if let Some(c) = self.cmds.remove(&cookie) {
+            self.events.push_back(Event::Completed {
+                cookie,
+                ctx: c.ctx,
+                result: c.error.map_or(Ok(()), Err),
+            });
+        }
+        self.close_if_disconnected();
+    }
+}
+
+fn server_error(e: NbdError, message: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(message);
+    if text.is_empty() {
+        Error::new(e.to_errno(), "server reported an error")
+    } else {
+        Error::new(e.to_errno(), format!("server reported an error: {text}"))
+    }
+}

@@ -1,0 +1,514 @@
+//! The client's state and its byte plumbing: where received bytes go, what
+//! is sent next, and how the phase is derived.
+//!
+//! Receiving works on two kinds of need. A *header* need is a fixed number
+//! of bytes the parser wants to see together (a reply header, an option
+//! reply header); they collect in `rbuf`. A *payload* need moves a known
+//! number of bytes to a destination: the caller's buffer of a READ, the
+//! scratch buffer of a chunk we must parse whole, or nowhere.
+//!
+//! In the transmission phase `rbuf` is filled as far as it goes, so one
+//! `recv` may carry many small replies; a large READ payload is received
+//! straight into the caller's buffer instead. During negotiation we read
+//! exactly what the step needs, so nothing past the handshake is consumed
+//! before the state that should see it (STARTTLS will rely on this).
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{CommandBuffer, Config, Error, Event, ExportInfo, Phase, Protocol};
+use crate::errno::host::{ECONNRESET, EPROTO};
+use crate::wire::request::REQUEST_HEADER_LEN;
+use crate::wire::WireError;
+
+/// Size of the read-ahead buffer.
+const RBUF_SIZE: usize = 64 * 1024;
+/// A READ payload at least this large (with nothing buffered) is received
+/// straight into the caller's buffer; below it, batching replies saves more
+/// system calls than the copy costs.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+/// The largest fixed-size piece a parse step needs at once: the rest of an
+/// oldstyle greeting.
+const MAX_HEADER_NEED: usize = crate::wire::handshake::OLDSTYLE_REST_LEN;
+
+/// What the receive side is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rx {
+    /// `need` bytes in `rbuf`, then `step` parses them.
+    Header { need: usize, step: Step },
+    /// `remaining` bytes to move to `dest`, then `then` runs.
+    Payload {
+        dest: Dest,
+        remaining: usize,
+        then: Step,
+    },
+    /// Nothing to receive (dead, closed, or only writing).
+    Idle,
+}
+
+/// Where payload bytes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dest {
+    /// The read buffer of command `cookie`, from byte `pos`.
+    Caller { cookie: u64, pos: usize },
+    /// `scratch`, which was sized for the payload.
+    Scratch,
+}
+
+/// The parse step that runs once a need is met. Negotiation steps are in
+/// negotiate.rs, transmission steps in receive.rs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    GreetingPrefix,
+    NewstyleFlags,
+    OldstyleRest,
+    OptionReplyHeader,
+    OptionReplyPayload,
+    ExportNameReply,
+    ExportNameZeroes,
+    ReplyStart,
+    ChunkLength,
+    DataOffset,
+    ReadDataDone,
+    ChunkPayloadDone,
+    SimpleReadDone,
+}
+
+/// Which buffer the last `recv_buf` handed out, so `recv_done` knows
+/// where the bytes landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecvTarget {
+    Rbuf,
+    Caller,
+    Scratch,
+    None,
+}
+
+/// A command between submit and completion.
+pub(super) struct InFlight<C> {
+    pub(super) kind: u16,
+    pub(super) offset: u64,
+    pub(super) length: u64,
+    pub(super) report_chunks: bool,
+    pub(super) header: [u8; REQUEST_HEADER_LEN],
+    pub(super) ctx: C,
+    /// Whether the request has gone out whole (a reply before that is a
+    /// hostile server's).
+    pub(super) sent: bool,
+    /// The first error the server reported for it.
+    pub(super) error: Option<Error>,
+}
+
+/// The NBD client state machine. See the module documentation of
+/// [`crate::client`] for how a driver uses it.
+pub struct Client<C> {
+    pub(super) config: Config,
+    pub(super) transmission: bool,
+    pub(super) fatal: Option<Error>,
+    pub(super) closed: bool,
+    pub(super) protocol: Option<Protocol>,
+    pub(super) export: Option<ExportInfo>,
+    /// Export facts gathered while negotiating, promoted to `export` at the end.
+    pub(super) pending_export: ExportInfo,
+    pub(super) got_export_info: bool,
+    pub(super) negotiation: super::negotiate::Negotiation,
+
+    // Receive side.
+    pub(super) rx: Rx,
+    rbuf: Box<[u8]>,
+    rstart: usize,
+    rend: usize,
+    pub(super) scratch: Vec<u8>,
+    recv_target: RecvTarget,
+
+    // Send side.
+    /// Negotiation bytes not yet sent, from `out_pos`.
+    pub(super) out: Vec<u8>,
+    pub(super) out_pos: usize,
+    /// Cookies of commands not yet wholly sent, in order.
+    pub(super) send_queue: VecDeque<u64>,
+    /// Bytes of the front command already sent.
+    pub(super) send_pos: usize,
+
+    // Commands.
+    pub(super) cmds: HashMap<u64, InFlight<C>>,
+    pub(super) next_cookie: u64,
+    pub(super) events: VecDeque<Event<C>>,
+    /// NBD_CMD_DISC, once asked for.
+    pub(super) disc: super::commands::Disc,
+    /// The structured chunk being received: (flags, type, cookie, length).
+    pub(super) chunk: (u16, u16, u64, u32),
+}
+
+impl<C: CommandBuffer> Client<C> {
+    /// A client about to read the server's greeting.
+    pub fn new(config: Config) -> Self {
+        Client {
+            config,
+            transmission: false,
+            fatal: None,
+            closed: false,
+            protocol: None,
+            export: None,
+            pending_export: ExportInfo::default(),
+            got_export_info: false,
+            negotiation: Default::default(),
+            rx: Rx::Header {
+                need: crate::wire::handshake::GREETING_PREFIX_LEN,
+                step: Step::GreetingPrefix,
+            },
+            rbuf: vec![0u8; RBUF_SIZE].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            scratch: Vec::new(),
+            recv_target: RecvTarget::None,
+            out: Vec::new(),
+            out_pos: 0,
+            send_queue: VecDeque::new(),
+            send_pos: 0,
+            cmds: HashMap::new(),
+            next_cookie: 1,
+            events: VecDeque::new(),
+            disc: Default::default(),
+            chunk: (0, 0, 0, 0),
+        }
+    }
+
+    /// The connection's phase, derived from the state (never stored, so it
+    /// cannot disagree with it).
+    pub fn phase(&self) -> Phase {
+        if self.fatal.is_some() {
+            Phase::Dead
+        } else if self.closed {
+            Phase::Closed
+        } else if !self.transmission {
+            if self.protocol.is_none() {
+                Phase::Connecting
+            } else {
+                Phase::Negotiating
+            }
+        } else if self.cmds.is_empty() {
+            Phase::Ready
+        } else {
+            Phase::Processing
+        }
+    }
+
+    /// Why the connection died, if it did.
+    pub fn fatal_error(&self) -> Option<&Error> {
+        self.fatal.as_ref()
+    }
+
+    /// The handshake style the server used, once known.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// What negotiation learnt, once it finished.
+    pub fn export(&self) -> Option<&ExportInfo> {
+        self.export.as_ref()
+    }
+
+    /// The configuration negotiation uses.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Commands submitted and not yet completed (including unsent ones).
+    pub fn in_flight(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// Whether the client has bytes to send.
+    pub fn wants_write(&self) -> bool {
+        self.is_live()
+            && (self.out_pos < self.out.len()
+                || !self.send_queue.is_empty()
+                || self.disc.is_pending())
+    }
+
+    /// Whether the client is waiting for bytes from the server. In the
+    /// transmission phase this is always true while the connection lives,
+    /// so a server's hang-up is noticed even when nothing is in flight.
+    pub fn wants_read(&self) -> bool {
+        self.is_live() && !matches!(self.rx, Rx::Idle)
+    }
+
+    fn is_live(&self) -> bool {
+        self.fatal.is_none() && !self.closed
+    }
+
+    /// The next completion or chunk, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event<C>> {
+        self.events.pop_front()
+    }
+
+    // ---- receiving ----
+
+    /// Where the driver's next `recv` should put its bytes. Empty only when
+    /// the client does not want to read.
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        if !self.is_live() {
+            self.recv_target = RecvTarget::None;
+            return &mut [];
+        }
+        match self.rx {
+            Rx::Idle => {
+                self.recv_target = RecvTarget::None;
+                &mut []
+            }
+            Rx::Header { need, .. } => {
+                self.make_room(need);
+                let limit = if self.transmission {
+                    self.rbuf.len()
+                } else {
+                    self.rstart + need
+                };
+                self.recv_target = RecvTarget::Rbuf;
+                &mut self.rbuf[self.rend..limit]
+            }
+            Rx::Payload {
+                dest, remaining, ..
+            } => match dest {
+                Dest::Caller { cookie, pos }
+                    if !self.transmission || remaining >= DIRECT_READ_MIN =>
+                {
+                    self.recv_target = RecvTarget::Caller;
+                    match self.cmds.get_mut(&cookie) {
+                        Some(c) => &mut c.ctx.read_buf()[pos..pos + remaining],
+                        None => &mut [],
+                    }
+                }
+                Dest::Scratch if !self.transmission || remaining >= DIRECT_READ_MIN => {
+                    let filled = self.scratch.len() - remaining;
+                    self.recv_target = RecvTarget::Scratch;
+                    &mut self.scratch[filled..]
+                }
+                _ => {
+                    self.make_room(1);
+                    let limit = if self.transmission {
+                        self.rbuf.len()
+                    } else {
+                        (self.rend + remaining).min(self.rbuf.len())
+                    };
+                    self.recv_target = RecvTarget::Rbuf;
+                    &mut self.rbuf[self.rend..limit]
+                }
+            },
+        }
+    }
+
+    /// Moves buffered bytes to the front so that `need` more fit.
+    fn make_room(&mut self, need: usize) {
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        } else if self.rbuf.len() - self.rstart < need.max(REQUEST_HEADER_LEN)
+            || self.rend == self.rbuf.len()
+        {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+    }
+
+    /// The driver received `n` bytes into the last [`Client::recv_buf`].
+    /// `n == 0` means the server closed the connection.
+    pub fn recv_done(&mut self, n: usize) {
+        if !self.is_live() {
+            return;
+        }
+        if n == 0 {
+            self.on_eof();
+            return;
+        }
+        match std::mem::replace(&mut self.recv_target, RecvTarget::None) {
+            RecvTarget::Rbuf => self.rend += n,
+            RecvTarget::Caller => {
+                if let Rx::Payload {
+                    dest: Dest::Caller { cookie, pos },
+                    remaining,
+                    then,
+                } = self.rx
+                {
+                    self.rx = Rx::Payload {
+                        dest: Dest::Caller {
+                            cookie,
+                            pos: pos + n,
+                        },
+                        remaining: remaining - n,
+                        then,
+                    };
+                }
+            }
+            RecvTarget::Scratch => {
+                if let Rx::Payload {
+                    dest,
+                    remaining,
+                    then,
+                } = self.rx
+                {
+                    self.rx = Rx::Payload {
+                        dest,
+                        remaining: remaining - n,
+                        then,
+                    };
+                }
+            }
+            RecvTarget::None => return,
+        }
+        self.process();
+    }
+
+    /// Runs parse steps for as long as their needs are met.
+    fn process(&mut self) {
+        while self.is_live() {
+            match self.rx {
+                Rx::Idle => break,
+                Rx::Header { need, step } => {
+                    if self.rend - self.rstart < need {
+                        break;
+                    }
+                    let mut hdr = [0u8; MAX_HEADER_NEED];
+                    hdr[..need].copy_from_slice(&self.rbuf[self.rstart..self.rstart + need]);
+                    self.rstart += need;
+                    self.run_step(step, &hdr[..need]);
+                }
+                Rx::Payload {
+                    dest,
+                    remaining,
+                    then,
+                } => {
+                    if remaining > 0 {
+                        let avail = self.rend - self.rstart;
+                        if avail == 0 {
+                            break;
+                        }
+                        let n = avail.min(remaining);
+                        let src = self.rstart..self.rstart + n;
+                        let dest = match dest {
+                            Dest::Caller { cookie, pos } => {
+                                if let Some(c) = self.cmds.get_mut(&cookie) {
+                                    c.ctx.read_buf()[pos..pos + n].copy_from_slice(&self.rbuf[src]);
+                                }
+                                Dest::Caller {
+                                    cookie,
+                                    pos: pos + n,
+                                }
+                            }
+                            Dest::Scratch => {
+                                let filled = self.scratch.len() - remaining;
+                                self.scratch[filled..filled + n].copy_from_slice(&self.rbuf[src]);
+                                Dest::Scratch
+                            }
+                        };
+                        self.rstart += n;
+                        self.rx = Rx::Payload {
+                            dest,
+                            remaining: remaining - n,
+                            then,
+                        };
+                        continue;
+                    }
+                    self.run_step(then, &[]);
+                }
+            }
+        }
+    }
+
+    fn run_step(&mut self, step: Step, bytes: &[u8]) {
+        let r = match step {
+            Step::GreetingPrefix
+            | Step::NewstyleFlags
+            | Step::OldstyleRest
+            | Step::OptionReplyHeader
+            | Step::OptionReplyPayload
+            | Step::ExportNameReply
+            | Step::ExportNameZeroes => self.negotiate_step(step, bytes),
+            Step::ReplyStart
+            | Step::ChunkLength
+            | Step::DataOffset
+            | Step::ReadDataDone
+            | Step::ChunkPayloadDone
+            | Step::SimpleReadDone => self.reply_step(step, bytes),
+        };
+        if let Err(e) = r {
+            self.die(e);
+        }
+    }
+
+    /// Waits for `need` header bytes, then runs `step`.
+    pub(super) fn expect(&mut self, need: usize, step: Step) {
+        self.rx = Rx::Header { need, step };
+    }
+
+    /// Moves `len` bytes to `dest`, then runs `then`.
+    pub(super) fn expect_payload(&mut self, dest: Dest, len: usize, then: Step) {
+        if matches!(dest, Dest::Scratch) {
+            // Sized up front: bytes fill it from `len - remaining` on.
+            self.scratch.clear();
+            self.scratch.resize(len, 0);
+        }
+        self.rx = Rx::Payload {
+            dest,
+            remaining: len,
+            then,
+        };
+    }
+
+    fn on_eof(&mut self) {
+        if self.transmission && self.in_flight() == 0 {
+            // Whether we asked to disconnect or the server hung up on an
+            // idle connection, nothing was lost: the connection is closed.
+            self.closed = true;
+            self.rx = Rx::Idle;
+            self.complete_all(Error::new(ECONNRESET, "connection closed"));
+        } else {
+            let what = if self.transmission {
+                "server closed the connection with commands in flight"
+            } else {
+                "server closed the connection during the handshake"
+            };
+            self.die(Error::new(ECONNRESET, what));
+        }
+    }
+
+    /// The driver's I/O failed: the connection is dead.
+    pub fn fail(&mut self, err: Error) {
+        if self.is_live() {
+            self.die(err);
+        }
+    }
+
+    /// Kills the connection: every command in flight completes with `err`.
+    pub(super) fn die(&mut self, err: Error) {
+        if self.fatal.is_some() {
+            return;
+        }
+        self.rx = Rx::Idle;
+        self.send_queue.clear();
+        self.out.clear();
+        self.out_pos = 0;
+        self.complete_all(err.clone());
+        self.fatal = Some(err);
+    }
+
+    fn complete_all(&mut self, err: Error) {
+        self.send_queue.clear();
+        let mut cookies: Vec<u64> = self.cmds.keys().copied().collect();
+        cookies.sort_unstable();
+        for cookie in cookies {
+            if let Some(c) = self.cmds.remove(&cookie) {
+                self.events.push_back(Event::Completed {
+                    cookie,
+                    ctx: c.ctx,
+                    result: Err(err.clone()),
+                });
+            }
+        }
+    }
+
+    /// A malformed message from the server.
+    pub(super) fn protocol_error(e: WireError) -> Error {
+        Error::new(EPROTO, format!("protocol error: {e}"))
+    }
+}
