@@ -249,6 +249,12 @@ impl<C: CommandBuffer> Client<C> {
             if self.out_pos == self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
+                if self.negotiation.aborting {
+                    // NBD_OPT_ABORT is out; the server's answer, if any,
+                    // changes nothing, so like DISC we need not wait.
+                    self.closed = true;
+                    self.rx = super::state::Rx::Idle;
+                }
             }
             return;
         }

@@ -30,6 +30,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub use negotiate::UserOption;
 pub use state::Client;
 
 use std::fmt;
@@ -78,6 +79,9 @@ pub struct Config {
     pub full_info: bool,
     /// Ask for block size constraints (nbd_set_request_block_size).
     pub request_block_size: bool,
+    /// Pause after the handshake flags (and structured replies) for the
+    /// caller's options (nbd_set_opt_mode). No effect on oldstyle servers.
+    pub opt_mode: bool,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             handshake_flags: crate::wire::consts::client_flags::ALL,
             full_info: false,
             request_block_size: true,
+            opt_mode: false,
         }
     }
 }
@@ -96,10 +101,11 @@ impl Default for Config {
 /// Where the connection stands, as libnbd's state predicates see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Reading the server's greeting (nbd_aio_is_connecting).
+    /// Handshake under way: greeting, flags, options the client runs by
+    /// itself or one the caller asked for (nbd_aio_is_connecting).
     Connecting,
-    /// Haggling options (nbd_aio_is_negotiating is for opt mode; outside
-    /// it libnbd reports this as connecting too).
+    /// Option mode: paused, waiting for the caller's next option
+    /// (nbd_aio_is_negotiating).
     Negotiating,
     /// Transmission, nothing in flight (nbd_aio_is_ready).
     Ready,
@@ -227,4 +233,12 @@ pub enum Event<C> {
         context_id: u32,
         extents: Vec<(u32, u32)>,
     },
+    /// Option mode: the option the caller asked for is finished. `Ok`
+    /// carries the number of list entries for LIST and LIST_META_CONTEXT.
+    /// After a failure the client is negotiating again (unless dead).
+    OptionDone { result: Result<u32, Error> },
+    /// Option mode: one export from NBD_OPT_LIST.
+    ListedExport { name: Vec<u8>, description: Vec<u8> },
+    /// Option mode: one context from NBD_OPT_LIST_META_CONTEXT.
+    ListedMetaContext { name: Vec<u8> },
 }

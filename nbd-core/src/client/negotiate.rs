@@ -8,6 +8,12 @@
 //! 2. SET_META_CONTEXT, if contexts were asked for and step 1 succeeded;
 //! 3. GO, which ends negotiation; a server that does not know GO gets
 //!    EXPORT_NAME instead, as does a server without fixed newstyle.
+//!
+//! In option mode (nbd_set_opt_mode) the client pauses after step 1 and
+//! the caller chooses: GO (steps 2 and 3), INFO (step 2, then INFO), LIST,
+//! LIST_META_CONTEXT or ABORT. The outcome of each is an
+//! [`Event::OptionDone`]; a server's refusal is the option's failure and
+//! the client pauses again, whereas a malformed reply is fatal as always.
 
 use super::state::{Dest, Step};
 use super::{Client, CommandBuffer, Error, Protocol};
@@ -17,8 +23,8 @@ use crate::wire::codec::PutBe;
 use crate::wire::consts::{client_flags, handshake_flags, info, opt, rep, tx_flags};
 use crate::wire::handshake::{self, GreetingKind};
 use crate::wire::option::{
-    encode_option, parse_rep_meta_context, GoRequest, InfoReply, MetaContextRequest,
-    OptionReplyHeader, OPTION_REPLY_HEADER_LEN,
+    encode_option, parse_rep_meta_context, parse_rep_server, GoRequest, InfoReply,
+    MetaContextRequest, OptionReplyHeader, OPTION_REPLY_HEADER_LEN,
 };
 
 /// Replies a server may send to one option before we call it hostile. A
@@ -31,7 +37,20 @@ pub(super) enum Opt {
     StructuredReply,
     SetMetaContext,
     Go,
+    Info,
     ExportName,
+    List,
+    ListMetaContext,
+}
+
+/// What the caller asked for in option mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserOption {
+    Go,
+    Info,
+    List,
+    ListMetaContext,
+    Abort,
 }
 
 /// Negotiation progress.
@@ -41,6 +60,14 @@ pub(super) struct Negotiation {
     reply: Option<OptionReplyHeader>,
     replies: usize,
     no_zeroes: bool,
+    /// Option mode: waiting for the caller.
+    pub(super) paused: bool,
+    /// Option mode: the caller's option under way.
+    user: Option<UserOption>,
+    /// Entries listed so far by LIST or LIST_META_CONTEXT.
+    listed: u32,
+    /// NBD_OPT_ABORT is on its way out; close once it is sent.
+    pub(super) aborting: bool,
 }
 
 impl<C: CommandBuffer> Client<C> {
@@ -142,13 +169,88 @@ impl<C: CommandBuffer> Client<C> {
             } else {
                 Opt::Go
             };
+        let after_meta = if self.negotiation.user == Some(UserOption::Info) {
+            Opt::Info
+        } else {
+            Opt::Go
+        };
         let next = match self.negotiation.current {
             None if self.config.request_structured_replies => Opt::StructuredReply,
+            None | Some(Opt::StructuredReply) if self.config.opt_mode => {
+                self.pause();
+                return;
+            }
             None | Some(Opt::StructuredReply) => meta_or_go,
-            Some(Opt::SetMetaContext) => Opt::Go,
-            Some(Opt::Go) | Some(Opt::ExportName) => return,
+            Some(Opt::SetMetaContext) => after_meta,
+            _ => return,
         };
         self.start_option(next);
+    }
+
+    /// Option mode: wait for the caller's next option.
+    fn pause(&mut self) {
+        self.negotiation.paused = true;
+        self.negotiation.current = None;
+        self.rx = super::state::Rx::Idle;
+    }
+
+    /// Option mode: the caller's option is finished.
+    fn user_done(&mut self, result: Result<u32, Error>) {
+        if self.negotiation.user.take().is_some() {
+            self.events.push_back(super::Event::OptionDone { result });
+        }
+        if !self.transmission && self.fatal.is_none() && !self.closed {
+            self.pause();
+        }
+    }
+
+    /// Option mode: runs the caller's option. Fails unless the client is
+    /// paused for one (the driver maps that onto libnbd's state errors).
+    pub fn start_user_option(&mut self, o: UserOption) -> Result<(), Error> {
+        if !self.negotiation.paused {
+            return Err(Error::new(
+                host::EINVAL,
+                "not in option mode, or an option is already under way",
+            ));
+        }
+        let sr = self.pending_export.structured_replies;
+        if o == UserOption::ListMetaContext && !sr {
+            return Err(Error::new(
+                host::ENOTSUP,
+                "server lacks structured replies, so it cannot list meta contexts",
+            ));
+        }
+        self.negotiation.paused = false;
+        self.negotiation.user = Some(o);
+        self.negotiation.listed = 0;
+        match o {
+            UserOption::Go | UserOption::Info => {
+                // Forget what an earlier INFO learnt: this answer replaces it.
+                self.export = None;
+                self.got_export_info = false;
+                let e = &mut self.pending_export;
+                *e = super::ExportInfo {
+                    structured_replies: e.structured_replies,
+                    ..Default::default()
+                };
+                let first = if sr && !self.config.meta_contexts.is_empty() {
+                    Opt::SetMetaContext
+                } else if o == UserOption::Info {
+                    Opt::Info
+                } else {
+                    Opt::Go
+                };
+                self.start_option(first);
+            }
+            UserOption::List => self.start_option(Opt::List),
+            UserOption::ListMetaContext => self.start_option(Opt::ListMetaContext),
+            UserOption::Abort => {
+                encode_option(&mut self.out, opt::ABORT, &[]);
+                self.negotiation.aborting = true;
+                self.rx = super::state::Rx::Idle;
+            }
+        }
+        Ok(())
     }
 
     fn start_option(&mut self, o: Opt) {
@@ -165,7 +267,16 @@ impl<C: CommandBuffer> Client<C> {
                 .encode();
                 encode_option(&mut self.out, opt::SET_META_CONTEXT, &payload);
             }
-            Opt::Go => {
+            Opt::List => encode_option(&mut self.out, opt::LIST, &[]),
+            Opt::ListMetaContext => {
+                let payload = MetaContextRequest {
+                    export_name: &name,
+                    queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
+                }
+                .encode();
+                encode_option(&mut self.out, opt::LIST_META_CONTEXT, &payload);
+            }
+            Opt::Go | Opt::Info => {
                 let mut info_requests = Vec::new();
                 if self.config.request_block_size {
                     info_requests.push(info::BLOCK_SIZE);
@@ -179,7 +290,8 @@ impl<C: CommandBuffer> Client<C> {
                     info_requests,
                 }
                 .encode();
-                encode_option(&mut self.out, opt::GO, &payload);
+                let code = if o == Opt::Go { opt::GO } else { opt::INFO };
+                encode_option(&mut self.out, code, &payload);
             }
             Opt::ExportName => {
                 encode_option(&mut self.out, opt::EXPORT_NAME, &name);
@@ -228,7 +340,7 @@ impl<C: CommandBuffer> Client<C> {
                 self.pending_export.meta_contexts.clear();
                 self.next_option();
             }
-            (Opt::Go, rep::INFO) => {
+            (Opt::Go | Opt::Info, rep::INFO) => {
                 match InfoReply::decode(payload).map_err(Self::protocol_error)? {
                     InfoReply::Export { size, flags } => {
                         self.pending_export.size = size;
@@ -248,24 +360,62 @@ impl<C: CommandBuffer> Client<C> {
                 }
                 self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
             }
-            (Opt::Go, rep::ACK) => {
+            (Opt::Go | Opt::Info, rep::ACK) => {
                 if !self.got_export_info {
                     return Err(Error::new(
                         host::EPROTO,
                         "handshake: server acknowledged NBD_OPT_GO without sending the export's size",
                     ));
                 }
-                self.finish_negotiation()?;
+                if o == Opt::Go {
+                    self.finish_negotiation()?;
+                } else {
+                    self.check_export()?;
+                    self.export = Some(self.pending_export.clone());
+                    self.user_done(Ok(0));
+                }
             }
             (Opt::Go, rep::ERR_UNSUP) => self.start_option(Opt::ExportName),
-            (Opt::Go, t) if rep::is_error(t) => return Err(option_error(t, payload)),
+            (Opt::Go | Opt::Info, t) if rep::is_error(t) => {
+                let e = option_error(t, payload);
+                if self.negotiation.user.is_some() {
+                    self.user_done(Err(e));
+                } else {
+                    return Err(e);
+                }
+            }
+            (Opt::List, rep::SERVER) => {
+                let (name, description) =
+                    parse_rep_server(payload).map_err(Self::protocol_error)?;
+                self.events.push_back(super::Event::ListedExport {
+                    name: name.to_vec(),
+                    description: description.to_vec(),
+                });
+                self.negotiation.listed += 1;
+                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+            }
+            (Opt::ListMetaContext, rep::META_CONTEXT) => {
+                let (_, name) = parse_rep_meta_context(payload).map_err(Self::protocol_error)?;
+                self.events.push_back(super::Event::ListedMetaContext {
+                    name: name.to_vec(),
+                });
+                self.negotiation.listed += 1;
+                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+            }
+            (Opt::List | Opt::ListMetaContext, rep::ACK) => {
+                let n = self.negotiation.listed;
+                self.user_done(Ok(n));
+            }
+            (Opt::List | Opt::ListMetaContext, t) if rep::is_error(t) => {
+                self.user_done(Err(option_error(t, payload)));
+            }
             _ => return Err(unexpected()),
         }
         Ok(())
     }
 
-    /// Checks what the server told us and enters the transmission phase.
-    fn finish_negotiation(&mut self) -> Result<(), Error> {
+    /// Checks and tidies what the server told us about the export.
+    fn check_export(&mut self) -> Result<(), Error> {
         let e = &mut self.pending_export;
         if e.size > MAX_EXPORT_SIZE {
             return Err(Error::new(
@@ -283,9 +433,17 @@ impl<C: CommandBuffer> Client<C> {
             // DF only means something with structured replies.
             e.flags &= !tx_flags::SEND_DF;
         }
+        Ok(())
+    }
+
+    /// Enters the transmission phase.
+    fn finish_negotiation(&mut self) -> Result<(), Error> {
+        self.check_export()?;
         self.export = Some(std::mem::take(&mut self.pending_export));
         self.transmission = true;
+        self.negotiation.paused = false;
         self.expect(16, Step::ReplyStart);
+        self.user_done(Ok(0));
         Ok(())
     }
 }
@@ -299,7 +457,10 @@ fn opt_code(o: Opt) -> u32 {
         Opt::StructuredReply => opt::STRUCTURED_REPLY,
         Opt::SetMetaContext => opt::SET_META_CONTEXT,
         Opt::Go => opt::GO,
+        Opt::Info => opt::INFO,
         Opt::ExportName => opt::EXPORT_NAME,
+        Opt::List => opt::LIST,
+        Opt::ListMetaContext => opt::LIST_META_CONTEXT,
     }
 }
 

@@ -205,10 +205,10 @@ impl<C: CommandBuffer> Client<C> {
         } else if self.closed {
             Phase::Closed
         } else if !self.transmission {
-            if self.protocol.is_none() {
-                Phase::Connecting
-            } else {
+            if self.negotiation.paused {
                 Phase::Negotiating
+            } else {
+                Phase::Connecting
             }
         } else if self.cmds.is_empty() {
             Phase::Ready
@@ -235,6 +235,13 @@ impl<C: CommandBuffer> Client<C> {
     /// The configuration negotiation uses.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Changes the configuration. In option mode the export name and meta
+    /// contexts may change between options; the driver decides which
+    /// settings may change in which phase, as libnbd's API does.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
     }
 
     /// Commands submitted and not yet completed (including unsent ones).

@@ -179,6 +179,39 @@ impl FakeServer {
                 }
                 encode_option_reply(&mut self.out, option, rep::ACK, &[]);
             }
+            opt::LIST => {
+                for (name, desc) in [(&b""[..], &b""[..]), (b"disk2", b"second disk")] {
+                    let p = crate::wire::option::encode_rep_server(name, desc);
+                    encode_option_reply(&mut self.out, option, rep::SERVER, &p);
+                }
+                encode_option_reply(&mut self.out, option, rep::ACK, &[]);
+            }
+            opt::LIST_META_CONTEXT => {
+                let p = crate::wire::option::encode_rep_meta_context(0, b"base:allocation");
+                encode_option_reply(&mut self.out, option, rep::META_CONTEXT, &p);
+                encode_option_reply(&mut self.out, option, rep::ACK, &[]);
+            }
+            opt::ABORT => {
+                encode_option_reply(&mut self.out, option, rep::ACK, &[]);
+                self.closed = true;
+            }
+            opt::GO | opt::INFO
+                if crate::wire::option::GoRequest::decode(payload)
+                    .unwrap()
+                    .export_name
+                    == b"nope" =>
+            {
+                encode_option_reply(&mut self.out, option, rep::ERR_UNKNOWN, b"no such export");
+            }
+            opt::INFO => {
+                let info = InfoReply::Export {
+                    size: 12345 * 512,
+                    flags: self.flags(),
+                }
+                .encode();
+                encode_option_reply(&mut self.out, option, rep::INFO, &info);
+                encode_option_reply(&mut self.out, option, rep::ACK, &[]);
+            }
             opt::GO if !self.s.no_go => {
                 let info = InfoReply::Export {
                     size: self.size(),
@@ -846,4 +879,99 @@ fn never_panics_on_garbage() {
             l.client.recv_done(want);
         }
     }
+}
+
+// ---- option mode ----
+
+fn opt_mode() -> Link {
+    let cfg = Config {
+        opt_mode: true,
+        ..Default::default()
+    };
+    let mut l = Link::new(cfg, Script::default());
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert!(!l.client.wants_write() && !l.client.wants_read());
+    l
+}
+
+fn option_result(l: &mut Link) -> (Result<u32, Error>, Vec<Vec<u8>>) {
+    let mut listed = Vec::new();
+    let mut result = None;
+    while let Some(e) = l.client.poll_event() {
+        match e {
+            Event::OptionDone { result: r } => result = Some(r),
+            Event::ListedExport { name, .. } => listed.push(name),
+            Event::ListedMetaContext { name } => listed.push(name),
+            _ => {}
+        }
+    }
+    (result.expect("an OptionDone event"), listed)
+}
+
+#[test]
+fn opt_mode_pauses_after_structured_replies() {
+    let l = opt_mode();
+    assert!(l.client.export().is_none());
+    assert_eq!(l.client.protocol(), Some(Protocol::FixedNewstyle));
+}
+
+#[test]
+fn opt_list_then_go() {
+    let mut l = opt_mode();
+    l.client.start_user_option(UserOption::List).unwrap();
+    assert_eq!(l.client.phase(), Phase::Connecting);
+    l.run();
+    let (r, names) = option_result(&mut l);
+    assert_eq!(r.unwrap(), 2);
+    assert_eq!(names, vec![b"".to_vec(), b"disk2".to_vec()]);
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    assert_eq!(option_result(&mut l).0.unwrap(), 0);
+    assert_eq!(l.client.phase(), Phase::Ready);
+}
+
+#[test]
+fn opt_info_reports_the_export_and_stays_negotiating() {
+    let mut l = opt_mode();
+    l.client.start_user_option(UserOption::Info).unwrap();
+    l.run();
+    option_result(&mut l).0.unwrap();
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert_eq!(l.client.export().unwrap().size, 12345 * 512);
+}
+
+#[test]
+fn opt_go_failure_returns_to_negotiating() {
+    let mut l = opt_mode();
+    l.client.config_mut().export_name = b"nope".to_vec();
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    let e = option_result(&mut l).0.unwrap_err();
+    assert_eq!(e.errno, host::ENOENT);
+    assert!(e.message.contains("no such export"));
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    l.client.config_mut().export_name = b"".to_vec();
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    option_result(&mut l).0.unwrap();
+    assert_eq!(l.client.phase(), Phase::Ready);
+}
+
+#[test]
+fn opt_list_meta_context_and_abort() {
+    let mut l = opt_mode();
+    l.client
+        .start_user_option(UserOption::ListMetaContext)
+        .unwrap();
+    l.run();
+    let (r, names) = option_result(&mut l);
+    assert_eq!(r.unwrap(), 1);
+    assert_eq!(names, vec![b"base:allocation".to_vec()]);
+    l.client.start_user_option(UserOption::Abort).unwrap();
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Closed);
+    // Only one option at a time, and only while paused.
+    assert!(l.client.start_user_option(UserOption::Go).is_err());
 }
