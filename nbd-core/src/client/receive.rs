@@ -110,6 +110,14 @@ impl<C: CommandBuffer> Client<C> {
             self.fail_command(cookie, server_error(e, b""));
             self.complete(cookie);
         } else if kind == cmd::READ {
+            // proto.md: once structured replies are negotiated, a READ that
+            // succeeds is answered with chunks; a simple reply would leave
+            // us guessing whether data follows.
+            if self.export.as_ref().is_some_and(|e| e.structured_replies) {
+                return Err(proto(
+                    "server sent a simple reply to a read after negotiating structured replies",
+                ));
+            }
             self.chunk = (0, 0, cookie, 0);
             self.expect_payload(
                 Dest::Caller { cookie, pos: 0 },

@@ -975,3 +975,12 @@ fn opt_list_meta_context_and_abort() {
     // Only one option at a time, and only while paused.
     assert!(l.client.start_user_option(UserOption::Go).is_err());
 }
+
+#[test]
+fn simple_read_reply_after_structured_negotiation() {
+    hostile_read(|cookie, _, len| {
+        let mut r = reply::encode_simple_reply(0, cookie).to_vec();
+        r.resize(r.len() + len as usize, 0);
+        r
+    });
+}
