@@ -1,0 +1,436 @@
+//! The libnbd C API as one table: the single source of truth for the
+//! exported wrappers (`nbd-capi/src/generated/exports.rs`), the linker
+//! version script (`nbd-capi/libnbd.syms`) and, through cbindgen, the
+//! header (`include/libnbd.h`).
+//!
+//! Each call is described once: its arguments by meaning, its return kind,
+//! the ELF version node it was introduced in (libnbd 1.14.2's), the handle
+//! states it may run in, and where its hand-written body lives. Calls not
+//! yet implemented are listed with their version node only, so the table
+//! covers the whole reference symbol list and the version script has every
+//! node, but they are neither exported nor declared.
+//!
+//! This file is plain data with no dependencies: the generator binary and
+//! nbd-capi's drift test both include it with `#[path]`.
+#![allow(dead_code)]
+
+/// An argument, by meaning. The C types follow libnbd's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// `bool NAME`.
+    Bool(&'static str),
+    /// `uint32_t NAME`.
+    UInt32(&'static str),
+    /// `uint64_t NAME`.
+    UInt64(&'static str),
+    /// `uint32_t flags`: LIBNBD_CMD_FLAG_* or another named set; the body
+    /// checks them.
+    Flags(&'static str),
+    /// `const char *NAME`, never NULL (EFAULT); the body gets `&CStr`.
+    String(&'static str),
+    /// `char **NAME`: a NULL-terminated list of strings, never NULL
+    /// (EFAULT); the body gets `Vec<&CStr>`.
+    StringList(&'static str),
+    /// `const void *BUF, size_t COUNT`: the body gets `&[u8]`.
+    BytesIn(&'static str, &'static str),
+    /// `void *BUF, size_t COUNT`: the body gets `&mut [u8]`.
+    BytesOut(&'static str, &'static str),
+}
+
+/// What a call returns, and so what it returns on error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    /// `void`; no error.
+    Void,
+    /// `int`: 0 or -1.
+    Err,
+    /// `int`: 0 (false), 1 (true) or -1.
+    Bool,
+    /// `int64_t`: a value >= 0 or -1.
+    Int64,
+    /// `const char *` the library owns, NULL on error.
+    StaticString,
+    /// `char *` the caller frees, NULL on error.
+    String,
+    /// `struct nbd_handle *`, NULL on error.
+    Handle,
+    /// `int` that cannot fail (nbd_get_errno).
+    PlainInt,
+    /// `const char *` that may be NULL and cannot fail (nbd_get_error).
+    PlainConstString,
+}
+
+/// Where the handle stands, as the state checks see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created, not yet connected: calls not allowed here fail with ENOTCONN.
+    Created,
+    /// Connecting or negotiating (before the export is ready).
+    Connecting,
+    /// Negotiating in opt mode (nbd_set_opt_mode, not in this stage).
+    Negotiating,
+    /// Ready or processing commands.
+    Connected,
+    /// Shut down cleanly.
+    Closed,
+    /// A fatal error happened.
+    Dead,
+}
+
+/// Whether a call is exported yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Implemented,
+    /// Listed (it is in libnbd 1.14.2) but neither exported nor declared.
+    Todo,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// The C name without the `nbd_` prefix.
+    pub name: &'static str,
+    /// The libnbd version that introduced it: its ELF node is LIBNBD_<version>.
+    pub version: &'static str,
+    /// Whether the first argument is `struct nbd_handle *h`.
+    pub handle: bool,
+    pub args: &'static [Arg],
+    pub ret: Ret,
+    /// The states the call may run in; empty means any.
+    pub states: &'static [State],
+    /// Whether the call sets the thread's error context (libnbd's
+    /// may_set_error): nbd_get_error and friends must not.
+    pub may_set_error: bool,
+    /// The module under `nbd-capi/src/calls/` with the body, which is a
+    /// function of the same name as the call (without `nbd_`).
+    pub module: &'static str,
+    pub status: Status,
+}
+
+use Arg::*;
+use State::*;
+
+const ANY: &[State] = &[];
+const NEW: &[State] = &[Created];
+/// Where libnbd answers questions about the export: after negotiation.
+const INFO: &[State] = &[Negotiating, Connected, Closed];
+const CONNECTED: &[State] = &[Connected];
+
+const fn call(
+    name: &'static str,
+    version: &'static str,
+    args: &'static [Arg],
+    ret: Ret,
+    states: &'static [State],
+    module: &'static str,
+) -> Call {
+    Call {
+        name,
+        version,
+        handle: true,
+        args,
+        ret,
+        states,
+        may_set_error: true,
+        module,
+        status: Status::Implemented,
+    }
+}
+
+/// A call of libnbd 1.14.2 we do not implement yet.
+const fn todo(name: &'static str, version: &'static str) -> Call {
+    Call {
+        name,
+        version,
+        handle: true,
+        args: &[],
+        ret: Ret::Err,
+        states: ANY,
+        may_set_error: true,
+        module: "",
+        status: Status::Todo,
+    }
+}
+
+const fn can(name: &'static str, version: &'static str) -> Call {
+    call(name, version, &[], Ret::Bool, INFO, "info")
+}
+
+/// Every version node of libnbd 1.14.2, oldest first. Each node inherits
+/// from the one before it in the version script.
+pub const VERSIONS: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
+
+pub const CALLS: &[Call] = &[
+    // Handles and errors.
+    Call {
+        handle: false,
+        ..call("create", "1.0", &[], Ret::Handle, ANY, "handle")
+    },
+    Call {
+        may_set_error: false,
+        ..call("close", "1.0", &[], Ret::Void, ANY, "handle")
+    },
+    Call {
+        handle: false,
+        may_set_error: false,
+        ..call(
+            "get_error",
+            "1.0",
+            &[],
+            Ret::PlainConstString,
+            ANY,
+            "handle",
+        )
+    },
+    Call {
+        handle: false,
+        may_set_error: false,
+        ..call("get_errno", "1.0", &[], Ret::PlainInt, ANY, "handle")
+    },
+    // Settings.
+    call(
+        "set_debug",
+        "1.0",
+        &[Bool("debug")],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
+    call("get_debug", "1.0", &[], Ret::Bool, ANY, "settings"),
+    todo("set_debug_callback", "1.0"),
+    todo("clear_debug_callback", "1.0"),
+    call(
+        "set_handle_name",
+        "1.0",
+        &[String("handle_name")],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
+    call("get_handle_name", "1.0", &[], Ret::String, ANY, "settings"),
+    todo("set_private_data", "1.8"),
+    todo("get_private_data", "1.8"),
+    call(
+        "set_export_name",
+        "1.0",
+        &[String("export_name")],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
+    call("get_export_name", "1.0", &[], Ret::String, ANY, "settings"),
+    todo("set_request_block_size", "1.12"),
+    todo("get_request_block_size", "1.12"),
+    todo("set_full_info", "1.4"),
+    todo("get_full_info", "1.4"),
+    todo("get_canonical_export_name", "1.4"),
+    todo("get_export_description", "1.4"),
+    todo("set_tls", "1.0"),
+    todo("get_tls", "1.0"),
+    todo("get_tls_negotiated", "1.2"),
+    todo("set_tls_certificates", "1.0"),
+    todo("set_tls_verify_peer", "1.0"),
+    todo("get_tls_verify_peer", "1.0"),
+    todo("set_tls_username", "1.0"),
+    todo("get_tls_username", "1.0"),
+    todo("set_tls_psk_file", "1.0"),
+    todo("set_request_structured_replies", "1.2"),
+    todo("get_request_structured_replies", "1.2"),
+    todo("get_structured_replies_negotiated", "1.2"),
+    todo("set_handshake_flags", "1.2"),
+    todo("get_handshake_flags", "1.2"),
+    todo("set_pread_initialize", "1.12"),
+    todo("get_pread_initialize", "1.12"),
+    todo("set_strict_mode", "1.6"),
+    todo("get_strict_mode", "1.6"),
+    todo("set_opt_mode", "1.4"),
+    todo("get_opt_mode", "1.4"),
+    todo("opt_go", "1.4"),
+    todo("opt_abort", "1.4"),
+    todo("opt_list", "1.4"),
+    todo("opt_info", "1.4"),
+    todo("opt_list_meta_context", "1.6"),
+    todo("add_meta_context", "1.0"),
+    todo("get_nr_meta_contexts", "1.6"),
+    todo("get_meta_context", "1.6"),
+    todo("clear_meta_contexts", "1.6"),
+    todo("set_uri_allow_transports", "1.2"),
+    todo("set_uri_allow_tls", "1.2"),
+    todo("set_uri_allow_local_file", "1.2"),
+    // Connecting.
+    todo("connect_uri", "1.0"),
+    call(
+        "connect_unix",
+        "1.0",
+        &[String("unixsocket")],
+        Ret::Err,
+        NEW,
+        "connect",
+    ),
+    todo("connect_vsock", "1.2"),
+    call(
+        "connect_tcp",
+        "1.0",
+        &[String("hostname"), String("port")],
+        Ret::Err,
+        NEW,
+        "connect",
+    ),
+    todo("connect_socket", "1.2"),
+    call(
+        "connect_command",
+        "1.0",
+        &[StringList("argv")],
+        Ret::Err,
+        NEW,
+        "connect",
+    ),
+    todo("connect_systemd_socket_activation", "1.2"),
+    // What the server offers.
+    can("is_read_only", "1.0"),
+    can("can_flush", "1.0"),
+    can("can_fua", "1.0"),
+    can("is_rotational", "1.0"),
+    can("can_trim", "1.0"),
+    can("can_zero", "1.0"),
+    can("can_fast_zero", "1.2"),
+    can("can_df", "1.0"),
+    can("can_multi_conn", "1.0"),
+    can("can_cache", "1.0"),
+    todo("can_meta_context", "1.0"),
+    call("get_protocol", "1.2", &[], Ret::StaticString, INFO, "info"),
+    call("get_size", "1.0", &[], Ret::Int64, INFO, "info"),
+    todo("get_block_size", "1.4"),
+    // Data.
+    call(
+        "pread",
+        "1.0",
+        &[BytesOut("buf", "count"), UInt64("offset"), Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    todo("pread_structured", "1.0"),
+    call(
+        "pwrite",
+        "1.0",
+        &[BytesIn("buf", "count"), UInt64("offset"), Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "shutdown",
+        "1.0",
+        &[Flags("flags")],
+        Ret::Err,
+        &[Connected, Closed, Dead],
+        "data",
+    ),
+    call(
+        "flush",
+        "1.0",
+        &[Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "trim",
+        "1.0",
+        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "cache",
+        "1.0",
+        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "zero",
+        "1.0",
+        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    todo("block_status", "1.0"),
+    todo("poll", "1.0"),
+    // AIO.
+    todo("aio_connect", "1.0"),
+    todo("aio_connect_uri", "1.0"),
+    todo("aio_connect_unix", "1.0"),
+    todo("aio_connect_vsock", "1.2"),
+    todo("aio_connect_tcp", "1.0"),
+    todo("aio_connect_socket", "1.2"),
+    todo("aio_connect_command", "1.0"),
+    todo("aio_connect_systemd_socket_activation", "1.2"),
+    todo("aio_opt_go", "1.4"),
+    todo("aio_opt_abort", "1.4"),
+    todo("aio_opt_list", "1.4"),
+    todo("aio_opt_info", "1.4"),
+    todo("aio_opt_list_meta_context", "1.6"),
+    todo("aio_pread", "1.0"),
+    todo("aio_pread_structured", "1.0"),
+    todo("aio_pwrite", "1.0"),
+    todo("aio_disconnect", "1.0"),
+    todo("aio_flush", "1.0"),
+    todo("aio_trim", "1.0"),
+    todo("aio_cache", "1.0"),
+    todo("aio_zero", "1.0"),
+    todo("aio_block_status", "1.0"),
+    todo("aio_get_fd", "1.0"),
+    todo("aio_get_direction", "1.0"),
+    todo("aio_notify_read", "1.0"),
+    todo("aio_notify_write", "1.0"),
+    todo("aio_is_created", "1.0"),
+    todo("aio_is_connecting", "1.0"),
+    todo("aio_is_negotiating", "1.4"),
+    todo("aio_is_ready", "1.0"),
+    todo("aio_is_processing", "1.0"),
+    todo("aio_is_dead", "1.0"),
+    todo("aio_is_closed", "1.0"),
+    todo("aio_command_completed", "1.0"),
+    todo("aio_peek_command_completed", "1.0"),
+    todo("aio_in_flight", "1.0"),
+    todo("connection_state", "1.0"),
+    // About the library.
+    call(
+        "get_package_name",
+        "1.0",
+        &[],
+        Ret::StaticString,
+        ANY,
+        "info",
+    ),
+    call("get_version", "1.0", &[], Ret::StaticString, ANY, "info"),
+    todo("kill_subprocess", "1.0"),
+    todo("supports_tls", "1.0"),
+    todo("supports_uri", "1.0"),
+    todo("get_uri", "1.8"),
+];
+
+/// The table checks itself: names unique, versions known, implemented calls
+/// have a body module. Returns the problems found.
+pub fn check() -> Vec<std::string::String> {
+    let mut problems = Vec::new();
+    for (i, c) in CALLS.iter().enumerate() {
+        if CALLS[..i].iter().any(|d| d.name == c.name) {
+            problems.push(format!("nbd_{}: listed twice", c.name));
+        }
+        if !VERSIONS.contains(&c.version) {
+            problems.push(format!("nbd_{}: unknown version {}", c.name, c.version));
+        }
+        if c.status == Status::Implemented && c.module.is_empty() {
+            problems.push(format!("nbd_{}: implemented but has no module", c.name));
+        }
+        if !c.handle && !c.args.is_empty() {
+            problems.push(format!("nbd_{}: arguments without a handle", c.name));
+        }
+    }
+    problems
+}

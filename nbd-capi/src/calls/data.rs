@@ -1,0 +1,67 @@
+//! Commands: read, write, flush, trim, zero, cache, and shutting down.
+
+use crate::consts::*;
+use crate::driver::CmdBuf;
+use crate::errors::{err, Error};
+use crate::handle::nbd_handle;
+use nbd_core::client::Command;
+use nbd_core::wire::consts::cmd;
+
+/// Sends one command and waits for it. The core makes libnbd's checks in
+/// libnbd's order (state, command support, flags against what the server
+/// advertised as in the default strict mode, zero length, bounds: EINVAL for
+/// reads, ENOSPC for writes, then ERANGE over 64 MiB).
+/// LIBNBD_CMD_FLAG_* equal the wire's NBD_CMD_FLAG_*.
+fn run(
+    h: &nbd_handle,
+    kind: u16,
+    flags: u32,
+    offset: u64,
+    count: u64,
+    buf: CmdBuf,
+) -> Result<(), Error> {
+    let flags =
+        u16::try_from(flags).map_err(|_| err(libc::EINVAL, format!("invalid flag: {flags}")))?;
+    h.run(Command::new(kind, flags, offset, count), buf)
+}
+
+pub fn pread(h: &nbd_handle, buf: &mut [u8], offset: u64, flags: u32) -> Result<(), Error> {
+    let count = buf.len() as u64;
+    // SAFETY: h.run returns only once the command has completed or its
+    // connection has been dropped, so buf outlives every use.
+    let cb = unsafe { CmdBuf::read_into(buf) };
+    run(h, cmd::READ, flags, offset, count, cb)
+}
+
+pub fn pwrite(h: &nbd_handle, buf: &[u8], offset: u64, flags: u32) -> Result<(), Error> {
+    // SAFETY: as in pread.
+    let cb = unsafe { CmdBuf::write_from(buf) };
+    run(h, cmd::WRITE, flags, offset, buf.len() as u64, cb)
+}
+
+pub fn flush(h: &nbd_handle, flags: u32) -> Result<(), Error> {
+    run(h, cmd::FLUSH, flags, 0, 0, CmdBuf::none())
+}
+
+pub fn trim(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
+    run(h, cmd::TRIM, flags, offset, count, CmdBuf::none())
+}
+
+pub fn cache(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
+    run(h, cmd::CACHE, flags, offset, count, CmdBuf::none())
+}
+
+pub fn zero(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
+    run(h, cmd::WRITE_ZEROES, flags, offset, count, CmdBuf::none())
+}
+
+/// Disconnects and waits for the server to close. The sync API has nothing
+/// queued but unsent when this runs (every sync call waits for its reply),
+/// so LIBNBD_SHUTDOWN_ABANDON_PENDING has nothing to abandon; commands other
+/// threads have in flight complete before the disconnect goes out.
+pub fn shutdown(h: &nbd_handle, flags: u32) -> Result<(), Error> {
+    if flags & !LIBNBD_SHUTDOWN_MASK != 0 {
+        return Err(err(libc::EINVAL, format!("invalid flag: {flags}")));
+    }
+    h.shutdown()
+}

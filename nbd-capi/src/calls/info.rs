@@ -1,0 +1,103 @@
+//! What the server told us about the export, and about this library.
+
+use crate::errors::{err, Error};
+use crate::handle::nbd_handle;
+use nbd_core::client::{ExportInfo, Protocol};
+use nbd_core::wire::consts::tx_flags;
+use std::ffi::CStr;
+
+const fn cstr(b: &'static [u8]) -> &'static CStr {
+    match CStr::from_bytes_with_nul(b) {
+        Ok(s) => s,
+        Err(_) => panic!("not NUL-terminated"),
+    }
+}
+
+/// The version of libnbd whose API and ABI this library implements. Programs
+/// print it (`nbdinfo --version`) and compare it to decide which calls they
+/// may use, so it is libnbd's number, not this crate's.
+pub const LIBNBD_VERSION: &CStr = cstr(b"1.14.2\0");
+
+/// The package name programs print next to the version.
+pub const PACKAGE_NAME: &CStr = cstr(b"libnbd\0");
+
+pub fn get_version(_h: &nbd_handle) -> Result<&'static CStr, Error> {
+    Ok(LIBNBD_VERSION)
+}
+
+pub fn get_package_name(_h: &nbd_handle) -> Result<&'static CStr, Error> {
+    Ok(PACKAGE_NAME)
+}
+
+fn with_export<T>(h: &nbd_handle, f: impl FnOnce(&ExportInfo) -> T) -> Result<T, Error> {
+    let g = h.lock();
+    g.conn
+        .as_ref()
+        .and_then(|c| c.client.export())
+        .map(f)
+        .ok_or_else(|| err(libc::EINVAL, "export information is not available"))
+}
+
+pub fn get_size(h: &nbd_handle) -> Result<i64, Error> {
+    let size = with_export(h, |e| e.size)?;
+    i64::try_from(size).map_err(|_| err(libc::EOVERFLOW, "export size does not fit in int64_t"))
+}
+
+pub fn get_protocol(h: &nbd_handle) -> Result<&'static CStr, Error> {
+    let g = h.lock();
+    let p = g
+        .conn
+        .as_ref()
+        .and_then(|c| c.client.protocol())
+        .ok_or_else(|| err(libc::EINVAL, "protocol is not known yet"))?;
+    Ok(match p {
+        Protocol::Oldstyle => cstr(b"oldstyle\0"),
+        Protocol::Newstyle => cstr(b"newstyle\0"),
+        Protocol::FixedNewstyle => cstr(b"newstyle-fixed\0"),
+    })
+}
+
+fn flag(h: &nbd_handle, f: u16) -> Result<bool, Error> {
+    with_export(h, |e| e.has_flag(f))
+}
+
+pub fn is_read_only(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::READ_ONLY)
+}
+
+pub fn can_flush(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_FLUSH)
+}
+
+pub fn can_fua(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_FUA)
+}
+
+pub fn is_rotational(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::ROTATIONAL)
+}
+
+pub fn can_trim(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_TRIM)
+}
+
+pub fn can_zero(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_WRITE_ZEROES)
+}
+
+pub fn can_fast_zero(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_FAST_ZERO)
+}
+
+/// The DF flag only means something with structured replies.
+pub fn can_df(h: &nbd_handle) -> Result<bool, Error> {
+    with_export(h, |e| e.structured_replies && e.has_flag(tx_flags::SEND_DF))
+}
+
+pub fn can_multi_conn(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::CAN_MULTI_CONN)
+}
+
+pub fn can_cache(h: &nbd_handle) -> Result<bool, Error> {
+    flag(h, tx_flags::SEND_CACHE)
+}

@@ -1,0 +1,58 @@
+//! Helpers for the integration tests: they call the exported C functions
+//! directly, as a C program would.
+#![allow(dead_code)]
+
+use nbd::*;
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::path::Path;
+
+pub const NBDKIT: &str = "/usr/bin/nbdkit";
+
+pub fn have_nbdkit() -> bool {
+    Path::new(NBDKIT).exists()
+}
+
+pub fn last_error() -> String {
+    let p = unsafe { nbd_get_error() };
+    if p.is_null() {
+        return String::new();
+    }
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+pub fn errno() -> i32 {
+    unsafe { nbd_get_errno() }
+}
+
+/// A handle connected to `nbdkit -s ARGS...` through nbd_connect_command.
+pub struct Conn(pub *mut nbd_handle);
+
+impl Conn {
+    pub fn command(args: &[&str]) -> Conn {
+        let h = unsafe { nbd_create() };
+        assert!(!h.is_null());
+        let c = Conn(h);
+        let argv: Vec<CString> = args.iter().map(|a| CString::new(*a).unwrap()).collect();
+        let mut ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        ptrs.push(std::ptr::null_mut());
+        let r = unsafe { nbd_connect_command(h, ptrs.as_mut_ptr()) };
+        assert_eq!(r, 0, "connect_command: {}", last_error());
+        c
+    }
+
+    /// `nbdkit -s --exit-with-parent memory SIZE`.
+    pub fn memory(size: &str) -> Conn {
+        Conn::command(&[NBDKIT, "-s", "--exit-with-parent", "memory", size])
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        unsafe { nbd_close(self.0) };
+    }
+}
+
+pub fn cstring(s: &str) -> CString {
+    CString::new(s).unwrap()
+}

@@ -1,0 +1,309 @@
+//! The C API against Debian's nbdkit, through the exported functions.
+
+mod common;
+
+use common::*;
+use nbd::*;
+use std::ffi::CStr;
+use std::os::raw::c_void;
+
+const MIB: u64 = 1024 * 1024;
+
+macro_rules! need_nbdkit {
+    () => {
+        if !have_nbdkit() {
+            eprintln!("skipped: {NBDKIT} is not installed");
+            return;
+        }
+    };
+}
+
+#[test]
+fn pattern_round_trip() {
+    need_nbdkit!();
+    let c = Conn::memory("64M");
+    let h = c.0;
+    unsafe {
+        assert_eq!(nbd_get_size(h), 64 * MIB as i64);
+        assert_eq!(nbd_is_read_only(h), 0);
+        assert_eq!(nbd_can_flush(h), 1);
+        assert_eq!(nbd_can_trim(h), 1);
+        assert_eq!(nbd_can_zero(h), 1);
+        assert_eq!(nbd_can_multi_conn(h), 1);
+        let proto = CStr::from_ptr(nbd_get_protocol(h));
+        assert_eq!(proto.to_str().unwrap(), "newstyle-fixed");
+        let len = 4 * MIB as usize;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        assert_eq!(
+            nbd_pwrite(h, data.as_ptr().cast(), len, MIB, 0),
+            0,
+            "{}",
+            last_error()
+        );
+        let mut back = vec![0u8; len];
+        assert_eq!(
+            nbd_pread(h, back.as_mut_ptr().cast(), len, MIB, 0),
+            0,
+            "{}",
+            last_error()
+        );
+        assert!(back == data);
+        // Small reads at odd offsets.
+        let mut small = [0u8; 17];
+        assert_eq!(nbd_pread(h, small.as_mut_ptr().cast(), 17, MIB + 5, 0), 0);
+        assert_eq!(&small[..], &data[5..22]);
+        assert_eq!(nbd_flush(h, 0), 0, "{}", last_error());
+        if nbd_can_fua(h) == 1 {
+            assert_eq!(
+                nbd_pwrite(h, data.as_ptr().cast(), 512, 0, LIBNBD_CMD_FLAG_FUA),
+                0
+            );
+        }
+        assert_eq!(nbd_zero(h, 4096, MIB, 0), 0, "{}", last_error());
+        assert_eq!(nbd_trim(h, 4096, MIB + 4096, 0), 0, "{}", last_error());
+        assert_eq!(nbd_pread(h, back.as_mut_ptr().cast(), 8192, MIB, 0), 0);
+        assert!(back[..8192].iter().all(|b| *b == 0));
+        assert_eq!(nbd_shutdown(h, 0), 0, "{}", last_error());
+        // The size is still known after shutdown.
+        assert_eq!(nbd_get_size(h), 64 * MIB as i64);
+    }
+}
+
+#[test]
+fn errors_and_errnos() {
+    need_nbdkit!();
+    let c = Conn::memory("64M");
+    let h = c.0;
+    let mut buf = vec![0u8; 64 * MIB as usize + 4096];
+    let p = buf.as_mut_ptr().cast::<c_void>();
+    unsafe {
+        libc_errno_set(4242);
+        // Past the end: EINVAL for reads, ENOSPC for writes, zeroes, trims.
+        assert_eq!(nbd_pread(h, p, 4096, 64 * MIB, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert!(last_error().starts_with("nbd_pread: "), "{}", last_error());
+        assert_eq!(nbd_pwrite(h, p, 4096, 64 * MIB - 1, 0), -1);
+        assert_eq!(errno(), libc::ENOSPC);
+        assert!(last_error().starts_with("nbd_pwrite: "));
+        assert_eq!(nbd_zero(h, 2, 64 * MIB - 1, 0), -1);
+        assert_eq!(errno(), libc::ENOSPC);
+        assert_eq!(nbd_trim(h, 2, 64 * MIB - 1, 0), -1);
+        assert_eq!(errno(), libc::ENOSPC);
+        // Bounds before size: a 64 MiB + 4 KiB read of a 64 MiB disk.
+        assert_eq!(nbd_pread(h, p, 64 * MIB as usize + 4096, 0, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        // C's errno is left alone.
+        assert_eq!(libc_errno_get(), 4242);
+        // Unknown flags.
+        assert_eq!(nbd_pread(h, p, 512, 0, 0x8000_0000), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(nbd_shutdown(h, 1), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        // A success does not clear the last error.
+        assert_eq!(nbd_pread(h, p, 512, 0, 0), 0);
+        assert_eq!(errno(), libc::EINVAL);
+        // After shutdown: EINVAL, but the size still answers.
+        assert_eq!(nbd_shutdown(h, 0), 0);
+        assert_eq!(nbd_shutdown(h, 0), 0);
+        assert_eq!(nbd_pread(h, p, 512, 0, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(nbd_flush(h, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(nbd_get_size(h), 64 * MIB as i64);
+        // Connecting again is not allowed.
+        let s = cstring("/nonexistent");
+        assert_eq!(nbd_connect_unix(h, s.as_ptr()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+    }
+}
+
+#[test]
+fn over_64m_is_erange_in_bounds() {
+    need_nbdkit!();
+    let c = Conn::memory("128M");
+    let h = c.0;
+    let mut buf = vec![0u8; 64 * MIB as usize + 4096];
+    unsafe {
+        assert_eq!(nbd_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, 0), -1);
+        assert_eq!(errno(), libc::ERANGE);
+        assert_eq!(nbd_pwrite(h, buf.as_ptr().cast(), buf.len(), 0, 0), -1);
+        assert_eq!(errno(), libc::ERANGE);
+    }
+}
+
+#[test]
+fn read_only_export() {
+    need_nbdkit!();
+    let c = Conn::command(&[NBDKIT, "-s", "--exit-with-parent", "-r", "memory", "1M"]);
+    let h = c.0;
+    let buf = [0u8; 512];
+    unsafe {
+        assert_eq!(nbd_is_read_only(h), 1);
+        assert_eq!(nbd_pwrite(h, buf.as_ptr().cast(), 512, 0, 0), -1);
+        assert_eq!(errno(), libc::EPERM);
+    }
+}
+
+#[test]
+fn unix_socket_and_export_name() {
+    need_nbdkit!();
+    let dir = std::env::temp_dir().join(format!("nbd-capi-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("sock");
+    let pidfile = dir.join("pid");
+    let mut server = std::process::Command::new(NBDKIT)
+        .args(["-f", "-U"])
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pidfile)
+        .args(["memory", "1M"])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(&pidfile), "nbdkit did not start");
+    unsafe {
+        let h = nbd_create();
+        let name = cstring("foo");
+        assert_eq!(nbd_set_export_name(h, name.as_ptr()), 0);
+        let got = nbd_get_export_name(h);
+        assert_eq!(CStr::from_ptr(got).to_str().unwrap(), "foo");
+        libc::free(got.cast());
+        let path = cstring(sock.to_str().unwrap());
+        assert_eq!(nbd_connect_unix(h, path.as_ptr()), 0, "{}", last_error());
+        assert_eq!(nbd_get_size(h), MIB as i64);
+        // The export name can no longer change.
+        assert_eq!(nbd_set_export_name(h, name.as_ptr()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        assert_eq!(nbd_shutdown(h, 0), 0);
+        nbd_close(h);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits up to 10 s for nbdkit to write its pidfile (it does once it
+/// listens).
+fn wait_for(path: &std::path::Path) -> bool {
+    for _ in 0..1000 {
+        if std::fs::metadata(path)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn tcp() {
+    need_nbdkit!();
+    // A port unlikely to be taken; nbdkit fails to start if it is.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let dir = std::env::temp_dir().join(format!("nbd-capi-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("pid");
+    let mut server = std::process::Command::new(NBDKIT)
+        .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string(), "-P"])
+        .arg(&pidfile)
+        .args(["memory", "2M"])
+        .spawn()
+        .unwrap();
+    if !wait_for(&pidfile) {
+        let _ = server.kill();
+        let _ = server.wait();
+        eprintln!("skipped: nbdkit could not listen on port {port}");
+        return;
+    }
+    unsafe {
+        let h = nbd_create();
+        let host = cstring("localhost");
+        let p = cstring(&port.to_string());
+        assert_eq!(
+            nbd_connect_tcp(h, host.as_ptr(), p.as_ptr()),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(nbd_get_size(h), 2 * MIB as i64);
+        let buf = [0x5au8; 1000];
+        let mut back = [0u8; 1000];
+        assert_eq!(nbd_pwrite(h, buf.as_ptr().cast(), 1000, 77, 0), 0);
+        assert_eq!(nbd_pread(h, back.as_mut_ptr().cast(), 1000, 77, 0), 0);
+        assert_eq!(buf, back);
+        nbd_close(h);
+        // A refused connection.
+        let h = nbd_create();
+        let bad = cstring("1");
+        assert_eq!(nbd_connect_tcp(h, host.as_ptr(), bad.as_ptr()), -1);
+        assert_eq!(errno(), libc::ECONNREFUSED);
+        assert!(
+            last_error().starts_with("nbd_connect_tcp: connect: "),
+            "{}",
+            last_error()
+        );
+        nbd_close(h);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn many_threads_one_handle() {
+    need_nbdkit!();
+    let c = Conn::memory("16M");
+    let h = c.0 as usize;
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let h = h as *mut nbd_handle;
+                let off = u64::from(t) * 4 * MIB;
+                for i in 0..200u64 {
+                    let data = [t.wrapping_add(i as u8); 4096];
+                    let mut back = [0u8; 4096];
+                    let o = off + (i % 64) * 4096;
+                    unsafe {
+                        assert_eq!(nbd_pwrite(h, data.as_ptr().cast(), 4096, o, 0), 0);
+                        assert_eq!(nbd_pread(h, back.as_mut_ptr().cast(), 4096, o, 0), 0);
+                    }
+                    assert_eq!(data, back);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn command_that_fails() {
+    unsafe {
+        let h = nbd_create();
+        let argv = [cstring("/nonexistent/server")];
+        let mut ptrs = [argv[0].as_ptr() as *mut _, std::ptr::null_mut()];
+        assert_eq!(nbd_connect_command(h, ptrs.as_mut_ptr()), -1);
+        assert!(errno() != 0);
+        // The handle is dead now.
+        let mut b = [0u8; 1];
+        assert_eq!(nbd_pread(h, b.as_mut_ptr().cast(), 1, 0, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        nbd_close(h);
+        // Empty argv.
+        let h = nbd_create();
+        let mut empty = [std::ptr::null_mut()];
+        assert_eq!(nbd_connect_command(h, empty.as_mut_ptr()), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        nbd_close(h);
+    }
+}
+
+fn libc_errno_set(v: i32) {
+    unsafe { *libc::__errno_location() = v };
+}
+
+fn libc_errno_get() -> i32 {
+    unsafe { *libc::__errno_location() }
+}
