@@ -1,5 +1,6 @@
 //! Renders the generated files from the table in `api.rs`. Pure functions
 //! from the table to text, so the drift test can run them in memory.
+#![allow(dead_code)]
 
 use crate::api::{Arg, Call, Ret, State, Status, CALLS, VERSIONS};
 use std::fmt::Write;

@@ -16,10 +16,10 @@ const fn cstr(b: &'static [u8]) -> &'static CStr {
 /// The version of libnbd whose API and ABI this library implements. Programs
 /// print it (`nbdinfo --version`) and compare it to decide which calls they
 /// may use, so it is libnbd's number, not this crate's.
-pub const LIBNBD_VERSION: &CStr = cstr(b"1.14.2\0");
+pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"1.14.2\0");
 
 /// The package name programs print next to the version.
-pub const PACKAGE_NAME: &CStr = cstr(b"libnbd\0");
+pub(crate) const PACKAGE_NAME: &CStr = cstr(b"libnbd\0");
 
 pub fn get_version(_h: &nbd_handle) -> Result<&'static CStr, Error> {
     Ok(LIBNBD_VERSION)
