@@ -122,7 +122,12 @@ impl nbd_handle {
         if !self.debug_on() {
             return false;
         }
-        self.debug(&format!("enter: {}", args()));
+        let args = args();
+        if args.is_empty() {
+            self.debug("enter:");
+        } else {
+            self.debug(&format!("enter: {args}"));
+        }
         true
     }
 

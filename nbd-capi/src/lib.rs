@@ -27,3 +27,30 @@ pub mod generated {
 pub use consts::*;
 pub use generated::exports::*;
 pub use handle::nbd_handle;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    /// A panic inside a call's body, through the real exported wrapper,
+    /// comes back as the call's error value (the hook is test-only).
+    #[test]
+    fn panic_in_a_call_returns_an_error() {
+        let name = CString::new("__panic__").unwrap();
+        unsafe {
+            let h = nbd_create();
+            assert!(!h.is_null());
+            assert_eq!(nbd_set_handle_name(h, name.as_ptr()), -1);
+            assert_eq!(nbd_get_errno(), libc::EIO);
+            let msg = std::ffi::CStr::from_ptr(nbd_get_error()).to_str().unwrap();
+            assert!(
+                msg.starts_with("nbd_set_handle_name: internal error (panic: "),
+                "{msg}"
+            );
+            // The handle still works.
+            assert_eq!(nbd_set_debug(h, false), 0);
+            nbd_close(h);
+        }
+    }
+}
