@@ -118,11 +118,14 @@ wait_for_socket() {
   return 1
 }
 
-# Wait for a TCP port on 127.0.0.1 to accept connections.
+# Wait for something to listen on a TCP port (without connecting to it:
+# some servers serve exactly one connection).
 wait_for_port() {
-  local port=$1 n=$(( ${2:-20} * 10 ))
+  local hex n=$(( ${2:-20} * 10 ))
+  hex=$(printf ':%04X' "$1")
   while (( n-- > 0 )); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+      /proc/net/tcp /proc/net/tcp6 2>/dev/null && return 0
     sleep 0.1
   done
   return 1

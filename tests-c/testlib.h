@@ -3,8 +3,9 @@
  * Every test program:
  *   - defines _GNU_SOURCE before including anything (dladdr, realpath),
  *   - takes the server's Unix socket path as argv[1] ("tcp:HOST:PORT" is
- *     accepted too, for peers that only listen on TCP) and the path of the
- *     nbdkit binary to use for nbd_connect_command as argv[2],
+ *     accepted too, and TEST_EXPORT_NAME in the environment sets the export
+ *     name, for other peers) and the path of the nbdkit binary to use for
+ *     nbd_connect_command as argv[2],
  *   - calls test_begin() first, which proves which libnbd.so was loaded,
  *   - ends with test_ok(), which prints the "TEST-OK <name>" marker the
  *     harness requires in addition to exit status 0 (so a server whose --run
@@ -147,10 +148,15 @@ test_ok (void)
   return EXIT_SUCCESS;
 }
 
-/* Connect to argv[1]: a Unix socket path, or tcp:HOST:PORT. */
+/* Connect to argv[1]: a Unix socket path, or tcp:HOST:PORT.  The export
+ * name is "" unless TEST_EXPORT_NAME is set (nbd-server has no default
+ * export). */
 static inline int
 test_connect (struct nbd_handle *h, const char *target)
 {
+  const char *exportname = getenv ("TEST_EXPORT_NAME");
+  if (exportname != NULL && nbd_set_export_name (h, exportname) == -1)
+    return -1;
   if (strncmp (target, "tcp:", 4) == 0) {
     char host[256];
     const char *hp = target + 4;
