@@ -86,7 +86,7 @@ d = json.load(open(sys.argv[1])); want = json.loads(sys.argv[2])
 e = d["exports"][0]
 bad = {k: e.get(k) for k in want if e.get(k) != want[k]}
 if d.get("protocol") != "newstyle-fixed": bad["protocol"] = d.get("protocol")
-sys.exit(print("unexpected:", bad) if bad else 0)' "$TMP/$name.ours" "$expect"; then
+if bad: print("unexpected:", bad); sys.exit(1)' "$TMP/$name.ours" "$expect"; then
       pass "nbdinfo --json${ro:+ $ro} on our nbdkit: size, read-only, flush/trim/zero, multi-conn as expected"
     else
       fail "nbdinfo --json${ro:+ $ro} on our nbdkit" "flags not as expected"

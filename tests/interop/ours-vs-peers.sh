@@ -43,7 +43,7 @@ with open(img, "rb") as f:
         got = f.read(n)
         if got != expect(off, n):
             i = next(i for i in range(n) if got[i:i+1] != expect(off + i, 1))
-            sys.exit(print(f"mismatch at offset {off + i}"))
+            print(f"mismatch at offset {off + i}"); sys.exit(1)
 PY
   ); then
     pass "$2: image file holds the written pattern"
