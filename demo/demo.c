@@ -33,8 +33,15 @@ main (int argc, char *argv[])
   }
 
   if (dladdr ((void *) nbd_create, &info) != 0 && info.dli_fname != NULL) {
+    const char *expect = getenv ("EXPECT_LIBNBD");
+    char *want = expect ? realpath (expect, NULL) : NULL;
     path = realpath (info.dli_fname, NULL);
     printf ("libnbd loaded from: %s\n", path ? path : info.dli_fname);
+    if (expect && (!want || !path || strcmp (want, path) != 0)) {
+      fprintf (stderr, "demo: expected %s to be loaded\n", expect);
+      return 1;
+    }
+    free (want);
     free (path);
   }
 

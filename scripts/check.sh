@@ -107,6 +107,8 @@ fi
 
 # ------------------------------------------------------------------ 4. tests-c
 section "tests-c: compile"
+# Never run a binary left over from an earlier build.
+rm -rf "$TESTC_BIN" "$REAL_BIN"
 mkdir -p "$TESTC_BIN" "$REAL_BIN"
 tests=()
 for src in tests-c/*.c; do tests+=("$(basename "$src" .c)"); done

@@ -18,4 +18,4 @@ echo "+ $CC -o build/demo/demo demo/demo.c $flags"
 echo "+ $OUR_NBDKIT -U - memory 1G --run './build/demo/demo \"\$unixsocket\"'"
 echo
 TEST_TIMEOUT=60 to "$OUR_NBDKIT" -U - memory 1G \
-  --run "LD_LIBRARY_PATH=$OUR_LIBDIR ./build/demo/demo \"\$unixsocket\""
+  --run "LD_LIBRARY_PATH=$OUR_LIBDIR EXPECT_LIBNBD=$(our_so) ./build/demo/demo \"\$unixsocket\""
