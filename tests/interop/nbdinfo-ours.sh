@@ -7,8 +7,11 @@
 #   uri          contains the per-run socket path
 #   description  free text chosen by the server (nbdkit plugins differ)
 # Everything else (protocol, TLS, structured, export-name, content, contexts,
-# export-size, is_rotational, is_read_only, can_*, block sizes) must match:
-# our nbdkit is a drop-in.
+# export-size, is_rotational, is_read_only, can_*) must match: our nbdkit is
+# a drop-in.  That includes the block_size_* fields: Debian's nbdkit 1.32.5
+# advertises no block sizes for the memory and file plugins and serves
+# requests up to 64 MiB; a server advertising block_size_maximum 32 MiB
+# (and refusing larger requests) behaves differently for clients.
 set -uo pipefail
 source "$(dirname "$0")/../../scripts/testlib.sh"
 make_tmpdir
