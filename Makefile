@@ -104,7 +104,11 @@ $(PC_OUT): $(PC_IN) FORCE
 	    -e 's|@libs_private@|$(LIBS_PRIVATE)|g' \
 	    $(PC_IN) > $@.tmp && mv -f $@.tmp $@
 
-install: all $(HEADER) $(PC_OUT)
+# `make && sudo make install` must not need cargo as root: install builds
+# only when the artefacts are missing (stage always builds first).
+INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN))),,all)
+
+install: $(INSTALL_BUILD) $(HEADER) $(PC_OUT)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(SBINDIR)
 	$(INSTALL_PROGRAM) $(SO_REAL) $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0
@@ -129,6 +133,7 @@ uninstall:
 
 # A fresh staged install with PREFIX=/usr under build/stage.
 stage:
+	$(MAKE) --no-print-directory all
 	rm -rf $(STAGE)
 	$(MAKE) --no-print-directory install DESTDIR=$(STAGE) PREFIX=/usr \
 	  EXEC_PREFIX=/usr LIBDIR=/usr/lib INCLUDEDIR=/usr/include \
