@@ -1,0 +1,150 @@
+#!/bin/bash
+# make bench: ours vs Debian's, same other side, medians of $BENCH_RUNS runs.
+#  (a) server: our nbdkit vs Debian's, client Debian's nbdcopy (on Debian's
+#      libnbd), over a Unix socket:
+#        read  a $BENCH_SIZE file export of random data (file on /dev/shm) to null:
+#        write from that file into a $BENCH_SIZE memory export
+#  (b) library: our libnbd vs Debian's, server Debian's nbdkit memory:
+#      bench/rwloop (synchronous nbd_pwrite, then nbd_pread) in 2 MiB and
+#      4 KiB blocks
+#  (c) library under nbdcopy: Debian's nbdcopy on our libnbd.so.0 vs on
+#      Debian's, reading from Debian's nbdkit (file) to null:
+# Results go to stdout only.  Not part of make check.
+#
+# Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
+# requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests).
+set -uo pipefail
+REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$REPO" || exit 1
+source scripts/testlib.sh
+make_tmpdir
+unset LD_LIBRARY_PATH EXPECT_LIBNBD
+TEST_TIMEOUT=${BENCH_TIMEOUT:-600}
+
+RUNS=${BENCH_RUNS:-3}
+SIZE=${BENCH_SIZE:-2G}
+BIG=${BENCH_BIG_BYTES:-$((4 << 30))}
+SMALL=${BENCH_SMALL_BYTES:-$((256 << 20))}
+
+SHM=$(mktemp -d /dev/shm/nbdbench.XXXXXX)
+trap '_testlib_cleanup; rm -rf "$SHM"' EXIT
+SRC=$SHM/src.img
+
+echo "# make bench: $(nproc) cores, $RUNS runs each (median), export $SIZE"
+echo "# our nbdkit:  $OUR_NBDKIT"
+echo "# our libnbd:  $(our_so || echo missing)"
+echo "# Debian's:    $DEBIAN_NBDKIT $(nbdkit --version 2>/dev/null | head -n 1 | awk '{print $2}'), $(real_so)"
+echo "# preparing $SRC ($SIZE of random data)..."
+bytes=$(numfmt --from=iec "$SIZE")
+head -c "$bytes" /dev/urandom >"$SRC" || { echo "cannot create $SRC" >&2; exit 1; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }'; }
+
+# timed_nbdcopy NBDKIT ENVPREFIX SERVER-ARGS... -- NBDCOPY-ARGS: prints the
+# seconds nbdcopy took (measured inside --run, so server start-up is not
+# counted), or nothing on failure.
+timed_nbdcopy() {
+  local nbdkit=$1 envp=$2; shift 2
+  local args=() out
+  while [[ $1 != -- ]]; do args+=("$1"); shift; done; shift
+  out=$(to "$nbdkit" -U - "${args[@]}" --run \
+    "s=\$(date +%s%N); $envp nbdcopy $* || exit 1; e=\$(date +%s%N); echo BENCHNS \$((e - s))" 2>"$TMP/err")
+  if [[ $? -ne 0 ]]; then echo "  failed: $(tail -n 2 "$TMP/err" | tr '\n' ' ')" >&2; return 1; fi
+  awk '$1 == "BENCHNS" { printf "%.6f\n", $2 / 1e9 }' <<<"$out"
+}
+
+# measure LABEL-KEY CMD...: median seconds of $RUNS runs -> $RES[KEY]
+declare -A RES
+measure() {
+  local key=$1; shift
+  local i t ts=()
+  for ((i = 0; i < RUNS; i++)); do
+    t=$("$@") && [[ -n $t ]] || { RES[$key]=; return; }
+    ts+=("$t")
+  done
+  RES[$key]=$(printf '%s\n' "${ts[@]}" | median)
+  echo "  $key: runs ${ts[*]} s -> median ${RES[$key]} s"
+}
+
+rows=()
+# row NAME UNIT OURS THEIRS  (higher is better for both)
+row() {
+  local ratio=n/a
+  [[ -n $3 && -n $4 ]] && ratio=$(awk -v a="$3" -v b="$4" 'BEGIN { printf "%.2f", a / b }')
+  rows+=("$(printf '%-46s %12s %12s %8s %s' "$1" "${3:-failed}" "${4:-failed}" "$ratio" "$2")")
+}
+rate() { [[ -n $2 ]] && awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
+
+# ---------------------------------------------------------------- (a)
+echo "# (a) nbdcopy against our nbdkit and Debian's"
+for side in ours theirs; do
+  nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
+  if [[ ! -x $nbdkit ]]; then echo "  $nbdkit missing" >&2; continue; fi
+  measure "read-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- '"$uri"' null:
+  measure "write-$side" timed_nbdcopy "$nbdkit" "" memory "$SIZE" -- "$SRC" '"$uri"'
+done
+row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
+  "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
+row "(a) nbdcopy write $SIZE file -> memory (server)" GB/s \
+  "$(rate "$bytes" "${RES[write-ours]:-}")" "$(rate "$bytes" "${RES[write-theirs]:-}")"
+
+# ---------------------------------------------------------------- (b)
+echo "# (b) rwloop on our libnbd and Debian's, Debian's nbdkit memory"
+have_ours=false
+if [[ -n $(our_so) ]] && build_c_ours bench/rwloop.c "$TMP/rwloop-ours" >"$TMP/cc-ours.log" 2>&1; then
+  have_ours=true
+else
+  echo "  cannot build rwloop on our libnbd: $(tail -n 3 "$TMP/cc-ours.log" 2>/dev/null)" >&2
+fi
+build_c_real bench/rwloop.c "$TMP/rwloop-real" >"$TMP/cc-real.log" 2>&1 ||
+  echo "  cannot build rwloop on Debian's libnbd: $(tail -n 3 "$TMP/cc-real.log")" >&2
+
+# rwloop_run LIB BS BYTES: one server, pwrite pass then pread pass; prints
+# "MBps_write iops_write MBps_read iops_read".
+rwloop_run() {
+  local lib=$1 bs=$2 n=$3 bin envp out
+  if [[ $lib == ours ]]; then bin=$TMP/rwloop-ours; envp=$(ours_env)
+  else bin=$TMP/rwloop-real; envp=$(real_env); fi
+  [[ -x $bin ]] || return 1
+  out=$(to "$DEBIAN_NBDKIT" -U - memory 1G --run \
+    "$envp $bin \"\$unixsocket\" pwrite $bs $n && $envp $bin \"\$unixsocket\" pread $bs $n" 2>&1) ||
+    { echo "  rwloop ($lib) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
+  awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                   printf "%s %s ", v["MBps"], v["iops"] } END { print "" }' <<<"$out"
+}
+for lib in ours real; do
+  for bs in 2097152 4096; do
+    n=$BIG; [[ $bs == 4096 ]] && n=$SMALL
+    ws=() wi=() rs=() ri=()
+    for ((i = 0; i < RUNS; i++)); do
+      read -r a b c d < <(rwloop_run "$lib" "$bs" "$n") || true
+      [[ -n ${d:-} ]] || { ws=(); break; }
+      ws+=("$a"); wi+=("$b"); rs+=("$c"); ri+=("$d")
+    done
+    if [[ ${#ws[@]} -gt 0 ]]; then
+      RES[w-$lib-$bs]=$(printf '%s\n' "${ws[@]}" | median)
+      RES[wi-$lib-$bs]=$(printf '%s\n' "${wi[@]}" | median)
+      RES[r-$lib-$bs]=$(printf '%s\n' "${rs[@]}" | median)
+      RES[ri-$lib-$bs]=$(printf '%s\n' "${ri[@]}" | median)
+      echo "  $lib bs=$bs: pwrite ${ws[*]} MB/s; pread ${rs[*]} MB/s"
+    fi
+  done
+done
+row "(b) nbd_pread 2 MiB (library)" MB/s "${RES[r-ours-2097152]:-}" "${RES[r-real-2097152]:-}"
+row "(b) nbd_pwrite 2 MiB (library)" MB/s "${RES[w-ours-2097152]:-}" "${RES[w-real-2097152]:-}"
+row "(b) nbd_pread 4 KiB (library)" IOPS "${RES[ri-ours-4096]:-}" "${RES[ri-real-4096]:-}"
+row "(b) nbd_pwrite 4 KiB (library)" IOPS "${RES[wi-ours-4096]:-}" "${RES[wi-real-4096]:-}"
+
+# ---------------------------------------------------------------- (c)
+echo "# (c) Debian's nbdcopy on our libnbd.so.0 and on Debian's"
+if [[ -n $(our_so) ]]; then
+  measure "copy-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" -r file "$SRC" -- '"$uri"' null:
+fi
+measure "copy-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" -r file "$SRC" -- '"$uri"' null:
+row "(c) nbdcopy read -> null: on the library" GB/s \
+  "$(rate "$bytes" "${RES[copy-ours]:-}")" "$(rate "$bytes" "${RES[copy-real]:-}")"
+
+echo
+printf '%-46s %12s %12s %8s %s\n' "workload" "ours" "Debian's" "ratio" "unit"
+printf '%s\n' "${rows[@]}"
+echo "(ratio = ours / Debian's; higher is better)"

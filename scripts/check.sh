@@ -1,0 +1,265 @@
+#!/bin/bash
+# The body of `make check`.  Prints one PASS/FAIL/SKIP line per test and, at
+# the end, "N passed, N failed, N skipped"; exits non-zero if anything failed.
+#
+#  1. test dependencies (scripts/install-test-deps.sh)
+#  2. cargo test --workspace --release
+#  3. staged install (make stage: PREFIX=/usr DESTDIR=build/stage) and checks
+#     of what was installed (layout, pkg-config, exported symbols)
+#  4. tests-c: compile checks, then every test run with our libnbd and with
+#     Debian's, each against our nbdkit and Debian's (our libnbd proves it
+#     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
+#  5. tests/interop/*.sh
+set -uo pipefail
+REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$REPO" || exit 1
+# shellcheck source=scripts/testlib.sh
+source scripts/testlib.sh
+MAKE=${MAKE:-make}
+CARGO=${CARGO:-cargo}
+LOGS=$REPO/build/check
+rm -rf "$LOGS"; mkdir -p "$LOGS"
+REAL_BIN=$REPO/build/tests-c-real
+export TEST_TIMEOUT
+
+section() { echo; echo "=== $*"; }
+
+# ------------------------------------------------------------------ 1. deps
+section "test dependencies"
+if scripts/install-test-deps.sh >"$LOGS/deps.log" 2>&1; then
+  pass "test dependencies present"
+else
+  fail "test dependencies" "see $LOGS/deps.log"; show_tail "$LOGS/deps.log" 10
+fi
+
+# ------------------------------------------------------------------ 2. cargo
+section "cargo test --workspace --release"
+if ! command -v "$CARGO" >/dev/null; then
+  fail "cargo test --workspace --release" "cargo not found in PATH"
+elif timeout -k 10 3000 "$CARGO" test --workspace --release \
+       >"$LOGS/cargo-test.log" 2>&1; then
+  grep -E '^test result:' "$LOGS/cargo-test.log" | awk '
+    { p += $4; f += $6 } END { printf "    cargo: %d passed, %d failed (%d test binaries)\n", p, f, NR }'
+  pass "cargo test --workspace --release"
+else
+  fail "cargo test --workspace --release" "see $LOGS/cargo-test.log"
+  show_tail "$LOGS/cargo-test.log" 40
+fi
+
+# ------------------------------------------------------------------ 3. stage
+section "build and staged install"
+staged=false
+if "$MAKE" --no-print-directory stage >"$LOGS/stage.log" 2>&1; then
+  pass "make stage (release build, libnbd.so.0 link, install DESTDIR=build/stage PREFIX=/usr)"
+  staged=true
+else
+  fail "make stage" "see $LOGS/stage.log"; show_tail "$LOGS/stage.log" 40
+fi
+
+if $staged; then
+  # Layout.
+  missing=()
+  for f in usr/lib/libnbd.so.0.0.0 usr/lib/libnbd.so.0 usr/lib/libnbd.so \
+           usr/lib/libnbd.a usr/include/libnbd.h usr/lib/pkgconfig/libnbd.pc \
+           usr/sbin/nbdkit; do
+    [[ -e $STAGE/$f ]] || missing+=("$f")
+  done
+  [[ $(readlink "$STAGE/usr/lib/libnbd.so.0") == libnbd.so.0.0.0 ]] ||
+    missing+=("libnbd.so.0 -> libnbd.so.0.0.0")
+  [[ $(readlink "$STAGE/usr/lib/libnbd.so") == libnbd.so.0 ]] ||
+    missing+=("libnbd.so -> libnbd.so.0")
+  if [[ ${#missing[@]} -eq 0 ]]; then pass "staged install layout"
+  else fail "staged install layout" "missing: ${missing[*]}"; fi
+
+  # pkg-config.
+  pcver=$(staged_pkg_config --modversion libnbd 2>&1)
+  pcout=$(staged_pkg_config --cflags --libs libnbd 2>&1)
+  pcstatic=$(staged_pkg_config --static --libs libnbd 2>&1)
+  if [[ $pcout == *"-I$STAGE/usr/include"*"-L$STAGE/usr/lib -lnbd"* &&
+        $pcstatic == *-lpthread* && -n $pcver ]]; then
+    pass "pkg-config libnbd on the stage (sysroot): version $pcver, $pcout"
+  else
+    fail "pkg-config libnbd on the stage" "got: $pcver / $pcout / static: $pcstatic"
+  fi
+
+  # The shared library: right SONAME, and it exports nbd_* symbols only,
+  # each bound to a LIBNBD_1.x version node.
+  so=$STAGE/usr/lib/libnbd.so.0.0.0
+  soname=$(objdump -p "$so" | awk '$1 == "SONAME" { print $2 }')
+  # Defined dynamic symbols, less the version nodes themselves (*ABS*).
+  defined=$(objdump -T "$so" | awk 'index($0, "*UND*") == 0 && NF >= 6 &&
+              $1 ~ /^[0-9a-f]+$/ && !($NF == $(NF-1)) { print $(NF-1) " " $NF }')
+  bad=$(echo "$defined" | awk 'NF && ($2 !~ /^nbd_/ || $1 !~ /^LIBNBD_1\.[0-9]+$/)')
+  nexp=$(echo "$defined" | awk '$2 ~ /^nbd_/' | wc -l)
+  if [[ $soname == libnbd.so.0 && -z $bad && $nexp -gt 0 ]]; then
+    pass "libnbd.so.0: SONAME libnbd.so.0, $nexp nbd_* symbols, all versioned LIBNBD_1.x, nothing else exported"
+  else
+    fail "libnbd.so.0 exports" "SONAME=$soname, $nexp nbd_* symbols; unexpected: $(echo "$bad" | head -5 | tr '\n' ';')"
+  fi
+  # Informational: coverage of libnbd 1.14's symbol list, when we have it.
+  ref=$REPO/../shared/reference/libnbd-1.14-symbols.tsv
+  if [[ -f $ref ]]; then
+    have=$(objdump -T "$so" | awk '$4 != "*UND*" && $NF ~ /^nbd_/ { print $NF "\t" $(NF-1) }' | sort)
+    want=$(grep -v '^#' "$ref" | sort)
+    echo "    ABI coverage (information, not a test): $(comm -12 <(echo "$want") <(echo "$have") | grep -c .) of $(echo "$want" | grep -c .) libnbd 1.14 symbols at their version node"
+  fi
+fi
+
+# ------------------------------------------------------------------ 4. tests-c
+section "tests-c: compile"
+# Never run a binary left over from an earlier build.
+rm -rf "$TESTC_BIN" "$REAL_BIN"
+mkdir -p "$TESTC_BIN" "$REAL_BIN"
+tests=()
+for src in tests-c/*.c; do tests+=("$(basename "$src" .c)"); done
+
+declare -A built_ours built_real
+for t in "${tests[@]}"; do
+  if $staged; then
+    if build_c_ours "tests-c/$t.c" "$TESTC_BIN/$t" >"$LOGS/cc-ours-$t.log" 2>&1; then
+      pass "compile tests-c/$t.c on our libnbd (${TEST_CFLAGS[*]}, pkg-config)"
+      built_ours[$t]=1
+    else
+      fail "compile tests-c/$t.c on our libnbd" "see $LOGS/cc-ours-$t.log"
+      show_tail "$LOGS/cc-ours-$t.log" 20
+    fi
+  else
+    skip "compile tests-c/$t.c on our libnbd" "no staged install: the build failed"
+  fi
+  if build_c_real "tests-c/$t.c" "$REAL_BIN/$t" >"$LOGS/cc-real-$t.log" 2>&1; then
+    built_real[$t]=1
+  else
+    fail "compile tests-c/$t.c on Debian's libnbd (reference)" "see $LOGS/cc-real-$t.log"
+    show_tail "$LOGS/cc-real-$t.log" 20
+  fi
+done
+
+cxx=${CXX:-c++}
+if $staged; then
+  # shellcheck disable=SC2046
+  if "$cxx" -Wall -Wextra -Werror -o "$TESTC_BIN/header-cxx" tests-c/header-cxx.cc \
+       $(staged_pkg_config --cflags --libs libnbd) >"$LOGS/cxx.log" 2>&1; then
+    pass "our libnbd.h compiles as C++ ($cxx -Wall -Wextra -Werror)"
+  else
+    fail "our libnbd.h as C++" "see $LOGS/cxx.log"; show_tail "$LOGS/cxx.log" 20
+  fi
+  # Static linking with libnbd.a and pkg-config --static: the program then
+  # carries the library itself, so it must find nbd_create in its own file.
+  if [[ ${built_ours[rw-pattern]:-} ]]; then
+    libs=$(staged_pkg_config --static --libs libnbd)
+    libs=${libs/-lnbd/$OUR_LIBDIR/libnbd.a}
+    # shellcheck disable=SC2086
+    if "$CC" "${TEST_CFLAGS[@]}" -o "$TESTC_BIN/rw-pattern-static" tests-c/rw-pattern.c \
+         $(staged_pkg_config --cflags libnbd) $libs >"$LOGS/static.log" 2>&1; then
+      out=$(to "$DEBIAN_NBDKIT" -U - memory 64M --run \
+        "env EXPECT_LIBNBD=$TESTC_BIN/rw-pattern-static $TESTC_BIN/rw-pattern-static \"\$unixsocket\"" 2>&1)
+      rc=$?
+      if [[ $rc -eq 0 && $out == *"TEST-OK rw-pattern"* ]]; then
+        pass "static link with libnbd.a + pkg-config --static, rw-pattern on Debian's nbdkit"
+      else
+        fail "static rw-pattern" "exit $rc"; echo "$out" | tail -n 20 | indent
+      fi
+    else
+      fail "static link with libnbd.a" "see $LOGS/static.log"; show_tail "$LOGS/static.log" 20
+    fi
+  fi
+fi
+if "$cxx" -Wall -Wextra -Werror -o "$REAL_BIN/header-cxx" tests-c/header-cxx.cc \
+     $(real_pkg_config --cflags --libs libnbd) >"$LOGS/cxx-real.log" 2>&1; then :; else
+  fail "tests-c/header-cxx.cc on Debian's libnbd.h (reference)" "see $LOGS/cxx-real.log"
+fi
+
+# run_c_test LIB SERVER TEST: LIB is ours|real, SERVER is ours|debian.
+run_c_test() {
+  local lib=$1 server=$2 t=$3 nbdkit bin envp args out rc label log want
+  case $server in ours) nbdkit=$OUR_NBDKIT ;; debian) nbdkit=$DEBIAN_NBDKIT ;; esac
+  case $lib in
+    ours) bin=$TESTC_BIN/$t; envp=$(ours_env); want=$(our_so) ;;
+    real) bin=$REAL_BIN/$t; envp=$(real_env); want=$(real_so) ;;
+  esac
+  label="tests-c/$t [libnbd: $lib, nbdkit: $server]"
+  log=$LOGS/run-$t-$lib-$server.log
+  # Server arguments from the "nbdkit-args:" line of the source.
+  args=$(sed -n 's|.*nbdkit-args: *\(.*\)$|\1|p' "tests-c/$t.c" | head -n 1)
+  args=${args%%\*/}; args=${args:-memory 64M}
+  # shellcheck disable=SC2086
+  to "$nbdkit" -U - $args --run "$envp $bin \"\$unixsocket\" $nbdkit" >"$log" 2>&1
+  rc=$?
+  if [[ $rc -eq 0 ]] && grep -qx "TEST-OK $t" "$log" &&
+     grep -q "libnbd loaded from $want\$" "$log"; then
+    pass "$label"
+  elif [[ $rc -eq 77 ]]; then
+    skip "$label" "$(grep -m1 '^SKIP:' "$log" | sed 's/^SKIP: //')"
+  else
+    case $rc in
+      124|137) why="timed out after ${TEST_TIMEOUT}s" ;;
+      0) why="exit 0 but no TEST-OK marker or wrong libnbd loaded" ;;
+      *) why="exit $rc" ;;
+    esac
+    fail "$label" "$why; log $log"
+    show_tail "$log" 25
+  fi
+}
+
+section "tests-c: run"
+for t in "${tests[@]}"; do
+  for server in ours debian; do
+    nbdkit=$OUR_NBDKIT; [[ $server == debian ]] && nbdkit=$DEBIAN_NBDKIT
+    for lib in ours real; do
+      label="tests-c/$t [libnbd: $lib, nbdkit: $server]"
+      if [[ $lib == ours && -z ${built_ours[$t]:-} ]]; then
+        skip "$label" "not built on our libnbd (see above)"; continue
+      fi
+      if [[ $lib == real && -z ${built_real[$t]:-} ]]; then
+        skip "$label" "not built on Debian's libnbd (see above)"; continue
+      fi
+      if [[ $server == ours ]] && ! $staged; then
+        skip "$label" "our nbdkit not (re)built: make stage failed"; continue
+      fi
+      if [[ ! -x $nbdkit ]]; then
+        skip "$label" "$nbdkit not installed"; continue
+      fi
+      run_c_test "$lib" "$server" "$t"
+    done
+  done
+done
+
+# Memory errors and definite leaks in our library (valgrind), one
+# write/read test and the error paths.
+section "tests-c: valgrind on our libnbd"
+for t in rw-pattern errors; do
+  label="valgrind tests-c/$t [libnbd: ours, nbdkit: debian]"
+  if [[ -z ${built_ours[$t]:-} ]]; then skip "$label" "not built on our libnbd"; continue; fi
+  if ! command -v valgrind >/dev/null; then skip "$label" "valgrind not installed"; continue; fi
+  log=$LOGS/valgrind-$t.log
+  TEST_TIMEOUT=$((TEST_TIMEOUT * 3)) to "$DEBIAN_NBDKIT" -U - memory 64M --run \
+    "$(ours_env) valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $TESTC_BIN/$t \"\$unixsocket\" $DEBIAN_NBDKIT" \
+    >"$log" 2>&1
+  rc=$?
+  if [[ $rc -eq 0 ]] && grep -qx "TEST-OK $t" "$log"; then pass "$label"
+  else fail "$label" "exit $rc; log $log"; show_tail "$log" 30; fi
+done
+
+# ------------------------------------------------------------------ 5. interop
+section "interop"
+for s in tests/interop/*.sh; do
+  [[ -e $s ]] || continue
+  if ! $staged; then
+    skip "$s" "no build of ours to test: make stage failed"; continue
+  fi
+  log=$LOGS/interop-$(basename "$s" .sh).log
+  echo "--- $s"
+  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
+  rc=$?
+  cat "$log"
+  n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
+  n_fail=$((n_fail + $(grep -c '^FAIL: ' "$log")))
+  n_skip=$((n_skip + $(grep -c '^SKIP: ' "$log")))
+  if [[ $rc -ne 0 ]] && ! grep -q '^FAIL: ' "$log"; then
+    fail "$s" "exit $rc without a FAIL line (timed out or crashed?); log $log"
+  fi
+done
+
+echo
+echo "$n_pass passed, $n_fail failed, $n_skip skipped"
+[[ $n_fail -eq 0 ]]
