@@ -240,6 +240,37 @@ for t in rw-pattern errors; do
   else fail "$label" "exit $rc; log $log"; show_tail "$log" 30; fi
 done
 
+# Our library against a misbehaving server of ours (tests/hostile): each
+# misbehaviour must give -1 with errno and message, a dead handle, and no
+# byte outside the caller's buffer; run plain and under valgrind.
+section "hostile server against our libnbd"
+if $staged; then
+  hbin=$TESTC_BIN/hostile-client
+  if build_c_ours tests/hostile/hostile-client.c "$hbin" >"$LOGS/cc-hostile.log" 2>&1; then
+    for vg in "" "valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"; do
+      label="tests/hostile [libnbd: ours${vg:+, valgrind}]"
+      if [[ -n $vg ]] && ! command -v valgrind >/dev/null; then
+        skip "$label" "valgrind not installed"; continue
+      fi
+      log=$LOGS/hostile${vg:+-valgrind}.log
+      # shellcheck disable=SC2086
+      TEST_TIMEOUT=$((TEST_TIMEOUT * 3)) to $(ours_env) $vg "$hbin" tests/hostile/hostile_server.py >"$log" 2>&1
+      rc=$?
+      if [[ $rc -eq 0 ]] && grep -q "all misbehaviours handled" "$log" &&
+         grep -q "libnbd loaded from $(our_so)\$" "$log"; then
+        pass "$label"
+      else
+        fail "$label" "exit $rc; log $log"; show_tail "$log" 30
+      fi
+    done
+  else
+    fail "compile tests/hostile/hostile-client.c on our libnbd" "see $LOGS/cc-hostile.log"
+    show_tail "$LOGS/cc-hostile.log" 20
+  fi
+else
+  skip "tests/hostile" "no staged install: the build failed"
+fi
+
 # ------------------------------------------------------------------ 5. interop
 section "interop"
 for s in tests/interop/*.sh; do

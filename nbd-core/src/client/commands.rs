@@ -102,18 +102,20 @@ impl<C: CommandBuffer> Client<C> {
         };
         match c.kind {
             cmd::READ => {}
+            // libnbd 1.14 asks whether the server offers trim or zero
+            // before whether the export is read-only, so a read-only export
+            // that offers neither (the usual case) gives EINVAL for them.
+            cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
+            cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
+                return unsupported("zero")
+            }
             cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES if ro => {
                 return Err(Error::new(
                     host::EPERM,
                     "server does not support write operations",
                 ))
             }
-            cmd::WRITE => {}
-            cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
-            cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
-                return unsupported("zero")
-            }
-            cmd::TRIM | cmd::WRITE_ZEROES => {}
+            cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => {}
             cmd::FLUSH if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
             cmd::CACHE if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
             cmd::FLUSH | cmd::CACHE => {}

@@ -692,6 +692,8 @@ fn request_over_64_mib_is_erange() {
 
 #[test]
 fn read_only_export_refuses_writes() {
+    // The fake server offers trim and zero even when read-only: then all
+    // three are EPERM.
     let mut l = connected(Script {
         read_only: true,
         ..Default::default()
@@ -703,6 +705,23 @@ fn read_only_export_refuses_writes() {
             .submit(Command::new(kind, 0, 0, 512), vec![0; len])
             .unwrap_err();
         assert_eq!(e.0.errno, host::EPERM);
+    }
+    // A read-only export that does not offer trim or zero (what nbdkit -r
+    // sends): those are EINVAL, as in libnbd 1.14, and writes EPERM.
+    if let Some(e) = l.client.export.as_mut() {
+        e.flags &= !(tx_flags::SEND_TRIM | tx_flags::SEND_WRITE_ZEROES);
+    }
+    for (kind, errno) in [
+        (cmd::TRIM, host::EINVAL),
+        (cmd::WRITE_ZEROES, host::EINVAL),
+        (cmd::WRITE, host::EPERM),
+    ] {
+        let len = if kind == cmd::WRITE { 512 } else { 0 };
+        let e = l
+            .client
+            .submit(Command::new(kind, 0, 0, 512), vec![0; len])
+            .unwrap_err();
+        assert_eq!(e.0.errno, errno);
     }
 }
 
