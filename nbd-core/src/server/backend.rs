@@ -74,13 +74,16 @@ pub struct ZeroFlags {
 /// starting at or before the queried offset. Extents are clipped to the
 /// query, adjacent extents of the same type are merged, and `add` returns
 /// `false` once nothing more is wanted (the query is covered, or REQ_ONE
-/// and the first extent is known), so the backend can stop early.
+/// and an extent of another type than the first arrived), so the backend
+/// can stop early. With REQ_ONE, extents of the first one's type are still
+/// merged into it, so the single extent sent is as long as it can be.
 #[derive(Clone, Debug, Default)]
 pub struct Extents {
     start: u64,
     end: u64,
     next: u64,
     req_one: bool,
+    full: bool,
     list: Vec<(u64, u32)>,
 }
 
@@ -95,6 +98,7 @@ impl Extents {
         self.end = offset.saturating_add(count as u64);
         self.next = offset;
         self.req_one = req_one;
+        self.full = false;
         self.list.clear();
     }
 
@@ -110,7 +114,7 @@ impl Extents {
 
     /// Whether the backend should keep adding extents.
     pub fn wants_more(&self) -> bool {
-        self.next < self.end && (!self.req_one || self.list.is_empty())
+        self.next < self.end && !self.full
     }
 
     /// Records that `length` bytes at `offset` have `flags`
@@ -130,7 +134,11 @@ impl Extents {
         let len = end - self.next;
         let flags = flags & (allocation::HOLE | allocation::ZERO);
         match self.list.last_mut() {
-            Some((l, f)) if *f == flags && !self.req_one => *l += len,
+            Some((l, f)) if *f == flags => *l += len,
+            Some(_) if self.req_one => {
+                self.full = true;
+                return Ok(false);
+            }
             _ => self.list.push((len, flags)),
         }
         self.next = end;
@@ -280,8 +288,11 @@ mod tests {
     fn extents_req_one_and_gaps() {
         let mut e = Extents::new();
         e.reset(0, 4096, true);
-        assert!(!e.add(0, 512, 3).unwrap());
-        assert_eq!(e.as_slice(), &[(512, 3)]);
+        assert!(e.add(0, 512, 3).unwrap());
+        assert!(e.add(512, 512, 3).unwrap());
+        assert!(!e.add(1024, 512, 0).unwrap());
+        assert!(!e.wants_more());
+        assert_eq!(e.as_slice(), &[(1024, 3)]);
         e.reset(0, 4096, false);
         assert!(e.add(10, 5, 0).is_err());
     }
