@@ -222,6 +222,24 @@ pub trait Backend: Send + Sync {
         }
     }
 
+    /// Optional zero-copy read. A backend that can lend its storage calls
+    /// `send` with slices that, in order and over one or more calls, make
+    /// up exactly the `count` bytes at `offset`, then returns `Some(Ok(()))`.
+    /// It may fail only before its first call of `send`. `send` returns
+    /// `false` when the data could not be delivered; the backend then stops
+    /// and returns `Some(Ok(()))`. `None` means "not supported": the server
+    /// uses [`Backend::pread`]. Not delegated by default: a filter that
+    /// changes data must not be bypassed, so each layer opts in.
+    fn pread_lend(
+        &self,
+        count: u32,
+        offset: u64,
+        send: &mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Option<Result<()>> {
+        let _ = (count, offset, send);
+        None
+    }
+
     /// Writes `buf` at `offset`; with `fua`, stably.
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         match self.next() {

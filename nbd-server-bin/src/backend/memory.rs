@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -39,7 +40,13 @@ impl Hasher for PageHasher {
     }
 }
 
-type Shard = RwLock<HashMap<u64, Box<[u8]>, BuildHasherDefault<PageHasher>>>;
+/// A page is shared with readers in flight (zero-copy reads hold a
+/// reference while the reply is being sent); a write to a page that is
+/// being sent copies it first (`Arc::make_mut`).
+type Page = Arc<[u8; PAGE]>;
+type Shard = RwLock<HashMap<u64, Page, BuildHasherDefault<PageHasher>>>;
+
+static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
 
 pub struct Memory {
     size: u64,
@@ -107,8 +114,9 @@ impl Memory {
             if r.len() == PAGE {
                 m.remove(&key);
             } else if let Some(p) = m.get_mut(&key) {
+                let p = Arc::make_mut(p);
                 p[in_page..in_page + r.len()].fill(0);
-                if is_zero(p) {
+                if is_zero(&p[..]) {
                     m.remove(&key);
                 }
             }
@@ -163,19 +171,59 @@ impl Backend for Memory {
         Ok(())
     }
 
+    fn pread_lend(
+        &self,
+        count: u32,
+        offset: u64,
+        send: &mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Option<Result<()>> {
+        const GROUP: usize = 16;
+        let mut held: [Option<Page>; GROUP] = Default::default();
+        let mut ranges = [(0usize, 0usize); GROUP];
+        let len = count as usize;
+        let mut done = 0usize;
+        while done < len {
+            let mut n = 0;
+            while n < GROUP && done < len {
+                let pos = offset + done as u64;
+                let page = pos >> PAGE_SHIFT;
+                let in_page = (pos & (PAGE as u64 - 1)) as usize;
+                let k = (PAGE - in_page).min(len - done);
+                let (shard, key) = self.shard(page);
+                held[n] = shard.read().get(&key).cloned();
+                ranges[n] = (in_page, k);
+                n += 1;
+                done += k;
+            }
+            let slices: [&[u8]; GROUP] = std::array::from_fn(|i| {
+                let (at, k) = ranges[i];
+                match (i < n, &held[i]) {
+                    (false, _) => &[][..],
+                    (true, Some(p)) => &p[at..at + k],
+                    (true, None) => &ZERO_PAGE[..k],
+                }
+            });
+            if !send(&slices[..n]) {
+                break;
+            }
+            held.iter_mut().for_each(|h| *h = None);
+        }
+        Some(Ok(()))
+    }
+
     fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
         Self::for_pages(offset, buf.len(), |page, in_page, r| {
             let (shard, key) = self.shard(page);
             let src = &buf[r];
             let mut m = shard.write();
             match m.get_mut(&key) {
-                Some(p) => p[in_page..in_page + src.len()].copy_from_slice(src),
+                Some(p) => Arc::make_mut(p)[in_page..in_page + src.len()].copy_from_slice(src),
                 None => {
                     if is_zero(src) {
                         return;
                     }
-                    let mut p = vec![0u8; PAGE].into_boxed_slice();
-                    p[in_page..in_page + src.len()].copy_from_slice(src);
+                    let mut p: Page = Arc::new([0u8; PAGE]);
+                    Arc::make_mut(&mut p)[in_page..in_page + src.len()].copy_from_slice(src);
                     m.insert(key, p);
                 }
             }
@@ -247,6 +295,13 @@ mod tests {
         m.pread(&mut r, PAGE as u64 - 10).unwrap();
         assert!(r[..PAGE + 10].iter().all(|&x| x == 0));
         assert_eq!(r[PAGE + 10..], data[PAGE + 10..]);
+        let mut lent = Vec::new();
+        let res = m.pread_lend(r.len() as u32, PAGE as u64 - 10, &mut |s: &[&[u8]]| {
+            s.iter().for_each(|x| lent.extend_from_slice(x));
+            true
+        });
+        assert!(matches!(res, Some(Ok(()))));
+        assert_eq!(lent, r);
         let mut e = Extents::new();
         e.reset(0, PAGE as u32 * 8, false);
         m.extents(PAGE as u32 * 8, 0, &mut e).unwrap();
