@@ -1,0 +1,905 @@
+//! The server's side of the handshake and option haggling, as a sans-IO
+//! state machine.
+//!
+//! ```text
+//!   driver                                  Negotiation
+//!   ------                                  -----------
+//!   loop match want():
+//!     Want::Write  => write_all(output())   -> output_done(n)
+//!     Want::Read   => read(recv_buf())      -> received(n, &exports)  (n = 0: EOF)
+//!     Want::Done   => take_result()         -> Negotiated: start transmission
+//!     Want::Closed => close the connection  (close_reason() says why)
+//! ```
+//!
+//! The machine asks for exactly the bytes of the message it is reading, so
+//! it never consumes bytes that belong to the transmission phase: the
+//! driver may hand the socket over to a buffered reader afterwards.
+//!
+//! The backend is not opened during negotiation: export information comes
+//! from an [`Exports`] provider, which the binary implements cheaply (nbdkit's
+//! rule: a client that has not finished negotiating costs nothing).
+
+use crate::limits::{MAX_OPTIONS, MAX_OPTION_LEN, MAX_REQUEST_LEN, MAX_STRING};
+use crate::wire::codec::Reader;
+use crate::wire::consts::{
+    client_flags, handshake_flags, info, opt, rep, tx_flags, CONTEXT_BASE_ALLOCATION,
+};
+use crate::wire::handshake::{encode_export_name_reply, encode_newstyle_greeting};
+use crate::wire::option::{
+    encode_option_reply, encode_rep_meta_context, encode_rep_server, GoRequest, InfoReply,
+    MetaContextRequest, OptionHeader, OPTION_HEADER_LEN,
+};
+
+use super::backend::{Backend, Result as BackendResult};
+
+/// What an export can do. Computed from a backend (see
+/// [`Caps::from_backend`]) or given directly by an [`Exports`] provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub read_only: bool,
+    pub flush: bool,
+    pub fua: bool,
+    pub trim: bool,
+    pub zero: bool,
+    pub fast_zero: bool,
+    pub multi_conn: bool,
+    pub cache: bool,
+    pub rotational: bool,
+}
+
+impl Caps {
+    /// Asks a backend. `read_only` forces a read-only export (`-r`); a
+    /// backend that cannot write makes one anyway, and then the write-like
+    /// capabilities are off too.
+    pub fn from_backend(b: &dyn Backend, read_only: bool) -> BackendResult<Caps> {
+        let read_only = read_only || !b.can_write()?;
+        let w = !read_only;
+        Ok(Caps {
+            read_only,
+            flush: b.can_flush()?,
+            fua: w && b.can_fua()?,
+            trim: w && b.can_trim()?,
+            zero: w && b.can_zero()?,
+            fast_zero: w && b.can_zero()? && b.can_fast_zero()?,
+            multi_conn: b.can_multi_conn()?,
+            cache: b.can_cache()?,
+            rotational: b.is_rotational()?,
+        })
+    }
+
+    /// The transmission flags. DF is offered when structured replies were
+    /// negotiated (reads are always sent as one chunk).
+    pub fn tx_flags(&self, structured_replies: bool) -> u16 {
+        let mut f = tx_flags::HAS_FLAGS;
+        let mut set = |c: bool, bit: u16| {
+            if c {
+                f |= bit
+            }
+        };
+        set(self.read_only, tx_flags::READ_ONLY);
+        set(self.flush, tx_flags::SEND_FLUSH);
+        set(self.fua, tx_flags::SEND_FUA);
+        set(self.rotational, tx_flags::ROTATIONAL);
+        set(self.trim, tx_flags::SEND_TRIM);
+        set(self.zero, tx_flags::SEND_WRITE_ZEROES);
+        set(structured_replies, tx_flags::SEND_DF);
+        set(self.multi_conn, tx_flags::CAN_MULTI_CONN);
+        set(self.cache, tx_flags::SEND_CACHE);
+        set(self.fast_zero, tx_flags::SEND_FAST_ZERO);
+        f
+    }
+}
+
+/// What the server tells a client about one export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportDetails {
+    pub size: u64,
+    pub caps: Caps,
+    /// Canonical name for NBD_INFO_NAME; `None`: the name the client used.
+    pub canonical_name: Option<Vec<u8>>,
+    pub description: Option<Vec<u8>>,
+    /// (minimum, preferred, maximum); `None`: 1, 4096, MAX_REQUEST_LEN.
+    pub block_size: Option<(u32, u32, u32)>,
+}
+
+/// The binary's say in what exports exist. Must be cheap: it is asked
+/// before the client has proven anything.
+pub trait Exports {
+    /// The exports to list, as (name, description).
+    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// An export by name, or `Err(message)` if there is no such export or
+    /// it cannot be described.
+    fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String>;
+}
+
+/// How the server presents itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Handshake flags offered in the greeting (`--mask-handshake`).
+    pub handshake_flags: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            handshake_flags: handshake_flags::ALL,
+        }
+    }
+}
+
+/// The id our server gives base:allocation in SET_META_CONTEXT.
+pub const BASE_ALLOCATION_ID: u32 = 1;
+
+/// The outcome of a successful negotiation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub export_name: Vec<u8>,
+    pub details: ExportDetails,
+    /// Transmission flags sent to the client.
+    pub tx_flags: u16,
+    pub structured_replies: bool,
+    /// The id of base:allocation, if the client selected it.
+    pub meta_context: Option<u32>,
+    pub no_zeroes: bool,
+    /// Whether the client used the fixed newstyle protocol.
+    pub fixed_newstyle: bool,
+}
+
+/// What the driver should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Write,
+    Read,
+    Done,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    ClientFlags,
+    OptHeader,
+    OptPayload {
+        option: u32,
+    },
+    /// Discarding an oversized option's payload, then replying ERR_TOO_BIG.
+    Drain {
+        option: u32,
+        remaining: u32,
+    },
+    Done,
+    Closed,
+}
+
+/// The handshake of one connection.
+pub struct Negotiation {
+    phase: Phase,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: Vec<u8>,
+    have: usize,
+    offered: u16,
+    fixed_newstyle: bool,
+    no_zeroes: bool,
+    options: usize,
+    structured: bool,
+    meta: Option<(Vec<u8>, u32)>,
+    result: Option<Negotiated>,
+    close_reason: Option<String>,
+}
+
+const DRAIN_CHUNK: usize = 64 * 1024;
+
+impl Negotiation {
+    /// Starts a connection: the greeting is queued for sending.
+    pub fn new(cfg: Config) -> Self {
+        let offered = cfg.handshake_flags & handshake_flags::ALL;
+        let mut n = Negotiation {
+            phase: Phase::ClientFlags,
+            out: Vec::with_capacity(256),
+            out_pos: 0,
+            inbuf: Vec::new(),
+            have: 0,
+            offered,
+            fixed_newstyle: false,
+            no_zeroes: false,
+            options: 0,
+            structured: false,
+            meta: None,
+            result: None,
+            close_reason: None,
+        };
+        n.out.extend_from_slice(&encode_newstyle_greeting(offered));
+        n.expect(4);
+        n
+    }
+
+    pub fn want(&self) -> Want {
+        if self.out_pos < self.out.len() {
+            return Want::Write;
+        }
+        match self.phase {
+            Phase::Done => Want::Done,
+            Phase::Closed => Want::Closed,
+            _ => Want::Read,
+        }
+    }
+
+    /// Bytes to send.
+    pub fn output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// `n` bytes of [`Self::output`] were sent.
+    pub fn output_done(&mut self, n: usize) {
+        self.out_pos = (self.out_pos + n).min(self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+
+    /// Where the next bytes from the client go: exactly what the current
+    /// message still lacks (empty unless `want()` is `Read`).
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        if self.want() != Want::Read {
+            return &mut [];
+        }
+        &mut self.inbuf[self.have..]
+    }
+
+    /// `n` bytes were received into [`Self::recv_buf`]; `n == 0` is EOF.
+    pub fn received(&mut self, n: usize, exports: &dyn Exports) {
+        if self.want() != Want::Read {
+            return;
+        }
+        if n == 0 {
+            return self.close("client closed the connection during negotiation");
+        }
+        self.have = (self.have + n).min(self.inbuf.len());
+        if self.have == self.inbuf.len() {
+            self.step(exports);
+        }
+    }
+
+    /// The result, once `want()` is `Done`.
+    pub fn take_result(&mut self) -> Option<Negotiated> {
+        self.result.take()
+    }
+
+    /// Why the connection is to be closed, once `want()` is `Closed`.
+    pub fn close_reason(&self) -> Option<&str> {
+        self.close_reason.as_deref()
+    }
+
+    /// Feeds bytes from a buffer; returns how many were used. A helper for
+    /// drivers that read in bulk and for tests.
+    pub fn feed(&mut self, mut data: &[u8], exports: &dyn Exports) -> usize {
+        let total = data.len();
+        while !data.is_empty() && self.want() == Want::Read {
+            let buf = self.recv_buf();
+            let n = buf.len().min(data.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+            self.received(n, exports);
+        }
+        total - data.len()
+    }
+
+    fn expect(&mut self, n: usize) {
+        self.inbuf.clear();
+        self.inbuf.resize(n, 0);
+        self.have = 0;
+    }
+
+    fn close(&mut self, why: impl Into<String>) {
+        self.phase = Phase::Closed;
+        self.close_reason = Some(why.into());
+    }
+
+    fn reply(&mut self, option: u32, reply_type: u32, payload: &[u8]) {
+        encode_option_reply(&mut self.out, option, reply_type, payload);
+    }
+
+    fn reply_err(&mut self, option: u32, reply_type: u32, msg: &str) {
+        self.reply(option, reply_type, msg.as_bytes());
+    }
+
+    fn next_option(&mut self) {
+        self.phase = Phase::OptHeader;
+        self.expect(OPTION_HEADER_LEN);
+    }
+
+    fn step(&mut self, exports: &dyn Exports) {
+        match self.phase {
+            Phase::ClientFlags => {
+                let mut r = Reader::new(&self.inbuf);
+                let flags = r.u32().unwrap_or(0);
+                let known = client_flags::ALL & self.offered as u32;
+                if flags & !known != 0 {
+                    return self.close(format!("unknown client flags {flags:#x}"));
+                }
+                self.fixed_newstyle = flags & client_flags::FIXED_NEWSTYLE != 0;
+                self.no_zeroes = flags & client_flags::NO_ZEROES != 0;
+                self.next_option();
+            }
+            Phase::OptHeader => {
+                let mut h = [0u8; OPTION_HEADER_LEN];
+                h.copy_from_slice(&self.inbuf);
+                let hdr = match OptionHeader::decode(&h) {
+                    Ok(h) => h,
+                    Err(e) => return self.close(e.to_string()),
+                };
+                self.options += 1;
+                if self.options > MAX_OPTIONS {
+                    return self.close("too many options");
+                }
+                if hdr.len as usize > MAX_OPTION_LEN {
+                    if hdr.option == opt::EXPORT_NAME {
+                        return self.close("export name too long");
+                    }
+                    self.phase = Phase::Drain {
+                        option: hdr.option,
+                        remaining: hdr.len,
+                    };
+                    self.expect((hdr.len as usize).min(DRAIN_CHUNK));
+                    return;
+                }
+                self.phase = Phase::OptPayload { option: hdr.option };
+                self.expect(hdr.len as usize);
+                if hdr.len == 0 {
+                    self.step(exports);
+                }
+            }
+            Phase::Drain { option, remaining } => {
+                let remaining = remaining - self.inbuf.len() as u32;
+                if remaining == 0 {
+                    self.reply_err(option, rep::ERR_TOO_BIG, "option too long");
+                    self.next_option();
+                } else {
+                    self.phase = Phase::Drain { option, remaining };
+                    self.expect((remaining as usize).min(DRAIN_CHUNK));
+                }
+            }
+            Phase::OptPayload { option } => {
+                let payload = std::mem::take(&mut self.inbuf);
+                self.handle_option(option, &payload, exports);
+                if self.phase == (Phase::OptPayload { option }) {
+                    self.next_option();
+                }
+            }
+            Phase::Done | Phase::Closed => {}
+        }
+    }
+
+    fn handle_option(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
+        match option {
+            opt::EXPORT_NAME => {
+                if payload.len() > MAX_STRING {
+                    return self.close("export name too long");
+                }
+                let details = match exports.lookup(payload) {
+                    Ok(d) => d,
+                    Err(e) => return self.close(format!("unknown export: {e}")),
+                };
+                let tx = details.caps.tx_flags(self.structured);
+                let no_zeroes = self.no_zeroes;
+                self.out
+                    .extend_from_slice(&encode_export_name_reply(details.size, tx, no_zeroes));
+                self.finish(payload.to_vec(), details, tx);
+            }
+            opt::ABORT => {
+                if payload.is_empty() {
+                    self.reply(option, rep::ACK, &[]);
+                }
+                self.close("client sent NBD_OPT_ABORT");
+            }
+            opt::LIST => {
+                if !payload.is_empty() {
+                    return self.reply_err(option, rep::ERR_INVALID, "LIST takes no payload");
+                }
+                for (name, desc) in exports.list() {
+                    let p = encode_rep_server(&name, &desc);
+                    self.reply(option, rep::SERVER, &p);
+                }
+                self.reply(option, rep::ACK, &[]);
+            }
+            opt::STARTTLS => {
+                if !payload.is_empty() {
+                    return self.reply_err(option, rep::ERR_INVALID, "STARTTLS takes no payload");
+                }
+                self.reply_err(option, rep::ERR_POLICY, "TLS is not supported");
+            }
+            opt::INFO | opt::GO => self.info_or_go(option, payload, exports),
+            opt::STRUCTURED_REPLY => {
+                if !payload.is_empty() {
+                    return self.reply_err(
+                        option,
+                        rep::ERR_INVALID,
+                        "STRUCTURED_REPLY takes no payload",
+                    );
+                }
+                if self.structured {
+                    return self.reply_err(
+                        option,
+                        rep::ERR_INVALID,
+                        "structured replies already negotiated",
+                    );
+                }
+                self.structured = true;
+                self.reply(option, rep::ACK, &[]);
+            }
+            opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => self.meta_context(option, payload),
+            _ => self.reply_err(option, rep::ERR_UNSUP, "option not supported"),
+        }
+    }
+
+    fn info_or_go(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
+        let req = match GoRequest::decode(payload) {
+            Ok(r) => r,
+            Err(e) => return self.reply_err(option, rep::ERR_INVALID, &e.to_string()),
+        };
+        let details = match exports.lookup(req.export_name) {
+            Ok(d) => d,
+            Err(e) => return self.reply_err(option, rep::ERR_UNKNOWN, &e),
+        };
+        let tx = details.caps.tx_flags(self.structured);
+        let mut p = InfoReply::Export {
+            size: details.size,
+            flags: tx,
+        }
+        .encode();
+        self.reply(option, rep::INFO, &p);
+        let (mut want_name, mut want_desc) = (false, false);
+        for i in &req.info_requests {
+            match *i {
+                info::NAME => want_name = true,
+                info::DESCRIPTION => want_desc = true,
+                _ => {}
+            }
+        }
+        if want_name {
+            let name = details.canonical_name.as_deref().unwrap_or(req.export_name);
+            p = InfoReply::Name(name).encode();
+            self.reply(option, rep::INFO, &p);
+        }
+        if want_desc {
+            if let Some(d) = details.description.as_deref() {
+                p = InfoReply::Description(d).encode();
+                self.reply(option, rep::INFO, &p);
+            }
+        }
+        let (minimum, preferred, maximum) =
+            details.block_size.unwrap_or((1, 4096, MAX_REQUEST_LEN));
+        p = InfoReply::BlockSize {
+            minimum,
+            preferred,
+            maximum,
+        }
+        .encode();
+        self.reply(option, rep::INFO, &p);
+        self.reply(option, rep::ACK, &[]);
+        if option == opt::GO {
+            let name = req.export_name.to_vec();
+            self.finish(name, details, tx);
+        }
+    }
+
+    fn meta_context(&mut self, option: u32, payload: &[u8]) {
+        if !self.structured {
+            return self.reply_err(
+                option,
+                rep::ERR_INVALID,
+                "structured replies must be negotiated first",
+            );
+        }
+        let req = match MetaContextRequest::decode(payload) {
+            Ok(r) => r,
+            Err(e) => return self.reply_err(option, rep::ERR_INVALID, &e.to_string()),
+        };
+        let base = CONTEXT_BASE_ALLOCATION.as_bytes();
+        if option == opt::LIST_META_CONTEXT {
+            let all = req.queries.is_empty();
+            let listed = all || req.queries.iter().any(|q| *q == base || *q == b"base:");
+            if listed {
+                let p = encode_rep_meta_context(0, base);
+                self.reply(option, rep::META_CONTEXT, &p);
+            }
+        } else {
+            let selected = req.queries.contains(&base);
+            if selected {
+                let p = encode_rep_meta_context(BASE_ALLOCATION_ID, base);
+                self.reply(option, rep::META_CONTEXT, &p);
+                self.meta = Some((req.export_name.to_vec(), BASE_ALLOCATION_ID));
+            } else {
+                self.meta = None;
+            }
+        }
+        self.reply(option, rep::ACK, &[]);
+    }
+
+    fn finish(&mut self, export_name: Vec<u8>, details: ExportDetails, tx: u16) {
+        // Contexts chosen for another export do not apply to this one.
+        let meta_context = match &self.meta {
+            Some((name, id)) if *name == export_name && self.structured => Some(*id),
+            _ => None,
+        };
+        self.result = Some(Negotiated {
+            export_name,
+            details,
+            tx_flags: tx,
+            structured_replies: self.structured,
+            meta_context,
+            no_zeroes: self.no_zeroes,
+            fixed_newstyle: self.fixed_newstyle,
+        });
+        self.phase = Phase::Done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::codec::PutBe;
+    use crate::wire::consts::{IHAVEOPT, NBDMAGIC};
+    use crate::wire::option::{encode_option, OptionReplyHeader, OPTION_REPLY_HEADER_LEN};
+
+    struct OneExport;
+    impl Exports for OneExport {
+        fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+            vec![(b"a".to_vec(), b"first".to_vec()), (b"b".to_vec(), vec![])]
+        }
+        fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
+            match name {
+                b"a" | b"" => Ok(ExportDetails {
+                    size: 1 << 20,
+                    caps: Caps {
+                        flush: true,
+                        multi_conn: true,
+                        ..Caps::default()
+                    },
+                    description: Some(b"first".to_vec()),
+                    ..ExportDetails::default()
+                }),
+                _ => Err("no such export".into()),
+            }
+        }
+    }
+
+    /// Runs the machine on `input`; returns everything it sent after the
+    /// greeting, and the final state.
+    fn run(n: &mut Negotiation, input: &[u8]) -> (Vec<u8>, Want) {
+        let mut sent = Vec::new();
+        let mut input = input;
+        loop {
+            match n.want() {
+                Want::Write => {
+                    let o = n.output().to_vec();
+                    n.output_done(o.len());
+                    sent.extend_from_slice(&o);
+                }
+                Want::Read => {
+                    if input.is_empty() {
+                        return (sent, Want::Read);
+                    }
+                    let used = n.feed(input, &OneExport);
+                    input = &input[used..];
+                }
+                w => return (sent, w),
+            }
+        }
+    }
+
+    fn start(flags: u32) -> (Negotiation, Vec<u8>) {
+        let mut n = Negotiation::new(Config::default());
+        let mut i = Vec::new();
+        i.put_u32(flags);
+        let (greeting, w) = run(&mut n, &i);
+        assert_eq!(greeting.len(), 18);
+        assert_eq!(&greeting[..8], &NBDMAGIC.to_be_bytes());
+        assert_eq!(&greeting[8..16], &IHAVEOPT.to_be_bytes());
+        assert_eq!(&greeting[16..], &[0, 3]);
+        assert_eq!(w, Want::Read);
+        (n, Vec::new())
+    }
+
+    /// Splits option replies into (option, type, payload).
+    fn replies(mut b: &[u8]) -> Vec<(u32, u32, Vec<u8>)> {
+        let mut v = Vec::new();
+        while b.len() >= OPTION_REPLY_HEADER_LEN {
+            let h: [u8; OPTION_REPLY_HEADER_LEN] = b[..20].try_into().unwrap();
+            let h = OptionReplyHeader::decode(&h).unwrap();
+            let end = 20 + h.len as usize;
+            v.push((h.option, h.reply_type, b[20..end].to_vec()));
+            b = &b[end..];
+        }
+        assert!(b.is_empty());
+        v
+    }
+
+    fn go(name: &[u8], infos: Vec<u16>) -> Vec<u8> {
+        let mut o = Vec::new();
+        let p = GoRequest {
+            export_name: name,
+            info_requests: infos,
+        }
+        .encode();
+        encode_option(&mut o, opt::GO, &p);
+        o
+    }
+
+    #[test]
+    fn go_with_structured_and_meta() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        let m = MetaContextRequest {
+            export_name: b"a",
+            queries: vec![b"base:allocation", b"qemu:dirty-bitmap:x"],
+        }
+        .encode();
+        encode_option(&mut i, opt::SET_META_CONTEXT, &m);
+        i.extend(go(b"a", vec![info::NAME, info::DESCRIPTION]));
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        let r = replies(&out);
+        assert_eq!(r[0], (opt::STRUCTURED_REPLY, rep::ACK, vec![]));
+        assert_eq!(r[1].1, rep::META_CONTEXT);
+        assert_eq!(
+            r[1].2,
+            encode_rep_meta_context(BASE_ALLOCATION_ID, b"base:allocation")
+        );
+        assert_eq!(r[2], (opt::SET_META_CONTEXT, rep::ACK, vec![]));
+        let infos: Vec<_> = r[3..r.len() - 1]
+            .iter()
+            .map(|x| InfoReply::decode(&x.2).unwrap().encode())
+            .collect();
+        let tx = tx_flags::HAS_FLAGS
+            | tx_flags::SEND_FLUSH
+            | tx_flags::CAN_MULTI_CONN
+            | tx_flags::SEND_DF;
+        assert_eq!(
+            infos[0],
+            InfoReply::Export {
+                size: 1 << 20,
+                flags: tx
+            }
+            .encode()
+        );
+        assert_eq!(infos[1], InfoReply::Name(b"a").encode());
+        assert_eq!(infos[2], InfoReply::Description(b"first").encode());
+        assert_eq!(
+            infos[3],
+            InfoReply::BlockSize {
+                minimum: 1,
+                preferred: 4096,
+                maximum: MAX_REQUEST_LEN
+            }
+            .encode()
+        );
+        assert_eq!(r.last().unwrap(), &(opt::GO, rep::ACK, vec![]));
+        let res = n.take_result().unwrap();
+        assert!(res.structured_replies);
+        assert_eq!(res.meta_context, Some(BASE_ALLOCATION_ID));
+        assert!(res.no_zeroes);
+        assert_eq!(res.tx_flags, tx);
+        assert_eq!(res.export_name, b"a");
+    }
+
+    #[test]
+    fn meta_for_another_export_is_dropped() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        let m = MetaContextRequest {
+            export_name: b"b",
+            queries: vec![b"base:allocation"],
+        }
+        .encode();
+        encode_option(&mut i, opt::SET_META_CONTEXT, &m);
+        i.extend(go(b"", vec![]));
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        assert_eq!(n.take_result().unwrap().meta_context, None);
+    }
+
+    #[test]
+    fn meta_needs_structured_and_list_prefix() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        let m = MetaContextRequest {
+            export_name: b"",
+            queries: vec![b"base:"],
+        }
+        .encode();
+        encode_option(&mut i, opt::LIST_META_CONTEXT, &m);
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        encode_option(&mut i, opt::LIST_META_CONTEXT, &m);
+        // SET with a namespace only selects nothing.
+        encode_option(&mut i, opt::SET_META_CONTEXT, &m);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        let r = replies(&out);
+        assert_eq!(r[0].1, rep::ERR_INVALID);
+        assert_eq!(r[1].1, rep::ACK);
+        assert_eq!(r[2].1, rep::ERR_INVALID);
+        assert_eq!(r[3].1, rep::META_CONTEXT);
+        assert_eq!(r[3].2, encode_rep_meta_context(0, b"base:allocation"));
+        assert_eq!(r[4].1, rep::ACK);
+        assert_eq!(r[5], (opt::SET_META_CONTEXT, rep::ACK, vec![]));
+    }
+
+    #[test]
+    fn list_info_starttls_unknown() {
+        let (mut n, _) = start(1);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::LIST, &[]);
+        encode_option(&mut i, opt::LIST, b"x");
+        encode_option(&mut i, opt::STARTTLS, &[]);
+        encode_option(&mut i, 99, b"junk");
+        encode_option(&mut i, opt::PEEK_EXPORT, &[]);
+        let p = GoRequest {
+            export_name: b"nope",
+            info_requests: vec![],
+        }
+        .encode();
+        encode_option(&mut i, opt::INFO, &p);
+        encode_option(&mut i, opt::INFO, &go(b"a", vec![])[16..]);
+        encode_option(&mut i, opt::GO, &[0, 0]);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        let r = replies(&out);
+        assert_eq!(r[0].1, rep::SERVER);
+        assert_eq!(r[0].2, encode_rep_server(b"a", b"first"));
+        assert_eq!(r[1].1, rep::SERVER);
+        assert_eq!(r[2], (opt::LIST, rep::ACK, vec![]));
+        assert_eq!(r[3].1, rep::ERR_INVALID);
+        assert_eq!(r[4].1, rep::ERR_POLICY);
+        assert_eq!((r[5].0, r[5].1), (99, rep::ERR_UNSUP));
+        assert_eq!(r[6].1, rep::ERR_UNSUP);
+        assert_eq!((r[7].0, r[7].1), (opt::INFO, rep::ERR_UNKNOWN));
+        assert_eq!(r[8].1, rep::INFO);
+        assert_eq!(r[9].1, rep::INFO); // block size
+        assert_eq!(r[10], (opt::INFO, rep::ACK, vec![]));
+        assert_eq!((r[11].0, r[11].1), (opt::GO, rep::ERR_INVALID));
+        // INFO does not end negotiation; without NO_ZEROES it is recorded.
+        let (_, w) = run(&mut n, &go(b"a", vec![]));
+        assert_eq!(w, Want::Done);
+        let res = n.take_result().unwrap();
+        assert!(!res.no_zeroes && !res.structured_replies);
+        assert_eq!(res.tx_flags & tx_flags::SEND_DF, 0);
+    }
+
+    #[test]
+    fn unknown_client_flags_disconnect() {
+        let mut n = Negotiation::new(Config::default());
+        let (_, w) = run(&mut n, &[0, 0, 0, 4]);
+        assert_eq!(w, Want::Closed);
+        // NO_ZEROES is unknown when it was masked out of the greeting.
+        let mut n = Negotiation::new(Config {
+            handshake_flags: handshake_flags::FIXED_NEWSTYLE,
+        });
+        let (g, w) = run(&mut n, &[0, 0, 0, 3]);
+        assert_eq!(&g[16..], &[0, 1]);
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn bad_option_magic_disconnects() {
+        let (mut n, _) = start(3);
+        let (_, w) = run(&mut n, &[0u8; 16]);
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn too_long_option_is_drained() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        let len = MAX_OPTION_LEN + 100_000;
+        OptionHeader {
+            option: opt::GO,
+            len: len as u32,
+        }
+        .encode(&mut i);
+        i.resize(i.len() + len, 7);
+        encode_option(&mut i, opt::LIST, &[]);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        let r = replies(&out);
+        assert_eq!((r[0].0, r[0].1), (opt::GO, rep::ERR_TOO_BIG));
+        assert_eq!(r.last().unwrap(), &(opt::LIST, rep::ACK, vec![]));
+        // A too-long EXPORT_NAME cannot be answered: disconnect.
+        let mut i = Vec::new();
+        OptionHeader {
+            option: opt::EXPORT_NAME,
+            len: len as u32,
+        }
+        .encode(&mut i);
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn too_many_options_disconnect() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        for _ in 0..MAX_OPTIONS {
+            encode_option(&mut i, 99, &[]);
+        }
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        assert_eq!(replies(&out).len(), MAX_OPTIONS);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::LIST, &[]);
+        let (out, w) = run(&mut n, &i);
+        assert!(out.is_empty());
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn long_export_names() {
+        let name = vec![b'x'; 5000];
+        let (mut n, _) = start(3);
+        let (out, w) = run(&mut n, &go(&name, vec![]));
+        assert_eq!(w, Want::Read);
+        assert_eq!(replies(&out)[0].1, rep::ERR_INVALID);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, &name);
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn export_name_ends_negotiation() {
+        let (mut n, _) = start(1);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, b"a");
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        assert_eq!(out.len(), 10 + 124);
+        let (mut n, _) = start(3);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        assert_eq!(out.len(), 10);
+        assert_eq!(&out[..8], &(1u64 << 20).to_be_bytes());
+        let mut n2 = start(3).0;
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, b"zzz");
+        assert_eq!(run(&mut n2, &i).1, Want::Closed);
+    }
+
+    #[test]
+    fn abort_acks_and_closes() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::ABORT, &[]);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Closed);
+        assert_eq!(replies(&out), vec![(opt::ABORT, rep::ACK, vec![])]);
+    }
+
+    #[test]
+    fn eof_closes() {
+        let (mut n, _) = start(3);
+        n.received(0, &OneExport);
+        assert_eq!(n.want(), Want::Closed);
+    }
+
+    #[test]
+    fn caps_from_backend_read_only() {
+        struct B;
+        impl Backend for B {
+            fn can_write(&self) -> BackendResult<bool> {
+                Ok(true)
+            }
+            fn can_trim(&self) -> BackendResult<bool> {
+                Ok(true)
+            }
+        }
+        let c = Caps::from_backend(&B, false).unwrap();
+        assert!(c.trim && !c.read_only);
+        let c = Caps::from_backend(&B, true).unwrap();
+        assert!(!c.trim && c.read_only);
+        assert_ne!(c.tx_flags(false) & tx_flags::READ_ONLY, 0);
+    }
+}

@@ -1,0 +1,423 @@
+//! The file plugin: serves a regular file or a block device.
+//!
+//! One descriptor shared by every connection (pread/pwrite need no lock).
+//! Flush and FUA are fdatasync; trim punches a hole (BLKDISCARD on block
+//! devices); zero uses FALLOC_FL_PUNCH_HOLE when the client allows holes,
+//! else FALLOC_FL_ZERO_RANGE (BLKZEROOUT on block devices), falling back to
+//! writing zeroes unless the client asked for a fast zero; extents come from
+//! SEEK_DATA/SEEK_HOLE. A file we may not open for writing is served
+//! read-only.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use nbd_core::wire::consts::allocation;
+
+use super::Params;
+
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKDISCARD: libc::c_ulong = 0x1277;
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+pub struct FilePlugin {
+    file: File,
+    path: PathBuf,
+    block_device: bool,
+    writable: bool,
+    can_punch: AtomicBool,
+    can_zero_range: AtomicBool,
+    can_seek: AtomicBool,
+}
+
+fn os_err(what: &str, e: io::Error) -> Error {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    Error::new(errno, format!("{what}: {e}"))
+}
+
+fn last_err(what: &str) -> Error {
+    os_err(what, io::Error::last_os_error())
+}
+
+fn is_unsupported(e: &Error) -> bool {
+    matches!(e.errno, libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+}
+
+impl FilePlugin {
+    pub fn from_params(args: &[String], readonly: bool) -> std::result::Result<Self, String> {
+        let mut p = Params::parse("file", "file", args)?;
+        let path = p
+            .take("file")
+            .ok_or("file: the file parameter is required (eg. file=disk.img)")?;
+        // Accepted for compatibility with nbdkit's file plugin.
+        for k in ["cache", "fadvise"] {
+            p.take(k);
+        }
+        p.finish("file")?;
+        Self::open(PathBuf::from(path), readonly)
+    }
+
+    pub fn open(path: PathBuf, readonly: bool) -> std::result::Result<Self, String> {
+        let rw = if readonly {
+            None
+        } else {
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => Some(f),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM)
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(format!("file: open: {}: {e}", path.display())),
+            }
+        };
+        let writable = rw.is_some();
+        let file = match rw {
+            Some(f) => f,
+            None => {
+                File::open(&path).map_err(|e| format!("file: open: {}: {e}", path.display()))?
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("file: stat: {}: {e}", path.display()))?;
+        let ft = meta.file_type();
+        if !ft.is_file() && !ft.is_block_device() {
+            return Err(format!(
+                "file: {}: is not a regular file or block device",
+                path.display()
+            ));
+        }
+        let block_device = ft.is_block_device();
+        Ok(FilePlugin {
+            file,
+            path,
+            block_device,
+            writable,
+            can_punch: AtomicBool::new(!block_device),
+            can_zero_range: AtomicBool::new(!block_device),
+            can_seek: AtomicBool::new(!block_device),
+        })
+    }
+
+    fn fd(&self) -> libc::c_int {
+        self.file.as_raw_fd()
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| os_err("fdatasync", e))
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, count: u32) -> Result<()> {
+        loop {
+            // SAFETY: fallocate on a descriptor we own, with plain integers.
+            let r = unsafe {
+                libc::fallocate(self.fd(), mode, offset as libc::off_t, count as libc::off_t)
+            };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = last_err("fallocate");
+            if e.errno != libc::EINTR {
+                return Err(e);
+            }
+        }
+    }
+
+    fn blk_range(&self, req: libc::c_ulong, offset: u64, count: u32) -> Result<()> {
+        let range: [u64; 2] = [offset, count as u64];
+        // SAFETY: the ioctl reads two u64s from `range`, which outlives it.
+        let r = unsafe { libc::ioctl(self.fd(), req, range.as_ptr()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_err("ioctl"))
+        }
+    }
+
+    fn write_zeroes(&self, count: u32, offset: u64) -> Result<()> {
+        static ZEROES: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut done = 0u64;
+        while done < count as u64 {
+            let n = (count as u64 - done).min(ZEROES.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROES[..n], offset + done)
+                .map_err(|e| os_err("pwrite", e))?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn lseek(&self, offset: u64, whence: libc::c_int) -> io::Result<u64> {
+        // SAFETY: lseek on our descriptor. SEEK_DATA/SEEK_HOLE move the
+        // shared file offset, which nothing else uses (all I/O is pread/pwrite).
+        let r = unsafe { libc::lseek(self.fd(), offset as libc::off_t, whence) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
+        }
+    }
+}
+
+impl Backend for FilePlugin {
+    fn name(&self) -> &str {
+        "file"
+    }
+
+    fn size(&self) -> Result<u64> {
+        if self.block_device {
+            let mut size: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 into `size`.
+            let r = unsafe { libc::ioctl(self.fd(), BLKGETSIZE64, &mut size as *mut u64) };
+            if r != 0 {
+                return Err(last_err("ioctl BLKGETSIZE64"));
+            }
+            Ok(size)
+        } else {
+            let m = self
+                .file
+                .metadata()
+                .map_err(|e| os_err(&format!("stat {}", self.path.display()), e))?;
+            Ok(m.len())
+        }
+    }
+
+    fn can_write(&self) -> Result<bool> {
+        Ok(self.writable)
+    }
+    fn can_flush(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fua(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_trim(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_extents(&self) -> Result<bool> {
+        Ok(!self.block_device)
+    }
+    fn can_cache(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::new(libc::EIO, "pread: unexpected end of file")
+            } else {
+                os_err("pread", e)
+            }
+        })
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| os_err("pwrite", e))?;
+        if fua {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.sync()
+    }
+
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        let r = if self.block_device {
+            self.blk_range(BLKDISCARD, offset, count)
+        } else if self.can_punch.load(Ordering::Relaxed) {
+            self.fallocate(
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                count,
+            )
+        } else {
+            Ok(())
+        };
+        match r {
+            // Trim is advisory: not being able to is not an error.
+            Err(e) if is_unsupported(&e) => {
+                if !self.block_device {
+                    self.can_punch.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        if fua {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        let mut done = false;
+        if self.block_device {
+            if !flags.fast {
+                match self.blk_range(BLKZEROOUT, offset, count) {
+                    Ok(()) => done = true,
+                    Err(e) if is_unsupported(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            if flags.may_trim && self.can_punch.load(Ordering::Relaxed) {
+                match self.fallocate(
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    count,
+                ) {
+                    Ok(()) => done = true,
+                    Err(e) if is_unsupported(&e) => self.can_punch.store(false, Ordering::Relaxed),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !done && self.can_zero_range.load(Ordering::Relaxed) {
+                match self.fallocate(
+                    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    count,
+                ) {
+                    Ok(()) => done = true,
+                    Err(e) if is_unsupported(&e) => {
+                        self.can_zero_range.store(false, Ordering::Relaxed)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !done {
+            if flags.fast {
+                return Err(Error::new(libc::ENOTSUP, "fast zero is not possible"));
+            }
+            self.write_zeroes(count, offset)?;
+        }
+        if flags.fua {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        // SAFETY: advice on our descriptor, plain integers.
+        let r = unsafe {
+            libc::posix_fadvise(
+                self.fd(),
+                offset as libc::off_t,
+                count as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
+        if r != 0 {
+            return Err(Error::new(r, "posix_fadvise"));
+        }
+        Ok(())
+    }
+
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        let end = offset + count as u64;
+        if !self.can_seek.load(Ordering::Relaxed) {
+            sink.add(offset, count as u64, 0)?;
+            return Ok(());
+        }
+        let mut pos = offset;
+        while pos < end {
+            let data = match self.lseek(pos, libc::SEEK_DATA) {
+                Ok(d) => d,
+                // No data after pos: a hole to the end of the file.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    self.can_seek.store(false, Ordering::Relaxed);
+                    sink.add(pos, end - pos, 0)?;
+                    return Ok(());
+                }
+                Err(e) => return Err(os_err("lseek SEEK_DATA", e)),
+            };
+            if data > pos {
+                let len = data.min(end) - pos;
+                if !sink.add(pos, len, allocation::HOLE | allocation::ZERO)? {
+                    return Ok(());
+                }
+                pos += len;
+                continue;
+            }
+            let hole = match self.lseek(pos, libc::SEEK_HOLE) {
+                Ok(h) => h,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => end,
+                Err(e) => return Err(os_err("lseek SEEK_HOLE", e)),
+            };
+            let hole = hole.max(pos + 1);
+            let len = hole.min(end) - pos;
+            if !sink.add(pos, len, 0)? {
+                return Ok(());
+            }
+            pos += len;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nbd-rs-file-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&d);
+        d
+    }
+
+    #[test]
+    fn read_write_zero_extents() {
+        let p = temp("a");
+        let f = File::create(&p).unwrap();
+        f.set_len(4 << 20).unwrap();
+        drop(f);
+        let b = FilePlugin::open(p.clone(), false).unwrap();
+        assert_eq!(b.size().unwrap(), 4 << 20);
+        b.pwrite(&[7u8; 65536], 1 << 20, true).unwrap();
+        let mut r = [0u8; 10];
+        b.pread(&mut r, (1 << 20) + 100).unwrap();
+        assert_eq!(r, [7; 10]);
+        let mut e = Extents::new();
+        e.reset(0, 4 << 20, false);
+        b.extents(4 << 20, 0, &mut e).unwrap();
+        let h = allocation::HOLE | allocation::ZERO;
+        assert_eq!(
+            e.as_slice(),
+            &[(1 << 20, h), (65536, 0), ((3 << 20) - 65536, h)]
+        );
+        b.zero(4096, 1 << 20, ZeroFlags::default()).unwrap();
+        b.pread(&mut r, 1 << 20).unwrap();
+        assert_eq!(r, [0; 10]);
+        b.trim(65536, 1 << 20, false).unwrap();
+        assert!(b.pread(&mut r, (4 << 20) - 5).is_err());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = FilePlugin::open(temp("missing"), false).err().unwrap();
+        assert!(e.contains("No such file"), "{e}");
+    }
+}

@@ -1,0 +1,318 @@
+//! The memory plugin: a sparse RAM disk.
+//!
+//! Storage is a set of 32 KiB pages allocated on first write, so
+//! `memory 1T` costs nothing until written. Pages live in 64 shards (page
+//! number modulo 64, so sequential I/O spreads over all shards), each a
+//! hash map behind its own reader-writer lock: parallel requests rarely
+//! touch the same lock. Trim and zero free whole pages; extents report
+//! missing pages as HOLE|ZERO.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use nbd_core::server::backend::{Backend, Extents, Result, ZeroFlags};
+use nbd_core::wire::consts::allocation;
+
+use super::{parse_size, Params};
+
+const PAGE_SHIFT: u32 = 15;
+const PAGE: usize = 1 << PAGE_SHIFT;
+const SHARDS: usize = 64;
+
+/// Page numbers are already well spread: a multiplicative hash suffices.
+#[derive(Default)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A page is shared with readers in flight (zero-copy reads hold a
+/// reference while the reply is being sent); a write to a page that is
+/// being sent copies it first (`Arc::make_mut`).
+type Page = Arc<[u8; PAGE]>;
+type Shard = RwLock<HashMap<u64, Page, BuildHasherDefault<PageHasher>>>;
+
+static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
+
+pub struct Memory {
+    size: u64,
+    shards: Box<[Shard]>,
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    // Word at a time: the compiler vectorises this well.
+    let mut it = b.chunks_exact(16);
+    let words = it
+        .by_ref()
+        .all(|c| u128::from_ne_bytes(c.try_into().unwrap_or([1; 16])) == 0);
+    words && it.remainder().iter().all(|&x| x == 0)
+}
+
+impl Memory {
+    pub fn new(size: u64) -> Memory {
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(HashMap::default()))
+            .collect();
+        Memory { size, shards }
+    }
+
+    pub fn from_params(args: &[String]) -> std::result::Result<Memory, String> {
+        let mut p = Params::parse("memory", "size", args)?;
+        let size = p
+            .take("size")
+            .ok_or("memory: the size parameter is required (eg. size=1G)")?;
+        let size = parse_size(&size).map_err(|e| format!("memory: {e}"))?;
+        // Accepted for compatibility; every allocator here is sparse.
+        if let Some(a) = p.take("allocator") {
+            if !a.starts_with("sparse") {
+                return Err(format!("memory: allocator '{a}' is not supported"));
+            }
+        }
+        p.finish("memory")?;
+        Ok(Memory::new(size))
+    }
+
+    fn shard(&self, page: u64) -> (&Shard, u64) {
+        (
+            &self.shards[(page % SHARDS as u64) as usize],
+            page / SHARDS as u64,
+        )
+    }
+
+    /// Calls `f(page, offset in page, range in buf)` for each page piece of
+    /// `len` bytes at `offset`.
+    fn for_pages(offset: u64, len: usize, mut f: impl FnMut(u64, usize, std::ops::Range<usize>)) {
+        let mut done = 0usize;
+        while done < len {
+            let pos = offset + done as u64;
+            let page = pos >> PAGE_SHIFT;
+            let in_page = (pos & (PAGE as u64 - 1)) as usize;
+            let n = (PAGE - in_page).min(len - done);
+            f(page, in_page, done..done + n);
+            done += n;
+        }
+    }
+
+    fn clear(&self, count: u32, offset: u64) {
+        Self::for_pages(offset, count as usize, |page, in_page, r| {
+            let (shard, key) = self.shard(page);
+            let mut m = shard.write();
+            if r.len() == PAGE {
+                m.remove(&key);
+            } else if let Some(p) = m.get_mut(&key) {
+                let p = Arc::make_mut(p);
+                p[in_page..in_page + r.len()].fill(0);
+                if is_zero(&p[..]) {
+                    m.remove(&key);
+                }
+            }
+        });
+    }
+}
+
+impl Backend for Memory {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn size(&self) -> Result<u64> {
+        Ok(self.size)
+    }
+    fn can_write(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_flush(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fua(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_trim(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_extents(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_cache(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        Self::for_pages(offset, buf.len(), |page, in_page, r| {
+            let (shard, key) = self.shard(page);
+            let m = shard.read();
+            match m.get(&key) {
+                Some(p) => buf[r.clone()].copy_from_slice(&p[in_page..in_page + r.len()]),
+                None => buf[r].fill(0),
+            }
+        });
+        Ok(())
+    }
+
+    fn pread_lend(
+        &self,
+        count: u32,
+        offset: u64,
+        send: &mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Option<Result<()>> {
+        const GROUP: usize = 16;
+        let mut held: [Option<Page>; GROUP] = Default::default();
+        let mut ranges = [(0usize, 0usize); GROUP];
+        let len = count as usize;
+        let mut done = 0usize;
+        while done < len {
+            let mut n = 0;
+            while n < GROUP && done < len {
+                let pos = offset + done as u64;
+                let page = pos >> PAGE_SHIFT;
+                let in_page = (pos & (PAGE as u64 - 1)) as usize;
+                let k = (PAGE - in_page).min(len - done);
+                let (shard, key) = self.shard(page);
+                held[n] = shard.read().get(&key).cloned();
+                ranges[n] = (in_page, k);
+                n += 1;
+                done += k;
+            }
+            let slices: [&[u8]; GROUP] = std::array::from_fn(|i| {
+                let (at, k) = ranges[i];
+                match (i < n, &held[i]) {
+                    (false, _) => &[][..],
+                    (true, Some(p)) => &p[at..at + k],
+                    (true, None) => &ZERO_PAGE[..k],
+                }
+            });
+            if !send(&slices[..n]) {
+                break;
+            }
+            held.iter_mut().for_each(|h| *h = None);
+        }
+        Some(Ok(()))
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
+        Self::for_pages(offset, buf.len(), |page, in_page, r| {
+            let (shard, key) = self.shard(page);
+            let src = &buf[r];
+            let mut m = shard.write();
+            match m.get_mut(&key) {
+                Some(p) => Arc::make_mut(p)[in_page..in_page + src.len()].copy_from_slice(src),
+                None => {
+                    if is_zero(src) {
+                        return;
+                    }
+                    let mut p: Page = Arc::new([0u8; PAGE]);
+                    Arc::make_mut(&mut p)[in_page..in_page + src.len()].copy_from_slice(src);
+                    m.insert(key, p);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn trim(&self, count: u32, offset: u64, _fua: bool) -> Result<()> {
+        self.clear(count, offset);
+        Ok(())
+    }
+
+    fn zero(&self, count: u32, offset: u64, _flags: ZeroFlags) -> Result<()> {
+        self.clear(count, offset);
+        Ok(())
+    }
+
+    fn cache(&self, _count: u32, _offset: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        let end = offset + count as u64;
+        let mut page = offset >> PAGE_SHIFT;
+        loop {
+            let start = page << PAGE_SHIFT;
+            if start >= end {
+                return Ok(());
+            }
+            let (shard, key) = self.shard(page);
+            let present = shard.read().contains_key(&key);
+            let flags = if present {
+                0
+            } else {
+                allocation::HOLE | allocation::ZERO
+            };
+            if !sink.add(start, PAGE as u64, flags)? {
+                return Ok(());
+            }
+            page += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_read_write_zero() {
+        let m = Memory::new(1 << 40);
+        let mut b = vec![1u8; 100];
+        m.pread(&mut b, 1 << 39).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        m.pwrite(&data, PAGE as u64 - 10, false).unwrap();
+        let mut r = vec![0u8; data.len()];
+        m.pread(&mut r, PAGE as u64 - 10).unwrap();
+        assert_eq!(r, data);
+        // Zeroes are not stored.
+        m.pwrite(&vec![0u8; PAGE * 2], 1 << 30, false).unwrap();
+        let pages: usize = m.shards.iter().map(|s| s.read().len()).sum();
+        assert_eq!(pages, 5);
+        m.zero(PAGE as u32 * 2, 0, ZeroFlags::default()).unwrap();
+        m.pread(&mut r, PAGE as u64 - 10).unwrap();
+        assert!(r[..PAGE + 10].iter().all(|&x| x == 0));
+        assert_eq!(r[PAGE + 10..], data[PAGE + 10..]);
+        let mut lent = Vec::new();
+        let res = m.pread_lend(r.len() as u32, PAGE as u64 - 10, &mut |s: &[&[u8]]| {
+            s.iter().for_each(|x| lent.extend_from_slice(x));
+            true
+        });
+        assert!(matches!(res, Some(Ok(()))));
+        assert_eq!(lent, r);
+        let mut e = Extents::new();
+        e.reset(0, PAGE as u32 * 8, false);
+        m.extents(PAGE as u32 * 8, 0, &mut e).unwrap();
+        let h = allocation::HOLE | allocation::ZERO;
+        assert_eq!(
+            e.as_slice(),
+            &[
+                (2 * PAGE as u64, h),
+                (3 * PAGE as u64, 0),
+                (3 * PAGE as u64, h)
+            ]
+        );
+    }
+}

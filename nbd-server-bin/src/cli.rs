@@ -1,0 +1,239 @@
+//! The command line, as nbdkit(1) has it:
+//! `nbdkit [OPTIONS] PLUGIN [key=value ...]`.
+//!
+//! Options may come before or after the plugin name (`--` ends them);
+//! short options take their value attached (`-Ufoo`) or as the next word,
+//! long options as `--opt value` or `--opt=value`; short flags combine
+//! (`-fv`).
+
+pub const USAGE: &str = "\
+nbdkit [-e|--exportname EXPORTNAME] [--exit-with-parent] [-f|--foreground]
+       [-i|--ipaddr IPADDR] [--mask-handshake MASK] [-P|--pidfile PIDFILE]
+       [-p|--port PORT] [-r|--readonly] [--run CMD] [-s|--single]
+       [-t|--threads THREADS] [-U|--unix SOCKET|-] [-v|--verbose]
+       PLUGIN [[KEY=]VALUE [KEY=VALUE [...]]]
+
+nbdkit --help
+nbdkit --version
+
+Plugins: file (file=PATH), memory (size=SIZE).
+";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cli {
+    pub plugin: String,
+    pub params: Vec<String>,
+    pub unix: Option<String>,
+    pub port: Option<String>,
+    pub ipaddr: Option<String>,
+    pub readonly: bool,
+    pub foreground: bool,
+    pub exportname: String,
+    pub single: bool,
+    pub exit_with_parent: bool,
+    pub run: Option<String>,
+    pub pidfile: Option<String>,
+    pub threads: usize,
+    pub verbose: bool,
+    pub mask_handshake: Option<u16>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Serve(Box<Cli>),
+    Help,
+    Version,
+}
+
+fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
+    let v = v.trim();
+    let r = if let Some(h) = v.strip_prefix("0x") {
+        u64::from_str_radix(h, 16)
+            .ok()
+            .and_then(|n| n.to_string().parse().ok())
+    } else {
+        v.parse().ok()
+    };
+    r.ok_or_else(|| format!("{opt}: could not parse number: {v}"))
+}
+
+pub fn parse(args: &[String]) -> Result<Action, String> {
+    let mut c = Cli {
+        threads: 16,
+        ..Cli::default()
+    };
+    let mut positional: Vec<String> = Vec::new();
+    let mut i = 0;
+    let mut only_positional = false;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if only_positional || !a.starts_with('-') || a == "-" {
+            positional.push(a.clone());
+            continue;
+        }
+        if a == "--" {
+            only_positional = true;
+            continue;
+        }
+        // Normalise to (name, attached value).
+        let mut items: Vec<(String, Option<String>)> = Vec::new();
+        if let Some(long) = a.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((n, v)) => items.push((n.to_string(), Some(v.to_string()))),
+                None => items.push((long.to_string(), None)),
+            }
+        } else {
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut j = 0;
+            while j < chars.len() {
+                let o = chars[j].to_string();
+                j += 1;
+                if "UpiePtD".contains(&o) {
+                    let rest: String = chars[j..].iter().collect();
+                    items.push((o, if rest.is_empty() { None } else { Some(rest) }));
+                    break;
+                }
+                items.push((o, None));
+            }
+        }
+        for (name, attached) in items {
+            let takes_value = matches!(
+                name.as_str(),
+                "U" | "unix"
+                    | "p"
+                    | "port"
+                    | "i"
+                    | "ipaddr"
+                    | "e"
+                    | "exportname"
+                    | "export-name"
+                    | "export"
+                    | "run"
+                    | "P"
+                    | "pidfile"
+                    | "t"
+                    | "threads"
+                    | "mask-handshake"
+                    | "D"
+                    | "debug"
+            );
+            let value = if takes_value {
+                match attached {
+                    Some(v) => Some(v),
+                    None => {
+                        let v = args
+                            .get(i)
+                            .ok_or_else(|| format!("option '{a}' requires an argument"))?;
+                        i += 1;
+                        Some(v.clone())
+                    }
+                }
+            } else {
+                if attached.is_some() {
+                    return Err(format!("option '--{name}' doesn't allow an argument"));
+                }
+                None
+            };
+            let v = value.unwrap_or_default();
+            match name.as_str() {
+                "h" | "help" => return Ok(Action::Help),
+                "V" | "version" => return Ok(Action::Version),
+                "U" | "unix" => c.unix = Some(v),
+                "p" | "port" => c.port = Some(v),
+                "i" | "ipaddr" => c.ipaddr = Some(v),
+                "e" | "exportname" | "export-name" | "export" => c.exportname = v,
+                "run" => c.run = Some(v),
+                "P" | "pidfile" => c.pidfile = Some(v),
+                "t" | "threads" => {
+                    let t: usize = parse_num("--threads", &v)?;
+                    c.threads = if t == 0 { 16 } else { t };
+                }
+                "mask-handshake" => c.mask_handshake = Some(parse_num("--mask-handshake", &v)?),
+                "D" | "debug" => {} // debug flags of nbdkit's plugins: nothing to set here
+                "r" | "readonly" | "read-only" => c.readonly = true,
+                "f" | "foreground" | "no-fork" => c.foreground = true,
+                "s" | "single" => c.single = true,
+                "exit-with-parent" => c.exit_with_parent = true,
+                "v" | "verbose" => c.verbose = true,
+                "n" | "newstyle" => {}
+                "o" | "oldstyle" => return Err("oldstyle protocol is not supported".into()),
+                "filter" => return Err("filters are not supported yet".into()),
+                _ => return Err(format!("unrecognized option '{a}'")),
+            }
+        }
+    }
+    let mut pos = positional.into_iter();
+    c.plugin = pos
+        .next()
+        .ok_or("no plugins given on the command line.\nUse 'nbdkit --help' for usage.")?;
+    c.params = pos.collect();
+    if c.unix.is_some() && (c.port.is_some() || c.ipaddr.is_some()) {
+        return Err("-p/-i and -U options cannot be used together".into());
+    }
+    if c.single && (c.unix.is_some() || c.port.is_some() || c.run.is_some()) {
+        return Err("-s option cannot be used with -U, -p or --run".into());
+    }
+    if c.exportname.len() > nbd_core::limits::MAX_STRING {
+        return Err("export name too long".into());
+    }
+    Ok(Action::Serve(Box::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &[&str]) -> Result<Action, String> {
+        parse(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>())
+    }
+
+    fn cli(s: &[&str]) -> Cli {
+        match p(s).unwrap() {
+            Action::Serve(c) => *c,
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn forms() {
+        let c = cli(&["-U", "-", "--run", "echo $uri", "memory", "1G"]);
+        assert_eq!(c.unix.as_deref(), Some("-"));
+        assert_eq!(c.run.as_deref(), Some("echo $uri"));
+        assert_eq!(
+            (c.plugin.as_str(), c.params.clone()),
+            ("memory", vec!["1G".into()])
+        );
+        let c = cli(&[
+            "-fvr",
+            "-Usock",
+            "--threads=4",
+            "file",
+            "file=x",
+            "-e",
+            "foo",
+        ]);
+        assert!(c.foreground && c.verbose && c.readonly);
+        assert_eq!(c.unix.as_deref(), Some("sock"));
+        assert_eq!(c.threads, 4);
+        assert_eq!(c.exportname, "foo");
+        let c = cli(&[
+            "--port=0",
+            "--ipaddr",
+            "127.0.0.1",
+            "--pidfile=/p",
+            "memory",
+            "size=1",
+        ]);
+        assert_eq!(c.port.as_deref(), Some("0"));
+        assert_eq!(c.pidfile.as_deref(), Some("/p"));
+        let c = cli(&["--mask-handshake=0", "-s", "memory", "1"]);
+        assert_eq!(c.mask_handshake, Some(0));
+        assert_eq!(p(&["--version"]), Ok(Action::Version));
+        assert_eq!(p(&["memory", "--help"]), Ok(Action::Help));
+        assert!(p(&["--bogus", "memory"]).is_err());
+        assert!(p(&[]).is_err());
+        assert!(p(&["-U"]).is_err());
+        assert!(p(&["-U", "s", "-p", "1", "memory"]).is_err());
+    }
+}

@@ -1,0 +1,422 @@
+//! One client connection: negotiation, then requests served by worker
+//! threads in leader/follower style.
+//!
+//! A worker takes the read lock, reads one request (header and WRITE
+//! payload, into its own reusable buffer), releases the lock, runs the
+//! request against the backend, then takes the write lock and sends the
+//! reply with one vectored write. A worker that finds nobody waiting for
+//! the read lock after reading starts one more worker (up to `-t`), so an
+//! idle connection costs one thread and a busy one grows to its
+//! concurrency. Nothing is allocated per request once the buffers have
+//! grown. An error on the socket ends this connection only.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
+use nbd_core::server::reply::encode_reply;
+use nbd_core::server::request::{self, command_name, Payload, TxContext};
+use nbd_core::server::{Backend, Extents};
+use nbd_core::wire::consts::cmd;
+use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+
+/// What every connection shares.
+pub struct Server {
+    pub backend: Arc<dyn Backend>,
+    pub readonly: bool,
+    pub export_name: String,
+    pub threads: usize,
+    pub verbose: bool,
+    pub handshake_flags: u16,
+}
+
+impl Exports for Server {
+    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        vec![(self.export_name.as_bytes().to_vec(), Vec::new())]
+    }
+
+    /// Like nbdkit with a plugin that does not list exports, any name is
+    /// served (the same disk).
+    fn lookup(&self, _name: &[u8]) -> Result<ExportDetails, String> {
+        let b = &*self.backend;
+        let size = b.size().map_err(|e| e.to_string())?;
+        let caps = Caps::from_backend(b, self.readonly).map_err(|e| e.to_string())?;
+        Ok(ExportDetails {
+            size,
+            caps,
+            ..ExportDetails::default()
+        })
+    }
+}
+
+macro_rules! debug {
+    ($srv:expr, $($arg:tt)*) => {
+        if $srv.verbose {
+            eprintln!("nbdkit: debug: {}", format_args!($($arg)*));
+        }
+    };
+}
+
+fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Reads through a buffer, so that one system call can bring in many small
+/// requests; large payloads are read straight into their destination.
+struct RequestReader {
+    f: File,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+}
+
+const READ_BUF: usize = 64 * 1024;
+
+impl RequestReader {
+    fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
+        let n = (self.end - self.pos).min(dst.len());
+        dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        let mut done = n;
+        while done < dst.len() {
+            let rem = dst.len() - done;
+            if rem >= self.buf.len() {
+                let r = retry(|| self.f.read(&mut dst[done..]))?;
+                if r == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                done += r;
+            } else {
+                let r = retry(|| self.f.read(&mut self.buf))?;
+                if r == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                let n = r.min(rem);
+                dst[done..done + n].copy_from_slice(&self.buf[..n]);
+                self.pos = n;
+                self.end = r;
+                done += n;
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self, mut n: usize) -> io::Result<()> {
+        let mut scratch = [0u8; 8192];
+        while n > 0 {
+            let k = n.min(scratch.len());
+            self.read_exact(&mut scratch[..k])?;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+fn write_all2(f: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut ao, mut bo) = (0, 0);
+    while ao < a.len() || bo < b.len() {
+        let bufs = [IoSlice::new(&a[ao..]), IoSlice::new(&b[bo..])];
+        let n = retry(|| f.write_vectored(&bufs))?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let na = n.min(a.len() - ao);
+        ao += na;
+        bo += n - na;
+    }
+    Ok(())
+}
+
+/// Writes the concatenation of `parts` (at most 32) with vectored writes.
+fn write_all_slices(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        let mut iov: [IoSlice<'_>; 32] = [IoSlice::new(&[]); 32];
+        let mut n = 0;
+        for (k, p) in parts[idx..].iter().enumerate().take(32) {
+            iov[k] = IoSlice::new(if k == 0 { &p[off..] } else { p });
+            n = k + 1;
+        }
+        let mut w = retry(|| f.write_vectored(&iov[..n]))?;
+        if w == 0 && parts[idx..].iter().any(|p| !p.is_empty()) {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while idx < parts.len() && w >= parts[idx].len() - off {
+            w -= parts[idx].len() - off;
+            idx += 1;
+            off = 0;
+        }
+        off += w;
+    }
+    Ok(())
+}
+
+struct Conn {
+    srv: Arc<Server>,
+    ctx: TxContext,
+    reader: Mutex<RequestReader>,
+    writer: Mutex<File>,
+    sock: RawFd,
+    dead: AtomicBool,
+    waiting: AtomicUsize,
+    threads: AtomicUsize,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    id: usize,
+}
+
+impl Conn {
+    /// Ends the connection: wakes a worker blocked reading, makes writes fail.
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown on a descriptor that lives as long as self;
+        // on a pipe (-s) it fails harmlessly with ENOTSOCK.
+        unsafe {
+            libc::shutdown(self.sock, libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Serves one client on `rd`/`wr` (a socket twice, or stdin/stdout).
+/// Returns when the client is gone and every worker has finished.
+pub fn serve(srv: Arc<Server>, rd: File, mut wr: File, id: usize) {
+    let sock = wr.as_raw_fd();
+    let mut rd = rd;
+    let neg = match negotiate(&srv, &mut rd, &mut wr) {
+        Some(n) => n,
+        None => return,
+    };
+    debug!(
+        srv,
+        "connection {id}: negotiated export \"{}\" size {} flags {:#x} structured replies {} meta context {:?}",
+        String::from_utf8_lossy(&neg.export_name),
+        neg.details.size,
+        neg.tx_flags,
+        neg.structured_replies,
+        neg.meta_context
+    );
+    let conn = Arc::new(Conn {
+        ctx: TxContext::from_negotiated(&neg),
+        srv,
+        reader: Mutex::new(RequestReader {
+            f: rd,
+            buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+        }),
+        writer: Mutex::new(wr),
+        sock,
+        dead: AtomicBool::new(false),
+        waiting: AtomicUsize::new(0),
+        threads: AtomicUsize::new(1),
+        handles: Mutex::new(Vec::new()),
+        id,
+    });
+    worker(&conn);
+    loop {
+        let h = conn.handles.lock().pop();
+        match h {
+            Some(h) => {
+                let _ = h.join();
+            }
+            None => break,
+        }
+    }
+    debug!(conn.srv, "connection {id}: closed");
+}
+
+fn negotiate(srv: &Server, rd: &mut File, wr: &mut File) -> Option<negotiate::Negotiated> {
+    let mut n = Negotiation::new(negotiate::Config {
+        handshake_flags: srv.handshake_flags,
+    });
+    loop {
+        match n.want() {
+            Want::Write => {
+                let out = n.output();
+                let len = out.len();
+                if retry(|| wr.write_all(out).map(|_| 0)).is_err() {
+                    return None;
+                }
+                n.output_done(len);
+            }
+            Want::Read => {
+                let r = retry(|| rd.read(n.recv_buf())).unwrap_or(0);
+                n.received(r, srv);
+            }
+            Want::Done => return n.take_result(),
+            Want::Closed => {
+                debug!(srv, "negotiation ended: {}", n.close_reason().unwrap_or(""));
+                return None;
+            }
+        }
+    }
+}
+
+fn spawn_worker(conn: &Arc<Conn>) {
+    let c = Arc::clone(conn);
+    let r = std::thread::Builder::new()
+        .name(format!("nbdkit-c{}", conn.id))
+        .spawn(move || worker(&c));
+    match r {
+        Ok(h) => conn.handles.lock().push(h),
+        Err(_) => {
+            conn.threads.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn worker(conn: &Arc<Conn>) {
+    let srv = &*conn.srv;
+    let backend = &*srv.backend;
+    let mut data: Vec<u8> = Vec::new();
+    let mut extents = Extents::new();
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut hb = [0u8; REQUEST_HEADER_LEN];
+    loop {
+        conn.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut rd = conn.reader.lock();
+        conn.waiting.fetch_sub(1, Ordering::SeqCst);
+        if conn.dead.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Err(e) = rd.read_exact(&mut hb) {
+            if e.kind() != io::ErrorKind::UnexpectedEof {
+                debug!(srv, "connection {}: read request: {e}", conn.id);
+            }
+            drop(rd);
+            conn.kill();
+            break;
+        }
+        let h = match RequestHeader::decode(&hb) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("nbdkit: error: connection {}: {e}", conn.id);
+                drop(rd);
+                conn.kill();
+                break;
+            }
+        };
+        if h.kind == cmd::DISC {
+            // Let requests in flight finish; read nothing more.
+            conn.dead.store(true, Ordering::SeqCst);
+            debug!(srv, "connection {}: client sent NBD_CMD_DISC", conn.id);
+            break;
+        }
+        let valid = request::validate(&h, &conn.ctx);
+        let len = h.length as usize;
+        let io_ok = match request::payload(&h) {
+            Payload::None => Ok(()),
+            Payload::Receive(_) => {
+                if data.len() < len {
+                    data.resize(len, 0);
+                }
+                rd.read_exact(&mut data[..len])
+            }
+            Payload::Discard(_) => rd.discard(len),
+            Payload::Disconnect => Err(io::Error::other("write request too large to skip")),
+        };
+        drop(rd);
+        if let Err(e) = io_ok {
+            debug!(srv, "connection {}: reading payload: {e}", conn.id);
+            conn.kill();
+            break;
+        }
+        if conn.waiting.load(Ordering::SeqCst) == 0
+            && conn.threads.load(Ordering::SeqCst) < srv.threads
+        {
+            conn.threads.fetch_add(1, Ordering::SeqCst);
+            spawn_worker(conn);
+        }
+
+        // Zero-copy read: the backend lends its pages, which are sent
+        // straight from its memory under the write lock.
+        if h.kind == cmd::READ && len > 0 && valid.is_ok() {
+            let mut writer = None;
+            let mut failed = None;
+            let mut send = |parts: &[&[u8]]| -> bool {
+                let w = writer.get_or_insert_with(|| {
+                    encode_reply(&mut out, &h, &conn.ctx, &Ok(()), &extents);
+                    (conn.writer.lock(), true)
+                });
+                let r = if w.1 {
+                    w.1 = false;
+                    let mut all: [&[u8]; 17] = [&[]; 17];
+                    all[0] = &out;
+                    let n = parts.len().min(16);
+                    all[1..=n].copy_from_slice(&parts[..n]);
+                    write_all_slices(&mut w.0, &all[..=n])
+                        .and_then(|()| write_all_slices(&mut w.0, &parts[n..]))
+                } else {
+                    write_all_slices(&mut w.0, parts)
+                };
+                match r {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            };
+            let lent = backend.pread_lend(h.length, h.offset, &mut send);
+            let started = writer.is_some();
+            drop(writer);
+            match lent {
+                None => {}
+                Some(Err(_)) if !started => {}
+                Some(_) => {
+                    if let Some(e) = failed {
+                        debug!(srv, "connection {}: write reply: {e}", conn.id);
+                        conn.kill();
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+
+        let result = valid.and_then(|()| {
+            let buf_len = if h.kind == cmd::READ || h.kind == cmd::WRITE {
+                len
+            } else {
+                0
+            };
+            if data.len() < buf_len {
+                data.resize(buf_len, 0);
+            }
+            request::execute(backend, &h, &mut data[..buf_len], &mut extents)
+        });
+        if let Err(e) = &result {
+            if srv.verbose || !e.message.is_empty() {
+                debug!(
+                    srv,
+                    "connection {}: {} offset {} length {}: {}",
+                    conn.id,
+                    command_name(h.kind),
+                    h.offset,
+                    h.length,
+                    e
+                );
+            }
+        }
+        let with_data = encode_reply(&mut out, &h, &conn.ctx, &result, &extents);
+        let payload: &[u8] = if with_data { &data[..len] } else { &[] };
+        let mut w = conn.writer.lock();
+        if let Err(e) = write_all2(&mut w, &out, payload) {
+            drop(w);
+            debug!(srv, "connection {}: write reply: {e}", conn.id);
+            conn.kill();
+            break;
+        }
+    }
+}
