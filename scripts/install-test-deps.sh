@@ -1,7 +1,18 @@
 #!/bin/bash
 # What `make check` needs: the peers (Debian's nbdkit, libnbd tools and
-# library, qemu, nbd-server), compilers and pkg-config.
+# library, qemu, nbd-server), compilers and pkg-config from Debian, and the
+# pinned cbindgen from crates.io (the header drift test regenerates
+# include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
-exec "$(dirname "$0")/apt-ensure.sh" \
+"$(dirname "$0")/apt-ensure.sh" \
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
   pkg-config valgrind gcc g++ make
+
+CBINDGEN_VERSION=0.27.0
+cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
+if [[ -x $cbindgen ]] && [[ $("$cbindgen" --version) == "cbindgen $CBINDGEN_VERSION" ]]; then
+  echo "cbindgen $CBINDGEN_VERSION present"
+else
+  echo "installing cbindgen $CBINDGEN_VERSION (cargo install)"
+  cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"
+fi
