@@ -161,8 +161,60 @@ impl Extents {
     }
 }
 
+/// Who is on the other end of a connection, for filters that decide by it
+/// (ip) or report it (log, stats).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket peer with its credentials (SO_PEERCRED), when known.
+    Unix {
+        pid: Option<i32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    Vsock {
+        cid: u32,
+        port: u32,
+    },
+    /// `-s`: standard input and output; also socket pairs and anything else.
+    Other,
+}
+
+/// What the server tells the backend stack when a client has negotiated
+/// an export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// A number unique to this connection within the server's lifetime.
+    pub id: u64,
+    pub peer: Peer,
+    pub export_name: Vec<u8>,
+    /// The server runs read-only (-r).
+    pub readonly: bool,
+}
+
 /// A plugin or filter. See the module documentation for delegation.
+///
+/// The connection hooks follow nbdkit's order: `preconnect` when a client
+/// connects, before any byte of the handshake (a filter may refuse the
+/// client here, costing nothing more); `open_connection` once the client
+/// has negotiated an export; `close_connection` when it goes, exactly once
+/// for every successful `open_connection`. By default each delegates to
+/// the next layer, so a filter that does not care needs nothing.
 pub trait Backend: Send + Sync {
+    fn preconnect(&self, peer: &Peer) -> Result<()> {
+        self.next().map_or(Ok(()), |n| n.preconnect(peer))
+    }
+
+    fn open_connection(&self, info: &ConnectionInfo) -> Result<()> {
+        self.next().map_or(Ok(()), |n| n.open_connection(info))
+    }
+
+    fn close_connection(&self, info: &ConnectionInfo) {
+        if let Some(n) = self.next() {
+            n.close_connection(info)
+        }
+    }
+
     /// The layer below, for filters. Plugins keep the default `None`.
     fn next(&self) -> Option<&dyn Backend> {
         None
