@@ -8,7 +8,8 @@
 
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
-use nbd_core::client::{Command, Config, Phase};
+use crate::settings::Settings;
+use nbd_core::client::{Command, Phase};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::ffi::CString;
 use std::io::Write;
@@ -43,7 +44,7 @@ impl State {
 
 /// What the handle holds under its lock.
 pub struct Inner {
-    pub export_name: CString,
+    pub settings: Settings,
     pub conn: Option<Connection>,
     /// Set when connecting failed before the client existed, or when the
     /// connection was dropped (a panic while it was running).
@@ -71,7 +72,7 @@ impl nbd_handle {
         let debug = std::env::var_os("LIBNBD_DEBUG").is_some_and(|v| v == "1");
         nbd_handle {
             inner: Mutex::new(Inner {
-                export_name: CString::default(),
+                settings: Settings::default(),
                 conn: None,
                 dead: None,
                 child: None,
@@ -179,10 +180,7 @@ impl nbd_handle {
         if child.is_some() {
             g.child = child;
         }
-        let config = Config {
-            export_name: g.export_name.as_bytes().to_vec(),
-            ..Config::default()
-        };
+        let config = g.settings.core_config();
         match Connection::new(sock, config) {
             Ok(c) => g.conn = Some(c),
             Err(e) => {

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod errors;
 pub mod ffi;
 pub mod handle;
+pub(crate) mod settings;
 pub mod wrap;
 
 #[rustfmt::skip]

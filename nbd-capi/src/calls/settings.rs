@@ -33,10 +33,10 @@ pub fn set_export_name(h: &nbd_handle, export_name: &CStr) -> Result<(), Error> 
             "export name too long for NBD protocol",
         ));
     }
-    h.lock().export_name = export_name.to_owned();
+    h.lock().settings.export_name = export_name.to_owned();
     Ok(())
 }
 
 pub fn get_export_name(h: &nbd_handle) -> Result<CString, Error> {
-    Ok(h.lock().export_name.clone())
+    Ok(h.lock().settings.export_name.clone())
 }
