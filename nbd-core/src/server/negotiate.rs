@@ -24,7 +24,9 @@ use crate::wire::codec::Reader;
 use crate::wire::consts::{
     client_flags, handshake_flags, info, opt, rep, tx_flags, CONTEXT_BASE_ALLOCATION,
 };
-use crate::wire::handshake::{encode_export_name_reply, encode_newstyle_greeting};
+use crate::wire::handshake::{
+    encode_export_name_reply, encode_newstyle_greeting, encode_oldstyle_greeting,
+};
 use crate::wire::option::{
     encode_option_reply, encode_rep_meta_context, encode_rep_server, GoRequest, InfoReply,
     MetaContextRequest, OptionHeader, OPTION_HEADER_LEN,
@@ -110,6 +112,14 @@ pub trait Exports {
     /// An export by name, or `Err(message)` if there is no such export or
     /// it cannot be described.
     fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String>;
+    /// Called when the client chooses export `name` (GO, EXPORT_NAME, or
+    /// the oldstyle greeting), before negotiation ends: the place to open
+    /// the connection on the backend. `Err(message)`: the client gets the
+    /// message in an error reply (GO) or is disconnected (EXPORT_NAME,
+    /// oldstyle), and negotiation does not end.
+    fn open(&self, _name: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// How the server presents itself.
@@ -117,12 +127,15 @@ pub trait Exports {
 pub struct Config {
     /// Handshake flags offered in the greeting (`--mask-handshake`).
     pub handshake_flags: u16,
+    /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`).
+    pub no_structured_replies: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             handshake_flags: handshake_flags::ALL,
+            no_structured_replies: false,
         }
     }
 }
@@ -182,6 +195,7 @@ pub struct Negotiation {
     no_zeroes: bool,
     options: usize,
     structured: bool,
+    no_structured_replies: bool,
     meta: Option<(Vec<u8>, u32)>,
     result: Option<Negotiated>,
     close_reason: Option<String>,
@@ -204,12 +218,36 @@ impl Negotiation {
             no_zeroes: false,
             options: 0,
             structured: false,
+            no_structured_replies: cfg.no_structured_replies,
             meta: None,
             result: None,
             close_reason: None,
         };
         n.out.extend_from_slice(&encode_newstyle_greeting(offered));
         n.expect(4);
+        n
+    }
+
+    /// Starts an oldstyle connection (`--oldstyle`): the greeting carries
+    /// the size and flags of the default export, and negotiation is over
+    /// once it is sent (or closed at once if the export cannot be opened).
+    pub fn oldstyle(exports: &dyn Exports) -> Self {
+        let mut n = Negotiation::new(Config::default());
+        n.out.clear();
+        let details = match exports
+            .lookup(b"")
+            .and_then(|d| exports.open(b"").map(|()| d))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                n.close(format!("oldstyle: {e}"));
+                return n;
+            }
+        };
+        let tx = details.caps.tx_flags(false);
+        n.out
+            .extend_from_slice(&encode_oldstyle_greeting(details.size, tx as u32));
+        n.finish(Vec::new(), details, tx);
         n
     }
 
@@ -381,6 +419,9 @@ impl Negotiation {
                     Ok(d) => d,
                     Err(e) => return self.close(format!("unknown export: {e}")),
                 };
+                if let Err(e) = exports.open(payload) {
+                    return self.close(format!("cannot open export: {e}"));
+                }
                 let tx = details.caps.tx_flags(self.structured);
                 let no_zeroes = self.no_zeroes;
                 self.out
@@ -418,6 +459,13 @@ impl Negotiation {
                         "STRUCTURED_REPLY takes no payload",
                     );
                 }
+                if self.no_structured_replies {
+                    return self.reply_err(
+                        option,
+                        rep::ERR_UNSUP,
+                        "structured replies are disabled (--no-sr)",
+                    );
+                }
                 if self.structured {
                     return self.reply_err(
                         option,
@@ -442,6 +490,13 @@ impl Negotiation {
             Ok(d) => d,
             Err(e) => return self.reply_err(option, rep::ERR_UNKNOWN, &e),
         };
+        if option == opt::GO {
+            // Opened before anything is sent, so that a failure is an
+            // error reply rather than an ACK followed by a hang-up.
+            if let Err(e) = exports.open(req.export_name) {
+                return self.reply_err(option, rep::ERR_UNKNOWN, &e);
+            }
+        }
         let tx = details.caps.tx_flags(self.structured);
         let mut p = InfoReply::Export {
             size: details.size,
@@ -778,6 +833,7 @@ mod tests {
         // NO_ZEROES is unknown when it was masked out of the greeting.
         let mut n = Negotiation::new(Config {
             handshake_flags: handshake_flags::FIXED_NEWSTYLE,
+            ..Config::default()
         });
         let (g, w) = run(&mut n, &[0, 0, 0, 3]);
         assert_eq!(&g[16..], &[0, 1]);
@@ -882,6 +938,102 @@ mod tests {
     fn eof_closes() {
         let (mut n, _) = start(3);
         n.received(0, &OneExport);
+        assert_eq!(n.want(), Want::Closed);
+    }
+
+    #[test]
+    fn no_sr_refuses_structured_replies() {
+        let mut n = Negotiation::new(Config {
+            no_structured_replies: true,
+            ..Config::default()
+        });
+        let _ = run(&mut n, &[0, 0, 0, 3]);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        assert_eq!(replies(&out)[0].1, rep::ERR_UNSUP);
+        let (_, w) = run(&mut n, &go(b"", vec![]));
+        assert_eq!(w, Want::Done);
+        let res = n.take_result().unwrap();
+        assert!(!res.structured_replies);
+        assert_eq!(res.tx_flags & tx_flags::SEND_DF, 0);
+    }
+
+    #[test]
+    fn oldstyle_greeting_ends_negotiation() {
+        let mut n = Negotiation::oldstyle(&OneExport);
+        let (out, w) = run(&mut n, &[]);
+        assert_eq!(w, Want::Done);
+        assert_eq!(out.len(), 16 + 8 + 4 + 124);
+        assert_eq!(&out[..8], &NBDMAGIC.to_be_bytes());
+        assert_eq!(&out[8..16], &0x0000_4202_8186_1253u64.to_be_bytes());
+        assert_eq!(&out[16..24], &(1u64 << 20).to_be_bytes());
+        let flags = u32::from_be_bytes(out[24..28].try_into().unwrap());
+        assert_eq!(
+            flags,
+            (tx_flags::HAS_FLAGS | tx_flags::SEND_FLUSH | tx_flags::CAN_MULTI_CONN) as u32
+        );
+        assert!(out[28..].iter().all(|&b| b == 0));
+        let res = n.take_result().unwrap();
+        assert!(!res.structured_replies && !res.fixed_newstyle);
+    }
+
+    /// Refuses to open export "a" until `allow` is set.
+    struct Picky {
+        allow: std::cell::Cell<bool>,
+    }
+    impl Exports for Picky {
+        fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+            OneExport.list()
+        }
+        fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
+            OneExport.lookup(name)
+        }
+        fn open(&self, _name: &[u8]) -> Result<(), String> {
+            if self.allow.get() {
+                Ok(())
+            } else {
+                Err("go away".into())
+            }
+        }
+    }
+
+    #[test]
+    fn open_failure_is_an_error_reply_or_a_hang_up() {
+        let picky = Picky {
+            allow: std::cell::Cell::new(false),
+        };
+        let mut n = Negotiation::new(Config::default());
+        let o = n.output().len();
+        n.output_done(o);
+        n.feed(&[0, 0, 0, 3], &picky);
+        n.feed(&go(b"a", vec![]), &picky);
+        let out = n.output().to_vec();
+        n.output_done(out.len());
+        assert_eq!(
+            replies(&out),
+            vec![(opt::GO, rep::ERR_UNKNOWN, b"go away".to_vec())]
+        );
+        assert_eq!(n.want(), Want::Read);
+        picky.allow.set(true);
+        n.feed(&go(b"a", vec![]), &picky);
+        assert_eq!(n.want(), Want::Write);
+        let out = n.output().to_vec();
+        n.output_done(out.len());
+        assert_eq!(n.want(), Want::Done);
+        // EXPORT_NAME cannot carry an error: the client is disconnected.
+        picky.allow.set(false);
+        let mut n = Negotiation::new(Config::default());
+        let o = n.output().len();
+        n.output_done(o);
+        n.feed(&[0, 0, 0, 3], &picky);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, b"a");
+        n.feed(&i, &picky);
+        assert_eq!(n.want(), Want::Closed);
+        // Oldstyle: closed at once.
+        let n = Negotiation::oldstyle(&picky);
         assert_eq!(n.want(), Want::Closed);
     }
 
