@@ -7,12 +7,17 @@
 //! (`-fv`).
 
 pub const USAGE: &str = "\
-nbdkit [-e|--exportname EXPORTNAME] [--exit-with-parent] [-f|--foreground]
-       [-i|--ipaddr IPADDR] [--mask-handshake MASK] [-P|--pidfile PIDFILE]
-       [-p|--port PORT] [-r|--readonly] [--run CMD] [-s|--single]
-       [-t|--threads THREADS] [-U|--unix SOCKET|-] [-v|--verbose]
+nbdkit [-D|--debug PLUGIN|FILTER|nbdkit.FLAG=N]
+       [-e|--exportname EXPORTNAME] [--exit-with-parent]
+       [--filter FILTER ...] [-f|--foreground] [-i|--ipaddr IPADDR]
+       [--keep-alive] [--log stderr|syslog|null] [--mask-handshake MASK]
+       [-n|--newstyle] [--no-sr] [-o|--oldstyle] [-P|--pidfile PIDFILE]
+       [-p|--port PORT] [--print-uri] [-r|--readonly] [--run CMD]
+       [-s|--single] [-t|--threads THREADS] [-U|--unix SOCKET|-]
+       [-v|--verbose] [--vsock]
        PLUGIN [[KEY=]VALUE [KEY=VALUE [...]]]
 
+nbdkit --dump-config
 nbdkit --help
 nbdkit --version
 
@@ -36,6 +41,23 @@ pub struct Cli {
     pub threads: usize,
     pub verbose: bool,
     pub mask_handshake: Option<u16>,
+    /// `--filter`, in command-line order (outermost first).
+    pub filters: Vec<String>,
+    /// `--log`; `None`: stderr in the foreground, syslog once forked.
+    pub log: Option<LogDest>,
+    pub vsock: bool,
+    pub print_uri: bool,
+    pub keep_alive: bool,
+    pub no_sr: bool,
+    pub oldstyle: bool,
+}
+
+/// Where error messages go (`--log`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogDest {
+    Stderr,
+    Syslog,
+    Null,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +65,7 @@ pub enum Action {
     Serve(Box<Cli>),
     Help,
     Version,
+    DumpConfig,
 }
 
 fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
@@ -117,6 +140,8 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     | "mask-handshake"
                     | "D"
                     | "debug"
+                    | "filter"
+                    | "log"
             );
             let value = if takes_value {
                 match attached {
@@ -139,26 +164,59 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             match name.as_str() {
                 "h" | "help" => return Ok(Action::Help),
                 "V" | "version" => return Ok(Action::Version),
+                "dump-config" => return Ok(Action::DumpConfig),
                 "U" | "unix" => c.unix = Some(v),
                 "p" | "port" => c.port = Some(v),
                 "i" | "ipaddr" => c.ipaddr = Some(v),
                 "e" | "exportname" | "export-name" | "export" => c.exportname = v,
+                "filter" => {
+                    if v.is_empty() {
+                        return Err("--filter: filter name is empty".into());
+                    }
+                    c.filters.push(v)
+                }
+                "log" => {
+                    c.log = Some(match v.as_str() {
+                        "stderr" => LogDest::Stderr,
+                        "syslog" => LogDest::Syslog,
+                        "null" => LogDest::Null,
+                        _ => {
+                            return Err(format!(
+                                "--log must be \"stderr\", \"syslog\" or \"null\", not \"{v}\""
+                            ))
+                        }
+                    })
+                }
+                "vsock" => c.vsock = true,
+                "print-uri" => c.print_uri = true,
+                "keep-alive" | "keepalive" => c.keep_alive = true,
+                "no-sr" => c.no_sr = true,
                 "run" => c.run = Some(v),
                 "P" | "pidfile" => c.pidfile = Some(v),
                 "t" | "threads" => {
                     let t: usize = parse_num("--threads", &v)?;
+                    if t > 1024 {
+                        return Err(format!("--threads: too many threads: {t}"));
+                    }
                     c.threads = if t == 0 { 16 } else { t };
                 }
                 "mask-handshake" => c.mask_handshake = Some(parse_num("--mask-handshake", &v)?),
-                "D" | "debug" => {} // debug flags of nbdkit's plugins: nothing to set here
+                // Debug flags of plugins, filters and the server: nbdkit
+                // ignores flags nobody declared, and we declare none.
+                "D" | "debug" => {
+                    if !v.contains('=') {
+                        return Err(format!(
+                            "-D (Debug Flag) must have the format NAME.FLAG=N: {v}"
+                        ));
+                    }
+                }
                 "r" | "readonly" | "read-only" => c.readonly = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,
                 "s" | "single" => c.single = true,
                 "exit-with-parent" => c.exit_with_parent = true,
                 "v" | "verbose" => c.verbose = true,
-                "n" | "newstyle" => {}
-                "o" | "oldstyle" => return Err("oldstyle protocol is not supported".into()),
-                "filter" => return Err("filters are not supported yet".into()),
+                "n" | "newstyle" | "new-style" => c.oldstyle = false,
+                "o" | "oldstyle" | "old-style" => c.oldstyle = true,
                 _ => return Err(format!("unrecognized option '{a}'")),
             }
         }
@@ -171,8 +229,36 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     if c.unix.is_some() && (c.port.is_some() || c.ipaddr.is_some()) {
         return Err("-p/-i and -U options cannot be used together".into());
     }
-    if c.single && (c.unix.is_some() || c.port.is_some() || c.run.is_some()) {
-        return Err("-s option cannot be used with -U, -p or --run".into());
+    if c.vsock && c.unix.is_some() {
+        return Err("--vsock and -U options cannot be used together".into());
+    }
+    if c.vsock && c.ipaddr.is_some() {
+        return Err("--vsock and -i options cannot be used together".into());
+    }
+    if c.single
+        && (c.unix.is_some()
+            || c.port.is_some()
+            || c.ipaddr.is_some()
+            || c.run.is_some()
+            || c.vsock
+            || c.print_uri)
+    {
+        return Err(
+            "-s option cannot be used with -U, -p, -i, --run, --vsock or --print-uri".into(),
+        );
+    }
+    if let Some(p) = &c.port {
+        let ok = if c.vsock {
+            p.parse::<u32>().is_ok()
+        } else {
+            p.parse::<u16>().is_ok()
+        };
+        if !ok {
+            return Err(format!("could not parse port number: {p}"));
+        }
+    }
+    if c.oldstyle && !c.exportname.is_empty() {
+        return Err("-e option cannot be used with --oldstyle (no export names)".into());
     }
     if c.exportname.len() > nbd_core::limits::MAX_STRING {
         return Err("export name too long".into());
@@ -235,5 +321,48 @@ mod tests {
         assert!(p(&[]).is_err());
         assert!(p(&["-U"]).is_err());
         assert!(p(&["-U", "s", "-p", "1", "memory"]).is_err());
+    }
+
+    #[test]
+    fn service_options() {
+        let c = cli(&[
+            "--filter=a",
+            "--filter",
+            "b",
+            "--log=syslog",
+            "--vsock",
+            "-p",
+            "4294967295",
+            "--print-uri",
+            "--keep-alive",
+            "--no-sr",
+            "-o",
+            "-D",
+            "nbdkit.backend.datapath=0",
+            "-Dfoo.bar=1",
+            "memory",
+            "1M",
+        ]);
+        assert_eq!(c.filters, vec!["a", "b"]);
+        assert_eq!(c.log, Some(LogDest::Syslog));
+        assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.oldstyle);
+        assert_eq!(c.port.as_deref(), Some("4294967295"));
+        assert_eq!(p(&["--dump-config"]), Ok(Action::DumpConfig));
+        for bad in [
+            &["--log=foo", "memory", "1"][..],
+            &["--vsock", "-U", "s", "memory", "1"],
+            &["-s", "-U", "s", "memory", "1"],
+            &["-s", "--run", "x", "memory", "1"],
+            &["-s", "--vsock", "memory", "1"],
+            &["-p", "65536", "memory", "1"],
+            &["-p", "x", "memory", "1"],
+            &["--vsock", "-p", "-1", "memory", "1"],
+            &["-t", "x", "memory", "1"],
+            &["-D", "noequals", "memory", "1"],
+            &["-o", "-e", "x", "memory", "1"],
+            &["--filter=", "memory", "1"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -9,7 +9,18 @@
 //! idle connection costs one thread and a busy one grows to its
 //! concurrency. Nothing is allocated per request once the buffers have
 //! grown. An error on the socket ends this connection only.
+//!
+//! The backend's connection hooks run in nbdkit's order: `preconnect`
+//! before any byte of the handshake (failure: the connection is closed),
+//! `open_connection` when the client picks the export (failure: an error
+//! reply to GO, or a hang-up for EXPORT_NAME and oldstyle), and
+//! `close_connection` exactly once for every successful open, when the
+//! connection ends.
+//!
+//! Connection threads run on small stacks ([`THREAD_STACK`]): an idle
+//! connection costs one thread, so 1,000 idle clients cost 1,000 stacks.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -19,6 +30,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
+use nbd_core::server::backend::{ConnectionInfo, Peer};
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
 use nbd_core::server::reply::encode_reply;
 use nbd_core::server::request::{self, command_name, Payload, TxContext};
@@ -32,9 +44,17 @@ pub struct Server {
     pub readonly: bool,
     pub export_name: String,
     pub threads: usize,
-    pub verbose: bool,
     pub handshake_flags: u16,
+    /// `--no-sr`: refuse structured replies.
+    pub no_sr: bool,
+    /// `--oldstyle`: the oldstyle handshake.
+    pub oldstyle: bool,
 }
+
+/// Virtual stack size of connection and worker threads. Only the pages a
+/// thread touches cost memory; this bounds the address space and leaves
+/// room for deep backend stacks (and unoptimised builds).
+pub const THREAD_STACK: usize = 512 * 1024;
 
 impl Exports for Server {
     fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -56,11 +76,10 @@ impl Exports for Server {
 }
 
 macro_rules! debug {
-    ($srv:expr, $($arg:tt)*) => {
-        if $srv.verbose {
-            eprintln!("nbdkit: debug: {}", format_args!($($arg)*));
-        }
-    };
+    ($srv:expr, $($arg:tt)*) => {{
+        let _ = &$srv;
+        crate::log::debug!($($arg)*);
+    }};
 }
 
 fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
@@ -188,12 +207,79 @@ impl Conn {
     }
 }
 
-/// Serves one client on `rd`/`wr` (a socket twice, or stdin/stdout).
-/// Returns when the client is gone and every worker has finished.
-pub fn serve(srv: Arc<Server>, rd: File, mut wr: File, id: usize) {
+/// The exports as one connection sees them: opening one calls the
+/// backend's `open_connection` with this connection's identity.
+struct ConnExports<'a> {
+    srv: &'a Server,
+    id: usize,
+    peer: Peer,
+    /// What `open_connection` succeeded with, for `close_connection`.
+    opened: RefCell<Option<ConnectionInfo>>,
+}
+
+impl Exports for ConnExports<'_> {
+    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.srv.list()
+    }
+
+    fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
+        self.srv.lookup(name)
+    }
+
+    fn open(&self, name: &[u8]) -> Result<(), String> {
+        if self.opened.borrow().is_some() {
+            return Ok(());
+        }
+        let info = ConnectionInfo {
+            id: self.id as u64,
+            peer: self.peer.clone(),
+            export_name: name.to_vec(),
+            readonly: self.srv.readonly,
+        };
+        match self.srv.backend.open_connection(&info) {
+            Ok(()) => {
+                *self.opened.borrow_mut() = Some(info);
+                Ok(())
+            }
+            Err(e) => {
+                crate::log::error!("connection {}: open: {e}", self.id);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+impl ConnExports<'_> {
+    fn close(&self) {
+        if let Some(info) = self.opened.borrow_mut().take() {
+            self.srv.backend.close_connection(&info);
+        }
+    }
+}
+
+/// Serves one client on `rd`/`wr` (a socket twice, or stdin/stdout) that
+/// is `peer`. Returns when the client is gone and every worker has
+/// finished.
+pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    if let Err(e) = srv.backend.preconnect(&peer) {
+        crate::log::error!("connection {id}: client {peer:?} refused: {e}");
+        return;
+    }
+    let exports = ConnExports {
+        srv: &srv,
+        id,
+        peer,
+        opened: RefCell::new(None),
+    };
+    serve_opened(&srv, rd, wr, id, &exports);
+    exports.close();
+    debug!(srv, "connection {id}: closed");
+}
+
+fn serve_opened(srv: &Arc<Server>, rd: File, mut wr: File, id: usize, exports: &ConnExports) {
     let sock = wr.as_raw_fd();
     let mut rd = rd;
-    let neg = match negotiate(&srv, &mut rd, &mut wr) {
+    let neg = match negotiate(srv, exports, &mut rd, &mut wr) {
         Some(n) => n,
         None => return,
     };
@@ -208,7 +294,7 @@ pub fn serve(srv: Arc<Server>, rd: File, mut wr: File, id: usize) {
     );
     let conn = Arc::new(Conn {
         ctx: TxContext::from_negotiated(&neg),
-        srv,
+        srv: Arc::clone(srv),
         reader: Mutex::new(RequestReader {
             f: rd,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -233,13 +319,22 @@ pub fn serve(srv: Arc<Server>, rd: File, mut wr: File, id: usize) {
             None => break,
         }
     }
-    debug!(conn.srv, "connection {id}: closed");
 }
 
-fn negotiate(srv: &Server, rd: &mut File, wr: &mut File) -> Option<negotiate::Negotiated> {
-    let mut n = Negotiation::new(negotiate::Config {
-        handshake_flags: srv.handshake_flags,
-    });
+fn negotiate(
+    srv: &Server,
+    exports: &dyn Exports,
+    rd: &mut File,
+    wr: &mut File,
+) -> Option<negotiate::Negotiated> {
+    let mut n = if srv.oldstyle {
+        Negotiation::oldstyle(exports)
+    } else {
+        Negotiation::new(negotiate::Config {
+            handshake_flags: srv.handshake_flags,
+            no_structured_replies: srv.no_sr,
+        })
+    };
     loop {
         match n.want() {
             Want::Write => {
@@ -252,7 +347,7 @@ fn negotiate(srv: &Server, rd: &mut File, wr: &mut File) -> Option<negotiate::Ne
             }
             Want::Read => {
                 let r = retry(|| rd.read(n.recv_buf())).unwrap_or(0);
-                n.received(r, srv);
+                n.received(r, exports);
             }
             Want::Done => return n.take_result(),
             Want::Closed => {
@@ -267,6 +362,7 @@ fn spawn_worker(conn: &Arc<Conn>) {
     let c = Arc::clone(conn);
     let r = std::thread::Builder::new()
         .name(format!("nbdkit-c{}", conn.id))
+        .stack_size(THREAD_STACK)
         .spawn(move || worker(&c));
     match r {
         Ok(h) => conn.handles.lock().push(h),
@@ -301,7 +397,7 @@ fn worker(conn: &Arc<Conn>) {
         let h = match RequestHeader::decode(&hb) {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("nbdkit: error: connection {}: {e}", conn.id);
+                crate::log::error!("connection {}: {e}", conn.id);
                 drop(rd);
                 conn.kill();
                 break;
@@ -397,7 +493,7 @@ fn worker(conn: &Arc<Conn>) {
             request::execute(backend, &h, &mut data[..buf_len], &mut extents)
         });
         if let Err(e) = &result {
-            if srv.verbose || !e.message.is_empty() {
+            if crate::log::verbose() || !e.message.is_empty() {
                 debug!(
                     srv,
                     "connection {}: {} offset {} length {}: {}",

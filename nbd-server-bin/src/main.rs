@@ -1,20 +1,26 @@
 //! `nbdkit`: an nbdkit-compatible NBD server over nbd-core.
 //!
-//! See `cli.rs` for the command line. Startup: parse, load the plugin
-//! (errors are one line on stderr and exit status 1), bind, fork into the
-//! background unless told not to, write the pid file, then accept
-//! connections, each served by `conn::serve` on its own threads.
+//! See `cli.rs` for the command line. Startup: parse, take over sockets
+//! passed by socket activation (LISTEN_FDS/LISTEN_PID, nbdkit-service(1)),
+//! load the plugin and filters (errors are one line on stderr and exit
+//! status 1), bind, fork into the background unless told not to (the
+//! parent returns once the daemon is listening and has written its pid
+//! file), then accept connections, each served by `conn::serve` on its
+//! own threads. Messages: see `log.rs`.
 
 mod backend;
+mod backend_stack;
 mod cli;
 mod conn;
+mod listen;
+mod log;
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{FromRawFd, OwnedFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,9 +31,12 @@ use parking_lot::Mutex;
 
 use nbd_core::wire::consts::{handshake_flags, DEFAULT_PORT};
 
-use cli::{Action, Cli};
+use cli::{Action, Cli, LogDest};
 use conn::Server;
+use listen::{AcceptOpts, Listener};
 
+/// The nbdkit release whose behaviour we follow.
+const NBDKIT_VERSION: &str = "1.32.5";
 const VERSION: &str = concat!("nbdkit 1.32.5 (nbd-rs ", env!("CARGO_PKG_VERSION"), ")");
 
 /// Paths to remove at exit: the socket, the private socket directory, the
@@ -51,16 +60,16 @@ fn exit(code: i32) -> ! {
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
-    eprintln!("nbdkit: error: {msg}");
+    log::error!("{msg}");
     exit(1)
 }
 
-enum Listener {
-    Unix(UnixListener),
-    Tcp(TcpListener),
-}
+/// The variables of `--run` (shell variables, not exported, as nbdkit).
+type RunVars = Vec<(&'static str, String)>;
 
 fn main() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let c = match cli::parse(&args) {
         Ok(Action::Serve(c)) => *c,
@@ -72,61 +81,165 @@ fn main() {
             println!("{VERSION}");
             return;
         }
+        Ok(Action::DumpConfig) => {
+            dump_config();
+            return;
+        }
         Err(e) => die(e),
     };
-    let backend = backend::open(&c.plugin, &c.params, c.readonly).unwrap_or_else(|e| die(e));
+    if let Some(d) = c.log {
+        log::set_dest(d);
+    }
+    log::set_verbose(c.verbose);
+    // Before any thread exists: this edits the environment.
+    let activated = listen::activation().unwrap_or_else(|e| die(e));
+    if activated.is_some()
+        && (c.ipaddr.is_some()
+            || c.port.is_some()
+            || c.run.is_some()
+            || c.single
+            || c.unix.is_some()
+            || c.vsock)
+    {
+        die("socket activation: -i, -p, --run, -s, -U and --vsock cannot be used with socket activation (LISTEN_FDS/LISTEN_PID)");
+    }
+
+    let backend = backend_stack::open_stack(&c.plugin, &c.filters, &c.params, c.readonly)
+        .unwrap_or_else(|e| die(e));
     let srv = Arc::new(Server {
         backend,
         readonly: c.readonly,
         export_name: c.exportname.clone(),
         threads: c.threads,
-        verbose: c.verbose,
         handshake_flags: c.mask_handshake.unwrap_or(handshake_flags::ALL) & handshake_flags::ALL,
+        no_sr: c.no_sr,
+        oldstyle: c.oldstyle,
     });
 
     if c.single {
         block_signals();
         if c.exit_with_parent {
-            set_pdeathsig();
+            set_pdeathsig(parent);
         }
         spawn_signal_thread();
         // SAFETY: dup of the standard descriptors, owned from here on.
         let (rd, wr) = unsafe { (dup_file(0), dup_file(1)) };
-        conn::serve(srv, rd, wr, 0);
+        let peer = listen::peer_of(0);
+        conn::serve(srv, rd, wr, 0, peer);
         exit(0);
     }
 
-    let (listeners, env) = bind(&c);
-
-    let foreground = c.foreground || c.run.is_some() || c.exit_with_parent;
-    if !foreground {
-        daemonize(c.verbose);
+    let (listeners, vars) = match activated {
+        Some(ls) => {
+            for l in &ls {
+                if !listen::is_listening(l.0.as_raw_fd()) {
+                    die(format!(
+                        "socket activation: file descriptor {} is not a listening socket",
+                        l.0.as_raw_fd()
+                    ));
+                }
+            }
+            (ls, Vec::new())
+        }
+        None => bind(&c),
+    };
+    if c.print_uri {
+        if let Some((_, uri)) = vars.iter().find(|(k, _)| *k == "uri") {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{uri}").and_then(|()| out.flush());
+        }
     }
+
+    let foreground =
+        c.foreground || c.run.is_some() || c.exit_with_parent || activated_mode(&listeners, &vars);
+    let ready = if foreground { None } else { Some(daemonize()) };
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
-        match File::create(&path).and_then(|mut f| writeln!(f, "{}", std::process::id())) {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Written whole under another name, then renamed: a reader never
+        // sees a partial pid.
+        let r = File::create(&tmp)
+            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match r {
             Ok(()) => CLEANUP.lock().push((path, false)),
-            Err(e) => die(format!("{p}: {e}")),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                die(format!("{p}: {e}"))
+            }
+        }
+    }
+    if ready.is_some() {
+        detach_stdio(c.verbose);
+        if c.log.is_none() {
+            log::set_dest(LogDest::Syslog);
         }
     }
     block_signals();
     if c.exit_with_parent {
-        set_pdeathsig();
+        set_pdeathsig(parent);
     }
     let next_id = Arc::new(AtomicUsize::new(0));
+    let opts = AcceptOpts {
+        keep_alive: c.keep_alive,
+    };
     for l in listeners {
         let srv = Arc::clone(&srv);
         let next_id = Arc::clone(&next_id);
-        std::thread::spawn(move || accept_loop(l, srv, next_id));
+        std::thread::spawn(move || accept_loop(l, srv, next_id, opts));
+    }
+    if let Some(fd) = ready {
+        // Tell the parent we are up; it exits 0 and the caller may connect.
+        let mut f = File::from(fd);
+        let _ = f.write_all(b"1");
     }
     if let Some(cmd) = &c.run {
-        run_command(cmd, &env);
+        run_command(cmd, &vars);
     }
     signal_loop();
 }
 
+/// Whether we serve sockets inherited through socket activation (the only
+/// case where `bind` did not run and there are no --run variables).
+fn activated_mode(listeners: &[Listener], vars: &RunVars) -> bool {
+    !listeners.is_empty() && vars.is_empty()
+}
+
+/// `--dump-config`: key=value lines, as nbdkit's (plugins and filters are
+/// built in, so there are no plugin or filter directories).
+fn dump_config() {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("nbdkit"));
+    let bindir = exe
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut v = NBDKIT_VERSION.split('.');
+    let major = v.next().unwrap_or("1");
+    let minor = v.next().unwrap_or("0");
+    let mut out = String::new();
+    for (k, val) in [
+        ("binary", exe.display().to_string()),
+        ("bindir", bindir.clone()),
+        ("exit_with_parent", "yes".into()),
+        ("host_cpu", std::env::consts::ARCH.into()),
+        ("host_os", "linux-gnu".into()),
+        ("name", "nbdkit".into()),
+        ("sbindir", bindir),
+        ("selinux", "no".into()),
+        ("sysconfdir", "/etc".into()),
+        ("tls", "no".into()),
+        ("version", NBDKIT_VERSION.into()),
+        ("version_major", major.into()),
+        ("version_minor", minor.into()),
+        ("zstd", "no".into()),
+    ] {
+        out.push_str(&format!("{k}={val}\n"));
+    }
+    print!("{out}");
+}
+
 /// Binds the listeners; returns them with the variables of `--run`.
-fn bind(c: &Cli) -> (Vec<Listener>, Vec<(&'static str, String)>) {
+fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
     let export = uri_quote(&c.exportname, false);
     if let Some(u) = &c.unix {
         let path = if u == "-" {
@@ -143,12 +256,33 @@ fn bind(c: &Cli) -> (Vec<Listener>, Vec<(&'static str, String)>) {
         let uri = format!("nbd+unix:///{export}?socket={}", uri_quote(&p, true));
         let env = vec![
             ("uri", uri.clone()),
-            ("nbd", uri.clone()),
+            ("nbd", uri),
             ("port", String::new()),
             ("unixsocket", p),
             ("exportname", c.exportname.clone()),
         ];
-        return (vec![Listener::Unix(l)], env);
+        return (vec![Listener(l.into())], env);
+    }
+    if c.vsock {
+        let port: u32 = match &c.port {
+            Some(p) => p
+                .parse()
+                .unwrap_or_else(|_| die(format!("could not parse port number: {p}"))),
+            None => DEFAULT_PORT as u32,
+        };
+        let (l, actual) = listen::bind_vsock(port)
+            .unwrap_or_else(|e| die(format!("bind: AF_VSOCK port {port}: {e}")));
+        // CID 1 is this machine (VMADDR_CID_LOCAL); a guest reaches its
+        // host at CID 2.
+        let uri = format!("nbd+vsock://1:{actual}/{export}");
+        let env = vec![
+            ("uri", uri.clone()),
+            ("nbd", uri),
+            ("port", actual.to_string()),
+            ("unixsocket", String::new()),
+            ("exportname", c.exportname.clone()),
+        ];
+        return (vec![l], env);
     }
     let port: u16 = match &c.port {
         Some(p) => p
@@ -201,12 +335,15 @@ fn bind(c: &Cli) -> (Vec<Listener>, Vec<(&'static str, String)>) {
     let uri = format!("nbd://{host}:{actual}/{export}");
     let env = vec![
         ("uri", uri.clone()),
-        ("nbd", uri.clone()),
+        ("nbd", uri),
         ("port", actual.to_string()),
         ("unixsocket", String::new()),
         ("exportname", c.exportname.clone()),
     ];
-    (ls.into_iter().map(Listener::Tcp).collect(), env)
+    (
+        ls.into_iter().map(|l| Listener(OwnedFd::from(l))).collect(),
+        env,
+    )
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -265,15 +402,58 @@ unsafe fn dup_file(fd: i32) -> File {
     File::from(OwnedFd::from_raw_fd(d))
 }
 
-fn daemonize(verbose: bool) {
-    // SAFETY: no other thread exists yet (we fork before starting any).
+/// Forks into the background. The parent waits until the daemon reports
+/// that it is listening (a byte on a pipe, see `main`), then exits 0; if
+/// the daemon dies first, the parent exits with its status. Returns, in
+/// the daemon, the pipe's write end.
+fn daemonize() -> OwnedFd {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: no other thread exists yet (we fork before starting any);
+    // pipe2 fills a local array.
     unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            die(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
         match libc::fork() {
             -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {}
-            _ => libc::_exit(0),
+            0 => {
+                libc::close(fds[0]);
+                libc::setsid();
+                OwnedFd::from_raw_fd(fds[1])
+            }
+            pid => {
+                libc::close(fds[1]);
+                let mut b = [0u8; 1];
+                let n = loop {
+                    let n = libc::read(fds[0], b.as_mut_ptr() as *mut libc::c_void, 1);
+                    if n < 0
+                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                    {
+                        continue;
+                    }
+                    break n;
+                };
+                if n == 1 {
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status).max(1)
+                } else {
+                    1
+                };
+                libc::_exit(code)
+            }
         }
-        libc::setsid();
+    }
+}
+
+/// In the daemon: standard input and output (and standard error unless
+/// -v) to /dev/null, working directory /.
+fn detach_stdio(verbose: bool) {
+    // SAFETY: descriptor juggling on the standard descriptors.
+    unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             libc::dup2(null, 0);
@@ -312,10 +492,12 @@ fn block_signals() {
     }
 }
 
-fn set_pdeathsig() {
+/// `--exit-with-parent`: SIGTERM (handled by `signal_loop`, which cleans
+/// up) when the parent dies. `parent` is our parent at startup: if it is
+/// already gone, exit now.
+fn set_pdeathsig(parent: libc::pid_t) {
     // SAFETY: prctl with integer arguments.
     unsafe {
-        let parent = libc::getppid();
         libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGTERM as libc::c_ulong,
@@ -323,7 +505,7 @@ fn set_pdeathsig() {
             0,
             0,
         );
-        if parent == 1 {
+        if libc::getppid() != parent {
             exit(0);
         }
     }
@@ -345,59 +527,59 @@ fn spawn_signal_thread() {
     std::thread::spawn(|| signal_loop());
 }
 
-fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
+fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>, opts: AcceptOpts) {
     loop {
-        let fd: OwnedFd = match &l {
-            Listener::Unix(u) => match u.accept() {
-                Ok((s, _)) => s.into(),
-                Err(e) => {
-                    accept_error(e);
-                    continue;
-                }
-            },
-            Listener::Tcp(t) => match t.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    s.into()
-                }
-                Err(e) => {
-                    accept_error(e);
-                    continue;
-                }
-            },
+        let fd = match l.accept(opts) {
+            Ok(fd) => fd,
+            Err(e) => {
+                accept_error(e);
+                continue;
+            }
         };
         let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let srv = Arc::clone(&srv);
         let r = std::thread::Builder::new()
             .name(format!("nbdkit-c{id}"))
+            .stack_size(conn::THREAD_STACK)
             .spawn(move || {
+                let peer = listen::peer_of(fd.as_raw_fd());
                 let wr = File::from(fd);
                 let rd = match wr.try_clone() {
                     Ok(r) => r,
                     Err(_) => return,
                 };
-                conn::serve(srv, rd, wr, id);
+                conn::serve(srv, rd, wr, id, peer);
             });
         if let Err(e) = r {
-            eprintln!("nbdkit: error: cannot start a thread: {e}");
+            log::error!("cannot start a thread: {e}");
         }
     }
 }
 
 fn accept_error(e: std::io::Error) {
-    eprintln!("nbdkit: error: accept: {e}");
+    log::error!("accept: {e}");
     // Out of descriptors and the like: do not spin.
     std::thread::sleep(std::time::Duration::from_millis(10));
 }
 
-/// Starts `--run CMD`; when it exits, so do we, with its status.
-fn run_command(cmd: &str, env: &[(&'static str, String)]) {
-    let mut command = Command::new("/bin/sh");
-    command.arg("-c").arg(cmd);
-    for (k, v) in env {
-        command.env(k, v);
+/// Quotes `s` for /bin/sh: single quotes, with embedded ones as '\''.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Starts `--run CMD` under /bin/sh with `$uri`, `$nbd`, `$port`,
+/// `$unixsocket` and `$exportname` set as shell variables (not exported,
+/// as nbdkit; `$tls` is unset since TLS is off). When it exits, so do we,
+/// with its status; killed by signal N: 128 + N, with a message.
+fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
+    let mut script = String::new();
+    for (k, v) in vars {
+        script.push_str(&format!("{k}={}\n", shell_quote(v)));
     }
-    let mut child = command
+    script.push_str(cmd);
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
         .spawn()
         .unwrap_or_else(|e| die(format!("--run: /bin/sh: {e}")));
     std::thread::spawn(move || {
@@ -406,12 +588,15 @@ fn run_command(cmd: &str, env: &[(&'static str, String)]) {
                 use std::os::unix::process::ExitStatusExt;
                 match (s.code(), s.signal()) {
                     (Some(c), _) => c,
-                    (None, Some(sig)) => 128 + sig,
+                    (None, Some(sig)) => {
+                        eprintln!("nbdkit: external command was killed by signal {sig}");
+                        128 + sig
+                    }
                     _ => 1,
                 }
             }
             Err(e) => {
-                eprintln!("nbdkit: error: waiting for --run command: {e}");
+                log::error!("waiting for --run command: {e}");
                 1
             }
         };

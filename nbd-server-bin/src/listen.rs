@@ -1,0 +1,291 @@
+//! Listening sockets: TCP, Unix, AF_VSOCK and sockets inherited through
+//! socket activation (nbdkit-service(1)); accepting; and who the peer of
+//! an accepted socket is.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nbd_core::server::backend::Peer;
+
+/// The first descriptor systemd passes (SD_LISTEN_FDS_START).
+pub const FIRST_ACTIVATION_FD: RawFd = 3;
+/// At most this many inherited sockets, as nbdkit.
+const MAX_ACTIVATION_FDS: u32 = 16;
+
+/// A listening socket of any family.
+pub struct Listener(pub OwnedFd);
+
+/// Socket activation: `Ok(None)` when it is not asked for (no LISTEN_PID,
+/// or a LISTEN_PID that is another process's: then the variables are
+/// ignored, as nbdkit does), `Ok(Some(fds))` with the inherited listening
+/// sockets, `Err` when the variables are for us but wrong. The variables
+/// are removed so that child processes do not see them. Call before any
+/// thread starts (it changes the environment).
+pub fn activation() -> Result<Option<Vec<Listener>>, String> {
+    let pid = match std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        Some(p) => p,
+        None => return Ok(None),
+    };
+    if pid != std::process::id() {
+        eprintln!("nbdkit: LISTEN_PID was not for us (ignored)");
+        return Ok(None);
+    }
+    let n = match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        Some(n) => n,
+        None => return Ok(None),
+    };
+    if n == 0 || n > MAX_ACTIVATION_FDS {
+        return Err(format!(
+            "socket activation: LISTEN_FDS={n} out of range (1 to {MAX_ACTIVATION_FDS})"
+        ));
+    }
+    for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        std::env::remove_var(v);
+    }
+    let mut ls = Vec::new();
+    for i in 0..n as RawFd {
+        let fd = FIRST_ACTIVATION_FD + i;
+        // SAFETY: fcntl on an integer descriptor; checks that it is open.
+        let ok = unsafe {
+            let f = libc::fcntl(fd, libc::F_GETFD);
+            f != -1 && libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC) != -1
+        };
+        if !ok {
+            return Err(format!(
+                "socket activation: invalid file descriptor fd = {fd}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the descriptor is open and was given to us to own.
+        ls.push(Listener(unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    Ok(Some(ls))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Listens on AF_VSOCK port `port` of every CID (VMADDR_CID_ANY).
+pub fn bind_vsock(port: u32) -> io::Result<(Listener, u32)> {
+    // SAFETY: plain socket calls on a descriptor we own.
+    unsafe {
+        let fd = cvt(libc::socket(
+            libc::AF_VSOCK,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let owned = OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_vm = zeroed();
+        sa.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+        sa.svm_port = port;
+        sa.svm_cid = libc::VMADDR_CID_ANY;
+        cvt(libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        ))?;
+        cvt(libc::listen(fd, libc::SOMAXCONN))?;
+        let mut len = size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+        let mut got: libc::sockaddr_vm = zeroed();
+        let actual =
+            if libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut len) == 0 {
+                got.svm_port
+            } else {
+                port
+            };
+        Ok((Listener(owned), actual))
+    }
+}
+
+/// Options applied to every accepted socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptOpts {
+    /// SO_KEEPALIVE on TCP connections (`--keep-alive`).
+    pub keep_alive: bool,
+}
+
+impl Listener {
+    /// Waits for a client. TCP connections get TCP_NODELAY (and
+    /// SO_KEEPALIVE if asked).
+    pub fn accept(&self, opts: AcceptOpts) -> io::Result<OwnedFd> {
+        loop {
+            // SAFETY: accept4 on our listening descriptor.
+            let r = unsafe {
+                libc::accept4(
+                    self.0.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
+                    _ => return Err(e),
+                }
+            }
+            // SAFETY: accept4 returned a new descriptor.
+            let fd = unsafe { OwnedFd::from_raw_fd(r) };
+            if is_inet(r) {
+                set_int_opt(r, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+                if opts.keep_alive {
+                    set_int_opt(r, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+                }
+            }
+            return Ok(fd);
+        }
+    }
+}
+
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) {
+    // SAFETY: setsockopt with a pointer to a local int.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn local_family(fd: RawFd) -> Option<libc::c_int> {
+    // SAFETY: getsockname into a local sockaddr_storage.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) != 0 {
+            return None;
+        }
+        Some(ss.ss_family as libc::c_int)
+    }
+}
+
+fn is_inet(fd: RawFd) -> bool {
+    matches!(local_family(fd), Some(libc::AF_INET) | Some(libc::AF_INET6))
+}
+
+/// Whether `fd` is a socket that accepts connections.
+pub fn is_listening(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
+/// Who is on the other end of `fd`: address for TCP, credentials for Unix
+/// sockets (SO_PEERCRED), CID and port for AF_VSOCK; `Other` for anything
+/// else (a pipe with `-s`, a socketpair without credentials).
+pub fn peer_of(fd: RawFd) -> Peer {
+    // SAFETY: getpeername/getsockopt into locals of the right size.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = zeroed();
+        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) != 0 {
+            return Peer::Other;
+        }
+        match ss.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let sa = &*(&ss as *const _ as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+                Peer::Tcp(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sa.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                let sa = &*(&ss as *const _ as *const libc::sockaddr_in6);
+                let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+                Peer::Tcp(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sa.sin6_port),
+                    sa.sin6_flowinfo,
+                    sa.sin6_scope_id,
+                )))
+            }
+            libc::AF_UNIX => {
+                let mut cred: libc::ucred = zeroed();
+                let mut clen = size_of::<libc::ucred>() as libc::socklen_t;
+                if libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PEERCRED,
+                    &mut cred as *mut _ as *mut libc::c_void,
+                    &mut clen,
+                ) == 0
+                {
+                    Peer::Unix {
+                        pid: Some(cred.pid),
+                        uid: Some(cred.uid),
+                        gid: Some(cred.gid),
+                    }
+                } else {
+                    Peer::Unix {
+                        pid: None,
+                        uid: None,
+                        gid: None,
+                    }
+                }
+            }
+            libc::AF_VSOCK => {
+                let sa = &*(&ss as *const _ as *const libc::sockaddr_vm);
+                Peer::Vsock {
+                    cid: sa.svm_cid,
+                    port: sa.svm_port,
+                }
+            }
+            _ => Peer::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn peers() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        match peer_of(a.as_raw_fd()) {
+            Peer::Unix { pid, uid, .. } => {
+                assert_eq!(pid, Some(std::process::id() as i32));
+                // SAFETY: getuid has no preconditions.
+                assert_eq!(uid, Some(unsafe { libc::getuid() }));
+            }
+            p => panic!("{p:?}"),
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(peer_of(s.as_raw_fd()), Peer::Tcp(c.local_addr().unwrap()));
+        assert!(is_listening(l.as_raw_fd()));
+        assert!(!is_listening(s.as_raw_fd()));
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(peer_of(f.as_raw_fd()), Peer::Other);
+    }
+}

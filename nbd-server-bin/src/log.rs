@@ -1,0 +1,149 @@
+//! Where messages go (nbdkit-service(1), LOGGING).
+//!
+//! Errors go to standard error, to the system log or nowhere (`--log`).
+//! Without `--log`: standard error in the foreground (and with socket
+//! activation), the system log once forked into the background. Debug
+//! messages (`-v`) always go to standard error, never to the system log.
+//!
+//! The system log is written like libc's syslog(3): one RFC 3164 datagram
+//! per message, `<PRI>Mmm dd hh:mm:ss nbdkit[PID]: MSG`, facility user,
+//! to the /dev/log datagram socket. For tests only, the environment
+//! variable `NBDKIT_TEST_SYSLOG_SOCKET` names another socket (nbdkit has
+//! no option for this path).
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::cli::LogDest;
+
+/// The environment variable that overrides /dev/log, for tests only.
+pub const TEST_SYSLOG_ENV: &str = "NBDKIT_TEST_SYSLOG_SOCKET";
+
+const STDERR: u8 = 0;
+const SYSLOG: u8 = 1;
+const NULL: u8 = 2;
+
+static DEST: AtomicU8 = AtomicU8::new(STDERR);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static SYSLOG_SOCK: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+
+/// Sets where errors go from now on.
+pub fn set_dest(d: LogDest) {
+    let v = match d {
+        LogDest::Stderr => STDERR,
+        LogDest::Syslog => SYSLOG,
+        LogDest::Null => NULL,
+    };
+    DEST.store(v, Ordering::SeqCst);
+}
+
+pub fn set_verbose(v: bool) {
+    VERBOSE.store(v, Ordering::SeqCst);
+}
+
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// An error message: `nbdkit: error: MSG` on stderr, or to syslog.
+pub fn log_error(msg: std::fmt::Arguments<'_>) {
+    match DEST.load(Ordering::SeqCst) {
+        SYSLOG => syslog(3, &format!("error: {msg}")),
+        NULL => {}
+        _ => eprintln!("nbdkit: error: {msg}"),
+    }
+}
+
+/// A debug message (`-v`): always standard error.
+pub fn log_debug(msg: std::fmt::Arguments<'_>) {
+    if verbose() {
+        eprintln!("nbdkit: debug: {msg}");
+    }
+}
+
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::log_error(format_args!($($arg)*)) };
+}
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::verbose() {
+            $crate::log::log_debug(format_args!($($arg)*))
+        }
+    };
+}
+pub(crate) use {debug, error};
+
+fn syslog_path() -> std::path::PathBuf {
+    std::env::var_os(TEST_SYSLOG_ENV)
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+        .unwrap_or_else(|| "/dev/log".into())
+}
+
+/// Local time as syslog writes it: "Mmm dd hh:mm:ss" (day padded with a
+/// space).
+fn timestamp() -> String {
+    // SAFETY: time and localtime_r fill locals.
+    let tm = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:>2} {:02}:{:02}:{:02}",
+        MON[tm.tm_mon.clamp(0, 11) as usize],
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// One RFC 3164 record, facility user (1).
+pub fn format_record(severity: u8, pid: u32, msg: &str) -> String {
+    let pri = 8 + severity as u32;
+    format!("<{pri}>{} nbdkit[{pid}]: {msg}", timestamp())
+}
+
+/// Sends one message to the system log. If the log socket is missing, the
+/// message goes to standard error rather than being lost.
+fn syslog(severity: u8, msg: &str) {
+    let rec = format_record(severity, std::process::id(), msg);
+    let mut g = SYSLOG_SOCK.lock();
+    for _ in 0..2 {
+        if g.is_none() {
+            *g = UnixDatagram::unbound()
+                .and_then(|s| s.connect(syslog_path()).map(|()| s))
+                .ok();
+        }
+        match g.as_ref().map(|s| s.send(rec.as_bytes())) {
+            Some(Ok(_)) => return,
+            // The log daemon restarted: reconnect once.
+            Some(Err(_)) => *g = None,
+            None => break,
+        }
+    }
+    eprintln!("nbdkit: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_format() {
+        let r = format_record(3, 42, "error: x");
+        assert!(r.starts_with("<11>"), "{r}");
+        assert!(r.ends_with(" nbdkit[42]: error: x"), "{r}");
+        // "<11>Mmm dd hh:mm:ss " is 4 + 16 bytes.
+        assert_eq!(&r[20..], "nbdkit[42]: error: x");
+        assert_eq!(&r[10..11], " ");
+        assert_eq!(&r[13..14], ":");
+    }
+}
