@@ -1,12 +1,13 @@
 #!/bin/bash
 # What `make check` needs: the peers (Debian's nbdkit, libnbd tools and
-# library, qemu, nbd-server), compilers and pkg-config from Debian, and the
-# pinned cbindgen from crates.io (the header drift test regenerates
+# library, qemu, nbd-server; systemd for systemd-socket-activate and
+# systemd-analyze in the socket activation tests), compilers and
+# pkg-config from Debian, and the pinned cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
 "$(dirname "$0")/apt-ensure.sh" \
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
-  pkg-config valgrind gcc g++ make
+  pkg-config valgrind gcc g++ make systemd
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}

@@ -516,3 +516,143 @@ fn worker(conn: &Arc<Conn>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nbd_core::server::backend::Error as BackendError;
+    use nbd_core::wire::consts::{opt, rep, NBDMAGIC};
+    use nbd_core::wire::option::{encode_option, GoRequest, OptionReplyHeader};
+    use std::os::unix::net::UnixStream;
+
+    /// Records the hooks it sees; refuses preconnect or open on demand.
+    #[derive(Default)]
+    struct Hooks {
+        refuse_preconnect: bool,
+        refuse_open: bool,
+        log: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl Backend for Hooks {
+        fn preconnect(&self, peer: &Peer) -> nbd_core::server::backend::Result<()> {
+            self.log.lock().push(format!("pre {peer:?}"));
+            if self.refuse_preconnect {
+                return Err(BackendError::new(1, "not you"));
+            }
+            Ok(())
+        }
+        fn open_connection(&self, info: &ConnectionInfo) -> nbd_core::server::backend::Result<()> {
+            self.log.lock().push(format!(
+                "open {} {}",
+                info.id,
+                String::from_utf8_lossy(&info.export_name)
+            ));
+            if self.refuse_open {
+                return Err(BackendError::new(1, "closed for lunch"));
+            }
+            Ok(())
+        }
+        fn close_connection(&self, info: &ConnectionInfo) {
+            self.log.lock().push(format!("close {}", info.id));
+        }
+        fn size(&self) -> nbd_core::server::backend::Result<u64> {
+            Ok(4096)
+        }
+    }
+
+    /// Serves one connection of `b` on a socketpair in a thread; returns
+    /// our end and the thread.
+    fn start(b: Arc<Hooks>) -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let srv = Arc::new(Server {
+            backend: b,
+            readonly: false,
+            export_name: String::new(),
+            threads: 2,
+            handshake_flags: nbd_core::wire::consts::handshake_flags::ALL,
+            no_sr: false,
+            oldstyle: false,
+        });
+        let h = std::thread::spawn(move || {
+            let peer = crate::listen::peer_of(theirs.as_raw_fd());
+            let wr = File::from(std::os::unix::io::OwnedFd::from(theirs));
+            let rd = wr.try_clone().unwrap();
+            serve(srv, rd, wr, 7, peer);
+        });
+        (ours, h)
+    }
+
+    fn go(s: &mut UnixStream, name: &[u8]) -> (u32, Vec<u8>) {
+        let mut o = Vec::new();
+        let g = GoRequest {
+            export_name: name,
+            info_requests: vec![],
+        }
+        .encode();
+        encode_option(&mut o, opt::GO, &g);
+        s.write_all(&o).unwrap();
+        loop {
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h).unwrap();
+            let h = OptionReplyHeader::decode(&h).unwrap();
+            let mut p = vec![0u8; h.len as usize];
+            s.read_exact(&mut p).unwrap();
+            if h.reply_type != rep::INFO {
+                return (h.reply_type, p);
+            }
+        }
+    }
+
+    fn greet(s: &mut UnixStream) {
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g).unwrap();
+        assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
+        s.write_all(&3u32.to_be_bytes()).unwrap();
+    }
+
+    #[test]
+    fn hooks_in_order_once_each() {
+        let b = Arc::new(Hooks::default());
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"disk").0, rep::ACK);
+        drop(s);
+        h.join().unwrap();
+        let log = b.log.lock().clone();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log[0].starts_with("pre Unix { pid: Some("), "{log:?}");
+        assert_eq!(&log[1..], ["open 7 disk", "close 7"]);
+    }
+
+    #[test]
+    fn preconnect_refusal_closes_before_the_greeting() {
+        let b = Arc::new(Hooks {
+            refuse_preconnect: true,
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        assert!(buf.is_empty(), "sent {} bytes", buf.len());
+        h.join().unwrap();
+        assert_eq!(b.log.lock().len(), 1);
+    }
+
+    #[test]
+    fn open_refusal_is_an_error_reply_and_no_close() {
+        let b = Arc::new(Hooks {
+            refuse_open: true,
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        let (t, msg) = go(&mut s, b"");
+        assert_eq!(t, rep::ERR_UNKNOWN);
+        assert_eq!(msg, b"closed for lunch");
+        drop(s);
+        h.join().unwrap();
+        let log = b.log.lock().clone();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1], "open 7 ");
+    }
+}

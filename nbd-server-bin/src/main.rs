@@ -577,9 +577,22 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
         script.push_str(&format!("{k}={}\n", shell_quote(v)));
     }
     script.push_str(cmd);
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(script);
+    // The exit signals are blocked in every thread of ours (see
+    // `block_signals`), and a signal mask survives exec: unblock them in
+    // the child, or the command could not be interrupted or terminated.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| die(format!("--run: /bin/sh: {e}")));
     std::thread::spawn(move || {

@@ -347,3 +347,46 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8 ^ seed)
         .collect()
 }
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(s) => !matches!(
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next()),
+            Some(Some('Z')) | Some(Some('X'))
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Polls for up to 5 s until `cond` holds; false if it never did. Only an
+/// upper bound for "it is gone": nothing asserts how fast.
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends a request with a bad magic, which the server reports as an error
+/// and answers by closing the connection.
+pub fn send_bad_request(srv_sock: &Path) {
+    let mut c = Client::connect(UnixStream::connect(srv_sock).unwrap(), true, false);
+    c.s.write_all(&[0xffu8; 28]).unwrap();
+    assert!(is_closed(&mut c.s));
+}
