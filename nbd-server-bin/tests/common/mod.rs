@@ -92,6 +92,10 @@ impl Server {
         Client::connect(self.raw(), true, true)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn still_alive(&mut self) {
         assert!(self.child.try_wait().unwrap().is_none(), "server exited");
     }
