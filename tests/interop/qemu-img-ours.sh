@@ -62,6 +62,24 @@ for side in ours theirs; do
   else
     fail "qemu-img convert -n into $tag" "exit status non-zero"; echo "$out" | tail -n 10 | indent
   fi
+
+  # nbdkit-captive(1)'s examples word for word: an unquoted $nbd, the
+  # image named relative to the working directory, the default formats.
+  mkdir -p "$TMP/captive-$side"
+  if out=$(cd "$TMP/captive-$side" && cp "$src" src.img &&
+        to "$nbdkit" -U - file src.img --run 'qemu-img convert $nbd disk.img' 2>&1 &&
+        cmp -s src.img disk.img); then
+    pass "captive example 'qemu-img convert \$nbd disk.img' on $tag"
+  else
+    fail "captive example 'qemu-img convert \$nbd disk.img' on $tag" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+  fi
+  if out=$(cd "$TMP/captive-$side" && truncate -s 64M target.img &&
+        to "$nbdkit" -U - file target.img --run 'qemu-img convert -n disk.img $nbd' 2>&1 &&
+        cmp -s "$src" target.img); then
+    pass "captive example 'qemu-img convert -n disk.img \$nbd' on $tag"
+  else
+    fail "captive example 'qemu-img convert -n disk.img \$nbd' on $tag" "$(echo "$out" | tail -n 3 | tr '\n' ' ')"
+  fi
 done
 
 script_exit
