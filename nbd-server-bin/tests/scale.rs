@@ -92,7 +92,10 @@ fn thousand_concurrent_connections() {
         let (_, r) = c.recv();
         assert_eq!(r.error, 0, "client {i}");
         let o = off(i) as usize;
-        assert!(r.data == data[o..o + len as usize], "client {i}: wrong data");
+        assert!(
+            r.data == data[o..o + len as usize],
+            "client {i}: wrong data"
+        );
     }
     for c in clients {
         c.disconnect();
