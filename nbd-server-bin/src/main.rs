@@ -129,6 +129,7 @@ fn main() {
         exit(0);
     }
 
+    let is_activated = activated.is_some();
     let (listeners, vars) = match activated {
         Some(ls) => {
             for l in &ls {
@@ -150,8 +151,7 @@ fn main() {
         }
     }
 
-    let foreground =
-        c.foreground || c.run.is_some() || c.exit_with_parent || activated_mode(&listeners, &vars);
+    let foreground = c.foreground || c.run.is_some() || c.exit_with_parent || is_activated;
     let ready = if foreground { None } else { Some(daemonize()) };
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
@@ -197,12 +197,6 @@ fn main() {
         run_command(cmd, &vars);
     }
     signal_loop();
-}
-
-/// Whether we serve sockets inherited through socket activation (the only
-/// case where `bind` did not run and there are no --run variables).
-fn activated_mode(listeners: &[Listener], vars: &RunVars) -> bool {
-    !listeners.is_empty() && vars.is_empty()
 }
 
 /// `--dump-config`: key=value lines, as nbdkit's (plugins and filters are
