@@ -17,6 +17,14 @@ fn null(what: &str) -> Error {
 /// # Safety
 /// `h` is NULL or a pointer nbd_create returned and nbd_close has not freed.
 pub unsafe fn handle<'a>(h: *mut nbd_handle) -> Result<&'a nbd_handle, Error> {
+    if crate::handle::held_by_this_thread(h) {
+        // Inside one of this handle's callbacks: its lock is held by this
+        // very thread. libnbd would deadlock; we refuse.
+        return Err(err(
+            libc::EDEADLK,
+            "cannot call libnbd on a handle from inside its own callback",
+        ));
+    }
     // SAFETY: per the contract above.
     unsafe { h.as_ref() }.ok_or_else(|| null("handle"))
 }
