@@ -11,7 +11,7 @@
 use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
 use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
-use nbd_core::client::{Client, CommandBuffer, Config, Event};
+use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::io::IoSlice;
@@ -426,6 +426,22 @@ impl Connection {
                     }
                 }
             }
+        }
+        // An option whose connection ended before its answer: its
+        // completion is still reached once, with the connection's error.
+        if self.opt.is_some() && matches!(self.client.phase(), Phase::Dead | Phase::Closed) {
+            let e = self
+                .client
+                .fatal_error()
+                .cloned()
+                .unwrap_or_else(|| err(libc::ENOTCONN, "connection closed during the option"));
+            let mut opt = self.opt.take();
+            if let Some(o) = opt.as_mut() {
+                let mut error = e.errno;
+                o.completion.call(&mut error);
+            }
+            drop(opt);
+            self.opt_result = Some(Err(e));
         }
     }
 

@@ -112,6 +112,18 @@ pub unsafe fn bytes_out<'a>(
     Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) })
 }
 
+/// A socket address argument: the pointer (checked non-NULL) and length.
+pub fn sockaddr(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    what: &str,
+) -> Result<(*const libc::sockaddr, libc::socklen_t), Error> {
+    if addr.is_null() {
+        return Err(null(what));
+    }
+    Ok((addr, len))
+}
+
 /// A copy of `s` in memory from malloc(3), which the C caller frees with
 /// free(3). NULL (and ENOMEM) if malloc fails.
 pub fn malloc_cstring(s: &CStr) -> Result<*mut c_char, Error> {

@@ -16,7 +16,7 @@ use crate::callbacks::{CmdCallbacks, Debug};
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
 use crate::settings::Settings;
-use nbd_core::client::{Command, Phase};
+use nbd_core::client::{Command, CommandBuffer, Phase};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::cell::Cell;
 use std::ffi::CString;
@@ -327,19 +327,26 @@ impl nbd_handle {
         &self,
         cmd: Command,
         buf: CmdBuf,
-        cbs: Option<CmdCallbacks>,
+        mut cbs: Option<CmdCallbacks>,
     ) -> Result<(), Error> {
+        // Declared before the lock: a refused command's frees run after
+        // it is released.
         let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, cbs)?;
+        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
         self.wait(&mut g, |c| c.take_done(cookie))
     }
 
     /// Queues one command and starts sending it: the AIO calls. Returns
     /// its cookie. Refused commands drop `cbs` (their frees run) without
     /// calling the completion.
-    pub fn aio(&self, cmd: Command, buf: CmdBuf, cbs: Option<CmdCallbacks>) -> Result<u64, Error> {
+    pub fn aio(
+        &self,
+        cmd: Command,
+        buf: CmdBuf,
+        mut cbs: Option<CmdCallbacks>,
+    ) -> Result<u64, Error> {
         let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, cbs)?;
+        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
             if c.polling && c.client.wants_write() {
@@ -434,18 +441,26 @@ impl Default for nbd_handle {
     }
 }
 
-/// Submits a command; its callbacks, if any, are remembered by cookie.
+/// Submits a command; its callbacks, if any, are taken from `cbs` and
+/// remembered by cookie. On failure they stay in `cbs`, for the caller to
+/// drop (run their frees) once the lock is released.
 fn submit(
     g: &mut Held<'_>,
     cmd: Command,
     mut buf: CmdBuf,
-    cbs: Option<CmdCallbacks>,
+    cbs: &mut Option<CmdCallbacks>,
 ) -> Result<u64, Error> {
     buf.kind = cmd.kind;
+    // nbd_set_pread_initialize: zero the buffer before any other check.
+    if g.settings.pread_initialize {
+        buf.read_buf().fill(0);
+    }
     let conn = conn_mut(g)?;
     let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
-    if let Some(cbs) = cbs.filter(|c| !c.is_empty()) {
-        conn.cbs.insert(cookie, cbs);
+    if let Some(c) = cbs.take() {
+        if !c.is_empty() {
+            conn.cbs.insert(cookie, c);
+        }
     }
     Ok(cookie)
 }
