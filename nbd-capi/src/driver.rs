@@ -109,11 +109,14 @@ impl CommandBuffer for CmdBuf {
 /// How many slices one sendmsg carries at most.
 const MAX_IOV: usize = 16;
 
-/// A command that completed and has not been retired yet.
+/// A command that completed and has not been retired yet. Its callbacks
+/// stay with it until then: libnbd calls the free functions when the
+/// command is retired.
 pub struct Done {
     pub cookie: u64,
     pub kind: u16,
     pub result: Result<(), Error>,
+    pub cbs: Option<CmdCallbacks>,
 }
 
 pub struct Connection {
@@ -197,10 +200,11 @@ impl Connection {
         self.sock.as_raw_fd()
     }
 
-    /// Collects the result of command `cookie` if it has completed.
-    pub fn take_done(&mut self, cookie: u64) -> Option<Result<(), Error>> {
+    /// Retires command `cookie` if it has completed. The caller drops the
+    /// result's callbacks (runs their frees), best after unlocking.
+    pub fn take_done(&mut self, cookie: u64) -> Option<Done> {
         let i = self.done.iter().position(|d| d.cookie == cookie)?;
-        self.done.remove(i).map(|d| d.result)
+        self.done.remove(i)
     }
 
     /// poll(2) events the client wants now.
@@ -451,6 +455,7 @@ impl Connection {
                 cookie,
                 kind,
                 result,
+                cbs: None,
             });
             return;
         };
@@ -471,13 +476,15 @@ impl Connection {
         if r == -1 && error != 0 && result.as_ref().err().map(|e| e.errno) != Some(error) {
             result = Err(err(error, format!("{}: command failed", cmd_name(kind))));
         }
-        // Frees: the mid-command callback's, then the completion's.
-        drop(cb);
-        if !retire {
+        if retire {
+            // Frees: the mid-command callback's, then the completion's.
+            drop(cb);
+        } else {
             self.done.push_back(Done {
                 cookie,
                 kind,
                 result,
+                cbs: Some(cb),
             });
         }
     }

@@ -333,7 +333,10 @@ impl nbd_handle {
         // it is released.
         let mut g = self.lock();
         let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
-        self.wait(&mut g, |c| c.take_done(cookie))
+        let done = self.wait(&mut g, |c| c.take_done(cookie).map(Ok))?;
+        drop(g);
+        // The callbacks' frees run here, after the lock.
+        done.result
     }
 
     /// Queues one command and starts sending it: the AIO calls. Returns

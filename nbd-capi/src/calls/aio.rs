@@ -331,14 +331,12 @@ pub fn aio_command_completed(h: &nbd_handle, cookie: u64) -> Result<bool, Error>
         return Err(err(libc::EINVAL, format!("invalid aio handle {cookie}")));
     }
     let mut g = h.lock();
-    let Some(conn) = g.conn.as_mut() else {
+    let Some(done) = g.conn.as_mut().and_then(|c| c.take_done(cookie)) else {
         return Ok(false);
     };
-    match conn.take_done(cookie) {
-        Some(Ok(())) => Ok(true),
-        Some(Err(e)) => Err(e),
-        None => Ok(false),
-    }
+    drop(g);
+    // Retired: the callbacks' frees run now, outside the lock.
+    done.result.map(|()| true)
 }
 
 /// The first completed, unretired command's cookie; 0 if commands are in
