@@ -855,7 +855,14 @@ pub const CALLS: &[Call] = &[
         ANY,
         "aio",
     ),
-    call("aio_in_flight", "1.0", &[], Ret::Int, ANY, "aio"),
+    call(
+        "aio_in_flight",
+        "1.0",
+        &[],
+        Ret::Int,
+        &[Connected, Closed, Dead],
+        "aio",
+    ),
     call(
         "connection_state",
         "1.0",

@@ -228,12 +228,36 @@ pub fn aio_disconnect(h: &nbd_handle, flags: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// The socket, while there is a live one (libnbd closes it when the
+/// connection is closed or dead).
 pub fn aio_get_fd(h: &nbd_handle) -> Result<c_int, Error> {
     let g = h.lock();
     g.conn
         .as_ref()
+        .filter(|c| g.dead.is_none() && !matches!(c.client.phase(), Phase::Dead | Phase::Closed))
         .map(|c| c.fd())
         .ok_or_else(|| err(libc::EINVAL, "connection is not in a connected state"))
+}
+
+/// The live connection an event can move on: EINVAL otherwise, as
+/// libnbd's "invalid in state" errors.
+fn live<'a>(
+    g: &'a mut crate::handle::Held<'_>,
+    what: &str,
+) -> Result<&'a mut crate::driver::Connection, Error> {
+    let state = match (&g.dead, g.conn.as_ref().map(|c| c.client.phase())) {
+        (Some(_), _) | (None, Some(Phase::Dead)) => "dead",
+        (None, None) => "created",
+        (None, Some(Phase::Closed)) => "closed",
+        _ => "",
+    };
+    if !state.is_empty() {
+        return Err(err(
+            libc::EINVAL,
+            format!("{what} is invalid in state {state}"),
+        ));
+    }
+    conn_mut(g)
 }
 
 /// LIBNBD_AIO_DIRECTION_* from what the core wants now, so it cannot
@@ -258,7 +282,7 @@ pub fn aio_get_direction(h: &nbd_handle) -> Result<c_uint, Error> {
 /// killed the connection.
 fn notify(h: &nbd_handle) -> Result<(), Error> {
     let mut g = h.lock();
-    let conn = conn_mut(&mut g)?;
+    let conn = live(&mut g, "external event")?;
     let was_dead = conn.client.phase() == Phase::Dead;
     conn.pump();
     if !was_dead && conn.client.phase() == Phase::Dead {
@@ -280,7 +304,7 @@ pub fn aio_notify_write(h: &nbd_handle) -> Result<(), Error> {
 pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
     let (fd, events) = {
         let mut g = h.lock();
-        let conn = conn_mut(&mut g)?;
+        let conn = live(&mut g, "polling")?;
         (conn.fd(), conn.direction())
     };
     if events == 0 {
@@ -328,7 +352,7 @@ pub fn aio_in_flight(h: &nbd_handle) -> Result<c_int, Error> {
 /// that is unknown or already retired is 0 too.
 pub fn aio_command_completed(h: &nbd_handle, cookie: u64) -> Result<bool, Error> {
     if cookie == 0 || cookie > i64::MAX as u64 {
-        return Err(err(libc::EINVAL, format!("invalid aio handle {cookie}")));
+        return Err(err(libc::EINVAL, format!("invalid aio cookie {cookie}")));
     }
     let mut g = h.lock();
     let Some(done) = g.conn.as_mut().and_then(|c| c.take_done(cookie)) else {

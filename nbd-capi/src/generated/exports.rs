@@ -1547,7 +1547,9 @@ pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_in_flight(h);
+        let r = h
+            .check_state(&[State::Connected, State::Closed, State::Dead])
+            .and_then(|()| calls::aio::aio_in_flight(h));
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
