@@ -109,13 +109,73 @@
 
 #define LIBNBD_HAVE_NBD_GET_DEBUG 1
 
+#define LIBNBD_HAVE_NBD_SET_DEBUG_CALLBACK 1
+
+#define LIBNBD_HAVE_NBD_CLEAR_DEBUG_CALLBACK 1
+
 #define LIBNBD_HAVE_NBD_SET_HANDLE_NAME 1
 
 #define LIBNBD_HAVE_NBD_GET_HANDLE_NAME 1
 
+#define LIBNBD_HAVE_NBD_SET_PRIVATE_DATA 1
+
+#define LIBNBD_HAVE_NBD_GET_PRIVATE_DATA 1
+
 #define LIBNBD_HAVE_NBD_SET_EXPORT_NAME 1
 
 #define LIBNBD_HAVE_NBD_GET_EXPORT_NAME 1
+
+#define LIBNBD_HAVE_NBD_SET_REQUEST_BLOCK_SIZE 1
+
+#define LIBNBD_HAVE_NBD_GET_REQUEST_BLOCK_SIZE 1
+
+#define LIBNBD_HAVE_NBD_SET_FULL_INFO 1
+
+#define LIBNBD_HAVE_NBD_GET_FULL_INFO 1
+
+#define LIBNBD_HAVE_NBD_GET_CANONICAL_EXPORT_NAME 1
+
+#define LIBNBD_HAVE_NBD_GET_EXPORT_DESCRIPTION 1
+
+#define LIBNBD_HAVE_NBD_SET_REQUEST_STRUCTURED_REPLIES 1
+
+#define LIBNBD_HAVE_NBD_GET_REQUEST_STRUCTURED_REPLIES 1
+
+#define LIBNBD_HAVE_NBD_GET_STRUCTURED_REPLIES_NEGOTIATED 1
+
+#define LIBNBD_HAVE_NBD_SET_HANDSHAKE_FLAGS 1
+
+#define LIBNBD_HAVE_NBD_GET_HANDSHAKE_FLAGS 1
+
+#define LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE 1
+
+#define LIBNBD_HAVE_NBD_GET_PREAD_INITIALIZE 1
+
+#define LIBNBD_HAVE_NBD_SET_STRICT_MODE 1
+
+#define LIBNBD_HAVE_NBD_GET_STRICT_MODE 1
+
+#define LIBNBD_HAVE_NBD_SET_OPT_MODE 1
+
+#define LIBNBD_HAVE_NBD_GET_OPT_MODE 1
+
+#define LIBNBD_HAVE_NBD_OPT_GO 1
+
+#define LIBNBD_HAVE_NBD_OPT_ABORT 1
+
+#define LIBNBD_HAVE_NBD_OPT_LIST 1
+
+#define LIBNBD_HAVE_NBD_OPT_INFO 1
+
+#define LIBNBD_HAVE_NBD_OPT_LIST_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_ADD_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_GET_NR_META_CONTEXTS 1
+
+#define LIBNBD_HAVE_NBD_GET_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_CLEAR_META_CONTEXTS 1
 
 #define LIBNBD_HAVE_NBD_CONNECT_UNIX 1
 
@@ -143,11 +203,17 @@
 
 #define LIBNBD_HAVE_NBD_CAN_CACHE 1
 
+#define LIBNBD_HAVE_NBD_CAN_META_CONTEXT 1
+
 #define LIBNBD_HAVE_NBD_GET_PROTOCOL 1
 
 #define LIBNBD_HAVE_NBD_GET_SIZE 1
 
+#define LIBNBD_HAVE_NBD_GET_BLOCK_SIZE 1
+
 #define LIBNBD_HAVE_NBD_PREAD 1
+
+#define LIBNBD_HAVE_NBD_PREAD_STRUCTURED 1
 
 #define LIBNBD_HAVE_NBD_PWRITE 1
 
@@ -161,35 +227,89 @@
 
 #define LIBNBD_HAVE_NBD_ZERO 1
 
+#define LIBNBD_HAVE_NBD_BLOCK_STATUS 1
+
+#define LIBNBD_HAVE_NBD_POLL 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_UNIX 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_TCP 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_SOCKET 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_COMMAND 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_GO 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_ABORT 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_LIST 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_INFO 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_LIST_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_AIO_PREAD 1
+
+#define LIBNBD_HAVE_NBD_AIO_PREAD_STRUCTURED 1
+
+#define LIBNBD_HAVE_NBD_AIO_PWRITE 1
+
+#define LIBNBD_HAVE_NBD_AIO_DISCONNECT 1
+
+#define LIBNBD_HAVE_NBD_AIO_FLUSH 1
+
+#define LIBNBD_HAVE_NBD_AIO_TRIM 1
+
+#define LIBNBD_HAVE_NBD_AIO_CACHE 1
+
+#define LIBNBD_HAVE_NBD_AIO_ZERO 1
+
+#define LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS 1
+
+#define LIBNBD_HAVE_NBD_AIO_GET_FD 1
+
+#define LIBNBD_HAVE_NBD_AIO_GET_DIRECTION 1
+
+#define LIBNBD_HAVE_NBD_AIO_NOTIFY_READ 1
+
+#define LIBNBD_HAVE_NBD_AIO_NOTIFY_WRITE 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_CREATED 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_CONNECTING 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_NEGOTIATING 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_READY 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_PROCESSING 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_DEAD 1
+
+#define LIBNBD_HAVE_NBD_AIO_IS_CLOSED 1
+
+#define LIBNBD_HAVE_NBD_AIO_COMMAND_COMPLETED 1
+
+#define LIBNBD_HAVE_NBD_AIO_PEEK_COMMAND_COMPLETED 1
+
+#define LIBNBD_HAVE_NBD_AIO_IN_FLIGHT 1
+
+#define LIBNBD_HAVE_NBD_CONNECTION_STATE 1
+
 #define LIBNBD_HAVE_NBD_GET_PACKAGE_NAME 1
 
 #define LIBNBD_HAVE_NBD_GET_VERSION 1
 
 typedef struct nbd_handle nbd_handle;
 
-typedef struct nbd_chunk_callback {
-  int (*callback)(void*, const void*, size_t, uint64_t, unsigned int, int*);
-  void *user_data;
-  void (*free)(void*);
-} nbd_chunk_callback;
-
-typedef struct nbd_completion_callback {
-  int (*callback)(void*, int*);
-  void *user_data;
-  void (*free)(void*);
-} nbd_completion_callback;
-
 typedef struct nbd_debug_callback {
   int (*callback)(void*, const char*, const char*);
   void *user_data;
   void (*free)(void*);
 } nbd_debug_callback;
-
-typedef struct nbd_extent_callback {
-  int (*callback)(void*, const char*, uint64_t, uint32_t*, size_t, int*);
-  void *user_data;
-  void (*free)(void*);
-} nbd_extent_callback;
 
 typedef struct nbd_list_callback {
   int (*callback)(void*, const char*, const char*);
@@ -202,6 +322,24 @@ typedef struct nbd_context_callback {
   void *user_data;
   void (*free)(void*);
 } nbd_context_callback;
+
+typedef struct nbd_chunk_callback {
+  int (*callback)(void*, const void*, size_t, uint64_t, unsigned int, int*);
+  void *user_data;
+  void (*free)(void*);
+} nbd_chunk_callback;
+
+typedef struct nbd_extent_callback {
+  int (*callback)(void*, const char*, uint64_t, uint32_t*, size_t, int*);
+  void *user_data;
+  void (*free)(void*);
+} nbd_extent_callback;
+
+typedef struct nbd_completion_callback {
+  int (*callback)(void*, int*);
+  void *user_data;
+  void (*free)(void*);
+} nbd_completion_callback;
 
 #ifdef __cplusplus
 extern "C" {
@@ -219,13 +357,73 @@ int nbd_set_debug(struct nbd_handle *h, bool debug);
 
 int nbd_get_debug(struct nbd_handle *h);
 
+int nbd_set_debug_callback(struct nbd_handle *h, struct nbd_debug_callback debug_callback);
+
+int nbd_clear_debug_callback(struct nbd_handle *h);
+
 int nbd_set_handle_name(struct nbd_handle *h, const char *handle_name);
 
 char *nbd_get_handle_name(struct nbd_handle *h);
 
+size_t nbd_set_private_data(struct nbd_handle *h, size_t private_data);
+
+size_t nbd_get_private_data(struct nbd_handle *h);
+
 int nbd_set_export_name(struct nbd_handle *h, const char *export_name);
 
 char *nbd_get_export_name(struct nbd_handle *h);
+
+int nbd_set_request_block_size(struct nbd_handle *h, bool request);
+
+int nbd_get_request_block_size(struct nbd_handle *h);
+
+int nbd_set_full_info(struct nbd_handle *h, bool request);
+
+int nbd_get_full_info(struct nbd_handle *h);
+
+char *nbd_get_canonical_export_name(struct nbd_handle *h);
+
+char *nbd_get_export_description(struct nbd_handle *h);
+
+int nbd_set_request_structured_replies(struct nbd_handle *h, bool request);
+
+int nbd_get_request_structured_replies(struct nbd_handle *h);
+
+int nbd_get_structured_replies_negotiated(struct nbd_handle *h);
+
+int nbd_set_handshake_flags(struct nbd_handle *h, uint32_t flags);
+
+uint32_t nbd_get_handshake_flags(struct nbd_handle *h);
+
+int nbd_set_pread_initialize(struct nbd_handle *h, bool request);
+
+int nbd_get_pread_initialize(struct nbd_handle *h);
+
+int nbd_set_strict_mode(struct nbd_handle *h, uint32_t flags);
+
+uint32_t nbd_get_strict_mode(struct nbd_handle *h);
+
+int nbd_set_opt_mode(struct nbd_handle *h, bool enable);
+
+int nbd_get_opt_mode(struct nbd_handle *h);
+
+int nbd_opt_go(struct nbd_handle *h);
+
+int nbd_opt_abort(struct nbd_handle *h);
+
+int nbd_opt_list(struct nbd_handle *h, struct nbd_list_callback list_callback);
+
+int nbd_opt_info(struct nbd_handle *h);
+
+int nbd_opt_list_meta_context(struct nbd_handle *h, struct nbd_context_callback context_callback);
+
+int nbd_add_meta_context(struct nbd_handle *h, const char *name);
+
+ssize_t nbd_get_nr_meta_contexts(struct nbd_handle *h);
+
+char *nbd_get_meta_context(struct nbd_handle *h, size_t i);
+
+int nbd_clear_meta_contexts(struct nbd_handle *h);
 
 int nbd_connect_unix(struct nbd_handle *h, const char *unixsocket);
 
@@ -253,11 +451,22 @@ int nbd_can_multi_conn(struct nbd_handle *h);
 
 int nbd_can_cache(struct nbd_handle *h);
 
+int nbd_can_meta_context(struct nbd_handle *h, const char *metacontext);
+
 const char *nbd_get_protocol(struct nbd_handle *h);
 
 int64_t nbd_get_size(struct nbd_handle *h);
 
+int64_t nbd_get_block_size(struct nbd_handle *h, int size_type);
+
 int nbd_pread(struct nbd_handle *h, void *buf, size_t count, uint64_t offset, uint32_t flags);
+
+int nbd_pread_structured(struct nbd_handle *h,
+                         void *buf,
+                         size_t count,
+                         uint64_t offset,
+                         struct nbd_chunk_callback chunk_callback,
+                         uint32_t flags);
 
 int nbd_pwrite(struct nbd_handle *h,
                const void *buf,
@@ -274,6 +483,121 @@ int nbd_trim(struct nbd_handle *h, uint64_t count, uint64_t offset, uint32_t fla
 int nbd_cache(struct nbd_handle *h, uint64_t count, uint64_t offset, uint32_t flags);
 
 int nbd_zero(struct nbd_handle *h, uint64_t count, uint64_t offset, uint32_t flags);
+
+int nbd_block_status(struct nbd_handle *h,
+                     uint64_t count,
+                     uint64_t offset,
+                     struct nbd_extent_callback extent_callback,
+                     uint32_t flags);
+
+int nbd_poll(struct nbd_handle *h, int timeout);
+
+int nbd_aio_connect(struct nbd_handle *h, const struct sockaddr *addr, socklen_t addrlen);
+
+int nbd_aio_connect_unix(struct nbd_handle *h, const char *unixsocket);
+
+int nbd_aio_connect_tcp(struct nbd_handle *h, const char *hostname, const char *port);
+
+int nbd_aio_connect_socket(struct nbd_handle *h, int sock);
+
+int nbd_aio_connect_command(struct nbd_handle *h, char **argv);
+
+int nbd_aio_opt_go(struct nbd_handle *h, struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_abort(struct nbd_handle *h);
+
+int nbd_aio_opt_list(struct nbd_handle *h,
+                     struct nbd_list_callback list_callback,
+                     struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_info(struct nbd_handle *h, struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_list_meta_context(struct nbd_handle *h,
+                                  struct nbd_context_callback context_callback,
+                                  struct nbd_completion_callback completion_callback);
+
+int64_t nbd_aio_pread(struct nbd_handle *h,
+                      void *buf,
+                      size_t count,
+                      uint64_t offset,
+                      struct nbd_completion_callback completion_callback,
+                      uint32_t flags);
+
+int64_t nbd_aio_pread_structured(struct nbd_handle *h,
+                                 void *buf,
+                                 size_t count,
+                                 uint64_t offset,
+                                 struct nbd_chunk_callback chunk_callback,
+                                 struct nbd_completion_callback completion_callback,
+                                 uint32_t flags);
+
+int64_t nbd_aio_pwrite(struct nbd_handle *h,
+                       const void *buf,
+                       size_t count,
+                       uint64_t offset,
+                       struct nbd_completion_callback completion_callback,
+                       uint32_t flags);
+
+int nbd_aio_disconnect(struct nbd_handle *h, uint32_t flags);
+
+int64_t nbd_aio_flush(struct nbd_handle *h,
+                      struct nbd_completion_callback completion_callback,
+                      uint32_t flags);
+
+int64_t nbd_aio_trim(struct nbd_handle *h,
+                     uint64_t count,
+                     uint64_t offset,
+                     struct nbd_completion_callback completion_callback,
+                     uint32_t flags);
+
+int64_t nbd_aio_cache(struct nbd_handle *h,
+                      uint64_t count,
+                      uint64_t offset,
+                      struct nbd_completion_callback completion_callback,
+                      uint32_t flags);
+
+int64_t nbd_aio_zero(struct nbd_handle *h,
+                     uint64_t count,
+                     uint64_t offset,
+                     struct nbd_completion_callback completion_callback,
+                     uint32_t flags);
+
+int64_t nbd_aio_block_status(struct nbd_handle *h,
+                             uint64_t count,
+                             uint64_t offset,
+                             struct nbd_extent_callback extent_callback,
+                             struct nbd_completion_callback completion_callback,
+                             uint32_t flags);
+
+int nbd_aio_get_fd(struct nbd_handle *h);
+
+unsigned int nbd_aio_get_direction(struct nbd_handle *h);
+
+int nbd_aio_notify_read(struct nbd_handle *h);
+
+int nbd_aio_notify_write(struct nbd_handle *h);
+
+int nbd_aio_is_created(struct nbd_handle *h);
+
+int nbd_aio_is_connecting(struct nbd_handle *h);
+
+int nbd_aio_is_negotiating(struct nbd_handle *h);
+
+int nbd_aio_is_ready(struct nbd_handle *h);
+
+int nbd_aio_is_processing(struct nbd_handle *h);
+
+int nbd_aio_is_dead(struct nbd_handle *h);
+
+int nbd_aio_is_closed(struct nbd_handle *h);
+
+int nbd_aio_command_completed(struct nbd_handle *h, uint64_t cookie);
+
+int64_t nbd_aio_peek_command_completed(struct nbd_handle *h);
+
+int nbd_aio_in_flight(struct nbd_handle *h);
+
+const char *nbd_connection_state(struct nbd_handle *h);
 
 const char *nbd_get_package_name(struct nbd_handle *h);
 

@@ -171,6 +171,19 @@ if "$cxx" -Wall -Wextra -Werror -o "$REAL_BIN/header-cxx" tests-c/header-cxx.cc 
   fail "tests-c/header-cxx.cc on Debian's libnbd.h (reference)" "see $LOGS/cxx-real.log"
 fi
 
+# nbdkit_args TEST SERVER: the server arguments from the "nbdkit-args:"
+# line of the source, or for Debian's nbdkit its "nbdkit-args-debian:" line
+# if it has one (filters ours lacks).
+nbdkit_args() {
+  local t=$1 server=$2 a
+  a=$(sed -n 's|.*nbdkit-args: *\(.*\)$|\1|p' "tests-c/$t.c" | head -n 1)
+  if [[ $server == debian ]] && grep -q 'nbdkit-args-debian:' "tests-c/$t.c"; then
+    a=$(sed -n 's|.*nbdkit-args-debian: *\(.*\)$|\1|p' "tests-c/$t.c" | head -n 1)
+  fi
+  a=${a%%\*/}
+  echo "${a:-memory 64M}"
+}
+
 # run_c_test LIB SERVER TEST: LIB is ours|real, SERVER is ours|debian.
 run_c_test() {
   local lib=$1 server=$2 t=$3 nbdkit bin envp args out rc label log want
@@ -181,9 +194,7 @@ run_c_test() {
   esac
   label="tests-c/$t [libnbd: $lib, nbdkit: $server]"
   log=$LOGS/run-$t-$lib-$server.log
-  # Server arguments from the "nbdkit-args:" line of the source.
-  args=$(sed -n 's|.*nbdkit-args: *\(.*\)$|\1|p' "tests-c/$t.c" | head -n 1)
-  args=${args%%\*/}; args=${args:-memory 64M}
+  args=$(nbdkit_args "$t" "$server")
   # shellcheck disable=SC2086
   to "$nbdkit" -U - $args --run "$envp $bin \"\$unixsocket\" $nbdkit" >"$log" 2>&1
   rc=$?
@@ -226,15 +237,16 @@ for t in "${tests[@]}"; do
   done
 done
 
-# Memory errors and definite leaks in our library (valgrind), one
-# write/read test and the error paths.
+# Memory errors and definite leaks in our library (valgrind): a write/read
+# test, the error paths, and the AIO/callback/option tests.
 section "tests-c: valgrind on our libnbd"
-for t in rw-pattern errors; do
+for t in rw-pattern errors aio-in-flight aio-callbacks structured-read block-status opt-mode state-errors; do
   label="valgrind tests-c/$t [libnbd: ours, nbdkit: debian]"
   if [[ -z ${built_ours[$t]:-} ]]; then skip "$label" "not built on our libnbd"; continue; fi
   if ! command -v valgrind >/dev/null; then skip "$label" "valgrind not installed"; continue; fi
   log=$LOGS/valgrind-$t.log
-  TEST_TIMEOUT=$((TEST_TIMEOUT * 3)) to "$DEBIAN_NBDKIT" -U - memory 64M --run \
+  # shellcheck disable=SC2046
+  TEST_TIMEOUT=$((TEST_TIMEOUT * 3)) to "$DEBIAN_NBDKIT" -U - $(nbdkit_args "$t" debian) --run \
     "$(ours_env) valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $TESTC_BIN/$t \"\$unixsocket\" $DEBIAN_NBDKIT" \
     >"$log" 2>&1
   rc=$?

@@ -8,9 +8,12 @@
 //! nbd_aio_get_direction is [`Connection::direction`], and
 //! nbd_aio_notify_read/write are [`Connection::pump`].
 
+use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
+use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
-use nbd_core::client::{Client, CommandBuffer, Config, Event};
-use std::collections::HashMap;
+use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -25,6 +28,8 @@ pub struct CmdBuf {
     ptr: *mut u8,
     len: usize,
     dir: Dir,
+    /// The command (wire NBD_CMD_*), for the error of a failed command.
+    pub kind: u16,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,7 @@ impl CmdBuf {
             ptr: std::ptr::null_mut(),
             len: 0,
             dir: Dir::None,
+            kind: 0,
         }
     }
 
@@ -58,6 +64,7 @@ impl CmdBuf {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
             dir: Dir::Read,
+            kind: 0,
         }
     }
 
@@ -70,7 +77,15 @@ impl CmdBuf {
             ptr: buf.as_ptr().cast_mut(),
             len: buf.len(),
             dir: Dir::Write,
+            kind: 0,
         }
+    }
+}
+
+impl CmdBuf {
+    /// Where a READ's data goes (null for other commands).
+    pub fn ptr(&self) -> *const u8 {
+        self.ptr
     }
 }
 
@@ -94,16 +109,41 @@ impl CommandBuffer for CmdBuf {
 /// How many slices one sendmsg carries at most.
 const MAX_IOV: usize = 16;
 
+/// A command that completed and has not been retired yet. Its callbacks
+/// stay with it until then: libnbd calls the free functions when the
+/// command is retired.
+pub struct Done {
+    pub cookie: u64,
+    pub kind: u16,
+    pub result: Result<(), Error>,
+    pub cbs: Option<CmdCallbacks>,
+}
+
 pub struct Connection {
     sock: OwnedFd,
     /// An eventfd that wakes the thread blocked in poll(2) when another
     /// thread queued something to send.
     wake: OwnedFd,
     pub client: Client<CmdBuf>,
-    /// Results of completed commands nobody has collected yet, by cookie.
-    done: HashMap<u64, Result<(), Error>>,
+    /// Completed commands nobody has retired yet, oldest first
+    /// (nbd_aio_peek_command_completed returns the first).
+    pub done: VecDeque<Done>,
+    /// Callbacks of commands in flight that have any, by cookie. The map
+    /// keeps its capacity, so commands do not allocate once it has grown.
+    pub cbs: HashMap<u64, CmdCallbacks>,
+    /// Option mode: the callbacks of the option under way, and its
+    /// outcome once the core reports it.
+    pub opt: Option<OptCallbacks>,
+    pub opt_result: Option<Result<u32, Error>>,
     /// Whether some thread is blocked in poll(2) on this connection.
     pub polling: bool,
+    /// A non-blocking connect(2) is still under way: wait until the socket
+    /// is writable, then look at SO_ERROR.
+    pub connect_pending: bool,
+    /// Meta context names by id, as C strings for the extent callback.
+    ctx_names: Vec<(u32, CString)>,
+    /// The extent callback's array, reused.
+    entries: Vec<u32>,
 }
 
 fn last_errno() -> i32 {
@@ -112,8 +152,25 @@ fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+/// The name libnbd gives a command in messages.
+pub fn cmd_name(kind: u16) -> &'static str {
+    use nbd_core::wire::consts::cmd;
+    match kind {
+        cmd::READ => "read",
+        cmd::WRITE => "write",
+        cmd::FLUSH => "flush",
+        cmd::TRIM => "trim",
+        cmd::CACHE => "cache",
+        cmd::WRITE_ZEROES => "zero",
+        cmd::BLOCK_STATUS => "block-status",
+        _ => "command",
+    }
+}
+
 impl Connection {
-    /// Takes over a connected socket and starts the handshake.
+    /// Takes over a socket and starts the handshake. The socket may still
+    /// be connecting (a non-blocking connect(2) that said EINPROGRESS):
+    /// then the handshake starts once it is writable.
     pub fn new(sock: OwnedFd, config: Config) -> Result<Self, Error> {
         set_nonblocking(sock.as_raw_fd())?;
         // SAFETY: plain syscall; the result is checked.
@@ -123,12 +180,19 @@ impl Connection {
         }
         // SAFETY: w is a new fd we own.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
+        let connect_pending = !is_connected(sock.as_raw_fd());
         Ok(Connection {
             sock,
             wake,
             client: Client::new(config),
-            done: HashMap::with_capacity(16),
+            done: VecDeque::with_capacity(16),
+            cbs: HashMap::with_capacity(16),
+            opt: None,
+            opt_result: None,
             polling: false,
+            connect_pending,
+            ctx_names: Vec::new(),
+            entries: Vec::new(),
         })
     }
 
@@ -136,13 +200,22 @@ impl Connection {
         self.sock.as_raw_fd()
     }
 
-    /// Collects the result of command `cookie` if it has completed.
-    pub fn take_done(&mut self, cookie: u64) -> Option<Result<(), Error>> {
-        self.done.remove(&cookie)
+    /// Retires command `cookie` if it has completed. The caller drops the
+    /// result's callbacks (runs their frees), best after unlocking.
+    pub fn take_done(&mut self, cookie: u64) -> Option<Done> {
+        let i = self.done.iter().position(|d| d.cookie == cookie)?;
+        self.done.remove(i)
     }
 
     /// poll(2) events the client wants now.
     pub fn direction(&self) -> libc::c_short {
+        if self.connect_pending {
+            return if self.client.fatal_error().is_none() {
+                libc::POLLOUT
+            } else {
+                0
+            };
+        }
         let mut ev = 0;
         if self.client.wants_read() {
             ev |= libc::POLLIN;
@@ -153,9 +226,81 @@ impl Connection {
         ev
     }
 
-    /// Does every read and write possible without blocking, then collects
-    /// completions. I/O errors kill the connection through the client.
+    /// A pending non-blocking connect: finished yet? Fails the client if
+    /// it failed; returns whether the socket is connected now.
+    fn finish_connect(&mut self) -> bool {
+        if !self.connect_pending {
+            return true;
+        }
+        if self.client.fatal_error().is_some() {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r <= 0 {
+            return false;
+        }
+        let mut e: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: e and len are valid for SO_ERROR.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut e as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            e = last_errno();
+        }
+        if e != 0 {
+            self.client.fail(err(e, "connect"));
+            return false;
+        }
+        self.connect_pending = false;
+        true
+    }
+
+    /// Sends what can be sent without blocking (after queueing commands:
+    /// like libnbd, an AIO call starts sending at once).
+    pub fn flush_writes(&mut self) {
+        if !self.finish_connect() {
+            return;
+        }
+        while self.client.wants_write() {
+            match self.send() {
+                Ok((n, all)) => {
+                    self.client.send_done(n);
+                    if !all {
+                        break;
+                    }
+                }
+                Err(libc::EINTR) => continue,
+                Err(libc::EAGAIN) => break,
+                Err(e) => {
+                    self.client.fail(err(e, "send"));
+                    break;
+                }
+            }
+        }
+        self.collect();
+    }
+
+    /// Does every read and write possible without blocking, then hands
+    /// completions to their callbacks. I/O errors kill the connection
+    /// through the client.
     pub fn pump(&mut self) {
+        if !self.finish_connect() {
+            self.collect();
+            return;
+        }
         loop {
             let mut progress = false;
             while self.client.wants_write() {
@@ -225,12 +370,153 @@ impl Connection {
         Ok((n as usize, n as usize == total))
     }
 
+    /// Hands the core's events to the callbacks they belong to, in order.
+    /// Runs with the handle's lock held, as libnbd runs callbacks.
     fn collect(&mut self) {
         while let Some(ev) = self.client.poll_event() {
-            // The buffer (ctx) is released here: the caller's memory is
-            // no longer referred to once its command has completed.
-            if let Event::Completed { cookie, result, .. } = ev {
-                self.done.insert(cookie, result);
+            match ev {
+                // The buffer (ctx) is released here: the caller's memory is
+                // no longer referred to once its command has completed.
+                Event::Completed {
+                    cookie,
+                    ctx,
+                    result,
+                } => self.completed(cookie, ctx.kind, result),
+                Event::ReadChunk {
+                    cookie,
+                    offset,
+                    len,
+                    hole,
+                } => {
+                    if let Some(cb) = self.cbs.get_mut(&cookie) {
+                        cb.saw_chunk = true;
+                        let status = if hole {
+                            LIBNBD_READ_HOLE
+                        } else {
+                            LIBNBD_READ_DATA
+                        };
+                        let at = offset.wrapping_sub(cb.offset) as usize;
+                        // SAFETY: the core checked the chunk lies within
+                        // the command's buffer.
+                        let data = unsafe { cb.buf.add(at) };
+                        call_chunk(cb, data, len as usize, offset, status);
+                    }
+                }
+                Event::BlockStatus {
+                    cookie,
+                    context_id,
+                    extents,
+                } => self.block_status(cookie, context_id, &extents),
+                Event::OptionDone { result } => {
+                    let mut opt = self.opt.take();
+                    if let Some(o) = opt.as_mut() {
+                        let mut error = result.as_ref().err().map_or(0, |e| e.errno);
+                        o.completion.call(&mut error);
+                    }
+                    // Frees: list or context callback, then completion.
+                    drop(opt);
+                    self.opt_result = Some(result);
+                }
+                Event::ListedExport { name, description } => {
+                    if let Some(l) = self.opt.as_mut().and_then(|o| o.list.as_mut()) {
+                        let n = cstring_lossy(name);
+                        let d = cstring_lossy(description);
+                        l.call(&n, &d);
+                    }
+                }
+                Event::ListedMetaContext { name } => {
+                    if let Some(c) = self.opt.as_mut().and_then(|o| o.context.as_mut()) {
+                        c.call(&cstring_lossy(name));
+                    }
+                }
+            }
+        }
+        // An option whose connection ended before its answer: its
+        // completion is still reached once, with the connection's error.
+        if self.opt.is_some() && matches!(self.client.phase(), Phase::Dead | Phase::Closed) {
+            let e = self
+                .client
+                .fatal_error()
+                .cloned()
+                .unwrap_or_else(|| err(libc::ENOTCONN, "connection closed during the option"));
+            let mut opt = self.opt.take();
+            if let Some(o) = opt.as_mut() {
+                let mut error = e.errno;
+                o.completion.call(&mut error);
+            }
+            drop(opt);
+            self.opt_result = Some(Err(e));
+        }
+    }
+
+    fn completed(&mut self, cookie: u64, kind: u16, mut result: Result<(), Error>) {
+        let Some(mut cb) = self.cbs.remove(&cookie) else {
+            self.done.push_back(Done {
+                cookie,
+                kind,
+                result,
+                cbs: None,
+            });
+            return;
+        };
+        // A simple reply to a structured read is one data chunk.
+        let structured = self.client.export().is_some_and(|e| e.structured_replies);
+        if result.is_ok() && !structured && !cb.saw_chunk && !cb.buf.is_null() {
+            if let Mid::Chunk(_) = cb.mid {
+                let (buf, len, offset) = (cb.buf, cb.len, cb.offset);
+                call_chunk(&mut cb, buf, len, offset, LIBNBD_READ_DATA);
+            }
+        }
+        if result.is_ok() && cb.error != 0 {
+            result = Err(err(cb.error, format!("{}: command failed", cmd_name(kind))));
+        }
+        let mut error = result.as_ref().err().map_or(0, |e| e.errno);
+        let r = cb.completion.call(&mut error);
+        let retire = r == 1;
+        if r == -1 && error != 0 && result.as_ref().err().map(|e| e.errno) != Some(error) {
+            result = Err(err(error, format!("{}: command failed", cmd_name(kind))));
+        }
+        if retire {
+            // Frees: the mid-command callback's, then the completion's.
+            drop(cb);
+        } else {
+            self.done.push_back(Done {
+                cookie,
+                kind,
+                result,
+                cbs: Some(cb),
+            });
+        }
+    }
+
+    fn block_status(&mut self, cookie: u64, id: u32, extents: &[(u32, u32)]) {
+        let Some(cb) = self.cbs.get_mut(&cookie) else {
+            return;
+        };
+        let Mid::Extent(_) = cb.mid else {
+            return;
+        };
+        if !self.ctx_names.iter().any(|(i, _)| *i == id) {
+            if let Some(e) = self.client.export() {
+                self.ctx_names = e
+                    .meta_contexts
+                    .iter()
+                    .map(|(i, n)| (*i, cstring_lossy(n.clone())))
+                    .collect();
+            }
+        }
+        let Some((_, name)) = self.ctx_names.iter().find(|(i, _)| *i == id) else {
+            return;
+        };
+        self.entries.clear();
+        for (len, flags) in extents {
+            self.entries.push(*len);
+            self.entries.push(*flags);
+        }
+        let mut error = cb.error;
+        if let Mid::Extent(x) = &mut cb.mid {
+            if x.call(name, cb.offset, &mut self.entries, &mut error) == -1 && cb.error == 0 {
+                cb.error = if error != 0 { error } else { libc::EPROTO };
             }
         }
     }
@@ -280,6 +566,40 @@ impl Connection {
         // fails with EAGAIN, which is fine: it is readable already.
         let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
+}
+
+fn call_chunk(cb: &mut CmdCallbacks, data: *const u8, len: usize, offset: u64, status: i32) {
+    let mut error = cb.error;
+    if let Mid::Chunk(c) = &mut cb.mid {
+        if c.call(data, len, offset, status, &mut error) == -1 && cb.error == 0 {
+            cb.error = if error != 0 { error } else { libc::EPROTO };
+        }
+    }
+}
+
+/// A C string from bytes the server sent; an interior NUL ends it.
+fn cstring_lossy(mut v: Vec<u8>) -> CString {
+    if let Some(i) = v.iter().position(|b| *b == 0) {
+        v.truncate(i);
+    }
+    CString::new(v).unwrap_or_default()
+}
+
+/// Whether a socket's connection is established (a non-blocking connect
+/// may still be under way).
+fn is_connected(fd: RawFd) -> bool {
+    // SAFETY: an all-zero sockaddr_storage is valid; getpeername fills it.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len are valid for getpeername.
+    let r = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    r == 0 || last_errno() != libc::ENOTCONN
 }
 
 pub fn set_nonblocking(fd: RawFd) -> Result<(), Error> {

@@ -17,6 +17,14 @@ fn null(what: &str) -> Error {
 /// # Safety
 /// `h` is NULL or a pointer nbd_create returned and nbd_close has not freed.
 pub unsafe fn handle<'a>(h: *mut nbd_handle) -> Result<&'a nbd_handle, Error> {
+    if crate::handle::held_by_this_thread(h) {
+        // Inside one of this handle's callbacks: its lock is held by this
+        // very thread. libnbd would deadlock; we refuse.
+        return Err(err(
+            libc::EDEADLK,
+            "cannot call libnbd on a handle from inside its own callback",
+        ));
+    }
     // SAFETY: per the contract above.
     unsafe { h.as_ref() }.ok_or_else(|| null("handle"))
 }
@@ -102,6 +110,18 @@ pub unsafe fn bytes_out<'a>(
     }
     // SAFETY: non-NULL and writable for count bytes per the contract.
     Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) })
+}
+
+/// A socket address argument: the pointer (checked non-NULL) and length.
+pub fn sockaddr(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    what: &str,
+) -> Result<(*const libc::sockaddr, libc::socklen_t), Error> {
+    if addr.is_null() {
+        return Err(null(what));
+    }
+    Ok((addr, len))
 }
 
 /// A copy of `s` in memory from malloc(3), which the C caller frees with

@@ -5,17 +5,74 @@
 //! any lock. No thread is ever created: sync calls drive the connection on
 //! the caller's thread, releasing `inner` while blocked in poll(2) so other
 //! threads' calls on the same handle make progress meanwhile.
+//!
+//! The caller's callbacks run on the thread holding `inner` (as in libnbd,
+//! "callbacks are invoked with the lock held"). A callback that calls back
+//! into the same handle would deadlock there; instead every call on a
+//! handle whose lock this thread holds fails with EDEADLK (see
+//! [`HeldMark`] and `ffi::handle`).
 
+use crate::callbacks::{CmdCallbacks, Debug};
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
 use crate::settings::Settings;
-use nbd_core::client::{Command, Phase};
+use nbd_core::client::{Command, CommandBuffer, Phase};
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::cell::Cell;
 use std::ffi::CString;
 use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+thread_local! {
+    /// The handle whose lock (or debug callback) this thread holds, if any.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as holding a handle while it lives.
+pub struct HeldMark {
+    prev: usize,
+}
+
+impl HeldMark {
+    fn new(h: &nbd_handle) -> Self {
+        let prev = HELD.with(|c| c.replace(h as *const nbd_handle as usize));
+        HeldMark { prev }
+    }
+}
+
+impl Drop for HeldMark {
+    fn drop(&mut self) {
+        HELD.with(|c| c.set(self.prev));
+    }
+}
+
+/// Whether this thread is inside a callback of (holds the lock of) `h`.
+pub fn held_by_this_thread(h: *const nbd_handle) -> bool {
+    !h.is_null() && HELD.with(|c| c.get()) == h as usize
+}
+
+/// The handle's lock, held; marks the thread for the EDEADLK check.
+pub struct Held<'a> {
+    // Declared first: dropped (unlocked) before the mark goes away.
+    pub g: MutexGuard<'a, Inner>,
+    _mark: HeldMark,
+}
+
+impl Deref for Held<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.g
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.g
+    }
+}
 
 /// Where the handle stands, as the generated state checks see it (the
 /// table's `api::State`).
@@ -53,13 +110,20 @@ pub struct Inner {
     pub child: Option<libc::pid_t>,
 }
 
+/// The handle's name and debug callback, under their own lock so debug
+/// messages can be emitted with or without `inner` held.
+struct DebugState {
+    name: CString,
+    callback: Option<Debug>,
+}
+
 #[allow(non_camel_case_types)]
 pub struct nbd_handle {
     inner: Mutex<Inner>,
     /// Signalled whenever the thread blocked in poll(2) returns.
     cond: Condvar,
     debug: AtomicBool,
-    name: Mutex<CString>,
+    name: Mutex<DebugState>,
 }
 
 static HANDLE_COUNT: AtomicU64 = AtomicU64::new(0);
@@ -79,12 +143,18 @@ impl nbd_handle {
             }),
             cond: Condvar::new(),
             debug: AtomicBool::new(debug),
-            name: Mutex::new(CString::new(format!("nbd{n}")).unwrap_or_default()),
+            name: Mutex::new(DebugState {
+                name: CString::new(format!("nbd{n}")).unwrap_or_default(),
+                callback: None,
+            }),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock()
+    pub fn lock(&self) -> Held<'_> {
+        Held {
+            g: self.inner.lock(),
+            _mark: HeldMark::new(self),
+        }
     }
 
     pub fn set_debug(&self, on: bool) {
@@ -96,20 +166,36 @@ impl nbd_handle {
     }
 
     pub fn name(&self) -> CString {
-        self.name.lock().clone()
+        self.name.lock().name.clone()
     }
 
     pub fn set_name(&self, name: CString) {
-        *self.name.lock() = name;
+        self.name.lock().name = name;
     }
 
-    /// Prints a debug message as libnbd does:
-    /// `libnbd: debug: NAME: CONTEXT: MESSAGE` on stderr.
+    /// Replaces the debug callback (None clears it); the old one's free
+    /// runs once, outside the lock.
+    pub fn set_debug_callback(&self, cb: Option<Debug>) {
+        let old = std::mem::replace(&mut self.name.lock().callback, cb);
+        drop(old);
+    }
+
+    /// Emits a debug message as libnbd does: to the debug callback if one
+    /// is set, else `libnbd: debug: NAME: CONTEXT: MESSAGE` on stderr.
     pub fn debug(&self, msg: &str) {
         if !self.debug_on() {
             return;
         }
-        let name = self.name();
+        let mut d = self.name.lock();
+        if let Some(cb) = d.callback.as_mut() {
+            let ctx = CString::new(errors::context().unwrap_or("unknown")).unwrap_or_default();
+            let m = CString::new(msg.replace('\0', "")).unwrap_or_default();
+            let _mark = HeldMark::new(self);
+            cb.call(&ctx, &m);
+            return;
+        }
+        let name = d.name.clone();
+        drop(d);
         let line = match errors::context() {
             Some(ctx) => format!("libnbd: debug: {}: {ctx}: {msg}\n", name.to_string_lossy()),
             None => format!("libnbd: debug: {}: {msg}\n", name.to_string_lossy()),
@@ -143,7 +229,8 @@ impl nbd_handle {
         match &inner.conn {
             None => State::Created,
             Some(c) => match c.client.phase() {
-                Phase::Connecting | Phase::Negotiating => State::Connecting,
+                Phase::Connecting => State::Connecting,
+                Phase::Negotiating => State::Negotiating,
                 Phase::Ready | Phase::Processing => State::Connected,
                 Phase::Closed => State::Closed,
                 Phase::Dead => State::Dead,
@@ -174,9 +261,25 @@ impl nbd_handle {
         ))
     }
 
-    /// Takes over a connected socket and runs the handshake to the end.
-    pub fn attach(&self, sock: OwnedFd, child: Option<libc::pid_t>) -> Result<(), Error> {
+    /// Takes over a socket (connected, or with a non-blocking connect(2)
+    /// under way) and starts the handshake without waiting for it: the
+    /// nbd_aio_connect* calls. The handle is connecting meanwhile; the
+    /// caller's event loop (or [`nbd_handle::attach`]) moves it on.
+    pub fn attach_async(&self, sock: OwnedFd, child: Option<libc::pid_t>) -> Result<(), Error> {
         let mut g = self.lock();
+        self.attach_locked(&mut g, sock, child)?;
+        if let Some(c) = g.conn.as_mut() {
+            c.flush_writes();
+        }
+        Ok(())
+    }
+
+    fn attach_locked(
+        &self,
+        g: &mut Held<'_>,
+        sock: OwnedFd,
+        child: Option<libc::pid_t>,
+    ) -> Result<(), Error> {
         if child.is_some() {
             g.child = child;
         }
@@ -189,10 +292,23 @@ impl nbd_handle {
             }
         }
         self.debug("connected; negotiating");
-        self.wait(&mut g, |c| match c.client.phase() {
-            Phase::Ready | Phase::Processing => Some(Ok(())),
+        Ok(())
+    }
+
+    /// Takes over a socket and runs the handshake to the end (to the
+    /// negotiating state in option mode): attach_async, then wait.
+    pub fn attach(&self, sock: OwnedFd, child: Option<libc::pid_t>) -> Result<(), Error> {
+        let mut g = self.lock();
+        self.attach_locked(&mut g, sock, child)?;
+        self.wait_connected(&mut g)
+    }
+
+    /// Waits until the handshake is over (or paused for option mode).
+    pub fn wait_connected(&self, g: &mut Held<'_>) -> Result<(), Error> {
+        self.wait(g, |c| match c.client.phase() {
+            Phase::Ready | Phase::Processing | Phase::Negotiating => Some(Ok(())),
             Phase::Dead | Phase::Closed => Some(Err(fatal(c))),
-            Phase::Connecting | Phase::Negotiating => None,
+            Phase::Connecting => None,
         })
     }
 
@@ -203,10 +319,54 @@ impl nbd_handle {
 
     /// Sends one command and waits for its reply.
     pub fn run(&self, cmd: Command, buf: CmdBuf) -> Result<(), Error> {
+        self.run_with(cmd, buf, None)
+    }
+
+    /// Sends one command with callbacks and waits for its reply.
+    pub fn run_with(
+        &self,
+        cmd: Command,
+        buf: CmdBuf,
+        mut cbs: Option<CmdCallbacks>,
+    ) -> Result<(), Error> {
+        // Declared before the lock: a refused command's frees run after
+        // it is released.
         let mut g = self.lock();
-        let conn = conn_mut(&mut g)?;
-        let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
-        self.wait(&mut g, |c| c.take_done(cookie))
+        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
+        let done = self.wait(&mut g, |c| c.take_done(cookie).map(Ok))?;
+        drop(g);
+        // The callbacks' frees run here, after the lock.
+        done.result
+    }
+
+    /// Queues one command and starts sending it: the AIO calls. Returns
+    /// its cookie. Refused commands drop `cbs` (their frees run) without
+    /// calling the completion.
+    pub fn aio(
+        &self,
+        cmd: Command,
+        buf: CmdBuf,
+        mut cbs: Option<CmdCallbacks>,
+    ) -> Result<u64, Error> {
+        let mut g = self.lock();
+        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
+        if let Some(c) = g.conn.as_mut() {
+            c.flush_writes();
+            if c.polling && c.client.wants_write() {
+                c.wake_poller();
+            }
+        }
+        Ok(cookie)
+    }
+
+    /// Drives the connection until `check` has an answer (for calls
+    /// outside this module: options in opt mode).
+    pub fn wait_for<T>(
+        &self,
+        g: &mut Held<'_>,
+        check: impl FnMut(&mut Connection) -> Option<Result<T, Error>>,
+    ) -> Result<T, Error> {
+        self.wait(g, check)
     }
 
     /// Disconnects cleanly and waits until the server has closed.
@@ -231,9 +391,10 @@ impl nbd_handle {
     /// every caller buffer it refers to, before the panic goes on.
     fn wait<T>(
         &self,
-        g: &mut MutexGuard<'_, Inner>,
+        held: &mut Held<'_>,
         mut check: impl FnMut(&mut Connection) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
+        let g = &mut held.g;
         let r = catch_unwind(AssertUnwindSafe(|| loop {
             let conn = conn_mut(g)?;
             conn.pump();
@@ -283,7 +444,31 @@ impl Default for nbd_handle {
     }
 }
 
-fn conn_mut<'a>(g: &'a mut MutexGuard<'_, Inner>) -> Result<&'a mut Connection, Error> {
+/// Submits a command; its callbacks, if any, are taken from `cbs` and
+/// remembered by cookie. On failure they stay in `cbs`, for the caller to
+/// drop (run their frees) once the lock is released.
+fn submit(
+    g: &mut Held<'_>,
+    cmd: Command,
+    mut buf: CmdBuf,
+    cbs: &mut Option<CmdCallbacks>,
+) -> Result<u64, Error> {
+    buf.kind = cmd.kind;
+    // nbd_set_pread_initialize: zero the buffer before any other check.
+    if g.settings.pread_initialize {
+        buf.read_buf().fill(0);
+    }
+    let conn = conn_mut(g)?;
+    let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
+    if let Some(c) = cbs.take() {
+        if !c.is_empty() {
+            conn.cbs.insert(cookie, c);
+        }
+    }
+    Ok(cookie)
+}
+
+pub fn conn_mut(g: &mut Inner) -> Result<&mut Connection, Error> {
     if let Some(e) = &g.dead {
         return Err(e.clone());
     }
@@ -293,7 +478,7 @@ fn conn_mut<'a>(g: &'a mut MutexGuard<'_, Inner>) -> Result<&'a mut Connection, 
 }
 
 /// Why a connection ended.
-fn fatal(c: &Connection) -> Error {
+pub fn fatal(c: &Connection) -> Error {
     match c.client.fatal_error() {
         Some(e) => e.clone(),
         None => match c.client.phase() {

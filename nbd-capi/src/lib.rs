@@ -10,6 +10,7 @@
 //!   [`wrap`] is the panic boundary; [`errors`] the thread-local errors.
 #![allow(clippy::missing_safety_doc)]
 
+pub mod callbacks;
 pub mod calls;
 pub mod consts;
 pub mod driver;

@@ -95,6 +95,7 @@ impl Settings {
             full_info: self.full_info,
             request_block_size: self.request_block_size,
             opt_mode: self.opt_mode,
+            strict: self.strict,
         }
     }
 }

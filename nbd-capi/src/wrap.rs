@@ -37,6 +37,37 @@ pub mod ret {
     pub struct Handle;
     pub struct PlainInt;
     pub struct PlainConstString;
+    pub struct Int;
+    pub struct UInt;
+    pub struct UInt32;
+    pub struct UIntPtr;
+    pub struct SSize;
+
+    /// Kinds that are a plain number, with the value returned on error.
+    macro_rules! number {
+        ($k:ident, $t:ty, $err:expr) => {
+            impl RetKind for $k {
+                type Rust = $t;
+                type C = $t;
+                fn to_c(v: $t) -> Result<$t, Error> {
+                    Ok(v)
+                }
+                fn error() -> $t {
+                    $err
+                }
+                fn show(v: &$t) -> std::string::String {
+                    format!("ret={v}")
+                }
+            }
+        };
+    }
+    number!(Int, c_int, -1);
+    // The calls that cannot fail still have an error value for a NULL
+    // handle (EFAULT), which libnbd 1.14.2 would crash on.
+    number!(UInt, std::os::raw::c_uint, 0);
+    number!(UInt32, u32, 0);
+    number!(UIntPtr, usize, 0);
+    number!(SSize, libc::ssize_t, -1);
 
     impl RetKind for Void {
         type Rust = ();

@@ -35,6 +35,30 @@ pub enum Arg {
     BytesIn(&'static str, &'static str),
     /// `void *BUF, size_t COUNT`: the body gets `&mut [u8]`.
     BytesOut(&'static str, &'static str),
+    /// `int NAME`.
+    Int(&'static str),
+    /// `size_t NAME`.
+    SizeT(&'static str),
+    /// `uintptr_t NAME`.
+    UIntPtr(&'static str),
+    /// `const struct sockaddr *ADDR, socklen_t LEN`, ADDR never NULL
+    /// (EFAULT); the body gets the raw pointer and the length.
+    SockAddr(&'static str, &'static str),
+    /// A callback struct passed by value (`nbd_completion_callback NAME`
+    /// ...). The wrapper takes it over before anything else, so its free
+    /// function runs exactly once even when the call fails.
+    Closure(&'static str, Callback),
+}
+
+/// The callback structs of libnbd.h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Callback {
+    Completion,
+    Chunk,
+    Extent,
+    List,
+    Context,
+    Debug,
 }
 
 /// What a call returns, and so what it returns on error.
@@ -58,6 +82,16 @@ pub enum Ret {
     PlainInt,
     /// `const char *` that may be NULL and cannot fail (nbd_get_error).
     PlainConstString,
+    /// `int`: a value >= 0 or -1.
+    Int,
+    /// `unsigned` that cannot fail (nbd_aio_get_direction).
+    UInt,
+    /// `uint32_t` that cannot fail (bit sets: nbd_get_strict_mode).
+    UInt32,
+    /// `uintptr_t` that cannot fail (nbd_get_private_data).
+    UIntPtr,
+    /// `ssize_t`: a value >= 0 or -1.
+    SSize,
 }
 
 /// Where the handle stands, as the state checks see it.
@@ -107,6 +141,7 @@ pub struct Call {
 }
 
 use Arg::*;
+use Callback as Cl;
 use State::*;
 
 const ANY: &[State] = &[];
@@ -114,6 +149,8 @@ const NEW: &[State] = &[Created];
 /// Where libnbd answers questions about the export: after negotiation.
 const INFO: &[State] = &[Negotiating, Connected, Closed];
 const CONNECTED: &[State] = &[Connected];
+/// Option mode, paused for the caller's next option.
+const NEG: &[State] = &[Negotiating];
 
 const fn call(
     name: &'static str,
@@ -196,8 +233,22 @@ pub const CALLS: &[Call] = &[
         "settings",
     ),
     call("get_debug", "1.0", &[], Ret::Bool, ANY, "settings"),
-    todo("set_debug_callback", "1.0"),
-    todo("clear_debug_callback", "1.0"),
+    call(
+        "set_debug_callback",
+        "1.0",
+        &[Closure("debug_callback", Cl::Debug)],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
+    call(
+        "clear_debug_callback",
+        "1.0",
+        &[],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
     call(
         "set_handle_name",
         "1.0",
@@ -207,8 +258,28 @@ pub const CALLS: &[Call] = &[
         "settings",
     ),
     call("get_handle_name", "1.0", &[], Ret::String, ANY, "settings"),
-    todo("set_private_data", "1.8"),
-    todo("get_private_data", "1.8"),
+    Call {
+        may_set_error: false,
+        ..call(
+            "set_private_data",
+            "1.8",
+            &[UIntPtr("private_data")],
+            Ret::UIntPtr,
+            ANY,
+            "settings",
+        )
+    },
+    Call {
+        may_set_error: false,
+        ..call(
+            "get_private_data",
+            "1.8",
+            &[],
+            Ret::UIntPtr,
+            ANY,
+            "settings",
+        )
+    },
     call(
         "set_export_name",
         "1.0",
@@ -218,12 +289,47 @@ pub const CALLS: &[Call] = &[
         "settings",
     ),
     call("get_export_name", "1.0", &[], Ret::String, ANY, "settings"),
-    todo("set_request_block_size", "1.12"),
-    todo("get_request_block_size", "1.12"),
-    todo("set_full_info", "1.4"),
-    todo("get_full_info", "1.4"),
-    todo("get_canonical_export_name", "1.4"),
-    todo("get_export_description", "1.4"),
+    call(
+        "set_request_block_size",
+        "1.12",
+        &[Bool("request")],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
+    call(
+        "get_request_block_size",
+        "1.12",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "set_full_info",
+        "1.4",
+        &[Bool("request")],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
+    call("get_full_info", "1.4", &[], Ret::Bool, ANY, "settings"),
+    call(
+        "get_canonical_export_name",
+        "1.4",
+        &[],
+        Ret::String,
+        INFO,
+        "info",
+    ),
+    call(
+        "get_export_description",
+        "1.4",
+        &[],
+        Ret::String,
+        INFO,
+        "info",
+    ),
     todo("set_tls", "1.0"),
     todo("get_tls", "1.0"),
     todo("get_tls_negotiated", "1.2"),
@@ -233,26 +339,131 @@ pub const CALLS: &[Call] = &[
     todo("set_tls_username", "1.0"),
     todo("get_tls_username", "1.0"),
     todo("set_tls_psk_file", "1.0"),
-    todo("set_request_structured_replies", "1.2"),
-    todo("get_request_structured_replies", "1.2"),
-    todo("get_structured_replies_negotiated", "1.2"),
-    todo("set_handshake_flags", "1.2"),
-    todo("get_handshake_flags", "1.2"),
-    todo("set_pread_initialize", "1.12"),
-    todo("get_pread_initialize", "1.12"),
-    todo("set_strict_mode", "1.6"),
-    todo("get_strict_mode", "1.6"),
-    todo("set_opt_mode", "1.4"),
-    todo("get_opt_mode", "1.4"),
-    todo("opt_go", "1.4"),
-    todo("opt_abort", "1.4"),
-    todo("opt_list", "1.4"),
-    todo("opt_info", "1.4"),
-    todo("opt_list_meta_context", "1.6"),
-    todo("add_meta_context", "1.0"),
-    todo("get_nr_meta_contexts", "1.6"),
-    todo("get_meta_context", "1.6"),
-    todo("clear_meta_contexts", "1.6"),
+    call(
+        "set_request_structured_replies",
+        "1.2",
+        &[Bool("request")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call(
+        "get_request_structured_replies",
+        "1.2",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "get_structured_replies_negotiated",
+        "1.2",
+        &[],
+        Ret::Bool,
+        INFO,
+        "info",
+    ),
+    call(
+        "set_handshake_flags",
+        "1.2",
+        &[Flags("flags")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call(
+        "get_handshake_flags",
+        "1.2",
+        &[],
+        Ret::UInt32,
+        ANY,
+        "settings",
+    ),
+    call(
+        "set_pread_initialize",
+        "1.12",
+        &[Bool("request")],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
+    call(
+        "get_pread_initialize",
+        "1.12",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "set_strict_mode",
+        "1.6",
+        &[Flags("flags")],
+        Ret::Err,
+        ANY,
+        "settings",
+    ),
+    call("get_strict_mode", "1.6", &[], Ret::UInt32, ANY, "settings"),
+    call(
+        "set_opt_mode",
+        "1.4",
+        &[Bool("enable")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call("get_opt_mode", "1.4", &[], Ret::Bool, ANY, "settings"),
+    call("opt_go", "1.4", &[], Ret::Err, NEG, "opt"),
+    call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
+        "opt_list",
+        "1.4",
+        &[Closure("list_callback", Cl::List)],
+        Ret::Int,
+        NEG,
+        "opt",
+    ),
+    call("opt_info", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
+        "opt_list_meta_context",
+        "1.6",
+        &[Closure("context_callback", Cl::Context)],
+        Ret::Int,
+        NEG,
+        "opt",
+    ),
+    call(
+        "add_meta_context",
+        "1.0",
+        &[String("name")],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
+    call(
+        "get_nr_meta_contexts",
+        "1.6",
+        &[],
+        Ret::SSize,
+        ANY,
+        "settings",
+    ),
+    call(
+        "get_meta_context",
+        "1.6",
+        &[SizeT("i")],
+        Ret::String,
+        ANY,
+        "settings",
+    ),
+    call(
+        "clear_meta_contexts",
+        "1.6",
+        &[],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
     todo("set_uri_allow_transports", "1.2"),
     todo("set_uri_allow_tls", "1.2"),
     todo("set_uri_allow_local_file", "1.2"),
@@ -296,10 +507,24 @@ pub const CALLS: &[Call] = &[
     can("can_df", "1.0"),
     can("can_multi_conn", "1.0"),
     can("can_cache", "1.0"),
-    todo("can_meta_context", "1.0"),
+    call(
+        "can_meta_context",
+        "1.0",
+        &[String("metacontext")],
+        Ret::Bool,
+        INFO,
+        "info",
+    ),
     call("get_protocol", "1.2", &[], Ret::StaticString, INFO, "info"),
     call("get_size", "1.0", &[], Ret::Int64, INFO, "info"),
-    todo("get_block_size", "1.4"),
+    call(
+        "get_block_size",
+        "1.4",
+        &[Int("size_type")],
+        Ret::Int64,
+        INFO,
+        "info",
+    ),
     // Data.
     call(
         "pread",
@@ -309,7 +534,19 @@ pub const CALLS: &[Call] = &[
         CONNECTED,
         "data",
     ),
-    todo("pread_structured", "1.0"),
+    call(
+        "pread_structured",
+        "1.0",
+        &[
+            BytesOut("buf", "count"),
+            UInt64("offset"),
+            Closure("chunk_callback", Cl::Chunk),
+            Flags("flags"),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
     call(
         "pwrite",
         "1.0",
@@ -358,46 +595,282 @@ pub const CALLS: &[Call] = &[
         CONNECTED,
         "data",
     ),
-    todo("block_status", "1.0"),
-    todo("poll", "1.0"),
+    call(
+        "block_status",
+        "1.0",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent_callback", Cl::Extent),
+            Flags("flags"),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call("poll", "1.0", &[Int("timeout")], Ret::Int, ANY, "aio"),
     // AIO.
-    todo("aio_connect", "1.0"),
+    call(
+        "aio_connect",
+        "1.0",
+        &[SockAddr("addr", "addrlen")],
+        Ret::Err,
+        NEW,
+        "aio_connect",
+    ),
     todo("aio_connect_uri", "1.0"),
-    todo("aio_connect_unix", "1.0"),
+    call(
+        "aio_connect_unix",
+        "1.0",
+        &[String("unixsocket")],
+        Ret::Err,
+        NEW,
+        "aio_connect",
+    ),
     todo("aio_connect_vsock", "1.2"),
-    todo("aio_connect_tcp", "1.0"),
-    todo("aio_connect_socket", "1.2"),
-    todo("aio_connect_command", "1.0"),
+    call(
+        "aio_connect_tcp",
+        "1.0",
+        &[String("hostname"), String("port")],
+        Ret::Err,
+        NEW,
+        "aio_connect",
+    ),
+    call(
+        "aio_connect_socket",
+        "1.2",
+        &[Int("sock")],
+        Ret::Err,
+        NEW,
+        "aio_connect",
+    ),
+    call(
+        "aio_connect_command",
+        "1.0",
+        &[StringList("argv")],
+        Ret::Err,
+        NEW,
+        "aio_connect",
+    ),
     todo("aio_connect_systemd_socket_activation", "1.2"),
-    todo("aio_opt_go", "1.4"),
-    todo("aio_opt_abort", "1.4"),
-    todo("aio_opt_list", "1.4"),
-    todo("aio_opt_info", "1.4"),
-    todo("aio_opt_list_meta_context", "1.6"),
-    todo("aio_pread", "1.0"),
-    todo("aio_pread_structured", "1.0"),
-    todo("aio_pwrite", "1.0"),
-    todo("aio_disconnect", "1.0"),
-    todo("aio_flush", "1.0"),
-    todo("aio_trim", "1.0"),
-    todo("aio_cache", "1.0"),
-    todo("aio_zero", "1.0"),
-    todo("aio_block_status", "1.0"),
-    todo("aio_get_fd", "1.0"),
-    todo("aio_get_direction", "1.0"),
-    todo("aio_notify_read", "1.0"),
-    todo("aio_notify_write", "1.0"),
-    todo("aio_is_created", "1.0"),
-    todo("aio_is_connecting", "1.0"),
-    todo("aio_is_negotiating", "1.4"),
-    todo("aio_is_ready", "1.0"),
-    todo("aio_is_processing", "1.0"),
-    todo("aio_is_dead", "1.0"),
-    todo("aio_is_closed", "1.0"),
-    todo("aio_command_completed", "1.0"),
-    todo("aio_peek_command_completed", "1.0"),
-    todo("aio_in_flight", "1.0"),
-    todo("connection_state", "1.0"),
+    call(
+        "aio_opt_go",
+        "1.4",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
+        "aio_opt_list",
+        "1.4",
+        &[
+            Closure("list_callback", Cl::List),
+            Closure("completion_callback", Cl::Completion),
+        ],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_info",
+        "1.4",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_list_meta_context",
+        "1.6",
+        &[
+            Closure("context_callback", Cl::Context),
+            Closure("completion_callback", Cl::Completion),
+        ],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_pread",
+        "1.0",
+        &[
+            BytesOut("buf", "count"),
+            UInt64("offset"),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_pread_structured",
+        "1.0",
+        &[
+            BytesOut("buf", "count"),
+            UInt64("offset"),
+            Closure("chunk_callback", Cl::Chunk),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_pwrite",
+        "1.0",
+        &[
+            BytesIn("buf", "count"),
+            UInt64("offset"),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_disconnect",
+        "1.0",
+        &[Flags("flags")],
+        Ret::Err,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_flush",
+        "1.0",
+        &[
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_trim",
+        "1.0",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_cache",
+        "1.0",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_zero",
+        "1.0",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "aio_block_status",
+        "1.0",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent_callback", Cl::Extent),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags"),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call("aio_get_fd", "1.0", &[], Ret::Int, ANY, "aio"),
+    Call {
+        may_set_error: false,
+        ..call("aio_get_direction", "1.0", &[], Ret::UInt, ANY, "aio")
+    },
+    call("aio_notify_read", "1.0", &[], Ret::Err, ANY, "aio"),
+    call("aio_notify_write", "1.0", &[], Ret::Err, ANY, "aio"),
+    Call {
+        may_set_error: false,
+        ..call("aio_is_created", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_connecting", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_negotiating", "1.4", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_ready", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_processing", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_dead", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    Call {
+        may_set_error: false,
+        ..call("aio_is_closed", "1.0", &[], Ret::Bool, ANY, "aio")
+    },
+    call(
+        "aio_command_completed",
+        "1.0",
+        &[UInt64("cookie")],
+        Ret::Bool,
+        ANY,
+        "aio",
+    ),
+    call(
+        "aio_peek_command_completed",
+        "1.0",
+        &[],
+        Ret::Int64,
+        ANY,
+        "aio",
+    ),
+    call(
+        "aio_in_flight",
+        "1.0",
+        &[],
+        Ret::Int,
+        &[Connected, Closed, Dead],
+        "aio",
+    ),
+    call(
+        "connection_state",
+        "1.0",
+        &[],
+        Ret::StaticString,
+        ANY,
+        "aio",
+    ),
     // About the library.
     call(
         "get_package_name",

@@ -8,7 +8,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::raw::c_char;
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
@@ -20,7 +20,7 @@ fn failed(h: &nbd_handle, e: CoreError) -> Error {
     e
 }
 
-fn socket(domain: i32) -> Result<OwnedFd, Error> {
+pub(crate) fn socket(domain: i32) -> Result<OwnedFd, Error> {
     // SAFETY: plain syscall; the result is checked.
     let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -149,7 +149,7 @@ pub fn connect_command(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
     h.attach(fd, Some(pid))
 }
 
-fn spawn(argv: &[&CStr]) -> Result<(OwnedFd, libc::pid_t), Error> {
+pub(crate) fn spawn(argv: &[&CStr]) -> Result<(OwnedFd, libc::pid_t), Error> {
     if argv.is_empty() {
         return Err(err(libc::EINVAL, "missing command name in argv list"));
     }

@@ -1,5 +1,6 @@
 //! Commands: read, write, flush, trim, zero, cache, and shutting down.
 
+use crate::callbacks::{self, CmdCallbacks, Mid};
 use crate::consts::*;
 use crate::driver::CmdBuf;
 use crate::errors::{err, Error};
@@ -64,4 +65,56 @@ pub fn shutdown(h: &nbd_handle, flags: u32) -> Result<(), Error> {
         return Err(err(libc::EINVAL, format!("invalid flag: {flags}")));
     }
     h.shutdown()
+}
+
+/// A read whose structured chunks go to `chunk_callback` as they arrive
+/// (one data chunk for a simple reply).
+pub fn pread_structured(
+    h: &nbd_handle,
+    buf: &mut [u8],
+    offset: u64,
+    chunk_callback: callbacks::Chunk,
+    flags: u32,
+) -> Result<(), Error> {
+    let count = buf.len() as u64;
+    // SAFETY: as in pread.
+    let cb = unsafe { CmdBuf::read_into(buf) };
+    let cbs = CmdCallbacks {
+        buf: cb.ptr(),
+        len: count as usize,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Chunk(chunk_callback),
+        completion: callbacks::no_completion(),
+    };
+    let mut c = Command::new(cmd::READ, flags16(flags)?, offset, count);
+    c.report_chunks = true;
+    h.run_with(c, cb, Some(cbs))
+}
+
+/// Block status: `extent_callback` once per meta context the server
+/// answers for.
+pub fn block_status(
+    h: &nbd_handle,
+    count: u64,
+    offset: u64,
+    extent_callback: callbacks::Extent,
+    flags: u32,
+) -> Result<(), Error> {
+    let cbs = CmdCallbacks {
+        buf: std::ptr::null(),
+        len: 0,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Extent(extent_callback),
+        completion: callbacks::no_completion(),
+    };
+    let c = Command::new(cmd::BLOCK_STATUS, flags16(flags)?, offset, count);
+    h.run_with(c, CmdBuf::none(), Some(cbs))
+}
+
+fn flags16(flags: u32) -> Result<u16, Error> {
+    u16::try_from(flags).map_err(|_| err(libc::EINVAL, format!("invalid flag: {flags}")))
 }

@@ -16,6 +16,14 @@ pub fn create() -> Result<Box<nbd_handle>, Error> {
 /// # Safety
 /// `h` is a non-NULL pointer from nbd_create, not used again.
 pub unsafe fn close(h: *mut nbd_handle) -> Result<(), Error> {
+    if crate::handle::held_by_this_thread(h) {
+        // From inside the handle's own callback: freeing it now would pull
+        // the connection from under the caller. Refuse (and leak).
+        return Err(crate::errors::err(
+            libc::EDEADLK,
+            "cannot close a handle from inside its own callback",
+        ));
+    }
     // SAFETY: per the contract (the wrapper has checked NULL).
     let h = unsafe { ffi::from_raw(h) };
     h.debug("closing handle");

@@ -1,10 +1,12 @@
 //! What the server told us about the export, and about this library.
 
+use crate::consts::{LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED};
 use crate::errors::{err, Error};
 use crate::handle::nbd_handle;
 use nbd_core::client::{ExportInfo, Protocol};
 use nbd_core::wire::consts::tx_flags;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
+use std::os::raw::c_int;
 
 const fn cstr(b: &'static [u8]) -> &'static CStr {
     match CStr::from_bytes_with_nul(b) {
@@ -100,4 +102,51 @@ pub fn can_multi_conn(h: &nbd_handle) -> Result<bool, Error> {
 
 pub fn can_cache(h: &nbd_handle) -> Result<bool, Error> {
     flag(h, tx_flags::SEND_CACHE)
+}
+
+fn info_string(v: Option<&Vec<u8>>, what: &str) -> Result<CString, Error> {
+    let v = v.ok_or_else(|| err(libc::ENOTSUP, format!("server did not advertise {what}")))?;
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    Ok(CString::new(&v[..end]).unwrap_or_default())
+}
+
+pub fn get_canonical_export_name(h: &nbd_handle) -> Result<CString, Error> {
+    with_export(h, |e| {
+        info_string(e.canonical_name.as_ref(), "a canonical name")
+    })?
+}
+
+pub fn get_export_description(h: &nbd_handle) -> Result<CString, Error> {
+    with_export(h, |e| info_string(e.description.as_ref(), "a description"))?
+}
+
+/// LIBNBD_SIZE_*: 0 when the server advertised no constraints.
+pub fn get_block_size(h: &nbd_handle, size_type: c_int) -> Result<i64, Error> {
+    let bs = with_export(h, |e| e.block_size)?;
+    let (min, pref, max) = bs.unwrap_or((0, 0, 0));
+    match size_type {
+        LIBNBD_SIZE_MINIMUM => Ok(i64::from(min)),
+        LIBNBD_SIZE_PREFERRED => Ok(i64::from(pref)),
+        LIBNBD_SIZE_MAXIMUM => Ok(i64::from(max)),
+        _ => Err(err(libc::EINVAL, format!("unknown size_type: {size_type}"))),
+    }
+}
+
+/// Whether the server agreed to structured replies; known while
+/// negotiating too.
+pub fn get_structured_replies_negotiated(h: &nbd_handle) -> Result<bool, Error> {
+    let g = h.lock();
+    g.conn
+        .as_ref()
+        .map(|c| c.client.structured_replies())
+        .ok_or_else(|| err(libc::EINVAL, "not connected"))
+}
+
+/// Whether the server agreed to the meta context `metacontext`.
+pub fn can_meta_context(h: &nbd_handle, metacontext: &CStr) -> Result<bool, Error> {
+    with_export(h, |e| {
+        e.meta_contexts
+            .iter()
+            .any(|(_, n)| n[..] == *metacontext.to_bytes())
+    })
 }

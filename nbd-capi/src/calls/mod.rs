@@ -3,8 +3,11 @@
 //! wrapper in `generated/exports.rs` once the handle, the pointers and the
 //! handle's state have been checked.
 
+pub mod aio;
+pub mod aio_connect;
 pub mod connect;
 pub mod data;
 pub mod handle;
 pub mod info;
+pub mod opt;
 pub mod settings;

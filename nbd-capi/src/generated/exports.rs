@@ -5,11 +5,13 @@
 // pointers (EFAULT), trace when debugging, check the handle's state
 // (ENOTCONN before connecting, else EINVAL), then call the hand-written body.
 
+use crate::callbacks;
 use crate::calls;
+use crate::consts::*;
 use crate::ffi;
 use crate::handle::{nbd_handle, State};
 use crate::wrap::{self, ret};
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_uint, c_void};
 
 pub const LIBNBD_HAVE_NBD_CREATE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CLOSE: c_int = 1;
@@ -17,10 +19,40 @@ pub const LIBNBD_HAVE_NBD_GET_ERROR: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_ERRNO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SET_DEBUG: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_DEBUG: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_DEBUG_CALLBACK: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CLEAR_DEBUG_CALLBACK: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SET_HANDLE_NAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_HANDLE_NAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_PRIVATE_DATA: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_PRIVATE_DATA: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SET_EXPORT_NAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_EXPORT_NAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_REQUEST_BLOCK_SIZE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_REQUEST_BLOCK_SIZE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_FULL_INFO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_FULL_INFO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_CANONICAL_EXPORT_NAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_EXPORT_DESCRIPTION: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_REQUEST_STRUCTURED_REPLIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_REQUEST_STRUCTURED_REPLIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_STRUCTURED_REPLIES_NEGOTIATED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_HANDSHAKE_FLAGS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_HANDSHAKE_FLAGS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_PREAD_INITIALIZE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_PREAD_INITIALIZE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_STRICT_MODE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_STRICT_MODE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_OPT_MODE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_OPT_MODE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_GO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_ABORT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_LIST: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_INFO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_LIST_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_ADD_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_NR_META_CONTEXTS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CLEAR_META_CONTEXTS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_UNIX: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_TCP: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_COMMAND: c_int = 1;
@@ -34,15 +66,54 @@ pub const LIBNBD_HAVE_NBD_CAN_FAST_ZERO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CAN_DF: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CAN_MULTI_CONN: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CAN_CACHE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CAN_META_CONTEXT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_PROTOCOL: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_SIZE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_BLOCK_SIZE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_PREAD: c_int = 1;
+pub const LIBNBD_HAVE_NBD_PREAD_STRUCTURED: c_int = 1;
 pub const LIBNBD_HAVE_NBD_PWRITE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SHUTDOWN: c_int = 1;
 pub const LIBNBD_HAVE_NBD_FLUSH: c_int = 1;
 pub const LIBNBD_HAVE_NBD_TRIM: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CACHE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_ZERO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_BLOCK_STATUS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_POLL: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_UNIX: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_TCP: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_SOCKET: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_COMMAND: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_GO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_ABORT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_LIST: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_INFO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_LIST_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_PREAD: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_PREAD_STRUCTURED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_PWRITE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_DISCONNECT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_FLUSH: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_TRIM: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CACHE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_ZERO: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_GET_FD: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_GET_DIRECTION: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_NOTIFY_READ: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_NOTIFY_WRITE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_CREATED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_CONNECTING: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_NEGOTIATING: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_READY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_PROCESSING: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_DEAD: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IS_CLOSED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_COMMAND_COMPLETED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_PEEK_COMMAND_COMPLETED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_IN_FLIGHT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CONNECTION_STATE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_PACKAGE_NAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_VERSION: c_int = 1;
 
@@ -108,6 +179,33 @@ pub unsafe extern "C" fn nbd_get_debug(h: *mut nbd_handle) -> c_int {
     })
 }
 
+/// `nbd_set_debug_callback`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_debug_callback(h: *mut nbd_handle, debug_callback: nbd_debug_callback) -> c_int {
+    wrap::set_context("nbd_set_debug_callback");
+    wrap::boundary::<ret::Err, _>(|| {
+        let debug_callback: callbacks::Debug = debug_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "debug_callback=<fun>".to_string());
+        let r = calls::settings::set_debug_callback(h, debug_callback);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_clear_debug_callback`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_clear_debug_callback(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_clear_debug_callback");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::clear_debug_callback(h);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_set_handle_name`, in node LIBNBD_1.0.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_set_handle_name(h: *mut nbd_handle, handle_name: *const c_char) -> c_int {
@@ -131,6 +229,30 @@ pub unsafe extern "C" fn nbd_get_handle_name(h: *mut nbd_handle) -> *mut c_char 
         let trace = h.trace_enter(String::new);
         let r = calls::settings::get_handle_name(h);
         wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_private_data`, in node LIBNBD_1.8.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_private_data(h: *mut nbd_handle, private_data: libc::uintptr_t) -> libc::uintptr_t {
+    wrap::boundary::<ret::UIntPtr, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("private_data={}", private_data));
+        let r = calls::settings::set_private_data(h, private_data);
+        wrap::trace_leave::<ret::UIntPtr>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_private_data`, in node LIBNBD_1.8.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_private_data(h: *mut nbd_handle) -> libc::uintptr_t {
+    wrap::boundary::<ret::UIntPtr, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_private_data(h);
+        wrap::trace_leave::<ret::UIntPtr>(h, trace, &r);
         r
     })
 }
@@ -160,6 +282,377 @@ pub unsafe extern "C" fn nbd_get_export_name(h: *mut nbd_handle) -> *mut c_char 
         let trace = h.trace_enter(String::new);
         let r = calls::settings::get_export_name(h);
         wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_request_block_size`, in node LIBNBD_1.12.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_request_block_size(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_request_block_size");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = h
+            .check_state(&[State::Created, State::Negotiating])
+            .and_then(|()| calls::settings::set_request_block_size(h, request));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_request_block_size`, in node LIBNBD_1.12.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_request_block_size(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_request_block_size");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_request_block_size(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_full_info`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_full_info(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_full_info");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = h
+            .check_state(&[State::Created, State::Negotiating])
+            .and_then(|()| calls::settings::set_full_info(h, request));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_full_info`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_full_info(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_full_info");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_full_info(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_canonical_export_name`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_canonical_export_name(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_canonical_export_name");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::info::get_canonical_export_name(h));
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_export_description`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_export_description(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_export_description");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::info::get_export_description(h));
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_request_structured_replies`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_request_structured_replies(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_request_structured_replies");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::settings::set_request_structured_replies(h, request));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_request_structured_replies`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_request_structured_replies(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_request_structured_replies");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_request_structured_replies(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_structured_replies_negotiated`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_structured_replies_negotiated(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_structured_replies_negotiated");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::info::get_structured_replies_negotiated(h));
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_handshake_flags`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_handshake_flags(h: *mut nbd_handle, flags: u32) -> c_int {
+    wrap::set_context("nbd_set_handshake_flags");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::settings::set_handshake_flags(h, flags));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_handshake_flags`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_handshake_flags(h: *mut nbd_handle) -> u32 {
+    wrap::set_context("nbd_get_handshake_flags");
+    wrap::boundary::<ret::UInt32, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_handshake_flags(h);
+        wrap::trace_leave::<ret::UInt32>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_pread_initialize`, in node LIBNBD_1.12.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_pread_initialize(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_pread_initialize");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = calls::settings::set_pread_initialize(h, request);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_pread_initialize`, in node LIBNBD_1.12.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_pread_initialize(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_pread_initialize");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_pread_initialize(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_strict_mode`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_strict_mode(h: *mut nbd_handle, flags: u32) -> c_int {
+    wrap::set_context("nbd_set_strict_mode");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
+        let r = calls::settings::set_strict_mode(h, flags);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_strict_mode`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_strict_mode(h: *mut nbd_handle) -> u32 {
+    wrap::set_context("nbd_get_strict_mode");
+    wrap::boundary::<ret::UInt32, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_strict_mode(h);
+        wrap::trace_leave::<ret::UInt32>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_opt_mode`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_opt_mode(h: *mut nbd_handle, enable: bool) -> c_int {
+    wrap::set_context("nbd_set_opt_mode");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("enable={}", enable));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::settings::set_opt_mode(h, enable));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_opt_mode`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_opt_mode(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_opt_mode");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_opt_mode(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_go`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_go(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_go");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::opt_go(h));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_abort`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_abort(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_abort");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::opt_abort(h));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_list`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_list(h: *mut nbd_handle, list_callback: nbd_list_callback) -> c_int {
+    wrap::set_context("nbd_opt_list");
+    wrap::boundary::<ret::Int, _>(|| {
+        let list_callback: callbacks::List = list_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "list_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::opt_list(h, list_callback));
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_info`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_info(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_info");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::opt_info(h));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_list_meta_context`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_list_meta_context(h: *mut nbd_handle, context_callback: nbd_context_callback) -> c_int {
+    wrap::set_context("nbd_opt_list_meta_context");
+    wrap::boundary::<ret::Int, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "context_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::opt_list_meta_context(h, context_callback));
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_add_meta_context`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_add_meta_context(h: *mut nbd_handle, name: *const c_char) -> c_int {
+    wrap::set_context("nbd_add_meta_context");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let name = ffi::cstr(name, "name")?;
+        let trace = h.trace_enter(|| format!("name={:?}", name.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created, State::Negotiating])
+            .and_then(|()| calls::settings::add_meta_context(h, name));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_nr_meta_contexts`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_nr_meta_contexts(h: *mut nbd_handle) -> libc::ssize_t {
+    wrap::set_context("nbd_get_nr_meta_contexts");
+    wrap::boundary::<ret::SSize, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::settings::get_nr_meta_contexts(h);
+        wrap::trace_leave::<ret::SSize>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_meta_context`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_meta_context(h: *mut nbd_handle, i: usize) -> *mut c_char {
+    wrap::set_context("nbd_get_meta_context");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("i={}", i));
+        let r = calls::settings::get_meta_context(h, i);
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_clear_meta_contexts`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_clear_meta_contexts");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Created, State::Negotiating])
+            .and_then(|()| calls::settings::clear_meta_contexts(h));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
 }
@@ -363,6 +856,22 @@ pub unsafe extern "C" fn nbd_can_cache(h: *mut nbd_handle) -> c_int {
     })
 }
 
+/// `nbd_can_meta_context`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_can_meta_context(h: *mut nbd_handle, metacontext: *const c_char) -> c_int {
+    wrap::set_context("nbd_can_meta_context");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let metacontext = ffi::cstr(metacontext, "metacontext")?;
+        let trace = h.trace_enter(|| format!("metacontext={:?}", metacontext.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::info::can_meta_context(h, metacontext));
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_get_protocol`, in node LIBNBD_1.2.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_get_protocol(h: *mut nbd_handle) -> *const c_char {
@@ -393,6 +902,21 @@ pub unsafe extern "C" fn nbd_get_size(h: *mut nbd_handle) -> i64 {
     })
 }
 
+/// `nbd_get_block_size`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_block_size(h: *mut nbd_handle, size_type: c_int) -> i64 {
+    wrap::set_context("nbd_get_block_size");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("size_type={}", size_type));
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::info::get_block_size(h, size_type));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_pread`, in node LIBNBD_1.0.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_pread(h: *mut nbd_handle, buf: *mut c_void, count: usize, offset: u64, flags: u32) -> c_int {
@@ -404,6 +928,23 @@ pub unsafe extern "C" fn nbd_pread(h: *mut nbd_handle, buf: *mut c_void, count: 
         let r = h
             .check_state(&[State::Connected])
             .and_then(|()| calls::data::pread(h, buf, offset, flags));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_pread_structured`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_pread_structured(h: *mut nbd_handle, buf: *mut c_void, count: usize, offset: u64, chunk_callback: nbd_chunk_callback, flags: u32) -> c_int {
+    wrap::set_context("nbd_pread_structured");
+    wrap::boundary::<ret::Err, _>(|| {
+        let chunk_callback: callbacks::Chunk = chunk_callback.into();
+        let h = ffi::handle(h)?;
+        let buf = ffi::bytes_out(buf, count, "buf")?;
+        let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::data::pread_structured(h, buf, offset, chunk_callback, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -496,6 +1037,533 @@ pub unsafe extern "C" fn nbd_zero(h: *mut nbd_handle, count: u64, offset: u64, f
             .check_state(&[State::Connected])
             .and_then(|()| calls::data::zero(h, count, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_block_status`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_block_status(h: *mut nbd_handle, count: u64, offset: u64, extent_callback: nbd_extent_callback, flags: u32) -> c_int {
+    wrap::set_context("nbd_block_status");
+    wrap::boundary::<ret::Err, _>(|| {
+        let extent_callback: callbacks::Extent = extent_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::data::block_status(h, count, offset, extent_callback, flags));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_poll`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_poll(h: *mut nbd_handle, timeout: c_int) -> c_int {
+    wrap::set_context("nbd_poll");
+    wrap::boundary::<ret::Int, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("timeout={}", timeout));
+        let r = calls::aio::poll(h, timeout);
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect(h: *mut nbd_handle, addr: *const libc::sockaddr, addrlen: libc::socklen_t) -> c_int {
+    wrap::set_context("nbd_aio_connect");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let addr = ffi::sockaddr(addr, addrlen, "addr")?;
+        let trace = h.trace_enter(|| format!("addr=<sockaddr> addrlen={}", addr.1));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect(h, addr));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_unix`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *const c_char) -> c_int {
+    wrap::set_context("nbd_aio_connect_unix");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
+        let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_unix(h, unixsocket));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_tcp`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_tcp(h: *mut nbd_handle, hostname: *const c_char, port: *const c_char) -> c_int {
+    wrap::set_context("nbd_aio_connect_tcp");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let hostname = ffi::cstr(hostname, "hostname")?;
+        let port = ffi::cstr(port, "port")?;
+        let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_tcp(h, hostname, port));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_socket`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_socket(h: *mut nbd_handle, sock: c_int) -> c_int {
+    wrap::set_context("nbd_aio_connect_socket");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("sock={}", sock));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_socket(h, sock));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_command`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut nbd_handle, argv: *mut *mut c_char) -> c_int {
+    wrap::set_context("nbd_aio_connect_command");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let argv = ffi::string_list(argv, "argv")?;
+        let trace = h.trace_enter(|| format!("argv={:?}", argv));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_command(h, argv));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_go`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_go(h: *mut nbd_handle, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_go");
+    wrap::boundary::<ret::Err, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::aio_opt_go(h, completion_callback));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_abort`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_abort(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_aio_opt_abort");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::aio_opt_abort(h));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_list`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_list(h: *mut nbd_handle, list_callback: nbd_list_callback, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_list");
+    wrap::boundary::<ret::Err, _>(|| {
+        let list_callback: callbacks::List = list_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "list_callback=<fun> completion_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::aio_opt_list(h, list_callback, completion_callback));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_info`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_info(h: *mut nbd_handle, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_info");
+    wrap::boundary::<ret::Err, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::aio_opt_info(h, completion_callback));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_list_meta_context`, in node LIBNBD_1.6.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_list_meta_context(h: *mut nbd_handle, context_callback: nbd_context_callback, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_list_meta_context");
+    wrap::boundary::<ret::Err, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "context_callback=<fun> completion_callback=<fun>".to_string());
+        let r = h
+            .check_state(&[State::Negotiating])
+            .and_then(|()| calls::opt::aio_opt_list_meta_context(h, context_callback, completion_callback));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_pread`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_pread(h: *mut nbd_handle, buf: *mut c_void, count: usize, offset: u64, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_pread");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let buf = ffi::bytes_out(buf, count, "buf")?;
+        let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_pread(h, buf, offset, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_pread_structured`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_pread_structured(h: *mut nbd_handle, buf: *mut c_void, count: usize, offset: u64, chunk_callback: nbd_chunk_callback, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_pread_structured");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let chunk_callback: callbacks::Chunk = chunk_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let buf = ffi::bytes_out(buf, count, "buf")?;
+        let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_pread_structured(h, buf, offset, chunk_callback, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_pwrite`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_pwrite(h: *mut nbd_handle, buf: *const c_void, count: usize, offset: u64, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_pwrite");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let buf = ffi::bytes_in(buf, count, "buf")?;
+        let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_pwrite(h, buf, offset, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_disconnect`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_disconnect(h: *mut nbd_handle, flags: u32) -> c_int {
+    wrap::set_context("nbd_aio_disconnect");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_disconnect(h, flags));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_flush`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_flush(h: *mut nbd_handle, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_flush");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("completion_callback=<fun> flags=0x{:x}", flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_flush(h, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_trim`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_trim(h: *mut nbd_handle, count: u64, offset: u64, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_trim");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_trim(h, count, offset, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_cache`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_cache(h: *mut nbd_handle, count: u64, offset: u64, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_cache");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_cache(h, count, offset, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_zero`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_zero(h: *mut nbd_handle, count: u64, offset: u64, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_zero");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_zero(h, count, offset, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_block_status`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_block_status(h: *mut nbd_handle, count: u64, offset: u64, extent_callback: nbd_extent_callback, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_block_status");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let extent_callback: callbacks::Extent = extent_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h
+            .check_state(&[State::Connected])
+            .and_then(|()| calls::aio::aio_block_status(h, count, offset, extent_callback, completion_callback, flags));
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_get_fd`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_get_fd(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_aio_get_fd");
+    wrap::boundary::<ret::Int, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_get_fd(h);
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_get_direction`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_get_direction(h: *mut nbd_handle) -> c_uint {
+    wrap::boundary::<ret::UInt, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_get_direction(h);
+        wrap::trace_leave::<ret::UInt>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_notify_read`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_notify_read(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_aio_notify_read");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_notify_read(h);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_notify_write`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_notify_write(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_aio_notify_write");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_notify_write(h);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_created`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_created(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_created(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_connecting`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_connecting(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_negotiating`, in node LIBNBD_1.4.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_negotiating(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_negotiating(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_ready`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_ready(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_processing`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_processing(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_processing(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_dead`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_dead(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_dead(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_is_closed`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_is_closed(h: *mut nbd_handle) -> c_int {
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_is_closed(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_command_completed`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_command_completed(h: *mut nbd_handle, cookie: u64) -> c_int {
+    wrap::set_context("nbd_aio_command_completed");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("cookie={}", cookie));
+        let r = calls::aio::aio_command_completed(h, cookie);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_peek_command_completed`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_peek_command_completed(h: *mut nbd_handle) -> i64 {
+    wrap::set_context("nbd_aio_peek_command_completed");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::aio_peek_command_completed(h);
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_in_flight`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_aio_in_flight");
+    wrap::boundary::<ret::Int, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Connected, State::Closed, State::Dead])
+            .and_then(|()| calls::aio::aio_in_flight(h));
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_connection_state`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_connection_state(h: *mut nbd_handle) -> *const c_char {
+    wrap::set_context("nbd_connection_state");
+    wrap::boundary::<ret::StaticString, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::aio::connection_state(h);
+        wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
 }

@@ -4,7 +4,7 @@
 use std::io::IoSlice;
 
 use super::state::InFlight;
-use super::{Client, Command, CommandBuffer, Error, Phase};
+use super::{strict, Client, Command, CommandBuffer, Error, ExportInfo, Phase};
 use crate::errno::host;
 use crate::limits::MAX_CLIENT_REQUEST_LEN;
 use crate::wire::consts::{cmd, cmd_flags, tx_flags};
@@ -38,6 +38,56 @@ fn allowed_flags(kind: u16) -> u16 {
         cmd::BLOCK_STATUS => cmd_flags::REQ_ONE,
         _ => 0,
     }
+}
+
+/// LIBNBD_STRICT_COMMANDS: the command and its flags against what the
+/// server advertised.
+fn check_supported(e: &ExportInfo, c: &Command) -> Result<(), Error> {
+    let ro = e.has_flag(tx_flags::READ_ONLY);
+    let unsupported = |what: &str| {
+        Err(Error::new(
+            host::EINVAL,
+            format!("server does not support {what} operations"),
+        ))
+    };
+    match c.kind {
+        // libnbd 1.14 asks whether the server offers trim or zero before
+        // whether the export is read-only, so a read-only export that
+        // offers neither (the usual case) gives EINVAL for them.
+        cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
+        cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
+            return unsupported("zero")
+        }
+        cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES if ro => {
+            return Err(Error::new(
+                host::EPERM,
+                "server does not support write operations",
+            ))
+        }
+        cmd::FLUSH if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
+        cmd::CACHE if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
+        cmd::BLOCK_STATUS if e.meta_contexts.is_empty() => {
+            return Err(Error::new(
+                host::ENOTSUP,
+                "did not negotiate any metadata contexts, either you did not call \
+                 nbd_add_meta_context before connecting or the server does not support it",
+            ))
+        }
+        _ => {}
+    }
+    for (flag, needs, what) in [
+        (cmd_flags::FUA, tx_flags::SEND_FUA, "FUA"),
+        (cmd_flags::DF, tx_flags::SEND_DF, "DF"),
+        (cmd_flags::FAST_ZERO, tx_flags::SEND_FAST_ZERO, "fast zero"),
+    ] {
+        if c.flags & flag != 0 && !e.has_flag(needs) {
+            return Err(Error::new(
+                host::EINVAL,
+                format!("server does not support the {what} flag"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl<C: CommandBuffer> Client<C> {
@@ -76,7 +126,10 @@ impl<C: CommandBuffer> Client<C> {
     }
 
     /// libnbd's checks, in its order: state, command support, flags, zero
-    /// length, bounds, then size.
+    /// length, alignment, bounds, then size. Each of the middle ones can
+    /// be turned off by clearing its bit of [`super::Config::strict`]
+    /// (nbd_set_strict_mode); the state, the 64 MiB limit and the 32-bit
+    /// wire length are always checked.
     fn check(&self, c: &Command, ctx: &mut C) -> Result<(), Error> {
         match self.phase() {
             Phase::Connecting | Phase::Negotiating => {
@@ -93,64 +146,44 @@ impl<C: CommandBuffer> Client<C> {
             .export
             .as_ref()
             .expect("transmission phase has export info");
-        let ro = e.has_flag(tx_flags::READ_ONLY);
-        let unsupported = |what: &str| {
-            Err(Error::new(
-                host::EINVAL,
-                format!("server does not support {what} operations"),
-            ))
-        };
-        match c.kind {
-            cmd::READ => {}
-            // libnbd 1.14 asks whether the server offers trim or zero
-            // before whether the export is read-only, so a read-only export
-            // that offers neither (the usual case) gives EINVAL for them.
-            cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
-            cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
-                return unsupported("zero")
-            }
-            cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES if ro => {
-                return Err(Error::new(
-                    host::EPERM,
-                    "server does not support write operations",
-                ))
-            }
-            cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => {}
-            cmd::FLUSH if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
-            cmd::CACHE if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
-            cmd::FLUSH | cmd::CACHE => {}
-            cmd::BLOCK_STATUS if e.meta_contexts.is_empty() => {
-                return Err(Error::new(
-                    host::ENOTSUP,
-                    "did not negotiate any metadata contexts, either you did not call \
-                     nbd_add_meta_context before connecting or the server does not support it",
-                ))
-            }
-            cmd::BLOCK_STATUS => {}
-            _ => return Err(Error::new(host::EINVAL, "unknown command")),
+        let strict = self.config.strict;
+        if !matches!(
+            c.kind,
+            cmd::READ
+                | cmd::WRITE
+                | cmd::FLUSH
+                | cmd::TRIM
+                | cmd::CACHE
+                | cmd::WRITE_ZEROES
+                | cmd::BLOCK_STATUS
+        ) {
+            return Err(Error::new(host::EINVAL, "unknown command"));
         }
-        if c.flags & !allowed_flags(c.kind) != 0 {
+        if strict & strict::COMMANDS != 0 {
+            check_supported(e, c)?;
+        }
+        if strict & strict::FLAGS != 0 && c.flags & !allowed_flags(c.kind) != 0 {
             return Err(Error::new(host::EINVAL, "invalid flag for this command"));
         }
-        for (flag, needs, what) in [
-            (cmd_flags::FUA, tx_flags::SEND_FUA, "FUA"),
-            (cmd_flags::DF, tx_flags::SEND_DF, "DF"),
-            (cmd_flags::FAST_ZERO, tx_flags::SEND_FAST_ZERO, "fast zero"),
-        ] {
-            if c.flags & flag != 0 && !e.has_flag(needs) {
-                return Err(Error::new(
-                    host::EINVAL,
-                    format!("server does not support the {what} flag"),
-                ));
-            }
-        }
-        if c.kind == cmd::FLUSH {
-            return Ok(());
-        }
-        if c.length == 0 {
+        let no_length = c.kind == cmd::FLUSH;
+        if !no_length && strict & strict::ZERO_SIZE != 0 && c.length == 0 {
             return Err(Error::new(host::EINVAL, "count cannot be 0"));
         }
-        if c.offset > e.size || c.length > e.size - c.offset {
+        if !no_length && strict & strict::ALIGN != 0 {
+            if let Some((min, _, _)) = e.block_size {
+                let min = u64::from(min.max(1));
+                if !c.offset.is_multiple_of(min) || !c.length.is_multiple_of(min) {
+                    return Err(Error::new(
+                        host::EINVAL,
+                        format!("request is unaligned to the server's minimum block size {min}"),
+                    ));
+                }
+            }
+        }
+        if !no_length
+            && strict & strict::BOUNDS != 0
+            && (c.offset > e.size || c.length > e.size - c.offset)
+        {
             let errno = match c.kind {
                 cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => host::ENOSPC,
                 _ => host::EINVAL,
@@ -313,5 +346,106 @@ fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
         c.ctx.write_buf()
     } else {
         &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Config;
+
+    /// A client in the transmission phase of a 1 MiB export with the
+    /// given flags and minimum block size, in the given strict mode.
+    fn ready(flags: u16, min: Option<u32>, strict: u32) -> Client<Vec<u8>> {
+        let mut c = Client::new(Config {
+            strict,
+            ..Config::default()
+        });
+        c.transmission = true;
+        c.export = Some(ExportInfo {
+            size: 1 << 20,
+            flags: flags | tx_flags::HAS_FLAGS,
+            block_size: min.map(|m| (m, 4096, 1 << 25)),
+            structured_replies: true,
+            ..Default::default()
+        });
+        c
+    }
+
+    fn errno(c: &mut Client<Vec<u8>>, kind: u16, flags: u16, off: u64, len: u64) -> i32 {
+        let buf = if kind == cmd::READ || kind == cmd::WRITE {
+            vec![0; len as usize]
+        } else {
+            Vec::new()
+        };
+        match c.submit(Command::new(kind, flags, off, len), buf) {
+            Ok(_) => 0,
+            Err((e, _)) => e.errno,
+        }
+    }
+
+    #[test]
+    fn default_is_all_checks() {
+        assert_eq!(Config::default().strict, strict::ALL);
+    }
+
+    #[test]
+    fn commands_bit() {
+        let mut c = ready(tx_flags::READ_ONLY, None, strict::ALL);
+        assert_eq!(errno(&mut c, cmd::WRITE, 0, 0, 512), host::EPERM);
+        assert_eq!(errno(&mut c, cmd::FLUSH, 0, 0, 0), host::EINVAL);
+        assert_eq!(
+            errno(&mut c, cmd::READ, cmd_flags::DF, 0, 512),
+            host::EINVAL
+        );
+        assert_eq!(errno(&mut c, cmd::BLOCK_STATUS, 0, 0, 512), host::ENOTSUP);
+        let mut c = ready(tx_flags::READ_ONLY, None, strict::ALL & !strict::COMMANDS);
+        assert_eq!(errno(&mut c, cmd::WRITE, 0, 0, 512), 0);
+        assert_eq!(errno(&mut c, cmd::FLUSH, 0, 0, 0), 0);
+        assert_eq!(errno(&mut c, cmd::READ, cmd_flags::DF, 0, 512), 0);
+        assert_eq!(errno(&mut c, cmd::BLOCK_STATUS, 0, 0, 512), 0);
+    }
+
+    #[test]
+    fn flags_bit() {
+        let mut c = ready(tx_flags::SEND_FUA, None, strict::ALL);
+        assert_eq!(
+            errno(&mut c, cmd::READ, cmd_flags::FUA, 0, 512),
+            host::EINVAL
+        );
+        let mut c = ready(tx_flags::SEND_FUA, None, strict::ALL & !strict::FLAGS);
+        assert_eq!(errno(&mut c, cmd::READ, cmd_flags::FUA, 0, 512), 0);
+    }
+
+    #[test]
+    fn zero_size_bit() {
+        let mut c = ready(0, None, strict::ALL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 0, 0), host::EINVAL);
+        let mut c = ready(0, None, strict::ALL & !strict::ZERO_SIZE);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 0, 0), 0);
+    }
+
+    #[test]
+    fn bounds_bit() {
+        let mut c = ready(0, None, strict::ALL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 1 << 20, 512), host::EINVAL);
+        assert_eq!(errno(&mut c, cmd::WRITE, 0, (1 << 20) - 1, 2), host::ENOSPC);
+        let mut c = ready(0, None, strict::ALL & !strict::BOUNDS);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 1 << 20, 512), 0);
+        // The 64 MiB limit stays.
+        assert_eq!(errno(&mut c, cmd::READ, 0, 0, (64 << 20) + 1), host::ERANGE);
+    }
+
+    #[test]
+    fn align_bit() {
+        let mut c = ready(0, Some(512), strict::ALL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 1, 512), host::EINVAL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 0, 100), host::EINVAL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 512, 1024), 0);
+        let mut c = ready(0, Some(512), strict::ALL & !strict::ALIGN);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 1, 512), 0);
+        // No constraint advertised: nothing to check.
+        let mut c = ready(0, None, strict::ALL);
+        assert_eq!(errno(&mut c, cmd::READ, 0, 1, 3), 0);
     }
 }

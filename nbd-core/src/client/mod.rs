@@ -82,6 +82,24 @@ pub struct Config {
     /// Pause after the handshake flags (and structured replies) for the
     /// caller's options (nbd_set_opt_mode). No effect on oldstyle servers.
     pub opt_mode: bool,
+    /// Which client-side checks [`Client::submit`] makes
+    /// (nbd_set_strict_mode): the `strict` bits, equal to LIBNBD_STRICT_*.
+    pub strict: u32,
+}
+
+/// The bits of [`Config::strict`], as libnbd's LIBNBD_STRICT_*.
+pub mod strict {
+    /// Refuse commands and flags the server did not advertise.
+    pub const COMMANDS: u32 = 0x01;
+    /// Refuse flags the command does not take.
+    pub const FLAGS: u32 = 0x02;
+    /// Refuse requests past the end of the export.
+    pub const BOUNDS: u32 = 0x04;
+    /// Refuse zero-length requests.
+    pub const ZERO_SIZE: u32 = 0x08;
+    /// Refuse requests not aligned to the server's minimum block size.
+    pub const ALIGN: u32 = 0x10;
+    pub const ALL: u32 = 0x1f;
 }
 
 impl Default for Config {
@@ -94,6 +112,7 @@ impl Default for Config {
             full_info: false,
             request_block_size: true,
             opt_mode: false,
+            strict: strict::ALL,
         }
     }
 }

@@ -232,6 +232,15 @@ impl<C: CommandBuffer> Client<C> {
         self.export.as_ref()
     }
 
+    /// Whether the server agreed to structured replies (known once the
+    /// STRUCTURED_REPLY option is answered, so also while negotiating).
+    pub fn structured_replies(&self) -> bool {
+        match &self.export {
+            Some(e) => e.structured_replies,
+            None => self.pending_export.structured_replies,
+        }
+    }
+
     /// The configuration negotiation uses.
     pub fn config(&self) -> &Config {
         &self.config

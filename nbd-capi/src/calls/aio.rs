@@ -1,0 +1,442 @@
+//! The asynchronous API: the socket and its direction, notifications,
+//! nbd_poll, the AIO commands and their retirement, and the state
+//! predicates. Everything runs on the same connection machinery as the
+//! sync calls (`driver.rs`); callbacks run with the handle's lock held.
+
+use crate::callbacks::{self, CmdCallbacks, Mid};
+use crate::consts::*;
+use crate::driver::CmdBuf;
+use crate::errors::{err, Error};
+use crate::handle::{conn_mut, fatal, nbd_handle, State};
+use nbd_core::client::{Command, Phase};
+use nbd_core::wire::consts::cmd;
+use std::ffi::CStr;
+use std::os::raw::{c_int, c_uint};
+
+fn flags16(flags: u32) -> Result<u16, Error> {
+    u16::try_from(flags).map_err(|_| err(libc::EINVAL, format!("invalid flag: {flags}")))
+}
+
+/// Queues a command with its callbacks (refused: their frees run, the
+/// completion is never called) and returns its cookie.
+#[allow(clippy::too_many_arguments)]
+fn submit(
+    h: &nbd_handle,
+    kind: u16,
+    flags: u32,
+    offset: u64,
+    count: u64,
+    buf: CmdBuf,
+    mid: Mid,
+    completion: callbacks::Completion,
+) -> Result<i64, Error> {
+    let cbs = CmdCallbacks {
+        buf: buf.ptr(),
+        len: count as usize,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid,
+        completion,
+    };
+    let flags = flags16(flags)?;
+    let mut c = Command::new(kind, flags, offset, count);
+    c.report_chunks = matches!(cbs.mid, Mid::Chunk(_));
+    h.aio(c, buf, Some(cbs)).map(|c| c as i64)
+}
+
+pub fn aio_pread(
+    h: &nbd_handle,
+    buf: &mut [u8],
+    offset: u64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let count = buf.len() as u64;
+    // SAFETY: libnbd's contract: buf stays valid until the command
+    // completes; a connection dropped with it in flight never touches it.
+    let b = unsafe { CmdBuf::read_into(buf) };
+    submit(
+        h,
+        cmd::READ,
+        flags,
+        offset,
+        count,
+        b,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_pread_structured(
+    h: &nbd_handle,
+    buf: &mut [u8],
+    offset: u64,
+    chunk_callback: callbacks::Chunk,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let count = buf.len() as u64;
+    // SAFETY: as in aio_pread.
+    let b = unsafe { CmdBuf::read_into(buf) };
+    let mid = Mid::Chunk(chunk_callback);
+    submit(
+        h,
+        cmd::READ,
+        flags,
+        offset,
+        count,
+        b,
+        mid,
+        completion_callback,
+    )
+}
+
+pub fn aio_pwrite(
+    h: &nbd_handle,
+    buf: &[u8],
+    offset: u64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let count = buf.len() as u64;
+    // SAFETY: as in aio_pread.
+    let b = unsafe { CmdBuf::write_from(buf) };
+    submit(
+        h,
+        cmd::WRITE,
+        flags,
+        offset,
+        count,
+        b,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_flush(
+    h: &nbd_handle,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    submit(
+        h,
+        cmd::FLUSH,
+        flags,
+        0,
+        0,
+        none,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_trim(
+    h: &nbd_handle,
+    count: u64,
+    offset: u64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    submit(
+        h,
+        cmd::TRIM,
+        flags,
+        offset,
+        count,
+        none,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_cache(
+    h: &nbd_handle,
+    count: u64,
+    offset: u64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    submit(
+        h,
+        cmd::CACHE,
+        flags,
+        offset,
+        count,
+        none,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_zero(
+    h: &nbd_handle,
+    count: u64,
+    offset: u64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    let k = cmd::WRITE_ZEROES;
+    submit(
+        h,
+        k,
+        flags,
+        offset,
+        count,
+        none,
+        Mid::None,
+        completion_callback,
+    )
+}
+
+pub fn aio_block_status(
+    h: &nbd_handle,
+    count: u64,
+    offset: u64,
+    extent_callback: callbacks::Extent,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    let mid = Mid::Extent(extent_callback);
+    submit(
+        h,
+        cmd::BLOCK_STATUS,
+        flags,
+        offset,
+        count,
+        none,
+        mid,
+        completion_callback,
+    )
+}
+
+/// Queues NBD_CMD_DISC after every command already queued; the handle is
+/// closed once it is out and every reply is in.
+pub fn aio_disconnect(h: &nbd_handle, flags: u32) -> Result<(), Error> {
+    if flags != 0 {
+        return Err(err(libc::EINVAL, format!("invalid flag: {flags}")));
+    }
+    let mut g = h.lock();
+    let conn = conn_mut(&mut g)?;
+    conn.client.disconnect()?;
+    conn.flush_writes();
+    Ok(())
+}
+
+/// The socket, while there is a live one (libnbd closes it when the
+/// connection is closed or dead).
+pub fn aio_get_fd(h: &nbd_handle) -> Result<c_int, Error> {
+    let g = h.lock();
+    g.conn
+        .as_ref()
+        .filter(|c| g.dead.is_none() && !matches!(c.client.phase(), Phase::Dead | Phase::Closed))
+        .map(|c| c.fd())
+        .ok_or_else(|| err(libc::EINVAL, "connection is not in a connected state"))
+}
+
+/// The live connection an event can move on: EINVAL otherwise, as
+/// libnbd's "invalid in state" errors.
+fn live<'a>(
+    g: &'a mut crate::handle::Held<'_>,
+    what: &str,
+) -> Result<&'a mut crate::driver::Connection, Error> {
+    let state = match (&g.dead, g.conn.as_ref().map(|c| c.client.phase())) {
+        (Some(_), _) | (None, Some(Phase::Dead)) => "dead",
+        (None, None) => "created",
+        (None, Some(Phase::Closed)) => "closed",
+        _ => "",
+    };
+    if !state.is_empty() {
+        return Err(err(
+            libc::EINVAL,
+            format!("{what} is invalid in state {state}"),
+        ));
+    }
+    conn_mut(g)
+}
+
+/// LIBNBD_AIO_DIRECTION_* from what the core wants now, so it cannot
+/// disagree with what notify_read/write will do.
+pub fn aio_get_direction(h: &nbd_handle) -> Result<c_uint, Error> {
+    let g = h.lock();
+    let Some(c) = g.conn.as_ref() else {
+        return Ok(0);
+    };
+    let ev = c.direction();
+    let mut d = 0;
+    if ev & libc::POLLIN != 0 {
+        d |= LIBNBD_AIO_DIRECTION_READ;
+    }
+    if ev & libc::POLLOUT != 0 {
+        d |= LIBNBD_AIO_DIRECTION_WRITE;
+    }
+    Ok(d as c_uint)
+}
+
+/// Moves the connection on until the socket would block. Fails if that
+/// killed the connection.
+fn notify(h: &nbd_handle) -> Result<(), Error> {
+    let mut g = h.lock();
+    let conn = live(&mut g, "external event")?;
+    let was_dead = conn.client.phase() == Phase::Dead;
+    conn.pump();
+    if !was_dead && conn.client.phase() == Phase::Dead {
+        return Err(fatal(conn));
+    }
+    Ok(())
+}
+
+pub fn aio_notify_read(h: &nbd_handle) -> Result<(), Error> {
+    notify(h)
+}
+
+pub fn aio_notify_write(h: &nbd_handle) -> Result<(), Error> {
+    notify(h)
+}
+
+/// One poll(2) on the socket (lock released), then one notification.
+/// 1 if the state machine moved, 0 on timeout.
+pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
+    let (fd, events) = {
+        let mut g = h.lock();
+        let conn = live(&mut g, "polling")?;
+        (conn.fd(), conn.direction())
+    };
+    if events == 0 {
+        return Err(err(
+            libc::EINVAL,
+            "nothing to poll for: the connection is not waiting for the server",
+        ));
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let r = loop {
+        // SAFETY: one valid pollfd. The fd lives as long as the connection;
+        // a concurrent nbd_close on this handle is the caller's bug, as in
+        // libnbd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout) };
+        if r >= 0 {
+            break r;
+        }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if e != libc::EINTR {
+            return Err(err(e, "poll"));
+        }
+    };
+    if r == 0 {
+        return Ok(0);
+    }
+    if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLOUT) != 0 {
+        notify(h)?;
+    } else if p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Err(err(libc::ENOTCONN, "server closed socket unexpectedly"));
+    }
+    Ok(1)
+}
+
+pub fn aio_in_flight(h: &nbd_handle) -> Result<c_int, Error> {
+    let g = h.lock();
+    Ok(g.conn.as_ref().map_or(0, |c| c.client.in_flight() as c_int))
+}
+
+/// 1 and retired if the command succeeded, -1 (and retired) with its error
+/// if it failed, 0 if it has not completed. As in libnbd 1.14.2, a cookie
+/// that is unknown or already retired is 0 too.
+pub fn aio_command_completed(h: &nbd_handle, cookie: u64) -> Result<bool, Error> {
+    if cookie == 0 || cookie > i64::MAX as u64 {
+        return Err(err(libc::EINVAL, format!("invalid aio cookie {cookie}")));
+    }
+    let mut g = h.lock();
+    let Some(done) = g.conn.as_mut().and_then(|c| c.take_done(cookie)) else {
+        return Ok(false);
+    };
+    drop(g);
+    // Retired: the callbacks' frees run now, outside the lock.
+    done.result.map(|()| true)
+}
+
+/// The first completed, unretired command's cookie; 0 if commands are in
+/// flight but none has completed; -1 if nothing is in flight at all.
+pub fn aio_peek_command_completed(h: &nbd_handle) -> Result<i64, Error> {
+    let g = h.lock();
+    if let Some(c) = g.conn.as_ref() {
+        if let Some(d) = c.done.front() {
+            return Ok(d.cookie as i64);
+        }
+        if c.client.in_flight() > 0 {
+            return Ok(0);
+        }
+    }
+    Err(err(libc::EINVAL, "no commands are in flight"))
+}
+
+/// The core's phase, None before connecting or when the handle died
+/// before it had a connection.
+fn phase(h: &nbd_handle) -> Option<Phase> {
+    let g = h.lock();
+    if g.dead.is_some() {
+        return Some(Phase::Dead);
+    }
+    g.conn.as_ref().map(|c| c.client.phase())
+}
+
+pub fn aio_is_created(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(h.state() == State::Created)
+}
+
+pub fn aio_is_connecting(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Connecting))
+}
+
+pub fn aio_is_negotiating(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Negotiating))
+}
+
+pub fn aio_is_ready(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Ready))
+}
+
+pub fn aio_is_processing(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Processing))
+}
+
+pub fn aio_is_dead(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Dead))
+}
+
+pub fn aio_is_closed(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(phase(h) == Some(Phase::Closed))
+}
+
+const fn cstr(b: &'static [u8]) -> &'static CStr {
+    match CStr::from_bytes_with_nul(b) {
+        Ok(s) => s,
+        Err(_) => panic!("not NUL-terminated"),
+    }
+}
+
+/// A static description of the state (libnbd's are of its internal state
+/// machine and documented as unstable; ours follow its names).
+pub fn connection_state(h: &nbd_handle) -> Result<&'static CStr, Error> {
+    Ok(match phase(h) {
+        None => cstr(b"START: Handle after being initially created\0"),
+        Some(Phase::Connecting) => cstr(b"CONNECT: Connecting and negotiating with the server\0"),
+        Some(Phase::Negotiating) => {
+            cstr(b"NEGOTIATING: Connection is ready to negotiate an NBD option\0")
+        }
+        Some(Phase::Ready) => cstr(b"READY: Connection is ready to process NBD commands\0"),
+        Some(Phase::Processing) => cstr(b"REPLY: Commands are in flight\0"),
+        Some(Phase::Dead) => {
+            cstr(b"DEAD: Connection is in an unrecoverable error state, can only be closed\0")
+        }
+        Some(Phase::Closed) => cstr(b"CLOSED: Connection is closed\0"),
+    })
+}

@@ -1,0 +1,168 @@
+//! Connecting without waiting: each call starts a non-blocking connect(2)
+//! (or takes a socket or subprocess) and hands it to the handle with
+//! `attach_async`; the handle is "connecting" until the caller's event
+//! loop (nbd_aio_notify_*, nbd_poll) or a sync call moves it on. A
+//! connect(2) that fails at once leaves the handle dead, as in libnbd.
+
+use super::connect::{errno, socket, spawn};
+use crate::errors::{err, Error};
+use crate::handle::nbd_handle;
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::raw::{c_char, c_int};
+
+fn failed(h: &nbd_handle, e: Error) -> Error {
+    h.set_dead(&e);
+    e
+}
+
+/// A non-blocking connect(2): Ok once connected or under way.
+///
+/// # Safety
+/// `addr` points to a socket address of `len` bytes.
+unsafe fn start_connect(
+    fd: &OwnedFd,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Result<(), Error> {
+    crate::driver::set_nonblocking(fd.as_raw_fd())?;
+    loop {
+        // SAFETY: per the contract.
+        if unsafe { libc::connect(fd.as_raw_fd(), addr, len) } == 0 {
+            return Ok(());
+        }
+        match errno() {
+            libc::EINTR => continue,
+            libc::EINPROGRESS => return Ok(()),
+            e => return Err(err(e, "connect")),
+        }
+    }
+}
+
+pub fn aio_connect(
+    h: &nbd_handle,
+    addr: (*const libc::sockaddr, libc::socklen_t),
+) -> Result<(), Error> {
+    let (addr, len) = addr;
+    let r = (|| {
+        if (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
+            return Err(err(libc::EINVAL, "socket address too short"));
+        }
+        // SAFETY: addr is non-NULL (checked by the wrapper) and at least
+        // long enough for its family (checked above).
+        let family = unsafe { (*addr).sa_family };
+        let fd = socket(i32::from(family))?;
+        // SAFETY: the caller gave len bytes of address.
+        unsafe { start_connect(&fd, addr, len)? };
+        Ok(fd)
+    })();
+    let fd = r.map_err(|e| failed(h, e))?;
+    h.attach_async(fd, None)
+}
+
+pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> {
+    let r = (|| {
+        // SAFETY: an all-zero sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let path = unixsocket.to_bytes();
+        if path.len() >= addr.sun_path.len() {
+            return Err(err(libc::ENAMETOOLONG, "socket name too long"));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as c_char;
+        }
+        let fd = socket(libc::AF_UNIX)?;
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: addr is a sockaddr_un of len bytes.
+        unsafe { start_connect(&fd, (&addr as *const libc::sockaddr_un).cast(), len)? };
+        Ok(fd)
+    })();
+    let fd = r.map_err(|e| failed(h, e))?;
+    h.attach_async(fd, None)
+}
+
+/// getaddrinfo, then a non-blocking connect to the first address that
+/// does not fail at once. (libnbd also moves on to the next address when a
+/// connect under way fails later; we report that failure instead.)
+pub fn aio_connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(), Error> {
+    let fd = tcp_start(hostname, port).map_err(|e| failed(h, e))?;
+    h.attach_async(fd, None)
+}
+
+fn tcp_start(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
+    // SAFETY: an all-zero addrinfo is a valid hints structure.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C strings and hints; list receives the result.
+    let r = unsafe { libc::getaddrinfo(hostname.as_ptr(), port.as_ptr(), &hints, &mut list) };
+    if r != 0 {
+        // SAFETY: gai_strerror returns a static string.
+        let why = unsafe { CStr::from_ptr(libc::gai_strerror(r)) };
+        return Err(err(
+            0,
+            format!(
+                "getaddrinfo: {}:{}: {}",
+                hostname.to_string_lossy(),
+                port.to_string_lossy(),
+                why.to_string_lossy()
+            ),
+        ));
+    }
+    let mut last = err(libc::ENOENT, "connect: no address to connect to");
+    let mut p = list;
+    let mut found = None;
+    while !p.is_null() {
+        // SAFETY: p is an element of the list getaddrinfo returned.
+        let ai = unsafe { &*p };
+        p = ai.ai_next;
+        let fd = match socket(ai.ai_family) {
+            Ok(fd) => fd,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        // SAFETY: ai_addr is ai_addrlen bytes, per getaddrinfo.
+        match unsafe { start_connect(&fd, ai.ai_addr, ai.ai_addrlen) } {
+            Ok(()) => {
+                found = Some(fd);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    // SAFETY: list came from getaddrinfo and is freed once.
+    unsafe { libc::freeaddrinfo(list) };
+    let fd = found.ok_or(last)?;
+    let one: c_int = 1;
+    // SAFETY: setsockopt with a valid int option; failure is harmless.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        );
+    }
+    Ok(fd)
+}
+
+/// Takes over a connected socket: the handle closes it.
+pub fn aio_connect_socket(h: &nbd_handle, sock: c_int) -> Result<(), Error> {
+    if sock < 0 {
+        let e = err(libc::EBADF, "invalid socket");
+        return Err(failed(h, e));
+    }
+    // SAFETY: libnbd's contract: the caller hands the socket over.
+    let fd = unsafe { OwnedFd::from_raw_fd(sock) };
+    h.attach_async(fd, None)
+}
+
+pub fn aio_connect_command(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
+    let (fd, pid) = spawn(&argv).map_err(|e| failed(h, e))?;
+    h.attach_async(fd, Some(pid))
+}

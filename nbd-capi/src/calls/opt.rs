@@ -1,0 +1,123 @@
+//! Option mode (nbd_set_opt_mode): the caller's options while the
+//! handle is negotiating. Each option is started on the core with the
+//! handle's current settings (the export name and meta contexts may have
+//! changed since connecting); the sync calls wait for the core's
+//! OptionDone, the aio ones return at once and report through the
+//! completion callback.
+
+use crate::callbacks::{self, no_completion, OptCallbacks};
+use crate::errors::Error;
+use crate::handle::{conn_mut, fatal, nbd_handle, Held};
+use nbd_core::client::{Phase, UserOption};
+use std::os::raw::c_int;
+
+/// Starts option `o` with its callbacks. Refused: the callbacks are left
+/// in `cbs` for the caller to drop after the lock.
+fn start(g: &mut Held<'_>, o: UserOption, cbs: &mut Option<OptCallbacks>) -> Result<(), Error> {
+    let config = g.settings.core_config();
+    let conn = conn_mut(g)?;
+    *conn.client.config_mut() = config;
+    conn.client.start_user_option(o)?;
+    conn.opt = cbs.take();
+    conn.opt_result = None;
+    conn.flush_writes();
+    Ok(())
+}
+
+/// Runs option `o` and waits for its outcome.
+fn run(h: &nbd_handle, o: UserOption, mut cbs: Option<OptCallbacks>) -> Result<u32, Error> {
+    let mut g = h.lock();
+    start(&mut g, o, &mut cbs)?;
+    h.wait_for(&mut g, |c| {
+        if let Some(r) = c.opt_result.take() {
+            return Some(r);
+        }
+        match c.client.phase() {
+            Phase::Dead | Phase::Closed => Some(Err(fatal(c))),
+            _ => None,
+        }
+    })
+}
+
+fn cbs(
+    list: Option<callbacks::List>,
+    context: Option<callbacks::Context>,
+    completion: callbacks::Completion,
+) -> Option<OptCallbacks> {
+    Some(OptCallbacks {
+        list,
+        context,
+        completion,
+    })
+}
+
+pub fn opt_go(h: &nbd_handle) -> Result<(), Error> {
+    run(h, UserOption::Go, None).map(|_| ())
+}
+
+pub fn opt_info(h: &nbd_handle) -> Result<(), Error> {
+    run(h, UserOption::Info, None).map(|_| ())
+}
+
+pub fn opt_list(h: &nbd_handle, list_callback: callbacks::List) -> Result<c_int, Error> {
+    let c = cbs(Some(list_callback), None, no_completion());
+    run(h, UserOption::List, c).map(|n| n as c_int)
+}
+
+pub fn opt_list_meta_context(
+    h: &nbd_handle,
+    context_callback: callbacks::Context,
+) -> Result<c_int, Error> {
+    let c = cbs(None, Some(context_callback), no_completion());
+    run(h, UserOption::ListMetaContext, c).map(|n| n as c_int)
+}
+
+/// Ends negotiation with NBD_OPT_ABORT and waits until the handle is
+/// closed.
+pub fn opt_abort(h: &nbd_handle) -> Result<(), Error> {
+    let mut g = h.lock();
+    start(&mut g, UserOption::Abort, &mut None)?;
+    h.wait_for(&mut g, |c| match c.client.phase() {
+        Phase::Closed => Some(Ok(())),
+        Phase::Dead => Some(Err(fatal(c))),
+        _ => None,
+    })
+}
+
+fn start_aio(h: &nbd_handle, o: UserOption, mut c: Option<OptCallbacks>) -> Result<(), Error> {
+    let mut g = h.lock();
+    start(&mut g, o, &mut c)
+}
+
+pub fn aio_opt_go(h: &nbd_handle, completion_callback: callbacks::Completion) -> Result<(), Error> {
+    start_aio(h, UserOption::Go, cbs(None, None, completion_callback))
+}
+
+pub fn aio_opt_info(
+    h: &nbd_handle,
+    completion_callback: callbacks::Completion,
+) -> Result<(), Error> {
+    start_aio(h, UserOption::Info, cbs(None, None, completion_callback))
+}
+
+pub fn aio_opt_list(
+    h: &nbd_handle,
+    list_callback: callbacks::List,
+    completion_callback: callbacks::Completion,
+) -> Result<(), Error> {
+    let c = cbs(Some(list_callback), None, completion_callback);
+    start_aio(h, UserOption::List, c)
+}
+
+pub fn aio_opt_list_meta_context(
+    h: &nbd_handle,
+    context_callback: callbacks::Context,
+    completion_callback: callbacks::Completion,
+) -> Result<(), Error> {
+    let c = cbs(None, Some(context_callback), completion_callback);
+    start_aio(h, UserOption::ListMetaContext, c)
+}
+
+pub fn aio_opt_abort(h: &nbd_handle) -> Result<(), Error> {
+    start_aio(h, UserOption::Abort, None)
+}
