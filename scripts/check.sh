@@ -37,14 +37,18 @@ section "cargo test --workspace --release"
 if ! command -v "$CARGO" >/dev/null; then
   fail "cargo test --workspace --release" "cargo not found in PATH"
 # The header drift test must not skip for want of cbindgen here:
-# install-test-deps.sh installed the pinned version.
-elif NBD_CAPI_REQUIRE_CBINDGEN=1 timeout -k 10 3000 "$CARGO" test --workspace --release \
+# install-test-deps.sh installed the pinned version. The shared-library
+# test links the staticlib, which `cargo test` does not rebuild: build
+# first, and require it.
+elif timeout -k 10 3000 "$CARGO" build --workspace --release >"$LOGS/cargo-build.log" 2>&1 &&
+     NBD_CAPI_REQUIRE_CBINDGEN=1 NBD_CAPI_REQUIRE_STATICLIB=1 \
+       timeout -k 10 3000 "$CARGO" test --workspace --release \
        >"$LOGS/cargo-test.log" 2>&1; then
   grep -E '^test result:' "$LOGS/cargo-test.log" | awk '
     { p += $4; f += $6 } END { printf "    cargo: %d passed, %d failed (%d test binaries)\n", p, f, NR }'
   pass "cargo test --workspace --release"
 else
-  fail "cargo test --workspace --release" "see $LOGS/cargo-test.log"
+  fail "cargo test --workspace --release" "see $LOGS/cargo-build.log and $LOGS/cargo-test.log"
   show_tail "$LOGS/cargo-test.log" 40
 fi
 

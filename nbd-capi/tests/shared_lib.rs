@@ -51,10 +51,46 @@ fn link() -> PathBuf {
     dir
 }
 
+/// The newest modification time of the Rust sources the staticlib is
+/// built from.
+fn newest_source() -> std::time::SystemTime {
+    fn walk(dir: &Path, newest: &mut std::time::SystemTime) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, newest);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                    *newest = (*newest).max(t);
+                }
+            }
+        }
+    }
+    let mut newest = std::time::UNIX_EPOCH;
+    walk(&root().join("nbd-capi/src"), &mut newest);
+    walk(&root().join("nbd-core/src"), &mut newest);
+    newest
+}
+
 #[test]
 fn shared_library() {
-    if !staticlib().exists() {
-        eprintln!("skipped: {} not built", staticlib().display());
+    // `cargo test` builds the rlib, not the staticlib, so the staticlib is
+    // whatever the last `cargo build` (or `make`) left. A missing or stale
+    // one is skipped here, but make check builds first and sets
+    // NBD_CAPI_REQUIRE_STATICLIB so it cannot skip there.
+    let required = std::env::var_os("NBD_CAPI_REQUIRE_STATICLIB").is_some();
+    let lib = staticlib();
+    let fresh = lib
+        .metadata()
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= newest_source());
+    if !fresh {
+        let why = format!(
+            "{} is missing or older than the sources: run `cargo build --release` first",
+            lib.display()
+        );
+        assert!(!required, "{why}");
+        eprintln!("skipped: {why}");
         return;
     }
     let dir = link();
