@@ -27,6 +27,10 @@
 #define LIBNBD_HAVE_NBD_LIST_CALLBACK 1
 #define LIBNBD_HAVE_NBD_CONTEXT_CALLBACK 1
 
+#define DEFAULT_PORT 10809
+
+#define DEFAULT_CID 2
+
 #define LIBNBD_TLS_DISABLE 0
 
 #define LIBNBD_TLS_ALLOW 1
@@ -117,11 +121,43 @@
 
 #define LIBNBD_HAVE_NBD_GET_EXPORT_NAME 1
 
+#define LIBNBD_HAVE_NBD_SET_TLS 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_NEGOTIATED 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_CERTIFICATES 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_VERIFY_PEER 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_VERIFY_PEER 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_USERNAME 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_USERNAME 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_PSK_FILE 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_TRANSPORTS 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_TLS 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_LOCAL_FILE 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_URI 1
+
 #define LIBNBD_HAVE_NBD_CONNECT_UNIX 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_VSOCK 1
 
 #define LIBNBD_HAVE_NBD_CONNECT_TCP 1
 
+#define LIBNBD_HAVE_NBD_CONNECT_SOCKET 1
+
 #define LIBNBD_HAVE_NBD_CONNECT_COMMAND 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_SYSTEMD_SOCKET_ACTIVATION 1
 
 #define LIBNBD_HAVE_NBD_IS_READ_ONLY 1
 
@@ -165,6 +201,14 @@
 
 #define LIBNBD_HAVE_NBD_GET_VERSION 1
 
+#define LIBNBD_HAVE_NBD_KILL_SUBPROCESS 1
+
+#define LIBNBD_HAVE_NBD_SUPPORTS_TLS 1
+
+#define LIBNBD_HAVE_NBD_SUPPORTS_URI 1
+
+#define LIBNBD_HAVE_NBD_GET_URI 1
+
 typedef struct nbd_handle nbd_handle;
 
 typedef struct nbd_chunk_callback {
@@ -207,6 +251,8 @@ typedef struct nbd_context_callback {
 extern "C" {
 #endif // __cplusplus
 
+extern int getlogin_r(char *buf, size_t size);
+
 struct nbd_handle *nbd_create(void);
 
 void nbd_close(struct nbd_handle *h);
@@ -227,11 +273,43 @@ int nbd_set_export_name(struct nbd_handle *h, const char *export_name);
 
 char *nbd_get_export_name(struct nbd_handle *h);
 
+int nbd_set_tls(struct nbd_handle *h, int tls);
+
+int nbd_get_tls(struct nbd_handle *h);
+
+int nbd_get_tls_negotiated(struct nbd_handle *h);
+
+int nbd_set_tls_certificates(struct nbd_handle *h, const char *dir);
+
+int nbd_set_tls_verify_peer(struct nbd_handle *h, bool verify);
+
+int nbd_get_tls_verify_peer(struct nbd_handle *h);
+
+int nbd_set_tls_username(struct nbd_handle *h, const char *username);
+
+char *nbd_get_tls_username(struct nbd_handle *h);
+
+int nbd_set_tls_psk_file(struct nbd_handle *h, const char *filename);
+
+int nbd_set_uri_allow_transports(struct nbd_handle *h, uint32_t mask);
+
+int nbd_set_uri_allow_tls(struct nbd_handle *h, int tls);
+
+int nbd_set_uri_allow_local_file(struct nbd_handle *h, bool allow);
+
+int nbd_connect_uri(struct nbd_handle *h, const char *uri);
+
 int nbd_connect_unix(struct nbd_handle *h, const char *unixsocket);
+
+int nbd_connect_vsock(struct nbd_handle *h, uint32_t cid, uint32_t port);
 
 int nbd_connect_tcp(struct nbd_handle *h, const char *hostname, const char *port);
 
+int nbd_connect_socket(struct nbd_handle *h, int sock);
+
 int nbd_connect_command(struct nbd_handle *h, char **argv);
+
+int nbd_connect_systemd_socket_activation(struct nbd_handle *h, char **argv);
 
 int nbd_is_read_only(struct nbd_handle *h);
 
@@ -278,6 +356,14 @@ int nbd_zero(struct nbd_handle *h, uint64_t count, uint64_t offset, uint32_t fla
 const char *nbd_get_package_name(struct nbd_handle *h);
 
 const char *nbd_get_version(struct nbd_handle *h);
+
+int nbd_kill_subprocess(struct nbd_handle *h, int signum);
+
+int nbd_supports_tls(struct nbd_handle *h);
+
+int nbd_supports_uri(struct nbd_handle *h);
+
+char *nbd_get_uri(struct nbd_handle *h);
 
 #ifdef __cplusplus
 }  // extern "C"

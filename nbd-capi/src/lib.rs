@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod calls;
+pub mod connect;
 pub mod consts;
 pub mod driver;
 pub mod errors;

@@ -32,6 +32,7 @@ pub mod ret {
     pub struct Err;
     pub struct Bool;
     pub struct Int64;
+    pub struct Int;
     pub struct StaticString;
     pub struct String;
     pub struct Handle;
@@ -85,6 +86,19 @@ pub mod ret {
             -1
         }
         fn show(v: &i64) -> std::string::String {
+            format!("ret={v}")
+        }
+    }
+    impl RetKind for Int {
+        type Rust = c_int;
+        type C = c_int;
+        fn to_c(v: c_int) -> Result<c_int, Error> {
+            Ok(v)
+        }
+        fn error() -> c_int {
+            -1
+        }
+        fn show(v: &c_int) -> std::string::String {
             format!("ret={v}")
         }
     }

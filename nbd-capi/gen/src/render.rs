@@ -16,7 +16,7 @@ pub fn implemented() -> impl Iterator<Item = &'static Call> {
 fn c_ret(r: Ret) -> &'static str {
     match r {
         Ret::Void => "()",
-        Ret::Err | Ret::Bool | Ret::PlainInt => "c_int",
+        Ret::Err | Ret::Bool | Ret::Int | Ret::PlainInt => "c_int",
         Ret::Int64 => "i64",
         Ret::StaticString | Ret::PlainConstString => "*const c_char",
         Ret::String => "*mut c_char",
@@ -30,6 +30,7 @@ fn ret_kind(r: Ret) -> &'static str {
         Ret::Err => "Err",
         Ret::Bool => "Bool",
         Ret::Int64 => "Int64",
+        Ret::Int => "Int",
         Ret::StaticString => "StaticString",
         Ret::String => "String",
         Ret::Handle => "Handle",
@@ -59,6 +60,7 @@ fn c_params(c: &Call) -> Vec<String> {
         match *a {
             Arg::Bool(n) => v.push(format!("{n}: bool")),
             Arg::UInt32(n) | Arg::Flags(n) => v.push(format!("{n}: u32")),
+            Arg::Int(n) => v.push(format!("{n}: c_int")),
             Arg::UInt64(n) => v.push(format!("{n}: u64")),
             Arg::String(n) => v.push(format!("{n}: *const c_char")),
             Arg::StringList(n) => v.push(format!("{n}: *mut *mut c_char")),
@@ -82,6 +84,7 @@ fn body_args(c: &Call) -> Vec<&'static str> {
         .map(|a| match *a {
             Arg::Bool(n)
             | Arg::UInt32(n)
+            | Arg::Int(n)
             | Arg::Flags(n)
             | Arg::UInt64(n)
             | Arg::String(n)
@@ -97,7 +100,7 @@ fn trace_args(c: &Call) -> (String, Vec<String>) {
     let mut args = Vec::new();
     for a in c.args {
         match *a {
-            Arg::Bool(n) | Arg::UInt64(n) | Arg::UInt32(n) => {
+            Arg::Bool(n) | Arg::UInt64(n) | Arg::UInt32(n) | Arg::Int(n) => {
                 fmt.push(format!("{n}={{}}"));
                 args.push(n.to_string());
             }

@@ -8,3 +8,5 @@ pub mod data;
 pub mod handle;
 pub mod info;
 pub mod settings;
+pub mod tls;
+pub mod uri;
