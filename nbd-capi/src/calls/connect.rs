@@ -21,8 +21,11 @@ fn connect_with(
     }
 }
 
+/// A URI that does not parse or is not allowed leaves the handle newly
+/// created (libnbd's behaviour); failing to connect kills it.
 pub fn connect_uri(h: &nbd_handle, uri: &CStr) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_uri(h, uri))
+    let ep = connect::apply_uri(h, uri)?;
+    connect_with(h, |h| connect::open_endpoint(h, &ep))
 }
 
 pub fn connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> {

@@ -184,11 +184,12 @@ pub fn open_systemd_socket_activation(h: &nbd_handle, argv: &[&CStr]) -> Result<
     })
 }
 
-/// nbd_connect_uri / nbd_aio_connect_uri: parses `raw`, checks it against
-/// nbd_set_uri_allow_*, applies it to the handle's settings (TLS mode,
-/// TLS files, user name, export name) as libnbd does, then opens the
-/// transport it names.
-pub fn open_uri(h: &nbd_handle, raw: &CStr) -> Result<Opened, Error> {
+/// The first half of nbd_connect_uri / nbd_aio_connect_uri: parses
+/// `raw`, checks it against nbd_set_uri_allow_*, and applies it to the
+/// handle's settings (TLS mode, TLS files, user name, export name) as
+/// libnbd does. Its errors leave the handle as it was (newly created, not
+/// dead), as in libnbd. Returns where to connect: [`open_endpoint`].
+pub fn apply_uri(h: &nbd_handle, raw: &CStr) -> Result<Endpoint, Error> {
     let u = uri::parse(raw.to_bytes())?;
     {
         let mut g = h.lock();
@@ -222,7 +223,13 @@ pub fn open_uri(h: &nbd_handle, raw: &CStr) -> Result<Opened, Error> {
     for (n, v) in &u.ignored {
         h.debug(&format!("ignoring query parameter {n}={v}"));
     }
-    match &u.endpoint {
+    Ok(u.endpoint)
+}
+
+/// The second half of nbd_connect_uri: opens the transport the URI named.
+/// Its errors kill the handle, as any failed connection attempt.
+pub fn open_endpoint(h: &nbd_handle, ep: &Endpoint) -> Result<Opened, Error> {
+    match ep {
         Endpoint::Tcp { host, port } => open_tcp(h, host, port),
         Endpoint::Unix { socket } => open_unix(h, socket),
         Endpoint::Vsock { cid, port } => open_vsock(h, *cid, *port),
