@@ -2,7 +2,10 @@
 //! them) to a connected socket and maybe a child process, without running
 //! the handshake. The sync nbd_connect_* calls attach the result at once
 //! (`nbd_handle::attach`); the aio calls are meant to hand it to
-//! `attach_async` instead.
+//! `attach_async` instead, with the same error rule as the sync calls in
+//! `calls/connect.rs`: an `open_*` error marks the handle dead, an
+//! [`apply_uri`] error does not. For example nbd_aio_connect_uri is
+//! `apply_uri`, then `open_endpoint`, then `attach_async(o.sock, o.child)`.
 //!
 //! - [`uri`]: pure URI parsing, checking and rendering.
 //! - [`sock`]: the sockets and subprocesses themselves.
