@@ -27,6 +27,10 @@
 #define LIBNBD_HAVE_NBD_LIST_CALLBACK 1
 #define LIBNBD_HAVE_NBD_CONTEXT_CALLBACK 1
 
+#define DEFAULT_PORT 10809
+
+#define DEFAULT_CID 2
+
 #define LIBNBD_TLS_DISABLE 0
 
 #define LIBNBD_TLS_ALLOW 1
@@ -137,6 +141,24 @@
 
 #define LIBNBD_HAVE_NBD_GET_EXPORT_DESCRIPTION 1
 
+#define LIBNBD_HAVE_NBD_SET_TLS 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_NEGOTIATED 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_CERTIFICATES 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_VERIFY_PEER 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_VERIFY_PEER 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_USERNAME 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_USERNAME 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_PSK_FILE 1
+
 #define LIBNBD_HAVE_NBD_SET_REQUEST_STRUCTURED_REPLIES 1
 
 #define LIBNBD_HAVE_NBD_GET_REQUEST_STRUCTURED_REPLIES 1
@@ -177,11 +199,25 @@
 
 #define LIBNBD_HAVE_NBD_CLEAR_META_CONTEXTS 1
 
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_TRANSPORTS 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_TLS 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_LOCAL_FILE 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_URI 1
+
 #define LIBNBD_HAVE_NBD_CONNECT_UNIX 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_VSOCK 1
 
 #define LIBNBD_HAVE_NBD_CONNECT_TCP 1
 
+#define LIBNBD_HAVE_NBD_CONNECT_SOCKET 1
+
 #define LIBNBD_HAVE_NBD_CONNECT_COMMAND 1
+
+#define LIBNBD_HAVE_NBD_CONNECT_SYSTEMD_SOCKET_ACTIVATION 1
 
 #define LIBNBD_HAVE_NBD_IS_READ_ONLY 1
 
@@ -233,13 +269,19 @@
 
 #define LIBNBD_HAVE_NBD_AIO_CONNECT 1
 
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_URI 1
+
 #define LIBNBD_HAVE_NBD_AIO_CONNECT_UNIX 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_VSOCK 1
 
 #define LIBNBD_HAVE_NBD_AIO_CONNECT_TCP 1
 
 #define LIBNBD_HAVE_NBD_AIO_CONNECT_SOCKET 1
 
 #define LIBNBD_HAVE_NBD_AIO_CONNECT_COMMAND 1
+
+#define LIBNBD_HAVE_NBD_AIO_CONNECT_SYSTEMD_SOCKET_ACTIVATION 1
 
 #define LIBNBD_HAVE_NBD_AIO_OPT_GO 1
 
@@ -303,6 +345,14 @@
 
 #define LIBNBD_HAVE_NBD_GET_VERSION 1
 
+#define LIBNBD_HAVE_NBD_KILL_SUBPROCESS 1
+
+#define LIBNBD_HAVE_NBD_SUPPORTS_TLS 1
+
+#define LIBNBD_HAVE_NBD_SUPPORTS_URI 1
+
+#define LIBNBD_HAVE_NBD_GET_URI 1
+
 typedef struct nbd_handle nbd_handle;
 
 typedef struct nbd_debug_callback {
@@ -345,6 +395,8 @@ typedef struct nbd_completion_callback {
 extern "C" {
 #endif // __cplusplus
 
+extern int getlogin_r(char *buf, size_t size);
+
 struct nbd_handle *nbd_create(void);
 
 void nbd_close(struct nbd_handle *h);
@@ -384,6 +436,24 @@ int nbd_get_full_info(struct nbd_handle *h);
 char *nbd_get_canonical_export_name(struct nbd_handle *h);
 
 char *nbd_get_export_description(struct nbd_handle *h);
+
+int nbd_set_tls(struct nbd_handle *h, int tls);
+
+int nbd_get_tls(struct nbd_handle *h);
+
+int nbd_get_tls_negotiated(struct nbd_handle *h);
+
+int nbd_set_tls_certificates(struct nbd_handle *h, const char *dir);
+
+int nbd_set_tls_verify_peer(struct nbd_handle *h, bool verify);
+
+int nbd_get_tls_verify_peer(struct nbd_handle *h);
+
+int nbd_set_tls_username(struct nbd_handle *h, const char *username);
+
+char *nbd_get_tls_username(struct nbd_handle *h);
+
+int nbd_set_tls_psk_file(struct nbd_handle *h, const char *filename);
 
 int nbd_set_request_structured_replies(struct nbd_handle *h, bool request);
 
@@ -425,11 +495,25 @@ char *nbd_get_meta_context(struct nbd_handle *h, size_t i);
 
 int nbd_clear_meta_contexts(struct nbd_handle *h);
 
+int nbd_set_uri_allow_transports(struct nbd_handle *h, uint32_t mask);
+
+int nbd_set_uri_allow_tls(struct nbd_handle *h, int tls);
+
+int nbd_set_uri_allow_local_file(struct nbd_handle *h, bool allow);
+
+int nbd_connect_uri(struct nbd_handle *h, const char *uri);
+
 int nbd_connect_unix(struct nbd_handle *h, const char *unixsocket);
+
+int nbd_connect_vsock(struct nbd_handle *h, uint32_t cid, uint32_t port);
 
 int nbd_connect_tcp(struct nbd_handle *h, const char *hostname, const char *port);
 
+int nbd_connect_socket(struct nbd_handle *h, int sock);
+
 int nbd_connect_command(struct nbd_handle *h, char **argv);
+
+int nbd_connect_systemd_socket_activation(struct nbd_handle *h, char **argv);
 
 int nbd_is_read_only(struct nbd_handle *h);
 
@@ -494,13 +578,19 @@ int nbd_poll(struct nbd_handle *h, int timeout);
 
 int nbd_aio_connect(struct nbd_handle *h, const struct sockaddr *addr, socklen_t addrlen);
 
+int nbd_aio_connect_uri(struct nbd_handle *h, const char *uri);
+
 int nbd_aio_connect_unix(struct nbd_handle *h, const char *unixsocket);
+
+int nbd_aio_connect_vsock(struct nbd_handle *h, uint32_t cid, uint32_t port);
 
 int nbd_aio_connect_tcp(struct nbd_handle *h, const char *hostname, const char *port);
 
 int nbd_aio_connect_socket(struct nbd_handle *h, int sock);
 
 int nbd_aio_connect_command(struct nbd_handle *h, char **argv);
+
+int nbd_aio_connect_systemd_socket_activation(struct nbd_handle *h, char **argv);
 
 int nbd_aio_opt_go(struct nbd_handle *h, struct nbd_completion_callback completion_callback);
 
@@ -602,6 +692,14 @@ const char *nbd_connection_state(struct nbd_handle *h);
 const char *nbd_get_package_name(struct nbd_handle *h);
 
 const char *nbd_get_version(struct nbd_handle *h);
+
+int nbd_kill_subprocess(struct nbd_handle *h, int signum);
+
+int nbd_supports_tls(struct nbd_handle *h);
+
+int nbd_supports_uri(struct nbd_handle *h);
+
+char *nbd_get_uri(struct nbd_handle *h);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,6 +12,7 @@
 
 pub mod callbacks;
 pub mod calls;
+pub mod connect;
 pub mod consts;
 pub mod driver;
 pub mod errors;

@@ -4,11 +4,13 @@
 //! loop (nbd_aio_notify_*, nbd_poll) or a sync call moves it on. A
 //! connect(2) that fails at once leaves the handle dead, as in libnbd.
 
-use super::connect::{errno, socket, spawn};
+use crate::connect::sock::{errno, socket};
+use crate::connect::uri::Endpoint;
+use crate::connect::{self, Opened};
 use crate::errors::{err, Error};
 use crate::handle::nbd_handle;
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int};
 
 fn failed(h: &nbd_handle, e: Error) -> Error {
@@ -60,8 +62,45 @@ pub fn aio_connect(
     h.attach_async(fd, None)
 }
 
+/// Hands a socket (and subprocess) from the connect module's `open_*`
+/// functions to the handle without waiting; their errors kill the handle.
+fn attach_opened(h: &nbd_handle, r: Result<Opened, Error>) -> Result<(), Error> {
+    let o = r.map_err(|e| failed(h, e))?;
+    h.attach_async(o.sock, o.child)
+}
+
+/// Parses and applies the URI (whose errors leave the handle newly
+/// created, as in libnbd), then starts connecting to what it names.
+pub fn aio_connect_uri(h: &nbd_handle, uri: &CStr) -> Result<(), Error> {
+    match connect::apply_uri(h, uri)? {
+        Endpoint::Unix { socket } => aio_connect_unix(h, &socket),
+        Endpoint::Tcp { host, port } => aio_connect_tcp(h, &host, &port),
+        ep @ Endpoint::Vsock { .. } => attach_opened(h, connect::open_endpoint(h, &ep)),
+    }
+}
+
+/// vsock connects are local to the host: the connect module's blocking
+/// connect(2) returns at once.
+pub fn aio_connect_vsock(h: &nbd_handle, cid: u32, port: u32) -> Result<(), Error> {
+    attach_opened(h, connect::open_vsock(h, cid, port))
+}
+
+pub fn aio_connect_systemd_socket_activation(
+    h: &nbd_handle,
+    argv: Vec<&CStr>,
+) -> Result<(), Error> {
+    attach_opened(h, connect::open_systemd_socket_activation(h, &argv))
+}
+
 pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> {
+    connect::remember(
+        h,
+        Endpoint::Unix {
+            socket: unixsocket.to_owned(),
+        },
+    );
     let r = (|| {
+        connect::tls_gate(h)?;
         // SAFETY: an all-zero sockaddr_un is valid.
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -86,7 +125,16 @@ pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> 
 /// does not fail at once. (libnbd also moves on to the next address when a
 /// connect under way fails later; we report that failure instead.)
 pub fn aio_connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(), Error> {
-    let fd = tcp_start(hostname, port).map_err(|e| failed(h, e))?;
+    connect::remember(
+        h,
+        Endpoint::Tcp {
+            host: hostname.to_owned(),
+            port: port.to_owned(),
+        },
+    );
+    let fd = connect::tls_gate(h)
+        .and_then(|()| tcp_start(hostname, port))
+        .map_err(|e| failed(h, e))?;
     h.attach_async(fd, None)
 }
 
@@ -153,16 +201,9 @@ fn tcp_start(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
 
 /// Takes over a connected socket: the handle closes it.
 pub fn aio_connect_socket(h: &nbd_handle, sock: c_int) -> Result<(), Error> {
-    if sock < 0 {
-        let e = err(libc::EBADF, "invalid socket");
-        return Err(failed(h, e));
-    }
-    // SAFETY: libnbd's contract: the caller hands the socket over.
-    let fd = unsafe { OwnedFd::from_raw_fd(sock) };
-    h.attach_async(fd, None)
+    attach_opened(h, connect::open_socket(h, sock))
 }
 
 pub fn aio_connect_command(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
-    let (fd, pid) = spawn(&argv).map_err(|e| failed(h, e))?;
-    h.attach_async(fd, Some(pid))
+    attach_opened(h, connect::open_command(h, &argv))
 }

@@ -11,3 +11,5 @@ pub mod handle;
 pub mod info;
 pub mod opt;
 pub mod settings;
+pub mod tls;
+pub mod uri;

@@ -33,6 +33,15 @@ pub const LIBNBD_HAVE_NBD_SET_FULL_INFO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_FULL_INFO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_CANONICAL_EXPORT_NAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_EXPORT_DESCRIPTION: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS_NEGOTIATED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_CERTIFICATES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_VERIFY_PEER: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS_VERIFY_PEER: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_USERNAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS_USERNAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_PSK_FILE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SET_REQUEST_STRUCTURED_REPLIES: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_REQUEST_STRUCTURED_REPLIES: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_STRUCTURED_REPLIES_NEGOTIATED: c_int = 1;
@@ -53,9 +62,16 @@ pub const LIBNBD_HAVE_NBD_ADD_META_CONTEXT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_NR_META_CONTEXTS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_META_CONTEXT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CLEAR_META_CONTEXTS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_URI_ALLOW_TRANSPORTS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_URI_ALLOW_TLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_URI_ALLOW_LOCAL_FILE: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CONNECT_URI: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_UNIX: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CONNECT_VSOCK: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_TCP: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CONNECT_SOCKET: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECT_COMMAND: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CONNECT_SYSTEMD_SOCKET_ACTIVATION: c_int = 1;
 pub const LIBNBD_HAVE_NBD_IS_READ_ONLY: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CAN_FLUSH: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CAN_FUA: c_int = 1;
@@ -81,10 +97,13 @@ pub const LIBNBD_HAVE_NBD_ZERO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_BLOCK_STATUS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_POLL: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_CONNECT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_URI: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_CONNECT_UNIX: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_VSOCK: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_CONNECT_TCP: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_CONNECT_SOCKET: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_CONNECT_COMMAND: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_CONNECT_SYSTEMD_SOCKET_ACTIVATION: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_OPT_GO: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_OPT_ABORT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_OPT_LIST: c_int = 1;
@@ -116,6 +135,10 @@ pub const LIBNBD_HAVE_NBD_AIO_IN_FLIGHT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_CONNECTION_STATE: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_PACKAGE_NAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_VERSION: c_int = 1;
+pub const LIBNBD_HAVE_NBD_KILL_SUBPROCESS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SUPPORTS_TLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SUPPORTS_URI: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_URI: c_int = 1;
 
 /// `nbd_create`, in node LIBNBD_1.0.
 #[no_mangle]
@@ -368,6 +391,138 @@ pub unsafe extern "C" fn nbd_get_export_description(h: *mut nbd_handle) -> *mut 
             .check_state(&[State::Negotiating, State::Connected, State::Closed])
             .and_then(|()| calls::info::get_export_description(h));
         wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int {
+    wrap::set_context("nbd_set_tls");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("tls={}", tls));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::tls::set_tls(h, tls));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_tls");
+    wrap::boundary::<ret::Int, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::tls::get_tls(h);
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls_negotiated`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_tls_negotiated");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .and_then(|()| calls::tls::get_tls_negotiated(h));
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_certificates`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_tls_certificates");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let dir = ffi::cstr(dir, "dir")?;
+        let trace = h.trace_enter(|| format!("dir={:?}", dir.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::tls::set_tls_certificates(h, dir));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_verify_peer`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut nbd_handle, verify: bool) -> c_int {
+    wrap::set_context("nbd_set_tls_verify_peer");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("verify={}", verify));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::tls::set_tls_verify_peer(h, verify));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls_verify_peer`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_verify_peer(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_tls_verify_peer");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::tls::get_tls_verify_peer(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_username`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_username(h: *mut nbd_handle, username: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_tls_username");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let username = ffi::cstr(username, "username")?;
+        let trace = h.trace_enter(|| format!("username={:?}", username.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::tls::set_tls_username(h, username));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls_username`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_username(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_tls_username");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::tls::get_tls_username(h);
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_psk_file`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut nbd_handle, filename: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_tls_psk_file");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let filename = ffi::cstr(filename, "filename")?;
+        let trace = h.trace_enter(|| format!("filename={:?}", filename.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::tls::set_tls_psk_file(h, filename));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
 }
@@ -657,6 +812,67 @@ pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut nbd_handle) -> c_int {
     })
 }
 
+/// `nbd_set_uri_allow_transports`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut nbd_handle, mask: u32) -> c_int {
+    wrap::set_context("nbd_set_uri_allow_transports");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("mask=0x{:x}", mask));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::uri::set_uri_allow_transports(h, mask));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_uri_allow_tls`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut nbd_handle, tls: c_int) -> c_int {
+    wrap::set_context("nbd_set_uri_allow_tls");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("tls={}", tls));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::uri::set_uri_allow_tls(h, tls));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_uri_allow_local_file`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut nbd_handle, allow: bool) -> c_int {
+    wrap::set_context("nbd_set_uri_allow_local_file");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("allow={}", allow));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::uri::set_uri_allow_local_file(h, allow));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_connect_uri`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_connect_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int {
+    wrap::set_context("nbd_connect_uri");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let uri = ffi::cstr(uri, "uri")?;
+        let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::connect::connect_uri(h, uri));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_connect_unix`, in node LIBNBD_1.0.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_connect_unix(h: *mut nbd_handle, unixsocket: *const c_char) -> c_int {
@@ -668,6 +884,21 @@ pub unsafe extern "C" fn nbd_connect_unix(h: *mut nbd_handle, unixsocket: *const
         let r = h
             .check_state(&[State::Created])
             .and_then(|()| calls::connect::connect_unix(h, unixsocket));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_connect_vsock`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_connect_vsock(h: *mut nbd_handle, cid: u32, port: u32) -> c_int {
+    wrap::set_context("nbd_connect_vsock");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::connect::connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -690,6 +921,21 @@ pub unsafe extern "C" fn nbd_connect_tcp(h: *mut nbd_handle, hostname: *const c_
     })
 }
 
+/// `nbd_connect_socket`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_connect_socket(h: *mut nbd_handle, sock: c_int) -> c_int {
+    wrap::set_context("nbd_connect_socket");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("sock={}", sock));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::connect::connect_socket(h, sock));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_connect_command`, in node LIBNBD_1.0.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_connect_command(h: *mut nbd_handle, argv: *mut *mut c_char) -> c_int {
@@ -701,6 +947,22 @@ pub unsafe extern "C" fn nbd_connect_command(h: *mut nbd_handle, argv: *mut *mut
         let r = h
             .check_state(&[State::Created])
             .and_then(|()| calls::connect::connect_command(h, argv));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_connect_systemd_socket_activation`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_connect_systemd_socket_activation(h: *mut nbd_handle, argv: *mut *mut c_char) -> c_int {
+    wrap::set_context("nbd_connect_systemd_socket_activation");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let argv = ffi::string_list(argv, "argv")?;
+        let trace = h.trace_enter(|| format!("argv={:?}", argv));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::connect::connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1086,6 +1348,22 @@ pub unsafe extern "C" fn nbd_aio_connect(h: *mut nbd_handle, addr: *const libc::
     })
 }
 
+/// `nbd_aio_connect_uri`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int {
+    wrap::set_context("nbd_aio_connect_uri");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let uri = ffi::cstr(uri, "uri")?;
+        let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_uri(h, uri));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
 /// `nbd_aio_connect_unix`, in node LIBNBD_1.0.
 #[no_mangle]
 pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *const c_char) -> c_int {
@@ -1097,6 +1375,21 @@ pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *c
         let r = h
             .check_state(&[State::Created])
             .and_then(|()| calls::aio_connect::aio_connect_unix(h, unixsocket));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_vsock`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_vsock(h: *mut nbd_handle, cid: u32, port: u32) -> c_int {
+    wrap::set_context("nbd_aio_connect_vsock");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1145,6 +1438,22 @@ pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut nbd_handle, argv: *mut 
         let r = h
             .check_state(&[State::Created])
             .and_then(|()| calls::aio_connect::aio_connect_command(h, argv));
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_connect_systemd_socket_activation`, in node LIBNBD_1.2.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_connect_systemd_socket_activation(h: *mut nbd_handle, argv: *mut *mut c_char) -> c_int {
+    wrap::set_context("nbd_aio_connect_systemd_socket_activation");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let argv = ffi::string_list(argv, "argv")?;
+        let trace = h.trace_enter(|| format!("argv={:?}", argv));
+        let r = h
+            .check_state(&[State::Created])
+            .and_then(|()| calls::aio_connect::aio_connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1590,6 +1899,60 @@ pub unsafe extern "C" fn nbd_get_version(h: *mut nbd_handle) -> *const c_char {
         let trace = h.trace_enter(String::new);
         let r = calls::info::get_version(h);
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_kill_subprocess`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_kill_subprocess(h: *mut nbd_handle, signum: c_int) -> c_int {
+    wrap::set_context("nbd_kill_subprocess");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("signum={}", signum));
+        let r = calls::connect::kill_subprocess(h, signum);
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_supports_tls`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_supports_tls(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_supports_tls");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::tls::supports_tls(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_supports_uri`, in node LIBNBD_1.0.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_supports_uri(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_supports_uri");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = calls::uri::supports_uri(h);
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_uri`, in node LIBNBD_1.8.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_uri(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_uri");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h
+            .check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])
+            .and_then(|()| calls::uri::get_uri(h));
+        wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
 }
