@@ -61,7 +61,7 @@ enum Listener {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (filters, args) = backend::take_filter_args(std::env::args().skip(1).collect());
     let c = match cli::parse(&args) {
         Ok(Action::Serve(c)) => *c,
         Ok(Action::Help) => {
@@ -74,7 +74,8 @@ fn main() {
         }
         Err(e) => die(e),
     };
-    let backend = backend::open(&c.plugin, &c.params, c.readonly).unwrap_or_else(|e| die(e));
+    let backend =
+        backend::open_stack(&c.plugin, &filters, &c.params, c.readonly).unwrap_or_else(|e| die(e));
     let srv = Arc::new(Server {
         backend,
         readonly: c.readonly,
