@@ -31,26 +31,23 @@ pub fn is_config_key(k: &str) -> bool {
         && c.all(|x| x.is_ascii_alphanumeric() || "_.-".contains(x))
 }
 
-/// Splits command-line parameters into (key, value) pairs. Only the first
-/// parameter may be bare; it goes to the plugin's magic key.
+/// Splits command-line parameters into (key, value) pairs. A bare value
+/// (no `key=`, or a key nbdkit would not accept, like `/tmp/a=b`) goes to
+/// the plugin's magic key, as in nbdkit (`split f1 f2 f3`); a plugin
+/// without one refuses it.
 pub fn split_params(
     plugin: &str,
     magic: Option<&str>,
     args: &[String],
 ) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
-    for (i, a) in args.iter().enumerate() {
+    for a in args {
         match a.split_once('=') {
             Some((k, v)) if is_config_key(k) => pairs.push((k.to_string(), v.to_string())),
             _ => match magic {
                 None => {
                     return Err(format!(
                         "{plugin}: expecting key=value on the command line but got: {a}"
-                    ))
-                }
-                Some(_) if i > 0 => {
-                    return Err(format!(
-                        "{plugin}: only the first parameter can be given without 'key=': {a}"
                     ))
                 }
                 Some(m) => pairs.push((m.to_string(), a.clone())),
@@ -432,8 +429,9 @@ mod tests {
         let mut p = Params::parse("m", "size", &["1G".into(), "a=b".into()]).unwrap();
         assert_eq!(p.take("size").as_deref(), Some("1G"));
         assert!(p.finish().is_err());
-        assert!(Params::parse("m", "size", &["a=b".into(), "1G".into()]).is_err());
-        assert!(Params::parse("m", "size", &["1G".into(), "2G".into()]).is_err());
+        let mut p = Params::parse("s", "file", &["a".into(), "b".into()]).unwrap();
+        assert_eq!(p.take_all("file"), ["a", "b"]);
+        assert!(split_params("zero", None, &["1G".into()]).is_err());
         let mut p = Params::parse("f", "file", &["/tmp/x=y".into()]).unwrap();
         assert_eq!(p.take("file").as_deref(), Some("/tmp/x=y"));
     }
