@@ -571,6 +571,49 @@ mod tests {
     }
 
     #[test]
+    fn dir_lists_and_opens_exports() {
+        let d = temp("dir");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("b.img"), [2u8; 512]).unwrap();
+        std::fs::write(d.join("a.img"), [1u8; 1024]).unwrap();
+        std::fs::create_dir(d.join("subdir")).unwrap();
+        let mut p = Params::new(
+            "file",
+            vec![("dir".into(), d.to_string_lossy().into_owned())],
+        );
+        let b = open(&mut p, false).unwrap();
+        let names: Vec<String> = b
+            .list_exports()
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, ["a.img", "b.img"]);
+        assert_eq!(b.default_export().unwrap().as_deref(), Some("a.img"));
+        let e = b.open_export("b.img").unwrap().unwrap();
+        assert_eq!(e.size().unwrap(), 512);
+        assert_eq!(b.open_export("").unwrap().unwrap().size().unwrap(), 1024);
+        assert!(b.open_export("../x").is_err());
+        assert!(b.open_export("missing").is_err());
+        // Under a filter, each export gets its own stack.
+        let top = crate::backend::open_stack(
+            "file",
+            &["truncate".into()],
+            &[format!("dir={}", d.display()), "truncate=4096".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(top.list_exports().unwrap().unwrap().len(), 2);
+        assert_eq!(
+            top.open_export("b.img").unwrap().unwrap().size().unwrap(),
+            4096
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let e = FilePlugin::open(temp("missing"), false).err().unwrap();
         assert!(e.contains("No such file"), "{e}");

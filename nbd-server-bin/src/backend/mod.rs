@@ -269,20 +269,25 @@ pub fn open_stack(
     let plugin_b = (spec.open)(&mut p, readonly)?;
     p.finish()?;
     let layers: Vec<Layer> = fspecs.into_iter().zip(layer_pairs).collect();
-    let top = wrap(Arc::clone(&plugin_b), &layers, readonly)?;
     let multi = plugin_b
         .list_exports()
         .map_err(|e| e.to_string())?
         .is_some();
     if multi && !layers.is_empty() {
+        // The filters are built per export; build them once now over the
+        // default export (if any) so that bad parameters fail at startup.
+        if let Some(def) = plugin_b.default_export().map_err(|e| e.to_string())? {
+            if let Some(b) = plugin_b.open_export(&def).map_err(|e| e.to_string())? {
+                wrap(b, &layers, readonly)?;
+            }
+        }
         return Ok(Arc::new(MultiExport {
-            top,
             plugin: plugin_b,
             layers,
             readonly,
         }));
     }
-    Ok(top)
+    wrap(plugin_b, &layers, readonly)
 }
 
 /// A filter and the parameters it took.
@@ -305,9 +310,10 @@ fn wrap(
 /// A plugin with several exports (file `dir=`) under filters: each export
 /// gets its own filter stack over the plugin's backend for that export,
 /// built from the same parameters (as nbdkit opens filters per
-/// connection). Listing and hooks go through the stack over the plugin.
+/// connection). Listing and the connection hooks go to the plugin; filters
+/// that act on connections (limit, ip, ...) therefore see them only per
+/// export stack, through the export's backend.
 struct MultiExport {
-    top: Arc<dyn Backend>,
     plugin: Arc<dyn Backend>,
     layers: Vec<Layer>,
     readonly: bool,
@@ -315,7 +321,7 @@ struct MultiExport {
 
 impl Backend for MultiExport {
     fn next(&self) -> Option<&dyn Backend> {
-        Some(&*self.top)
+        Some(&*self.plugin)
     }
     fn open_export(
         &self,

@@ -64,7 +64,7 @@ pub fn map(args: &[&str]) -> Vec<(u64, u64, u32)> {
     map_with(BIN, args)
 }
 
-/// A field of `nbdinfo` (e.g. "export-size", "can_zero").
+/// The first word of a field of `nbdinfo` (e.g. "export-size").
 pub fn info(args: &[&str], field: &str) -> String {
     require("nbdinfo", "libnbd-bin");
     let out = run(args, "nbdinfo \"$uri\"");
@@ -73,7 +73,7 @@ pub fn info(args: &[&str], field: &str) -> String {
         .find_map(|l| {
             l.trim()
                 .strip_prefix(&format!("{field}: "))
-                .map(|v| v.trim().to_string())
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
         })
         .unwrap_or_else(|| panic!("no {field} in nbdinfo output:\n{s}"))
 }

@@ -497,6 +497,19 @@ mod tests {
     }
 
     #[test]
+    fn exitlast_asks_for_shutdown_after_the_last_close() {
+        fn handler() {}
+        crate::backend::shutdown::set_handler(handler);
+        let e = ExitLast::new(Arc::new(Null::new(0)));
+        e.open_connection(&info(1)).unwrap();
+        e.open_connection(&info(2)).unwrap();
+        e.close_connection(&info(1));
+        assert!(!shutdown::requested());
+        e.close_connection(&info(2));
+        assert!(shutdown::requested());
+    }
+
+    #[test]
     fn limit_counts_connections() {
         let mut p = Params::new("limit", vec![("limit".into(), "2".into())]);
         let l = Limit::open(&mut p, Arc::new(Null::new(0))).unwrap();
