@@ -56,22 +56,61 @@ pub struct Server {
 /// room for deep backend stacks (and unoptimised builds).
 pub const THREAD_STACK: usize = 512 * 1024;
 
-impl Exports for Server {
-    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        vec![(self.export_name.as_bytes().to_vec(), Vec::new())]
+impl Server {
+    /// The backend that serves export `name`. A stack that lists its own
+    /// exports (the file plugin's `dir=`) gives one per export, the empty
+    /// name meaning its default export; any other stack serves every name
+    /// itself, as nbdkit does with a plugin that does not list exports.
+    fn backend_for(&self, name: &[u8]) -> Result<Arc<dyn Backend>, String> {
+        let b = &self.backend;
+        let name = String::from_utf8_lossy(name);
+        let name = if name.is_empty() {
+            match b.default_export().map_err(|e| e.to_string())? {
+                Some(d) => std::borrow::Cow::Owned(d),
+                None => name,
+            }
+        } else {
+            name
+        };
+        match b.open_export(&name).map_err(|e| e.to_string())? {
+            Some(per_export) => Ok(per_export),
+            None => Ok(Arc::clone(b)),
+        }
     }
 
-    /// Like nbdkit with a plugin that does not list exports, any name is
-    /// served (the same disk).
-    fn lookup(&self, _name: &[u8]) -> Result<ExportDetails, String> {
-        let b = &*self.backend;
-        let size = b.size().map_err(|e| e.to_string())?;
-        let caps = Caps::from_backend(b, self.readonly).map_err(|e| e.to_string())?;
+    /// What negotiation tells the client about `backend`.
+    fn details(&self, backend: &dyn Backend) -> Result<ExportDetails, String> {
+        let size = backend.size().map_err(|e| e.to_string())?;
+        let caps = Caps::from_backend(backend, self.readonly).map_err(|e| e.to_string())?;
+        let block_size = backend.block_size().map_err(|e| e.to_string())?;
         Ok(ExportDetails {
             size,
             caps,
+            block_size,
             ..ExportDetails::default()
         })
+    }
+}
+
+impl Exports for Server {
+    /// The stack's own list when it has one (`dir=`), else the `-e` name.
+    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self.backend.list_exports() {
+            Ok(Some(list)) => list
+                .into_iter()
+                .map(|(n, d)| (n.into_bytes(), d.into_bytes()))
+                .collect(),
+            Ok(None) => vec![(self.export_name.as_bytes().to_vec(), Vec::new())],
+            Err(e) => {
+                crate::log::error!("listing exports: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
+        let b = self.backend_for(name)?;
+        self.details(&*b)
     }
 }
 
@@ -184,6 +223,8 @@ fn write_all_slices(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
 
 struct Conn {
     srv: Arc<Server>,
+    /// The backend of the export this connection negotiated.
+    backend: Arc<dyn Backend>,
     ctx: TxContext,
     reader: Mutex<RequestReader>,
     writer: Mutex<File>,
@@ -213,8 +254,10 @@ struct ConnExports<'a> {
     srv: &'a Server,
     id: usize,
     peer: Peer,
-    /// What `open_connection` succeeded with, for `close_connection`.
-    opened: RefCell<Option<ConnectionInfo>>,
+    /// What `open_connection` succeeded with, and the backend of the
+    /// chosen export that it ran on, for `close_connection` and for
+    /// serving the connection.
+    opened: RefCell<Option<(ConnectionInfo, Arc<dyn Backend>)>>,
 }
 
 impl Exports for ConnExports<'_> {
@@ -236,9 +279,10 @@ impl Exports for ConnExports<'_> {
             export_name: name.to_vec(),
             readonly: self.srv.readonly,
         };
-        match self.srv.backend.open_connection(&info) {
+        let backend = self.srv.backend_for(name)?;
+        match backend.open_connection(&info) {
             Ok(()) => {
-                *self.opened.borrow_mut() = Some(info);
+                *self.opened.borrow_mut() = Some((info, backend));
                 Ok(())
             }
             Err(e) => {
@@ -251,8 +295,16 @@ impl Exports for ConnExports<'_> {
 
 impl ConnExports<'_> {
     fn close(&self) {
-        if let Some(info) = self.opened.borrow_mut().take() {
-            self.srv.backend.close_connection(&info);
+        if let Some((info, backend)) = self.opened.borrow_mut().take() {
+            backend.close_connection(&info);
+        }
+    }
+
+    /// The backend of the export the client opened.
+    fn backend(&self) -> Arc<dyn Backend> {
+        match &*self.opened.borrow() {
+            Some((_, b)) => Arc::clone(b),
+            None => Arc::clone(&self.srv.backend),
         }
     }
 }
@@ -295,6 +347,7 @@ fn serve_opened(srv: &Arc<Server>, rd: File, mut wr: File, id: usize, exports: &
     let conn = Arc::new(Conn {
         ctx: TxContext::from_negotiated(&neg),
         srv: Arc::clone(srv),
+        backend: exports.backend(),
         reader: Mutex::new(RequestReader {
             f: rd,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -374,7 +427,7 @@ fn spawn_worker(conn: &Arc<Conn>) {
 
 fn worker(conn: &Arc<Conn>) {
     let srv = &*conn.srv;
-    let backend = &*srv.backend;
+    let backend = &*conn.backend;
     let mut data: Vec<u8> = Vec::new();
     let mut extents = Extents::new();
     let mut out: Vec<u8> = Vec::with_capacity(256);

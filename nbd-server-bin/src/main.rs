@@ -9,7 +9,6 @@
 //! own threads. Messages: see `log.rs`.
 
 mod backend;
-mod backend_stack;
 mod cli;
 mod conn;
 mod listen;
@@ -104,7 +103,7 @@ fn main() {
         die("socket activation: -i, -p, --run, -s, -U and --vsock cannot be used with socket activation (LISTEN_FDS/LISTEN_PID)");
     }
 
-    let backend = backend_stack::open_stack(&c.plugin, &c.filters, &c.params, c.readonly)
+    let backend = backend::open_stack(&c.plugin, &c.filters, &c.params, c.readonly)
         .unwrap_or_else(|e| die(e));
     let srv = Arc::new(Server {
         backend,

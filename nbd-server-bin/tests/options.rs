@@ -189,5 +189,8 @@ fn bad_combinations_and_values() {
     one_error_line(&["--threads=many", "memory", "1M"], "threads");
     one_error_line(&["--mask-handshake=x", "memory", "1M"], "mask-handshake");
     one_error_line(&["--bogus", "memory", "1M"], "--bogus");
-    one_error_line(&["-U", "-", "--filter=cow", "memory", "1M"], "filter");
+    one_error_line(
+        &["-U", "-", "--filter=no-such-filter", "memory", "1M"],
+        "no-such-filter",
+    );
 }

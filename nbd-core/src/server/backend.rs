@@ -215,6 +215,45 @@ pub trait Backend: Send + Sync {
         }
     }
 
+    /// The exports this stack offers, as (name, description), for
+    /// NBD_OPT_LIST. `None` (the default of a plugin): no list of its own;
+    /// the server lists its `-e` name and serves any name with this
+    /// backend. Delegated by default.
+    fn list_exports(&self) -> Result<Option<Vec<(String, String)>>> {
+        self.next().map_or(Ok(None), |n| n.list_exports())
+    }
+
+    /// The export the empty name means, when the backend lists its own
+    /// exports. Delegated by default.
+    fn default_export(&self) -> Result<Option<String>> {
+        self.next().map_or(Ok(None), |n| n.default_export())
+    }
+
+    /// The backend serving export `name`, for a stack with several exports
+    /// (`Some`), or `None` when this backend serves every name itself. The
+    /// server asks once per connection, at NBD_OPT_GO/INFO/EXPORT_NAME, and
+    /// serves that connection with what it got. Not delegated: a stack
+    /// with filters re-applies them over the plugin's per-export backend
+    /// (see nbd-server-bin's `open_stack`).
+    fn open_export(&self, name: &str) -> Result<Option<std::sync::Arc<dyn Backend>>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Block size constraints (minimum, preferred, maximum) for
+    /// NBD_INFO_BLOCK_SIZE, or `None` for the server's defaults.
+    /// Delegated by default.
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        self.next().map_or(Ok(None), |n| n.block_size())
+    }
+
+    /// Drops and re-establishes whatever the backend holds open (the retry
+    /// filter calls it after a failure, before retrying). Delegated by
+    /// default; a plugin with nothing to reopen keeps the default `Ok`.
+    fn reopen(&self) -> Result<()> {
+        self.next().map_or(Ok(()), |n| n.reopen())
+    }
+
     /// The layer below, for filters. Plugins keep the default `None`.
     fn next(&self) -> Option<&dyn Backend> {
         None

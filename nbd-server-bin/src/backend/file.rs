@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::allocation;
@@ -32,6 +33,122 @@ pub struct FilePlugin {
     can_punch: AtomicBool,
     can_zero_range: AtomicBool,
     can_seek: AtomicBool,
+    /// cache=none: drop what we read or wrote from the page cache
+    /// (nbdkit does the same with posix_fadvise, not O_DIRECT).
+    cache_none: bool,
+}
+
+/// Opens the file plugin (or, with `dir=`, one export per file).
+pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<Arc<dyn Backend>, String> {
+    if let Some(dir) = p.take("dir") {
+        if p.take("file").is_some() {
+            return Err("file: file= and dir= cannot be used together".into());
+        }
+        let cache = p.take_enum("cache", &["default", "none"])?;
+        let fadvise = p.take_enum("fadvise", &["normal", "random", "sequential"])?;
+        return Ok(Arc::new(FileDir::new(
+            PathBuf::from(dir),
+            cache,
+            fadvise,
+            readonly,
+        )?));
+    }
+    Ok(Arc::new(FilePlugin::from_parsed(p, readonly)?))
+}
+
+/// `dir=DIR`: every regular file in DIR is an export of that name.
+pub struct FileDir {
+    dir: PathBuf,
+    cache: Option<String>,
+    fadvise: Option<String>,
+    readonly: bool,
+}
+
+impl FileDir {
+    fn new(
+        dir: PathBuf,
+        cache: Option<String>,
+        fadvise: Option<String>,
+        readonly: bool,
+    ) -> std::result::Result<Self, String> {
+        let m = std::fs::metadata(&dir).map_err(|e| format!("file: {}: {e}", dir.display()))?;
+        if !m.is_dir() {
+            return Err(format!("file: {}: is not a directory", dir.display()));
+        }
+        Ok(FileDir {
+            dir,
+            cache,
+            fadvise,
+            readonly,
+        })
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| os_err("opendir", e))?;
+        let mut v = Vec::new();
+        for e in rd.flatten() {
+            let is_file = std::fs::metadata(e.path())
+                .map(|m| m.is_file())
+                .unwrap_or(false);
+            if let (true, Some(n)) = (is_file, e.file_name().to_str()) {
+                v.push(n.to_string());
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+}
+
+impl Backend for FileDir {
+    fn name(&self) -> &str {
+        "file"
+    }
+
+    fn list_exports(&self) -> Result<Option<Vec<(String, String)>>> {
+        Ok(Some(
+            self.names()?
+                .into_iter()
+                .map(|n| (n, String::new()))
+                .collect(),
+        ))
+    }
+
+    fn default_export(&self) -> Result<Option<String>> {
+        // nbdkit: the first file (in directory order) is the default; we
+        // use the first in sorted order, which is stable.
+        Ok(self.names()?.into_iter().next())
+    }
+
+    fn open_export(&self, name: &str) -> Result<Option<Arc<dyn Backend>>> {
+        let name = if name.is_empty() {
+            self.default_export()?
+                .ok_or_else(|| Error::new(libc::ENOENT, "no files in the directory"))?
+        } else {
+            name.to_string()
+        };
+        if name.contains('/') || name == "." || name == ".." {
+            return Err(Error::new(libc::EINVAL, "export name must not contain '/'"));
+        }
+        let mut pairs = vec![(
+            "file".to_string(),
+            self.dir.join(&name).to_string_lossy().into_owned(),
+        )];
+        if let Some(c) = &self.cache {
+            pairs.push(("cache".into(), c.clone()));
+        }
+        if let Some(f) = &self.fadvise {
+            pairs.push(("fadvise".into(), f.clone()));
+        }
+        let mut p = Params::new("file", pairs);
+        FilePlugin::from_parsed(&mut p, self.readonly)
+            .map(|f| Some(Arc::new(f) as Arc<dyn Backend>))
+            .map_err(|e| Error::new(libc::ENOENT, e))
+    }
+
+    /// Without an export opened there is nothing to serve.
+    fn size(&self) -> Result<u64> {
+        Err(Error::new(libc::EINVAL, "file: dir= needs an export name"))
+    }
 }
 
 fn os_err(what: &str, e: io::Error) -> Error {
@@ -48,17 +165,24 @@ fn is_unsupported(e: &Error) -> bool {
 }
 
 impl FilePlugin {
-    pub fn from_params(args: &[String], readonly: bool) -> std::result::Result<Self, String> {
-        let mut p = Params::parse("file", "file", args)?;
+    /// `file=` (or `dir=`), `cache=default|none`, `fadvise=normal|random|sequential`.
+    pub fn from_parsed(p: &mut Params, readonly: bool) -> std::result::Result<Self, String> {
+        let cache = p.take_enum("cache", &["default", "none"])?;
+        let fadvise = p.take_enum("fadvise", &["normal", "random", "sequential"])?;
         let path = p
             .take("file")
             .ok_or("file: the file parameter is required (eg. file=disk.img)")?;
-        // Accepted for compatibility with nbdkit's file plugin.
-        for k in ["cache", "fadvise"] {
-            p.take(k);
-        }
-        p.finish("file")?;
-        Self::open(PathBuf::from(path), readonly)
+        let mut f = Self::open(PathBuf::from(path), readonly)?;
+        f.cache_none = cache.as_deref() == Some("none");
+        let advice = match fadvise.as_deref() {
+            Some("random") => libc::POSIX_FADV_RANDOM,
+            Some("sequential") => libc::POSIX_FADV_SEQUENTIAL,
+            _ => libc::POSIX_FADV_NORMAL,
+        };
+        // SAFETY: advice on our descriptor, plain integers. Advisory: a
+        // failure changes nothing.
+        unsafe { libc::posix_fadvise(f.fd(), 0, 0, advice) };
+        Ok(f)
     }
 
     pub fn open(path: PathBuf, readonly: bool) -> std::result::Result<Self, String> {
@@ -104,6 +228,7 @@ impl FilePlugin {
             can_punch: AtomicBool::new(!block_device),
             can_zero_range: AtomicBool::new(!block_device),
             can_seek: AtomicBool::new(!block_device),
+            cache_none: false,
         })
     }
 
@@ -153,6 +278,33 @@ impl FilePlugin {
             done += n as u64;
         }
         Ok(())
+    }
+
+    /// cache=none: drop the range from the page cache (written data is
+    /// synced first, or it could not be dropped).
+    fn evict(&self, offset: u64, count: usize, written: bool) {
+        if !self.cache_none {
+            return;
+        }
+        // SAFETY: advisory calls on our descriptor, plain integers.
+        unsafe {
+            if written {
+                libc::sync_file_range(
+                    self.fd(),
+                    offset as libc::off64_t,
+                    count as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+            libc::posix_fadvise(
+                self.fd(),
+                offset as libc::off_t,
+                count as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
     }
 
     fn lseek(&self, offset: u64, whence: libc::c_int) -> io::Result<u64> {
@@ -225,7 +377,9 @@ impl Backend for FilePlugin {
             } else {
                 os_err("pread", e)
             }
-        })
+        })?;
+        self.evict(offset, buf.len(), false);
+        Ok(())
     }
 
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
@@ -235,6 +389,7 @@ impl Backend for FilePlugin {
         if fua {
             self.sync()?;
         }
+        self.evict(offset, buf.len(), true);
         Ok(())
     }
 
@@ -413,6 +568,49 @@ mod tests {
         b.trim(65536, 1 << 20, false).unwrap();
         assert!(b.pread(&mut r, (4 << 20) - 5).is_err());
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn dir_lists_and_opens_exports() {
+        let d = temp("dir");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("b.img"), [2u8; 512]).unwrap();
+        std::fs::write(d.join("a.img"), [1u8; 1024]).unwrap();
+        std::fs::create_dir(d.join("subdir")).unwrap();
+        let mut p = Params::new(
+            "file",
+            vec![("dir".into(), d.to_string_lossy().into_owned())],
+        );
+        let b = open(&mut p, false).unwrap();
+        let names: Vec<String> = b
+            .list_exports()
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(names, ["a.img", "b.img"]);
+        assert_eq!(b.default_export().unwrap().as_deref(), Some("a.img"));
+        let e = b.open_export("b.img").unwrap().unwrap();
+        assert_eq!(e.size().unwrap(), 512);
+        assert_eq!(b.open_export("").unwrap().unwrap().size().unwrap(), 1024);
+        assert!(b.open_export("../x").is_err());
+        assert!(b.open_export("missing").is_err());
+        // Under a filter, each export gets its own stack.
+        let top = crate::backend::open_stack(
+            "file",
+            &["truncate".into()],
+            &[format!("dir={}", d.display()), "truncate=4096".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(top.list_exports().unwrap().unwrap().len(), 2);
+        assert_eq!(
+            top.open_export("b.img").unwrap().unwrap().size().unwrap(),
+            4096
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

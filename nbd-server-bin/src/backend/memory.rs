@@ -70,8 +70,7 @@ impl Memory {
         Memory { size, shards }
     }
 
-    pub fn from_params(args: &[String]) -> std::result::Result<Memory, String> {
-        let mut p = Params::parse("memory", "size", args)?;
+    pub fn open(p: &mut Params) -> std::result::Result<Memory, String> {
         let size = p
             .take("size")
             .ok_or("memory: the size parameter is required (eg. size=1G)")?;
@@ -82,7 +81,6 @@ impl Memory {
                 return Err(format!("memory: allocator '{a}' is not supported"));
             }
         }
-        p.finish("memory")?;
         Ok(Memory::new(size))
     }
 

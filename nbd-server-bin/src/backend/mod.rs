@@ -3,48 +3,88 @@
 //! Parameters follow nbdkit: `key=value`, plus one bare value that goes to
 //! the plugin's "magic" key (`file` for file, `size` for memory).
 
+pub mod data;
 pub mod file;
+pub mod filters;
 pub mod memory;
+pub mod nbd;
+pub mod random;
+pub mod shutdown;
+pub mod simple;
+pub mod split;
 
 use std::sync::Arc;
 
 use nbd_core::server::Backend;
 
-/// Parameters as (key, value) pairs, with the bare value assigned to the
-/// plugin's magic key.
+/// Parameters of one layer as (key, value) pairs, in command-line order.
 pub struct Params {
+    name: String,
     pairs: Vec<(String, String)>,
 }
 
-impl Params {
-    pub fn parse(plugin: &str, magic: &str, args: &[String]) -> Result<Params, String> {
-        let mut pairs = Vec::new();
-        let mut bare = false;
-        for a in args {
-            match a.split_once('=') {
-                Some((k, v)) if !k.is_empty() && !k.contains('/') => {
-                    pairs.push((k.to_string(), v.to_string()))
+/// nbdkit's rule for the key of `key=value`: a letter, then letters,
+/// digits, `_`, `.` or `-`. Anything else (`/tmp/a=b`) is a bare value.
+pub fn is_config_key(k: &str) -> bool {
+    let mut c = k.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic())
+        && c.all(|x| x.is_ascii_alphanumeric() || "_.-".contains(x))
+}
+
+/// Splits command-line parameters into (key, value) pairs. A bare value
+/// (no `key=`, or a key nbdkit would not accept, like `/tmp/a=b`) goes to
+/// the plugin's magic key, as in nbdkit (`split f1 f2 f3`); a plugin
+/// without one refuses it.
+pub fn split_params(
+    plugin: &str,
+    magic: Option<&str>,
+    args: &[String],
+) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if is_config_key(k) => pairs.push((k.to_string(), v.to_string())),
+            _ => match magic {
+                None => {
+                    return Err(format!(
+                        "{plugin}: expecting key=value on the command line but got: {a}"
+                    ))
                 }
-                _ => {
-                    if bare {
-                        return Err(format!(
-                            "{plugin}: more than one parameter without a key: {a}"
-                        ));
-                    }
-                    bare = true;
-                    pairs.push((magic.to_string(), a.clone()));
-                }
-            }
+                Some(m) => pairs.push((m.to_string(), a.clone())),
+            },
         }
-        Ok(Params { pairs })
+    }
+    Ok(pairs)
+}
+
+impl Params {
+    pub fn new(name: &str, pairs: Vec<(String, String)>) -> Params {
+        Params {
+            name: name.to_string(),
+            pairs,
+        }
+    }
+
+    /// Splits `args` as the plugin `plugin` with magic key `magic` would.
+    #[cfg(test)]
+    pub fn parse(plugin: &str, magic: &str, args: &[String]) -> Result<Params, String> {
+        Ok(Params::new(
+            plugin,
+            split_params(plugin, Some(magic), args)?,
+        ))
     }
 
     /// Takes the last value of `key`.
     pub fn take(&mut self, key: &str) -> Option<String> {
-        let mut v = None;
+        self.take_all(key).pop()
+    }
+
+    /// Takes every value of `key`, in order.
+    pub fn take_all(&mut self, key: &str) -> Vec<String> {
+        let mut v = Vec::new();
         self.pairs.retain(|(k, val)| {
             if k == key {
-                v = Some(val.clone());
+                v.push(val.clone());
                 false
             } else {
                 true
@@ -53,23 +93,246 @@ impl Params {
         v
     }
 
+    /// Takes and parses `key` with `f`; errors are prefixed with the
+    /// layer's name and the key.
+    pub fn take_with<T>(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => f(&v)
+                .map(Some)
+                .map_err(|e| format!("{}: {key}: {e}", self.name)),
+        }
+    }
+
+    /// A size (nbdkit_parse_size).
+    pub fn take_size(&mut self, key: &str) -> Result<Option<u64>, String> {
+        self.take_with(key, parse_size)
+    }
+
+    /// A boolean as nbdkit_parse_bool: 1/true/yes/on, 0/false/no/off.
+    pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>, String> {
+        self.take_with(key, parse_bool)
+    }
+
+    /// One of the listed words.
+    pub fn take_enum(&mut self, key: &str, choices: &[&str]) -> Result<Option<String>, String> {
+        self.take_with(key, |v| {
+            if choices.contains(&v) {
+                Ok(v.to_string())
+            } else {
+                Err(format!(
+                    "unknown value '{v}' (expecting one of: {})",
+                    choices.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// An error naming this layer.
+    pub fn err(&self, msg: impl std::fmt::Display) -> String {
+        format!("{}: {msg}", self.name)
+    }
+
     /// Fails on any key left over.
-    pub fn finish(self, plugin: &str) -> Result<(), String> {
+    pub fn finish(self) -> Result<(), String> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((k, _)) => Err(format!("{plugin}: unknown parameter '{k}'")),
+            Some((k, _)) => Err(format!("{}: unknown parameter '{k}'", self.name)),
         }
     }
 }
 
-/// Loads a plugin by name.
-pub fn open(name: &str, args: &[String], readonly: bool) -> Result<Arc<dyn Backend>, String> {
-    match name {
-        "memory" => Ok(Arc::new(memory::Memory::from_params(args)?)),
-        "file" => Ok(Arc::new(file::FilePlugin::from_params(args, readonly)?)),
-        _ => Err(format!(
-            "cannot open plugin \"{name}\": this nbdkit supports only the plugins: file, memory"
-        )),
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("could not decipher boolean ({v})")),
+    }
+}
+
+/// A plugin's constructor: its parameters and whether the server is `-r`.
+type OpenPlugin = fn(&mut Params, bool) -> Result<Arc<dyn Backend>, String>;
+
+/// A plugin: its magic key and how to open it from its parameters.
+struct PluginSpec {
+    name: &'static str,
+    magic: Option<&'static str>,
+    open: OpenPlugin,
+}
+
+fn arc<B: Backend + 'static>(r: Result<B, String>) -> Result<Arc<dyn Backend>, String> {
+    r.map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
+
+const PLUGINS: &[PluginSpec] = &[
+    PluginSpec {
+        name: "file",
+        magic: Some("file"),
+        open: |p, ro| file::open(p, ro),
+    },
+    PluginSpec {
+        name: "memory",
+        magic: Some("size"),
+        open: |p, _| arc(memory::Memory::open(p)),
+    },
+    PluginSpec {
+        name: "null",
+        magic: Some("size"),
+        open: |p, _| arc(simple::Null::open(p)),
+    },
+    PluginSpec {
+        name: "zero",
+        magic: None,
+        open: |_, _| arc(Ok(simple::Null::new(0))),
+    },
+    PluginSpec {
+        name: "full",
+        magic: Some("size"),
+        open: |p, _| arc(simple::Full::open(p)),
+    },
+    PluginSpec {
+        name: "pattern",
+        magic: Some("size"),
+        open: |p, _| arc(simple::Pattern::open(p)),
+    },
+    PluginSpec {
+        name: "random",
+        magic: Some("size"),
+        open: |p, _| arc(random::Random::open(p)),
+    },
+    PluginSpec {
+        name: "sparse-random",
+        magic: Some("size"),
+        open: |p, _| arc(random::SparseRandom::open(p)),
+    },
+    PluginSpec {
+        name: "data",
+        magic: Some("data"),
+        open: |p, _| arc(data::open(p)),
+    },
+    PluginSpec {
+        name: "split",
+        magic: Some("file"),
+        open: |p, ro| arc(split::Split::open(p, ro)),
+    },
+    PluginSpec {
+        name: "nbd",
+        magic: Some("uri"),
+        open: |p, ro| arc(nbd::NbdPlugin::open(p, ro)),
+    },
+];
+
+fn plugin_names() -> String {
+    PLUGINS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Builds a plugin with its filters on top, as nbdkit does:
+/// `filters` in command-line order, the first one outermost. Each
+/// `key=value` goes to the outermost filter that knows the key, else to the
+/// plugin (the first parameter may be bare: it goes to the plugin's magic
+/// key, and a filter of the same key would take it, as in nbdkit). A key
+/// nobody knows is an error from the plugin.
+pub fn open_stack(
+    plugin: &str,
+    filters: &[String],
+    args: &[String],
+    readonly: bool,
+) -> Result<Arc<dyn Backend>, String> {
+    let spec = PLUGINS.iter().find(|p| p.name == plugin).ok_or_else(|| {
+        format!(
+            "cannot open plugin \"{plugin}\": this nbdkit supports only the plugins: {}",
+            plugin_names()
+        )
+    })?;
+    let fspecs = filters
+        .iter()
+        .map(|f| filters::find(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pairs = split_params(plugin, spec.magic, args)?;
+    let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
+    for (k, v) in pairs {
+        let i = fspecs
+            .iter()
+            .position(|f| f.knows(&k))
+            .unwrap_or(fspecs.len());
+        layer_pairs[i].push((k, v));
+    }
+    let mut p = Params::new(spec.name, layer_pairs.pop().unwrap_or_default());
+    let plugin_b = (spec.open)(&mut p, readonly)?;
+    p.finish()?;
+    let layers: Vec<Layer> = fspecs.into_iter().zip(layer_pairs).collect();
+    let multi = plugin_b
+        .list_exports()
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if multi && !layers.is_empty() {
+        // The filters are built per export; build them once now over the
+        // default export (if any) so that bad parameters fail at startup.
+        if let Some(def) = plugin_b.default_export().map_err(|e| e.to_string())? {
+            if let Some(b) = plugin_b.open_export(&def).map_err(|e| e.to_string())? {
+                wrap(b, &layers, readonly)?;
+            }
+        }
+        return Ok(Arc::new(MultiExport {
+            plugin: plugin_b,
+            layers,
+            readonly,
+        }));
+    }
+    wrap(plugin_b, &layers, readonly)
+}
+
+/// A filter and the parameters it took.
+type Layer = (&'static filters::FilterSpec, Vec<(String, String)>);
+
+/// Puts `layers` (outermost first) over `b`.
+fn wrap(
+    mut b: Arc<dyn Backend>,
+    layers: &[Layer],
+    readonly: bool,
+) -> Result<Arc<dyn Backend>, String> {
+    for (f, pairs) in layers.iter().rev() {
+        let mut p = Params::new(f.name, pairs.clone());
+        b = (f.open)(&mut p, b, readonly)?;
+        p.finish()?;
+    }
+    Ok(b)
+}
+
+/// A plugin with several exports (file `dir=`) under filters: each export
+/// gets its own filter stack over the plugin's backend for that export,
+/// built from the same parameters (as nbdkit opens filters per
+/// connection). Listing and the connection hooks go to the plugin; filters
+/// that act on connections (limit, ip, ...) therefore see them only per
+/// export stack, through the export's backend.
+struct MultiExport {
+    plugin: Arc<dyn Backend>,
+    layers: Vec<Layer>,
+    readonly: bool,
+}
+
+impl Backend for MultiExport {
+    fn next(&self) -> Option<&dyn Backend> {
+        Some(&*self.plugin)
+    }
+    fn open_export(
+        &self,
+        name: &str,
+    ) -> nbd_core::server::backend::Result<Option<Arc<dyn Backend>>> {
+        match self.plugin.open_export(name)? {
+            None => Ok(None),
+            Some(b) => wrap(b, &self.layers, self.readonly)
+                .map(Some)
+                .map_err(|e| nbd_core::server::backend::Error::new(libc::EINVAL, e)),
+        }
     }
 }
 
@@ -145,8 +408,10 @@ mod tests {
     fn params() {
         let mut p = Params::parse("m", "size", &["1G".into(), "a=b".into()]).unwrap();
         assert_eq!(p.take("size").as_deref(), Some("1G"));
-        assert!(p.finish("m").is_err());
-        assert!(Params::parse("m", "size", &["1G".into(), "2G".into()]).is_err());
+        assert!(p.finish().is_err());
+        let mut p = Params::parse("s", "file", &["a".into(), "b".into()]).unwrap();
+        assert_eq!(p.take_all("file"), ["a", "b"]);
+        assert!(split_params("zero", None, &["1G".into()]).is_err());
         let mut p = Params::parse("f", "file", &["/tmp/x=y".into()]).unwrap();
         assert_eq!(p.take("file").as_deref(), Some("/tmp/x=y"));
     }

@@ -82,7 +82,21 @@ impl Server {
     }
 
     pub fn raw(&self) -> UnixStream {
-        let s = UnixStream::connect(&self.sock).unwrap();
+        // The socket file appears at bind(), a moment before listen():
+        // a connection in between is refused.
+        let t = Instant::now();
+        let s = loop {
+            match UnixStream::connect(&self.sock) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && t.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("connect {}: {e}", self.sock.display()),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s
     }

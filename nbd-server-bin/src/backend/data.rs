@@ -1,0 +1,424 @@
+//! The data plugin: a small disk written on the command line.
+//!
+//! `data=` takes nbdkit-data-plugin's format; this implements its common
+//! subset: bytes (`0 1 0x55 0o17 017`), strings (`"Hello\n"` with
+//! `\\ \" \n \t \r \0 \xHH` escapes), `@OFFSET` / `@+N` / `@-N` / `@^ALIGN`,
+//! `leNN:`/`beNN:` words (16, 32, 64 bits), `( ... )` groups, `*N`
+//! repetition and `[N:M]` slices of the item before, `<FILE` (a file's
+//! contents) and `#` comments. Variables, `\name` assignments, `<(script)`
+//! and `$(...)` are refused with a clear error. `raw=` gives the bytes
+//! directly, `base64=` in base64. `size=` pads or truncates; otherwise the
+//! size is the furthest position reached. The disk lives in a sparse
+//! memory disk: writes are allowed and lost at exit.
+
+use super::memory::Memory;
+use super::Params;
+use nbd_core::server::Backend;
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Bytes(Vec<u8>),
+    Abs(u64),
+    Rel(i64),
+    Align(u64),
+    Group(Vec<Expr>),
+    Repeat(Box<Expr>, u64),
+    Slice(Box<Expr>, Option<u64>, Option<u64>),
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+fn parse_int(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let r = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else if let Some(o) = t.strip_prefix("0o") {
+        u64::from_str_radix(o, 8)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u64::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse()
+    };
+    r.map_err(|_| format!("could not parse number: {t}"))
+}
+
+impl<'a> Parser<'a> {
+    fn skip_ws(&mut self) {
+        while self.i < self.s.len() {
+            match self.s[self.i] {
+                b' ' | b'\t' | b'\n' | b'\r' => self.i += 1,
+                b'#' => {
+                    while self.i < self.s.len() && self.s[self.i] != b'\n' {
+                        self.i += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// A word: up to whitespace or one of the structural characters.
+    fn word(&mut self) -> String {
+        let st = self.i;
+        while self.i < self.s.len() && !b" \t\r\n()*[]#\"".contains(&self.s[self.i]) {
+            self.i += 1;
+        }
+        String::from_utf8_lossy(&self.s[st..self.i]).into_owned()
+    }
+
+    fn items(&mut self, in_group: bool) -> Result<Vec<Expr>, String> {
+        let mut v: Vec<Expr> = Vec::new();
+        loop {
+            self.skip_ws();
+            let Some(&c) = self.s.get(self.i) else {
+                if in_group {
+                    return Err("unterminated '(' group".into());
+                }
+                return Ok(v);
+            };
+            match c {
+                b')' => {
+                    if !in_group {
+                        return Err("')' without '('".into());
+                    }
+                    self.i += 1;
+                    return Ok(v);
+                }
+                b'*' => {
+                    self.i += 1;
+                    self.skip_ws();
+                    let n = parse_int(&self.word())?;
+                    let e = v.pop().ok_or("'*' with nothing before it")?;
+                    v.push(Expr::Repeat(Box::new(e), n));
+                }
+                b'[' => {
+                    self.i += 1;
+                    let st = self.i;
+                    while self.i < self.s.len() && self.s[self.i] != b']' {
+                        self.i += 1;
+                    }
+                    if self.i >= self.s.len() {
+                        return Err("unterminated '[' slice".into());
+                    }
+                    let inner = String::from_utf8_lossy(&self.s[st..self.i]).into_owned();
+                    self.i += 1;
+                    let (a, b) = inner
+                        .split_once(':')
+                        .ok_or_else(|| format!("slice [{inner}] needs ':'"))?;
+                    let a = if a.trim().is_empty() {
+                        None
+                    } else {
+                        Some(parse_int(a)?)
+                    };
+                    let b = if b.trim().is_empty() {
+                        None
+                    } else {
+                        Some(parse_int(b)?)
+                    };
+                    let e = v.pop().ok_or("'[' with nothing before it")?;
+                    v.push(Expr::Slice(Box::new(e), a, b));
+                }
+                b'(' => {
+                    self.i += 1;
+                    v.push(Expr::Group(self.items(true)?));
+                }
+                b'"' => {
+                    self.i += 1;
+                    v.push(Expr::Bytes(self.string()?));
+                }
+                b'@' => {
+                    self.i += 1;
+                    let w = self.word();
+                    v.push(if let Some(n) = w.strip_prefix('+') {
+                        Expr::Rel(parse_int(n)? as i64)
+                    } else if let Some(n) = w.strip_prefix('-') {
+                        Expr::Rel(-(parse_int(n)? as i64))
+                    } else if let Some(n) = w.strip_prefix('^') {
+                        let a = parse_int(n)?;
+                        if a == 0 || !a.is_power_of_two() {
+                            return Err(format!("@^{n}: alignment must be a power of 2"));
+                        }
+                        Expr::Align(a)
+                    } else {
+                        Expr::Abs(parse_int(&w)?)
+                    });
+                }
+                b'<' => {
+                    self.i += 1;
+                    if self.s.get(self.i) == Some(&b'(') {
+                        return Err("<(SCRIPT) is not supported by this nbdkit".into());
+                    }
+                    let f = self.word();
+                    let d = std::fs::read(&f).map_err(|e| format!("<{f}: {e}"))?;
+                    v.push(Expr::Bytes(d));
+                }
+                b'$' | b'\\' | b'-' if c != b'-' || self.s.get(self.i + 1) == Some(&b'>') => {
+                    return Err(format!(
+                        "'{}': variables and assignments are not supported by this nbdkit",
+                        c as char
+                    ));
+                }
+                _ => {
+                    let w = self.word();
+                    if w.is_empty() {
+                        return Err(format!("unexpected character '{}'", c as char));
+                    }
+                    v.push(Expr::Bytes(Self::word_bytes(&w)?));
+                }
+            }
+        }
+    }
+
+    fn word_bytes(w: &str) -> Result<Vec<u8>, String> {
+        for (p, bits, le) in [
+            ("le16:", 16, true),
+            ("be16:", 16, false),
+            ("le32:", 32, true),
+            ("be32:", 32, false),
+            ("le64:", 64, true),
+            ("be64:", 64, false),
+        ] {
+            if let Some(n) = w.strip_prefix(p) {
+                let n = parse_int(n)?;
+                let len = bits / 8;
+                if bits < 64 && n >> bits != 0 {
+                    return Err(format!("{w}: value does not fit in {bits} bits"));
+                }
+                let b = if le { n.to_le_bytes() } else { n.to_be_bytes() };
+                return Ok(if le {
+                    b[..len].to_vec()
+                } else {
+                    b[8 - len..].to_vec()
+                });
+            }
+        }
+        let n = parse_int(w).map_err(|_| format!("unknown word in data: {w}"))?;
+        if n > 255 {
+            return Err(format!("{w}: a byte must be between 0 and 255"));
+        }
+        Ok(vec![n as u8])
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        loop {
+            let c = *self.s.get(self.i).ok_or("unterminated string")?;
+            self.i += 1;
+            match c {
+                b'"' => return Ok(out),
+                b'\\' => {
+                    let e = *self.s.get(self.i).ok_or("unterminated string")?;
+                    self.i += 1;
+                    out.push(match e {
+                        b'\\' => b'\\',
+                        b'"' => b'"',
+                        b'n' => b'\n',
+                        b't' => b'\t',
+                        b'r' => b'\r',
+                        b'0' => 0,
+                        b'x' => {
+                            let h = self.s.get(self.i..self.i + 2).ok_or("bad \\x escape")?;
+                            self.i += 2;
+                            u8::from_str_radix(&String::from_utf8_lossy(h), 16)
+                                .map_err(|_| "bad \\x escape")?
+                        }
+                        e => return Err(format!("unknown escape \\{}", e as char)),
+                    });
+                }
+                c => out.push(c),
+            }
+        }
+    }
+}
+
+/// Where evaluated bytes go: a position, chunks written, the furthest
+/// point reached.
+#[derive(Default)]
+struct Image {
+    pos: u64,
+    end: u64,
+    chunks: Vec<(u64, Vec<u8>)>,
+}
+
+const MAX_DENSE: u64 = 1 << 30;
+
+impl Image {
+    fn put(&mut self, b: &[u8]) -> Result<(), String> {
+        if !b.is_empty() {
+            self.chunks.push((self.pos, b.to_vec()));
+        }
+        self.pos = self
+            .pos
+            .checked_add(b.len() as u64)
+            .ok_or("data too large")?;
+        self.end = self.end.max(self.pos);
+        Ok(())
+    }
+
+    fn eval(&mut self, exprs: &[Expr]) -> Result<(), String> {
+        for e in exprs {
+            match e {
+                Expr::Bytes(b) => self.put(b)?,
+                Expr::Abs(n) => self.pos = *n,
+                Expr::Rel(n) => {
+                    self.pos = self
+                        .pos
+                        .checked_add_signed(*n)
+                        .ok_or("@-N moves before the start")?
+                }
+                Expr::Align(a) => self.pos = self.pos.div_ceil(*a) * a,
+                _ => {
+                    let d = dense(e)?;
+                    self.put(&d)?;
+                }
+            }
+            self.end = self.end.max(self.pos);
+        }
+        Ok(())
+    }
+
+    /// The image as contiguous bytes (for groups, repeats and slices).
+    fn into_dense(self) -> Result<Vec<u8>, String> {
+        if self.end > MAX_DENSE {
+            return Err("a group, repeat or slice is larger than 1 GiB".into());
+        }
+        let mut v = vec![0u8; self.end as usize];
+        for (p, b) in self.chunks {
+            v[p as usize..p as usize + b.len()].copy_from_slice(&b);
+        }
+        Ok(v)
+    }
+}
+
+fn dense(e: &Expr) -> Result<Vec<u8>, String> {
+    match e {
+        Expr::Bytes(b) => Ok(b.clone()),
+        Expr::Group(g) => {
+            let mut im = Image::default();
+            im.eval(g)?;
+            im.into_dense()
+        }
+        Expr::Repeat(inner, n) => {
+            let d = dense(inner)?;
+            if (d.len() as u64).saturating_mul(*n) > MAX_DENSE {
+                return Err("a repeat is larger than 1 GiB".into());
+            }
+            Ok(d.repeat(*n as usize))
+        }
+        Expr::Slice(inner, a, b) => {
+            let d = dense(inner)?;
+            let a = a.unwrap_or(0) as usize;
+            let b = b.map(|b| b as usize).unwrap_or(d.len());
+            if a > b || b > d.len() {
+                return Err(format!("slice [{a}:{b}] is out of range"));
+            }
+            Ok(d[a..b].to_vec())
+        }
+        _ => Err("an offset (@) cannot be repeated or sliced".into()),
+    }
+}
+
+fn base64(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b' ' | b'\n' | b'\t' | b'\r' => continue,
+            _ => return Err(format!("invalid base64 character '{}'", c as char)),
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+fn image(p: &mut Params) -> Result<Image, String> {
+    let data = p.take("data");
+    let raw = p.take("raw");
+    let b64 = p.take("base64");
+    let mut im = Image::default();
+    match (data, raw, b64) {
+        (Some(d), None, None) => {
+            let exprs = Parser {
+                s: d.as_bytes(),
+                i: 0,
+            }
+            .items(false)
+            .map_err(|e| p.err(e))?;
+            im.eval(&exprs).map_err(|e| p.err(e))?;
+        }
+        (None, Some(r), None) => im.put(r.as_bytes())?,
+        (None, None, Some(b)) => im.put(&base64(&b).map_err(|e| p.err(e))?)?,
+        (None, None, None) => {
+            return Err(p.err("one of data=, raw= or base64= is required"));
+        }
+        _ => return Err(p.err("only one of data=, raw= or base64= may be given")),
+    }
+    Ok(im)
+}
+
+pub fn open(p: &mut Params) -> Result<Memory, String> {
+    let im = image(p)?;
+    let size = p.take_size("size")?.unwrap_or(im.end);
+    if let Some(a) = p.take("allocator") {
+        let kind = a.split(',').next().unwrap_or("");
+        if !["sparse", "malloc", "zstd"].contains(&kind) {
+            return Err(p.err(format!("unknown allocator '{a}'")));
+        }
+    }
+    let m = Memory::new(size);
+    for (pos, b) in im.chunks {
+        if pos >= size {
+            continue;
+        }
+        let n = ((size - pos) as usize).min(b.len());
+        m.pwrite(&b[..n], pos, false)
+            .map_err(|e| format!("data: {e}"))?;
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(s: &str) -> Result<Vec<u8>, String> {
+        let mut p = Params::new("data", vec![("data".into(), s.into())]);
+        image(&mut p)?.into_dense()
+    }
+
+    #[test]
+    fn syntax() {
+        assert_eq!(img("1 2 3").unwrap(), [1, 2, 3]);
+        assert_eq!(img("@4 1").unwrap(), [0, 0, 0, 0, 1]);
+        assert_eq!(img("1 @+2 5 @-1 6").unwrap(), [1, 0, 0, 6]);
+        assert_eq!(img("1 @^4").unwrap(), [1, 0, 0, 0]);
+        assert_eq!(
+            img("( 0x55 0xAA )*3").unwrap(),
+            [0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa]
+        );
+        assert_eq!(img("\"Hi\\n\" 017").unwrap(), [b'H', b'i', b'\n', 0o17]);
+        assert_eq!(img("le32:1 be16:0x102").unwrap(), [1, 0, 0, 0, 1, 2]);
+        assert_eq!(img("# c\n 9 # more\n 8").unwrap(), [9, 8]);
+        assert_eq!(img("\"abcdef\"[1:3]").unwrap(), b"bc");
+        assert_eq!(img("7*3").unwrap(), [7, 7, 7]);
+        assert!(img("256").is_err());
+        assert!(img("$x").is_err());
+        assert!(img("(1").is_err());
+        assert!(img("foo").is_err());
+        assert_eq!(base64("aGVsbG8=").unwrap(), b"hello");
+    }
+}

@@ -1,0 +1,441 @@
+//! The nbd plugin: a proxy to another NBD server, through nbd-core's
+//! client state machine driven over a blocking socket.
+//!
+//! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, or `uri=` (magic
+//! key; `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`,
+//! TLS schemes are refused); `export=NAME`. One connection, opened on
+//! first use and reopened if it died, is shared by every client; a mutex
+//! around it makes each request a full round trip (requests are
+//! serialised: simple and correct; the remote sees one client).
+
+use std::fs::File;
+use std::io::{IoSlice, Read, Write};
+use std::os::unix::io::OwnedFd;
+
+use parking_lot::Mutex;
+
+use nbd_core::client::{Client, Command, Config, Event, ExportInfo, Phase};
+use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use nbd_core::wire::consts::{cmd, cmd_flags, tx_flags};
+
+use super::Params;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Unix(String),
+    Tcp(String, u16),
+}
+
+fn pct_decode(s: &str) -> std::result::Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in {s}"))?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("URI is not UTF-8: {s}"))
+}
+
+/// Parses an `nbd://` or `nbd+unix://` URI into (target, export).
+pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| format!("not a URI: {uri}"))?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let export = pct_decode(path)?;
+    match scheme {
+        "nbd" => {
+            let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+                let (h, p) = h
+                    .split_once(']')
+                    .ok_or_else(|| format!("bad IPv6 address in {uri}"))?;
+                (h.to_string(), p.strip_prefix(':'))
+            } else {
+                match authority.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), Some(p)),
+                    None => (authority.to_string(), None),
+                }
+            };
+            let port = match port {
+                None | Some("") => 10809,
+                Some(p) => p.parse().map_err(|_| format!("bad port in {uri}"))?,
+            };
+            let host = if host.is_empty() {
+                "localhost".into()
+            } else {
+                host
+            };
+            Ok((Target::Tcp(host, port), export))
+        }
+        "nbd+unix" => {
+            let sock = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .find_map(|kv| kv.strip_prefix("socket="))
+                .ok_or_else(|| format!("nbd+unix URI needs ?socket=: {uri}"))?;
+            Ok((Target::Unix(pct_decode(sock)?), export))
+        }
+        "nbds" | "nbds+unix" | "nbds+vsock" => Err(format!("TLS is not supported yet: {uri}")),
+        _ => Err(format!(
+            "unsupported URI scheme '{scheme}' (expecting nbd:// or nbd+unix://)"
+        )),
+    }
+}
+
+/// A finished command: its buffer and the block status it received.
+type Done = (Vec<u8>, Vec<(u32, u32)>);
+
+struct Conn {
+    sock: File,
+    client: Client<Vec<u8>>,
+}
+
+impl Conn {
+    fn connect(target: &Target, export: &str) -> Result<Conn> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("nbd: {what}: {e}"),
+            )
+        };
+        let fd: OwnedFd = match target {
+            Target::Unix(p) => std::os::unix::net::UnixStream::connect(p)
+                .map_err(|e| io(p, e))?
+                .into(),
+            Target::Tcp(h, port) => {
+                let s = std::net::TcpStream::connect((h.as_str(), *port))
+                    .map_err(|e| io(&format!("{h}:{port}"), e))?;
+                let _ = s.set_nodelay(true);
+                s.into()
+            }
+        };
+        let config = Config {
+            export_name: export.as_bytes().to_vec(),
+            meta_contexts: vec![b"base:allocation".to_vec()],
+            ..Config::default()
+        };
+        let mut c = Conn {
+            sock: File::from(fd),
+            client: Client::new(config),
+        };
+        c.pump(|cl| cl.phase() != Phase::Connecting)?;
+        match c.client.phase() {
+            Phase::Ready => Ok(c),
+            _ => Err(c.dead()),
+        }
+    }
+
+    fn dead(&self) -> Error {
+        match self.client.fatal_error() {
+            Some(e) => Error::new(e.errno.max(1), format!("nbd: {}", e.message)),
+            None => Error::new(libc::EIO, "nbd: connection closed"),
+        }
+    }
+
+    /// Moves bytes until `done` holds or the connection dies.
+    fn pump(&mut self, mut done: impl FnMut(&mut Client<Vec<u8>>) -> bool) -> Result<()> {
+        loop {
+            if done(&mut self.client) {
+                return Ok(());
+            }
+            if self.client.wants_write() {
+                let n = {
+                    let mut iov = [IoSlice::new(&[]); 16];
+                    let k = self.client.send_bufs(&mut iov);
+                    match self.sock.write_vectored(&iov[..k]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            let err = nbd_core::client::Error::new(
+                                e.raw_os_error().unwrap_or(libc::EIO),
+                                format!("send: {e}"),
+                            );
+                            self.client.fail(err);
+                            return Err(self.dead());
+                        }
+                    }
+                };
+                self.client.send_done(n);
+            } else if self.client.wants_read() {
+                let buf = self.client.recv_buf();
+                match self.sock.read(buf) {
+                    Ok(n) => self.client.recv_done(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let err = nbd_core::client::Error::new(
+                            e.raw_os_error().unwrap_or(libc::EIO),
+                            format!("recv: {e}"),
+                        );
+                        self.client.fail(err);
+                        return Err(self.dead());
+                    }
+                }
+            } else {
+                return Err(self.dead());
+            }
+        }
+    }
+
+    /// Runs one command to completion: (buffer, block status extents).
+    fn run(&mut self, c: Command, buf: Vec<u8>) -> Result<Done> {
+        let cookie = self
+            .client
+            .submit(c, buf)
+            .map_err(|(e, _)| Error::new(e.errno.max(1), format!("nbd: {}", e.message)))?;
+        let mut result = None;
+        let mut extents = Vec::new();
+        self.pump(|cl| {
+            while let Some(ev) = cl.poll_event() {
+                match ev {
+                    Event::Completed {
+                        cookie: k,
+                        ctx,
+                        result: r,
+                    } if k == cookie => result = Some((ctx, r)),
+                    Event::BlockStatus {
+                        cookie: k,
+                        extents: e,
+                        ..
+                    } if k == cookie => extents.extend(e),
+                    _ => {}
+                }
+            }
+            result.is_some()
+        })?;
+        let (ctx, r) = result.ok_or_else(|| self.dead())?;
+        r.map_err(|e| Error::new(e.errno.max(1), e.message))?;
+        Ok((ctx, extents))
+    }
+}
+
+pub struct NbdPlugin {
+    target: Target,
+    export: String,
+    readonly: bool,
+    conn: Mutex<Option<Conn>>,
+    info: ExportInfo,
+}
+
+impl NbdPlugin {
+    pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<NbdPlugin, String> {
+        let uri = p.take("uri");
+        let socket = p.take("socket");
+        let host = p.take("hostname");
+        let port = p.take("port");
+        let export = p.take("export");
+        if p.take("tls")
+            .is_some_and(|t| t != "off" && t != "false" && t != "0")
+        {
+            return Err(p.err("TLS is not supported yet"));
+        }
+        let (target, uri_export) =
+            match (uri, socket, host) {
+                (Some(u), None, None) if port.is_none() => {
+                    let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
+                    (t, Some(e))
+                }
+                (None, Some(s), None) if port.is_none() => (Target::Unix(s), None),
+                (None, None, Some(h)) => {
+                    let port = match port {
+                        None => 10809,
+                        Some(pt) => pt
+                            .parse()
+                            .map_err(|_| p.err(format!("could not parse port number: {pt}")))?,
+                    };
+                    (Target::Tcp(h, port), None)
+                }
+                (None, None, None) => {
+                    return Err(p.err("one of uri=, socket= or hostname= is required"))
+                }
+                _ => return Err(p.err(
+                    "give exactly one of uri=, socket= or hostname= (port= only with hostname=)",
+                )),
+            };
+        let export = export.or(uri_export).unwrap_or_default();
+        // Connect now, so that a wrong address is reported at startup
+        // rather than to the first client.
+        let conn = Conn::connect(&target, &export).map_err(|e| e.to_string())?;
+        let info = conn
+            .client
+            .export()
+            .cloned()
+            .ok_or_else(|| p.err("no export information from the server"))?;
+        Ok(NbdPlugin {
+            target,
+            export,
+            readonly,
+            conn: Mutex::new(Some(conn)),
+            info,
+        })
+    }
+
+    fn flag(&self, f: u16) -> bool {
+        self.info.flags & f != 0
+    }
+
+    fn run(&self, c: Command, buf: Vec<u8>) -> Result<Done> {
+        let mut g = self.conn.lock();
+        let live =
+            matches!(&*g, Some(c) if matches!(c.client.phase(), Phase::Ready | Phase::Processing));
+        if !live {
+            *g = None;
+            *g = Some(Conn::connect(&self.target, &self.export)?);
+        }
+        match g.as_mut() {
+            Some(conn) => conn.run(c, buf),
+            None => Err(Error::new(libc::EIO, "nbd: not connected")),
+        }
+    }
+
+    fn simple(&self, kind: u16, flags: u16, offset: u64, len: u64) -> Result<()> {
+        self.run(Command::new(kind, flags, offset, len), Vec::new())
+            .map(|_| ())
+    }
+}
+
+impl Backend for NbdPlugin {
+    fn name(&self) -> &str {
+        "nbd"
+    }
+    fn size(&self) -> Result<u64> {
+        Ok(self.info.size)
+    }
+    fn can_write(&self) -> Result<bool> {
+        Ok(!self.readonly && !self.flag(tx_flags::READ_ONLY))
+    }
+    fn can_flush(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_FLUSH))
+    }
+    fn can_fua(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_FUA))
+    }
+    fn can_trim(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_TRIM))
+    }
+    fn can_zero(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_WRITE_ZEROES))
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_FAST_ZERO))
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::CAN_MULTI_CONN))
+    }
+    fn can_cache(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::SEND_CACHE))
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        Ok(self.flag(tx_flags::ROTATIONAL))
+    }
+    fn can_extents(&self) -> Result<bool> {
+        Ok(!self.info.meta_contexts.is_empty())
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        Ok(self.info.block_size)
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut g = self.conn.lock();
+        *g = None;
+        *g = Some(Conn::connect(&self.target, &self.export)?);
+        Ok(())
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let (data, _) = self.run(
+            Command::new(cmd::READ, 0, offset, buf.len() as u64),
+            vec![0u8; buf.len()],
+        )?;
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        let f = if fua { cmd_flags::FUA } else { 0 };
+        self.run(
+            Command::new(cmd::WRITE, f, offset, buf.len() as u64),
+            buf.to_vec(),
+        )
+        .map(|_| ())
+    }
+    fn flush(&self) -> Result<()> {
+        self.simple(cmd::FLUSH, 0, 0, 0)
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        let f = if fua { cmd_flags::FUA } else { 0 };
+        self.simple(cmd::TRIM, f, offset, count as u64)
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        let mut f = 0;
+        if flags.fua {
+            f |= cmd_flags::FUA;
+        }
+        if !flags.may_trim {
+            f |= cmd_flags::NO_HOLE;
+        }
+        if flags.fast {
+            f |= cmd_flags::FAST_ZERO;
+        }
+        self.simple(cmd::WRITE_ZEROES, f, offset, count as u64)
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.simple(cmd::CACHE, 0, offset, count as u64)
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        let (_, ext) = self.run(
+            Command::new(cmd::BLOCK_STATUS, 0, offset, count as u64),
+            Vec::new(),
+        )?;
+        let mut pos = offset;
+        for (len, flags) in ext {
+            if !sink.add(pos, len as u64, flags)? {
+                return Ok(());
+            }
+            pos += len as u64;
+        }
+        if pos == offset {
+            return Err(Error::new(libc::EIO, "nbd: server sent no extents"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(
+            parse_uri("nbd://localhost:1234/disk").unwrap(),
+            (Target::Tcp("localhost".into(), 1234), "disk".into())
+        );
+        assert_eq!(
+            parse_uri("nbd://[::1]/").unwrap(),
+            (Target::Tcp("::1".into(), 10809), "".into())
+        );
+        assert_eq!(
+            parse_uri("nbd+unix:///a%20b?socket=/tmp/s%3D").unwrap(),
+            (Target::Unix("/tmp/s=".into()), "a b".into())
+        );
+        assert!(parse_uri("nbds://h/").is_err());
+        assert!(parse_uri("http://h/").is_err());
+        assert!(parse_uri("nbd+unix:///x").is_err());
+    }
+}
