@@ -88,9 +88,19 @@ if $staged; then
     fail "pkg-config libnbd on the stage" "got: $pcver / $pcout / static: $pcstatic"
   fi
 
+  # The staged library is our Rust build: the tests below prove which file
+  # was loaded by its path, so make sure that path holds ours (Rust's
+  # standard library carries the string RUST_BACKTRACE; the C libnbd
+  # cannot).
+  so=$STAGE/usr/lib/libnbd.so.0.0.0
+  if grep -qa RUST_BACKTRACE "$so"; then
+    pass "the staged libnbd.so.0 is our Rust build"
+  else
+    fail "the staged libnbd.so.0 is our Rust build" "$so lacks Rust's runtime"
+  fi
+
   # The shared library: right SONAME, and it exports nbd_* symbols only,
   # each bound to a LIBNBD_1.x version node.
-  so=$STAGE/usr/lib/libnbd.so.0.0.0
   soname=$(objdump -p "$so" | awk '$1 == "SONAME" { print $2 }')
   # Defined dynamic symbols, less the version nodes themselves (*ABS*).
   defined=$(objdump -T "$so" | awk 'index($0, "*UND*") == 0 && NF >= 6 &&
