@@ -302,52 +302,76 @@ impl Connection {
             return;
         }
         loop {
-            let mut progress = false;
-            while self.client.wants_write() {
-                match self.send() {
-                    Ok((n, all)) => {
-                        self.client.send_done(n);
-                        progress = true;
-                        if !all {
-                            break; // socket buffer full
-                        }
+            self.write_ready();
+            let read = self.read_ready();
+            self.collect();
+            // Reading may have queued more to send (the next option of
+            // the handshake); writing cannot have made a reply arrive, so
+            // only the first is worth another round.
+            if !(read && self.client.wants_write()) {
+                break;
+            }
+        }
+    }
+
+    /// Sends what the client has queued, without reading: for a caller
+    /// that has just queued a request and will poll(2) for its reply next,
+    /// a recv(2) now would almost always be a wasted EAGAIN.
+    pub fn pump_write(&mut self) {
+        if !self.finish_connect() {
+            self.collect();
+            return;
+        }
+        self.write_ready();
+        self.collect();
+    }
+
+    /// Writes until the client has nothing more or the socket is full.
+    fn write_ready(&mut self) {
+        while self.client.wants_write() {
+            match self.send() {
+                Ok((n, all)) => {
+                    self.client.send_done(n);
+                    if !all {
+                        break; // socket buffer full
                     }
-                    Err(libc::EINTR) => continue,
-                    Err(libc::EAGAIN) => break,
-                    Err(e) => {
-                        self.client.fail(err(e, "send"));
+                }
+                Err(libc::EINTR) => continue,
+                Err(libc::EAGAIN) => break,
+                Err(e) => {
+                    self.client.fail(err(e, "send"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads until the socket is drained; returns whether anything came.
+    fn read_ready(&mut self) -> bool {
+        let mut progress = false;
+        while self.client.wants_read() {
+            let buf = self.client.recv_buf();
+            let want = buf.len();
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), want, 0) };
+            if n < 0 {
+                match last_errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => break,
+                    e => {
+                        self.client.fail(err(e, "recv"));
                         break;
                     }
                 }
             }
-            while self.client.wants_read() {
-                let buf = self.client.recv_buf();
-                let want = buf.len();
-                // SAFETY: buf is writable for its length.
-                let n =
-                    unsafe { libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), want, 0) };
-                if n < 0 {
-                    match last_errno() {
-                        libc::EINTR => continue,
-                        libc::EAGAIN => break,
-                        e => {
-                            self.client.fail(err(e, "recv"));
-                            break;
-                        }
-                    }
-                }
-                let n = n as usize;
-                self.client.recv_done(n);
-                progress = true;
-                if n == 0 || n < want {
-                    break; // EOF, or the socket is drained
-                }
-            }
-            self.collect();
-            if !progress {
-                break;
+            let n = n as usize;
+            self.client.recv_done(n);
+            progress = true;
+            if n == 0 || n < want {
+                break; // EOF, or the socket is drained
             }
         }
+        progress
     }
 
     /// One sendmsg of what the client has queued. Returns the bytes sent

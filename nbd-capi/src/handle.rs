@@ -395,9 +395,18 @@ impl nbd_handle {
         mut check: impl FnMut(&mut Connection) -> Option<Result<T, Error>>,
     ) -> Result<T, Error> {
         let g = &mut held.g;
+        // The caller has usually just queued a request: send it and go
+        // straight to poll(2) for the answer, rather than try a recv(2)
+        // that cannot succeed yet. poll sees data that is already there,
+        // so nothing is missed; later rounds read and write as usual.
+        let mut first = true;
         let r = catch_unwind(AssertUnwindSafe(|| loop {
             let conn = conn_mut(g)?;
-            conn.pump();
+            if std::mem::take(&mut first) {
+                conn.pump_write();
+            } else {
+                conn.pump();
+            }
             if let Some(r) = check(conn) {
                 self.cond.notify_all();
                 return r;
