@@ -9,10 +9,14 @@
 #      4 KiB blocks
 #  (c) library under nbdcopy: Debian's nbdcopy on our libnbd.so.0 vs on
 #      Debian's, reading from Debian's nbdkit (file) to null:
+#  (d) bench/aioread: 4 KiB random reads, $BENCH_AIO_DEPTH (64) in flight
+#      through nbd_aio_pread: our libnbd vs Debian's on Debian's nbdkit
+#      memory, and our nbdkit vs Debian's under Debian's libnbd
 # Results go to stdout only.  Not part of make check.
 #
 # Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
-# requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests).
+# requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests), BENCH_AIO_DEPTH
+# (64), BENCH_AIO_OPS (200000).
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$REPO" || exit 1
@@ -25,6 +29,8 @@ RUNS=${BENCH_RUNS:-3}
 SIZE=${BENCH_SIZE:-2G}
 BIG=${BENCH_BIG_BYTES:-$((4 << 30))}
 SMALL=${BENCH_SMALL_BYTES:-$((256 << 20))}
+AIO_DEPTH=${BENCH_AIO_DEPTH:-64}
+AIO_OPS=${BENCH_AIO_OPS:-200000}
 
 SHM=$(mktemp -d /dev/shm/nbdbench.XXXXXX)
 trap '_testlib_cleanup; rm -rf "$SHM"' EXIT
@@ -134,6 +140,47 @@ row "(b) nbd_pread 2 MiB (library)" MB/s "${RES[r-ours-2097152]:-}" "${RES[r-rea
 row "(b) nbd_pwrite 2 MiB (library)" MB/s "${RES[w-ours-2097152]:-}" "${RES[w-real-2097152]:-}"
 row "(b) nbd_pread 4 KiB (library)" IOPS "${RES[ri-ours-4096]:-}" "${RES[ri-real-4096]:-}"
 row "(b) nbd_pwrite 4 KiB (library)" IOPS "${RES[wi-ours-4096]:-}" "${RES[wi-real-4096]:-}"
+
+# ---------------------------------------------------------------- (d)
+# 4 KiB random reads, AIO_DEPTH in flight through the AIO API: the library
+# (ours and Debian's, Debian's nbdkit memory) and the server (ours and
+# Debian's, Debian's libnbd).
+echo "# (d) bench/aioread: 4 KiB random reads, $AIO_DEPTH in flight (nbd_aio_pread)"
+have_aio_ours=false
+if [[ -n $(our_so) ]] && build_c_ours bench/aioread.c "$TMP/aioread-ours" >"$TMP/cc-aio-ours.log" 2>&1; then
+  have_aio_ours=true
+else
+  echo "  cannot build aioread on our libnbd: $(tail -n 3 "$TMP/cc-aio-ours.log" 2>/dev/null)" >&2
+fi
+build_c_real bench/aioread.c "$TMP/aioread-real" >"$TMP/cc-aio-real.log" 2>&1 ||
+  echo "  cannot build aioread on Debian's libnbd: $(tail -n 3 "$TMP/cc-aio-real.log")" >&2
+
+# aio_iops LIB NBDKIT: prints the IOPS of one run.
+aio_iops() {
+  local lib=$1 nbdkit=$2 bin envp out
+  if [[ $lib == ours ]]; then bin=$TMP/aioread-ours; envp=$(ours_env)
+  else bin=$TMP/aioread-real; envp=$(real_env); fi
+  [[ -x $bin ]] || return 1
+  out=$(to "$nbdkit" -U - memory 1G --run \
+    "$envp $bin \"\$unixsocket\" $AIO_DEPTH $AIO_OPS" 2>&1) ||
+    { echo "  aioread ($lib on $nbdkit) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
+  awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "iops") print kv[2] } }' <<<"$out"
+}
+aio_median() { # KEY LIB NBDKIT
+  local key=$1 v vs=()
+  for ((i = 0; i < RUNS; i++)); do
+    v=$(aio_iops "$2" "$3") && [[ -n $v ]] || { RES[$key]=; return; }
+    vs+=("$v")
+  done
+  RES[$key]=$(printf '%s\n' "${vs[@]}" | median)
+  echo "  $key: ${vs[*]} IOPS -> median ${RES[$key]}"
+}
+$have_aio_ours && aio_median aio-lib-ours ours "$DEBIAN_NBDKIT"
+aio_median aio-lib-real real "$DEBIAN_NBDKIT"
+aio_median aio-srv-ours real "$OUR_NBDKIT"
+aio_median aio-srv-theirs real "$DEBIAN_NBDKIT"
+row "(d) 4 KiB random read, $AIO_DEPTH in flight (library)" IOPS "${RES[aio-lib-ours]:-}" "${RES[aio-lib-real]:-}"
+row "(d) 4 KiB random read, $AIO_DEPTH in flight (server)" IOPS "${RES[aio-srv-ours]:-}" "${RES[aio-srv-theirs]:-}"
 
 # ---------------------------------------------------------------- (c)
 echo "# (c) Debian's nbdcopy on our libnbd.so.0 and on Debian's"
