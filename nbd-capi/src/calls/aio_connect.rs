@@ -139,64 +139,7 @@ pub fn aio_connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(
 }
 
 fn tcp_start(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
-    // SAFETY: an all-zero addrinfo is a valid hints structure.
-    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_family = libc::AF_UNSPEC;
-    hints.ai_socktype = libc::SOCK_STREAM;
-    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
-    // SAFETY: valid C strings and hints; list receives the result.
-    let r = unsafe { libc::getaddrinfo(hostname.as_ptr(), port.as_ptr(), &hints, &mut list) };
-    if r != 0 {
-        // SAFETY: gai_strerror returns a static string.
-        let why = unsafe { CStr::from_ptr(libc::gai_strerror(r)) };
-        return Err(err(
-            0,
-            format!(
-                "getaddrinfo: {}:{}: {}",
-                hostname.to_string_lossy(),
-                port.to_string_lossy(),
-                why.to_string_lossy()
-            ),
-        ));
-    }
-    let mut last = err(libc::ENOENT, "connect: no address to connect to");
-    let mut p = list;
-    let mut found = None;
-    while !p.is_null() {
-        // SAFETY: p is an element of the list getaddrinfo returned.
-        let ai = unsafe { &*p };
-        p = ai.ai_next;
-        let fd = match socket(ai.ai_family) {
-            Ok(fd) => fd,
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        };
-        // SAFETY: ai_addr is ai_addrlen bytes, per getaddrinfo.
-        match unsafe { start_connect(&fd, ai.ai_addr, ai.ai_addrlen) } {
-            Ok(()) => {
-                found = Some(fd);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    // SAFETY: list came from getaddrinfo and is freed once.
-    unsafe { libc::freeaddrinfo(list) };
-    let fd = found.ok_or(last)?;
-    let one: c_int = 1;
-    // SAFETY: setsockopt with a valid int option; failure is harmless.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        );
-    }
-    Ok(fd)
+    crate::connect::sock::tcp_with(hostname, port, start_connect)
 }
 
 /// Takes over a connected socket: the handle closes it.

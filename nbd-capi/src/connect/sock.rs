@@ -89,8 +89,22 @@ pub fn vsock(cid: u32, port: u32) -> Result<OwnedFd, Error> {
     Ok(fd)
 }
 
+/// How one address is connected: blocking for the sync calls, started
+/// without waiting for the AIO calls.
+///
+/// # Safety
+/// Callers pass `addr` pointing to a socket address of `len` bytes.
+pub type ConnectFn =
+    unsafe fn(&OwnedFd, *const libc::sockaddr, libc::socklen_t) -> Result<(), Error>;
+
 /// getaddrinfo, then each address in turn until one connects.
 pub fn tcp(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
+    tcp_with(hostname, port, connect)
+}
+
+/// getaddrinfo, then each address in turn until `connect_one` succeeds
+/// on one of them (for a non-blocking connect: until one is under way).
+pub fn tcp_with(hostname: &CStr, port: &CStr, connect_one: ConnectFn) -> Result<OwnedFd, Error> {
     // SAFETY: an all-zero addrinfo is a valid hints structure.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_family = libc::AF_UNSPEC;
@@ -126,7 +140,7 @@ pub fn tcp(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
             }
         };
         // SAFETY: ai_addr is ai_addrlen bytes, per getaddrinfo.
-        match unsafe { connect(&fd, ai.ai_addr, ai.ai_addrlen) } {
+        match unsafe { connect_one(&fd, ai.ai_addr, ai.ai_addrlen) } {
             Ok(()) => {
                 found = Some(fd);
                 break;
