@@ -225,3 +225,90 @@ fn agrees_with_libnbd_header() {
         );
     }
 }
+
+/// One C program, compiled once against Debian's libnbd.h and once against
+/// ours, prints every LIBNBD_* constant (value, size, signedness) and the
+/// size and member offsets of every callback struct: the two outputs must
+/// be identical, so a program built against either header sees the same
+/// ABI.
+#[test]
+fn abi_layout_matches_libnbd() {
+    let Ok(real) = std::fs::read_to_string(REAL_HEADER) else {
+        panic!("{REAL_HEADER} missing: install libnbd-dev");
+    };
+    let mut body = String::new();
+    for (name, value) in defines(&real) {
+        if name.starts_with("LIBNBD_HAVE_")
+            || name == "LIBNBD_H"
+            || name == "LIBNBD_GCC_VERSION"
+            || name.starts_with("LIBNBD_ATTRIBUTE")
+        {
+            continue;
+        }
+        if value.starts_with('"') {
+            body.push_str(&format!("  printf (\"{name} %s\\n\", {name});\n"));
+        } else {
+            // (x) - (x) - 1 is negative exactly when x's type is signed.
+            body.push_str(&format!(
+                "  printf (\"{name} %lld size %zu %s\\n\", (long long) ({name}), sizeof ({name}), \
+                 ({name}) - ({name}) - 1 < 0 ? \"signed\" : \"unsigned\");\n"
+            ));
+        }
+    }
+    let callbacks = [
+        "nbd_chunk_callback",
+        "nbd_completion_callback",
+        "nbd_debug_callback",
+        "nbd_extent_callback",
+        "nbd_list_callback",
+        "nbd_context_callback",
+    ];
+    for cb in callbacks {
+        assert!(
+            real.contains(&format!("}} {cb};")),
+            "{cb} not in {REAL_HEADER}"
+        );
+        body.push_str(&format!(
+            "  printf (\"{cb} size %zu callback %zu user_data %zu free %zu\\n\", sizeof ({cb}), \
+             offsetof ({cb}, callback), offsetof ({cb}, user_data), offsetof ({cb}, free));\n"
+        ));
+    }
+    let src = format!(
+        "#include <stddef.h>\n#include <stdio.h>\n#include <libnbd.h>\nint main (void)\n{{\n{body}  return 0;\n}}\n"
+    );
+    let run = |include: &Path| -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "nbd-abi-{}-{}",
+            std::process::id(),
+            include.display().to_string().replace('/', "_")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, exe) = (dir.join("abi.c"), dir.join("abi"));
+        std::fs::write(&c, &src).unwrap();
+        let out = Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Werror", "-o"])
+            .arg(&exe)
+            .arg("-I")
+            .arg(include)
+            .arg(&c)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "compiling against {}: {}",
+            include.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(&exe).output().unwrap();
+        assert!(out.status.success());
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let theirs = run(Path::new("/usr/include"));
+    let ours = run(&root().join("include"));
+    assert!(theirs.lines().count() > 40, "too few lines:\n{theirs}");
+    for (t, o) in theirs.lines().zip(ours.lines()) {
+        assert_eq!(t, o, "libnbd.h (left) and ours (right) differ");
+    }
+    assert_eq!(theirs.lines().count(), ours.lines().count());
+}
