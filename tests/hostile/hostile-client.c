@@ -77,6 +77,38 @@ connect_fails (const char *server, const char *mode)
   nbd_close (nbd);
 }
 
+static int
+count_extents (void *user_data, const char *metacontext, uint64_t offset,
+               uint32_t *entries, size_t nr_entries, int *error)
+{
+  (void) metacontext; (void) offset; (void) entries; (void) error;
+  *(size_t *) user_data += nr_entries;
+  return 0;
+}
+
+/* A block status reply that never ends: the call fails, it does not hang
+ * or collect extents for ever. */
+static void
+block_status_fails (const char *server, const char *mode)
+{
+  struct nbd_handle *nbd = nbd_create ();
+  if (nbd == NULL) exit (EXIT_FAILURE);
+  nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION);
+  char *argv[] = { "python3", (char *) server, (char *) mode, NULL };
+  int r = nbd_connect_command (nbd, argv);
+  CHECK (r == 0, "%s: connect failed: %s", mode, nbd_get_error ());
+  if (r == 0) {
+    size_t seen = 0;
+    nbd_extent_callback cb = { .callback = count_extents, .user_data = &seen };
+    r = nbd_block_status (nbd, 65536, 0, cb, 0);
+    CHECK (r == -1, "%s: block status succeeded", mode);
+    if (r == -1)
+      printf ("  %-18s block_status: errno %d: %s (after %zu extents)\n",
+              mode, nbd_get_errno (), nbd_get_error (), seen);
+  }
+  nbd_close (nbd);
+}
+
 /* Modes that connect and then fail a read. */
 static void
 read_fails (const char *server, const char *mode)
@@ -147,6 +179,9 @@ main (int argc, char *argv[])
   read_fails (server, "wrong-cookie");
   read_fails (server, "oversize-chunk");
   read_fails (server, "chunk-outside");
+  read_fails (server, "endless-data");
+  read_fails (server, "short-chunk");
+  block_status_fails (server, "endless-extents");
 
   if (failures) {
     fprintf (stderr, "hostile-client: %d failure(s)\n", failures);

@@ -11,6 +11,11 @@ nbd_connect_command) and misbehaves in the way MODE names:
   wrong-cookie      answers a READ with a cookie it never saw
   oversize-chunk    answers a READ with a 1 GiB structured chunk header
   chunk-outside     answers a READ with data placed after the request
+  endless-data      answers a READ with the same data chunk over and over,
+                    never DONE (bounded: it gives up after 10,000)
+  short-chunk       answers a READ with an OFFSET_HOLE chunk 6 bytes long
+  endless-extents   answers BLOCK_STATUS with extent chunks over and over,
+                    never DONE (bounded likewise)
   good              behaves (a control: the client must work against it)
 
 The export is 1 MiB of the byte 0x5a (so a correct read is recognisable).
@@ -68,6 +73,10 @@ def main():
         if opt == 8:  # STRUCTURED_REPLY
             structured = True
             opt_reply(opt, 1)
+        elif opt == 10 and structured:  # SET_META_CONTEXT: base:allocation
+            name = b"base:allocation"
+            opt_reply(opt, 4, struct.pack(">I", 1) + name)
+            opt_reply(opt, 1)
         elif opt == 7:  # GO
             size = (1 << 63) + 4096 if MODE == "huge-size" else SIZE
             flags = 1 | 4  # HAS_FLAGS | SEND_FLUSH
@@ -82,6 +91,14 @@ def main():
             return
         if kind == 1:
             recv(length)
+        if kind == 7:  # BLOCK_STATUS
+            chunk = struct.pack(">IHHQIIII", STRUCTURED, 0, 5, cookie, 12, 1, length, 0)
+            if MODE == "endless-extents":
+                for _ in range(10000):
+                    send(chunk)
+                return
+            send(struct.pack(">IHHQIIII", STRUCTURED, 1, 5, cookie, 12, 1, length, 0))
+            continue
         if kind != 0:
             send(struct.pack(">IIQ", SIMPLE, 0, cookie))
             continue
@@ -98,6 +115,14 @@ def main():
             send(b"\x00" * 4096)
             recv(1)
             return
+        if MODE == "endless-data" and structured:
+            head = struct.pack(">IHHQIQ", STRUCTURED, 0, 1, cookie, 8 + length, offset)
+            for _ in range(10000):
+                send(head + data)
+            return
+        if MODE == "short-chunk" and structured:
+            send(struct.pack(">IHHQI", STRUCTURED, 1, 2, cookie, 6) + b"\0" * 6)
+            continue
         if MODE == "chunk-outside" and structured:
             send(struct.pack(">IHHQIQ", STRUCTURED, 1, 1, cookie, 8 + length, offset + 512))
             send(data)

@@ -119,6 +119,8 @@ impl<C: CommandBuffer> Client<C> {
                 ctx,
                 sent: false,
                 error: None,
+                covered: 0,
+                answered: Vec::new(),
             },
         );
         self.send_queue.push_back(cookie);

@@ -51,6 +51,7 @@ impl<C: CommandBuffer> Client<C> {
                 let (_, _, cookie, length) = self.chunk;
                 let data_len = u64::from(length - 8);
                 let pos = self.check_range(cookie, offset, data_len)?;
+                self.cover(cookie, data_len)?;
                 self.expect_payload(
                     Dest::Caller { cookie, pos },
                     data_len as usize,
@@ -182,6 +183,7 @@ impl<C: CommandBuffer> Client<C> {
                 let (offset, len) =
                     reply::parse_offset_hole(payload).map_err(Self::protocol_error)?;
                 let pos = self.check_range(cookie, offset, u64::from(len))?;
+                self.cover(cookie, u64::from(len))?;
                 if let Some(c) = self.cmds.get_mut(&cookie) {
                     c.ctx.read_buf()[pos..pos + len as usize].fill(0);
                     if c.report_chunks {
@@ -205,6 +207,14 @@ impl<C: CommandBuffer> Client<C> {
                     return Err(proto(format!(
                         "server sent block status for context {id}, which was not negotiated"
                     )));
+                }
+                if let Some(c) = self.cmds.get_mut(&cookie) {
+                    if c.answered.contains(&id) {
+                        return Err(proto(format!(
+                            "server sent block status for context {id} twice in one reply"
+                        )));
+                    }
+                    c.answered.push(id);
                 }
                 let extents = extents.collect();
                 self.events.push_back(Event::BlockStatus {
@@ -249,6 +259,22 @@ impl<C: CommandBuffer> Client<C> {
             )));
         }
         Ok((offset - c.offset) as usize)
+    }
+
+    /// Counts `len` more bytes of data or hole for a READ: together they
+    /// may not exceed the request (chunks must not overlap).
+    fn cover(&mut self, cookie: u64, len: u64) -> Result<(), Error> {
+        if let Some(c) = self.cmds.get_mut(&cookie) {
+            c.covered += len;
+            if c.covered > c.length {
+                return Err(proto(format!(
+                    "server sent more data and holes ({} bytes) than the request's {} bytes: \
+                     overlapping chunks",
+                    c.covered, c.length
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The absolute offset of the data chunk just received.

@@ -120,6 +120,13 @@ pub(super) struct InFlight<C> {
     pub(super) sent: bool,
     /// The first error the server reported for it.
     pub(super) error: Option<Error>,
+    /// READ: bytes of data and holes received so far. proto.md forbids
+    /// overlapping chunks, so more than the request's length is a server
+    /// that would otherwise keep us busy for ever.
+    pub(super) covered: u64,
+    /// BLOCK_STATUS: the context ids already answered; each may answer
+    /// once (proto.md: one chunk per negotiated context).
+    pub(super) answered: Vec<u32>,
 }
 
 /// The NBD client state machine. See the module documentation of

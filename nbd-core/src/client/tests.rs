@@ -1003,3 +1003,54 @@ fn simple_read_reply_after_structured_negotiation() {
         r
     });
 }
+
+#[test]
+fn endless_data_chunks_are_refused() {
+    // The same 4 KiB, again and again, never DONE: a server that would keep
+    // the client busy for ever. Overlap past the request's length is fatal.
+    let l = hostile_read(|cookie, off, len| {
+        let mut r = Vec::new();
+        for _ in 0..3 {
+            r.extend_from_slice(&reply::encode_offset_data_header(0, cookie, off, len));
+            r.resize(r.len() + len as usize, 0x11);
+        }
+        r
+    });
+    assert!(l
+        .client
+        .fatal_error()
+        .unwrap()
+        .message
+        .contains("overlapping"));
+}
+
+#[test]
+fn endless_extent_lists_are_refused() {
+    // One context negotiated, so one BLOCK_STATUS chunk per reply: a
+    // second one for the same context (never DONE) is fatal.
+    let cfg = Config {
+        meta_contexts: vec![b"base:allocation".to_vec()],
+        ..Default::default()
+    };
+    let mut l = Link::new(cfg, Script::default());
+    l.run();
+    let c = l.submit(Command::new(cmd::BLOCK_STATUS, 0, 0, 4096), Vec::new());
+    let mut evil = Vec::new();
+    for _ in 0..3 {
+        reply::encode_block_status_chunk(&mut evil, 0, c, 1, &[(4096, 0)]);
+    }
+    // Send the request, then feed the hostile reply instead of the server's.
+    let mut iov = [IoSlice::new(&[]); 8];
+    let n = l.client.send_bufs(&mut iov);
+    let len: usize = iov[..n].iter().map(|s| s.len()).sum();
+    l.client.send_done(len);
+    let mut r = Reader::new(&evil);
+    while l.client.wants_read() && !r.is_empty() {
+        let buf = l.client.recv_buf();
+        let want = buf.len().min(r.remaining());
+        buf[..want].copy_from_slice(r.take(want).unwrap());
+        l.client.recv_done(want);
+    }
+    assert_eq!(l.client.phase(), Phase::Dead);
+    assert!(l.client.fatal_error().unwrap().message.contains("twice"));
+}
