@@ -12,6 +12,18 @@ fn null(what: &str) -> Error {
     err(libc::EFAULT, format!("{what} cannot be NULL"))
 }
 
+/// A slice longer than isize::MAX bytes cannot exist, so making one from
+/// the caller's count would be undefined behaviour before any other check
+/// ran. No export is that large (sizes stop at 2^63-1), so such a count is
+/// out of bounds: EINVAL, the answer libnbd's bounds check (which comes
+/// first) gives.
+fn check_count(count: usize) -> Result<(), Error> {
+    if count > isize::MAX as usize {
+        return Err(err(libc::EINVAL, "request out of bounds"));
+    }
+    Ok(())
+}
+
 /// The handle behind `h`.
 ///
 /// # Safety
@@ -91,7 +103,9 @@ pub unsafe fn bytes_in<'a>(
     if buf.is_null() {
         return Err(null(what));
     }
-    // SAFETY: non-NULL and readable for count bytes per the contract.
+    check_count(count)?;
+    // SAFETY: non-NULL, readable for count bytes per the contract, and
+    // count fits a slice (checked above).
     Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), count) })
 }
 
@@ -108,7 +122,9 @@ pub unsafe fn bytes_out<'a>(
     if buf.is_null() {
         return Err(null(what));
     }
-    // SAFETY: non-NULL and writable for count bytes per the contract.
+    check_count(count)?;
+    // SAFETY: non-NULL, writable for count bytes per the contract, and
+    // count fits a slice (checked above).
     Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), count) })
 }
 
@@ -156,6 +172,11 @@ mod tests {
             assert!(string_list(std::ptr::null_mut(), "argv").is_err());
             assert!(bytes_in(std::ptr::null(), 1, "buf").is_err());
             assert!(bytes_out(std::ptr::null_mut(), 0, "buf").is_err());
+            // A count no slice can have is refused before one is made.
+            let mut b = [0u8; 1];
+            let e = bytes_out(b.as_mut_ptr().cast(), usize::MAX, "buf").unwrap_err();
+            assert_eq!(e.errno, libc::EINVAL);
+            assert!(bytes_in(b.as_ptr().cast(), usize::MAX, "buf").is_err());
         }
     }
 
