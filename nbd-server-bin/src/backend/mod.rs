@@ -3,6 +3,7 @@
 //! Parameters follow nbdkit: `key=value`, plus one bare value that goes to
 //! the plugin's "magic" key (`file` for file, `size` for memory).
 
+pub mod curl;
 pub mod data;
 pub mod file;
 pub mod filters;
@@ -223,6 +224,11 @@ const PLUGINS: &[PluginSpec] = &[
         name: "nbd",
         magic: Some("uri"),
         open: |p, ro| arc(nbd::NbdPlugin::open(p, ro)),
+    },
+    PluginSpec {
+        name: "curl",
+        magic: Some("url"),
+        open: |p, _| arc(curl::CurlPlugin::open(p)),
     },
 ];
 
