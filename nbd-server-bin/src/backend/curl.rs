@@ -68,28 +68,33 @@ fn lib() -> std::result::Result<&'static Lib, String> {
             if h.is_null() {
                 return Err("curl: cannot load libcurl.so.4: install the libcurl4 package".into());
             }
-            let sym = |name: &CStr| -> std::result::Result<*mut c_void, String> {
-                let p = libc::dlsym(h, name.as_ptr());
+            // Each symbol becomes the function type libcurl's header gives
+            // it (F is always an `unsafe extern "C" fn`, pointer-sized).
+            fn sym<F: Copy>(h: *mut c_void, name: &CStr) -> std::result::Result<F, String> {
+                assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+                // SAFETY: a handle from dlopen and a NUL-terminated name.
+                let p = unsafe { libc::dlsym(h, name.as_ptr()) };
                 if p.is_null() {
-                    Err(format!("curl: libcurl lacks {}", name.to_string_lossy()))
-                } else {
-                    Ok(p)
+                    return Err(format!("curl: libcurl lacks {}", name.to_string_lossy()));
                 }
-            };
-            let global_init: unsafe extern "C" fn(c_long) -> c_int =
-                std::mem::transmute(sym(c"curl_global_init")?);
+                // SAFETY: a function pointer of the symbol's C type, same
+                // size as the data pointer dlsym returns (POSIX requires
+                // this conversion to work).
+                Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+            }
+            let global_init: unsafe extern "C" fn(c_long) -> c_int = sym(h, c"curl_global_init")?;
             if global_init(CURL_GLOBAL_DEFAULT) != 0 {
                 return Err("curl: curl_global_init failed".into());
             }
             Ok(Lib {
-                easy_init: std::mem::transmute(sym(c"curl_easy_init")?),
-                easy_setopt: std::mem::transmute(sym(c"curl_easy_setopt")?),
-                easy_perform: std::mem::transmute(sym(c"curl_easy_perform")?),
-                easy_getinfo: std::mem::transmute(sym(c"curl_easy_getinfo")?),
-                easy_cleanup: std::mem::transmute(sym(c"curl_easy_cleanup")?),
-                easy_strerror: std::mem::transmute(sym(c"curl_easy_strerror")?),
-                slist_append: std::mem::transmute(sym(c"curl_slist_append")?),
-                slist_free_all: std::mem::transmute(sym(c"curl_slist_free_all")?),
+                easy_init: sym(h, c"curl_easy_init")?,
+                easy_setopt: sym(h, c"curl_easy_setopt")?,
+                easy_perform: sym(h, c"curl_easy_perform")?,
+                easy_getinfo: sym(h, c"curl_easy_getinfo")?,
+                easy_cleanup: sym(h, c"curl_easy_cleanup")?,
+                easy_strerror: sym(h, c"curl_easy_strerror")?,
+                slist_append: sym(h, c"curl_slist_append")?,
+                slist_free_all: sym(h, c"curl_slist_free_all")?,
             })
         }
     })
