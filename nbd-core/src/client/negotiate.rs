@@ -357,13 +357,16 @@ impl<C: CommandBuffer> Client<C> {
             }
             (Opt::StartTls, t) if rep::is_error(t) => {
                 if self.config.tls == Tls::Require {
-                    let e = option_error(t, payload);
+                    let why = match t {
+                        rep::ERR_POLICY => "policy",
+                        rep::ERR_UNSUP => "not supported",
+                        _ => "error",
+                    };
                     return Err(Error::new(
                         host::ENOTSUP,
                         format!(
-                            "handshake: server refused TLS ({}), but handle TLS setting is \
-                             'require' (2)",
-                            e.message.trim_start_matches("handshake: ")
+                            "handshake: server refused TLS ({why}), but handle TLS setting \
+                             is 'require' (2)"
                         ),
                     ));
                 }
