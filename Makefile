@@ -41,9 +41,10 @@ export CARGO_TARGET_DIR
 
 # The libnbd API level we implement: the Version in libnbd.pc.
 LIBNBD_VERSION ?= 1.14.2
-# Native libraries the Rust staticlib needs (Libs.private, static linking).
-LIBS_PRIVATE ?= -lgcc_s -lutil -lrt -lpthread -lm -ldl
-SO_LIBS ?= -lpthread -ldl -lm -lgcc_s -lc
+# Native libraries the Rust staticlib needs (Libs.private, static linking);
+# GnuTLS for TLS (nbd-capi/src/tls.rs).
+LIBS_PRIVATE ?= -lgnutls -lgcc_s -lutil -lrt -lpthread -lm -ldl
+SO_LIBS ?= -lgnutls -lpthread -ldl -lm -lgcc_s -lc
 
 # ---------------------------------------------------------------- artefacts
 RUST_OUT   := $(CARGO_TARGET_DIR)/release

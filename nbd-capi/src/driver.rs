@@ -7,6 +7,11 @@
 //! wrappers over the same pieces: nbd_aio_get_fd is the socket,
 //! nbd_aio_get_direction is [`Connection::direction`], and
 //! nbd_aio_notify_read/write are [`Connection::pump`].
+//!
+//! TLS: when the core says "start TLS now" ([`Client::tls_handshake_wanted`])
+//! the connection creates a GnuTLS session (`crate::tls`) and runs its
+//! handshake in the same pump; from then on plain text goes through the
+//! session and ciphertext through the socket, still without blocking.
 
 use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
 use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
@@ -144,6 +149,10 @@ pub struct Connection {
     ctx_names: Vec<(u32, CString)>,
     /// The extent callback's array, reused.
     entries: Vec<u32>,
+    /// How to set up TLS if the server agrees to STARTTLS.
+    pub tls_params: crate::tls::Params,
+    /// The TLS session, from the server's ACK to STARTTLS on.
+    tls: Option<crate::tls::Session>,
 }
 
 fn last_errno() -> i32 {
@@ -193,6 +202,8 @@ impl Connection {
             connect_pending,
             ctx_names: Vec::new(),
             entries: Vec::new(),
+            tls_params: Default::default(),
+            tls: None,
         })
     }
 
@@ -217,6 +228,20 @@ impl Connection {
             };
         }
         let mut ev = 0;
+        if let Some(t) = &self.tls {
+            if !t.pending_out().is_empty() {
+                ev |= libc::POLLOUT;
+            }
+            if self.client.tls_handshake_wanted() {
+                if ev == 0 {
+                    ev |= libc::POLLIN;
+                }
+                return ev;
+            }
+        } else if self.client.tls_handshake_wanted() {
+            // The session is created by the next pump.
+            return libc::POLLOUT;
+        }
         if self.client.wants_read() {
             ev |= libc::POLLIN;
         }
@@ -224,6 +249,182 @@ impl Connection {
             ev |= libc::POLLOUT;
         }
         ev
+    }
+
+    /// Whether TLS negotiation succeeded on this connection.
+    pub fn tls_negotiated(&self) -> bool {
+        self.client.tls_negotiated()
+    }
+
+    /// A description of the TLS session for debug messages.
+    pub fn tls_description(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .filter(|_| self.client.tls_negotiated())
+            .map(|t| t.describe())
+    }
+
+    /// Whether input is waiting inside the TLS session, where poll(2)
+    /// cannot see it.
+    fn tls_input_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.input_pending())
+    }
+
+    /// Runs the TLS handshake as far as the socket allows. Returns whether
+    /// anything moved.
+    fn tls_handshake(&mut self) -> bool {
+        if !self.client.tls_handshake_wanted() {
+            return false;
+        }
+        if self.tls.is_none() {
+            match crate::tls::Session::new(&self.tls_params) {
+                Ok(t) => self.tls = Some(t),
+                Err(e) => {
+                    self.client.fail(e);
+                    return true;
+                }
+            }
+        }
+        let mut progress = false;
+        loop {
+            let Some(t) = self.tls.as_mut() else {
+                return progress;
+            };
+            let r = t.handshake();
+            if let Err(e) = self.tls_flush() {
+                self.client.fail(e);
+                return true;
+            }
+            match r {
+                Ok(true) => {
+                    self.client.tls_handshake_done();
+                    return true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.client.fail(e);
+                    return true;
+                }
+            }
+            let t = self.tls.as_ref().expect("session");
+            if !t.pending_out().is_empty() {
+                return progress; // wait until the socket takes it
+            }
+            match self.tls_fill() {
+                Ok(true) => progress = true,
+                Ok(false) => return progress,
+                Err(e) => {
+                    self.client.fail(e);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Sends queued ciphertext until done or the socket is full.
+    fn tls_flush(&mut self) -> Result<(), Error> {
+        let sock = self.sock.as_raw_fd();
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        while !t.pending_out().is_empty() {
+            let out = t.pending_out();
+            // SAFETY: out is readable for its length.
+            let n = unsafe { libc::send(sock, out.as_ptr().cast(), out.len(), libc::MSG_NOSIGNAL) };
+            if n < 0 {
+                match last_errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => break,
+                    e => return Err(err(e, "send")),
+                }
+            }
+            t.out_sent(n as usize);
+        }
+        Ok(())
+    }
+
+    /// Receives ciphertext into the session. Ok(true) if bytes (or EOF)
+    /// came, Ok(false) if the socket had nothing.
+    fn tls_fill(&mut self) -> Result<bool, Error> {
+        let sock = self.sock.as_raw_fd();
+        let Some(t) = self.tls.as_mut() else {
+            return Ok(false);
+        };
+        loop {
+            let buf = t.in_buf();
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                t.in_failed();
+                match last_errno() {
+                    libc::EINTR => continue,
+                    libc::EAGAIN => return Ok(false),
+                    e => return Err(err(e, "recv")),
+                }
+            }
+            t.in_received(n as usize);
+            return Ok(true);
+        }
+    }
+
+    /// TLS: encrypts what the client has queued and sends it.
+    fn tls_write_ready(&mut self) {
+        loop {
+            if let Err(e) = self.tls_flush() {
+                self.client.fail(e);
+                return;
+            }
+            let Some(t) = self.tls.as_mut() else { return };
+            if t.out_full() || !self.client.wants_write() {
+                return;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let count = self.client.send_bufs(&mut iov);
+            match t.send(&iov[..count]) {
+                Ok(0) => return,
+                Ok(n) => self.client.send_done(n),
+                Err(e) => {
+                    self.client.fail(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// TLS: decrypts into the client until the socket is drained.
+    fn tls_read_ready(&mut self) -> bool {
+        let mut progress = false;
+        while self.client.wants_read() {
+            let Some(t) = self.tls.as_mut() else { break };
+            let buf = self.client.recv_buf();
+            if buf.is_empty() {
+                break;
+            }
+            match t.recv(buf) {
+                Ok(crate::tls::Recv::Data(n)) => {
+                    self.client.recv_done(n);
+                    progress = true;
+                }
+                Ok(crate::tls::Recv::Eof) => {
+                    self.client.recv_done(0);
+                    progress = true;
+                    break;
+                }
+                Ok(crate::tls::Recv::Again) => match self.tls_fill() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.client.fail(e);
+                        break;
+                    }
+                },
+                Err(e) => {
+                    self.client.fail(e);
+                    break;
+                }
+            }
+        }
+        progress
     }
 
     /// A pending non-blocking connect: finished yet? Fails the client if
@@ -274,22 +475,10 @@ impl Connection {
         if !self.finish_connect() {
             return;
         }
-        while self.client.wants_write() {
-            match self.send() {
-                Ok((n, all)) => {
-                    self.client.send_done(n);
-                    if !all {
-                        break;
-                    }
-                }
-                Err(libc::EINTR) => continue,
-                Err(libc::EAGAIN) => break,
-                Err(e) => {
-                    self.client.fail(err(e, "send"));
-                    break;
-                }
-            }
+        if self.tls_input_pending() {
+            return self.pump();
         }
+        self.write_ready();
         self.collect();
     }
 
@@ -302,16 +491,23 @@ impl Connection {
             return;
         }
         loop {
+            let handshake = self.tls_handshake();
+            if self.client.tls_handshake_wanted() {
+                break; // waiting for the socket
+            }
             self.write_ready();
             let read = self.read_ready();
             self.collect();
             // Reading may have queued more to send (the next option of
-            // the handshake); writing cannot have made a reply arrive, so
-            // only the first is worth another round.
-            if !(read && self.client.wants_write()) {
+            // the handshake) or asked for TLS; writing cannot have made a
+            // reply arrive, so only the first is worth another round.
+            if !((read || handshake)
+                && (self.client.wants_write() || self.client.tls_handshake_wanted()))
+            {
                 break;
             }
         }
+        self.collect();
     }
 
     /// Sends what the client has queued, without reading: for a caller
@@ -322,12 +518,18 @@ impl Connection {
             self.collect();
             return;
         }
+        if self.tls.is_some() && (self.tls_input_pending() || self.client.tls_handshake_wanted()) {
+            return self.pump();
+        }
         self.write_ready();
         self.collect();
     }
 
     /// Writes until the client has nothing more or the socket is full.
     fn write_ready(&mut self) {
+        if self.tls.is_some() {
+            return self.tls_write_ready();
+        }
         while self.client.wants_write() {
             match self.send() {
                 Ok((n, all)) => {
@@ -348,6 +550,9 @@ impl Connection {
 
     /// Reads until the socket is drained; returns whether anything came.
     fn read_ready(&mut self) -> bool {
+        if self.tls.is_some() {
+            return self.tls_read_ready();
+        }
         let mut progress = false;
         while self.client.wants_read() {
             let buf = self.client.recv_buf();

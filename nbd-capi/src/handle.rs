@@ -285,7 +285,16 @@ impl nbd_handle {
         }
         let config = g.settings.core_config();
         match Connection::new(sock, config) {
-            Ok(c) => g.conn = Some(c),
+            Ok(mut c) => {
+                if g.settings.tls != crate::consts::LIBNBD_TLS_DISABLE {
+                    let host = match crate::connect::endpoint(self) {
+                        Some(crate::connect::uri::Endpoint::Tcp { host, .. }) => Some(host),
+                        _ => None,
+                    };
+                    c.tls_params = g.settings.tls_params(host);
+                }
+                g.conn = Some(c)
+            }
             Err(e) => {
                 g.dead = Some(e.clone());
                 return Err(e);

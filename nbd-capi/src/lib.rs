@@ -19,6 +19,8 @@ pub mod errors;
 pub mod ffi;
 pub mod handle;
 pub(crate) mod settings;
+/// cbindgen:ignore
+pub(crate) mod tls;
 pub mod wrap;
 
 #[rustfmt::skip]

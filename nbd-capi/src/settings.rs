@@ -7,9 +7,9 @@
 
 use crate::consts::{
     LIBNBD_ALLOW_TRANSPORT_MASK, LIBNBD_HANDSHAKE_FLAG_MASK, LIBNBD_STRICT_MASK, LIBNBD_TLS_ALLOW,
-    LIBNBD_TLS_DISABLE,
+    LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
-use nbd_core::client::Config;
+use nbd_core::client::{Config, Tls};
 use std::ffi::CString;
 
 #[derive(Clone, Debug)]
@@ -96,6 +96,28 @@ impl Settings {
             request_block_size: self.request_block_size,
             opt_mode: self.opt_mode,
             strict: self.strict,
+            tls: match self.tls {
+                LIBNBD_TLS_DISABLE => Tls::Disable,
+                LIBNBD_TLS_REQUIRE => Tls::Require,
+                _ => Tls::Allow,
+            },
+        }
+    }
+
+    /// What the connection needs to set up TLS. `hostname` is the host
+    /// connected to over TCP, if any.
+    pub fn tls_params(&self, hostname: Option<CString>) -> crate::tls::Params {
+        let username = self.tls_psk_file.as_ref().and_then(|_| {
+            self.tls_username
+                .clone()
+                .or_else(crate::tls::local_username)
+        });
+        crate::tls::Params {
+            psk_file: self.tls_psk_file.clone(),
+            username,
+            certificates: self.tls_certificates.clone(),
+            verify_peer: self.tls_verify_peer,
+            hostname,
         }
     }
 }

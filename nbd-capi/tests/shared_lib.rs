@@ -35,7 +35,7 @@ fn link() -> PathBuf {
         .arg("-Wl,--whole-archive")
         .arg(staticlib())
         .arg("-Wl,--no-whole-archive")
-        .args(["-lpthread", "-ldl", "-lm", "-lgcc_s", "-lc"])
+        .args(["-lgnutls", "-lpthread", "-ldl", "-lm", "-lgcc_s", "-lc"])
         .args(["-Wl,--gc-sections", "-Wl,--no-undefined"])
         .output()
         .unwrap();

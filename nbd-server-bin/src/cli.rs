@@ -14,6 +14,8 @@ nbdkit [-D|--debug PLUGIN|FILTER|nbdkit.FLAG=N]
        [-n|--newstyle] [--no-sr] [-o|--oldstyle] [-P|--pidfile PIDFILE]
        [-p|--port PORT] [--print-uri] [-r|--readonly] [--run CMD]
        [-s|--single] [-t|--threads THREADS] [-U|--unix SOCKET|-]
+       [--tls=off|on|require] [--tls-certificates /path/to/certificates]
+       [--tls-psk /path/to/pskfile] [--tls-verify-peer]
        [-v|--verbose] [--vsock]
        PLUGIN [[KEY=]VALUE [KEY=VALUE [...]]]
 
@@ -50,6 +52,12 @@ pub struct Cli {
     pub keep_alive: bool,
     pub no_sr: bool,
     pub oldstyle: bool,
+    /// `--tls=off|on|require` (None: off), `--tls-certificates`,
+    /// `--tls-psk`, `--tls-verify-peer` (see `tls.rs`).
+    pub tls: Option<String>,
+    pub tls_certificates: Option<String>,
+    pub tls_psk: Option<String>,
+    pub tls_verify_peer: bool,
 }
 
 /// Where error messages go (`--log`).
@@ -142,6 +150,9 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     | "debug"
                     | "filter"
                     | "log"
+                    | "tls"
+                    | "tls-certificates"
+                    | "tls-psk"
             );
             let value = if takes_value {
                 match attached {
@@ -191,6 +202,10 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "print-uri" => c.print_uri = true,
                 "keep-alive" | "keepalive" => c.keep_alive = true,
                 "no-sr" => c.no_sr = true,
+                "tls" => c.tls = Some(v),
+                "tls-certificates" => c.tls_certificates = Some(v),
+                "tls-psk" => c.tls_psk = Some(v),
+                "tls-verify-peer" => c.tls_verify_peer = true,
                 "run" => c.run = Some(v),
                 "P" | "pidfile" => c.pidfile = Some(v),
                 "t" | "threads" => {
@@ -257,6 +272,13 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             return Err(format!("could not parse port number: {p}"));
         }
     }
+    if c.oldstyle
+        && c.tls
+            .as_deref()
+            .is_some_and(|t| !matches!(t, "off" | "no" | "false" | "0"))
+    {
+        return Err("--tls cannot be used with --oldstyle (oldstyle has no STARTTLS)".into());
+    }
     if c.oldstyle && !c.exportname.is_empty() {
         return Err("-e option cannot be used with --oldstyle (no export names)".into());
     }
@@ -321,6 +343,25 @@ mod tests {
         assert!(p(&[]).is_err());
         assert!(p(&["-U"]).is_err());
         assert!(p(&["-U", "s", "-p", "1", "memory"]).is_err());
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = cli(&[
+            "--tls=require",
+            "--tls-certificates",
+            "/d",
+            "--tls-psk=/k.psk",
+            "--tls-verify-peer",
+            "memory",
+            "1M",
+        ]);
+        assert_eq!(c.tls.as_deref(), Some("require"));
+        assert_eq!(c.tls_certificates.as_deref(), Some("/d"));
+        assert_eq!(c.tls_psk.as_deref(), Some("/k.psk"));
+        assert!(c.tls_verify_peer);
+        assert!(p(&["--tls=on", "--oldstyle", "memory", "1M"]).is_err());
+        assert!(p(&["--tls=off", "--oldstyle", "memory", "1M"]).is_ok());
     }
 
     #[test]

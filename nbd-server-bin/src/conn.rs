@@ -38,6 +38,8 @@ use nbd_core::server::{Backend, Extents};
 use nbd_core::wire::consts::cmd;
 use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
 
+use crate::tls::Stream;
+
 /// What every connection shares.
 pub struct Server {
     pub backend: Arc<dyn Backend>,
@@ -133,7 +135,7 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 /// Reads through a buffer, so that one system call can bring in many small
 /// requests; large payloads are read straight into their destination.
 struct RequestReader {
-    f: File,
+    f: Stream,
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
@@ -181,7 +183,7 @@ impl RequestReader {
     }
 }
 
-fn write_all2(f: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
+fn write_all2(f: &mut Stream, a: &[u8], b: &[u8]) -> io::Result<()> {
     let (mut ao, mut bo) = (0, 0);
     while ao < a.len() || bo < b.len() {
         let bufs = [IoSlice::new(&a[ao..]), IoSlice::new(&b[bo..])];
@@ -197,7 +199,7 @@ fn write_all2(f: &mut File, a: &[u8], b: &[u8]) -> io::Result<()> {
 }
 
 /// Writes the concatenation of `parts` (at most 32) with vectored writes.
-fn write_all_slices(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+fn write_all_slices(f: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
     let mut idx = 0;
     let mut off = 0;
     while idx < parts.len() {
@@ -227,7 +229,7 @@ struct Conn {
     backend: Arc<dyn Backend>,
     ctx: TxContext,
     reader: Mutex<RequestReader>,
-    writer: Mutex<File>,
+    writer: Mutex<Stream>,
     sock: RawFd,
     dead: AtomicBool,
     waiting: AtomicUsize,
@@ -328,9 +330,10 @@ pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
     debug!(srv, "connection {id}: closed");
 }
 
-fn serve_opened(srv: &Arc<Server>, rd: File, mut wr: File, id: usize, exports: &ConnExports) {
+fn serve_opened(srv: &Arc<Server>, rd: File, wr: File, id: usize, exports: &ConnExports) {
     let sock = wr.as_raw_fd();
-    let mut rd = rd;
+    // Plain text until the client's STARTTLS, if it sends one.
+    let (mut rd, mut wr) = (Stream::Plain(rd), Stream::Plain(wr));
     let neg = match negotiate(srv, exports, &mut rd, &mut wr) {
         Some(n) => n,
         None => return,
@@ -377,8 +380,8 @@ fn serve_opened(srv: &Arc<Server>, rd: File, mut wr: File, id: usize, exports: &
 fn negotiate(
     srv: &Server,
     exports: &dyn Exports,
-    rd: &mut File,
-    wr: &mut File,
+    rd: &mut Stream,
+    wr: &mut Stream,
 ) -> Option<negotiate::Negotiated> {
     let mut n = if srv.oldstyle {
         Negotiation::oldstyle(exports)
@@ -386,6 +389,7 @@ fn negotiate(
         Negotiation::new(negotiate::Config {
             handshake_flags: srv.handshake_flags,
             no_structured_replies: srv.no_sr,
+            tls: crate::tls::policy(),
         })
     };
     loop {
@@ -401,6 +405,14 @@ fn negotiate(
             Want::Read => {
                 let r = retry(|| rd.read(n.recv_buf())).unwrap_or(0);
                 n.received(r, exports);
+            }
+            Want::StartTls => {
+                if let Err(e) = Stream::start_tls(rd, wr) {
+                    crate::log::error!("TLS handshake: {e}");
+                    return None;
+                }
+                debug!(srv, "TLS handshake complete");
+                n.tls_done();
             }
             Want::Done => return n.take_result(),
             Want::Closed => {

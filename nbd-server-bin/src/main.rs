@@ -13,6 +13,7 @@ mod cli;
 mod conn;
 mod listen;
 mod log;
+mod tls;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -103,6 +104,13 @@ fn main() {
         die("socket activation: -i, -p, --run, -s, -U and --vsock cannot be used with socket activation (LISTEN_FDS/LISTEN_PID)");
     }
 
+    tls::configure(
+        c.tls.as_deref(),
+        c.tls_certificates.as_deref(),
+        c.tls_psk.as_deref(),
+        c.tls_verify_peer,
+    )
+    .unwrap_or_else(|e| die(e));
     let backend = backend::open_stack(&c.plugin, &c.filters, &c.params, c.readonly)
         .unwrap_or_else(|e| die(e));
     let srv = Arc::new(Server {
@@ -220,7 +228,7 @@ fn dump_config() {
         ("sbindir", bindir),
         ("selinux", "no".into()),
         ("sysconfdir", "/etc".into()),
-        ("tls", "no".into()),
+        ("tls", "yes".into()),
         ("version", NBDKIT_VERSION.into()),
         ("version_major", major.into()),
         ("version_minor", minor.into()),

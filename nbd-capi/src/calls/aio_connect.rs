@@ -100,7 +100,6 @@ pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> 
         },
     );
     let r = (|| {
-        connect::tls_gate(h)?;
         // SAFETY: an all-zero sockaddr_un is valid.
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -132,9 +131,7 @@ pub fn aio_connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(
             port: port.to_owned(),
         },
     );
-    let fd = connect::tls_gate(h)
-        .and_then(|()| tcp_start(hostname, port))
-        .map_err(|e| failed(h, e))?;
+    let fd = tcp_start(hostname, port).map_err(|e| failed(h, e))?;
     h.attach_async(fd, None)
 }
 

@@ -1,6 +1,6 @@
-//! TLS settings. They are stored and reported; the TLS handshake itself
-//! is not implemented yet, so nbd_supports_tls is false and connecting
-//! with TLS required fails with ENOTSUP (`crate::connect::tls_gate`).
+//! TLS settings. Connecting turns them into the core's TLS mode and the
+//! connection's TLS parameters (`Settings::core_config`,
+//! `Settings::tls_params`); the session itself is `crate::tls`.
 
 use crate::consts::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::errors::{err, Error};
@@ -29,9 +29,9 @@ pub fn get_tls(h: &nbd_handle) -> Result<libc::c_int, Error> {
     Ok(h.lock().settings.tls)
 }
 
-/// Never: no connection negotiates TLS yet.
-pub fn get_tls_negotiated(_h: &nbd_handle) -> Result<bool, Error> {
-    Ok(false)
+/// Whether the connection runs over TLS.
+pub fn get_tls_negotiated(h: &nbd_handle) -> Result<bool, Error> {
+    Ok(h.lock().conn.as_ref().is_some_and(|c| c.tls_negotiated()))
 }
 
 pub fn set_tls_certificates(h: &nbd_handle, dir: &CStr) -> Result<(), Error> {
@@ -79,7 +79,7 @@ pub fn set_tls_psk_file(h: &nbd_handle, filename: &CStr) -> Result<(), Error> {
     Ok(())
 }
 
-/// Not yet: the TLS handshake is later work.
+/// TLS is built in (GnuTLS).
 pub fn supports_tls(_h: &nbd_handle) -> Result<bool, Error> {
-    Ok(false)
+    Ok(true)
 }

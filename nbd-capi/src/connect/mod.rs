@@ -11,9 +11,9 @@
 //! - [`sock`]: the sockets and subprocesses themselves.
 //!
 //! Each `open_*` records where the handle connects (for nbd_get_uri, also
-//! after a failure, as libnbd) and refuses to connect in plain text when
-//! TLS is required, since TLS is not implemented yet. On error the caller
-//! marks the handle dead, as a failed connection attempt does in libnbd.
+//! after a failure, as libnbd; the TLS session also takes the host name
+//! from there). On error the caller marks the handle dead, as a failed
+//! connection attempt does in libnbd.
 //!
 //! What a handle's connection leaves behind that the handle itself does
 //! not hold (the endpoint for nbd_get_uri, the private directory of socket
@@ -101,19 +101,6 @@ pub fn on_close(h: &nbd_handle) {
     }
 }
 
-/// TLS is not implemented yet: a handle that requires it must not connect
-/// in plain text. (LIBNBD_TLS_ALLOW connects in plain text.)
-pub fn tls_gate(h: &nbd_handle) -> Result<(), Error> {
-    if h.lock().settings.tls == LIBNBD_TLS_REQUIRE {
-        return Err(err(
-            libc::ENOTSUP,
-            "TLS is required (nbd_set_tls LIBNBD_TLS_REQUIRE, or an nbds URI) \
-             but this libnbd does not support TLS yet (see nbd_supports_tls)",
-        ));
-    }
-    Ok(())
-}
-
 pub fn open_unix(h: &nbd_handle, path: &CStr) -> Result<Opened, Error> {
     remember(
         h,
@@ -121,7 +108,6 @@ pub fn open_unix(h: &nbd_handle, path: &CStr) -> Result<Opened, Error> {
             socket: path.to_owned(),
         },
     );
-    tls_gate(h)?;
     Ok(Opened {
         sock: sock::unix(path)?,
         child: None,
@@ -136,7 +122,6 @@ pub fn open_tcp(h: &nbd_handle, host: &CStr, port: &CStr) -> Result<Opened, Erro
             port: port.to_owned(),
         },
     );
-    tls_gate(h)?;
     Ok(Opened {
         sock: sock::tcp(host, port)?,
         child: None,
@@ -145,15 +130,13 @@ pub fn open_tcp(h: &nbd_handle, host: &CStr, port: &CStr) -> Result<Opened, Erro
 
 pub fn open_vsock(h: &nbd_handle, cid: u32, port: u32) -> Result<Opened, Error> {
     remember(h, Endpoint::Vsock { cid, port });
-    tls_gate(h)?;
     Ok(Opened {
         sock: sock::vsock(cid, port)?,
         child: None,
     })
 }
 
-pub fn open_command(h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
-    tls_gate(h)?;
+pub fn open_command(_h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
     let (sock, pid) = sock::command(argv)?;
     Ok(Opened {
         sock,
@@ -164,18 +147,16 @@ pub fn open_command(h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
 /// nbd_connect_socket: the caller's connected socket. libnbd owns it from
 /// the moment the call starts (and closes it, also when connecting
 /// fails); a negative fd is EBADF and is not touched.
-pub fn open_socket(h: &nbd_handle, fd: libc::c_int) -> Result<Opened, Error> {
+pub fn open_socket(_h: &nbd_handle, fd: libc::c_int) -> Result<Opened, Error> {
     if fd < 0 {
         return Err(err(libc::EBADF, format!("invalid socket: {fd}")));
     }
     // SAFETY: the caller passes ownership of a valid fd (nbd_connect_socket(3)).
     let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    tls_gate(h)?;
     Ok(Opened { sock, child: None })
 }
 
 pub fn open_systemd_socket_activation(h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
-    tls_gate(h)?;
     let (sock, pid, dir) = sock::activation(argv)?;
     let path = dir.sock.clone();
     with_record(h, |r| {
@@ -253,9 +234,9 @@ pub fn uri_of(h: &nbd_handle) -> Result<CString, Error> {
     };
     let g = h.lock();
     let s = &g.settings;
-    // TLS is never negotiated yet, so only REQUIRE makes it nbds.
+    let negotiated = g.conn.as_ref().is_some_and(|c| c.tls_negotiated());
     let parts = uri::UriParts {
-        tls: s.tls == LIBNBD_TLS_REQUIRE,
+        tls: s.tls == LIBNBD_TLS_REQUIRE || negotiated,
         user: s.tls_username.as_ref().map(|c| c.to_bytes()),
         export_name: s.export_name.to_bytes(),
         tls_certificates: s.tls_certificates.as_ref().map(|c| c.to_bytes()),

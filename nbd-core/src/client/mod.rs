@@ -20,7 +20,8 @@
 //! so one `recv` can carry many of them.
 //!
 //! Negotiation (fixed newstyle, with oldstyle recognised) runs the options
-//! STRUCTURED_REPLY, SET_META_CONTEXT and GO (falling back to EXPORT_NAME
+//! STARTTLS (when [`Config::tls`] asks for it), STRUCTURED_REPLY,
+//! SET_META_CONTEXT and GO (falling back to EXPORT_NAME
 //! when the server does not know GO) before the client becomes ready.
 
 mod commands;
@@ -32,6 +33,7 @@ mod tests;
 
 pub use negotiate::UserOption;
 pub use state::Client;
+pub use state::TlsState;
 
 use std::fmt;
 
@@ -85,6 +87,25 @@ pub struct Config {
     /// Which client-side checks [`Client::submit`] makes
     /// (nbd_set_strict_mode): the `strict` bits, equal to LIBNBD_STRICT_*.
     pub strict: u32,
+    /// Whether to upgrade the connection to TLS with NBD_OPT_STARTTLS
+    /// (nbd_set_tls). The core only negotiates; the driver runs the TLS
+    /// handshake and record layer when [`Client::tls_handshake_wanted`]
+    /// says so.
+    pub tls: Tls,
+}
+
+/// nbd_set_tls's modes (LIBNBD_TLS_DISABLE, _ALLOW, _REQUIRE).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Never send NBD_OPT_STARTTLS.
+    #[default]
+    Disable,
+    /// Try STARTTLS first; a server that refuses it is used in plain text.
+    Allow,
+    /// Send STARTTLS before anything else; a refusal (or a server that
+    /// cannot negotiate options at all) is fatal, and nothing but STARTTLS
+    /// is ever sent in plain text.
+    Require,
 }
 
 /// The bits of [`Config::strict`], as libnbd's LIBNBD_STRICT_*.
@@ -113,6 +134,7 @@ impl Default for Config {
             request_block_size: true,
             opt_mode: false,
             strict: strict::ALL,
+            tls: Tls::Disable,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! `recv` may carry many small replies; a large READ payload is received
 //! straight into the caller's buffer instead. During negotiation we read
 //! exactly what the step needs, so nothing past the handshake is consumed
-//! before the state that should see it (STARTTLS will rely on this).
+//! before the state that should see it: after NBD_OPT_STARTTLS's ACK not
+//! one byte of the TLS handshake has been read in plain text.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -129,6 +130,22 @@ pub(super) struct InFlight<C> {
     pub(super) answered: Vec<u32>,
 }
 
+/// Where the connection stands with TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsState {
+    /// No STARTTLS sent (yet, or ever: TLS disabled, or a server that
+    /// cannot negotiate options).
+    #[default]
+    NotTried,
+    /// The server acknowledged STARTTLS: the driver must run the TLS
+    /// handshake now, then call [`Client::tls_handshake_done`].
+    Handshake,
+    /// TLS is up: everything since the handshake went through it.
+    Active,
+    /// The server refused STARTTLS and TLS was only allowed: plain text.
+    Refused,
+}
+
 /// The NBD client state machine. See the module documentation of
 /// [`crate::client`] for how a driver uses it.
 pub struct Client<C> {
@@ -142,6 +159,7 @@ pub struct Client<C> {
     pub(super) pending_export: ExportInfo,
     pub(super) got_export_info: bool,
     pub(super) negotiation: super::negotiate::Negotiation,
+    pub(super) tls: TlsState,
 
     // Receive side.
     pub(super) rx: Rx,
@@ -183,6 +201,7 @@ impl<C: CommandBuffer> Client<C> {
             pending_export: ExportInfo::default(),
             got_export_info: false,
             negotiation: Default::default(),
+            tls: TlsState::NotTried,
             rx: Rx::Header {
                 need: crate::wire::handshake::GREETING_PREFIX_LEN,
                 step: Step::GreetingPrefix,
@@ -222,6 +241,30 @@ impl<C: CommandBuffer> Client<C> {
         } else {
             Phase::Processing
         }
+    }
+
+    /// Where the connection stands with TLS.
+    pub fn tls_state(&self) -> TlsState {
+        self.tls
+    }
+
+    /// "Start TLS now": the server acknowledged NBD_OPT_STARTTLS. The
+    /// client neither reads nor writes until the driver has run the TLS
+    /// handshake on the socket and called [`Client::tls_handshake_done`]
+    /// (or [`Client::fail`]). From then on every byte the client hands
+    /// out or takes in is plain text inside TLS records.
+    pub fn tls_handshake_wanted(&self) -> bool {
+        self.is_live() && self.tls == TlsState::Handshake
+    }
+
+    /// Whether TLS was negotiated (nbd_get_tls_negotiated).
+    pub fn tls_negotiated(&self) -> bool {
+        self.tls == TlsState::Active
+    }
+
+    /// Bytes received and not yet parsed.
+    pub(super) fn buffered(&self) -> usize {
+        self.rend - self.rstart
     }
 
     /// Why the connection died, if it did.

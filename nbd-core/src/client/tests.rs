@@ -37,6 +37,10 @@ struct Script {
     split_reads: bool,
     /// Replace every read reply with this raw chunk (hostile tests).
     evil_read_reply: Option<EvilReply>,
+    /// The reply type to NBD_OPT_STARTTLS (None: ERR_UNSUP).
+    starttls: Option<u32>,
+    /// Answer STARTTLS with this option's code instead (hostile).
+    starttls_wrong_option: bool,
 }
 
 struct FakeServer {
@@ -52,6 +56,10 @@ struct FakeServer {
     contexts: Vec<Vec<u8>>,
     pending: Vec<Vec<u8>>,
     closed: bool,
+    /// "TLS" is up (the fake's handshake is a no-op).
+    tls: bool,
+    /// Options received, with whether TLS was up.
+    options_seen: Vec<(u32, bool)>,
 }
 
 impl FakeServer {
@@ -70,6 +78,8 @@ impl FakeServer {
             contexts: Vec::new(),
             pending: Vec::new(),
             closed: false,
+            tls: false,
+            options_seen: Vec::new(),
         }
     }
 
@@ -163,7 +173,14 @@ impl FakeServer {
     }
 
     fn option(&mut self, option: u32, payload: &[u8]) {
+        self.options_seen.push((option, self.tls));
         match option {
+            opt::STARTTLS if self.s.starttls_wrong_option => {
+                encode_option_reply(&mut self.out, opt::STRUCTURED_REPLY, rep::ACK, &[]);
+            }
+            opt::STARTTLS if self.s.starttls.is_some() => {
+                encode_option_reply(&mut self.out, option, self.s.starttls.unwrap(), &[]);
+            }
             opt::STRUCTURED_REPLY if !self.s.no_structured => {
                 self.structured = true;
                 encode_option_reply(&mut self.out, option, rep::ACK, &[]);
@@ -339,6 +356,12 @@ impl Link {
     fn run(&mut self) {
         for _ in 0..1_000_000 {
             let mut moved = false;
+            if self.client.tls_handshake_wanted() {
+                assert!(!self.client.wants_read() && !self.client.wants_write());
+                self.server.tls = true;
+                self.client.tls_handshake_done();
+                moved = true;
+            }
             while self.client.wants_write() {
                 let mut iov = [IoSlice::new(&[]); 8];
                 let n = self.client.send_bufs(&mut iov);
@@ -1002,6 +1025,171 @@ fn simple_read_reply_after_structured_negotiation() {
         r.resize(r.len() + len as usize, 0);
         r
     });
+}
+
+// ---- STARTTLS ----
+
+fn tls_link(tls: Tls, s: Script) -> Link {
+    let cfg = Config {
+        tls,
+        meta_contexts: vec![b"base:allocation".to_vec()],
+        ..Default::default()
+    };
+    let mut l = Link::new(cfg, s);
+    l.run();
+    l
+}
+
+#[test]
+fn starttls_first_then_options_inside_tls() {
+    for tls in [Tls::Allow, Tls::Require] {
+        let l = tls_link(
+            tls,
+            Script {
+                starttls: Some(rep::ACK),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            l.client.phase(),
+            Phase::Ready,
+            "{:?}",
+            l.client.fatal_error()
+        );
+        assert!(l.client.tls_negotiated());
+        assert_eq!(
+            l.server.options_seen,
+            vec![
+                (opt::STARTTLS, false),
+                (opt::STRUCTURED_REPLY, true),
+                (opt::SET_META_CONTEXT, true),
+                (opt::GO, true),
+            ]
+        );
+        assert!(l.client.export().unwrap().structured_replies);
+    }
+}
+
+#[test]
+fn starttls_refused_allow_continues_in_plain_text() {
+    for refusal in [rep::ERR_UNSUP, rep::ERR_POLICY] {
+        let l = tls_link(
+            Tls::Allow,
+            Script {
+                starttls: Some(refusal),
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.client.phase(), Phase::Ready);
+        assert!(!l.client.tls_negotiated());
+        assert_eq!(l.client.tls_state(), TlsState::Refused);
+        let starttls = l
+            .server
+            .options_seen
+            .iter()
+            .filter(|o| o.0 == opt::STARTTLS);
+        assert_eq!(starttls.count(), 1, "STARTTLS is sent once");
+    }
+}
+
+#[test]
+fn starttls_refused_require_fails_having_sent_nothing_else() {
+    for refusal in [rep::ERR_UNSUP, rep::ERR_POLICY] {
+        let l = tls_link(
+            Tls::Require,
+            Script {
+                starttls: Some(refusal),
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.client.phase(), Phase::Dead);
+        let e = l.client.fatal_error().unwrap();
+        assert_eq!(e.errno, host::ENOTSUP);
+        assert!(e.message.contains("refused TLS"), "{}", e.message);
+        assert_eq!(l.server.options_seen, vec![(opt::STARTTLS, false)]);
+    }
+}
+
+#[test]
+fn tls_disabled_never_sends_starttls() {
+    let l = tls_link(Tls::Disable, Script::default());
+    assert_eq!(l.client.phase(), Phase::Ready);
+    assert!(l.server.options_seen.iter().all(|o| o.0 != opt::STARTTLS));
+}
+
+#[test]
+fn tls_required_refuses_servers_without_options() {
+    let l = tls_link(
+        Tls::Require,
+        Script {
+            oldstyle: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(l.client.phase(), Phase::Dead);
+    assert_eq!(l.client.fatal_error().unwrap().errno, host::ENOTSUP);
+    // Allowed, an oldstyle server is used in plain text.
+    let l = tls_link(
+        Tls::Allow,
+        Script {
+            oldstyle: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(l.client.phase(), Phase::Ready);
+}
+
+#[test]
+fn starttls_reply_to_another_option_is_fatal() {
+    for tls in [Tls::Allow, Tls::Require] {
+        let l = tls_link(
+            tls,
+            Script {
+                starttls_wrong_option: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.client.phase(), Phase::Dead);
+        assert_eq!(l.client.fatal_error().unwrap().errno, host::EPROTO);
+        assert!(!l.client.tls_negotiated());
+    }
+}
+
+#[test]
+fn starttls_non_error_non_ack_is_fatal() {
+    let l = tls_link(
+        Tls::Allow,
+        Script {
+            starttls: Some(rep::SERVER),
+            ..Default::default()
+        },
+    );
+    assert_eq!(l.client.phase(), Phase::Dead);
+    assert_eq!(l.client.fatal_error().unwrap().errno, host::EPROTO);
+}
+
+#[test]
+fn starttls_in_opt_mode_before_pausing() {
+    let cfg = Config {
+        tls: Tls::Require,
+        opt_mode: true,
+        ..Default::default()
+    };
+    let mut l = Link::new(
+        cfg,
+        Script {
+            starttls: Some(rep::ACK),
+            ..Default::default()
+        },
+    );
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert!(l.client.tls_negotiated());
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Ready);
+    assert_eq!(l.server.options_seen[0], (opt::STARTTLS, false));
+    assert!(l.server.options_seen[1..].iter().all(|o| o.1));
 }
 
 #[test]

@@ -129,6 +129,22 @@ pub struct Config {
     pub handshake_flags: u16,
     /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`).
     pub no_structured_replies: bool,
+    /// NBD_OPT_STARTTLS (`--tls`).
+    pub tls: Tls,
+}
+
+/// The server's TLS policy (nbdkit's `--tls=off|on|require`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// STARTTLS is refused with ERR_POLICY.
+    #[default]
+    Off,
+    /// STARTTLS is accepted; plain text works too.
+    On,
+    /// Before TLS is up, every option but STARTTLS and ABORT gets
+    /// ERR_TLS_REQD (EXPORT_NAME, which cannot be refused, a hang-up), so
+    /// nothing about the exports is told in plain text.
+    Require,
 }
 
 impl Default for Config {
@@ -136,6 +152,7 @@ impl Default for Config {
         Config {
             handshake_flags: handshake_flags::ALL,
             no_structured_replies: false,
+            tls: Tls::Off,
         }
     }
 }
@@ -163,6 +180,10 @@ pub struct Negotiated {
 pub enum Want {
     Write,
     Read,
+    /// The client's STARTTLS was acknowledged (and the ACK sent): run the
+    /// TLS handshake on the connection now, send and receive everything
+    /// after it through TLS, and call [`Negotiation::tls_done`].
+    StartTls,
     Done,
     Closed,
 }
@@ -179,6 +200,8 @@ enum Phase {
         option: u32,
         remaining: u32,
     },
+    /// Waiting for the driver's TLS handshake.
+    StartTls,
     Done,
     Closed,
 }
@@ -199,6 +222,9 @@ pub struct Negotiation {
     meta: Option<(Vec<u8>, u32)>,
     result: Option<Negotiated>,
     close_reason: Option<String>,
+    tls: Tls,
+    /// TLS is up.
+    tls_active: bool,
 }
 
 const DRAIN_CHUNK: usize = 64 * 1024;
@@ -222,6 +248,8 @@ impl Negotiation {
             meta: None,
             result: None,
             close_reason: None,
+            tls: cfg.tls,
+            tls_active: false,
         };
         n.out.extend_from_slice(&encode_newstyle_greeting(offered));
         n.expect(4);
@@ -258,8 +286,27 @@ impl Negotiation {
         match self.phase {
             Phase::Done => Want::Done,
             Phase::Closed => Want::Closed,
+            Phase::StartTls => Want::StartTls,
             _ => Want::Read,
         }
+    }
+
+    /// The driver finished the TLS handshake after [`Want::StartTls`].
+    /// What the client set up in plain text is forgotten, and the options
+    /// go on, inside TLS.
+    pub fn tls_done(&mut self) {
+        if self.phase != Phase::StartTls {
+            return;
+        }
+        self.tls_active = true;
+        self.structured = false;
+        self.meta = None;
+        self.next_option();
+    }
+
+    /// Whether TLS is up on this connection.
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
     }
 
     /// Bytes to send.
@@ -405,11 +452,21 @@ impl Negotiation {
                     self.next_option();
                 }
             }
-            Phase::Done | Phase::Closed => {}
+            Phase::StartTls | Phase::Done | Phase::Closed => {}
         }
     }
 
     fn handle_option(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
+        if self.tls == Tls::Require
+            && !self.tls_active
+            && option != opt::STARTTLS
+            && option != opt::ABORT
+        {
+            if option == opt::EXPORT_NAME {
+                return self.close("client sent NBD_OPT_EXPORT_NAME before TLS (--tls=require)");
+            }
+            return self.reply_err(option, rep::ERR_TLS_REQD, "TLS is required");
+        }
         match option {
             opt::EXPORT_NAME => {
                 if payload.len() > MAX_STRING {
@@ -448,7 +505,14 @@ impl Negotiation {
                 if !payload.is_empty() {
                     return self.reply_err(option, rep::ERR_INVALID, "STARTTLS takes no payload");
                 }
-                self.reply_err(option, rep::ERR_POLICY, "TLS is not supported");
+                if self.tls == Tls::Off {
+                    return self.reply_err(option, rep::ERR_POLICY, "TLS is not enabled");
+                }
+                if self.tls_active {
+                    return self.reply_err(option, rep::ERR_INVALID, "TLS is already negotiated");
+                }
+                self.reply(option, rep::ACK, &[]);
+                self.phase = Phase::StartTls;
             }
             opt::INFO | opt::GO => self.info_or_go(option, payload, exports),
             opt::STRUCTURED_REPLY => {
@@ -1053,5 +1117,128 @@ mod tests {
         let c = Caps::from_backend(&B, true).unwrap();
         assert!(!c.trim && c.read_only);
         assert_ne!(c.tx_flags(false) & tx_flags::READ_ONLY, 0);
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+    use crate::wire::option::{encode_option, OptionReplyHeader, OPTION_REPLY_HEADER_LEN};
+
+    struct OneExport;
+    impl Exports for OneExport {
+        fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+            panic!("listed exports before TLS")
+        }
+        fn lookup(&self, _: &[u8]) -> Result<ExportDetails, String> {
+            Ok(ExportDetails {
+                size: 4096,
+                ..Default::default()
+            })
+        }
+    }
+
+    fn drain(n: &mut Negotiation) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        while n.want() == Want::Write {
+            let o = n.output().to_vec();
+            n.output_done(o.len());
+            out.extend_from_slice(&o);
+        }
+        let mut r = Vec::new();
+        let mut o = &out[..];
+        if o.len() >= 18 && o[..8] == *b"NBDMAGIC" {
+            o = &o[18..];
+        }
+        while o.len() >= OPTION_REPLY_HEADER_LEN {
+            let h = OptionReplyHeader::decode(o[..OPTION_REPLY_HEADER_LEN].try_into().unwrap())
+                .unwrap();
+            r.push((h.option, h.reply_type));
+            o = &o[OPTION_REPLY_HEADER_LEN + h.len as usize..];
+        }
+        r
+    }
+
+    /// Feeds `input`, sending replies as they come; returns the replies.
+    fn talk(n: &mut Negotiation, mut input: &[u8]) -> Vec<(u32, u32)> {
+        let mut r = Vec::new();
+        loop {
+            r.extend(drain(n));
+            if input.is_empty() || n.want() != Want::Read {
+                return r;
+            }
+            let k = n.feed(input, &OneExport);
+            input = &input[k..];
+        }
+    }
+
+    fn tls_server(tls: Tls) -> Negotiation {
+        let mut n = Negotiation::new(Config {
+            tls,
+            ..Config::default()
+        });
+        drain(&mut n);
+        n.feed(&[0, 0, 0, 3], &OneExport);
+        n
+    }
+
+    #[test]
+    fn require_refuses_everything_before_starttls() {
+        let mut n = tls_server(Tls::Require);
+        let mut i = Vec::new();
+        for o in [
+            opt::LIST,
+            opt::INFO,
+            opt::GO,
+            opt::STRUCTURED_REPLY,
+            opt::SET_META_CONTEXT,
+            99,
+        ] {
+            encode_option(&mut i, o, &[]);
+        }
+        let r = talk(&mut n, &i);
+        assert_eq!(r.len(), 6);
+        assert!(r.iter().all(|(_, t)| *t == rep::ERR_TLS_REQD), "{r:?}");
+        // EXPORT_NAME cannot be refused: hang up.
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, b"");
+        talk(&mut n, &i);
+        assert_eq!(n.want(), Want::Closed);
+    }
+
+    #[test]
+    fn starttls_then_options_inside_tls() {
+        let mut n = tls_server(Tls::Require);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STARTTLS, &[]);
+        // Bytes after STARTTLS are not read in plain text.
+        encode_option(&mut i, opt::GO, &[0, 0, 0, 0, 0, 0]);
+        let used = n.feed(&i, &OneExport);
+        assert_eq!(used, 16);
+        assert_eq!(n.want(), Want::Write);
+        assert_eq!(drain(&mut n), vec![(opt::STARTTLS, rep::ACK)]);
+        assert_eq!(n.want(), Want::StartTls);
+        assert!(n.recv_buf().is_empty());
+        n.tls_done();
+        assert!(n.tls_active());
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STARTTLS, &[]);
+        encode_option(&mut i, opt::GO, &[0, 0, 0, 0, 0, 0]);
+        let r = talk(&mut n, &i);
+        assert_eq!(r[0], (opt::STARTTLS, rep::ERR_INVALID));
+        assert_eq!(r.last(), Some(&(opt::GO, rep::ACK)));
+        assert_eq!(n.want(), Want::Done);
+    }
+
+    #[test]
+    fn off_refuses_starttls_and_on_allows_plain_text() {
+        let mut n = tls_server(Tls::Off);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::STARTTLS, &[]);
+        assert_eq!(talk(&mut n, &i), vec![(opt::STARTTLS, rep::ERR_POLICY)]);
+        let mut n = tls_server(Tls::On);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::GO, &[0, 0, 0, 0, 0, 0]);
+        assert_eq!(talk(&mut n, &i).last(), Some(&(opt::GO, rep::ACK)));
     }
 }

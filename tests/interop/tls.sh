@@ -1,0 +1,203 @@
+#!/bin/bash
+# TLS in our libnbd against Debian's nbdkit (--tls=require, --tls=on,
+# --tls-verify-peer), X.509 and PSK, with keys made fresh by
+# scripts/gen-tls-keys.sh (certtool, psktool).
+#
+# 1. tests/interop/tls/tls-client.c, built against our libnbd (which it
+#    proves it loaded: EXPECT_LIBNBD, tests-c/testlib.h) and against
+#    Debian's as the reference: each scenario must end the same way on
+#    both (connect over TLS and read/write/compare with sync and aio calls;
+#    plain text; or a failed connect), and on ours with the errno we want.
+# 2. Debian's nbdinfo and nbdcopy running on our libnbd.so.0 over TLS
+#    (LD_DEBUG=libs names the library the loader initialised).
+set -uo pipefail
+source "$(dirname "$0")/../../scripts/testlib.sh"
+make_tmpdir
+unset LD_LIBRARY_PATH EXPECT_LIBNBD
+
+require_file "$OUR_LIBDIR/libnbd.so.0" "tls: our staged libnbd.so.0" || script_exit
+for b in certtool psktool nbdinfo nbdcopy; do
+  command -v $b >/dev/null || { fail "tls" "$b not installed (gnutls-bin, libnbd-bin)"; script_exit; }
+done
+if ! "$REPO/scripts/gen-tls-keys.sh" "$TMP/k" >"$TMP/keys.log" 2>&1; then
+  fail "tls: generate keys" "see below"; show_tail "$TMP/keys.log"; script_exit
+fi
+K=$TMP/k
+
+src=$REPO/tests/interop/tls/tls-client.c
+if ! build_c_ours "$src" "$TMP/tc-ours" >"$TMP/cc-ours.log" 2>&1; then
+  fail "tls: compile tls-client.c on our libnbd" "$(tail -5 "$TMP/cc-ours.log")"; script_exit
+fi
+if ! build_c_real "$src" "$TMP/tc-real" >"$TMP/cc-real.log" 2>&1; then
+  fail "tls: compile tls-client.c on Debian's libnbd" "$(tail -5 "$TMP/cc-real.log")"; script_exit
+fi
+
+start_bg() { # NAME WAITFOR CMD...   (WAITFOR: a socket path or a port)
+  local name=$1 w=$2; shift 2
+  "$@" >"$TMP/$name.srv.log" 2>&1 &
+  BG_PIDS+=($!)
+  if [[ $w == /* ]]; then wait_for_socket "$w" 10 && return 0
+  else wait_for_port "$w" 10 && return 0; fi
+  fail "start $name" "not listening after 10 s"; show_tail "$TMP/$name.srv.log"; return 1
+}
+# case NAME TARGET MODE EXPECT WANT_ERRNO [VAR=VALUE...]
+case_() {
+  local name=$1 target=$2 mode=$3 expect=$4 want=$5; shift 5
+  local rc_o rc_r
+  to env "$@" LD_LIBRARY_PATH="$OUR_LIBDIR" EXPECT_LIBNBD="$(our_so)" \
+    "$TMP/tc-ours" "$target" "$mode" "$expect" >"$TMP/$name.ours" 2>&1
+  rc_o=$?
+  to env -u EXPECT_LIBNBD "$@" LD_LIBRARY_PATH="$REAL_LIBDIR" \
+    "$TMP/tc-real" "$target" "$mode" "$expect" >"$TMP/$name.real" 2>&1
+  rc_r=$?
+  if [[ $rc_o != 0 ]] || ! grep -q "TEST-OK" "$TMP/$name.ours"; then
+    fail "tls: $name on our libnbd" "exit $rc_o"; show_tail "$TMP/$name.ours" 10; return
+  fi
+  if [[ $rc_r != 0 ]] || ! grep -q "TEST-OK" "$TMP/$name.real"; then
+    fail "tls: $name on Debian's libnbd (reference)" "exit $rc_r"; show_tail "$TMP/$name.real" 10; return
+  fi
+  if [[ $expect == fail && -n $want ]] &&
+     ! grep -q "failed as expected: errno $want " "$TMP/$name.ours"; then
+    fail "tls: $name on our libnbd" "wanted errno $want: $(grep 'as expected' "$TMP/$name.ours")"; return
+  fi
+  local why=""
+  [[ $expect == fail ]] && why=": $(sed -n 's/.*failed as expected: //p' "$TMP/$name.ours")"
+  pass "tls: $name -> $expect, same on our libnbd and Debian's$why"
+}
+declare -A PSKSOCK XPORT
+# suite S NBDKIT: the servers, then every client scenario against them.
+# S names the server (debian, ours) in socket names and test names.
+suite() {
+  local S=$1 N=$2
+  port=$(free_port)
+  port_vp=$(free_port)
+  while [[ $port_vp == "$port" ]]; do port_vp=$(free_port); done
+  start_bg $S-psk "$TMP/$S-psk.sock" $N -f -U "$TMP/$S-psk.sock" --tls=require --tls-psk="$K/keys.psk" memory 64M
+  start_bg $S-x509-tcp "$port" $N -f -i 127.0.0.1 -p "$port" --tls=require --tls-certificates="$K/pki" memory 64M
+  start_bg $S-x509-unix "$TMP/$S-x509.sock" $N -f -U "$TMP/$S-x509.sock" --tls=require --tls-certificates="$K/pki" memory 64M
+  start_bg $S-x509-vp "$port_vp" $N -f -i 127.0.0.1 -p "$port_vp" --tls=require --tls-verify-peer --tls-certificates="$K/pki" memory 64M
+  start_bg $S-tls-on "$TMP/$S-on.sock" $N -f -U "$TMP/$S-on.sock" --tls=on --tls-psk="$K/keys.psk" memory 64M
+  start_bg $S-plain "$TMP/$S-plain.sock" $N -f -U "$TMP/$S-plain.sock" memory 64M
+
+  PSKSOCK[$S]=$TMP/$S-psk.sock XPORT[$S]=$port
+  EIO=5 EINVAL=22 ENOTSUP=95
+  P=$TMP/$S-psk.sock X=$TMP/$S-x509.sock
+  case_ $S-psk-require        "$P" 2 tls   "" TLS_PSK="$K/keys.psk" TLS_USER=alice
+  case_ $S-psk-allow          "$P" 1 tls   "" TLS_PSK="$K/keys.psk" TLS_USER=alice
+  case_ $S-psk-opt-mode       "$P" 2 tls   "" TLS_PSK="$K/keys.psk" TLS_USER=alice OPT_MODE=1
+  case_ $S-psk-logname        "$P" 2 tls   "" TLS_PSK="$K/keys.psk" LOGNAME=alice
+  case_ $S-psk-wrong-key      "$P" 2 fail  "" TLS_PSK="$K/wrong.psk" TLS_USER=alice
+  case_ $S-psk-unknown-user   "$P" 2 fail  $EINVAL TLS_PSK="$K/keys.psk" TLS_USER=bob
+  case_ $S-psk-no-such-file   "$P" 2 fail  "" TLS_PSK="$TMP/nonexistent.psk" TLS_USER=alice
+  case_ $S-x509-tcp-verified  "tcp:localhost:$port" 2 tls "" TLS_CERTS="$K/pki"
+  case_ $S-x509-tcp-ip        "tcp:127.0.0.1:$port" 2 tls "" TLS_CERTS="$K/pki"
+  case_ $S-x509-tcp-rogue-ca  "tcp:localhost:$port" 2 fail $EIO TLS_CERTS="$K/rogue"
+  case_ $S-x509-tcp-rogue-noverify "tcp:localhost:$port" 2 tls "" TLS_CERTS="$K/rogue" TLS_VERIFY=0
+  # Over a Unix socket there is no host name to verify: libnbd accepts any
+  # certificate there (nbd_set_tls_verify_peer(3)).
+  case_ $S-x509-unix-rogue-ca "$X" 2 tls   "" TLS_CERTS="$K/rogue"
+  case_ $S-x509-client-cert   "tcp:localhost:$port_vp" 2 tls "" TLS_CERTS="$K/pki"
+  case_ $S-x509-rogue-client-cert "tcp:localhost:$port_vp" 2 fail "" TLS_CERTS="$K/rogue" TLS_VERIFY=0
+  case_ $S-plain-server-require "$TMP/$S-plain.sock" 2 fail $ENOTSUP
+  case_ $S-plain-server-allow "$TMP/$S-plain.sock" 1 plain ""
+  case_ $S-tls-on-server-disable "$TMP/$S-on.sock" 0 plain ""
+  case_ $S-tls-on-server-allow "$TMP/$S-on.sock" 1 tls "" TLS_PSK="$K/keys.psk" TLS_USER=alice
+  case_ $S-tls-required-server-disable "$P" 0 fail ""
+}
+
+suite debian "$DEBIAN_NBDKIT"
+if require_file "$OUR_NBDKIT" "tls: our nbdkit"; then
+  suite ours "$OUR_NBDKIT"
+fi
+
+# Debian's nbdinfo and nbdcopy over TLS: on our libnbd.so.0 against both
+# servers, and on Debian's libnbd against our nbdkit.
+our_lib=$OUR_LIBDIR/libnbd.so.0
+run_on() { # LIB NAME CMD...: runs on libnbd LIB (ours|real), checks which the loader loaded
+  local lib=$1 name=$2; shift 2
+  local envp=(env LD_BIND_NOW=1 LD_DEBUG=libs "LD_DEBUG_OUTPUT=$TMP/$name.ld")
+  [[ $lib == ours ]] && envp+=("LD_LIBRARY_PATH=$OUR_LIBDIR")
+  to "${envp[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+  local rc=$? inits
+  inits=$(cat "$TMP/$name.ld".* 2>/dev/null | grep -o 'calling init: .*libnbd\.so\.0$' | sort -u)
+  rm -f "$TMP/$name.ld".*
+  if [[ $lib == ours && $inits != "calling init: $our_lib" ]]; then
+    fail "tls: $name" "the loader initialised '${inits:-no libnbd}', not $our_lib"; return 1
+  fi
+  if [[ $lib == real && $inits == *"$OUR_LIBDIR"* ]]; then
+    fail "tls: $name" "our library was loaded for the run on Debian's"; return 1
+  fi
+  if [[ $rc != 0 ]]; then
+    fail "tls: $name" "exit $rc"; show_tail "$TMP/$name.err" 10; return 1
+  fi
+}
+for combo in ours:debian ours:ours real:ours; do
+  lib=${combo%%:*} srv=${combo##*:}
+  [[ -n ${PSKSOCK[$srv]:-} ]] || continue
+  who="Debian's nbdinfo/nbdcopy on $([[ $lib == ours ]] && echo our || echo "Debian's") libnbd, $srv nbdkit"
+  upsk="nbds+unix://alice@/?socket=${PSKSOCK[$srv]}&tls-psk-file=$K/keys.psk"
+  ux509="nbds://localhost:${XPORT[$srv]}/?tls-certificates=$K/pki"
+  for kind in psk x509; do
+    u=$upsk; [[ $kind == x509 ]] && u=$ux509
+    n=$lib-$srv-$kind
+    if run_on "$lib" "nbdinfo-$n" nbdinfo "$u"; then
+      if grep -q "with TLS" "$TMP/nbdinfo-$n.out"; then
+        pass "tls: $who, nbdinfo over TLS ($kind): $(head -1 "$TMP/nbdinfo-$n.out")"
+      else
+        fail "tls: $who, nbdinfo ($kind)" "no 'with TLS' in: $(head -1 "$TMP/nbdinfo-$n.out")"
+      fi
+    fi
+    img=$TMP/src-$n.img back=$TMP/back-$n.img
+    head -c 32M /dev/urandom >"$img"
+    if run_on "$lib" "nbdcopy-in-$n" nbdcopy --requests=16 "$img" "$u" &&
+       run_on "$lib" "nbdcopy-out-$n" nbdcopy --connections=4 "$u" "$back"; then
+      # The export is 64M, the image the first 32M of it.
+      if cmp -s -n $((32 << 20)) "$img" "$back"; then
+        pass "tls: $who, nbdcopy file -> NBD -> file over TLS ($kind): byte-identical"
+      else
+        fail "tls: $who, nbdcopy over TLS ($kind)" "copy differs"
+      fi
+    fi
+    rm -f "$img" "$back"
+  done
+done
+
+# Our nbdkit --tls=require: a plain-text client learns nothing (every
+# option but STARTTLS is refused with NBD_REP_ERR_TLS_REQD).
+if [[ -n ${PSKSOCK[ours]:-} ]]; then
+  to nbdinfo --list "nbd+unix:///?socket=${PSKSOCK[ours]}" >"$TMP/plain-list.out" 2>"$TMP/plain-list.err"
+  rc=$?
+  if [[ $rc == 0 ]]; then
+    fail "tls: our nbdkit --tls=require, plain nbdinfo --list" "listed: $(head -3 "$TMP/plain-list.out")"
+  elif [[ ! -s $TMP/plain-list.out ]]; then
+    pass "tls: our nbdkit --tls=require refuses a plain-text nbdinfo --list (exit $rc): $(head -1 "$TMP/plain-list.err")"
+  else
+    fail "tls: our nbdkit --tls=require, plain nbdinfo --list" "printed: $(head -2 "$TMP/plain-list.out")"
+  fi
+fi
+
+# qemu-img (QEMU's own NBD client and TLS) against our nbdkit.
+if [[ -n ${PSKSOCK[ours]:-} ]] && command -v qemu-img >/dev/null; then
+  for kind in psk x509; do
+    if [[ $kind == psk ]]; then
+      obj="tls-creds-psk,id=tls0,endpoint=client,dir=$K,username=alice"
+      spec="driver=nbd,path=${PSKSOCK[ours]},tls-creds=tls0"
+    else
+      obj="tls-creds-x509,id=tls0,endpoint=client,dir=$K/pki"
+      spec="driver=nbd,host=localhost,port=${XPORT[ours]},tls-creds=tls0"
+    fi
+    img=$TMP/q-$kind.img back=$TMP/q-back-$kind.img
+    head -c 64M /dev/urandom >"$img"
+    if to qemu-img convert -n -f raw --object "$obj" --target-image-opts "$img" "$spec" \
+         >"$TMP/q-$kind.log" 2>&1 &&
+       to qemu-img convert --object "$obj" --image-opts "$spec" -O raw "$back" \
+         >>"$TMP/q-$kind.log" 2>&1 && cmp -s "$img" "$back"; then
+      pass "tls: qemu-img to and from our nbdkit --tls=require ($kind): byte-identical"
+    else
+      fail "tls: qemu-img with our nbdkit ($kind)" "see below"; show_tail "$TMP/q-$kind.log" 10
+    fi
+    rm -f "$img" "$back"
+  done
+fi
+
+script_exit
