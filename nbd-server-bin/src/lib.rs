@@ -8,3 +8,4 @@ pub mod cli;
 pub mod conn;
 pub mod listen;
 pub mod log;
+pub mod xnbd;
