@@ -294,8 +294,9 @@ pub fn main() {
     log::log_info(format_args!("{}", describe(&c)));
     if c.inetd {
         std::thread::spawn(move || signal_loop(cache, target));
-        // SAFETY: duplicates of the standard descriptors, owned from here.
-        let (rd, wr) = unsafe { (dup_file(0), dup_file(1)) };
+        // SAFETY: duplicates of standard input, owned from here. As xnbd,
+        // the connection is standard input alone, read and written.
+        let (rd, wr) = unsafe { (dup_file(0), dup_file(0)) };
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
