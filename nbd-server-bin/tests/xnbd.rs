@@ -63,11 +63,12 @@ impl Proc {
         let mut a = vec!["--lport", &ps];
         a.extend_from_slice(args);
         let p = Proc::start(XNBD_SERVER, &a, port);
-        // A proxy binds its control socket (the last argument) once the
-        // port is up; without --daemonize, wait for it.
+        // The port accepts once everything is ready.
         if args.contains(&"--proxy") {
-            let ctl = Path::new(args[args.len() - 1]);
-            assert!(eventually(|| ctl.exists()), "no control socket");
+            assert!(
+                Path::new(args[args.len() - 1]).exists(),
+                "no control socket"
+            );
         }
         p
     }
@@ -76,15 +77,8 @@ impl Proc {
         format!("nbd://127.0.0.1:{}/", self.port)
     }
 
-    /// Our raw client over TCP (its socket type is a Unix stream, but it
-    /// only reads and writes the descriptor).
     fn client(&self) -> Client {
-        let t = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        t.set_nodelay(true).unwrap();
-        // SAFETY: the descriptor moves from the TcpStream.
-        let s = unsafe { UnixStream::from_raw_fd(t.into_raw_fd()) };
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        Client::connect(s, true, true)
+        tcp_client(self.port)
     }
 
     fn signal(&self, sig: i32) {
@@ -122,6 +116,17 @@ impl Drop for Proc {
             }
         }
     }
+}
+
+/// Our raw client over TCP (its socket type is a Unix stream, but it only
+/// reads and writes the descriptor).
+fn tcp_client(port: u16) -> Client {
+    let t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_nodelay(true).unwrap();
+    // SAFETY: the descriptor moves from the TcpStream.
+    let s = unsafe { UnixStream::from_raw_fd(t.into_raw_fd()) };
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    Client::connect(s, true, true)
 }
 
 /// `xnbd-server --inetd ARGS` with our raw client on a socket pair.
@@ -636,4 +641,55 @@ fn migration_with_a_writing_client() {
         "remote changed"
     );
     let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn daemonize_ipv6_and_several_clients() {
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let d = TempDir::new("xnbd-daemon");
+    let img = p(&d, "disk.img");
+    let data = pattern(1 << 20, 12);
+    write_file(&img, &data);
+    let log = p(&d, "log");
+    let port = free_port();
+    let ps = port.to_string();
+    // The parent returns once everything is bound.
+    run(Command::new(XNBD_SERVER)
+        .args([
+            "--target",
+            "--daemonize",
+            "--lport",
+            &ps,
+            "--logpath",
+            s(&log),
+            s(&img),
+        ])
+        .stdin(Stdio::null()));
+    let mut pid = 0i32;
+    assert!(eventually(|| {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        pid = l
+            .split("xnbd-server[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    }));
+    // Two clients at once: one writes, the other sees it.
+    let mut a = tcp_client(port);
+    let mut b = tcp_client(port);
+    a.write(4096, b"from a");
+    assert_eq!(b.read(4096, 6), b"from a");
+    assert_eq!(b.read(0, 100), &data[..100]);
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let o = run(Command::new(&nbdinfo).arg(format!("nbd://[::1]:{port}/")));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("export-size: 1048576"));
+    }
+    a.disconnect();
+    b.disconnect();
+    // SAFETY: kill on the daemon's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(eventually(|| !pid_alive(pid)));
+    assert_eq!(&std::fs::read(&img).unwrap()[4096..4102], b"from a");
 }

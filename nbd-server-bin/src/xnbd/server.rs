@@ -25,7 +25,7 @@
 //! status 1, checked before any file is created or changed.
 
 use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -270,6 +270,8 @@ pub fn main() {
         (Arc::clone(ctl), l)
     });
 
+    // Ready: clients may come.
+    let listeners = listen_all(listeners);
     if c.daemonize {
         daemonize(c.logpath.is_none());
     }
@@ -432,22 +434,112 @@ fn claim_cow_files(base: &Path) -> Result<(PathBuf, PathBuf), String> {
     ))
 }
 
-/// `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are v6-only.
-fn bind(port: u16) -> Vec<Listener> {
+/// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
+/// v6-only, without listening yet: [`listen_all`] starts accepting once
+/// the backend is ready, so a client that gets through finds it ready.
+fn bind(port: u16) -> Vec<OwnedFd> {
     let mut ls = Vec::new();
-    match TcpListener::bind(("::", port)) {
+    match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
         Ok(l) => {
+            let v6only = v6only(&l);
             ls.push(l);
-            if let Ok(l4) = TcpListener::bind(("0.0.0.0", port)) {
-                ls.push(l4);
+            if v6only {
+                if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+                    ls.push(l4);
+                }
             }
         }
-        Err(e6) => match TcpListener::bind(("0.0.0.0", port)) {
+        Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
             Ok(l) => ls.push(l),
             Err(e) => die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")),
         },
     }
-    ls.into_iter().map(|l| Listener(OwnedFd::from(l))).collect()
+    ls
+}
+
+/// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
+fn v6only(fd: &OwnedFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r != 0 || v != 0
+}
+
+/// A TCP socket bound to `addr` (SO_REUSEADDR), not listening.
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let last = std::io::Error::last_os_error;
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: socket, setsockopt and bind with locals of the right sizes;
+    // the new descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(last());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let r = match addr {
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+        };
+        if r != 0 {
+            return Err(last());
+        }
+        Ok(fd)
+    }
+}
+
+/// Starts listening on the bound sockets.
+fn listen_all(fds: Vec<OwnedFd>) -> Vec<Listener> {
+    fds.into_iter()
+        .map(|fd| {
+            // SAFETY: listen on a bound socket we own.
+            if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
+                die(format!("listen: {}", std::io::Error::last_os_error()));
+            }
+            Listener(fd)
+        })
+        .collect()
 }
 
 fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
