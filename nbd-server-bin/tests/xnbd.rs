@@ -693,3 +693,94 @@ fn daemonize_ipv6_and_several_clients() {
     assert!(eventually(|| !pid_alive(pid)));
     assert_eq!(&std::fs::read(&img).unwrap()[4096..4102], b"from a");
 }
+
+#[test]
+fn reconnect_to_another_remote() {
+    let d = TempDir::new("xnbd-reconnect");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(1 << 20, 13);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    let mut c = srv.client();
+    assert_eq!(c.read(0, 4096), &data[..4096]);
+    remote.stop();
+    assert_ne!(c.cmd(cmd::READ, 0, 8192, 4096, &[]).error, 0);
+    // Nothing listens there: refused, the old remote stays.
+    let o = bgctl(&[
+        "--reconnect",
+        s(&ctl),
+        "127.0.0.1",
+        &free_port().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // A disk of another size: refused.
+    let small = p(&d, "small.img");
+    write_file(&small, &data[..65536]);
+    let other = Proc::remote(&small);
+    let o = bgctl(&["--reconnect", s(&ctl), "127.0.0.1", &other.port.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("65536 bytes"),
+        "{o:?}"
+    );
+    let again = Proc::remote(&remote_img);
+    let aport = again.port.to_string();
+    run(Command::new(XNBD_BGCTL).args(["--reconnect", s(&ctl), "127.0.0.1", &aport]));
+    assert_eq!(c.read(8192, 4096), &data[8192..12288]);
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    assert!(String::from_utf8_lossy(&q.stdout).contains(&format!("port {aport}")));
+    c.disconnect();
+}
+
+/// The cache as a filter of our nbdkit, over the nbd plugin.
+#[test]
+fn nbdkit_filter_over_the_nbd_plugin() {
+    let d = TempDir::new("xnbd-filter");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern((1 << 20) + 4096 * 3, 14);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm) = (p(&d, "cache.img"), p(&d, "bm.img"));
+    let uri = format!("nbd://127.0.0.1:{}/", remote.port);
+    let cache_arg = format!("cache={}", cache.display());
+    let bm_arg = format!("bitmap={}", bm.display());
+    let out = p(&d, "out.img");
+    let srv = Server::start(&["--filter=xnbd-cache", "nbd", &uri, &cache_arg, &bm_arg]);
+    run(Command::new(require("nbdcopy", "libnbd-bin"))
+        .arg(srv.uri())
+        .arg(&out));
+    assert!(std::fs::read(&out).unwrap() == data);
+    // The reader's disconnect flushes: 259 blocks, every one marked.
+    let want = [u64::MAX, u64::MAX, u64::MAX, u64::MAX, 0b111];
+    assert!(
+        eventually(|| read_words(&bm) == want),
+        "{:?}",
+        read_words(&bm)
+    );
+    drop(srv);
+    assert_eq!(std::fs::read(&cache).unwrap(), data);
+    // A bitmap of the wrong size is refused.
+    write_file(&bm, &[0; 8]);
+    let o = Command::new(BIN)
+        .args([
+            "-U",
+            "-",
+            "--filter=xnbd-cache",
+            "nbd",
+            &uri,
+            &cache_arg,
+            &bm_arg,
+        ])
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bitmap"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read(&bm).unwrap(), [0; 8]);
+    assert!(std::fs::read(&remote_img).unwrap() == data);
+}

@@ -5,6 +5,7 @@
 //! xnbd-bgctl --query CONTROL_SOCKET
 //! xnbd-bgctl [--force] --switch CONTROL_SOCKET
 //! xnbd-bgctl [--progress] --cache-all CONTROL_SOCKET
+//! xnbd-bgctl [--exportname NAME] --reconnect CONTROL_SOCKET HOST PORT
 //! ```
 //!
 //! Exit status 0 on success, 1 with one line on standard error otherwise.
@@ -17,6 +18,7 @@ Usage:
   xnbd-bgctl --query CONTROL_SOCKET
   xnbd-bgctl [--force] --switch CONTROL_SOCKET
   xnbd-bgctl [--progress] --cache-all CONTROL_SOCKET
+  xnbd-bgctl [--exportname NAME] --reconnect CONTROL_SOCKET REMOTE_HOST REMOTE_PORT
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,7 @@ enum Cmd {
     Query,
     Switch,
     CacheAll,
+    Reconnect,
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -33,8 +36,11 @@ fn die(msg: impl std::fmt::Display) -> ! {
 
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (mut cmd, mut force, mut progress, mut sock) = (None, false, false, None);
-    for a in &args {
+    let (mut cmd, mut force, mut progress) = (None, false, false);
+    let mut pos: Vec<String> = Vec::new();
+    let mut export = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         let c = match a.as_str() {
             "--help" | "-h" => {
                 print!("{USAGE}");
@@ -55,28 +61,54 @@ pub fn main() {
                 progress = true;
                 None
             }
-            "--cache-all2" | "--reconnect" => die(format!("{a} is not supported")),
+            "--reconnect" => Some(Cmd::Reconnect),
+            "--exportname" => {
+                let v = it
+                    .next()
+                    .unwrap_or_else(|| die("--exportname needs a value"));
+                export = Some(v.clone());
+                None
+            }
+            "--cache-all2" => die(format!("{a} is not supported")),
             s if s.starts_with("--") => die(format!("unknown option {s} (see --help)")),
             s => {
-                if sock.replace(s.to_string()).is_some() {
-                    die("give one CONTROL_SOCKET");
-                }
+                pos.push(s.to_string());
                 None
             }
         };
         if let Some(c) = c {
             if cmd.replace(c).is_some_and(|old| old != c) {
-                die("give one of --query, --switch, --cache-all");
+                die("give one of --query, --switch, --cache-all, --reconnect");
             }
         }
     }
-    let cmd = cmd.unwrap_or_else(|| die("give one of --query, --switch, --cache-all (see --help)"));
-    let sock = sock.unwrap_or_else(|| die("CONTROL_SOCKET is missing"));
+    let cmd = cmd.unwrap_or_else(|| {
+        die("give one of --query, --switch, --cache-all, --reconnect (see --help)")
+    });
+    let want = if cmd == Cmd::Reconnect { 3 } else { 1 };
+    if pos.len() != want {
+        die(if want == 3 {
+            "--reconnect needs CONTROL_SOCKET REMOTE_HOST REMOTE_PORT"
+        } else {
+            "give one CONTROL_SOCKET"
+        });
+    }
+    let sock = pos[0].clone();
     let line = match cmd {
-        Cmd::Query => "query",
-        Cmd::Switch if force => "switch force",
-        Cmd::Switch => "switch",
-        Cmd::CacheAll => "cache-all",
+        Cmd::Query => "query".to_string(),
+        Cmd::Switch if force => "switch force".into(),
+        Cmd::Switch => "switch".into(),
+        Cmd::CacheAll => "cache-all".into(),
+        Cmd::Reconnect => {
+            let ok = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
+            let e = export.unwrap_or_default();
+            if !ok(&pos[1]) || !ok(&pos[2]) || e.contains(char::is_whitespace) {
+                die("REMOTE_HOST, REMOTE_PORT and NAME cannot contain spaces");
+            }
+            format!("reconnect {} {} {e}", pos[1], pos[2])
+                .trim_end()
+                .to_string()
+        }
     };
     let mut s = UnixStream::connect(&sock).unwrap_or_else(|e| die(format!("{sock}: {e}")));
     s.write_all(format!("{line}\n").as_bytes())

@@ -19,6 +19,11 @@
 //!                        is never consulted again; clients stay
 //!                        connected), or error while blocks are missing
 //!                        and force was not given.
+//! reconnect HOST PORT [EXPORT]
+//!                     -> ok once blocks come from the NBD server at
+//!                        HOST PORT (export EXPORT, default ""), which
+//!                        must serve a disk of the same size; error
+//!                        otherwise (the old remote stays).
 //! ```
 //!
 //! Any other line gets `error: unknown command`.
@@ -40,7 +45,7 @@ pub struct Remote {
 
 pub struct Control {
     pub cache: Arc<XnbdCache>,
-    pub remote: Remote,
+    pub remote: parking_lot::Mutex<Remote>,
 }
 
 /// Whether a Unix socket at `path` has a live server behind it; `Err`
@@ -107,6 +112,8 @@ impl Control {
             ["cache-all"] => self.cache_all(&mut out),
             ["switch"] => self.cache.switch(false),
             ["switch", "force"] => self.cache.switch(true),
+            ["reconnect", host, port] => self.reconnect(host, port, ""),
+            ["reconnect", host, port, export] => self.reconnect(host, port, export),
             _ => Err(format!("unknown command: {}", line.trim())),
         };
         let last = match r {
@@ -114,6 +121,30 @@ impl Control {
             Err(e) => format!("error: {e}\n"),
         };
         let _ = out.write_all(last.as_bytes());
+    }
+
+    fn reconnect(&self, host: &str, port: &str, export: &str) -> Result<(), String> {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("not a port number: {port}"))?;
+        let mut p = crate::backend::Params::new(
+            "nbd",
+            vec![
+                ("hostname".into(), host.to_string()),
+                ("port".into(), port.to_string()),
+                ("export".into(), export.to_string()),
+            ],
+        );
+        let b = crate::backend::nbd::NbdPlugin::open(&mut p, true)
+            .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        self.cache.set_source(Arc::new(b))?;
+        *self.remote.lock() = Remote {
+            host: host.to_string(),
+            port,
+            export: export.to_string(),
+        };
+        crate::log::log_info(format_args!("reconnected to {host} port {port}"));
+        Ok(())
     }
 
     fn query(&self, out: &mut UnixStream) -> Result<(), String> {
@@ -125,13 +156,14 @@ impl Control {
         } else {
             "proxy"
         };
+        let remote = self.remote.lock().clone();
         let text = format!(
             "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\n",
             o.cache.display(),
             o.bitmap.display(),
-            self.remote.host,
-            self.remote.port,
-            self.remote.export
+            remote.host,
+            remote.port,
+            remote.export
         );
         out.write_all(text.as_bytes()).map_err(|e| e.to_string())
     }

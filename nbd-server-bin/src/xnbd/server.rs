@@ -382,11 +382,11 @@ fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, Path
             SHUTDOWN.lock().cache = Some(Arc::clone(&xc));
             let ctl = Arc::new(Control {
                 cache: Arc::clone(&xc),
-                remote: Remote {
+                remote: Mutex::new(Remote {
                     host: host.clone(),
                     port: *port,
                     export: c.target_exportname.clone(),
-                },
+                }),
             });
             Ok((xc, Some((ctl, control.clone()))))
         }

@@ -16,6 +16,7 @@
 //! - Flush makes the cache image and then the bitmap durable (fdatasync
 //!   both, data first, bits snapshotted before the data is synced), so a
 //!   crash never leaves a bit set over data that was not stored.
+//! - A client's disconnect flushes too (a reader never sends a flush).
 //! - State survives a restart: an existing bitmap of the right size is
 //!   used as it is, unless `clear-bitmap=true`. A bitmap of another size
 //!   is refused.
@@ -66,7 +67,11 @@ pub struct Options {
 }
 
 pub struct XnbdCache {
+    /// The layer the stack was built on (for delegation through `next`).
     inner: Arc<dyn Backend>,
+    /// Where blocks come from: `inner`, or what [`XnbdCache::set_source`]
+    /// put there (xnbd-bgctl --reconnect).
+    source: parking_lot::RwLock<Arc<dyn Backend>>,
     opts: Options,
     size: u64,
     nblocks: u64,
@@ -205,6 +210,7 @@ impl XnbdCache {
         }
         let npages = words.len().div_ceil(PAGE_WORDS);
         Ok(XnbdCache {
+            source: parking_lot::RwLock::new(Arc::clone(&inner)),
             inner,
             opts,
             size,
@@ -218,6 +224,24 @@ impl XnbdCache {
             flush_lock: Mutex::new(()),
             switched: AtomicBool::new(false),
         })
+    }
+
+    fn source(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.source.read())
+    }
+
+    /// Fetches from `b` from now on (a new connection to the remote, after
+    /// the old one was lost). It must be of the same size.
+    pub fn set_source(&self, b: Arc<dyn Backend>) -> std::result::Result<(), String> {
+        let size = b.size().map_err(|e| e.to_string())?;
+        if size != self.size {
+            return Err(format!(
+                "the new remote disk is {size} bytes, not {} bytes",
+                self.size
+            ));
+        }
+        *self.source.write() = b;
+        Ok(())
     }
 
     pub fn options(&self) -> &Options {
@@ -316,7 +340,7 @@ impl XnbdCache {
             let off = b * BLOCK;
             let len = (e * BLOCK).min(self.size) - off;
             buf.resize(len as usize, 0);
-            self.inner.pread(&mut buf, off)?;
+            self.source().pread(&mut buf, off)?;
             self.cache
                 .write_all_at(&buf, off)
                 .map_err(|e| io_err("write", &self.opts.cache, e))?;
@@ -381,6 +405,16 @@ impl XnbdCache {
 impl Backend for XnbdCache {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.inner)
+    }
+    /// Each client that goes leaves the cache durable, even one that only
+    /// read (a reader never flushes): what it fetched survives a restart.
+    fn close_connection(&self, info: &nbd_core::server::backend::ConnectionInfo) {
+        self.inner.close_connection(info);
+        if self.dirty.iter().any(|d| d.load(Ordering::Acquire)) {
+            if let Err(e) = self.flush() {
+                crate::log::error!("xnbd-cache: flush at disconnect: {e}");
+            }
+        }
     }
     fn size(&self) -> Result<u64> {
         Ok(self.size)
@@ -447,7 +481,7 @@ impl Backend for XnbdCache {
             if here {
                 self.read_cache(dst, pos)?;
             } else {
-                self.inner.pread(dst, pos)?;
+                self.source().pread(dst, pos)?;
             }
             pos = e;
         }
