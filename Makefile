@@ -1,6 +1,7 @@
 # Build, install and test the Rust NBD stack:
 #   libnbd.so.0 (drop-in for libnbd, linked here from the nbd-capi staticlib)
 #   nbdkit      (nbdkit-compatible server, from nbd-server-bin)
+#   xnbd-server, xnbd-bgctl (xnbd's target, copy-on-write and proxy modes)
 #
 #   make                 release build of everything + libnbd.so.0
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib ...
@@ -75,7 +76,8 @@ cargo-build:
 	  echo "error: $(CARGO) not found (install the Rust toolchain, or add ~/.cargo/bin to PATH)" >&2; exit 1; }
 	$(CARGO) build --release --workspace $(CARGOFLAGS)
 	@test -f $(STATICLIB) || { echo "error: cargo did not produce $(STATICLIB)" >&2; exit 1; }
-	@test -f $(NBDKIT_BIN) || { echo "error: cargo did not produce $(NBDKIT_BIN)" >&2; exit 1; }
+	@for b in $(NBDKIT_BIN) $(RUST_OUT)/xnbd-server $(RUST_OUT)/xnbd-bgctl; do \
+	  test -f $$b || { echo "error: cargo did not produce $$b" >&2; exit 1; }; done
 
 $(SYMS):
 	@echo "error: $(SYMS) is missing (the linker version script is generated and checked in with nbd-capi)" >&2; exit 1
@@ -119,6 +121,8 @@ install: $(INSTALL_BUILD) $(HEADER) $(PC_OUT)
 	$(INSTALL_DATA) $(HEADER) $(DESTDIR)$(INCLUDEDIR)/libnbd.h
 	$(INSTALL_DATA) $(PC_OUT) $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc
 	$(INSTALL_PROGRAM) $(NBDKIT_BIN) $(DESTDIR)$(SBINDIR)/nbdkit
+	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-server $(DESTDIR)$(SBINDIR)/xnbd-server
+	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-bgctl $(DESTDIR)$(SBINDIR)/xnbd-bgctl
 	@# A real (non-DESTDIR) install as root refreshes the loader cache so
 	@# that the new libnbd.so.0 is found; packagers use DESTDIR.
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
@@ -128,7 +132,8 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0 $(DESTDIR)$(LIBDIR)/libnbd.so.0 \
 	  $(DESTDIR)$(LIBDIR)/libnbd.so $(DESTDIR)$(LIBDIR)/libnbd.a \
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
-	  $(DESTDIR)$(SBINDIR)/nbdkit
+	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
+	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 

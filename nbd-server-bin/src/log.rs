@@ -28,6 +28,55 @@ const NULL: u8 = 2;
 static DEST: AtomicU8 = AtomicU8::new(STDERR);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static SYSLOG_SOCK: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+/// The name messages carry (`nbdkit` unless a binary sets another).
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+/// A log file (xnbd-server's `--logpath`): when set, messages go there.
+static LOG_FILE: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
+/// Names the program in messages (once, at startup).
+pub fn set_program(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}
+
+fn program() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("nbdkit")
+}
+
+/// Sends messages to `f` (appended, one line each) from now on.
+pub fn set_file(f: std::fs::File) {
+    *LOG_FILE.lock() = Some(f);
+}
+
+/// Writes to the log file if there is one; false if there is none.
+fn to_file(kind: &str, msg: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    match LOG_FILE.lock().as_mut() {
+        Some(f) => {
+            let _ = writeln!(
+                f,
+                "{} {}[{}]: {kind}{msg}",
+                timestamp(),
+                program(),
+                std::process::id()
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// An informational message: to the log file or the system log when one
+/// was chosen, else to standard error.
+pub fn log_info(msg: std::fmt::Arguments<'_>) {
+    if to_file("", msg) {
+        return;
+    }
+    match DEST.load(Ordering::SeqCst) {
+        SYSLOG => syslog(6, &format!("{msg}")),
+        NULL => {}
+        _ => eprintln!("{}: {msg}", program()),
+    }
+}
 
 /// Sets where errors go from now on.
 pub fn set_dest(d: LogDest) {
@@ -49,31 +98,39 @@ pub fn verbose() -> bool {
 
 /// An error message: `nbdkit: error: MSG` on stderr, or to syslog.
 pub fn log_error(msg: std::fmt::Arguments<'_>) {
+    if to_file("error: ", msg) {
+        return;
+    }
     match DEST.load(Ordering::SeqCst) {
         SYSLOG => syslog(3, &format!("error: {msg}")),
         NULL => {}
-        _ => eprintln!("nbdkit: error: {msg}"),
+        _ => eprintln!("{}: error: {msg}", program()),
     }
 }
 
 /// A debug message (`-v`): always standard error.
 pub fn log_debug(msg: std::fmt::Arguments<'_>) {
     if verbose() {
-        eprintln!("nbdkit: debug: {msg}");
+        eprintln!("{}: debug: {msg}", program());
     }
 }
 
-macro_rules! error {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_error {
     ($($arg:tt)*) => { $crate::log::log_error(format_args!($($arg)*)) };
 }
-macro_rules! debug {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_debug {
     ($($arg:tt)*) => {
         if $crate::log::verbose() {
             $crate::log::log_debug(format_args!($($arg)*))
         }
     };
 }
-pub(crate) use {debug, error};
+// Exported so that the binaries use them as `log::error!`, `log::debug!`.
+pub use crate::{__log_debug as debug, __log_error as error};
 
 fn syslog_path() -> std::path::PathBuf {
     std::env::var_os(TEST_SYSLOG_ENV)
@@ -108,7 +165,7 @@ fn timestamp() -> String {
 /// One RFC 3164 record, facility user (1).
 pub fn format_record(severity: u8, pid: u32, msg: &str) -> String {
     let pri = 8 + severity as u32;
-    format!("<{pri}>{} nbdkit[{pid}]: {msg}", timestamp())
+    format!("<{pri}>{} {}[{pid}]: {msg}", timestamp(), program())
 }
 
 /// Sends one message to the system log. If the log socket is missing, the
@@ -129,7 +186,7 @@ fn syslog(severity: u8, msg: &str) {
             None => break,
         }
     }
-    eprintln!("nbdkit: {msg}");
+    eprintln!("{}: {msg}", program());
 }
 
 #[cfg(test)]

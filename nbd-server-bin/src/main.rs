@@ -8,12 +8,7 @@
 //! file), then accept connections, each served by `conn::serve` on its
 //! own threads. Messages: see `log.rs`.
 
-mod backend;
-mod cli;
-mod conn;
-mod listen;
-mod log;
-mod tls;
+use nbd_server_bin::{backend, cli, conn, listen, log, tls};
 
 use std::ffi::CString;
 use std::fs::File;

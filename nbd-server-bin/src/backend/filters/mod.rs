@@ -13,6 +13,7 @@ pub mod flags;
 pub mod inject;
 pub mod observe;
 pub mod window;
+pub mod xnbd_cache;
 
 use std::sync::Arc;
 
@@ -181,6 +182,11 @@ pub const FILTERS: &[FilterSpec] = &[
         name: "exitwhen",
         keys: &["exit-when-*"],
         open: |p, n, _| arc(conn::ExitWhen::open(p, n)),
+    },
+    FilterSpec {
+        name: "xnbd-cache",
+        keys: &["cache", "bitmap", "clear-bitmap", "fetch-on-read"],
+        open: |p, n, _| arc(xnbd_cache::XnbdCache::open(p, n)),
     },
     FilterSpec {
         name: "ip",

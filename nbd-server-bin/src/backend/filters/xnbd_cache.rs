@@ -1,0 +1,652 @@
+//! xnbd-cache: xnbd's persistent block cache, the heart of its proxy
+//! (live storage migration) and of its copy-on-write target.
+//!
+//! The disk is cut into 4096-byte blocks. A cache image of the disk's size
+//! holds the blocks that are here; a bitmap file says which: xnbd's format,
+//! no header, native-endian 64-bit words, bit `i % 64` of word `i / 64` set
+//! when block `i` is cached, `ceil(ceil(size / 4096) / 64) * 8` bytes.
+//!
+//! - A read of an uncached block fetches it from the layer below into the
+//!   cache image and sets its bit (`fetch-on-read=true`, the proxy), or
+//!   reads it from below without keeping it (`fetch-on-read=false`, the
+//!   copy-on-write target).
+//! - A write lands in the cache image only and marks its blocks cached; a
+//!   write covering part of an uncached block first fetches that block.
+//!   The layer below is never written, trimmed or flushed.
+//! - Flush makes the cache image and then the bitmap durable (fdatasync
+//!   both, data first, bits snapshotted before the data is synced), so a
+//!   crash never leaves a bit set over data that was not stored.
+//! - A client's disconnect flushes too (a reader never sends a flush).
+//! - State survives a restart: an existing bitmap of the right size is
+//!   used as it is, unless `clear-bitmap=true`. A bitmap of another size
+//!   is refused.
+//! - After [`XnbdCache::switch`] the layer below is never consulted again:
+//!   the cache image is the disk (xnbd-bgctl --switch).
+//!
+//! Concurrency: blocks are grouped in 1 MiB regions, each guarded by one
+//! of [`STRIPES`] mutexes (region number modulo). A fetch holds its
+//! region's mutex from the read below until its bit is set; a write holds
+//! those of every region it touches (taken in ascending order, so there is
+//! no deadlock), so a fetch never overwrites newer data. Reads of cached
+//! blocks take no lock: a bit is set only after its data is in the cache
+//! image.
+//!
+//! As an nbdkit filter: `--filter=xnbd-cache cache=FILE bitmap=FILE
+//! [clear-bitmap=BOOL] [fetch-on-read=BOOL]`, e.g. over the nbd plugin.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+
+use super::super::Params;
+
+/// The cache's block size (xnbd's CBLKSIZE).
+pub const BLOCK: u64 = 4096;
+/// Blocks per lock region (1 MiB).
+const REGION: u64 = 256;
+const STRIPES: usize = 64;
+/// Bitmap words per dirty-tracking page (4 KiB of bitmap).
+const PAGE_WORDS: usize = 512;
+
+/// Where the cache lives and how it behaves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub cache: PathBuf,
+    pub bitmap: PathBuf,
+    /// Start with every bit clear, whatever the bitmap file holds.
+    pub clear_bitmap: bool,
+    /// Keep blocks read from below (proxy); otherwise only writes fill
+    /// the cache (copy-on-write).
+    pub fetch_on_read: bool,
+}
+
+pub struct XnbdCache {
+    /// The layer the stack was built on (for delegation through `next`).
+    inner: Arc<dyn Backend>,
+    /// Where blocks come from: `inner`, or what [`XnbdCache::set_source`]
+    /// put there (xnbd-bgctl --reconnect).
+    source: parking_lot::RwLock<Arc<dyn Backend>>,
+    opts: Options,
+    size: u64,
+    nblocks: u64,
+    cache: File,
+    bm_file: File,
+    words: Box<[AtomicU64]>,
+    dirty: Box<[AtomicBool]>,
+    cached: AtomicU64,
+    stripes: Box<[Mutex<()>]>,
+    flush_lock: Mutex<()>,
+    switched: AtomicBool,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        e.raw_os_error().unwrap_or(libc::EIO),
+        format!("xnbd-cache: {what}: {}: {e}", path.display()),
+    )
+}
+
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The length of the bitmap of a disk of `size` bytes.
+pub fn bitmap_len(size: u64) -> u64 {
+    size.div_ceil(BLOCK).div_ceil(64) * 8
+}
+
+impl XnbdCache {
+    /// The filter: `cache=FILE bitmap=FILE [clear-bitmap=BOOL]
+    /// [fetch-on-read=BOOL]`.
+    pub fn open(p: &mut Params, inner: Arc<dyn Backend>) -> std::result::Result<Self, String> {
+        let cache = p
+            .take("cache")
+            .ok_or_else(|| p.err("cache=FILE is required"))?;
+        let bitmap = p
+            .take("bitmap")
+            .ok_or_else(|| p.err("bitmap=FILE is required"))?;
+        let clear_bitmap = p.take_bool("clear-bitmap")?.unwrap_or(false);
+        let fetch_on_read = p.take_bool("fetch-on-read")?.unwrap_or(true);
+        XnbdCache::new(
+            inner,
+            Options {
+                cache: cache.into(),
+                bitmap: bitmap.into(),
+                clear_bitmap,
+                fetch_on_read,
+            },
+        )
+    }
+
+    /// Checks everything before creating or changing any file: a refused
+    /// start leaves the cache image and the bitmap as they were.
+    pub fn new(inner: Arc<dyn Backend>, opts: Options) -> std::result::Result<Self, String> {
+        let size = inner.size().map_err(|e| e.to_string())?;
+        let nblocks = size.div_ceil(BLOCK);
+        let bm_len = bitmap_len(size);
+        let (cpath, bpath) = (&opts.cache, &opts.bitmap);
+        let meta = |p: &Path| match std::fs::metadata(p) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        };
+        let cmeta = meta(cpath)?;
+        let bmeta = meta(bpath)?;
+        let clen = match &cmeta {
+            Some(m) if m.is_dir() => return Err(format!("{}: is a directory", cpath.display())),
+            Some(m) if m.file_type().is_file() => m.len(),
+            _ => 0,
+        };
+        if cmeta.as_ref().is_some_and(|m| m.file_type().is_file()) && clen != 0 && clen != size {
+            return Err(format!(
+                "cache image {} is {clen} bytes, but the disk is {size} bytes",
+                cpath.display()
+            ));
+        }
+        let blen = match &bmeta {
+            Some(m) if !m.file_type().is_file() => {
+                return Err(format!("bitmap {}: not a regular file", bpath.display()))
+            }
+            Some(m) => m.len(),
+            None => 0,
+        };
+        if !opts.clear_bitmap && blen != 0 && blen != bm_len {
+            return Err(format!(
+                "bitmap {} is {blen} bytes, but a disk of {size} bytes needs {bm_len} (wrong bitmap, or use --clear-bitmap)",
+                bpath.display()
+            ));
+        }
+        let mut words = vec![0u64; bm_len as usize / 8];
+        if !opts.clear_bitmap && blen == bm_len && bm_len > 0 {
+            let mut raw = vec![0u8; bm_len as usize];
+            File::open(bpath)
+                .and_then(|f| f.read_exact_at(&mut raw, 0))
+                .map_err(|e| format!("bitmap {}: {e}", bpath.display()))?;
+            for (w, c) in words.iter_mut().zip(raw.chunks_exact(8)) {
+                *w = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            }
+        }
+        // Bits past the last block mean nothing.
+        if nblocks % 64 != 0 {
+            if let Some(last) = words.last_mut() {
+                *last &= (1u64 << (nblocks % 64)) - 1;
+            }
+        }
+        let cached: u64 = words.iter().map(|w| w.count_ones() as u64).sum();
+        if cached > 0 && clen == 0 && size > 0 {
+            return Err(format!(
+                "bitmap {} marks {cached} blocks cached, but the cache image {} is missing or empty",
+                bpath.display(),
+                cpath.display()
+            ));
+        }
+        // Checks done: create what is missing.
+        let open_rw = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let cache = open_rw(cpath)?;
+        if cmeta.as_ref().is_none_or(|m| m.file_type().is_file()) && clen != size {
+            cache
+                .set_len(size)
+                .map_err(|e| format!("{}: {e}", cpath.display()))?;
+        }
+        let bm_file = open_rw(bpath)?;
+        if opts.clear_bitmap || blen != bm_len {
+            bm_file
+                .set_len(0)
+                .and_then(|()| bm_file.set_len(bm_len))
+                .and_then(|()| bm_file.sync_all())
+                .map_err(|e| format!("{}: {e}", bpath.display()))?;
+        }
+        let npages = words.len().div_ceil(PAGE_WORDS);
+        Ok(XnbdCache {
+            source: parking_lot::RwLock::new(Arc::clone(&inner)),
+            inner,
+            opts,
+            size,
+            nblocks,
+            cache,
+            bm_file,
+            words: words.into_iter().map(AtomicU64::new).collect(),
+            dirty: (0..npages).map(|_| AtomicBool::new(false)).collect(),
+            cached: AtomicU64::new(cached),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            flush_lock: Mutex::new(()),
+            switched: AtomicBool::new(false),
+        })
+    }
+
+    fn source(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.source.read())
+    }
+
+    /// Fetches from `b` from now on (a new connection to the remote, after
+    /// the old one was lost). It must be of the same size.
+    pub fn set_source(&self, b: Arc<dyn Backend>) -> std::result::Result<(), String> {
+        let size = b.size().map_err(|e| e.to_string())?;
+        if size != self.size {
+            return Err(format!(
+                "the new remote disk is {size} bytes, not {} bytes",
+                self.size
+            ));
+        }
+        *self.source.write() = b;
+        Ok(())
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// (cached blocks, all blocks).
+    pub fn progress(&self) -> (u64, u64) {
+        (self.cached.load(Ordering::Relaxed), self.nblocks)
+    }
+
+    pub fn is_switched(&self) -> bool {
+        self.switched.load(Ordering::SeqCst)
+    }
+
+    pub fn is_cached(&self, b: u64) -> bool {
+        self.words[(b / 64) as usize].load(Ordering::Acquire) & (1 << (b % 64)) != 0
+    }
+
+    fn set_cached(&self, b: u64) {
+        let w = (b / 64) as usize;
+        let bit = 1u64 << (b % 64);
+        if self.words[w].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+            self.cached.fetch_add(1, Ordering::Relaxed);
+            self.dirty[w / PAGE_WORDS].store(true, Ordering::Release);
+        }
+    }
+
+    /// Stops consulting the layer below: from now on the cache image is
+    /// the disk. Refused while blocks are missing, unless `force`.
+    pub fn switch(&self, force: bool) -> std::result::Result<(), String> {
+        let (n, m) = self.progress();
+        if n < m && !force {
+            return Err(format!(
+                "{} of {m} blocks are not cached yet: run --cache-all first, or --force",
+                m - n
+            ));
+        }
+        self.flush().map_err(|e| e.to_string())?;
+        self.switched.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Fetches every uncached block, region by region, while clients go on;
+    /// `report(cached, total)` after each region (false: stop). Flushes
+    /// every 64 MiB and at the end, so that the work survives a crash.
+    pub fn cache_all(&self, report: &mut dyn FnMut(u64, u64) -> bool) -> Result<()> {
+        let regions = self.nblocks.div_ceil(REGION);
+        for r in 0..regions {
+            if self.is_switched() {
+                break;
+            }
+            let (b0, b1) = (r * REGION, ((r + 1) * REGION).min(self.nblocks));
+            if (b0..b1).any(|b| !self.is_cached(b)) {
+                let _g = self.stripes[r as usize % STRIPES].lock();
+                self.fetch_locked(b0, b1)?;
+            }
+            if r % 64 == 63 {
+                self.flush()?;
+            }
+            let (n, m) = self.progress();
+            if !report(n, m) {
+                return self.flush();
+            }
+        }
+        self.flush()
+    }
+
+    /// The mutexes of the regions of blocks `b0..b1`, in ascending order.
+    fn lock_blocks(&self, b0: u64, b1: u64) -> Vec<MutexGuard<'_, ()>> {
+        let (r0, r1) = (b0 / REGION, b1.saturating_sub(1) / REGION);
+        let mut idx: Vec<usize> = if r1 - r0 + 1 >= STRIPES as u64 {
+            (0..STRIPES).collect()
+        } else {
+            (r0..=r1).map(|r| r as usize % STRIPES).collect()
+        };
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+    }
+
+    /// Fetches the uncached blocks among `b0..b1` from below into the
+    /// cache. The caller holds their regions' mutexes.
+    fn fetch_locked(&self, b0: u64, b1: u64) -> Result<()> {
+        let mut b = b0;
+        let mut buf = Vec::new();
+        while b < b1 {
+            if self.is_cached(b) {
+                b += 1;
+                continue;
+            }
+            let mut e = b + 1;
+            while e < b1 && !self.is_cached(e) && e - b < REGION {
+                e += 1;
+            }
+            let off = b * BLOCK;
+            let len = (e * BLOCK).min(self.size) - off;
+            buf.resize(len as usize, 0);
+            self.source().pread(&mut buf, off)?;
+            self.cache
+                .write_all_at(&buf, off)
+                .map_err(|e| io_err("write", &self.opts.cache, e))?;
+            for x in b..e {
+                self.set_cached(x);
+            }
+            b = e;
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `offset` present in the cache (proxy reads).
+    fn fetch_range(&self, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (b0, b1) = (offset / BLOCK, (offset + len).div_ceil(BLOCK));
+        let mut r = b0 / REGION;
+        while r * REGION < b1 {
+            let (s, e) = ((r * REGION).max(b0), ((r + 1) * REGION).min(b1));
+            if (s..e).any(|b| !self.is_cached(b)) {
+                let _g = self.stripes[r as usize % STRIPES].lock();
+                self.fetch_locked(s, e)?;
+            }
+            r += 1;
+        }
+        Ok(())
+    }
+
+    fn read_cache(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.cache
+            .read_exact_at(buf, offset)
+            .map_err(|e| io_err("read", &self.opts.cache, e))
+    }
+
+    fn write(&self, buf: &[u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = offset + buf.len() as u64;
+        let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
+        let _g = self.lock_blocks(b0, b1);
+        if !self.is_switched() {
+            // Partly covered blocks come from below first.
+            if !offset.is_multiple_of(BLOCK) {
+                self.fetch_locked(b0, b0 + 1)?;
+            }
+            if !end.is_multiple_of(BLOCK) && end != self.size {
+                self.fetch_locked(b1 - 1, b1)?;
+            }
+        }
+        self.cache
+            .write_all_at(buf, offset)
+            .map_err(|e| io_err("write", &self.opts.cache, e))?;
+        for b in b0..b1 {
+            self.set_cached(b);
+        }
+        Ok(())
+    }
+}
+
+impl Backend for XnbdCache {
+    fn next(&self) -> Option<&dyn Backend> {
+        Some(&*self.inner)
+    }
+    /// Each client that goes leaves the cache durable, even one that only
+    /// read (a reader never flushes): what it fetched survives a restart.
+    fn close_connection(&self, info: &nbd_core::server::backend::ConnectionInfo) {
+        self.inner.close_connection(info);
+        if self.dirty.iter().any(|d| d.load(Ordering::Acquire)) {
+            if let Err(e) = self.flush() {
+                crate::log::error!("xnbd-cache: flush at disconnect: {e}");
+            }
+        }
+    }
+    fn size(&self) -> Result<u64> {
+        Ok(self.size)
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        Ok(None)
+    }
+    fn can_write(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_flush(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fua(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_trim(&self) -> Result<bool> {
+        Ok(false)
+    }
+    fn can_zero(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        Ok(false)
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        // One cache for every connection; flush syncs all of it.
+        Ok(true)
+    }
+    fn can_extents(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_cache(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        if self.is_switched() {
+            return self.read_cache(buf, offset);
+        }
+        if self.opts.fetch_on_read {
+            self.fetch_range(offset, len)?;
+            return self.read_cache(buf, offset);
+        }
+        // Copy-on-write: runs of cached blocks from the cache image, the
+        // rest from below.
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let b = pos / BLOCK;
+            let here = self.is_cached(b);
+            let mut e = ((b + 1) * BLOCK).min(end);
+            while e < end && self.is_cached(e / BLOCK) == here {
+                e = ((e / BLOCK + 1) * BLOCK).min(end);
+            }
+            let dst = &mut buf[(pos - offset) as usize..(e - offset) as usize];
+            if here {
+                self.read_cache(dst, pos)?;
+            } else {
+                self.source().pread(dst, pos)?;
+            }
+            pos = e;
+        }
+        Ok(())
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.write(buf, offset)?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        let mut done = 0u64;
+        while done < count as u64 {
+            let n = (count as u64 - done).min(ZEROS.len() as u64) as usize;
+            self.write(&ZEROS[..n], offset + done)?;
+            done += n as u64;
+        }
+        if flags.fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn trim(&self, _count: u32, _offset: u64, _fua: bool) -> Result<()> {
+        // Not advertised; never passed below.
+        Ok(())
+    }
+
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        if self.opts.fetch_on_read && !self.is_switched() {
+            self.fetch_range(offset, count as u64)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let _g = self.flush_lock.lock();
+        // Snapshot the bits first: each was set after its data reached the
+        // cache image, so the sync below makes all of them true.
+        let mut pages = Vec::new();
+        for (i, d) in self.dirty.iter().enumerate() {
+            if d.swap(false, Ordering::AcqRel) {
+                let w0 = i * PAGE_WORDS;
+                let w1 = (w0 + PAGE_WORDS).min(self.words.len());
+                let mut bytes = Vec::with_capacity((w1 - w0) * 8);
+                for w in &self.words[w0..w1] {
+                    bytes.extend_from_slice(&w.load(Ordering::Acquire).to_ne_bytes());
+                }
+                pages.push((i, bytes));
+            }
+        }
+        let r = self
+            .cache
+            .sync_data()
+            .map_err(|e| io_err("fdatasync", &self.opts.cache, e))
+            .and_then(|()| {
+                for (i, bytes) in &pages {
+                    self.bm_file
+                        .write_all_at(bytes, (*i * PAGE_WORDS * 8) as u64)
+                        .map_err(|e| io_err("write", &self.opts.bitmap, e))?;
+                }
+                self.bm_file
+                    .sync_data()
+                    .map_err(|e| io_err("fdatasync", &self.opts.bitmap, e))
+            });
+        if r.is_err() {
+            for (i, _) in &pages {
+                self.dirty[*i].store(true, Ordering::Release);
+            }
+        }
+        r
+    }
+
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        sink.add(offset, count as u64, 0).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::Memory;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("xnbd-cache-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn below(size: u64) -> Arc<dyn Backend> {
+        let mut p = Params::new("memory", vec![("size".into(), size.to_string())]);
+        let m = Memory::open(&mut p).unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        m.pwrite(&data, 0, false).unwrap();
+        Arc::new(m)
+    }
+
+    #[test]
+    fn bitmap_length() {
+        assert_eq!(bitmap_len(0), 0);
+        assert_eq!(bitmap_len(1), 8);
+        assert_eq!(bitmap_len(4096 * 64), 8);
+        assert_eq!(bitmap_len(4096 * 64 + 1), 16);
+        assert_eq!(bitmap_len(1 << 30), 32768);
+    }
+
+    #[test]
+    fn reads_fetch_writes_stay_and_state_persists() {
+        let d = tmp("a");
+        let size = 4096 * 100 + 100;
+        let inner = below(size);
+        let opts = Options {
+            cache: d.join("c"),
+            bitmap: d.join("b"),
+            clear_bitmap: false,
+            fetch_on_read: true,
+        };
+        let c = XnbdCache::new(Arc::clone(&inner), opts.clone()).unwrap();
+        let mut buf = vec![0u8; 10];
+        c.pread(&mut buf, 4096 * 3 + 5).unwrap();
+        assert_eq!(buf[0], ((4096 * 3 + 5) % 251) as u8);
+        assert!(c.is_cached(3) && !c.is_cached(2) && !c.is_cached(4));
+        c.pwrite(&[9; 3], 4096 * 70 + 1, false).unwrap();
+        assert!(c.is_cached(70));
+        let mut below_buf = [0u8; 3];
+        inner.pread(&mut below_buf, 4096 * 70 + 1).unwrap();
+        assert_ne!(below_buf, [9; 3]);
+        // The tail block, shorter than a block.
+        c.pread(&mut [0u8; 50], size - 50).unwrap();
+        assert!(c.is_cached(100));
+        c.flush().unwrap();
+        drop(c);
+        let raw = std::fs::read(d.join("b")).unwrap();
+        assert_eq!(raw.len(), 16);
+        let w0 = u64::from_ne_bytes(raw[..8].try_into().unwrap());
+        let w1 = u64::from_ne_bytes(raw[8..].try_into().unwrap());
+        assert_eq!(w0, 1 << 3);
+        assert_eq!(w1, (1 << (70 - 64)) | (1 << (100 - 64)));
+        let c = XnbdCache::new(inner, opts).unwrap();
+        assert_eq!(c.progress(), (3, 101));
+        let mut b = [0u8; 4];
+        c.pread(&mut b, 4096 * 70).unwrap();
+        assert_eq!(b[1..], [9, 9, 9]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn wrong_bitmap_refused_untouched() {
+        let d = tmp("b");
+        std::fs::write(d.join("b"), [1u8; 24]).unwrap();
+        let opts = Options {
+            cache: d.join("c"),
+            bitmap: d.join("b"),
+            clear_bitmap: false,
+            fetch_on_read: true,
+        };
+        let e = XnbdCache::new(below(4096 * 10), opts).err().unwrap();
+        assert!(e.contains("24 bytes"), "{e}");
+        assert_eq!(std::fs::read(d.join("b")).unwrap(), [1u8; 24]);
+        assert!(!d.join("c").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

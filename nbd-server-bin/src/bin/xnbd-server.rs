@@ -1,0 +1,5 @@
+//! `xnbd-server`: see `nbd_server_bin::xnbd::server`.
+
+fn main() {
+    nbd_server_bin::xnbd::server::main()
+}

@@ -1,0 +1,193 @@
+//! The control socket of a proxy (`CONTROL_SOCKET_PATH`), our own line
+//! protocol over a Unix stream socket, spoken by `xnbd-bgctl`.
+//!
+//! The client sends one command line; the server answers with lines and
+//! ends with a last line `ok` or `error: MESSAGE`, then closes. Lines end
+//! in `\n`; words are separated by one space.
+//!
+//! ```text
+//! query               -> key=value lines, then ok:
+//!                        mode=proxy|target  disk=CACHE_IMAGE
+//!                        bitmap=CACHE_BITMAP_IMAGE  size=BYTES
+//!                        remote_host=HOST  remote_port=PORT
+//!                        remote_export=NAME  cached=N  blocks=M
+//! cache-all           -> "progress N M" lines as blocks arrive (N of M
+//!                        cached), then ok once every block is cached.
+//!                        The fetch runs on the server while clients go
+//!                        on; it continues if the control client goes.
+//! switch [force]      -> ok once the cache image is the disk (the remote
+//!                        is never consulted again; clients stay
+//!                        connected), or error while blocks are missing
+//!                        and force was not given.
+//! reconnect HOST PORT [EXPORT]
+//!                     -> ok once blocks come from the NBD server at
+//!                        HOST PORT (export EXPORT, default ""), which
+//!                        must serve a disk of the same size; error
+//!                        otherwise (the old remote stays).
+//! ```
+//!
+//! Any other line gets `error: unknown command`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::filters::xnbd_cache::XnbdCache;
+
+/// What `query` reports about the remote.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+    pub export: String,
+}
+
+pub struct Control {
+    pub cache: Arc<XnbdCache>,
+    pub remote: parking_lot::Mutex<Remote>,
+}
+
+/// Whether a Unix socket at `path` has a live server behind it; `Err`
+/// when the path exists and is something else, or cannot be used.
+pub fn check_free(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("control socket {}: {e}", path.display())),
+        Ok(m) if !m.file_type().is_socket() => Err(format!(
+            "control socket {}: the path exists and is not a socket",
+            path.display()
+        )),
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => Err(format!(
+                "control socket {}: in use by a running server",
+                path.display()
+            )),
+            // A stale socket of a server that is gone.
+            Err(_) => Ok(()),
+        },
+    }
+}
+
+/// Binds the control socket (a stale socket file is replaced).
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    check_free(path)?;
+    if path.exists() {
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))
+}
+
+impl Control {
+    /// Serves control clients forever, each on its own thread.
+    pub fn serve(self: Arc<Self>, l: UnixListener) {
+        for s in l.incoming() {
+            match s {
+                Ok(s) => {
+                    let me = Arc::clone(&self);
+                    std::thread::spawn(move || me.handle(s));
+                }
+                Err(e) => {
+                    crate::log::error!("control socket: accept: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn handle(&self, s: UnixStream) {
+        let mut line = String::new();
+        let mut rd = BufReader::new(match s.try_clone() {
+            Ok(r) => r,
+            Err(_) => return,
+        });
+        if rd.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut out = s;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let r = match words.as_slice() {
+            ["query"] => self.query(&mut out),
+            ["cache-all"] => self.cache_all(&mut out),
+            ["switch"] => self.cache.switch(false),
+            ["switch", "force"] => self.cache.switch(true),
+            ["reconnect", host, port] => self.reconnect(host, port, ""),
+            ["reconnect", host, port, export] => self.reconnect(host, port, export),
+            _ => Err(format!("unknown command: {}", line.trim())),
+        };
+        let last = match r {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error: {e}\n"),
+        };
+        let _ = out.write_all(last.as_bytes());
+    }
+
+    fn reconnect(&self, host: &str, port: &str, export: &str) -> Result<(), String> {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("not a port number: {port}"))?;
+        let mut p = crate::backend::Params::new(
+            "nbd",
+            vec![
+                ("hostname".into(), host.to_string()),
+                ("port".into(), port.to_string()),
+                ("export".into(), export.to_string()),
+            ],
+        );
+        let b = crate::backend::nbd::NbdPlugin::open(&mut p, true)
+            .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
+        self.cache.set_source(Arc::new(b))?;
+        *self.remote.lock() = Remote {
+            host: host.to_string(),
+            port,
+            export: export.to_string(),
+        };
+        crate::log::log_info(format_args!("reconnected to {host} port {port}"));
+        Ok(())
+    }
+
+    fn query(&self, out: &mut UnixStream) -> Result<(), String> {
+        let o = self.cache.options();
+        let (n, m) = self.cache.progress();
+        let size = nbd_core::server::Backend::size(&*self.cache).map_err(|e| e.to_string())?;
+        let mode = if self.cache.is_switched() {
+            "target"
+        } else {
+            "proxy"
+        };
+        let remote = self.remote.lock().clone();
+        let text = format!(
+            "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\n",
+            o.cache.display(),
+            o.bitmap.display(),
+            remote.host,
+            remote.port,
+            remote.export
+        );
+        out.write_all(text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn cache_all(&self, out: &mut UnixStream) -> Result<(), String> {
+        let mut last = u64::MAX;
+        let mut gone = false;
+        let mut report = |n: u64, m: u64| {
+            if n != last && !gone {
+                last = n;
+                gone = out
+                    .write_all(format!("progress {n} {m}\n").as_bytes())
+                    .is_err();
+            }
+            true
+        };
+        self.cache.cache_all(&mut report).map_err(|e| {
+            crate::log::error!("cache-all: {e}");
+            e.to_string()
+        })?;
+        let (n, m) = self.cache.progress();
+        if n < m && !self.cache.is_switched() {
+            return Err(format!("{} of {m} blocks are still missing", m - n));
+        }
+        Ok(())
+    }
+}

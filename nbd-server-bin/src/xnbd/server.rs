@@ -1,0 +1,740 @@
+//! `xnbd-server`: xnbd's server (xnbd-server(8)) on our core and backends.
+//!
+//! - `--target DISK_IMAGE`: the file plugin.
+//! - `--cow-target BASE_DISK_IMAGE`: the file plugin, read-only, under
+//!   the xnbd-cache layer in copy-on-write mode; the layer and its bitmap
+//!   are `BASE.cowID.layer1` and `BASE.cowID.bm` (the first free ID),
+//!   created at startup and removed at shutdown. The base never changes.
+//! - `--proxy REMOTE_HOST REMOTE_PORT CACHE_IMAGE CACHE_BITMAP_IMAGE
+//!   CONTROL_SOCKET_PATH`: the nbd plugin (to the remote, never written)
+//!   under the xnbd-cache layer, with a control socket (see `control.rs`)
+//!   for `xnbd-bgctl`. SIGUSR2 switches to target mode (as
+//!   `xnbd-bgctl --switch`).
+//!
+//! Clients get fixed newstyle with structured replies and block status,
+//! served by `conn::serve` like our nbdkit's, on TCP port `--lport`
+//! (default 8520), IPv6 and IPv4, or on standard input with `--inetd`.
+//! SIGUSR1 in target mode writes a snapshot `DISK_IMAGE.snapshot.NNNNNNNN`
+//! (a reflink where the file system offers one, else a copy). SIGINT,
+//! SIGTERM, SIGHUP, SIGQUIT: the cache is flushed, the files of a
+//! copy-on-write target and the control socket are removed, and the
+//! server exits 0.
+//!
+//! Bad input (missing image, bitmap of the wrong size, unreachable remote,
+//! control socket in use, ...) is one line on standard error and exit
+//! status 1, checked before any file is created or changed.
+
+use std::fs::{File, OpenOptions};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use nbd_core::server::Backend;
+use nbd_core::wire::consts::handshake_flags;
+
+use crate::backend::filters::xnbd_cache::{Options, XnbdCache};
+use crate::backend::{file, nbd, Params};
+use crate::conn::{self, Server};
+use crate::listen::{self, AcceptOpts, Listener};
+use crate::log;
+
+use super::control::{self, Control, Remote};
+
+pub const USAGE: &str = "\
+Usage:
+  xnbd-server --target [options] DISK_IMAGE
+  xnbd-server --cow-target [options] BASE_DISK_IMAGE
+  xnbd-server --proxy [options] [--target-exportname NAME] [--clear-bitmap]
+              REMOTE_HOST REMOTE_PORT CACHE_IMAGE CACHE_BITMAP_IMAGE
+              CONTROL_SOCKET_PATH
+  xnbd-server --help
+  xnbd-server --version
+
+Options:
+  --lport PORT     listen on PORT (default 8520), IPv6 and IPv4
+  --readonly       writes fail with EPERM; the connection stays up
+  --daemonize      run in the background
+  --inetd          serve one client on standard input
+  --logpath FILE   messages to FILE
+  --syslog         messages to the system log
+  --tos            accepted for compatibility (no effect)
+
+Signals: SIGUSR1 snapshots a --target image; SIGUSR2 switches a proxy
+to target mode (as xnbd-bgctl --switch).
+";
+
+pub const VERSION: &str = concat!(
+    "xnbd-server (nbd-rs ",
+    env!("CARGO_PKG_VERSION"),
+    "), compatible with xnbd 0.4.0"
+);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Target(PathBuf),
+    CowTarget(PathBuf),
+    Proxy {
+        host: String,
+        port: u16,
+        cache: PathBuf,
+        bitmap: PathBuf,
+        control: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cli {
+    pub mode: Mode,
+    pub lport: u16,
+    pub readonly: bool,
+    pub daemonize: bool,
+    pub inetd: bool,
+    pub logpath: Option<PathBuf>,
+    pub syslog: bool,
+    pub target_exportname: String,
+    pub clear_bitmap: bool,
+}
+
+pub enum Action {
+    Serve(Box<Cli>),
+    Help,
+    Version,
+}
+
+pub fn parse(args: &[String]) -> Result<Action, String> {
+    let mut mode = None;
+    let mut pos = Vec::new();
+    let mut lport = 8520u16;
+    let (mut readonly, mut daemonize, mut inetd, mut syslog, mut clear) =
+        (false, false, false, false, false);
+    let mut logpath = None;
+    let mut exportname = String::new();
+    let mut it = args.iter();
+    let mut only_pos = false;
+    while let Some(a) = it.next() {
+        if only_pos || !a.starts_with("--") {
+            pos.push(a.clone());
+            continue;
+        }
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = |n: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("option {n} needs a value"))
+        };
+        let mut set_mode = |m: &'static str| match mode.replace(m) {
+            Some(old) if old != m => Err(format!("--{old} and --{m} cannot be used together")),
+            _ => Ok(()),
+        };
+        match name {
+            "--" => only_pos = true,
+            "--help" => return Ok(Action::Help),
+            "--version" => return Ok(Action::Version),
+            "--target" => set_mode("target")?,
+            "--cow-target" => set_mode("cow-target")?,
+            "--proxy" => set_mode("proxy")?,
+            "--lport" => {
+                let v = value(name)?;
+                lport = v
+                    .parse()
+                    .map_err(|_| format!("--lport: not a port number: {v}"))?;
+            }
+            "--readonly" => readonly = true,
+            "--daemonize" => daemonize = true,
+            "--inetd" => inetd = true,
+            "--syslog" => syslog = true,
+            "--tos" => {}
+            "--clear-bitmap" => clear = true,
+            "--logpath" => logpath = Some(PathBuf::from(value(name)?)),
+            "--target-exportname" => exportname = value(name)?,
+            "--connected-fd" => {
+                return Err("--connected-fd (for xnbd-wrapper) is not supported".into())
+            }
+            _ => return Err(format!("unknown option {a} (see --help)")),
+        }
+    }
+    let mode = mode.ok_or("give one of --target, --cow-target or --proxy (see --help)")?;
+    if (clear || !exportname.is_empty()) && mode != "proxy" {
+        return Err("--clear-bitmap and --target-exportname are for --proxy only".into());
+    }
+    if daemonize && inetd {
+        return Err("--daemonize and --inetd cannot be used together".into());
+    }
+    let want = if mode == "proxy" { 5 } else { 1 };
+    if pos.len() != want {
+        return Err(match mode {
+            "proxy" => "--proxy needs REMOTE_HOST REMOTE_PORT CACHE_IMAGE CACHE_BITMAP_IMAGE CONTROL_SOCKET_PATH".into(),
+            "target" => "--target needs one DISK_IMAGE".into(),
+            _ => "--cow-target needs one BASE_DISK_IMAGE".into(),
+        });
+    }
+    let mode = match mode {
+        "target" => Mode::Target(pos[0].clone().into()),
+        "cow-target" => Mode::CowTarget(pos[0].clone().into()),
+        _ => Mode::Proxy {
+            host: pos[0].clone(),
+            port: pos[1]
+                .parse()
+                .map_err(|_| format!("REMOTE_PORT: not a port number: {}", pos[1]))?,
+            cache: pos[2].clone().into(),
+            bitmap: pos[3].clone().into(),
+            control: pos[4].clone().into(),
+        },
+    };
+    Ok(Action::Serve(Box::new(Cli {
+        mode,
+        lport,
+        readonly,
+        daemonize,
+        inetd,
+        logpath,
+        syslog,
+        target_exportname: exportname,
+        clear_bitmap: clear,
+    })))
+}
+
+/// What shutdown must do: flush this cache, remove these files.
+struct Shutdown {
+    cache: Option<Arc<XnbdCache>>,
+    remove: Vec<PathBuf>,
+}
+
+static SHUTDOWN: Mutex<Shutdown> = Mutex::new(Shutdown {
+    cache: None,
+    remove: Vec::new(),
+});
+
+fn exit(code: i32) -> ! {
+    let (cache, remove) = {
+        let mut g = SHUTDOWN.lock();
+        (g.cache.take(), std::mem::take(&mut g.remove))
+    };
+    if let Some(c) = cache {
+        if let Err(e) = c.flush() {
+            log::error!("flushing the cache at exit: {e}");
+        }
+    }
+    for p in remove {
+        let _ = std::fs::remove_file(p);
+    }
+    std::process::exit(code)
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    log::error!("{msg}");
+    exit(1)
+}
+
+pub fn main() {
+    log::set_program("xnbd-server");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let c = match parse(&args) {
+        Ok(Action::Serve(c)) => *c,
+        Ok(Action::Help) => {
+            print!("{USAGE}");
+            return;
+        }
+        Ok(Action::Version) => {
+            println!("{VERSION}");
+            return;
+        }
+        Err(e) => die(e),
+    };
+    if let Some(p) = &c.logpath {
+        match OpenOptions::new().create(true).append(true).open(p) {
+            Ok(f) => log::set_file(f),
+            Err(e) => die(format!("--logpath {}: {e}", p.display())),
+        }
+    } else if c.syslog {
+        log::set_dest(crate::cli::LogDest::Syslog);
+    }
+
+    // Checks that create nothing come first.
+    if let Mode::Proxy { control, .. } = &c.mode {
+        control::check_free(control).unwrap_or_else(|e| die(e));
+    }
+    let listeners = if c.inetd { Vec::new() } else { bind(c.lport) };
+    let (backend, control) = open_backend(&c).unwrap_or_else(|e| die(e));
+    let control_listener = control.as_ref().map(|(ctl, path)| {
+        let l = control::bind(path).unwrap_or_else(|e| die(e));
+        SHUTDOWN.lock().remove.push(path.clone());
+        (Arc::clone(ctl), l)
+    });
+
+    // Ready: clients may come.
+    let listeners = listen_all(listeners);
+    if c.daemonize {
+        daemonize(c.logpath.is_none());
+    }
+    block_signals();
+    let srv = Arc::new(Server {
+        backend,
+        readonly: c.readonly,
+        export_name: String::new(),
+        threads: 16,
+        handshake_flags: handshake_flags::ALL,
+        no_sr: false,
+        oldstyle: false,
+    });
+    if let Some((ctl, l)) = control_listener {
+        std::thread::spawn(move || ctl.serve(l));
+    }
+    let cache = control.as_ref().map(|(ctl, _)| Arc::clone(&ctl.cache));
+    let target = match &c.mode {
+        Mode::Target(p) => Some((p.clone(), Arc::clone(&srv.backend))),
+        _ => None,
+    };
+    log::log_info(format_args!("{}", describe(&c)));
+    if c.inetd {
+        std::thread::spawn(move || signal_loop(cache, target));
+        // SAFETY: duplicates of standard input, owned from here. As xnbd,
+        // the connection is standard input alone, read and written.
+        let (rd, wr) = unsafe { (dup_file(0), dup_file(0)) };
+        let peer = listen::peer_of(0);
+        conn::serve(srv, rd, wr, 0, peer);
+        exit(0);
+    }
+    let next_id = Arc::new(AtomicUsize::new(0));
+    for l in listeners {
+        let srv = Arc::clone(&srv);
+        let next_id = Arc::clone(&next_id);
+        std::thread::spawn(move || accept_loop(l, srv, next_id));
+    }
+    signal_loop(cache, target)
+}
+
+fn describe(c: &Cli) -> String {
+    let how = if c.inetd {
+        "on standard input".to_string()
+    } else {
+        format!("on port {}", c.lport)
+    };
+    match &c.mode {
+        Mode::Target(p) => format!("target mode: serving {} {how}", p.display()),
+        Mode::CowTarget(p) => format!("cow-target mode: serving {} {how}", p.display()),
+        Mode::Proxy { host, port, .. } => {
+            format!("proxy mode: remote {host} port {port}, serving {how}")
+        }
+    }
+}
+
+/// The stack of the mode, and the proxy's control with its socket path.
+#[allow(clippy::type_complexity)]
+fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
+    let file_plugin = |path: &Path, ro: bool| {
+        if !path.exists() {
+            return Err(format!("{}: no such file", path.display()));
+        }
+        let mut p = Params::new(
+            "file",
+            vec![("file".into(), path.to_string_lossy().into_owned())],
+        );
+        file::open(&mut p, ro)
+    };
+    match &c.mode {
+        Mode::Target(path) => Ok((file_plugin(path, c.readonly)?, None)),
+        Mode::CowTarget(base) => {
+            let below = file_plugin(base, true)?;
+            let (layer, bm) = claim_cow_files(base)?;
+            let opts = Options {
+                cache: layer,
+                bitmap: bm,
+                clear_bitmap: true,
+                fetch_on_read: false,
+            };
+            let cache = Arc::new(XnbdCache::new(below, opts)?);
+            SHUTDOWN.lock().cache = Some(Arc::clone(&cache));
+            Ok((cache, None))
+        }
+        Mode::Proxy {
+            host,
+            port,
+            cache,
+            bitmap,
+            control,
+        } => {
+            let mut p = Params::new(
+                "nbd",
+                vec![
+                    ("hostname".into(), host.clone()),
+                    ("port".into(), port.to_string()),
+                    ("export".into(), c.target_exportname.clone()),
+                ],
+            );
+            let remote = nbd::NbdPlugin::open(&mut p, true)
+                .map_err(|e| format!("cannot connect to the remote {host} port {port}: {e}"))?;
+            let opts = Options {
+                cache: absolute(cache),
+                bitmap: absolute(bitmap),
+                clear_bitmap: c.clear_bitmap,
+                fetch_on_read: true,
+            };
+            let xc = Arc::new(XnbdCache::new(Arc::new(remote), opts)?);
+            SHUTDOWN.lock().cache = Some(Arc::clone(&xc));
+            let ctl = Arc::new(Control {
+                cache: Arc::clone(&xc),
+                remote: Mutex::new(Remote {
+                    host: host.clone(),
+                    port: *port,
+                    export: c.target_exportname.clone(),
+                }),
+            });
+            Ok((xc, Some((ctl, control.clone()))))
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Creates `BASE.cowID.layer1` and `BASE.cowID.bm` for the first ID free
+/// of both (created exclusively: two servers never share them) and
+/// registers them for removal at shutdown.
+fn claim_cow_files(base: &Path) -> Result<(PathBuf, PathBuf), String> {
+    for id in 0..10_000 {
+        let layer = PathBuf::from(format!("{}.cow{id}.layer1", base.display()));
+        let bm = PathBuf::from(format!("{}.cow{id}.bm", base.display()));
+        if bm.exists() {
+            continue;
+        }
+        let excl = |p: &Path| OpenOptions::new().write(true).create_new(true).open(p);
+        match excl(&layer) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("{}: {e}", layer.display())),
+        }
+        match excl(&bm) {
+            Ok(_) => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&layer);
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    continue;
+                }
+                return Err(format!("{}: {e}", bm.display()));
+            }
+        }
+        SHUTDOWN.lock().remove.extend([layer.clone(), bm.clone()]);
+        return Ok((layer, bm));
+    }
+    Err(format!(
+        "{}: no free copy-on-write file name",
+        base.display()
+    ))
+}
+
+/// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
+/// v6-only, without listening yet: [`listen_all`] starts accepting once
+/// the backend is ready, so a client that gets through finds it ready.
+fn bind(port: u16) -> Vec<OwnedFd> {
+    let mut ls = Vec::new();
+    match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
+        Ok(l) => {
+            let v6only = v6only(&l);
+            ls.push(l);
+            if v6only {
+                if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+                    ls.push(l4);
+                }
+            }
+        }
+        Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+            Ok(l) => ls.push(l),
+            Err(e) => die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")),
+        },
+    }
+    ls
+}
+
+/// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
+fn v6only(fd: &OwnedFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a local int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    r != 0 || v != 0
+}
+
+/// A TCP socket bound to `addr` (SO_REUSEADDR), not listening.
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let last = std::io::Error::last_os_error;
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: socket, setsockopt and bind with locals of the right sizes;
+    // the new descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(last());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let r = match addr {
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                libc::bind(
+                    fd.as_raw_fd(),
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of_val(&sa) as libc::socklen_t,
+                )
+            }
+        };
+        if r != 0 {
+            return Err(last());
+        }
+        Ok(fd)
+    }
+}
+
+/// Starts listening on the bound sockets.
+fn listen_all(fds: Vec<OwnedFd>) -> Vec<Listener> {
+    fds.into_iter()
+        .map(|fd| {
+            // SAFETY: listen on a bound socket we own.
+            if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
+                die(format!("listen: {}", std::io::Error::last_os_error()));
+            }
+            Listener(fd)
+        })
+        .collect()
+}
+
+fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
+    loop {
+        let fd = match l.accept(AcceptOpts::default()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!("accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let srv = Arc::clone(&srv);
+        let r = std::thread::Builder::new()
+            .name(format!("xnbd-c{id}"))
+            .stack_size(conn::THREAD_STACK)
+            .spawn(move || {
+                let peer = listen::peer_of(fd.as_raw_fd());
+                let wr = File::from(fd);
+                if let Ok(rd) = wr.try_clone() {
+                    conn::serve(srv, rd, wr, id, peer);
+                }
+            });
+        if let Err(e) = r {
+            log::error!("cannot start a thread: {e}");
+        }
+    }
+}
+
+/// # Safety
+/// `fd` must be an open descriptor.
+unsafe fn dup_file(fd: i32) -> File {
+    let d = libc::dup(fd);
+    if d < 0 {
+        die(format!("dup: {}", std::io::Error::last_os_error()));
+    }
+    File::from(OwnedFd::from_raw_fd(d))
+}
+
+/// Forks; the parent exits 0 (every socket is already bound, so clients
+/// may connect at once). The child leaves the terminal; messages go to
+/// the system log unless `--logpath` was given.
+fn daemonize(to_syslog: bool) {
+    // SAFETY: no thread exists yet; fork, setsid and descriptor juggling.
+    unsafe {
+        match libc::fork() {
+            -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
+            0 => {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    for fd in 0..3 {
+                        libc::dup2(null, fd);
+                    }
+                    if null > 2 {
+                        libc::close(null);
+                    }
+                }
+            }
+            _ => libc::_exit(0),
+        }
+    }
+    if to_syslog {
+        log::set_dest(crate::cli::LogDest::Syslog);
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks our signals in this thread and all it starts; `signal_loop`
+/// takes them with sigwait.
+fn block_signals() {
+    let set = signal_set();
+    // SAFETY: setting this thread's mask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn signal_loop(cache: Option<Arc<XnbdCache>>, target: Option<(PathBuf, Arc<dyn Backend>)>) -> ! {
+    let set = signal_set();
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: sigwait on a set of blocked signals.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        match sig {
+            libc::SIGUSR2 => match &cache {
+                Some(c) if c.options().fetch_on_read => match c.switch(false) {
+                    Ok(()) => log::log_info(format_args!("switched to target mode")),
+                    Err(e) => log::error!("SIGUSR2: cannot switch: {e}"),
+                },
+                _ => log::error!("SIGUSR2: not a proxy"),
+            },
+            libc::SIGUSR1 => match &target {
+                Some((path, b)) => match snapshot(path, &**b) {
+                    Ok(p) => log::log_info(format_args!("snapshot {}", p.display())),
+                    Err(e) => log::error!("SIGUSR1: snapshot: {e}"),
+                },
+                None => log::error!("SIGUSR1: snapshots are for --target only"),
+            },
+            _ => exit(0),
+        }
+    }
+}
+
+/// Writes `IMAGE.snapshot.NNNNNNNN` (the first free number) after a flush:
+/// a reflink (FICLONE) where the file system offers one, else a copy.
+pub fn snapshot(image: &Path, b: &dyn Backend) -> Result<PathBuf, String> {
+    if b.can_flush().unwrap_or(false) {
+        b.flush().map_err(|e| e.to_string())?;
+    }
+    let src = File::open(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    for n in 0..100_000_000u32 {
+        let dst_path = PathBuf::from(format!("{}.snapshot.{n:08}", image.display()));
+        let mut dst = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dst_path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("{}: {e}", dst_path.display())),
+        };
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        // SAFETY: ioctl on two descriptors we own.
+        let cloned = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) } == 0;
+        if !cloned {
+            let mut s = &src;
+            std::io::copy(&mut s, &mut dst)
+                .and_then(|_| dst.sync_all())
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&dst_path);
+                    format!("{}: {e}", dst_path.display())
+                })?;
+        }
+        return Ok(dst_path);
+    }
+    Err("no free snapshot name".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(a: &[&str]) -> Result<Cli, String> {
+        let v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        match parse(&v)? {
+            Action::Serve(c) => Ok(*c),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn command_lines() {
+        let c = p(&["--target", "--lport", "9000", "--readonly", "img"]).unwrap();
+        assert_eq!(c.mode, Mode::Target("img".into()));
+        assert_eq!(c.lport, 9000);
+        assert!(c.readonly);
+        let c = p(&[
+            "--proxy",
+            "--target-exportname=x",
+            "h",
+            "10809",
+            "c",
+            "b",
+            "s",
+        ])
+        .unwrap();
+        assert!(matches!(c.mode, Mode::Proxy { port: 10809, .. }));
+        assert_eq!(c.target_exportname, "x");
+        assert!(p(&["--target"]).is_err());
+        assert!(p(&["--target", "--proxy", "a"]).is_err());
+        assert!(p(&["--proxy", "h", "x", "c", "b", "s"]).is_err());
+        assert!(p(&["--target", "--clear-bitmap", "a"]).is_err());
+        assert!(p(&["--target", "--bogus", "a"]).is_err());
+        assert!(p(&["img"]).is_err());
+    }
+}

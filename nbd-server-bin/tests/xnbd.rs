@@ -1,0 +1,786 @@
+//! xnbd-server and xnbd-bgctl with real clients: qemu-img, Debian's
+//! nbdinfo and nbdcopy, and our raw client (over TCP, or over a socket
+//! pair given to `--inetd`). The remote of a proxy is our nbdkit, read-only.
+//! The base and the remote are checked byte for byte after every test.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::io::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nbd_core::wire::consts::cmd;
+
+const XNBD_SERVER: &str = env!("CARGO_BIN_EXE_xnbd-server");
+const XNBD_BGCTL: &str = env!("CARGO_BIN_EXE_xnbd-bgctl");
+const BS: u64 = 4096;
+
+/// A server process; SIGTERM (a clean shutdown) then SIGKILL on drop.
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Proc {
+    /// Starts `bin ARGS` and waits until `port` accepts connections.
+    fn start(bin: &str, args: &[&str], port: u16) -> Proc {
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start server");
+        let mut p = Proc { child, port };
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                panic!("{bin} {args:?} exited: {st}");
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{bin} did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+
+    /// Our nbdkit serving `img` read-only on a fresh port.
+    fn remote(img: &Path) -> Proc {
+        let port = free_port();
+        let ps = port.to_string();
+        Proc::start(
+            BIN,
+            &["-f", "-r", "-p", &ps, "file", img.to_str().unwrap()],
+            port,
+        )
+    }
+
+    fn xnbd(args: &[&str]) -> Proc {
+        let port = free_port();
+        let ps = port.to_string();
+        let mut a = vec!["--lport", &ps];
+        a.extend_from_slice(args);
+        let p = Proc::start(XNBD_SERVER, &a, port);
+        // The port accepts once everything is ready.
+        if args.contains(&"--proxy") {
+            assert!(
+                Path::new(args[args.len() - 1]).exists(),
+                "no control socket"
+            );
+        }
+        p
+    }
+
+    fn uri(&self) -> String {
+        format!("nbd://127.0.0.1:{}/", self.port)
+    }
+
+    fn client(&self) -> Client {
+        tcp_client(self.port)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill on our child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// SIGTERM, and waits for the exit.
+    fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let t = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            let t = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if t.elapsed() > Duration::from_secs(5) {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Our raw client over TCP (its socket type is a Unix stream, but it only
+/// reads and writes the descriptor).
+fn tcp_client(port: u16) -> Client {
+    let t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_nodelay(true).unwrap();
+    // SAFETY: the descriptor moves from the TcpStream.
+    let s = unsafe { UnixStream::from_raw_fd(t.into_raw_fd()) };
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    Client::connect(s, true, true)
+}
+
+/// `xnbd-server --inetd ARGS` with our raw client on a socket pair.
+fn inetd(args: &[&str]) -> (Child, Client) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd: OwnedFd = theirs.into();
+    let child = Command::new(XNBD_SERVER)
+        .arg("--inetd")
+        .args(args)
+        .stdin(Stdio::from(fd))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    (child, Client::connect(ours, true, true))
+}
+
+fn finish(mut child: Child, c: Client) {
+    c.disconnect();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "xnbd-server --inetd: {st}");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("run");
+    assert!(o.status.success(), "{cmd:?}: {o:?}");
+    o
+}
+
+fn bgctl(args: &[&str]) -> Output {
+    Command::new(XNBD_BGCTL).args(args).output().unwrap()
+}
+
+/// A bad start: exit status 1 and one error line naming `needle`.
+fn bad_start(args: &[&str], needle: &str) {
+    let o = Command::new(XNBD_SERVER)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {o:?}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
+fn write_file(p: &Path, data: &[u8]) {
+    std::fs::write(p, data).unwrap();
+}
+
+fn p(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The bitmap words expected when exactly `blocks` are cached.
+fn words_for(nblocks: u64, blocks: &[u64]) -> Vec<u64> {
+    let mut w = vec![0u64; nblocks.div_ceil(64) as usize];
+    for b in blocks {
+        w[(b / 64) as usize] |= 1 << (b % 64);
+    }
+    w
+}
+
+fn read_words(p: &Path) -> Vec<u64> {
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn target_serves_writes_and_snapshots() {
+    let qemu_img = require("qemu-img", "qemu-utils");
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let d = TempDir::new("xnbd-target");
+    let img = p(&d, "disk.img");
+    let data = pattern(4 << 20, 1);
+    write_file(&img, &data);
+    let srv = Proc::xnbd(&["--target", s(&img)]);
+    run(Command::new(&qemu_img)
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&img)
+        .arg(srv.uri()));
+    let new = pattern(1 << 20, 2);
+    write_file(&p(&d, "new.img"), &new);
+    run(Command::new(&nbdcopy)
+        .arg(p(&d, "new.img"))
+        .arg(srv.uri())
+        .arg("--flush"));
+    let now = std::fs::read(&img).unwrap();
+    assert_eq!(&now[..1 << 20], &new[..]);
+    assert_eq!(&now[1 << 20..], &data[1 << 20..]);
+    // SIGUSR1: a snapshot beside the image.
+    srv.signal(libc::SIGUSR1);
+    let snap = PathBuf::from(format!("{}.snapshot.00000000", img.display()));
+    assert!(eventually(|| std::fs::read(&snap).is_ok_and(|s| s == now)));
+    srv.stop();
+}
+
+#[test]
+fn cow_target_leaves_the_base_alone() {
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let d = TempDir::new("xnbd-cow");
+    let base = p(&d, "base.img");
+    let data = pattern((3 << 20) + 1000, 3);
+    write_file(&base, &data);
+    let a = Proc::xnbd(&["--cow-target", s(&base)]);
+    let b = Proc::xnbd(&["--cow-target", s(&base)]);
+    for f in [
+        "base.img.cow0.layer1",
+        "base.img.cow0.bm",
+        "base.img.cow1.layer1",
+        "base.img.cow1.bm",
+    ] {
+        assert!(p(&d, f).exists(), "{f}");
+    }
+    // Unaligned writes through the raw client; then everything through nbdcopy.
+    let mut expect = data.clone();
+    let mut c = a.client();
+    for (off, len) in [(5000u64, 10usize), (BS * 100, 4096), ((3 << 20) + 900, 100)] {
+        let w = pattern(len, off as u8);
+        c.write(off, &w);
+        expect[off as usize..off as usize + len].copy_from_slice(&w);
+    }
+    c.disconnect();
+    let out = p(&d, "out.img");
+    run(Command::new(&nbdcopy).arg(a.uri()).arg(&out));
+    assert!(std::fs::read(&out).unwrap() == expect);
+    run(Command::new(&nbdcopy).arg(b.uri()).arg(&out));
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "the other instance sees the base"
+    );
+    a.stop();
+    b.stop();
+    assert!(std::fs::read(&base).unwrap() == data, "base changed");
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".cow"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn proxy_bitmap_bits_after_partial_reads() {
+    let d = TempDir::new("xnbd-bits");
+    let remote_img = p(&d, "remote.img");
+    let size = BS * 130 + 100; // 131 blocks, the last one short
+    let data = pattern(size as usize, 4);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let args = ["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)];
+    let (child, mut c) = inetd(&args);
+    assert_eq!(c.size, size);
+    let reads = [
+        (BS * 5 + 10, 100u32),
+        (BS * 63 + 4000, 200),
+        (size - 50, 50),
+        (0, 1),
+    ];
+    for (off, len) in reads {
+        assert_eq!(
+            c.read(off, len),
+            &data[off as usize..(off + len as u64) as usize]
+        );
+    }
+    // A partial write fetches its block first, and lands in the cache only.
+    c.write(BS * 100 + 7, b"xnbd");
+    let r = c.cmd(cmd::FLUSH, 0, 0, 0, &[]);
+    assert_eq!(r.error, 0);
+    let expect = words_for(131, &[0, 5, 63, 64, 100, 130]);
+    assert_eq!(read_words(&bm), expect);
+    assert_eq!(std::fs::metadata(&bm).unwrap().len(), 24);
+    let got = c.read(BS * 100, 4096);
+    let mut want = data[(BS * 100) as usize..(BS * 101) as usize].to_vec();
+    want[7..11].copy_from_slice(b"xnbd");
+    assert_eq!(got, want);
+    finish(child, c);
+    assert!(
+        std::fs::read(&remote_img).unwrap() == data,
+        "remote changed"
+    );
+    assert!(!ctl.exists(), "control socket left behind");
+}
+
+#[test]
+fn proxy_restart_resumes_from_its_bitmap() {
+    let d = TempDir::new("xnbd-restart");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(2 << 20, 5);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let args = ["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)];
+    let srv = Proc::xnbd(&args);
+    let mut c = srv.client();
+    assert_eq!(
+        c.read(BS * 10, 8192),
+        &data[(BS * 10) as usize..(BS * 12) as usize]
+    );
+    c.write(BS * 20, &[7u8; 4096]);
+    c.disconnect();
+    srv.stop(); // a clean shutdown flushes
+    assert_eq!(read_words(&bm)[0], (1 << 10) | (1 << 11) | (1 << 20));
+    // Again, with the same files; then the remote goes away.
+    let srv = Proc::xnbd(&args);
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    let q = String::from_utf8(q.stdout).unwrap();
+    assert!(q.contains("cached blocks: 3 / 512 (0%)"), "{q}");
+    assert!(
+        q.contains(&format!("remote: 127.0.0.1 port {rport}")),
+        "{q}"
+    );
+    assert!(q.contains(s(&cache)) && q.contains(s(&bm)), "{q}");
+    assert!(q.contains("size: 2097152 bytes"), "{q}");
+    remote.stop();
+    let mut c = srv.client();
+    assert_eq!(
+        c.read(BS * 10, 8192),
+        &data[(BS * 10) as usize..(BS * 12) as usize]
+    );
+    assert_eq!(c.read(BS * 20, 4096), vec![7u8; 4096]);
+    // An uncached block cannot be had now: an error, and the connection stays.
+    let r = c.cmd(cmd::READ, 0, BS * 300, 4096, &[]);
+    assert_ne!(r.error, 0);
+    assert_eq!(
+        c.read(BS * 11, 10),
+        &data[(BS * 11) as usize..(BS * 11 + 10) as usize]
+    );
+    c.disconnect();
+    srv.stop();
+    assert!(
+        std::fs::read(&remote_img).unwrap() == data,
+        "remote changed"
+    );
+}
+
+#[test]
+fn cache_all_switch_then_the_remote_dies() {
+    let qemu_img = require("qemu-img", "qemu-utils");
+    let d = TempDir::new("xnbd-switch");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern((8 << 20) + 512, 6);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    let mut early = srv.client();
+    assert_eq!(early.read(0, 100), &data[..100]);
+    // Not everything is here yet: refused.
+    let o = bgctl(&["--switch", s(&ctl)]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not cached"),
+        "{o:?}"
+    );
+    let o = run(Command::new(XNBD_BGCTL).args(["--cache-all", "--progress", s(&ctl)]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("2049 / 2049 blocks (100%)"),
+        "{o:?}"
+    );
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    assert!(String::from_utf8_lossy(&q.stdout).contains("cached blocks: 2049 / 2049 (100%)"));
+    run(Command::new(XNBD_BGCTL).args(["--switch", s(&ctl)]));
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    assert!(String::from_utf8_lossy(&q.stdout).contains("mode: target"));
+    remote.stop();
+    // The client from before the switch goes on, and new ones too.
+    assert_eq!(early.read(5 << 20, 4096), &data[5 << 20..(5 << 20) + 4096]);
+    early.write(1 << 20, &[9u8; 100]);
+    let mut expect = data.clone();
+    expect[1 << 20..(1 << 20) + 100].fill(9);
+    let r = early.cmd(cmd::FLUSH, 0, 0, 0, &[]);
+    assert_eq!(r.error, 0);
+    write_file(&p(&d, "expect.img"), &expect);
+    run(Command::new(&qemu_img)
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(p(&d, "expect.img"))
+        .arg(srv.uri()));
+    early.disconnect();
+    srv.stop();
+    assert!(
+        std::fs::read(&remote_img).unwrap() == data,
+        "remote changed"
+    );
+}
+
+#[test]
+fn sigusr2_switches_a_proxy() {
+    let d = TempDir::new("xnbd-usr2");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(1 << 20, 7);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    run(Command::new(XNBD_BGCTL).args(["--cache-all", s(&ctl)]));
+    srv.signal(libc::SIGUSR2);
+    assert!(eventually(|| {
+        let q = bgctl(&["--query", s(&ctl)]);
+        String::from_utf8_lossy(&q.stdout).contains("mode: target")
+    }));
+    remote.stop();
+    let mut c = srv.client();
+    assert_eq!(c.read(0, 1 << 20), data);
+    c.disconnect();
+}
+
+#[test]
+fn readonly_refuses_writes_and_reads_go_on() {
+    let d = TempDir::new("xnbd-ro");
+    let img = p(&d, "disk.img");
+    let data = pattern(1 << 20, 8);
+    write_file(&img, &data);
+    let (child, mut c) = inetd(&["--target", "--readonly", s(&img)]);
+    let r = c.cmd(cmd::WRITE, 0, 0, 4, b"abcd");
+    assert_eq!(r.error, 1, "EPERM");
+    assert_eq!(c.read(0, 4096), &data[..4096]);
+    finish(child, c);
+    assert!(std::fs::read(&img).unwrap() == data);
+    // Debian's nbdinfo sees a read-only export over TCP.
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let srv = Proc::xnbd(&["--target", "--readonly", s(&img)]);
+    let o = run(Command::new(&nbdinfo).arg(srv.uri()));
+    let o = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.contains("is_read_only: true") && o.contains("base:allocation"),
+        "{o}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_1() {
+    let d = TempDir::new("xnbd-bad");
+    let missing = p(&d, "missing.img");
+    bad_start(&["--target", "--inetd", s(&missing)], "missing.img");
+    bad_start(&["--cow-target", "--inetd", s(&missing)], "missing.img");
+    bad_start(&["--target"], "DISK_IMAGE");
+    bad_start(&["--bogus"], "--bogus");
+    bad_start(&["--proxy", "h", "notaport", "c", "b", "s"], "notaport");
+
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(1 << 20, 9);
+    write_file(&remote_img, &data);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    // Unreachable remote: nothing created.
+    let dead = free_port().to_string();
+    bad_start(
+        &[
+            "--proxy",
+            "--inetd",
+            "127.0.0.1",
+            &dead,
+            s(&cache),
+            s(&bm),
+            s(&ctl),
+        ],
+        "remote",
+    );
+    assert!(!cache.exists() && !bm.exists() && !ctl.exists());
+
+    let remote = Proc::remote(&remote_img);
+    let rport = remote.port.to_string();
+    let args = [
+        "--proxy",
+        "--inetd",
+        "127.0.0.1",
+        &rport,
+        s(&cache),
+        s(&bm),
+        s(&ctl),
+    ];
+    // A bitmap of the wrong size: refused, nothing overwritten.
+    write_file(&bm, &[0xa5; 40]);
+    write_file(&cache, &pattern(1 << 20, 10));
+    bad_start(&args, "bitmap");
+    assert_eq!(std::fs::read(&bm).unwrap(), [0xa5; 40]);
+    assert!(std::fs::read(&cache).unwrap() == pattern(1 << 20, 10));
+    std::fs::remove_file(&bm).unwrap();
+    std::fs::remove_file(&cache).unwrap();
+
+    // The control socket path in use: by a running proxy, or by a file.
+    let srv = Proc::xnbd(
+        &args[..1]
+            .iter()
+            .chain(&args[2..])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let other = (p(&d, "c2.img"), p(&d, "b2.img"));
+    bad_start(
+        &[
+            "--proxy",
+            "--inetd",
+            "127.0.0.1",
+            &rport,
+            s(&other.0),
+            s(&other.1),
+            s(&ctl),
+        ],
+        "in use",
+    );
+    assert!(!other.0.exists() && !other.1.exists());
+    let mut c = srv.client();
+    assert_eq!(c.read(0, 10), &data[..10]);
+    c.disconnect();
+    let f = p(&d, "notasocket");
+    write_file(&f, b"keep me");
+    bad_start(
+        &[
+            "--proxy",
+            "--inetd",
+            "127.0.0.1",
+            &rport,
+            s(&other.0),
+            s(&other.1),
+            s(&f),
+        ],
+        "not a socket",
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"keep me");
+    // bgctl: no server there.
+    let o = bgctl(&["--query", s(&p(&d, "nothing"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+    srv.stop();
+    assert!(std::fs::read(&remote_img).unwrap() == data);
+}
+
+#[test]
+fn logpath_gets_the_messages() {
+    let d = TempDir::new("xnbd-log");
+    let img = p(&d, "disk.img");
+    write_file(&img, &[0u8; 65536]);
+    let log = p(&d, "log");
+    let srv = Proc::xnbd(&["--target", "--logpath", s(&log), s(&img)]);
+    srv.signal(libc::SIGUSR2); // not a proxy: an error in the log
+    assert!(eventually(|| std::fs::read_to_string(&log).is_ok_and(
+        |l| l.contains("target mode") && l.contains("not a proxy")
+    )));
+    srv.stop();
+}
+
+/// A live migration: the proxy fetches everything while a client writes,
+/// switches, loses its remote, and serves exactly what the client expects.
+/// XNBD_MIGRATION_MIB sets the size (default 256; the issue's is 1024).
+#[test]
+fn migration_with_a_writing_client() {
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let mib: usize = std::env::var("XNBD_MIGRATION_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let size = mib << 20;
+    let d = TempDir::new("xnbd-migrate");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(size, 11);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+
+    let mut c = srv.client();
+    let ctl2 = ctl.clone();
+    let cacher = std::thread::spawn(move || {
+        run(Command::new(XNBD_BGCTL).args(["--cache-all", s(&ctl2)]));
+    });
+    let mut expect = data.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut writes = 0;
+    // Write until the fetch is done (at least 200 writes), some unaligned.
+    while writes < 200 || !cacher.is_finished() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x % 20000) as usize;
+        let off = (x >> 20) as usize % (size - len);
+        let w = vec![(x >> 8) as u8 | 1; len];
+        c.write(off as u64, &w);
+        expect[off..off + len].copy_from_slice(&w);
+        writes += 1;
+    }
+    cacher.join().unwrap();
+    run(Command::new(XNBD_BGCTL).args(["--switch", s(&ctl)]));
+    remote.stop();
+    c.write(0, b"after the switch");
+    expect[..16].copy_from_slice(b"after the switch");
+    let out = p(&d, "out.img");
+    run(Command::new(&nbdcopy).arg(srv.uri()).arg(&out));
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == expect,
+        "migrated disk differs from what the client wrote"
+    );
+    c.disconnect();
+    srv.stop();
+    assert!(
+        std::fs::read(&remote_img).unwrap() == data,
+        "remote changed"
+    );
+    let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn daemonize_ipv6_and_several_clients() {
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let d = TempDir::new("xnbd-daemon");
+    let img = p(&d, "disk.img");
+    let data = pattern(1 << 20, 12);
+    write_file(&img, &data);
+    let log = p(&d, "log");
+    let port = free_port();
+    let ps = port.to_string();
+    // The parent returns once everything is bound.
+    run(Command::new(XNBD_SERVER)
+        .args([
+            "--target",
+            "--daemonize",
+            "--lport",
+            &ps,
+            "--logpath",
+            s(&log),
+            s(&img),
+        ])
+        .stdin(Stdio::null()));
+    let mut pid = 0i32;
+    assert!(eventually(|| {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        pid = l
+            .split("xnbd-server[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    }));
+    // Two clients at once: one writes, the other sees it.
+    let mut a = tcp_client(port);
+    let mut b = tcp_client(port);
+    a.write(4096, b"from a");
+    assert_eq!(b.read(4096, 6), b"from a");
+    assert_eq!(b.read(0, 100), &data[..100]);
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let o = run(Command::new(&nbdinfo).arg(format!("nbd://[::1]:{port}/")));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("export-size: 1048576"));
+    }
+    a.disconnect();
+    b.disconnect();
+    // SAFETY: kill on the daemon's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(eventually(|| !pid_alive(pid)));
+    assert_eq!(&std::fs::read(&img).unwrap()[4096..4102], b"from a");
+}
+
+#[test]
+fn reconnect_to_another_remote() {
+    let d = TempDir::new("xnbd-reconnect");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern(1 << 20, 13);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    let mut c = srv.client();
+    assert_eq!(c.read(0, 4096), &data[..4096]);
+    remote.stop();
+    assert_ne!(c.cmd(cmd::READ, 0, 8192, 4096, &[]).error, 0);
+    // Nothing listens there: refused, the old remote stays.
+    let o = bgctl(&[
+        "--reconnect",
+        s(&ctl),
+        "127.0.0.1",
+        &free_port().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // A disk of another size: refused.
+    let small = p(&d, "small.img");
+    write_file(&small, &data[..65536]);
+    let other = Proc::remote(&small);
+    let o = bgctl(&["--reconnect", s(&ctl), "127.0.0.1", &other.port.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("65536 bytes"),
+        "{o:?}"
+    );
+    let again = Proc::remote(&remote_img);
+    let aport = again.port.to_string();
+    run(Command::new(XNBD_BGCTL).args(["--reconnect", s(&ctl), "127.0.0.1", &aport]));
+    assert_eq!(c.read(8192, 4096), &data[8192..12288]);
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    assert!(String::from_utf8_lossy(&q.stdout).contains(&format!("port {aport}")));
+    c.disconnect();
+}
+
+/// The cache as a filter of our nbdkit, over the nbd plugin.
+#[test]
+fn nbdkit_filter_over_the_nbd_plugin() {
+    let d = TempDir::new("xnbd-filter");
+    let remote_img = p(&d, "remote.img");
+    let data = pattern((1 << 20) + 4096 * 3, 14);
+    write_file(&remote_img, &data);
+    let remote = Proc::remote(&remote_img);
+    let (cache, bm) = (p(&d, "cache.img"), p(&d, "bm.img"));
+    let uri = format!("nbd://127.0.0.1:{}/", remote.port);
+    let cache_arg = format!("cache={}", cache.display());
+    let bm_arg = format!("bitmap={}", bm.display());
+    let out = p(&d, "out.img");
+    let srv = Server::start(&["--filter=xnbd-cache", "nbd", &uri, &cache_arg, &bm_arg]);
+    run(Command::new(require("nbdcopy", "libnbd-bin"))
+        .arg(srv.uri())
+        .arg(&out));
+    assert!(std::fs::read(&out).unwrap() == data);
+    // The reader's disconnect flushes: 259 blocks, every one marked.
+    let want = [u64::MAX, u64::MAX, u64::MAX, u64::MAX, 0b111];
+    assert!(
+        eventually(|| read_words(&bm) == want),
+        "{:?}",
+        read_words(&bm)
+    );
+    drop(srv);
+    assert_eq!(std::fs::read(&cache).unwrap(), data);
+    // A bitmap of the wrong size is refused.
+    write_file(&bm, &[0; 8]);
+    let o = Command::new(BIN)
+        .args([
+            "-U",
+            "-",
+            "--filter=xnbd-cache",
+            "nbd",
+            &uri,
+            &cache_arg,
+            &bm_arg,
+        ])
+        .args(["--run", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bitmap"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read(&bm).unwrap(), [0; 8]);
+    assert!(std::fs::read(&remote_img).unwrap() == data);
+}
