@@ -16,8 +16,9 @@
 use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
 use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
+use nbd_core::client::CookieMap;
 use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -121,7 +122,9 @@ pub struct Done {
     pub cookie: u64,
     pub kind: u16,
     pub result: Result<(), Error>,
-    pub cbs: Option<CmdCallbacks>,
+    /// Boxed: most commands are retired by their completion callback (or
+    /// have none), and this keeps the queue's entries small to move.
+    pub cbs: Option<Box<CmdCallbacks>>,
 }
 
 pub struct Connection {
@@ -135,7 +138,7 @@ pub struct Connection {
     pub done: VecDeque<Done>,
     /// Callbacks of commands in flight that have any, by cookie. The map
     /// keeps its capacity, so commands do not allocate once it has grown.
-    pub cbs: HashMap<u64, CmdCallbacks>,
+    pub cbs: CookieMap<CmdCallbacks>,
     /// Option mode: the callbacks of the option under way, and its
     /// outcome once the core reports it.
     pub opt: Option<OptCallbacks>,
@@ -195,7 +198,7 @@ impl Connection {
             wake,
             client: Client::new(config),
             done: VecDeque::with_capacity(16),
-            cbs: HashMap::with_capacity(16),
+            cbs: CookieMap::with_capacity_and_hasher(16, Default::default()),
             opt: None,
             opt_result: None,
             polling: false,
@@ -679,7 +682,13 @@ impl Connection {
     }
 
     fn completed(&mut self, cookie: u64, kind: u16, mut result: Result<(), Error>) {
-        let Some(mut cb) = self.cbs.remove(&cookie) else {
+        // Sync calls have no callbacks: the map is empty, skip the lookup.
+        let cb = if self.cbs.is_empty() {
+            None
+        } else {
+            self.cbs.remove(&cookie)
+        };
+        let Some(mut cb) = cb else {
             self.done.push_back(Done {
                 cookie,
                 kind,
@@ -713,7 +722,7 @@ impl Connection {
                 cookie,
                 kind,
                 result,
-                cbs: Some(cb),
+                cbs: Some(Box::new(cb)),
             });
         }
     }

@@ -32,8 +32,8 @@ mod state;
 mod tests;
 
 pub use negotiate::UserOption;
-pub use state::Client;
 pub use state::TlsState;
+pub use state::{Client, CookieHasher, CookieMap};
 
 use std::fmt;
 

@@ -90,7 +90,7 @@ enum RecvTarget {
 /// spreads them over the table for a few cycles per reply. A server only
 /// chooses which key we look up, never what goes in the table.
 #[derive(Default)]
-pub(super) struct CookieHasher(u64);
+pub struct CookieHasher(u64);
 
 impl Hasher for CookieHasher {
     fn finish(&self) -> u64 {
@@ -106,7 +106,7 @@ impl Hasher for CookieHasher {
     }
 }
 
-pub(super) type CookieMap<V> = HashMap<u64, V, BuildHasherDefault<CookieHasher>>;
+pub type CookieMap<V> = HashMap<u64, V, BuildHasherDefault<CookieHasher>>;
 
 /// A command between submit and completion.
 pub(super) struct InFlight<C> {
