@@ -584,14 +584,15 @@ fn logpath_gets_the_messages() {
 
 /// A live migration: the proxy fetches everything while a client writes,
 /// switches, loses its remote, and serves exactly what the client expects.
-/// XNBD_MIGRATION_MIB sets the size (default 256; the is 1024).
+/// XNBD_MIGRATION_MIB sets the size in MiB (default 1024, a whole 1 GiB
+/// migration; smaller for a quick run).
 #[test]
 fn migration_with_a_writing_client() {
     let nbdcopy = require("nbdcopy", "libnbd-bin");
     let mib: usize = std::env::var("XNBD_MIGRATION_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(1024);
     let size = mib << 20;
     let d = TempDir::new("xnbd-migrate");
     let remote_img = p(&d, "remote.img");

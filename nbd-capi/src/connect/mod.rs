@@ -200,8 +200,11 @@ pub fn apply_uri(h: &nbd_handle, raw: &CStr) -> Result<Endpoint, Error> {
         if let Some(f) = &u.tls_psk_file {
             s.tls_psk_file = Some(f.clone());
         }
-        if let Some(user) = &u.user {
+        if let Some(user) = u.tls_username.as_ref().or(u.user.as_ref()) {
             s.tls_username = Some(user.clone());
+        }
+        if let Some(v) = u.tls_verify_peer {
+            s.tls_verify_peer = v;
         }
         s.export_name = u.export_name.clone();
     }

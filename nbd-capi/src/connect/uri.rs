@@ -11,12 +11,13 @@
 //! nbds+vsock://...
 //! ```
 //!
-//! The export name is the path less its leading `/`, percent-decoded. Of
-//! the query parameters libnbd 1.14 acts on `socket`, `tls-certificates`
-//! and `tls-psk-file` (the last wins when one is repeated); every other
-//! parameter, including the spec's `tls-verify-peer` and later libnbds'
-//! `tls-username`, is ignored as 1.14 ignores it (a drop-in must not, say,
-//! turn peer verification off where libnbd 1.14 would verify). They are
+//! The export name is the path less its leading `/`, percent-decoded. The
+//! query parameters acted on are `socket`, `tls-certificates` and
+//! `tls-psk-file` (libnbd 1.14's), and `tls-username` and
+//! `tls-verify-peer` (the NBD URI specification's, which later libnbds
+//! honour too); the last wins when one is repeated. A URI can only turn
+//! peer verification off by saying `tls-verify-peer=false` in plain sight.
+//! Every other parameter is ignored, as libnbd ignores it, and
 //! kept in [`NbdUri::ignored`] for the debug log.
 
 use crate::consts::{
@@ -93,6 +94,10 @@ pub struct NbdUri {
     pub tls_certificates: Option<CString>,
     /// `tls-psk-file=FILE` (local file access).
     pub tls_psk_file: Option<CString>,
+    /// `tls-username=NAME`; takes precedence over the URI's user part.
+    pub tls_username: Option<CString>,
+    /// `tls-verify-peer=true|false`.
+    pub tls_verify_peer: Option<bool>,
     /// Every other query parameter, decoded, in order.
     pub ignored: Vec<(String, String)>,
 }
@@ -241,12 +246,27 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     let mut socket = None;
     let mut tls_certificates = None;
     let mut tls_psk_file = None;
+    let mut tls_username = None;
+    let mut tls_verify_peer = None;
     let mut ignored = Vec::new();
     for (n, v) in parse_query(url.query().unwrap_or(""))? {
         match n.as_slice() {
             b"socket" => socket = Some(c_string(v, "socket")?),
             b"tls-certificates" => tls_certificates = Some(c_string(v, "tls-certificates")?),
             b"tls-psk-file" => tls_psk_file = Some(c_string(v, "tls-psk-file")?),
+            b"tls-username" => tls_username = Some(c_string(v, "tls-username")?),
+            b"tls-verify-peer" => {
+                tls_verify_peer = Some(match v.as_slice() {
+                    b"1" | b"true" | b"yes" | b"on" => true,
+                    b"0" | b"false" | b"no" | b"off" => false,
+                    _ => {
+                        return Err(einval(format!(
+                            "could not parse tls-verify-peer in NBD URI: {}",
+                            String::from_utf8_lossy(&v)
+                        )))
+                    }
+                })
+            }
             _ => ignored.push((
                 String::from_utf8_lossy(&n).into_owned(),
                 String::from_utf8_lossy(&v).into_owned(),
@@ -317,6 +337,8 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
         export_name,
         tls_certificates,
         tls_psk_file,
+        tls_username,
+        tls_verify_peer,
         ignored,
     })
 }
@@ -571,18 +593,16 @@ mod tests {
         assert_eq!(u.tls_psk_file, Some(c("/k")));
         assert!(u.ignored.is_empty());
         // ';' separates too; the last socket wins; empty and nameless
-        // parts are skipped; unknown parameters (including those libnbd
-        // 1.14 does not know) are kept aside, not applied.
+        // parts are skipped; unknown parameters are kept aside, not
+        // applied; the specification's TLS parameters are taken.
         let u = ok("nbd+unix:///?socket=a;socket=b&&=x&zzz&tls-verify-peer=false&tls-username=u");
         assert_eq!(u.endpoint, Endpoint::Unix { socket: c("b") });
-        assert_eq!(
-            u.ignored,
-            vec![
-                ("zzz".into(), "".into()),
-                ("tls-verify-peer".into(), "false".into()),
-                ("tls-username".into(), "u".into()),
-            ]
-        );
+        assert_eq!(u.ignored, vec![("zzz".into(), "".into())]);
+        assert_eq!(u.tls_verify_peer, Some(false));
+        assert_eq!(u.tls_username, Some(c("u")));
+        assert!(bad("nbd+unix:///?socket=a&tls-verify-peer=maybe")
+            .message
+            .contains("tls-verify-peer"));
         assert_eq!(
             parse_query("a=1&b=&c").unwrap(),
             vec![
