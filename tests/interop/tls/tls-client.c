@@ -122,7 +122,15 @@ main (int argc, char *argv[])
                  nbd_get_tls_negotiated (h));
     printf ("connect failed as expected: errno %d (%s): %s\n",
             nbd_get_errno (), strerror (nbd_get_errno ()), nbd_get_error ());
-    CHECK (nbd_aio_is_dead (h) == 1);
+    /* The handle is finished either way. Which state it ends in depends
+     * on how the server hung up (mid-handshake: dead; a clean close the
+     * client did not expect: Debian's libnbd says closed), and a server
+     * refusing a client certificate may do either. */
+    CHECK (nbd_aio_is_dead (h) == 1 || nbd_aio_is_closed (h) == 1);
+    {
+      char b[512];
+      CHECK (nbd_pread (h, b, sizeof b, 0, 0) == -1);
+    }
     nbd_close (h);
     return test_ok ();
   }
