@@ -23,133 +23,7 @@ use crate::errors::{err, Error};
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
-/// cbindgen:ignore
-#[allow(non_camel_case_types)]
-mod sys {
-    use std::os::raw::{c_char, c_int, c_uint, c_void};
-
-    pub(super) type gnutls_session_t = *mut c_void;
-    pub(super) type gnutls_certificate_credentials_t = *mut c_void;
-    pub(super) type gnutls_psk_client_credentials_t = *mut c_void;
-    pub(super) type gnutls_transport_ptr_t = *mut c_void;
-
-    #[repr(C)]
-    pub(super) struct gnutls_datum_t {
-        pub(super) data: *mut u8,
-        pub(super) size: c_uint,
-    }
-
-    pub(super) type PushFn =
-        unsafe extern "C" fn(gnutls_transport_ptr_t, *const c_void, usize) -> isize;
-    pub(super) type PullFn =
-        unsafe extern "C" fn(gnutls_transport_ptr_t, *mut c_void, usize) -> isize;
-    pub(super) type PullTimeoutFn = unsafe extern "C" fn(gnutls_transport_ptr_t, c_uint) -> c_int;
-
-    pub(super) const GNUTLS_CLIENT: c_uint = 1 << 1;
-    pub(super) const GNUTLS_NONBLOCK: c_uint = 1 << 3;
-    pub(super) const GNUTLS_CRD_CERTIFICATE: c_int = 1;
-    pub(super) const GNUTLS_CRD_PSK: c_int = 4;
-    pub(super) const GNUTLS_X509_FMT_PEM: c_int = 1;
-    pub(super) const GNUTLS_PSK_KEY_HEX: c_int = 1;
-    pub(super) const GNUTLS_NAME_DNS: c_int = 1;
-    pub(super) const GNUTLS_E_AGAIN: c_int = -28;
-    pub(super) const GNUTLS_E_INTERRUPTED: c_int = -52;
-    pub(super) const GNUTLS_E_PREMATURE_TERMINATION: c_int = -110;
-
-    // Linked by build.rs (Rust artefacts) and the Makefile (libnbd.so.0).
-    extern "C" {
-        pub(super) fn gnutls_init(session: *mut gnutls_session_t, flags: c_uint) -> c_int;
-        pub(super) fn gnutls_deinit(session: gnutls_session_t);
-        pub(super) fn gnutls_priority_set_direct(
-            session: gnutls_session_t,
-            priorities: *const c_char,
-            err_pos: *mut *const c_char,
-        ) -> c_int;
-        pub(super) fn gnutls_server_name_set(
-            session: gnutls_session_t,
-            kind: c_int,
-            name: *const c_void,
-            name_length: usize,
-        ) -> c_int;
-        pub(super) fn gnutls_credentials_set(
-            session: gnutls_session_t,
-            kind: c_int,
-            cred: *mut c_void,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_allocate_credentials(
-            res: *mut gnutls_certificate_credentials_t,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_free_credentials(sc: gnutls_certificate_credentials_t);
-        pub(super) fn gnutls_certificate_set_x509_system_trust(
-            cred: gnutls_certificate_credentials_t,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_set_x509_trust_file(
-            cred: gnutls_certificate_credentials_t,
-            cafile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_set_x509_crl_file(
-            cred: gnutls_certificate_credentials_t,
-            crlfile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_set_x509_key_file(
-            cred: gnutls_certificate_credentials_t,
-            certfile: *const c_char,
-            keyfile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_session_set_verify_cert(
-            session: gnutls_session_t,
-            hostname: *const c_char,
-            flags: c_uint,
-        );
-        pub(super) fn gnutls_psk_allocate_client_credentials(
-            sc: *mut gnutls_psk_client_credentials_t,
-        ) -> c_int;
-        pub(super) fn gnutls_psk_free_client_credentials(sc: gnutls_psk_client_credentials_t);
-        pub(super) fn gnutls_psk_set_client_credentials(
-            res: gnutls_psk_client_credentials_t,
-            username: *const c_char,
-            key: *const gnutls_datum_t,
-            flags: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_transport_set_ptr(
-            session: gnutls_session_t,
-            ptr: gnutls_transport_ptr_t,
-        );
-        pub(super) fn gnutls_transport_set_push_function(session: gnutls_session_t, f: PushFn);
-        pub(super) fn gnutls_transport_set_pull_function(session: gnutls_session_t, f: PullFn);
-        pub(super) fn gnutls_transport_set_pull_timeout_function(
-            session: gnutls_session_t,
-            f: PullTimeoutFn,
-        );
-        pub(super) fn gnutls_transport_set_errno(session: gnutls_session_t, err: c_int);
-        pub(super) fn gnutls_handshake(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_handshake_set_timeout(session: gnutls_session_t, ms: c_uint);
-        pub(super) fn gnutls_record_send(
-            session: gnutls_session_t,
-            data: *const c_void,
-            n: usize,
-        ) -> isize;
-        pub(super) fn gnutls_record_recv(
-            session: gnutls_session_t,
-            data: *mut c_void,
-            n: usize,
-        ) -> isize;
-        pub(super) fn gnutls_record_check_pending(session: gnutls_session_t) -> usize;
-        pub(super) fn gnutls_record_cork(session: gnutls_session_t);
-        pub(super) fn gnutls_record_uncork(session: gnutls_session_t, flags: c_uint) -> c_int;
-        pub(super) fn gnutls_error_is_fatal(error: c_int) -> c_int;
-        pub(super) fn gnutls_strerror(error: c_int) -> *const c_char;
-        pub(super) fn gnutls_handshake_get_last_in(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_handshake_get_last_out(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_protocol_get_version(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_protocol_get_name(version: c_int) -> *const c_char;
-        pub(super) fn gnutls_cipher_get(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_cipher_get_name(algorithm: c_int) -> *const c_char;
-    }
-}
+use nbd_gnutls as sys;
 
 /// libnbd's priority strings.
 const PRIORITY: &[u8] = b"NORMAL:-VERS-SSL3.0\0";
@@ -174,16 +48,7 @@ pub struct Params {
 }
 
 /// The message of a GnuTLS error code.
-fn strerror(code: c_int) -> String {
-    // SAFETY: gnutls_strerror returns a static NUL-terminated string for
-    // every code (or NULL, checked).
-    let p = unsafe { sys::gnutls_strerror(code) };
-    if p.is_null() {
-        return format!("GnuTLS error {code}");
-    }
-    // SAFETY: non-null, static, NUL-terminated.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
+use sys::strerror;
 
 fn check(what: &str, code: c_int) -> Result<c_int, Error> {
     if code < 0 {

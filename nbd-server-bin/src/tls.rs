@@ -16,7 +16,7 @@
 //! ca-cert.pem (to check client certificates, `--tls-verify-peer`) and
 //! ca-crl.pem when present.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::raw::{c_char, c_int, c_void};
@@ -25,95 +25,9 @@ use std::sync::{Arc, OnceLock};
 
 use nbd_core::server::negotiate::Tls as Policy;
 
-#[allow(non_camel_case_types)]
-mod sys {
-    use std::os::raw::{c_char, c_int, c_uint, c_void};
+use nbd_gnutls as sys;
 
-    pub(super) type gnutls_session_t = *mut c_void;
-    pub(super) type creds_t = *mut c_void;
-
-    pub(super) const GNUTLS_SERVER: c_uint = 1;
-    pub(super) const GNUTLS_CRD_CERTIFICATE: c_int = 1;
-    pub(super) const GNUTLS_CRD_PSK: c_int = 4;
-    pub(super) const GNUTLS_X509_FMT_PEM: c_int = 1;
-    pub(super) const GNUTLS_CERT_REQUIRE: c_int = 2;
-    pub(super) const GNUTLS_RECORD_WAIT: c_uint = 1;
-    pub(super) const GNUTLS_E_AGAIN: c_int = -28;
-    pub(super) const GNUTLS_E_INTERRUPTED: c_int = -52;
-    pub(super) const GNUTLS_E_PREMATURE_TERMINATION: c_int = -110;
-
-    #[link(name = "gnutls")]
-    extern "C" {
-        pub(super) fn gnutls_init(session: *mut gnutls_session_t, flags: c_uint) -> c_int;
-        pub(super) fn gnutls_deinit(session: gnutls_session_t);
-        pub(super) fn gnutls_priority_set_direct(
-            session: gnutls_session_t,
-            priorities: *const c_char,
-            err_pos: *mut *const c_char,
-        ) -> c_int;
-        pub(super) fn gnutls_credentials_set(
-            session: gnutls_session_t,
-            kind: c_int,
-            cred: *mut c_void,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_allocate_credentials(res: *mut creds_t) -> c_int;
-        pub(super) fn gnutls_certificate_free_credentials(sc: creds_t);
-        pub(super) fn gnutls_certificate_set_x509_trust_file(
-            cred: creds_t,
-            cafile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_set_x509_crl_file(
-            cred: creds_t,
-            crlfile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_set_x509_key_file(
-            cred: creds_t,
-            certfile: *const c_char,
-            keyfile: *const c_char,
-            fmt: c_int,
-        ) -> c_int;
-        pub(super) fn gnutls_certificate_server_set_request(session: gnutls_session_t, req: c_int);
-        pub(super) fn gnutls_session_set_verify_cert(
-            session: gnutls_session_t,
-            hostname: *const c_char,
-            flags: c_uint,
-        );
-        pub(super) fn gnutls_psk_allocate_server_credentials(sc: *mut creds_t) -> c_int;
-        pub(super) fn gnutls_psk_free_server_credentials(sc: creds_t);
-        pub(super) fn gnutls_psk_set_server_credentials_file(
-            res: creds_t,
-            password_file: *const c_char,
-        ) -> c_int;
-        pub(super) fn gnutls_transport_set_int2(session: gnutls_session_t, r: c_int, s: c_int);
-        pub(super) fn gnutls_handshake(session: gnutls_session_t) -> c_int;
-        pub(super) fn gnutls_record_send(
-            session: gnutls_session_t,
-            data: *const c_void,
-            n: usize,
-        ) -> isize;
-        pub(super) fn gnutls_record_recv(
-            session: gnutls_session_t,
-            data: *mut c_void,
-            n: usize,
-        ) -> isize;
-        pub(super) fn gnutls_record_cork(session: gnutls_session_t);
-        pub(super) fn gnutls_record_uncork(session: gnutls_session_t, flags: c_uint) -> c_int;
-        pub(super) fn gnutls_error_is_fatal(error: c_int) -> c_int;
-        pub(super) fn gnutls_strerror(error: c_int) -> *const c_char;
-    }
-}
-
-fn strerror(code: c_int) -> String {
-    // SAFETY: gnutls_strerror returns a static string (or NULL, checked).
-    let p = unsafe { sys::gnutls_strerror(code) };
-    if p.is_null() {
-        return format!("GnuTLS error {code}");
-    }
-    // SAFETY: non-null, static, NUL-terminated.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
+use sys::strerror;
 
 fn check(what: &str, code: c_int) -> Result<(), String> {
     if code < 0 {
