@@ -345,24 +345,14 @@ impl Backend for FilePlugin {
     fn can_write(&self) -> Result<bool> {
         Ok(self.writable)
     }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_multi_conn
+    );
     fn can_extents(&self) -> Result<bool> {
         Ok(!self.block_device)
     }

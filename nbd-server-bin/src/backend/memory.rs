@@ -129,33 +129,17 @@ impl Backend for Memory {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
 
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         Self::for_pages(offset, buf.len(), |page, in_page, r| {

@@ -3,6 +3,19 @@
 //! Parameters follow nbdkit: `key=value`, plus one bare value that goes to
 //! the plugin's "magic" key (`file` for file, `size` for memory).
 
+/// Capabilities a backend always has: `supports!(can_write, can_flush)`
+/// writes `fn can_write(&self) -> Result<bool> { Ok(true) }` and so on.
+/// A capability that depends on the backend's state is written out.
+macro_rules! supports {
+    ($($cap:ident),* $(,)?) => {
+        $(
+            fn $cap(&self) -> nbd_core::server::backend::Result<bool> {
+                Ok(true)
+            }
+        )*
+    };
+}
+
 pub mod curl;
 pub mod data;
 pub mod file;

@@ -123,15 +123,7 @@ impl Backend for Random {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(can_write, can_multi_conn, can_cache);
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.fill(buf, offset);
         Ok(())
@@ -239,18 +231,7 @@ impl Backend for SparseRandom {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(can_write, can_multi_conn, can_extents, can_cache);
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.fill(buf, offset);
         Ok(())
@@ -260,18 +241,7 @@ impl Backend for SparseRandom {
     // writing zeroes itself when a target cannot zero): offer the same.
     // Nothing is cached, so flush and FUA have nothing to do; trim leaves
     // the contents undefined, so it may leave them as they are.
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(can_flush, can_fua, can_trim, can_zero);
     fn flush(&self) -> Result<()> {
         Ok(())
     }

@@ -38,33 +38,17 @@ impl Backend for Null {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
     fn pread(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
         buf.fill(0);
         Ok(())
@@ -113,27 +97,15 @@ impl Backend for Full {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_write,
+        can_flush,
+        can_trim,
+        can_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
     fn pread(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
         buf.fill(0);
         Ok(())
@@ -193,12 +165,7 @@ impl Backend for Pattern {
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(can_multi_conn, can_cache);
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         fill_pattern(buf, offset);
         Ok(())

@@ -81,27 +81,15 @@ impl Backend for Split {
     fn can_write(&self) -> Result<bool> {
         Ok(self.writable)
     }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.each(offset, buf.len() as u64, |p, o, r| {
             p.pread(&mut buf[r], o).map(|_| true)
