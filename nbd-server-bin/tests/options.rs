@@ -87,20 +87,32 @@ fn server_side_timer(port: u16) -> Option<String> {
 #[test]
 fn keep_alive() {
     for (opts, want) in [(&["--keep-alive"][..], "02"), (&[][..], "00")] {
-        let port = free_port();
+        // The server picks its port (-p 0) and says which once it listens
+        // (--print-uri): a port chosen here and bound there could be taken
+        // by a test running beside this one in between.
         let mut child = Command::new(BIN)
-            .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-f", "-i", "127.0.0.1", "-p", "0", "--print-uri"])
             .args(opts)
             .args(["memory", "1M"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut conn = None;
-        assert!(eventually(|| {
-            conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
-            conn.is_some()
-        }));
-        let mut c = conn.unwrap();
+        let mut uri = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut uri,
+        )
+        .unwrap();
+        // nbd://127.0.0.1:PORT/
+        let port: u16 = uri
+            .trim()
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in --print-uri output {uri:?}"));
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut g = [0u8; 18];
         std::io::Read::read_exact(&mut c, &mut g).unwrap();
         assert_eq!(server_side_timer(port).as_deref(), Some(want), "{opts:?}");
