@@ -423,7 +423,7 @@ fn sparse_random_offers_what_nbdkit_offers_and_copies_onto_itself() {
 /// Content). With `ranges=0` it ignores Range, as some servers do.
 const RANGE_SERVER: &str = r#"
 import http.server, os, sys
-root, port, ranges = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+root, ranges = sys.argv[1], sys.argv[2] == "1"
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
@@ -457,7 +457,10 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+# Port 0: the kernel picks a free port, which we print for the test.
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
 "#;
 
 struct HttpServer {
@@ -469,19 +472,26 @@ impl HttpServer {
     fn start(root: &std::path::Path, ranges: bool) -> HttpServer {
         let script = root.join("range_server.py");
         std::fs::write(&script, RANGE_SERVER).unwrap();
-        let port = free_port();
-        let child = Command::new("/usr/bin/python3")
+        let mut child = Command::new("/usr/bin/python3")
             .arg(&script)
             .arg(root)
-            .arg(port.to_string())
             .arg(if ranges { "1" } else { "0" })
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        assert!(
-            eventually(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
-            "the test's HTTP server did not start"
-        );
+        // The server listens before it prints its port: no race with
+        // other tests for a port chosen here.
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the test's HTTP server did not start: {line:?}"));
         HttpServer { child, port }
     }
 }

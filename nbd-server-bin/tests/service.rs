@@ -43,6 +43,27 @@ fn socket_activate(listen: &str, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// Socket activation on a TCP port of 127.0.0.1. The port is chosen here
+/// and may be taken by another test in the meantime; then
+/// systemd-socket-activate fails to bind and exits, and we try another.
+fn socket_activate_tcp(args: &[&str]) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = socket_activate(&format!("127.0.0.1:{port}"), args);
+        // Connecting starts the server; the first client waits in the backlog.
+        let up = eventually(|| {
+            matches!(child.try_wait(), Ok(Some(_)))
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if up && child.try_wait().unwrap().is_none() {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("systemd-socket-activate did not listen on any of 5 ports");
+}
+
 /// Stops `child` with SIGTERM; returns its exit code and standard error.
 fn terminate(mut child: Child) -> (Option<i32>, String) {
     let _ = Command::new("kill")
@@ -75,14 +96,8 @@ fn assert_is_our_server_in_foreground(child: &mut Child) {
 
 #[test]
 fn socket_activation_tcp() {
-    let port = free_port();
-    let mut child = socket_activate(&format!("127.0.0.1:{port}"), &["memory", "3M"]);
+    let (mut child, port) = socket_activate_tcp(&["memory", "3M"]);
     let uri = format!("nbd://127.0.0.1:{port}");
-    // Connecting starts the server; the first client waits in the backlog.
-    assert!(
-        eventually(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
-        "systemd-socket-activate is not listening"
-    );
     assert_eq!(nbdinfo_size(&uri), 3 << 20);
     assert_eq!(nbdinfo_size(&uri), 3 << 20);
     assert_is_our_server_in_foreground(&mut child);
@@ -223,13 +238,7 @@ fn example_units() {
     let words: Vec<&str> = exec.split_whitespace().collect();
     assert_eq!(words[0], BIN);
     // Port 10809 may be taken here: the same unit on a free port.
-    let port = free_port();
-    let mut child = socket_activate(&format!("127.0.0.1:{port}"), &words[1..]);
-    assert!(eventually(|| std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
+    let (mut child, port) = socket_activate_tcp(&words[1..]);
     assert_eq!(nbdinfo_size(&format!("nbd://127.0.0.1:{port}")), 2 << 20);
     assert_is_our_server_in_foreground(&mut child);
     assert_eq!(terminate(child).0, Some(0));
