@@ -251,11 +251,34 @@ fn several_exports() {
     assert_eq!(nbdcopy_out(&psk::tls_uri(sock, "", &keys)), b"first");
 }
 
-/// A bad parameter fails at startup like any filter's.
+/// A bad parameter fails at startup like any filter's, and so does a
+/// stack that serves one connection at a time (as Debian's nbdkit: a
+/// plain-text client could lock out the others).
 #[test]
-fn unknown_parameter() {
+fn refused_at_startup() {
     bad(
         &["--filter=tls-fallback", "memory", "1M", "tlsreadme2=x"],
         "tlsreadme2",
     );
+    for order in [
+        ["--filter=tls-fallback", "--filter=noparallel"],
+        ["--filter=noparallel", "--filter=tls-fallback"],
+    ] {
+        let args = [order[0], order[1], "memory", "1M", "serialize=connections"];
+        bad(
+            &args,
+            "the tls-fallback filter requires parallel connection support",
+        );
+        let o = run_with(DEBIAN_NBDKIT, &args, "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("requires parallel connection"));
+    }
+    // Serialized requests are fine.
+    let args = [
+        "--filter=tls-fallback",
+        "--filter=noparallel",
+        "memory",
+        "1M",
+    ];
+    assert_eq!(read_all(&args), readme(DEFAULT_README));
 }

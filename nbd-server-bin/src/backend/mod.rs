@@ -284,6 +284,7 @@ pub fn open_stack(
             .unwrap_or(fspecs.len());
         layer_pairs[i].push((k, v));
     }
+    filters::tls_fallback::check_thread_model(fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
     let mut p = Params::new(spec.name, layer_pairs.pop().unwrap_or_default());
     let plugin_b = (spec.open)(&mut p, readonly)?;
     p.finish()?;
