@@ -20,7 +20,7 @@
 //! Connection threads run on small stacks ([`THREAD_STACK`]): an idle
 //! connection costs one thread, so 1,000 idle clients cost 1,000 stacks.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -39,6 +39,23 @@ use nbd_core::wire::consts::cmd;
 use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
 
 use crate::tls::Stream;
+
+thread_local! {
+    /// Whether the connection this thread works for negotiated TLS.
+    static IS_TLS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the connection this thread works for has negotiated TLS, as
+/// nbdkit_is_tls(): set on the connection's thread when the TLS handshake
+/// completes and carried to its workers; false on any other thread. For
+/// backends that treat plain-text clients differently (tls-fallback).
+pub fn is_tls() -> bool {
+    IS_TLS.with(Cell::get)
+}
+
+pub(crate) fn set_tls(on: bool) {
+    IS_TLS.with(|t| t.set(on));
+}
 
 /// What every connection shares.
 pub struct Server {
@@ -280,6 +297,7 @@ impl Exports for ConnExports<'_> {
             peer: self.peer.clone(),
             export_name: name.to_vec(),
             readonly: self.srv.readonly,
+            tls: is_tls(),
         };
         let backend = self.srv.backend_for(name)?;
         match backend.open_connection(&info) {
@@ -315,6 +333,7 @@ impl ConnExports<'_> {
 /// is `peer`. Returns when the client is gone and every worker has
 /// finished.
 pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    set_tls(false);
     if let Err(e) = srv.backend.preconnect(&peer) {
         crate::log::error!("connection {id}: client {peer:?} refused: {e}");
         return;
@@ -412,6 +431,7 @@ fn negotiate(
                     return None;
                 }
                 debug!(srv, "TLS handshake complete");
+                set_tls(true);
                 n.tls_done();
             }
             Want::Done => return n.take_result(),
@@ -425,10 +445,14 @@ fn negotiate(
 
 fn spawn_worker(conn: &Arc<Conn>) {
     let c = Arc::clone(conn);
+    let tls = is_tls();
     let r = std::thread::Builder::new()
         .name(format!("nbdkit-c{}", conn.id))
         .stack_size(THREAD_STACK)
-        .spawn(move || worker(&c));
+        .spawn(move || {
+            set_tls(tls);
+            worker(&c)
+        });
     match r {
         Ok(h) => conn.handles.lock().push(h),
         Err(_) => {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use nbd_core::server::negotiate::Tls as TlsPolicy;
 use nbd_core::wire::consts::{handshake_flags, DEFAULT_PORT};
 
 use cli::{Action, Cli, LogDest};
@@ -144,7 +145,11 @@ fn main() {
             }
             (ls, Vec::new())
         }
-        None => bind(&c),
+        None => {
+            let (ls, mut vars) = bind(&c);
+            tls_vars(&mut vars);
+            (ls, vars)
+        }
     };
     if c.print_uri {
         if let Some((_, uri)) = vars.iter().find(|(k, _)| *k == "uri") {
@@ -232,6 +237,25 @@ fn dump_config() {
         out.push_str(&format!("{k}={val}\n"));
     }
     print!("{out}");
+}
+
+/// nbdkit-captive(1): `$tls` is "1" with `--tls=on`, "2" with
+/// `--tls=require` and unset when TLS is off; with `--tls=require` the
+/// URI's scheme is nbds (nbds+unix, nbds+vsock), as nbdkit 1.32.
+fn tls_vars(vars: &mut RunVars) {
+    let level = match tls::policy() {
+        TlsPolicy::Off => return,
+        TlsPolicy::On => "1",
+        TlsPolicy::Require => "2",
+    };
+    if level == "2" {
+        for (k, v) in vars.iter_mut() {
+            if *k == "uri" || *k == "nbd" {
+                *v = v.replacen("nbd", "nbds", 1);
+            }
+        }
+    }
+    vars.push(("tls", level.into()));
 }
 
 /// Binds the listeners; returns them with the variables of `--run`.
@@ -564,8 +588,8 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Starts `--run CMD` under /bin/sh with `$uri`, `$nbd`, `$port`,
-/// `$unixsocket` and `$exportname` set as shell variables (not exported,
-/// as nbdkit; `$tls` is unset since TLS is off). When it exits, so do we,
+/// `$unixsocket`, `$exportname` and, with TLS, `$tls` set as shell
+/// variables (not exported, as nbdkit). When it exits, so do we,
 /// with its status; killed by signal N: 128 + N, with a message.
 fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
     let mut script = String::new();

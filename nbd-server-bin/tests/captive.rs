@@ -2,6 +2,8 @@
 //! default port) and --exit-with-parent.
 
 mod common;
+mod psk;
+mod stack;
 
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
@@ -10,7 +12,8 @@ use common::*;
 
 /// `$uri`, `$nbd`, `$port`, `$unixsocket`, `$exportname` are shell
 /// variables of the command, not exported to its children (as nbdkit);
-/// `$tls` is unset (TLS off); `$nbd` is the URI (nbdkit >= 1.24).
+/// `$tls` is unset (TLS off; see `run_tls_variable`); `$nbd` is the URI
+/// (nbdkit >= 1.24).
 #[test]
 fn run_variables() {
     let out = Command::new(BIN)
@@ -157,4 +160,57 @@ fn exit_with_parent() {
         "server {pid} still running after its parent died"
     );
     assert!(eventually(|| !sock.exists()), "socket file left behind");
+}
+
+/// `$tls` is unset with --tls=off, "1" with --tls=on and "2" with
+/// --tls=require (and their other spellings), and with --tls=require the
+/// URI's scheme is nbds, on a Unix socket and on TCP, as Debian's nbdkit
+/// does. The URI works with a PSK client.
+#[test]
+fn run_tls_variable() {
+    let dir = TempDir::new("captive-tls");
+    let keys = psk::make_keys(dir.path());
+    let psk_arg = format!("--tls-psk={}", keys.display());
+    let show = "echo \"${tls-unset} ${uri%%:*} ${nbd%%:*}\"";
+    for (mode, want) in [
+        ("off", "unset nbd+unix nbd+unix"),
+        ("on", "1 nbd+unix nbd+unix"),
+        ("yes", "1 nbd+unix nbd+unix"),
+        ("require", "2 nbds+unix nbds+unix"),
+        ("force", "2 nbds+unix nbds+unix"),
+    ] {
+        let tls = format!("--tls={mode}");
+        let args = [tls.as_str(), psk_arg.as_str(), "memory", "1M"];
+        for bin in [BIN, stack::DEBIAN_NBDKIT] {
+            let out = stack::run_with(bin, &args, show);
+            assert!(out.status.success(), "{bin} {mode}: {out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("{want}\n"),
+                "{bin} {mode}"
+            );
+        }
+    }
+    let port = free_port().to_string();
+    let out = Command::new(BIN)
+        .args(["-i", "127.0.0.1", "-p", &port, "--tls=require", &psk_arg])
+        .args(["--run", "echo \"$tls $uri\"", "memory", "1M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("2 nbds://127.0.0.1:{port}/\n")
+    );
+    // The URI, with the user and key file added, connects over TLS.
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let script = format!(
+        "u=$(echo \"$uri\" | sed 's|://|://{}@|'); {} --size \"$u&tls-psk-file={}\"",
+        psk::USER,
+        nbdinfo.display(),
+        keys.display()
+    );
+    let out = stack::run_with(BIN, &["--tls=require", &psk_arg, "memory", "1M"], &script);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "1048576\n");
 }

@@ -190,6 +190,8 @@ pub struct ConnectionInfo {
     pub export_name: Vec<u8>,
     /// The server runs read-only (-r).
     pub readonly: bool,
+    /// The client negotiated TLS (nbdkit_is_tls()).
+    pub tls: bool,
 }
 
 /// A plugin or filter. See the module documentation for delegation.

@@ -284,6 +284,7 @@ pub fn open_stack(
             .unwrap_or(fspecs.len());
         layer_pairs[i].push((k, v));
     }
+    filters::tls_fallback::check_thread_model(fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
     let mut p = Params::new(spec.name, layer_pairs.pop().unwrap_or_default());
     let plugin_b = (spec.open)(&mut p, readonly)?;
     p.finish()?;
@@ -300,10 +301,21 @@ pub fn open_stack(
                 wrap(b, &layers, readonly)?;
             }
         }
+        // tls-fallback answers plain-text clients by itself: they get the
+        // filters down to it over nothing, and the plugin opens no export.
+        let plain = match layers.iter().position(|(f, _)| f.name == "tls-fallback") {
+            Some(i) => Some(wrap(
+                Arc::new(filters::tls_fallback::Unopened),
+                &layers[..=i],
+                readonly,
+            )?),
+            None => None,
+        };
         return Ok(Arc::new(MultiExport {
             plugin: plugin_b,
             layers,
             readonly,
+            plain,
         }));
     }
     wrap(plugin_b, &layers, readonly)
@@ -336,16 +348,34 @@ struct MultiExport {
     plugin: Arc<dyn Backend>,
     layers: Vec<Layer>,
     readonly: bool,
+    /// With the tls-fallback filter: the stack plain-text clients get.
+    plain: Option<Arc<dyn Backend>>,
+}
+
+impl MultiExport {
+    /// The plain-text stack, if this connection needs it.
+    fn plain(&self) -> Option<&Arc<dyn Backend>> {
+        self.plain.as_ref().filter(|_| !crate::conn::is_tls())
+    }
 }
 
 impl Backend for MultiExport {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.plugin)
     }
+    fn list_exports(&self) -> nbd_core::server::backend::Result<Option<Vec<(String, String)>>> {
+        self.plain().map_or(&self.plugin, |p| p).list_exports()
+    }
+    fn default_export(&self) -> nbd_core::server::backend::Result<Option<String>> {
+        self.plain().map_or(&self.plugin, |p| p).default_export()
+    }
     fn open_export(
         &self,
         name: &str,
     ) -> nbd_core::server::backend::Result<Option<Arc<dyn Backend>>> {
+        if let Some(p) = self.plain() {
+            return Ok(Some(Arc::clone(p)));
+        }
         match self.plugin.open_export(name)? {
             None => Ok(None),
             Some(b) => wrap(b, &self.layers, self.readonly)

@@ -493,6 +493,7 @@ mod tests {
             peer: Peer::Other,
             export_name: vec![],
             readonly: false,
+            tls: false,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod cow;
 pub mod flags;
 pub mod inject;
 pub mod observe;
+pub mod tls_fallback;
 pub mod window;
 pub mod xnbd_cache;
 
@@ -192,6 +193,11 @@ pub const FILTERS: &[FilterSpec] = &[
         name: "ip",
         keys: &["allow", "deny", "ip-rules"],
         open: |p, n, _| arc(conn::Ip::open(p, n)),
+    },
+    FilterSpec {
+        name: "tls-fallback",
+        keys: &["tlsreadme"],
+        open: |p, n, _| arc(tls_fallback::TlsFallback::open(p, n)),
     },
 ];
 

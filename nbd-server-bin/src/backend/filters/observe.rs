@@ -138,9 +138,10 @@ impl Backend for Log {
         self.inner.open_connection(info)?;
         let b = |r: Result<bool>| r.map(|x| x as u8).unwrap_or(0);
         self.line(&format!(
-            "connection={} Connect export={:?} tls=0 size={:#x} write={} flush={} rotational={} trim={} zero={} fua={} extents={} cache={} fast_zero={}",
+            "connection={} Connect export={:?} tls={} size={:#x} write={} flush={} rotational={} trim={} zero={} fua={} extents={} cache={} fast_zero={}",
             info.id,
             String::from_utf8_lossy(&info.export_name),
+            info.tls as u8,
             self.inner.size().unwrap_or(0),
             b(self.inner.can_write().map(|w| w && !info.readonly)),
             b(self.inner.can_flush()),
