@@ -9,7 +9,9 @@
 #    both (connect over TLS and read/write/compare with sync and aio calls;
 #    plain text; or a failed connect), and on ours with the errno we want.
 #    The servers: Debian's nbdkit and ours (listening, and with -s on the
-#    client's nbd_connect_command socket).
+#    client's nbd_connect_command socket), and qemu-nbd (its own TLS:
+#    tls-creds-psk and tls-creds-x509, which by default also demands a
+#    client certificate).
 # 2. Debian's nbdinfo and nbdcopy, and Python's nbd module, running on our
 #    libnbd.so.0 over TLS (LD_DEBUG=libs names the library the loader
 #    initialised).
@@ -193,6 +195,39 @@ for S in debian ours; do
     case_ $S-s-x509-pipes     cmd 2 tls "" TLS_CERTS="$K/pki" -- "${pipes[@]}" "${x509[@]}"
   fi
 done
+
+# qemu-nbd as the TLS server (one image each: qemu-nbd locks it).
+# tls-creds-x509 with endpoint=server has verify-peer=yes by default: the
+# client must present a certificate from the CA.
+if command -v qemu-nbd >/dev/null; then
+  for k in psk x509; do truncate -s 64M "$TMP/qemu-$k.img"; done
+  mkdir -p "$TMP/ca-only" && cp "$K/pki/ca-cert.pem" "$TMP/ca-only/"
+  qo=(-t -e 0 -f raw --tls-creds=tls0)
+  Q=$TMP/qemu-psk.sock
+  start_bg qemu-psk "$Q" qemu-nbd "${qo[@]}" -k "$Q" \
+    --object "tls-creds-psk,id=tls0,endpoint=server,dir=$K" "$TMP/qemu-psk.img" &&
+  {
+    case_ qemu-psk-require      "$Q" 2 tls  "" TLS_PSK="$K/keys.psk" TLS_USER=alice
+    case_ qemu-psk-allow        "$Q" 1 tls  "" TLS_PSK="$K/keys.psk" TLS_USER=alice
+    case_ qemu-psk-opt-mode     "$Q" 2 tls  "" TLS_PSK="$K/keys.psk" TLS_USER=alice OPT_MODE=1
+    case_ qemu-psk-wrong-key    "$Q" 2 fail "" TLS_PSK="$K/wrong.psk" TLS_USER=alice
+    case_ qemu-psk-plain-client "$Q" 0 fail ""
+  }
+  start_act qemu-x509 qemu-nbd "${qo[@]}" \
+    --object "tls-creds-x509,id=tls0,endpoint=server,dir=$K/pki" "$TMP/qemu-x509.img" &&
+  {
+    p=${PORT[qemu-x509]}
+    case_ qemu-x509-tcp-verified "tcp:localhost:$p" 2 tls "" TLS_CERTS="$K/pki"
+    case_ qemu-x509-tcp-ip       "tcp:127.0.0.1:$p" 2 tls "" TLS_CERTS="$K/pki"
+    case_ qemu-x509-tcp-rogue-ca "tcp:localhost:$p" 2 fail $EIO TLS_CERTS="$K/rogue"
+    case_ qemu-x509-rogue-client-cert "tcp:localhost:$p" 2 fail "" TLS_CERTS="$K/rogue" TLS_VERIFY=0
+    case_ qemu-x509-no-client-cert "tcp:localhost:$p" 2 fail "" TLS_CERTS="$TMP/ca-only"
+    # ... and the refusals came from the checks, not from a dead server.
+    case_ qemu-x509-still-serving "tcp:localhost:$p" 2 tls "" TLS_CERTS="$K/pki"
+  }
+else
+  fail "tls: qemu-nbd" "not installed (qemu-utils)"
+fi
 
 # Debian's nbdinfo and nbdcopy over TLS: on our libnbd.so.0 against both
 # servers, and on Debian's libnbd against our nbdkit.
