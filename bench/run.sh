@@ -12,11 +12,16 @@
 #  (d) bench/aioread: 4 KiB random reads, $BENCH_AIO_DEPTH (64) in flight
 #      through nbd_aio_pread: our libnbd vs Debian's on Debian's nbdkit
 #      memory, and our nbdkit vs Debian's under Debian's libnbd
+#  (e) TLS (PSK, keys from scripts/gen-tls-keys.sh), the pairs: nbdcopy on
+#      our libnbd.so.0 reading from our nbdkit vs nbdcopy on Debian's libnbd
+#      reading from Debian's nbdkit, both --tls=require, the file export to
+#      null over a Unix socket
 # Results go to stdout only.  Not part of make check.
 #
 # Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
 # requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests), BENCH_AIO_DEPTH
-# (64), BENCH_AIO_OPS (200000).
+# (64), BENCH_AIO_OPS (200000), BENCH_ONLY (the sections to run, e.g.
+# "a e"; default all).
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$REPO" || exit 1
@@ -31,6 +36,9 @@ BIG=${BENCH_BIG_BYTES:-$((4 << 30))}
 SMALL=${BENCH_SMALL_BYTES:-$((256 << 20))}
 AIO_DEPTH=${BENCH_AIO_DEPTH:-64}
 AIO_OPS=${BENCH_AIO_OPS:-200000}
+# want X: section X is to run (BENCH_ONLY). The sections' bodies are not
+# indented under their "if want X".
+want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
 SHM=$(mktemp -d /dev/shm/nbdbench.XXXXXX)
 trap '_testlib_cleanup; rm -rf "$SHM"' EXIT
@@ -82,6 +90,7 @@ row() {
 rate() { [[ -n $2 ]] && awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
 
 # ---------------------------------------------------------------- (a)
+if want a; then
 echo "# (a) nbdcopy against our nbdkit and Debian's"
 for side in ours theirs; do
   nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
@@ -93,8 +102,10 @@ row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
   "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
 row "(a) nbdcopy write $SIZE file -> memory (server)" GB/s \
   "$(rate "$bytes" "${RES[write-ours]:-}")" "$(rate "$bytes" "${RES[write-theirs]:-}")"
+fi # (a)
 
 # ---------------------------------------------------------------- (b)
+if want b; then
 echo "# (b) rwloop on our libnbd and Debian's, Debian's nbdkit memory"
 have_ours=false
 if [[ -n $(our_so) ]] && build_c_ours bench/rwloop.c "$TMP/rwloop-ours" >"$TMP/cc-ours.log" 2>&1; then
@@ -140,11 +151,13 @@ row "(b) nbd_pread 2 MiB (library)" MB/s "${RES[r-ours-2097152]:-}" "${RES[r-rea
 row "(b) nbd_pwrite 2 MiB (library)" MB/s "${RES[w-ours-2097152]:-}" "${RES[w-real-2097152]:-}"
 row "(b) nbd_pread 4 KiB (library)" IOPS "${RES[ri-ours-4096]:-}" "${RES[ri-real-4096]:-}"
 row "(b) nbd_pwrite 4 KiB (library)" IOPS "${RES[wi-ours-4096]:-}" "${RES[wi-real-4096]:-}"
+fi # (b)
 
 # ---------------------------------------------------------------- (d)
 # 4 KiB random reads, AIO_DEPTH in flight through the AIO API: the library
 # (ours and Debian's, Debian's nbdkit memory) and the server (ours and
 # Debian's, Debian's libnbd).
+if want d; then
 echo "# (d) bench/aioread: 4 KiB random reads, $AIO_DEPTH in flight (nbd_aio_pread)"
 have_aio_ours=false
 if [[ -n $(our_so) ]] && build_c_ours bench/aioread.c "$TMP/aioread-ours" >"$TMP/cc-aio-ours.log" 2>&1; then
@@ -181,8 +194,10 @@ aio_median aio-srv-ours real "$OUR_NBDKIT"
 aio_median aio-srv-theirs real "$DEBIAN_NBDKIT"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (library)" IOPS "${RES[aio-lib-ours]:-}" "${RES[aio-lib-real]:-}"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (server)" IOPS "${RES[aio-srv-ours]:-}" "${RES[aio-srv-theirs]:-}"
+fi # (d)
 
 # ---------------------------------------------------------------- (c)
+if want c; then
 echo "# (c) Debian's nbdcopy on our libnbd.so.0 and on Debian's"
 if [[ -n $(our_so) ]]; then
   measure "copy-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" -r file "$SRC" -- '"$uri"' null:
@@ -190,6 +205,28 @@ fi
 measure "copy-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" -r file "$SRC" -- '"$uri"' null:
 row "(c) nbdcopy read -> null: on the library" GB/s \
   "$(rate "$bytes" "${RES[copy-ours]:-}")" "$(rate "$bytes" "${RES[copy-real]:-}")"
+fi # (c)
+
+# ---------------------------------------------------------------- (e)
+# The same keys for both pairs; the URI names the PSK file and user, and
+# $unixsocket is the --run socket.
+if want e; then
+echo "# (e) TLS (PSK): nbdcopy on our libnbd + our nbdkit vs Debian's on Debian's"
+if scripts/gen-tls-keys.sh "$TMP/keys" >"$TMP/keys.log" 2>&1; then
+  psk=$TMP/keys/keys.psk
+  tlsuri="\"nbds+unix://alice@/?socket=\$unixsocket&tls-psk-file=$psk\""
+  if [[ -n $(our_so) ]]; then
+    measure "tls-ours" timed_nbdcopy "$OUR_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" \
+      --tls=require --tls-psk="$psk" -r file "$SRC" -- "$tlsuri" null:
+  fi
+  measure "tls-theirs" timed_nbdcopy "$DEBIAN_NBDKIT" "" \
+    --tls=require --tls-psk="$psk" -r file "$SRC" -- "$tlsuri" null:
+else
+  echo "  cannot make TLS keys: $(tail -n 3 "$TMP/keys.log")" >&2
+fi
+row "(e) TLS (PSK) nbdcopy read $SIZE -> null (pair)" GB/s \
+  "$(rate "$bytes" "${RES[tls-ours]:-}")" "$(rate "$bytes" "${RES[tls-theirs]:-}")"
+fi # (e)
 
 echo
 printf '%-46s %12s %12s %8s %s\n' "workload" "ours" "Debian's" "ratio" "unit"

@@ -6,6 +6,9 @@
 #                  nbdkit --tls-certificates and nbd_set_tls_certificates
 #                  take this directory.
 #   DIR/rogue/     the same layout from another CA: trusted by nobody else.
+#   DIR/wrongname/ ca-cert.pem (pki's CA), server-cert.pem, server-key.pem:
+#                  a server certificate signed by pki's CA for another host
+#                  (wrong.example; no IP address), for the host name check.
 #   DIR/keys.psk   psktool's "alice:HEXKEY"; DIR/wrong.psk has another key
 #                  for alice.
 # Needs certtool and psktool (gnutls-bin).
@@ -58,6 +61,24 @@ EOT
 }
 gen_pki pki "NBD test CA"
 gen_pki rogue "Rogue CA"
+# A server certificate from pki's CA that names another host.
+mkdir -p wrongname
+cat >wrongname/server.info <<EOT
+organization = NBD tests
+cn = wrong.example
+dns_name = wrong.example
+tls_www_server
+encryption_key
+signing_key
+expiration_days = 30
+EOT
+cp pki/ca-cert.pem wrongname/ca-cert.pem
+ct --generate-privkey --outfile wrongname/server-key.pem
+ct --generate-certificate --load-ca-certificate pki/ca-cert.pem \
+   --load-ca-privkey pki/ca-key.pem --load-privkey wrongname/server-key.pem \
+   --template wrongname/server.info --outfile wrongname/server-cert.pem
+chmod 0600 wrongname/server-key.pem
+rm -f wrongname/server.info
 rm -f keys.psk wrong.psk
 psktool -u alice -p keys.psk >/dev/null
 psktool -u alice -p wrong.psk >/dev/null

@@ -125,6 +125,11 @@ extern "C" {
         password_file: *const c_char,
     ) -> c_int;
     pub fn gnutls_transport_set_int2(session: gnutls_session_t, r: c_int, s: c_int);
+    pub fn gnutls_transport_set_ptr2(
+        session: gnutls_session_t,
+        recv_ptr: gnutls_transport_ptr_t,
+        send_ptr: gnutls_transport_ptr_t,
+    );
 }
 
 /// GnuTLS's message for an error code.

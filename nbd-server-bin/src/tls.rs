@@ -19,7 +19,8 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_uint, c_void};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::{Arc, OnceLock};
 
@@ -190,8 +191,9 @@ impl Drop for Session {
 
 impl Session {
     /// Runs the server handshake on `rd`/`wr` (the same socket, or stdin
-    /// and stdout with `-s`).
-    fn handshake(rd: RawFd, wr: RawFd) -> Result<Session, String> {
+    /// and stdout with `-s`). `sockets`: both are sockets (see
+    /// [`fd_pull`] for when they are not).
+    fn handshake(rd: RawFd, wr: RawFd, sockets: bool) -> Result<Session, String> {
         let cfg = CONFIG.get().ok_or("TLS is not configured")?;
         let creds = cfg.creds.as_ref().ok_or("TLS is not configured")?;
         let mut s: sys::gnutls_session_t = std::ptr::null_mut();
@@ -227,7 +229,14 @@ impl Session {
                 sys::gnutls_certificate_server_set_request(s, sys::GNUTLS_CERT_REQUIRE);
                 sys::gnutls_session_set_verify_cert(s, std::ptr::null(), 0);
             }
-            sys::gnutls_transport_set_int2(s, rd, wr);
+            if sockets {
+                sys::gnutls_transport_set_int2(s, rd, wr);
+            } else {
+                sys::gnutls_transport_set_ptr2(s, fd_ptr(rd), fd_ptr(wr));
+                sys::gnutls_transport_set_pull_function(s, fd_pull);
+                sys::gnutls_transport_set_pull_timeout_function(s, fd_pull_timeout);
+                sys::gnutls_transport_set_push_function(s, fd_push);
+            }
         }
         loop {
             // SAFETY: our session, on descriptors that outlive it.
@@ -309,6 +318,50 @@ impl Session {
     }
 }
 
+// Transport for descriptors that are not sockets. GnuTLS's own transport
+// for a descriptor (gnutls_transport_set_int2) moves bytes with recv(2)
+// and sendmsg(2), which fail with ENOTSOCK on a pipe, so the handshake
+// fails ("Error in the pull function"). With -s, standard input and
+// output may well be pipes (a shell pipeline, ssh): there these callbacks
+// use read(2), write(2) and poll(2), which work on any descriptor. Sockets
+// keep GnuTLS's own transport. GnuTLS reads errno after a -1: EINTR and
+// EAGAIN come back as GNUTLS_E_INTERRUPTED and _AGAIN, which the handshake
+// loop and Session's recv and send_all retry.
+
+fn fd_ptr(fd: RawFd) -> sys::gnutls_transport_ptr_t {
+    fd as isize as sys::gnutls_transport_ptr_t
+}
+
+fn ptr_fd(p: sys::gnutls_transport_ptr_t) -> RawFd {
+    p as isize as RawFd
+}
+
+unsafe extern "C" fn fd_pull(p: sys::gnutls_transport_ptr_t, data: *mut c_void, n: usize) -> isize {
+    // SAFETY: GnuTLS passes a buffer writable for n bytes.
+    unsafe { libc::read(ptr_fd(p), data, n) }
+}
+
+unsafe extern "C" fn fd_push(
+    p: sys::gnutls_transport_ptr_t,
+    data: *const c_void,
+    n: usize,
+) -> isize {
+    // SAFETY: GnuTLS passes n readable bytes.
+    unsafe { libc::write(ptr_fd(p), data, n) }
+}
+
+unsafe extern "C" fn fd_pull_timeout(p: sys::gnutls_transport_ptr_t, ms: c_uint) -> c_int {
+    let mut pfd = libc::pollfd {
+        fd: ptr_fd(p),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // GNUTLS_INDEFINITE_TIMEOUT and anything past i32::MAX: wait forever.
+    let t = c_int::try_from(ms).unwrap_or(-1);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, t) }
+}
+
 /// One direction of a connection: plain text, or through TLS (the file
 /// keeps the descriptor the session uses open).
 pub enum Stream {
@@ -325,7 +378,9 @@ impl Stream {
         let (Stream::Plain(r), Stream::Plain(w)) = (&*rd, &*wr) else {
             return Err("TLS is already up".into());
         };
-        let sess = Arc::new(Session::handshake(r.as_raw_fd(), w.as_raw_fd())?);
+        let is_socket = |f: &File| f.metadata().is_ok_and(|m| m.file_type().is_socket());
+        let sockets = is_socket(r) && is_socket(w);
+        let sess = Arc::new(Session::handshake(r.as_raw_fd(), w.as_raw_fd(), sockets)?);
         for (s, sess) in [(rd, Arc::clone(&sess)), (wr, sess)] {
             if let Stream::Plain(f) = std::mem::replace(s, Stream::Detached) {
                 *s = Stream::Tls(sess, f);

@@ -3,8 +3,11 @@
  * reference).
  *
  *   tls-client TARGET MODE EXPECT
+ *   tls-client cmd MODE EXPECT COMMAND [ARG...]
  *
- * TARGET  a Unix socket path or tcp:HOST:PORT
+ * TARGET  a Unix socket path or tcp:HOST:PORT; or "cmd": run COMMAND
+ *         (a server speaking NBD on its stdin/stdout, nbdkit -s) with
+ *         nbd_connect_command
  * MODE    0, 1, 2: LIBNBD_TLS_DISABLE, _ALLOW, _REQUIRE
  * EXPECT  "tls": connects over TLS, writes 4 MiB (sync) and 1 MiB (aio,
  *         many requests in flight), reads them back, compares;
@@ -115,7 +118,13 @@ main (int argc, char *argv[])
     CHECK_OK (nbd_set_opt_mode (h, true));
   CHECK_OK (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
 
-  r = test_connect (h, target);
+  if (strcmp (target, "cmd") == 0) {
+    if (argc < 5)
+      test_fail ("usage: %s cmd MODE EXPECT COMMAND [ARG...]", argv[0]);
+    r = nbd_connect_command (h, &argv[4]);
+  }
+  else
+    r = test_connect (h, target);
   if (strcmp (expect, "fail") == 0) {
     if (r != -1)
       test_fail ("connect succeeded (TLS negotiated: %d)",
