@@ -785,3 +785,73 @@ fn nbdkit_filter_over_the_nbd_plugin() {
     assert_eq!(std::fs::read(&bm).unwrap(), [0; 8]);
     assert!(std::fs::read(&remote_img).unwrap() == data);
 }
+
+/// `--oldstyle`: xnbd's own handshake (NBDMAGIC, 0x00420281861253, size,
+/// flags, 124 zero bytes, then requests at once). Checked byte for byte,
+/// with Debian's nbdinfo and nbdcopy (libnbd), and as the remote of a
+/// proxy of ours (our client core), as an xnbd proxy in front of an xnbd
+/// target.
+#[test]
+fn oldstyle_handshake() {
+    use std::io::Read;
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let d = TempDir::new("xnbd-oldstyle");
+    let img = p(&d, "disk.img");
+    let size = (1 << 20) + 4096 * 3;
+    let data = pattern(size, 15);
+    write_file(&img, &data);
+    let srv = Proc::xnbd(&["--target", "--oldstyle", s(&img)]);
+
+    let mut t = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut g = [0u8; 152];
+    t.read_exact(&mut g).unwrap();
+    assert_eq!(&g[..8], b"NBDMAGIC");
+    assert_eq!(&g[8..16], &0x0000_4202_8186_1253_u64.to_be_bytes());
+    assert_eq!(
+        u64::from_be_bytes(g[16..24].try_into().unwrap()),
+        size as u64
+    );
+    let flags = u32::from_be_bytes(g[24..28].try_into().unwrap());
+    assert_eq!(flags & 0b11, 0b01, "HAS_FLAGS, not read-only: {flags:#x}");
+    assert_ne!(flags & 4, 0, "SEND_FLUSH: {flags:#x}");
+    assert!(g[28..].iter().all(|&b| b == 0), "124 zero bytes");
+    // A simple-reply READ straight away.
+    let h = nbd_core::wire::request::RequestHeader {
+        flags: 0,
+        kind: cmd::READ,
+        cookie: 77,
+        offset: 4096,
+        length: 100,
+    };
+    t.write_all(&h.encode()).unwrap();
+    let mut r = [0u8; 116];
+    t.read_exact(&mut r).unwrap();
+    assert_eq!(&r[..4], &0x6744_6698u32.to_be_bytes());
+    assert_eq!(&r[4..8], &[0; 4], "no error");
+    assert_eq!(&r[8..16], &77u64.to_be_bytes());
+    assert_eq!(&r[16..], &data[4096..4196]);
+    drop(t);
+
+    let o = run(Command::new(&nbdinfo).arg(srv.uri()));
+    let o = String::from_utf8_lossy(&o.stdout);
+    assert!(o.contains("protocol: oldstyle"), "{o}");
+    assert!(o.contains(&format!("export-size: {size}")), "{o}");
+    let out = p(&d, "out.img");
+    run(Command::new(&nbdcopy).arg(srv.uri()).arg(&out));
+    assert!(std::fs::read(&out).unwrap() == data);
+
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = srv.port.to_string();
+    let proxy = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    let mut c = proxy.client();
+    assert_eq!(c.size, size as u64);
+    assert_eq!(c.read(8192, 5000), &data[8192..13192]);
+    c.write(0, b"proxy");
+    assert_eq!(c.read(0, 5), b"proxy");
+    c.disconnect();
+    proxy.stop();
+    srv.stop();
+    assert!(std::fs::read(&img).unwrap() == data, "the remote changed");
+}

@@ -12,7 +12,10 @@
 //!   `xnbd-bgctl --switch`).
 //!
 //! Clients get fixed newstyle with structured replies and block status,
-//! served by `conn::serve` like our nbdkit's, on TCP port `--lport`
+//! or with `--oldstyle` the oldstyle handshake that xnbd itself speaks
+//! (`NBDMAGIC`, 0x00420281861253, size, flags, 124 zero bytes; no options,
+//! so simple replies and no block status), served by `conn::serve` like
+//! our nbdkit's, on TCP port `--lport`
 //! (default 8520), IPv6 and IPv4, or on standard input with `--inetd`.
 //! SIGUSR1 in target mode writes a snapshot `DISK_IMAGE.snapshot.NNNNNNNN`
 //! (a reflink where the file system offers one, else a copy). SIGINT,
@@ -62,6 +65,8 @@ Options:
   --logpath FILE   messages to FILE
   --syslog         messages to the system log
   --tos            accepted for compatibility (no effect)
+  --oldstyle       the oldstyle handshake (xnbd's own, for old clients:
+                   size and flags in the greeting, no options, no TLS)
 
 Signals: SIGUSR1 snapshots a --target image; SIGUSR2 switches a proxy
 to target mode (as xnbd-bgctl --switch).
@@ -97,6 +102,8 @@ pub struct Cli {
     pub syslog: bool,
     pub target_exportname: String,
     pub clear_bitmap: bool,
+    /// `--oldstyle`: xnbd's handshake instead of fixed newstyle.
+    pub oldstyle: bool,
 }
 
 pub enum Action {
@@ -111,6 +118,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     let mut lport = 8520u16;
     let (mut readonly, mut daemonize, mut inetd, mut syslog, mut clear) =
         (false, false, false, false, false);
+    let mut oldstyle = false;
     let mut logpath = None;
     let mut exportname = String::new();
     let mut it = args.iter();
@@ -152,6 +160,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             "--inetd" => inetd = true,
             "--syslog" => syslog = true,
             "--tos" => {}
+            "--oldstyle" => oldstyle = true,
             "--clear-bitmap" => clear = true,
             "--logpath" => logpath = Some(PathBuf::from(value(name)?)),
             "--target-exportname" => exportname = value(name)?,
@@ -199,6 +208,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         syslog,
         target_exportname: exportname,
         clear_bitmap: clear,
+        oldstyle,
     })))
 }
 
@@ -283,7 +293,7 @@ pub fn main() {
         threads: 16,
         handshake_flags: handshake_flags::ALL,
         no_sr: false,
-        oldstyle: false,
+        oldstyle: c.oldstyle,
     });
     if let Some((ctl, l)) = control_listener {
         std::thread::spawn(move || ctl.serve(l));
@@ -313,11 +323,14 @@ pub fn main() {
 }
 
 fn describe(c: &Cli) -> String {
-    let how = if c.inetd {
+    let mut how = if c.inetd {
         "on standard input".to_string()
     } else {
         format!("on port {}", c.lport)
     };
+    if c.oldstyle {
+        how.push_str(" (oldstyle handshake)");
+    }
     match &c.mode {
         Mode::Target(p) => format!("target mode: serving {} {how}", p.display()),
         Mode::CowTarget(p) => format!("cow-target mode: serving {} {how}", p.display()),
@@ -717,7 +730,8 @@ mod tests {
         let c = p(&["--target", "--lport", "9000", "--readonly", "img"]).unwrap();
         assert_eq!(c.mode, Mode::Target("img".into()));
         assert_eq!(c.lport, 9000);
-        assert!(c.readonly);
+        assert!(c.readonly && !c.oldstyle);
+        assert!(p(&["--cow-target", "--oldstyle", "img"]).unwrap().oldstyle);
         let c = p(&[
             "--proxy",
             "--target-exportname=x",
