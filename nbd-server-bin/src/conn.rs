@@ -315,6 +315,18 @@ impl ConnExports<'_> {
 /// is `peer`. Returns when the client is gone and every worker has
 /// finished.
 pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    serve_as(srv, rd, wr, id, peer, false)
+}
+
+/// As [`serve`], for a client whose handshake was done by someone else
+/// (xnbd-server's `--connected-fd`, after xnbd-wrapper negotiated): the
+/// transmission phase starts at once, on the default export, with simple
+/// replies (see `Negotiation::pre_negotiated`).
+pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    serve_as(srv, rd, wr, id, peer, true)
+}
+
+fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
     if let Err(e) = srv.backend.preconnect(&peer) {
         crate::log::error!("connection {id}: client {peer:?} refused: {e}");
         return;
@@ -325,16 +337,23 @@ pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
         peer,
         opened: RefCell::new(None),
     };
-    serve_opened(&srv, rd, wr, id, &exports);
+    serve_opened(&srv, rd, wr, id, &exports, pre_negotiated);
     exports.close();
     debug!(srv, "connection {id}: closed");
 }
 
-fn serve_opened(srv: &Arc<Server>, rd: File, wr: File, id: usize, exports: &ConnExports) {
+fn serve_opened(
+    srv: &Arc<Server>,
+    rd: File,
+    wr: File,
+    id: usize,
+    exports: &ConnExports,
+    pre_negotiated: bool,
+) {
     let sock = wr.as_raw_fd();
     // Plain text until the client's STARTTLS, if it sends one.
     let (mut rd, mut wr) = (Stream::Plain(rd), Stream::Plain(wr));
-    let neg = match negotiate(srv, exports, &mut rd, &mut wr) {
+    let neg = match negotiate(srv, exports, &mut rd, &mut wr, pre_negotiated) {
         Some(n) => n,
         None => return,
     };
@@ -382,8 +401,11 @@ fn negotiate(
     exports: &dyn Exports,
     rd: &mut Stream,
     wr: &mut Stream,
+    pre_negotiated: bool,
 ) -> Option<negotiate::Negotiated> {
-    let mut n = if srv.oldstyle {
+    let mut n = if pre_negotiated {
+        Negotiation::pre_negotiated(exports)
+    } else if srv.oldstyle {
         Negotiation::oldstyle(exports)
     } else {
         Negotiation::new(negotiate::Config {

@@ -855,3 +855,157 @@ fn oldstyle_handshake() {
     srv.stop();
     assert!(std::fs::read(&img).unwrap() == data, "the remote changed");
 }
+
+/// Starts `xnbd-server ARGS` with `sock` as its descriptor 100 (the test
+/// puts `--connected-fd 100` in ARGS).
+fn spawn_with_fd(args: &[&str], sock: OwnedFd) -> Child {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = sock.as_raw_fd();
+    let mut cmd = Command::new(XNBD_SERVER);
+    cmd.args(args).stdin(Stdio::null());
+    // SAFETY: only dup2 (async-signal-safe) between fork and exec; the
+    // copy at 100 does not have close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 100) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(sock);
+    child
+}
+
+/// What xnbd-wrapper does before it starts `xnbd-server --connected-fd`:
+/// newstyle without options (handshake flags 0), the client's
+/// NBD_OPT_EXPORT_NAME, then size, flags HAS_FLAGS|SEND_FLUSH and 124 zero
+/// bytes. Returns the export name.
+fn wrapper_negotiate(s: &mut TcpStream, size: u64) -> String {
+    use std::io::Read;
+    let mut g = b"NBDMAGIC".to_vec();
+    g.extend_from_slice(&0x4948_4156_454F_5054u64.to_be_bytes());
+    g.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&g).unwrap();
+    let mut h = [0u8; 4 + 8 + 4 + 4];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(&h[4..12], &0x4948_4156_454F_5054u64.to_be_bytes());
+    assert_eq!(u32::from_be_bytes(h[12..16].try_into().unwrap()), 1);
+    let mut name = vec![0u8; u32::from_be_bytes(h[16..20].try_into().unwrap()) as usize];
+    s.read_exact(&mut name).unwrap();
+    let mut r = size.to_be_bytes().to_vec();
+    r.extend_from_slice(&(1u16 | 4).to_be_bytes());
+    r.extend_from_slice(&[0u8; 124]);
+    s.write_all(&r).unwrap();
+    String::from_utf8(name).unwrap()
+}
+
+/// `--connected-fd N`: one client on descriptor N whose handshake was done
+/// by someone else. Our raw client talks requests at once over a socket
+/// pair; then Debian's nbdcopy and qemu-img connect to a stand-in for
+/// xnbd-wrapper, which negotiates and hands each connection to a new
+/// `xnbd-server --connected-fd`, as xnbd-wrapper does.
+#[test]
+fn connected_fd_serves_a_pre_negotiated_client() {
+    use std::io::Read;
+    let d = TempDir::new("xnbd-connfd");
+    let img = p(&d, "disk.img");
+    let size = (2 << 20) + 512;
+    let data = pattern(size, 16);
+    write_file(&img, &data);
+    let mut expect = data.clone();
+
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut child = spawn_with_fd(
+        &["--target", "--connected-fd", "100", s(&img)],
+        theirs.into(),
+    );
+    let req = |kind: u16, cookie: u64, offset: u64, length: u32| {
+        nbd_core::wire::request::RequestHeader {
+            flags: 0,
+            kind,
+            cookie,
+            offset,
+            length,
+        }
+        .encode()
+    };
+    let reply = |s: &mut UnixStream, cookie: u64| {
+        let mut r = [0u8; 16];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(&r[..4], &0x6744_6698u32.to_be_bytes());
+        assert_eq!(&r[8..], &cookie.to_be_bytes());
+        u32::from_be_bytes(r[4..8].try_into().unwrap())
+    };
+    let mut w = req(cmd::WRITE, 1, 1000, 6).to_vec();
+    w.extend_from_slice(b"handed");
+    ours.write_all(&w).unwrap();
+    assert_eq!(reply(&mut ours, 1), 0);
+    expect[1000..1006].copy_from_slice(b"handed");
+    ours.write_all(&req(cmd::FLUSH, 2, 0, 0)).unwrap();
+    assert_eq!(reply(&mut ours, 2), 0);
+    ours.write_all(&req(cmd::READ, 3, 990, 30)).unwrap();
+    assert_eq!(reply(&mut ours, 3), 0);
+    let mut got = [0u8; 30];
+    ours.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..], &expect[990..1020]);
+    // Out of range: an error, and the connection stays.
+    ours.write_all(&req(cmd::READ, 4, size as u64, 1)).unwrap();
+    assert_ne!(reply(&mut ours, 4), 0);
+    ours.write_all(&req(cmd::DISC, 5, 0, 0)).unwrap();
+    assert!(is_closed(&mut ours));
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(std::fs::read(&img).unwrap() == expect);
+
+    // A stand-in for xnbd-wrapper, in front of real clients.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let img2 = img.clone();
+    let wrapper = std::thread::spawn(move || {
+        let mut children = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = l.accept().unwrap();
+            assert_eq!(wrapper_negotiate(&mut c, size as u64), "");
+            let fd: OwnedFd = c.into();
+            children.push(spawn_with_fd(
+                &["--target", "--connected-fd", "100", s(&img2)],
+                fd,
+            ));
+        }
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+    });
+    let uri = format!("nbd://127.0.0.1:{port}/");
+    let new = pattern(1 << 20, 17);
+    write_file(&p(&d, "new.img"), &new);
+    run(Command::new(require("nbdcopy", "libnbd-bin"))
+        .arg(p(&d, "new.img"))
+        .arg(&uri));
+    expect[..1 << 20].copy_from_slice(&new);
+    write_file(&p(&d, "expect.img"), &expect);
+    run(Command::new(require("qemu-img", "qemu-utils"))
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(p(&d, "expect.img"))
+        .arg(&uri));
+    wrapper.join().unwrap();
+    assert!(std::fs::read(&img).unwrap() == expect);
+
+    bad_start(
+        &["--target", "--connected-fd", "x", s(&img)],
+        "not a file descriptor",
+    );
+    bad_start(
+        &["--target", "--connected-fd", "99", s(&img)],
+        "--connected-fd 99",
+    );
+    bad_start(
+        &["--target", "--inetd", "--connected-fd", "0", s(&img)],
+        "--connected-fd cannot be used",
+    );
+}

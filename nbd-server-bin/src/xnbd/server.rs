@@ -17,6 +17,11 @@
 //! so simple replies and no block status), served by `conn::serve` like
 //! our nbdkit's, on TCP port `--lport`
 //! (default 8520), IPv6 and IPv4, or on standard input with `--inetd`.
+//! `--connected-fd N` serves one client on descriptor N whose handshake
+//! was already done, as xnbd-server(8) says: xnbd-wrapper negotiates with
+//! the client (newstyle, NBD_OPT_EXPORT_NAME), then starts
+//! `xnbd-server --connected-fd N`, which goes straight to requests (simple
+//! replies) and exits when that client is gone.
 //! SIGUSR1 in target mode writes a snapshot `DISK_IMAGE.snapshot.NNNNNNNN`
 //! (a reflink where the file system offers one, else a copy). SIGINT,
 //! SIGTERM, SIGHUP, SIGQUIT: the cache is flushed, the files of a
@@ -62,6 +67,8 @@ Options:
   --readonly       writes fail with EPERM; the connection stays up
   --daemonize      run in the background
   --inetd          serve one client on standard input
+  --connected-fd N serve one client on descriptor N, already negotiated
+                   (by xnbd-wrapper): requests and simple replies at once
   --logpath FILE   messages to FILE
   --syslog         messages to the system log
   --tos            accepted for compatibility (no effect)
@@ -98,6 +105,8 @@ pub struct Cli {
     pub readonly: bool,
     pub daemonize: bool,
     pub inetd: bool,
+    /// `--connected-fd N`: one pre-negotiated client on descriptor N.
+    pub connected_fd: Option<i32>,
     pub logpath: Option<PathBuf>,
     pub syslog: bool,
     pub target_exportname: String,
@@ -119,6 +128,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     let (mut readonly, mut daemonize, mut inetd, mut syslog, mut clear) =
         (false, false, false, false, false);
     let mut oldstyle = false;
+    let mut connected_fd = None;
     let mut logpath = None;
     let mut exportname = String::new();
     let mut it = args.iter();
@@ -165,7 +175,13 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             "--logpath" => logpath = Some(PathBuf::from(value(name)?)),
             "--target-exportname" => exportname = value(name)?,
             "--connected-fd" => {
-                return Err("--connected-fd (for xnbd-wrapper) is not supported".into())
+                let v = value(name)?;
+                connected_fd = Some(
+                    v.parse::<i32>()
+                        .ok()
+                        .filter(|fd| *fd >= 0)
+                        .ok_or_else(|| format!("--connected-fd: not a file descriptor: {v}"))?,
+                );
             }
             _ => return Err(format!("unknown option {a} (see --help)")),
         }
@@ -176,6 +192,9 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     }
     if daemonize && inetd {
         return Err("--daemonize and --inetd cannot be used together".into());
+    }
+    if connected_fd.is_some() && (inetd || daemonize || oldstyle) {
+        return Err("--connected-fd cannot be used with --inetd, --daemonize or --oldstyle".into());
     }
     let want = if mode == "proxy" { 5 } else { 1 };
     if pos.len() != want {
@@ -204,6 +223,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         readonly,
         daemonize,
         inetd,
+        connected_fd,
         logpath,
         syslog,
         target_exportname: exportname,
@@ -269,10 +289,18 @@ pub fn main() {
     }
 
     // Checks that create nothing come first.
+    let connected = c
+        .connected_fd
+        .map(|fd| take_connected_fd(fd).unwrap_or_else(|e| die(e)));
     if let Mode::Proxy { control, .. } = &c.mode {
         control::check_free(control).unwrap_or_else(|e| die(e));
     }
-    let listeners = if c.inetd { Vec::new() } else { bind(c.lport) };
+    let one_client = c.inetd || connected.is_some();
+    let listeners = if one_client {
+        Vec::new()
+    } else {
+        bind(c.lport)
+    };
     let (backend, control) = open_backend(&c).unwrap_or_else(|e| die(e));
     let control_listener = control.as_ref().map(|(ctl, path)| {
         let l = control::bind(path).unwrap_or_else(|e| die(e));
@@ -313,6 +341,16 @@ pub fn main() {
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
     }
+    if let Some(fd) = connected {
+        std::thread::spawn(move || signal_loop(cache, target));
+        let peer = listen::peer_of(fd.as_raw_fd());
+        let wr = File::from(fd);
+        match wr.try_clone() {
+            Ok(rd) => conn::serve_pre_negotiated(srv, rd, wr, 0, peer),
+            Err(e) => die(format!("--connected-fd: {e}")),
+        }
+        exit(0);
+    }
     let next_id = Arc::new(AtomicUsize::new(0));
     for l in listeners {
         let srv = Arc::clone(&srv);
@@ -325,6 +363,8 @@ pub fn main() {
 fn describe(c: &Cli) -> String {
     let mut how = if c.inetd {
         "on standard input".to_string()
+    } else if let Some(fd) = c.connected_fd {
+        format!("to the pre-negotiated client on descriptor {fd}")
     } else {
         format!("on port {}", c.lport)
     };
@@ -583,6 +623,29 @@ fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
     }
 }
 
+/// Takes descriptor `fd` (`--connected-fd`), which must be open and is
+/// ours from now on, and makes it blocking, as xnbd does.
+fn take_connected_fd(fd: i32) -> Result<OwnedFd, String> {
+    // SAFETY: fcntl on a number; F_GETFL fails with EBADF if it is not an
+    // open descriptor, and then nothing is taken.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(format!(
+            "--connected-fd {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the descriptor is open and was handed to us to own; the
+    // flags are its own minus O_NONBLOCK, plus close-on-exec.
+    unsafe {
+        if fl & libc::O_NONBLOCK != 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// # Safety
 /// `fd` must be an open descriptor.
 unsafe fn dup_file(fd: i32) -> File {
@@ -732,6 +795,10 @@ mod tests {
         assert_eq!(c.lport, 9000);
         assert!(c.readonly && !c.oldstyle);
         assert!(p(&["--cow-target", "--oldstyle", "img"]).unwrap().oldstyle);
+        let c = p(&["--target", "--connected-fd=7", "img"]).unwrap();
+        assert_eq!(c.connected_fd, Some(7));
+        assert!(p(&["--target", "--connected-fd", "-1", "img"]).is_err());
+        assert!(p(&["--target", "--connected-fd", "3", "--inetd", "img"]).is_err());
         let c = p(&[
             "--proxy",
             "--target-exportname=x",
