@@ -1009,3 +1009,179 @@ fn connected_fd_serves_a_pre_negotiated_client() {
         "--connected-fd cannot be used",
     );
 }
+
+/// `xnbd-bgctl --query`'s counts of what the server holds:
+/// (requests, bytes).
+fn held(ctl: &Path) -> (u64, u64) {
+    let q = bgctl(&["--query", s(ctl)]);
+    let q = String::from_utf8_lossy(&q.stdout).into_owned();
+    let first = |key: &str| {
+        q.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.trim().split([' ', '/']).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {key:?} in {q}"))
+    };
+    (
+        first("pending request count:"),
+        first("internal buffer usage:"),
+    )
+}
+
+/// Sends `reads` (offset, length) at once through `c`, samples `--query`
+/// while they are in flight, and returns the largest (requests, bytes)
+/// seen. Every reply must be right.
+fn sample_while_reading(
+    c: &mut Client,
+    ctl: &Path,
+    reads: &[(u64, u32)],
+    data: &[u8],
+) -> (u64, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, ctl2) = (std::sync::Arc::clone(&stop), ctl.to_path_buf());
+    let sampler = std::thread::spawn(move || {
+        let mut most = (0, 0);
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let (q, b) = held(&ctl2);
+            most = (most.0.max(q), most.1.max(b));
+        }
+        most
+    });
+    let mut want = std::collections::HashMap::new();
+    for &(off, len) in reads {
+        want.insert(c.send(cmd::READ, 0, off, len, &[]), (off, len));
+    }
+    for _ in reads {
+        let (cookie, r) = c.recv();
+        let (off, len) = want.remove(&cookie).unwrap();
+        assert_eq!(r.error, 0);
+        assert!(r.data == data[off as usize..(off + len as u64) as usize]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap()
+}
+
+/// `--max-queue-size` and `--max-buf-size`: bad values are refused; with
+/// limits of 1 a client with many requests in flight gets every reply
+/// right; and over a slow remote, `xnbd-bgctl --query` never sees the
+/// server hold more than the limits allow, while without limits it holds
+/// every request the client sent.
+#[test]
+fn max_queue_and_buffer_sizes() {
+    let d = TempDir::new("xnbd-limits");
+    let img = p(&d, "disk.img");
+    let size = 32 << 20;
+    let data = pattern(size, 18);
+    write_file(&img, &data);
+    bad_start(
+        &["--target", "--max-queue-size", "x", s(&img)],
+        "--max-queue-size",
+    );
+    bad_start(
+        &["--target", "--max-buf-size", "-5", s(&img)],
+        "--max-buf-size",
+    );
+    bad_start(&["--target", "--max-buf-size"], "--max-buf-size");
+
+    // Limits of 1: one request at a time, the rest wait unread.
+    let srv = Proc::xnbd(&[
+        "--target",
+        "--max-queue-size",
+        "1",
+        "--max-buf-size",
+        "1",
+        s(&img),
+    ]);
+    let mut c = srv.client();
+    let mut expect = data.clone();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut cookies = Vec::new();
+    for _ in 0..64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x % 20000) as usize;
+        let off = (x >> 24) as usize % (size - len);
+        let w = vec![(x >> 8) as u8; len];
+        expect[off..off + len].copy_from_slice(&w);
+        cookies.push(c.send(cmd::WRITE, 0, off as u64, len as u32, &w));
+    }
+    for _ in 0..64 {
+        let (cookie, r) = c.recv();
+        assert_eq!(r.error, 0);
+        cookies.retain(|&k| k != cookie);
+    }
+    assert!(cookies.is_empty());
+    let reads: Vec<(u64, u32)> = (0..64).map(|i| (i * 500_000, 8192)).collect();
+    let mut want = std::collections::HashMap::new();
+    for &(off, len) in &reads {
+        want.insert(c.send(cmd::READ, 0, off, len, &[]), (off, len));
+    }
+    for _ in &reads {
+        let (cookie, r) = c.recv();
+        let (off, len) = want.remove(&cookie).unwrap();
+        assert!(r.error == 0 && r.data == expect[off as usize..(off + len as u64) as usize]);
+    }
+    c.disconnect();
+    srv.stop();
+    assert!(std::fs::read(&img).unwrap() == expect);
+
+    // Over a remote whose reads take 0.1 s.
+    let port = free_port();
+    let ps = port.to_string();
+    let remote = Proc::start(
+        BIN,
+        &[
+            "-f",
+            "-r",
+            "-p",
+            &ps,
+            "--filter=delay",
+            "file",
+            s(&img),
+            "rdelay=0.1",
+        ],
+        port,
+    );
+    let limited = |extra: &[&str], tag: &str| {
+        let (cache, bm, ctl) = (
+            p(&d, &format!("c{tag}")),
+            p(&d, &format!("b{tag}")),
+            p(&d, &format!("s{tag}")),
+        );
+        let mut a = vec!["--proxy"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["127.0.0.1", &ps, s(&cache), s(&bm), s(&ctl)]);
+        let a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+        let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+        (Proc::xnbd(&a), ctl)
+    };
+    let small: Vec<(u64, u32)> = (0..12).map(|i| (i << 20, 4096)).collect();
+    let big: Vec<(u64, u32)> = (0..8).map(|i| ((16 + i) << 20, 65536)).collect();
+    let (srv, ctl) = limited(&["--max-queue-size", "3", "--max-buf-size", "131072"], "1");
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    let q = String::from_utf8_lossy(&q.stdout);
+    assert!(q.contains("pending request count: 0 / 3 (0%)"), "{q}");
+    assert!(
+        q.contains("internal buffer usage: 0 bytes / 131072 bytes (0%)"),
+        "{q}"
+    );
+    let mut c = srv.client();
+    let (most_q, _) = sample_while_reading(&mut c, &ctl, &small, &expect);
+    assert!((1..=3).contains(&most_q), "requests held: {most_q}");
+    let (most_q, most_b) = sample_while_reading(&mut c, &ctl, &big, &expect);
+    assert!((1..=2).contains(&most_q), "requests held: {most_q}");
+    assert!(most_b <= 131072, "bytes held: {most_b}");
+    c.disconnect();
+    srv.stop();
+    // Without limits the server takes in all 12 at once.
+    let (srv, ctl) = limited(&[], "2");
+    let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
+    assert!(String::from_utf8_lossy(&q.stdout).contains("pending request count: 0 (no limit)"));
+    let mut c = srv.client();
+    let (most_q, _) = sample_while_reading(&mut c, &ctl, &small, &expect);
+    assert!(most_q > 3, "requests held without limits: {most_q}");
+    c.disconnect();
+    srv.stop();
+    drop(remote);
+}

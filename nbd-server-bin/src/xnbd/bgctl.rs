@@ -158,6 +158,12 @@ pub fn percent(n: u64, m: u64) -> u64 {
     }
 }
 
+/// `n` as a percentage of a limit `m` (> 0), rounded down; over 100 when
+/// a request alone went past the limit.
+fn percent_of(n: u64, m: u64) -> u64 {
+    (n as u128 * 100 / m as u128) as u64
+}
+
 fn print_query(kv: &[(String, String)]) {
     let get = |k: &str| {
         kv.iter()
@@ -180,6 +186,20 @@ fn print_query(kv: &[(String, String)]) {
         out.push_str(&format!("remote export: {}\n", get("remote_export")));
     }
     out.push_str(&format!("cached blocks: {n} / {m} ({}%)\n", percent(n, m)));
+    // As xnbd-bgctl: what the server holds now, against its limits.
+    let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+    let usage = |now: u64, max: u64, unit: &str| {
+        if max == 0 {
+            format!("{now}{unit} (no limit)")
+        } else {
+            format!("{now}{unit} / {max}{unit} ({}%)", percent_of(now, max))
+        }
+    };
+    out.push_str(&format!(
+        "pending request count: {}\ninternal buffer usage: {}\n",
+        usage(num("queue"), num("max_queue"), ""),
+        usage(num("buffer"), num("max_buffer"), " bytes"),
+    ));
     print!("{out}");
 }
 

@@ -11,6 +11,9 @@
 //!                        bitmap=CACHE_BITMAP_IMAGE  size=BYTES
 //!                        remote_host=HOST  remote_port=PORT
 //!                        remote_export=NAME  cached=N  blocks=M
+//!                        queue=N  max_queue=M  (requests held now, limit)
+//!                        buffer=N  max_buffer=M  (bytes held now, limit;
+//!                        a limit of 0 is none)
 //! cache-all           -> "progress N M" lines as blocks arrive (N of M
 //!                        cached), then ok once every block is cached.
 //!                        The fetch runs on the server while clients go
@@ -46,6 +49,8 @@ pub struct Remote {
 pub struct Control {
     pub cache: Arc<XnbdCache>,
     pub remote: parking_lot::Mutex<Remote>,
+    /// The server's `--max-queue-size` and `--max-buf-size`, and their use.
+    pub limits: Arc<crate::conn::Limits>,
 }
 
 /// Whether a Unix socket at `path` has a live server behind it; `Err`
@@ -157,13 +162,16 @@ impl Control {
             "proxy"
         };
         let remote = self.remote.lock().clone();
+        let (queue, buffer) = self.limits.usage();
         let text = format!(
-            "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\n",
+            "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\nqueue={queue}\nmax_queue={}\nbuffer={buffer}\nmax_buffer={}\n",
             o.cache.display(),
             o.bitmap.display(),
             remote.host,
             remote.port,
-            remote.export
+            remote.export,
+            self.limits.max_queue,
+            self.limits.max_buf,
         );
         out.write_all(text.as_bytes()).map_err(|e| e.to_string())
     }

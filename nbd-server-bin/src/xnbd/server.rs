@@ -72,6 +72,13 @@ Options:
   --logpath FILE   messages to FILE
   --syslog         messages to the system log
   --tos            accepted for compatibility (no effect)
+  --max-queue-size N
+                   hold at most N requests at once, all clients together
+                   (default 0: no limit); more are left unread until
+                   replies have gone out
+  --max-buf-size BYTES
+                   hold at most BYTES of read and write data at once (a
+                   request alone always goes through; default 0: no limit)
   --oldstyle       the oldstyle handshake (xnbd's own, for old clients:
                    size and flags in the greeting, no options, no TLS)
 
@@ -113,6 +120,9 @@ pub struct Cli {
     pub clear_bitmap: bool,
     /// `--oldstyle`: xnbd's handshake instead of fixed newstyle.
     pub oldstyle: bool,
+    /// `--max-queue-size`, `--max-buf-size` (0: no limit).
+    pub max_queue: u64,
+    pub max_buf: u64,
 }
 
 pub enum Action {
@@ -129,6 +139,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         (false, false, false, false, false);
     let mut oldstyle = false;
     let mut connected_fd = None;
+    let (mut max_queue, mut max_buf) = (0u64, 0u64);
     let mut logpath = None;
     let mut exportname = String::new();
     let mut it = args.iter();
@@ -171,6 +182,18 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             "--syslog" => syslog = true,
             "--tos" => {}
             "--oldstyle" => oldstyle = true,
+            "--max-queue-size" => {
+                let v = value(name)?;
+                max_queue = v
+                    .parse()
+                    .map_err(|_| format!("--max-queue-size: not a number of requests: {v}"))?;
+            }
+            "--max-buf-size" => {
+                let v = value(name)?;
+                max_buf = v
+                    .parse()
+                    .map_err(|_| format!("--max-buf-size: not a number of bytes: {v}"))?;
+            }
             "--clear-bitmap" => clear = true,
             "--logpath" => logpath = Some(PathBuf::from(value(name)?)),
             "--target-exportname" => exportname = value(name)?,
@@ -229,6 +252,8 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         target_exportname: exportname,
         clear_bitmap: clear,
         oldstyle,
+        max_queue,
+        max_buf,
     })))
 }
 
@@ -301,7 +326,8 @@ pub fn main() {
     } else {
         bind(c.lport)
     };
-    let (backend, control) = open_backend(&c).unwrap_or_else(|e| die(e));
+    let limits = Arc::new(conn::Limits::new(c.max_queue, c.max_buf));
+    let (backend, control) = open_backend(&c, &limits).unwrap_or_else(|e| die(e));
     let control_listener = control.as_ref().map(|(ctl, path)| {
         let l = control::bind(path).unwrap_or_else(|e| die(e));
         SHUTDOWN.lock().remove.push(path.clone());
@@ -322,6 +348,7 @@ pub fn main() {
         handshake_flags: handshake_flags::ALL,
         no_sr: false,
         oldstyle: c.oldstyle,
+        limits,
     });
     if let Some((ctl, l)) = control_listener {
         std::thread::spawn(move || ctl.serve(l));
@@ -382,7 +409,10 @@ fn describe(c: &Cli) -> String {
 
 /// The stack of the mode, and the proxy's control with its socket path.
 #[allow(clippy::type_complexity)]
-fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
+fn open_backend(
+    c: &Cli,
+    limits: &Arc<conn::Limits>,
+) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
     let file_plugin = |path: &Path, ro: bool| {
         if !path.exists() {
             return Err(format!("{}: no such file", path.display()));
@@ -440,6 +470,7 @@ fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, Path
                     port: *port,
                     export: c.target_exportname.clone(),
                 }),
+                limits: Arc::clone(limits),
             });
             Ok((xc, Some((ctl, control.clone()))))
         }
@@ -799,6 +830,18 @@ mod tests {
         assert_eq!(c.connected_fd, Some(7));
         assert!(p(&["--target", "--connected-fd", "-1", "img"]).is_err());
         assert!(p(&["--target", "--connected-fd", "3", "--inetd", "img"]).is_err());
+        let c = p(&[
+            "--target",
+            "--max-queue-size",
+            "4",
+            "--max-buf-size=65536",
+            "i",
+        ])
+        .unwrap();
+        assert_eq!((c.max_queue, c.max_buf), (4, 65536));
+        assert!(p(&["--target", "--max-queue-size", "-1", "i"]).is_err());
+        assert!(p(&["--target", "--max-buf-size", "1M", "i"]).is_err());
+        assert!(p(&["--target", "--max-buf-size"]).is_err());
         let c = p(&[
             "--proxy",
             "--target-exportname=x",
