@@ -1185,3 +1185,124 @@ fn max_queue_and_buffer_sizes() {
     srv.stop();
     drop(remote);
 }
+
+/// TLS on xnbd-server, as on our nbdkit, with keys made now
+/// (scripts/gen-tls-keys.sh: psktool and certtool): Debian's nbdinfo and
+/// nbdcopy over PSK under `--tls=require`, where plain clients and a wrong
+/// key are refused while the server goes on; X.509 under `--tls=on` with
+/// `--tls-verify-peer`; bad TLS options are one line and exit 1.
+#[test]
+fn tls_psk_and_x509() {
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    require("psktool", "gnutls-bin");
+    require("certtool", "gnutls-bin");
+    let d = TempDir::new("xnbd-tls");
+    let keys = p(&d, "keys");
+    run(Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/gen-tls-keys.sh"
+        ))
+        .arg(&keys));
+    let img = p(&d, "disk.img");
+    let size = 3 << 20;
+    let data = pattern(size, 19);
+    write_file(&img, &data);
+    let psk = keys.join("keys.psk");
+    let srv = Proc::xnbd(&["--target", "--tls=require", "--tls-psk", s(&psk), s(&img)]);
+    let psk_uri = |file: &Path| {
+        format!(
+            "nbds://alice@127.0.0.1:{}/?tls-psk-file={}",
+            srv.port,
+            file.display()
+        )
+    };
+    let o = run(Command::new(&nbdinfo).arg(psk_uri(&psk)));
+    let o = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.contains("TLS") && o.contains(&format!("export-size: {size}")),
+        "{o}"
+    );
+    let new = pattern(1 << 20, 20);
+    write_file(&p(&d, "new.img"), &new);
+    run(Command::new(&nbdcopy)
+        .arg(p(&d, "new.img"))
+        .arg(psk_uri(&psk)));
+    let mut expect = data.clone();
+    expect[..1 << 20].copy_from_slice(&new);
+    let out = p(&d, "out.img");
+    run(Command::new(&nbdcopy).arg(psk_uri(&psk)).arg(&out));
+    assert!(std::fs::read(&out).unwrap() == expect);
+    assert!(std::fs::read(&img).unwrap() == expect);
+    // Refused: a client without TLS, a wrong key.
+    for uri in [srv.uri(), psk_uri(&keys.join("wrong.psk"))] {
+        let o = Command::new(&nbdinfo).arg(&uri).output().unwrap();
+        assert!(!o.status.success(), "{uri}: {o:?}");
+    }
+    // The plain client got as far as GO, which was refused.
+    let o = Command::new(&nbdinfo).arg(srv.uri()).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("without TLS")
+            && String::from_utf8_lossy(&o.stderr).contains("opt_go"),
+        "{o:?}"
+    );
+    run(Command::new(&nbdinfo).arg(psk_uri(&psk)));
+    srv.stop();
+
+    // X.509, offered: clients with and without TLS; a client that trusts
+    // another CA gives up.
+    let pki = keys.join("pki");
+    let srv = Proc::xnbd(&[
+        "--target",
+        "--tls=on",
+        "--tls-certificates",
+        s(&pki),
+        "--tls-verify-peer",
+        s(&img),
+    ]);
+    let x509 = |dir: &Path| {
+        format!(
+            "nbds://localhost:{}/?tls-certificates={}",
+            srv.port,
+            dir.display()
+        )
+    };
+    run(Command::new(&nbdcopy).arg(x509(&pki)).arg(&out));
+    assert!(std::fs::read(&out).unwrap() == expect);
+    let o = run(Command::new(&nbdinfo).arg(srv.uri()));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("export-size: {size}")));
+    let rogue = Command::new(&nbdinfo)
+        .arg(x509(&keys.join("rogue")))
+        .output()
+        .unwrap();
+    assert!(!rogue.status.success(), "{rogue:?}");
+    srv.stop();
+
+    bad_start(&["--target", "--tls=maybe", s(&img)], "--tls");
+    bad_start(
+        &[
+            "--target",
+            "--tls=require",
+            "--tls-psk",
+            s(&p(&d, "none.psk")),
+            s(&img),
+        ],
+        "none.psk",
+    );
+    bad_start(
+        &[
+            "--target",
+            "--tls=require",
+            "--tls-certificates",
+            s(d.path()),
+            s(&img),
+        ],
+        "server-cert.pem",
+    );
+    bad_start(
+        &["--target", "--tls=require", "--oldstyle", s(&img)],
+        "--oldstyle",
+    );
+    assert!(std::fs::read(&img).unwrap() == expect);
+}

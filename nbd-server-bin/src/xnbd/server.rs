@@ -79,6 +79,16 @@ Options:
   --max-buf-size BYTES
                    hold at most BYTES of read and write data at once (a
                    request alone always goes through; default 0: no limit)
+  --tls=off|on|require
+                   TLS, as our nbdkit (see nbdkit-tls(1)): on offers it,
+                   require refuses clients that do not start it
+  --tls-certificates DIR
+                   X.509: server-cert.pem, server-key.pem, and ca-cert.pem
+                   and ca-crl.pem if present (default /etc/pki/nbdkit for
+                   root, else $HOME/.pki/nbdkit)
+  --tls-psk FILE   pre-shared keys instead (psktool's username:hexkey lines)
+  --tls-verify-peer
+                   X.509 clients must show a certificate the CA signed
   --oldstyle       the oldstyle handshake (xnbd's own, for old clients:
                    size and flags in the greeting, no options, no TLS)
 
@@ -123,6 +133,12 @@ pub struct Cli {
     /// `--max-queue-size`, `--max-buf-size` (0: no limit).
     pub max_queue: u64,
     pub max_buf: u64,
+    /// `--tls` (None: off), `--tls-certificates`, `--tls-psk`,
+    /// `--tls-verify-peer`: as our nbdkit's (`tls.rs`).
+    pub tls: Option<String>,
+    pub tls_certificates: Option<String>,
+    pub tls_psk: Option<String>,
+    pub tls_verify_peer: bool,
 }
 
 pub enum Action {
@@ -140,6 +156,8 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     let mut oldstyle = false;
     let mut connected_fd = None;
     let (mut max_queue, mut max_buf) = (0u64, 0u64);
+    let (mut tls, mut tls_certificates, mut tls_psk) = (None, None, None);
+    let mut tls_verify_peer = false;
     let mut logpath = None;
     let mut exportname = String::new();
     let mut it = args.iter();
@@ -182,6 +200,10 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             "--syslog" => syslog = true,
             "--tos" => {}
             "--oldstyle" => oldstyle = true,
+            "--tls" => tls = Some(value(name)?),
+            "--tls-certificates" => tls_certificates = Some(value(name)?),
+            "--tls-psk" => tls_psk = Some(value(name)?),
+            "--tls-verify-peer" => tls_verify_peer = true,
             "--max-queue-size" => {
                 let v = value(name)?;
                 max_queue = v
@@ -219,6 +241,17 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     if connected_fd.is_some() && (inetd || daemonize || oldstyle) {
         return Err("--connected-fd cannot be used with --inetd, --daemonize or --oldstyle".into());
     }
+    let tls_wanted = tls
+        .as_deref()
+        .is_some_and(|t| !matches!(t, "off" | "no" | "false" | "0"));
+    if tls_wanted && oldstyle {
+        return Err("--tls cannot be used with --oldstyle (oldstyle has no STARTTLS)".into());
+    }
+    if tls_wanted && connected_fd.is_some() {
+        return Err(
+            "--tls cannot be used with --connected-fd (the handshake was done elsewhere)".into(),
+        );
+    }
     let want = if mode == "proxy" { 5 } else { 1 };
     if pos.len() != want {
         return Err(match mode {
@@ -254,6 +287,10 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         oldstyle,
         max_queue,
         max_buf,
+        tls,
+        tls_certificates,
+        tls_psk,
+        tls_verify_peer,
     })))
 }
 
@@ -314,6 +351,13 @@ pub fn main() {
     }
 
     // Checks that create nothing come first.
+    crate::tls::configure(
+        c.tls.as_deref(),
+        c.tls_certificates.as_deref(),
+        c.tls_psk.as_deref(),
+        c.tls_verify_peer,
+    )
+    .unwrap_or_else(|e| die(e));
     let connected = c
         .connected_fd
         .map(|fd| take_connected_fd(fd).unwrap_or_else(|e| die(e)));
@@ -397,6 +441,11 @@ fn describe(c: &Cli) -> String {
     };
     if c.oldstyle {
         how.push_str(" (oldstyle handshake)");
+    }
+    match crate::tls::policy() {
+        nbd_core::server::negotiate::Tls::Off => {}
+        nbd_core::server::negotiate::Tls::On => how.push_str(" (TLS offered)"),
+        nbd_core::server::negotiate::Tls::Require => how.push_str(" (TLS required)"),
     }
     match &c.mode {
         Mode::Target(p) => format!("target mode: serving {} {how}", p.display()),
@@ -842,6 +891,21 @@ mod tests {
         assert!(p(&["--target", "--max-queue-size", "-1", "i"]).is_err());
         assert!(p(&["--target", "--max-buf-size", "1M", "i"]).is_err());
         assert!(p(&["--target", "--max-buf-size"]).is_err());
+        let c = p(&[
+            "--target",
+            "--tls=require",
+            "--tls-psk",
+            "k",
+            "--tls-verify-peer",
+            "i",
+        ])
+        .unwrap();
+        assert_eq!(c.tls.as_deref(), Some("require"));
+        assert_eq!(c.tls_psk.as_deref(), Some("k"));
+        assert!(c.tls_verify_peer && c.tls_certificates.is_none());
+        assert!(p(&["--target", "--tls=on", "--oldstyle", "i"]).is_err());
+        assert!(p(&["--target", "--tls=off", "--oldstyle", "i"]).is_ok());
+        assert!(p(&["--target", "--tls=require", "--connected-fd", "3", "i"]).is_err());
         let c = p(&[
             "--proxy",
             "--target-exportname=x",
