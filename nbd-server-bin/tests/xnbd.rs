@@ -1306,3 +1306,110 @@ fn tls_psk_and_x509() {
     );
     assert!(std::fs::read(&img).unwrap() == expect);
 }
+
+/// `nbdinfo --map URI`, one type per 4096-byte block (0 data, 3 hole and
+/// zero, ...).
+fn map_blocks(nbdinfo: &Path, uri: &str, size: u64) -> Vec<u32> {
+    let o = run(Command::new(nbdinfo).arg("--map").arg(uri));
+    let mut v = Vec::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let (off, len, t): (u64, u64, u32) = (
+            w[0].parse().unwrap(),
+            w[1].parse().unwrap(),
+            w[2].parse().unwrap(),
+        );
+        assert_eq!(off, v.len() as u64 * BS, "{l}");
+        assert_eq!(len % BS, 0, "{l}");
+        v.extend(std::iter::repeat_n(t, (len / BS) as usize));
+    }
+    assert_eq!(v.len() as u64, size / BS);
+    v
+}
+
+/// Trim and write-zeroes in proxy and copy-on-write modes, from qemu-io
+/// (discard, write -z with and without -u) and our raw client (unaligned):
+/// the ranges read as zeros, the remote and the base are never changed,
+/// and Debian's nbdinfo --map shows punched blocks as holes, blocks
+/// written as zeros as data, and everything else as the remote or base
+/// reports it.
+#[test]
+fn trim_zero_and_block_status_in_proxy_and_cow() {
+    use std::os::unix::fs::FileExt;
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let qemu_io = require("qemu-io", "qemu-utils");
+    let d = TempDir::new("xnbd-trim");
+    let img = p(&d, "remote.img");
+    let size: u64 = 3 << 20;
+    // Data, a hole, data.
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(&pattern(1 << 20, 21), 0).unwrap();
+    f.write_all_at(&pattern(1 << 20, 22), 2 << 20).unwrap();
+    drop(f);
+    let data = std::fs::read(&img).unwrap();
+    let remote = Proc::remote(&img);
+    let base_map = map_blocks(&nbdinfo, &remote.uri(), size);
+
+    // What the operations below should leave: bytes, and block types.
+    let mut expect = data.clone();
+    let mut want_map = base_map.clone();
+    let mut zero = |off: u64, len: u64, hole_blocks: std::ops::Range<u64>, data_blocks: &[u64]| {
+        expect[off as usize..(off + len) as usize].fill(0);
+        for b in hole_blocks {
+            want_map[b as usize] = 3;
+        }
+        for &b in data_blocks {
+            want_map[b as usize] = 0;
+        }
+    };
+    zero(256 << 10, 256 << 10, 64..128, &[]); // discard: punched
+    zero((2 << 20) + 4096, 8192, 513..515, &[]); // write -z -u: punched
+    zero(1_310_720, 4096, 0..0, &[320]); // write -z: zeros written
+    zero(100, 4900, 0..0, &[0, 1]); // trim within two blocks: written
+                                    // write-zeroes over 3 whole blocks and 2 partial ones.
+    let wz = (3 << 19) + 10;
+    zero(wz, 20000, 385..388, &[384, 388]);
+
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let proxy = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    let cow = Proc::xnbd(&["--cow-target", s(&img)]);
+    for srv in [&proxy, &cow] {
+        // Nothing cached or written yet: the remote's or the base's map.
+        assert_eq!(map_blocks(&nbdinfo, &srv.uri(), size), base_map);
+        run(Command::new(&qemu_io).args([
+            "-f",
+            "raw",
+            "-c",
+            "discard 262144 262144",
+            "-c",
+            "write -z -u 2101248 8192",
+            "-c",
+            "write -z 1310720 4096",
+            &srv.uri(),
+        ]));
+        let mut c = srv.client();
+        assert_ne!(c.flags & 0x20, 0, "SEND_TRIM");
+        assert_eq!(c.cmd(cmd::TRIM, 0, 100, 4900, &[]).error, 0);
+        assert_eq!(c.cmd(cmd::WRITE_ZEROES, 0, wz, 20000, &[]).error, 0);
+        assert_eq!(c.read(0, 8192), &expect[..8192]);
+        c.disconnect();
+        assert_eq!(
+            map_blocks(&nbdinfo, &srv.uri(), size),
+            want_map,
+            "{}",
+            srv.uri()
+        );
+        let out = p(&d, "out.img");
+        run(Command::new(&nbdcopy).arg(srv.uri()).arg(&out));
+        assert!(std::fs::read(&out).unwrap() == expect, "{}", srv.uri());
+    }
+    proxy.stop();
+    cow.stop();
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "remote or base changed"
+    );
+}
