@@ -26,44 +26,127 @@ struct Proc {
     port: u16,
 }
 
+/// Where a server says which port it listens on.
+enum PortFrom {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// The port in `nbd://HOST:PORT/` (nbdkit --print-uri) or in xnbd-server's
+/// startup message ("... on port PORT").
+fn port_in(line: &str) -> Option<u16> {
+    if let Some(rest) = line.strip_prefix("nbd://") {
+        return rest.split('/').next()?.rsplit(':').next()?.parse().ok();
+    }
+    let rest = &line[line.find(" on port ")? + 9..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens, and nothing will while
+/// the returned socket (bound, not listening) is open: connections to it
+/// are refused.
+fn closed_port() -> (OwnedFd, u16) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: socket, bind and getsockname with a local sockaddr_in of the
+    // right size; the descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let mut len = std::mem::size_of_val(&sa) as libc::socklen_t;
+        let sap = &mut sa as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(libc::bind(fd.as_raw_fd(), sap, len), 0);
+        assert_eq!(libc::getsockname(fd.as_raw_fd(), sap, &mut len), 0);
+        (fd, u16::from_be(sa.sin_port))
+    }
+}
+
 impl Proc {
-    /// Starts `bin ARGS` and waits until `port` accepts connections.
-    fn start(bin: &str, args: &[&str], port: u16) -> Proc {
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start server");
-        let mut p = Proc { child, port };
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = p.child.try_wait().unwrap() {
-                panic!("{bin} {args:?} exited: {st}");
-            }
-            assert!(t.elapsed() < Duration::from_secs(20), "{bin} did not start");
-            std::thread::sleep(Duration::from_millis(10));
+    /// Starts `cmd` and waits until it says which port it listens on, in
+    /// a line it writes (standard output, standard error or a log file, as
+    /// `port_of` says); the servers say so only once they accept
+    /// connections. The server picks its port (port 0): a port chosen
+    /// here and handed to it could be taken by a test running beside this
+    /// one in between.
+    fn start(mut cmd: Command, port_of: PortFrom) -> Proc {
+        let what = format!("{cmd:?}");
+        match &port_of {
+            PortFrom::Stdout => cmd.stdout(Stdio::piped()),
+            PortFrom::Stderr => cmd.stderr(Stdio::piped()),
+            PortFrom::File(_) => &mut cmd,
+        };
+        let mut child = cmd.stdin(Stdio::null()).spawn().expect("start server");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Lines are passed on to our standard error as they come, so the
+        // pipe never fills.
+        let pipe: Option<Box<dyn std::io::Read + Send>> = match &port_of {
+            PortFrom::Stdout => Some(Box::new(child.stdout.take().unwrap())),
+            PortFrom::Stderr => Some(Box::new(child.stderr.take().unwrap())),
+            PortFrom::File(_) => None,
+        };
+        if let Some(pipe) = pipe {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(pipe).lines() {
+                    let Ok(l) = l else { break };
+                    eprintln!("{l}");
+                    if let Some(p) = port_in(&l) {
+                        let _ = tx.send(p);
+                    }
+                }
+            });
         }
-        p
+        let t = Instant::now();
+        let port = loop {
+            if let PortFrom::File(f) = &port_of {
+                let log = std::fs::read_to_string(f).unwrap_or_default();
+                if let Some(p) = log.lines().find_map(port_in) {
+                    break p;
+                }
+            }
+            if let Ok(p) = rx.recv_timeout(Duration::from_millis(10)) {
+                break p;
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("{what} exited: {st}");
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{what} did not start"
+            );
+        };
+        Proc { child, port }
     }
 
-    /// Our nbdkit serving `img` read-only on a fresh port.
+    /// Our nbdkit `ARGS`, on a port it picks (`-p 0 --print-uri`).
+    fn nbdkit(args: &[&str]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-f", "-p", "0", "--print-uri"]).args(args);
+        Proc::start(cmd, PortFrom::Stdout)
+    }
+
+    /// Our nbdkit serving `img` read-only.
     fn remote(img: &Path) -> Proc {
-        let port = free_port();
-        let ps = port.to_string();
-        Proc::start(
-            BIN,
-            &["-f", "-r", "-p", &ps, "file", img.to_str().unwrap()],
-            port,
-        )
+        Proc::nbdkit(&["-r", "file", img.to_str().unwrap()])
     }
 
+    /// `xnbd-server --lport 0 ARGS`: the port is in its startup message,
+    /// which comes once everything is ready.
     fn xnbd(args: &[&str]) -> Proc {
-        let port = free_port();
-        let ps = port.to_string();
-        let mut a = vec!["--lport", &ps];
-        a.extend_from_slice(args);
-        let p = Proc::start(XNBD_SERVER, &a, port);
-        // The port accepts once everything is ready.
+        let mut cmd = Command::new(XNBD_SERVER);
+        cmd.args(["--lport", "0"]).args(args);
+        let log = args
+            .iter()
+            .position(|a| *a == "--logpath")
+            .map(|i| PathBuf::from(args[i + 1]));
+        let p = Proc::start(cmd, log.map_or(PortFrom::Stderr, PortFrom::File));
         if args.contains(&"--proxy") {
             assert!(
                 Path::new(args[args.len() - 1]).exists(),
@@ -485,7 +568,8 @@ fn bad_input_is_one_line_and_exit_1() {
     write_file(&remote_img, &data);
     let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
     // Unreachable remote: nothing created.
-    let dead = free_port().to_string();
+    let (_closed, dead) = closed_port();
+    let dead = dead.to_string();
     bad_start(
         &[
             "--proxy",
@@ -652,21 +736,20 @@ fn daemonize_ipv6_and_several_clients() {
     let data = pattern(1 << 20, 12);
     write_file(&img, &data);
     let log = p(&d, "log");
-    let port = free_port();
-    let ps = port.to_string();
-    // The parent returns once everything is bound.
+    // The parent returns once everything is bound; the daemon picks the
+    // port and names it in the log.
     run(Command::new(XNBD_SERVER)
         .args([
             "--target",
             "--daemonize",
             "--lport",
-            &ps,
+            "0",
             "--logpath",
             s(&log),
             s(&img),
         ])
         .stdin(Stdio::null()));
-    let mut pid = 0i32;
+    let (mut pid, mut port) = (0i32, 0u16);
     assert!(eventually(|| {
         let l = std::fs::read_to_string(&log).unwrap_or_default();
         pid = l
@@ -675,7 +758,8 @@ fn daemonize_ipv6_and_several_clients() {
             .and_then(|r| r.split(']').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        pid > 0
+        port = l.lines().find_map(port_in).unwrap_or(0);
+        pid > 0 && port > 0
     }));
     // Two clients at once: one writes, the other sees it.
     let mut a = tcp_client(port);
@@ -710,12 +794,8 @@ fn reconnect_to_another_remote() {
     remote.stop();
     assert_ne!(c.cmd(cmd::READ, 0, 8192, 4096, &[]).error, 0);
     // Nothing listens there: refused, the old remote stays.
-    let o = bgctl(&[
-        "--reconnect",
-        s(&ctl),
-        "127.0.0.1",
-        &free_port().to_string(),
-    ]);
+    let (_closed, dead) = closed_port();
+    let o = bgctl(&["--reconnect", s(&ctl), "127.0.0.1", &dead.to_string()]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     // A disk of another size: refused.
     let small = p(&d, "small.img");
@@ -1127,22 +1207,8 @@ fn max_queue_and_buffer_sizes() {
     assert!(std::fs::read(&img).unwrap() == expect);
 
     // Over a remote whose reads take 0.1 s.
-    let port = free_port();
-    let ps = port.to_string();
-    let remote = Proc::start(
-        BIN,
-        &[
-            "-f",
-            "-r",
-            "-p",
-            &ps,
-            "--filter=delay",
-            "file",
-            s(&img),
-            "rdelay=0.1",
-        ],
-        port,
-    );
+    let remote = Proc::nbdkit(&["-r", "--filter=delay", "file", s(&img), "rdelay=0.1"]);
+    let ps = remote.port.to_string();
     let limited = |extra: &[&str], tag: &str| {
         let (cache, bm, ctl) = (
             p(&d, &format!("c{tag}")),

@@ -63,7 +63,8 @@ Usage:
   xnbd-server --version
 
 Options:
-  --lport PORT     listen on PORT (default 8520), IPv6 and IPv4
+  --lport PORT     listen on PORT (default 8520), IPv6 and IPv4; 0: a free
+                   port, named in the startup message (... on port N)
   --readonly       writes fail with EPERM; the connection stays up
   --daemonize      run in the background
   --inetd          serve one client on standard input
@@ -365,8 +366,8 @@ pub fn main() {
         control::check_free(control).unwrap_or_else(|e| die(e));
     }
     let one_client = c.inetd || connected.is_some();
-    let listeners = if one_client {
-        Vec::new()
+    let (listeners, port) = if one_client {
+        (Vec::new(), c.lport)
     } else {
         bind(c.lport)
     };
@@ -402,7 +403,7 @@ pub fn main() {
         Mode::Target(p) => Some((p.clone(), Arc::clone(&srv.backend))),
         _ => None,
     };
-    log::log_info(format_args!("{}", describe(&c)));
+    log::log_info(format_args!("{}", describe(&c, port)));
     if c.inetd {
         std::thread::spawn(move || signal_loop(cache, target));
         // SAFETY: duplicates of standard input, owned from here. As xnbd,
@@ -431,13 +432,15 @@ pub fn main() {
     signal_loop(cache, target)
 }
 
-fn describe(c: &Cli) -> String {
+/// The startup message. It comes once clients can connect, and names the
+/// port (the one the system picked for `--lport 0`).
+fn describe(c: &Cli, port: u16) -> String {
     let mut how = if c.inetd {
         "on standard input".to_string()
     } else if let Some(fd) = c.connected_fd {
         format!("to the pre-negotiated client on descriptor {fd}")
     } else {
-        format!("on port {}", c.lport)
+        format!("on port {port}")
     };
     if c.oldstyle {
         how.push_str(" (oldstyle handshake)");
@@ -570,24 +573,59 @@ fn claim_cow_files(base: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
 /// v6-only, without listening yet: [`listen_all`] starts accepting once
 /// the backend is ready, so a client that gets through finds it ready.
-fn bind(port: u16) -> Vec<OwnedFd> {
+/// Port 0: the system picks one (the same for both), which the startup
+/// message names. Returns the sockets and the port.
+fn bind(port: u16) -> (Vec<OwnedFd>, u16) {
     let mut ls = Vec::new();
     match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
         Ok(l) => {
             let v6only = v6only(&l);
+            let port = local_port(&l).unwrap_or(port);
             ls.push(l);
             if v6only {
                 if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
                     ls.push(l4);
                 }
             }
+            (ls, port)
         }
         Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
-            Ok(l) => ls.push(l),
+            Ok(l) => {
+                let port = local_port(&l).unwrap_or(port);
+                ls.push(l);
+                (ls, port)
+            }
             Err(e) => die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")),
         },
     }
-    ls
+}
+
+/// The port a bound socket has.
+fn local_port(fd: &OwnedFd) -> Option<u16> {
+    // SAFETY: getsockname into a zeroed sockaddr_storage of the size given.
+    unsafe {
+        let mut sa: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of_val(&sa) as libc::socklen_t;
+        if libc::getsockname(
+            fd.as_raw_fd(),
+            &mut sa as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        ) != 0
+        {
+            return None;
+        }
+        match sa.ss_family as libc::c_int {
+            libc::AF_INET6 => {
+                let a = &*(&sa as *const _ as *const libc::sockaddr_in6);
+                Some(u16::from_be(a.sin6_port))
+            }
+            libc::AF_INET => {
+                let a = &*(&sa as *const _ as *const libc::sockaddr_in);
+                Some(u16::from_be(a.sin_port))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
