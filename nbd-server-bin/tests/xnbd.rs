@@ -1479,3 +1479,57 @@ fn trim_zero_and_block_status_in_proxy_and_cow() {
         "remote or base changed"
     );
 }
+
+/// `xnbd-bgctl --cache-all --blocks-per-request N`: the remote (our
+/// nbdkit, logging every call) is asked for at most N blocks at a time,
+/// and the migrated disk is the remote's; a bad count is one line and
+/// exit status 1.
+#[test]
+fn cache_all_blocks_per_request() {
+    let d = TempDir::new("xnbd-bpr");
+    let img = p(&d, "remote.img");
+    let size = (2 << 20) + 4096 * 5; // 517 blocks
+    let data = pattern(size, 23);
+    write_file(&img, &data);
+    let log = p(&d, "remote.log");
+    let logfile = format!("logfile={}", log.display());
+    let remote = Proc::nbdkit(&["-r", "--filter=log", "file", s(&img), &logfile]);
+    let (cache, bm, ctl) = (p(&d, "cache.img"), p(&d, "bm.img"), p(&d, "ctl"));
+    let rport = remote.port.to_string();
+    let srv = Proc::xnbd(&["--proxy", "127.0.0.1", &rport, s(&cache), s(&bm), s(&ctl)]);
+    for bad in ["0", "x"] {
+        let o = bgctl(&["--blocks-per-request", bad, "--cache-all", s(&ctl)]);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+    }
+    let o = run(Command::new(XNBD_BGCTL).args([
+        "--progress",
+        "--blocks-per-request",
+        "3",
+        "--cache-all",
+        s(&ctl),
+    ]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("517 / 517 blocks (100%)"),
+        "{o:?}"
+    );
+    let counts: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" Read ") && !l.contains("return"))
+        .filter_map(|l| l.split("count=0x").nth(1))
+        .filter_map(|c| u64::from_str_radix(c.split_whitespace().next()?, 16).ok())
+        .collect();
+    assert!(!counts.is_empty());
+    assert!(counts.iter().all(|&c| c <= 3 * BS), "{counts:?}");
+    // Every byte once, nearly all of it in requests of 3 blocks.
+    assert_eq!(counts.iter().sum::<u64>(), size as u64);
+    assert!(counts.iter().filter(|&&c| c == 3 * BS).count() >= 170);
+    run(Command::new(XNBD_BGCTL).args(["--switch", s(&ctl)]));
+    remote.stop();
+    let out = p(&d, "out.img");
+    run(Command::new(require("nbdcopy", "libnbd-bin"))
+        .arg(srv.uri())
+        .arg(&out));
+    assert!(std::fs::read(&out).unwrap() == data);
+}

@@ -316,10 +316,20 @@ impl XnbdCache {
         Ok(())
     }
 
-    /// Fetches every uncached block, region by region, while clients go on;
+    /// Fetches every uncached block, region by region, while clients go on,
+    /// asking below for at most `blocks_per_request` blocks at a time (0:
+    /// a region, 256 blocks, which is also the most);
     /// `report(cached, total)` after each region (false: stop). Flushes
     /// every 64 MiB and at the end, so that the work survives a crash.
-    pub fn cache_all(&self, report: &mut dyn FnMut(u64, u64) -> bool) -> Result<()> {
+    pub fn cache_all(
+        &self,
+        blocks_per_request: u64,
+        report: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<()> {
+        let step = match blocks_per_request {
+            0 => REGION,
+            n => n.min(REGION),
+        };
         let regions = self.nblocks.div_ceil(REGION);
         for r in 0..regions {
             if self.is_switched() {
@@ -328,7 +338,12 @@ impl XnbdCache {
             let (b0, b1) = (r * REGION, ((r + 1) * REGION).min(self.nblocks));
             if (b0..b1).any(|b| !self.is_cached(b)) {
                 let _g = self.stripes[r as usize % STRIPES].lock();
-                self.fetch_locked(b0, b1)?;
+                let mut s = b0;
+                while s < b1 {
+                    let e = (s + step).min(b1);
+                    self.fetch_locked(s, e)?;
+                    s = e;
+                }
             }
             if r % 64 == 63 {
                 self.flush()?;
