@@ -95,6 +95,9 @@ Options:
 
 Signals: SIGUSR1 snapshots a --target image; SIGUSR2 switches a proxy
 to target mode (as xnbd-bgctl --switch).
+
+Several clients may connect at once, and nothing coordinates their
+writes: if several clients write, use a cluster file system on the export.
 ";
 
 pub const VERSION: &str = concat!(
