@@ -24,11 +24,11 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use nbd_core::server::backend::{ConnectionInfo, Peer};
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
@@ -68,6 +68,109 @@ pub struct Server {
     pub no_sr: bool,
     /// `--oldstyle`: the oldstyle handshake.
     pub oldstyle: bool,
+    /// How many requests, and bytes of their data, all connections may
+    /// hold at once (xnbd-server's `--max-queue-size`, `--max-buf-size`).
+    pub limits: Arc<Limits>,
+}
+
+/// Limits on what the server holds at once, shared by every connection
+/// (xnbd-server's `--max-queue-size` and `--max-buf-size`; 0: no limit).
+///
+/// A request is held from when its header has been read until its reply
+/// has been sent; its bytes are its READ or WRITE data. A worker that has
+/// read a header waits, before reading the payload or anything after it,
+/// until the request fits: fewer than `max_queue` requests held, and at
+/// most `max_buf` bytes with it (a request alone always fits, even one
+/// larger than `max_buf`). While it waits nothing more is read from that
+/// connection, so a client that sends faster than the server can serve
+/// is slowed down by TCP, never refused.
+///
+/// `Limits::default()` (our nbdkit) neither limits nor counts: the counters
+/// are shared by every connection, and touching them twice per request
+/// would bounce one cache line between all the cores serving requests.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub max_queue: u64,
+    pub max_buf: u64,
+    /// Whether requests are counted (for `xnbd-bgctl --query`).
+    counted: bool,
+    queue: AtomicU64,
+    buf: AtomicU64,
+    lock: Mutex<()>,
+    room: Condvar,
+}
+
+impl Limits {
+    pub fn new(max_queue: u64, max_buf: u64) -> Limits {
+        Limits {
+            max_queue,
+            max_buf,
+            counted: true,
+            ..Limits::default()
+        }
+    }
+
+    fn limited(&self) -> bool {
+        self.max_queue != 0 || self.max_buf != 0
+    }
+
+    /// (requests held, bytes held) now.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.queue.load(Ordering::SeqCst),
+            self.buf.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Waits until a request of `bytes` fits, and holds it until the
+    /// returned guard is dropped.
+    fn hold(&self, bytes: u64) -> Held<'_> {
+        if !self.counted {
+            return Held {
+                limits: None,
+                bytes,
+            };
+        }
+        if self.limited() {
+            let mut g = self.lock.lock();
+            loop {
+                let (q, b) = self.usage();
+                let fits = q == 0
+                    || ((self.max_queue == 0 || q < self.max_queue)
+                        && (self.max_buf == 0 || b.saturating_add(bytes) <= self.max_buf));
+                if fits {
+                    break;
+                }
+                self.room.wait(&mut g);
+            }
+        }
+        self.queue.fetch_add(1, Ordering::SeqCst);
+        self.buf.fetch_add(bytes, Ordering::SeqCst);
+        Held {
+            limits: Some(self),
+            bytes,
+        }
+    }
+}
+
+/// One request held against [`Limits`] (`None`: not counted).
+struct Held<'a> {
+    limits: Option<&'a Limits>,
+    bytes: u64,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let Some(l) = self.limits else { return };
+        l.queue.fetch_sub(1, Ordering::SeqCst);
+        l.buf.fetch_sub(self.bytes, Ordering::SeqCst);
+        if l.limited() {
+            // Under the lock: a waiter is either before its check (and
+            // sees the new counts) or asleep (and is woken).
+            let _g = l.lock.lock();
+            l.room.notify_all();
+        }
+    }
 }
 
 /// Virtual stack size of connection and worker threads. Only the pages a
@@ -333,6 +436,18 @@ impl ConnExports<'_> {
 /// is `peer`. Returns when the client is gone and every worker has
 /// finished.
 pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    serve_as(srv, rd, wr, id, peer, false)
+}
+
+/// As [`serve`], for a client whose handshake was done by someone else
+/// (xnbd-server's `--connected-fd`, after xnbd-wrapper negotiated): the
+/// transmission phase starts at once, on the default export, with simple
+/// replies (see `Negotiation::pre_negotiated`).
+pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
+    serve_as(srv, rd, wr, id, peer, true)
+}
+
+fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
     set_tls(false);
     if let Err(e) = srv.backend.preconnect(&peer) {
         crate::log::error!("connection {id}: client {peer:?} refused: {e}");
@@ -344,16 +459,23 @@ pub fn serve(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer) {
         peer,
         opened: RefCell::new(None),
     };
-    serve_opened(&srv, rd, wr, id, &exports);
+    serve_opened(&srv, rd, wr, id, &exports, pre_negotiated);
     exports.close();
     debug!(srv, "connection {id}: closed");
 }
 
-fn serve_opened(srv: &Arc<Server>, rd: File, wr: File, id: usize, exports: &ConnExports) {
+fn serve_opened(
+    srv: &Arc<Server>,
+    rd: File,
+    wr: File,
+    id: usize,
+    exports: &ConnExports,
+    pre_negotiated: bool,
+) {
     let sock = wr.as_raw_fd();
     // Plain text until the client's STARTTLS, if it sends one.
     let (mut rd, mut wr) = (Stream::Plain(rd), Stream::Plain(wr));
-    let neg = match negotiate(srv, exports, &mut rd, &mut wr) {
+    let neg = match negotiate(srv, exports, &mut rd, &mut wr, pre_negotiated) {
         Some(n) => n,
         None => return,
     };
@@ -401,8 +523,11 @@ fn negotiate(
     exports: &dyn Exports,
     rd: &mut Stream,
     wr: &mut Stream,
+    pre_negotiated: bool,
 ) -> Option<negotiate::Negotiated> {
-    let mut n = if srv.oldstyle {
+    let mut n = if pre_negotiated {
+        Negotiation::pre_negotiated(exports)
+    } else if srv.oldstyle {
         Negotiation::oldstyle(exports)
     } else {
         Negotiation::new(negotiate::Config {
@@ -500,6 +625,14 @@ fn worker(conn: &Arc<Conn>) {
         }
         let valid = request::validate(&h, &conn.ctx);
         let len = h.length as usize;
+        // The data this request will make us hold: a WRITE's payload, a
+        // valid READ's reply. Waits (reading nothing more) until it fits.
+        let bytes = match (h.kind, request::payload(&h)) {
+            (cmd::WRITE, Payload::Receive(n)) => n as u64,
+            (cmd::READ, _) if valid.is_ok() => len as u64,
+            _ => 0,
+        };
+        let _held = srv.limits.hold(bytes);
         let io_ok = match request::payload(&h) {
             Payload::None => Ok(()),
             Payload::Receive(_) => {
@@ -661,6 +794,7 @@ mod tests {
             handshake_flags: nbd_core::wire::consts::handshake_flags::ALL,
             no_sr: false,
             oldstyle: false,
+            limits: Default::default(),
         });
         let h = std::thread::spawn(move || {
             let peer = crate::listen::peer_of(theirs.as_raw_fd());
@@ -697,6 +831,43 @@ mod tests {
         s.read_exact(&mut g).unwrap();
         assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
         s.write_all(&3u32.to_be_bytes()).unwrap();
+    }
+
+    #[test]
+    fn limits_hold_back_until_there_is_room() {
+        let l = Arc::new(Limits::new(2, 100));
+        let a = l.hold(60);
+        let b = l.hold(0);
+        assert_eq!(l.usage(), (2, 60));
+        // A third request waits for room in the queue, then for bytes.
+        let l2 = Arc::clone(&l);
+        let t = std::thread::spawn(move || {
+            let _c = l2.hold(50);
+            l2.usage()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!t.is_finished());
+        drop(b);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!t.is_finished(), "60 + 50 bytes is over 100");
+        drop(a);
+        assert_eq!(t.join().unwrap(), (1, 50));
+        assert_eq!(l.usage(), (0, 0));
+        // Alone, a request larger than the limit goes through.
+        let big = l.hold(1000);
+        assert_eq!(l.usage(), (1, 1000));
+        drop(big);
+        // No limits (xnbd-server without the options): counted, never waits.
+        let free = Limits::new(0, 0);
+        let held: Vec<_> = (0..100).map(|_| free.hold(1 << 20)).collect();
+        assert_eq!(free.usage(), (100, 100 << 20));
+        drop(held);
+        assert_eq!(free.usage(), (0, 0));
+        // The default (nbdkit): neither counted nor waiting.
+        let off = Limits::default();
+        let held: Vec<_> = (0..100).map(|_| off.hold(1 << 20)).collect();
+        assert_eq!(off.usage(), (0, 0));
+        drop(held);
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn main() {
         handshake_flags: c.mask_handshake.unwrap_or(handshake_flags::ALL) & handshake_flags::ALL,
         no_sr: c.no_sr,
         oldstyle: c.oldstyle,
+        limits: Default::default(),
     });
 
     if c.single {

@@ -279,6 +279,30 @@ impl Negotiation {
         n
     }
 
+    /// A connection whose handshake happened elsewhere (xnbd-server's
+    /// `--connected-fd`: xnbd-wrapper negotiated with the client, then
+    /// handed the socket over). Nothing is sent; the transmission phase
+    /// starts at once on the default export, with simple replies and no
+    /// meta context (all a handshake without options can have set up),
+    /// and every command the export can do allowed, since what the other
+    /// party advertised is not known. Closed at once if the export cannot
+    /// be opened.
+    pub fn pre_negotiated(exports: &dyn Exports) -> Self {
+        let mut n = Negotiation::new(Config::default());
+        n.out.clear();
+        match exports
+            .lookup(b"")
+            .and_then(|d| exports.open(b"").map(|()| d))
+        {
+            Ok(details) => {
+                let tx = details.caps.tx_flags(false);
+                n.finish(Vec::new(), details, tx);
+            }
+            Err(e) => n.close(format!("pre-negotiated connection: {e}")),
+        }
+        n
+    }
+
     pub fn want(&self) -> Want {
         if self.out_pos < self.out.len() {
             return Want::Write;
@@ -1043,6 +1067,20 @@ mod tests {
         assert!(!res.structured_replies && !res.fixed_newstyle);
     }
 
+    #[test]
+    fn pre_negotiated_sends_nothing_and_is_done() {
+        let mut n = Negotiation::pre_negotiated(&OneExport);
+        assert_eq!(n.want(), Want::Done);
+        assert!(n.output().is_empty());
+        let res = n.take_result().unwrap();
+        assert!(!res.structured_replies && res.meta_context.is_none());
+        assert_eq!(res.details.size, 1 << 20);
+        assert_eq!(
+            res.tx_flags,
+            tx_flags::HAS_FLAGS | tx_flags::SEND_FLUSH | tx_flags::CAN_MULTI_CONN
+        );
+    }
+
     /// Refuses to open export "a" until `allow` is set.
     struct Picky {
         allow: std::cell::Cell<bool>,
@@ -1096,9 +1134,12 @@ mod tests {
         encode_option(&mut i, opt::EXPORT_NAME, b"a");
         n.feed(&i, &picky);
         assert_eq!(n.want(), Want::Closed);
-        // Oldstyle: closed at once.
+        // Oldstyle and pre-negotiated: closed at once.
         let n = Negotiation::oldstyle(&picky);
         assert_eq!(n.want(), Want::Closed);
+        let n = Negotiation::pre_negotiated(&picky);
+        assert_eq!(n.want(), Want::Closed);
+        assert!(n.output().is_empty());
     }
 
     #[test]

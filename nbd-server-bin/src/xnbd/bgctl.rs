@@ -4,7 +4,7 @@
 //! ```text
 //! xnbd-bgctl --query CONTROL_SOCKET
 //! xnbd-bgctl [--force] --switch CONTROL_SOCKET
-//! xnbd-bgctl [--progress] --cache-all CONTROL_SOCKET
+//! xnbd-bgctl [--progress] [--blocks-per-request N] --cache-all CONTROL_SOCKET
 //! xnbd-bgctl [--exportname NAME] --reconnect CONTROL_SOCKET HOST PORT
 //! ```
 //!
@@ -17,8 +17,15 @@ pub const USAGE: &str = "\
 Usage:
   xnbd-bgctl --query CONTROL_SOCKET
   xnbd-bgctl [--force] --switch CONTROL_SOCKET
-  xnbd-bgctl [--progress] --cache-all CONTROL_SOCKET
+  xnbd-bgctl [--progress] [--blocks-per-request N] --cache-all CONTROL_SOCKET
   xnbd-bgctl [--exportname NAME] --reconnect CONTROL_SOCKET REMOTE_HOST REMOTE_PORT
+
+Options:
+  --progress                show progress on standard error
+  --blocks-per-request N    fetch at most N blocks (4096 bytes each) per
+                            request to the remote (default and most: 256)
+  --force                   switch even if blocks are not cached yet
+  --exportname NAME         the export to ask the new remote for
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +46,7 @@ pub fn main() {
     let (mut cmd, mut force, mut progress) = (None, false, false);
     let mut pos: Vec<String> = Vec::new();
     let mut export = None;
+    let mut per_request = 0u64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let c = match a.as_str() {
@@ -67,6 +75,17 @@ pub fn main() {
                     .next()
                     .unwrap_or_else(|| die("--exportname needs a value"));
                 export = Some(v.clone());
+                None
+            }
+            "--blocks-per-request" => {
+                let v = it
+                    .next()
+                    .unwrap_or_else(|| die("--blocks-per-request needs a value"));
+                per_request = v.parse().ok().filter(|n| *n > 0).unwrap_or_else(|| {
+                    die(format!(
+                        "--blocks-per-request: not a block count greater than zero: {v}"
+                    ))
+                });
                 None
             }
             "--cache-all2" => die(format!("{a} is not supported")),
@@ -98,6 +117,7 @@ pub fn main() {
         Cmd::Query => "query".to_string(),
         Cmd::Switch if force => "switch force".into(),
         Cmd::Switch => "switch".into(),
+        Cmd::CacheAll if per_request > 0 => format!("cache-all {per_request}"),
         Cmd::CacheAll => "cache-all".into(),
         Cmd::Reconnect => {
             let ok = |w: &str| !w.is_empty() && !w.contains(char::is_whitespace);
@@ -158,6 +178,12 @@ pub fn percent(n: u64, m: u64) -> u64 {
     }
 }
 
+/// `n` as a percentage of a limit `m` (> 0), rounded down; over 100 when
+/// a request alone went past the limit.
+fn percent_of(n: u64, m: u64) -> u64 {
+    (n as u128 * 100 / m as u128) as u64
+}
+
 fn print_query(kv: &[(String, String)]) {
     let get = |k: &str| {
         kv.iter()
@@ -180,6 +206,20 @@ fn print_query(kv: &[(String, String)]) {
         out.push_str(&format!("remote export: {}\n", get("remote_export")));
     }
     out.push_str(&format!("cached blocks: {n} / {m} ({}%)\n", percent(n, m)));
+    // As xnbd-bgctl: what the server holds now, against its limits.
+    let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+    let usage = |now: u64, max: u64, unit: &str| {
+        if max == 0 {
+            format!("{now}{unit} (no limit)")
+        } else {
+            format!("{now}{unit} / {max}{unit} ({}%)", percent_of(now, max))
+        }
+    };
+    out.push_str(&format!(
+        "pending request count: {}\ninternal buffer usage: {}\n",
+        usage(num("queue"), num("max_queue"), ""),
+        usage(num("buffer"), num("max_buffer"), " bytes"),
+    ));
     print!("{out}");
 }
 

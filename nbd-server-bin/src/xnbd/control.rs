@@ -11,10 +11,16 @@
 //!                        bitmap=CACHE_BITMAP_IMAGE  size=BYTES
 //!                        remote_host=HOST  remote_port=PORT
 //!                        remote_export=NAME  cached=N  blocks=M
-//! cache-all           -> "progress N M" lines as blocks arrive (N of M
+//!                        queue=N  max_queue=M  (requests held now, limit)
+//!                        buffer=N  max_buffer=M  (bytes held now, limit;
+//!                        a limit of 0 is none)
+//! cache-all [N]       -> "progress N M" lines as blocks arrive (N of M
 //!                        cached), then ok once every block is cached.
 //!                        The fetch runs on the server while clients go
 //!                        on; it continues if the control client goes.
+//!                        N: at most N blocks per request to the remote
+//!                        (xnbd-bgctl --blocks-per-request; default and
+//!                        most 256).
 //! switch [force]      -> ok once the cache image is the disk (the remote
 //!                        is never consulted again; clients stay
 //!                        connected), or error while blocks are missing
@@ -46,6 +52,8 @@ pub struct Remote {
 pub struct Control {
     pub cache: Arc<XnbdCache>,
     pub remote: parking_lot::Mutex<Remote>,
+    /// The server's `--max-queue-size` and `--max-buf-size`, and their use.
+    pub limits: Arc<crate::conn::Limits>,
 }
 
 /// Whether a Unix socket at `path` has a live server behind it; `Err`
@@ -109,7 +117,11 @@ impl Control {
         let words: Vec<&str> = line.split_whitespace().collect();
         let r = match words.as_slice() {
             ["query"] => self.query(&mut out),
-            ["cache-all"] => self.cache_all(&mut out),
+            ["cache-all"] => self.cache_all(&mut out, 0),
+            ["cache-all", n] => match n.parse::<u64>() {
+                Ok(n) if n > 0 => self.cache_all(&mut out, n),
+                _ => Err(format!("not a block count: {n}")),
+            },
             ["switch"] => self.cache.switch(false),
             ["switch", "force"] => self.cache.switch(true),
             ["reconnect", host, port] => self.reconnect(host, port, ""),
@@ -157,18 +169,21 @@ impl Control {
             "proxy"
         };
         let remote = self.remote.lock().clone();
+        let (queue, buffer) = self.limits.usage();
         let text = format!(
-            "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\n",
+            "mode={mode}\ndisk={}\nbitmap={}\nsize={size}\nremote_host={}\nremote_port={}\nremote_export={}\ncached={n}\nblocks={m}\nqueue={queue}\nmax_queue={}\nbuffer={buffer}\nmax_buffer={}\n",
             o.cache.display(),
             o.bitmap.display(),
             remote.host,
             remote.port,
-            remote.export
+            remote.export,
+            self.limits.max_queue,
+            self.limits.max_buf,
         );
         out.write_all(text.as_bytes()).map_err(|e| e.to_string())
     }
 
-    fn cache_all(&self, out: &mut UnixStream) -> Result<(), String> {
+    fn cache_all(&self, out: &mut UnixStream, blocks_per_request: u64) -> Result<(), String> {
         let mut last = u64::MAX;
         let mut gone = false;
         let mut report = |n: u64, m: u64| {
@@ -180,10 +195,12 @@ impl Control {
             }
             true
         };
-        self.cache.cache_all(&mut report).map_err(|e| {
-            crate::log::error!("cache-all: {e}");
-            e.to_string()
-        })?;
+        self.cache
+            .cache_all(blocks_per_request, &mut report)
+            .map_err(|e| {
+                crate::log::error!("cache-all: {e}");
+                e.to_string()
+            })?;
         let (n, m) = self.cache.progress();
         if n < m && !self.cache.is_switched() {
             return Err(format!("{} of {m} blocks are still missing", m - n));

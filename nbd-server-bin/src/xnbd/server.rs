@@ -12,8 +12,16 @@
 //!   `xnbd-bgctl --switch`).
 //!
 //! Clients get fixed newstyle with structured replies and block status,
-//! served by `conn::serve` like our nbdkit's, on TCP port `--lport`
+//! or with `--oldstyle` the oldstyle handshake that xnbd itself speaks
+//! (`NBDMAGIC`, 0x00420281861253, size, flags, 124 zero bytes; no options,
+//! so simple replies and no block status), served by `conn::serve` like
+//! our nbdkit's, on TCP port `--lport`
 //! (default 8520), IPv6 and IPv4, or on standard input with `--inetd`.
+//! `--connected-fd N` serves one client on descriptor N whose handshake
+//! was already done, as xnbd-server(8) says: xnbd-wrapper negotiates with
+//! the client (newstyle, NBD_OPT_EXPORT_NAME), then starts
+//! `xnbd-server --connected-fd N`, which goes straight to requests (simple
+//! replies) and exits when that client is gone.
 //! SIGUSR1 in target mode writes a snapshot `DISK_IMAGE.snapshot.NNNNNNNN`
 //! (a reflink where the file system offers one, else a copy). SIGINT,
 //! SIGTERM, SIGHUP, SIGQUIT: the cache is flushed, the files of a
@@ -55,16 +63,41 @@ Usage:
   xnbd-server --version
 
 Options:
-  --lport PORT     listen on PORT (default 8520), IPv6 and IPv4
+  --lport PORT     listen on PORT (default 8520), IPv6 and IPv4; 0: a free
+                   port, named in the startup message (... on port N)
   --readonly       writes fail with EPERM; the connection stays up
   --daemonize      run in the background
   --inetd          serve one client on standard input
+  --connected-fd N serve one client on descriptor N, already negotiated
+                   (by xnbd-wrapper): requests and simple replies at once
   --logpath FILE   messages to FILE
   --syslog         messages to the system log
   --tos            accepted for compatibility (no effect)
+  --max-queue-size N
+                   hold at most N requests at once, all clients together
+                   (default 0: no limit); more are left unread until
+                   replies have gone out
+  --max-buf-size BYTES
+                   hold at most BYTES of read and write data at once (a
+                   request alone always goes through; default 0: no limit)
+  --tls=off|on|require
+                   TLS, as our nbdkit (see nbdkit-tls(1)): on offers it,
+                   require refuses clients that do not start it
+  --tls-certificates DIR
+                   X.509: server-cert.pem, server-key.pem, and ca-cert.pem
+                   and ca-crl.pem if present (default /etc/pki/nbdkit for
+                   root, else $HOME/.pki/nbdkit)
+  --tls-psk FILE   pre-shared keys instead (psktool's username:hexkey lines)
+  --tls-verify-peer
+                   X.509 clients must show a certificate the CA signed
+  --oldstyle       the oldstyle handshake (xnbd's own, for old clients:
+                   size and flags in the greeting, no options, no TLS)
 
 Signals: SIGUSR1 snapshots a --target image; SIGUSR2 switches a proxy
 to target mode (as xnbd-bgctl --switch).
+
+Several clients may connect at once, and nothing coordinates their
+writes: if several clients write, use a cluster file system on the export.
 ";
 
 pub const VERSION: &str = concat!(
@@ -93,10 +126,23 @@ pub struct Cli {
     pub readonly: bool,
     pub daemonize: bool,
     pub inetd: bool,
+    /// `--connected-fd N`: one pre-negotiated client on descriptor N.
+    pub connected_fd: Option<i32>,
     pub logpath: Option<PathBuf>,
     pub syslog: bool,
     pub target_exportname: String,
     pub clear_bitmap: bool,
+    /// `--oldstyle`: xnbd's handshake instead of fixed newstyle.
+    pub oldstyle: bool,
+    /// `--max-queue-size`, `--max-buf-size` (0: no limit).
+    pub max_queue: u64,
+    pub max_buf: u64,
+    /// `--tls` (None: off), `--tls-certificates`, `--tls-psk`,
+    /// `--tls-verify-peer`: as our nbdkit's (`tls.rs`).
+    pub tls: Option<String>,
+    pub tls_certificates: Option<String>,
+    pub tls_psk: Option<String>,
+    pub tls_verify_peer: bool,
 }
 
 pub enum Action {
@@ -111,6 +157,11 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     let mut lport = 8520u16;
     let (mut readonly, mut daemonize, mut inetd, mut syslog, mut clear) =
         (false, false, false, false, false);
+    let mut oldstyle = false;
+    let mut connected_fd = None;
+    let (mut max_queue, mut max_buf) = (0u64, 0u64);
+    let (mut tls, mut tls_certificates, mut tls_psk) = (None, None, None);
+    let mut tls_verify_peer = false;
     let mut logpath = None;
     let mut exportname = String::new();
     let mut it = args.iter();
@@ -152,11 +203,34 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             "--inetd" => inetd = true,
             "--syslog" => syslog = true,
             "--tos" => {}
+            "--oldstyle" => oldstyle = true,
+            "--tls" => tls = Some(value(name)?),
+            "--tls-certificates" => tls_certificates = Some(value(name)?),
+            "--tls-psk" => tls_psk = Some(value(name)?),
+            "--tls-verify-peer" => tls_verify_peer = true,
+            "--max-queue-size" => {
+                let v = value(name)?;
+                max_queue = v
+                    .parse()
+                    .map_err(|_| format!("--max-queue-size: not a number of requests: {v}"))?;
+            }
+            "--max-buf-size" => {
+                let v = value(name)?;
+                max_buf = v
+                    .parse()
+                    .map_err(|_| format!("--max-buf-size: not a number of bytes: {v}"))?;
+            }
             "--clear-bitmap" => clear = true,
             "--logpath" => logpath = Some(PathBuf::from(value(name)?)),
             "--target-exportname" => exportname = value(name)?,
             "--connected-fd" => {
-                return Err("--connected-fd (for xnbd-wrapper) is not supported".into())
+                let v = value(name)?;
+                connected_fd = Some(
+                    v.parse::<i32>()
+                        .ok()
+                        .filter(|fd| *fd >= 0)
+                        .ok_or_else(|| format!("--connected-fd: not a file descriptor: {v}"))?,
+                );
             }
             _ => return Err(format!("unknown option {a} (see --help)")),
         }
@@ -167,6 +241,20 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     }
     if daemonize && inetd {
         return Err("--daemonize and --inetd cannot be used together".into());
+    }
+    if connected_fd.is_some() && (inetd || daemonize || oldstyle) {
+        return Err("--connected-fd cannot be used with --inetd, --daemonize or --oldstyle".into());
+    }
+    let tls_wanted = tls
+        .as_deref()
+        .is_some_and(|t| !matches!(t, "off" | "no" | "false" | "0"));
+    if tls_wanted && oldstyle {
+        return Err("--tls cannot be used with --oldstyle (oldstyle has no STARTTLS)".into());
+    }
+    if tls_wanted && connected_fd.is_some() {
+        return Err(
+            "--tls cannot be used with --connected-fd (the handshake was done elsewhere)".into(),
+        );
     }
     let want = if mode == "proxy" { 5 } else { 1 };
     if pos.len() != want {
@@ -195,10 +283,18 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
         readonly,
         daemonize,
         inetd,
+        connected_fd,
         logpath,
         syslog,
         target_exportname: exportname,
         clear_bitmap: clear,
+        oldstyle,
+        max_queue,
+        max_buf,
+        tls,
+        tls_certificates,
+        tls_psk,
+        tls_verify_peer,
     })))
 }
 
@@ -259,11 +355,27 @@ pub fn main() {
     }
 
     // Checks that create nothing come first.
+    crate::tls::configure(
+        c.tls.as_deref(),
+        c.tls_certificates.as_deref(),
+        c.tls_psk.as_deref(),
+        c.tls_verify_peer,
+    )
+    .unwrap_or_else(|e| die(e));
+    let connected = c
+        .connected_fd
+        .map(|fd| take_connected_fd(fd).unwrap_or_else(|e| die(e)));
     if let Mode::Proxy { control, .. } = &c.mode {
         control::check_free(control).unwrap_or_else(|e| die(e));
     }
-    let listeners = if c.inetd { Vec::new() } else { bind(c.lport) };
-    let (backend, control) = open_backend(&c).unwrap_or_else(|e| die(e));
+    let one_client = c.inetd || connected.is_some();
+    let (listeners, port) = if one_client {
+        (Vec::new(), c.lport)
+    } else {
+        bind(c.lport)
+    };
+    let limits = Arc::new(conn::Limits::new(c.max_queue, c.max_buf));
+    let (backend, control) = open_backend(&c, &limits).unwrap_or_else(|e| die(e));
     let control_listener = control.as_ref().map(|(ctl, path)| {
         let l = control::bind(path).unwrap_or_else(|e| die(e));
         SHUTDOWN.lock().remove.push(path.clone());
@@ -283,7 +395,8 @@ pub fn main() {
         threads: 16,
         handshake_flags: handshake_flags::ALL,
         no_sr: false,
-        oldstyle: false,
+        oldstyle: c.oldstyle,
+        limits,
     });
     if let Some((ctl, l)) = control_listener {
         std::thread::spawn(move || ctl.serve(l));
@@ -293,7 +406,7 @@ pub fn main() {
         Mode::Target(p) => Some((p.clone(), Arc::clone(&srv.backend))),
         _ => None,
     };
-    log::log_info(format_args!("{}", describe(&c)));
+    log::log_info(format_args!("{}", describe(&c, port)));
     if c.inetd {
         std::thread::spawn(move || signal_loop(cache, target));
         // SAFETY: duplicates of standard input, owned from here. As xnbd,
@@ -301,6 +414,16 @@ pub fn main() {
         let (rd, wr) = unsafe { (dup_file(0), dup_file(0)) };
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
+        exit(0);
+    }
+    if let Some(fd) = connected {
+        std::thread::spawn(move || signal_loop(cache, target));
+        let peer = listen::peer_of(fd.as_raw_fd());
+        let wr = File::from(fd);
+        match wr.try_clone() {
+            Ok(rd) => conn::serve_pre_negotiated(srv, rd, wr, 0, peer),
+            Err(e) => die(format!("--connected-fd: {e}")),
+        }
         exit(0);
     }
     let next_id = Arc::new(AtomicUsize::new(0));
@@ -312,12 +435,24 @@ pub fn main() {
     signal_loop(cache, target)
 }
 
-fn describe(c: &Cli) -> String {
-    let how = if c.inetd {
+/// The startup message. It comes once clients can connect, and names the
+/// port (the one the system picked for `--lport 0`).
+fn describe(c: &Cli, port: u16) -> String {
+    let mut how = if c.inetd {
         "on standard input".to_string()
+    } else if let Some(fd) = c.connected_fd {
+        format!("to the pre-negotiated client on descriptor {fd}")
     } else {
-        format!("on port {}", c.lport)
+        format!("on port {port}")
     };
+    if c.oldstyle {
+        how.push_str(" (oldstyle handshake)");
+    }
+    match crate::tls::policy() {
+        nbd_core::server::negotiate::Tls::Off => {}
+        nbd_core::server::negotiate::Tls::On => how.push_str(" (TLS offered)"),
+        nbd_core::server::negotiate::Tls::Require => how.push_str(" (TLS required)"),
+    }
     match &c.mode {
         Mode::Target(p) => format!("target mode: serving {} {how}", p.display()),
         Mode::CowTarget(p) => format!("cow-target mode: serving {} {how}", p.display()),
@@ -329,7 +464,10 @@ fn describe(c: &Cli) -> String {
 
 /// The stack of the mode, and the proxy's control with its socket path.
 #[allow(clippy::type_complexity)]
-fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
+fn open_backend(
+    c: &Cli,
+    limits: &Arc<conn::Limits>,
+) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
     let file_plugin = |path: &Path, ro: bool| {
         if !path.exists() {
             return Err(format!("{}: no such file", path.display()));
@@ -387,6 +525,7 @@ fn open_backend(c: &Cli) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, Path
                     port: *port,
                     export: c.target_exportname.clone(),
                 }),
+                limits: Arc::clone(limits),
             });
             Ok((xc, Some((ctl, control.clone()))))
         }
@@ -437,24 +576,59 @@ fn claim_cow_files(base: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
 /// v6-only, without listening yet: [`listen_all`] starts accepting once
 /// the backend is ready, so a client that gets through finds it ready.
-fn bind(port: u16) -> Vec<OwnedFd> {
+/// Port 0: the system picks one (the same for both), which the startup
+/// message names. Returns the sockets and the port.
+fn bind(port: u16) -> (Vec<OwnedFd>, u16) {
     let mut ls = Vec::new();
     match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
         Ok(l) => {
             let v6only = v6only(&l);
+            let port = local_port(&l).unwrap_or(port);
             ls.push(l);
             if v6only {
                 if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
                     ls.push(l4);
                 }
             }
+            (ls, port)
         }
         Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
-            Ok(l) => ls.push(l),
+            Ok(l) => {
+                let port = local_port(&l).unwrap_or(port);
+                ls.push(l);
+                (ls, port)
+            }
             Err(e) => die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")),
         },
     }
-    ls
+}
+
+/// The port a bound socket has.
+fn local_port(fd: &OwnedFd) -> Option<u16> {
+    // SAFETY: getsockname into a zeroed sockaddr_storage of the size given.
+    unsafe {
+        let mut sa: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of_val(&sa) as libc::socklen_t;
+        if libc::getsockname(
+            fd.as_raw_fd(),
+            &mut sa as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        ) != 0
+        {
+            return None;
+        }
+        match sa.ss_family as libc::c_int {
+            libc::AF_INET6 => {
+                let a = &*(&sa as *const _ as *const libc::sockaddr_in6);
+                Some(u16::from_be(a.sin6_port))
+            }
+            libc::AF_INET => {
+                let a = &*(&sa as *const _ as *const libc::sockaddr_in);
+                Some(u16::from_be(a.sin_port))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
@@ -567,6 +741,29 @@ fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
         if let Err(e) = r {
             log::error!("cannot start a thread: {e}");
         }
+    }
+}
+
+/// Takes descriptor `fd` (`--connected-fd`), which must be open and is
+/// ours from now on, and makes it blocking, as xnbd does.
+fn take_connected_fd(fd: i32) -> Result<OwnedFd, String> {
+    // SAFETY: fcntl on a number; F_GETFL fails with EBADF if it is not an
+    // open descriptor, and then nothing is taken.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(format!(
+            "--connected-fd {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the descriptor is open and was handed to us to own; the
+    // flags are its own minus O_NONBLOCK, plus close-on-exec.
+    unsafe {
+        if fl & libc::O_NONBLOCK != 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
 
@@ -717,7 +914,39 @@ mod tests {
         let c = p(&["--target", "--lport", "9000", "--readonly", "img"]).unwrap();
         assert_eq!(c.mode, Mode::Target("img".into()));
         assert_eq!(c.lport, 9000);
-        assert!(c.readonly);
+        assert!(c.readonly && !c.oldstyle);
+        assert!(p(&["--cow-target", "--oldstyle", "img"]).unwrap().oldstyle);
+        let c = p(&["--target", "--connected-fd=7", "img"]).unwrap();
+        assert_eq!(c.connected_fd, Some(7));
+        assert!(p(&["--target", "--connected-fd", "-1", "img"]).is_err());
+        assert!(p(&["--target", "--connected-fd", "3", "--inetd", "img"]).is_err());
+        let c = p(&[
+            "--target",
+            "--max-queue-size",
+            "4",
+            "--max-buf-size=65536",
+            "i",
+        ])
+        .unwrap();
+        assert_eq!((c.max_queue, c.max_buf), (4, 65536));
+        assert!(p(&["--target", "--max-queue-size", "-1", "i"]).is_err());
+        assert!(p(&["--target", "--max-buf-size", "1M", "i"]).is_err());
+        assert!(p(&["--target", "--max-buf-size"]).is_err());
+        let c = p(&[
+            "--target",
+            "--tls=require",
+            "--tls-psk",
+            "k",
+            "--tls-verify-peer",
+            "i",
+        ])
+        .unwrap();
+        assert_eq!(c.tls.as_deref(), Some("require"));
+        assert_eq!(c.tls_psk.as_deref(), Some("k"));
+        assert!(c.tls_verify_peer && c.tls_certificates.is_none());
+        assert!(p(&["--target", "--tls=on", "--oldstyle", "i"]).is_err());
+        assert!(p(&["--target", "--tls=off", "--oldstyle", "i"]).is_ok());
+        assert!(p(&["--target", "--tls=require", "--connected-fd", "3", "i"]).is_err());
         let c = p(&[
             "--proxy",
             "--target-exportname=x",

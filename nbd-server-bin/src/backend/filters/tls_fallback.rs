@@ -383,6 +383,7 @@ mod tests {
             handshake_flags: handshake_flags::ALL,
             no_sr: false,
             oldstyle: false,
+            limits: Default::default(),
         });
         let (mut s, theirs) = UnixStream::pair().unwrap();
         let h = std::thread::spawn(move || {

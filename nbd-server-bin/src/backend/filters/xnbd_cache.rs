@@ -13,6 +13,16 @@
 //! - A write lands in the cache image only and marks its blocks cached; a
 //!   write covering part of an uncached block first fetches that block.
 //!   The layer below is never written, trimmed or flushed.
+//! - Trim and write-zeroes make the range read as zeros in the cache image
+//!   and mark its blocks cached (as xnbd's proxy does for trim): whole
+//!   blocks are punched out of the cache image (written as zeros when the
+//!   file system cannot punch, or when the client asked for no holes), the
+//!   parts of blocks at either end are written as zeros after the rest of
+//!   their block was fetched. Nothing is passed below.
+//! - Block status (base:allocation): cached blocks as the cache image
+//!   holds them (SEEK_DATA/SEEK_HOLE: a punched block is a hole that reads
+//!   as zeros, anything else data); uncached blocks as the layer below
+//!   reports them (they read as its data), or data when it cannot say.
 //! - Flush makes the cache image and then the bitmap durable (fdatasync
 //!   both, data first, bits snapshotted before the data is synced), so a
 //!   crash never leaves a bit set over data that was not stored.
@@ -83,6 +93,8 @@ pub struct XnbdCache {
     stripes: Box<[Mutex<()>]>,
     flush_lock: Mutex<()>,
     switched: AtomicBool,
+    /// The cache image's file system punches holes (until it says not).
+    can_punch: AtomicBool,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -93,6 +105,24 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Deallocates `len` bytes at `offset` of `f` (they read as zeros after).
+fn punch_hole(f: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: fallocate on our descriptor with plain integers.
+    let r = unsafe {
+        libc::fallocate(
+            std::os::unix::io::AsRawFd::as_raw_fd(f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
 
 /// The length of the bitmap of a disk of `size` bytes.
 pub fn bitmap_len(size: u64) -> u64 {
@@ -223,6 +253,7 @@ impl XnbdCache {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             flush_lock: Mutex::new(()),
             switched: AtomicBool::new(false),
+            can_punch: AtomicBool::new(true),
         })
     }
 
@@ -285,10 +316,20 @@ impl XnbdCache {
         Ok(())
     }
 
-    /// Fetches every uncached block, region by region, while clients go on;
+    /// Fetches every uncached block, region by region, while clients go on,
+    /// asking below for at most `blocks_per_request` blocks at a time (0:
+    /// a region, 256 blocks, which is also the most);
     /// `report(cached, total)` after each region (false: stop). Flushes
     /// every 64 MiB and at the end, so that the work survives a crash.
-    pub fn cache_all(&self, report: &mut dyn FnMut(u64, u64) -> bool) -> Result<()> {
+    pub fn cache_all(
+        &self,
+        blocks_per_request: u64,
+        report: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<()> {
+        let step = match blocks_per_request {
+            0 => REGION,
+            n => n.min(REGION),
+        };
         let regions = self.nblocks.div_ceil(REGION);
         for r in 0..regions {
             if self.is_switched() {
@@ -297,7 +338,12 @@ impl XnbdCache {
             let (b0, b1) = (r * REGION, ((r + 1) * REGION).min(self.nblocks));
             if (b0..b1).any(|b| !self.is_cached(b)) {
                 let _g = self.stripes[r as usize % STRIPES].lock();
-                self.fetch_locked(b0, b1)?;
+                let mut s = b0;
+                while s < b1 {
+                    let e = (s + step).min(b1);
+                    self.fetch_locked(s, e)?;
+                    s = e;
+                }
             }
             if r % 64 == 63 {
                 self.flush()?;
@@ -376,6 +422,124 @@ impl XnbdCache {
             .map_err(|e| io_err("read", &self.opts.cache, e))
     }
 
+    /// Writes zeros over `len` bytes at `offset`, as a client's write.
+    fn write_zeros(&self, offset: u64, len: u64) -> Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64) as usize;
+            self.write(&ZEROS[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes `len` bytes at `offset` read as zeros and marks their blocks
+    /// cached. With `punch`, whole blocks are punched out of the cache
+    /// image (a hole), else written; partial blocks are always written.
+    fn zero_range(&self, offset: u64, len: u64, punch: bool) -> Result<()> {
+        let end = offset + len;
+        // The whole blocks, as bytes: a short last block is whole when the
+        // range reaches the end of the disk.
+        let a = offset.div_ceil(BLOCK) * BLOCK;
+        let z = if end == self.size {
+            end
+        } else {
+            end / BLOCK * BLOCK
+        };
+        if !punch || !self.can_punch.load(Ordering::Relaxed) || a >= z {
+            return self.write_zeros(offset, len);
+        }
+        self.write_zeros(offset, a - offset)?;
+        self.write_zeros(z, end - z)?;
+        let (b0, b1) = (a / BLOCK, z.div_ceil(BLOCK));
+        let g = self.lock_blocks(b0, b1);
+        match punch_hole(&self.cache, a, z - a) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
+                self.can_punch.store(false, Ordering::Relaxed);
+                drop(g);
+                return self.write_zeros(a, z - a);
+            }
+            Err(e) => return Err(io_err("fallocate", &self.opts.cache, e)),
+        }
+        for b in b0..b1 {
+            self.set_cached(b);
+        }
+        Ok(())
+    }
+
+    /// Block status of `pos..end`, all cached: the cache image's holes
+    /// (zeros) and data.
+    fn cache_extents(&self, mut pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
+        use nbd_core::wire::consts::allocation;
+        let seek = |off: u64, whence: libc::c_int| {
+            // SAFETY: lseek on our descriptor. It moves the file offset,
+            // which nothing uses (all I/O is pread/pwrite).
+            let r = unsafe {
+                libc::lseek(
+                    std::os::unix::io::AsRawFd::as_raw_fd(&self.cache),
+                    off as libc::off_t,
+                    whence,
+                )
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(r as u64)
+            }
+        };
+        while pos < end && sink.wants_more() {
+            let data = match seek(pos, libc::SEEK_DATA) {
+                Ok(d) => d,
+                // No data after pos: a hole to the end of the file.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
+                // No SEEK_DATA here: data, which is always true.
+                Err(_) => return sink.add(pos, end - pos, 0).map(|_| ()),
+            };
+            if data > pos {
+                let n = data.min(end) - pos;
+                sink.add(pos, n, allocation::HOLE | allocation::ZERO)?;
+                pos += n;
+                continue;
+            }
+            let hole = match seek(pos, libc::SEEK_HOLE) {
+                Ok(h) => h.max(pos + 1),
+                Err(_) => end,
+            };
+            let n = hole.min(end) - pos;
+            sink.add(pos, n, 0)?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Block status of `pos..end`, all uncached: what the layer below
+    /// says, or data where it cannot say (no extents, an error, a remote
+    /// that is gone).
+    fn below_extents(&self, mut pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
+        let src = self.source();
+        if src.can_extents().unwrap_or(false) {
+            let mut e = Extents::new();
+            while pos < end && sink.wants_more() {
+                let n = (end - pos) as u32;
+                e.reset(pos, n, false);
+                if src.extents(n, pos, &mut e).is_err() || e.is_empty() {
+                    break;
+                }
+                for &(len, flags) in e.as_slice() {
+                    if !sink.add(pos, len, flags)? {
+                        return Ok(());
+                    }
+                    pos += len;
+                }
+            }
+        }
+        if pos < end {
+            sink.add(pos, end - pos, 0)?;
+        }
+        Ok(())
+    }
+
     fn write(&self, buf: &[u8], offset: u64) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
@@ -432,7 +596,7 @@ impl Backend for XnbdCache {
         Ok(true)
     }
     fn can_trim(&self) -> Result<bool> {
-        Ok(false)
+        Ok(true)
     }
     fn can_zero(&self) -> Result<bool> {
         Ok(true)
@@ -497,20 +661,22 @@ impl Backend for XnbdCache {
     }
 
     fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
-        let mut done = 0u64;
-        while done < count as u64 {
-            let n = (count as u64 - done).min(ZEROS.len() as u64) as usize;
-            self.write(&ZEROS[..n], offset + done)?;
-            done += n as u64;
+        if flags.fast {
+            return Err(Error::new(libc::ENOTSUP, "xnbd-cache: zero is not fast"));
         }
+        self.zero_range(offset, count as u64, flags.may_trim)?;
         if flags.fua {
             self.flush()?;
         }
         Ok(())
     }
 
-    fn trim(&self, _count: u32, _offset: u64, _fua: bool) -> Result<()> {
-        // Not advertised; never passed below.
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        // Never passed below: the range reads as zeros from the cache.
+        self.zero_range(offset, count as u64, true)?;
+        if fua {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -560,7 +726,25 @@ impl Backend for XnbdCache {
     }
 
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
-        sink.add(offset, count as u64, 0).map(|_| ())
+        let end = offset + count as u64;
+        let switched = self.is_switched();
+        let here = |b: u64| switched || self.is_cached(b);
+        let mut pos = offset;
+        while pos < end && sink.wants_more() {
+            // A run of blocks that are all cached, or all not.
+            let cached = here(pos / BLOCK);
+            let mut e = ((pos / BLOCK + 1) * BLOCK).min(end);
+            while e < end && here(e / BLOCK) == cached {
+                e = ((e / BLOCK + 1) * BLOCK).min(end);
+            }
+            if cached {
+                self.cache_extents(pos, e, sink)?;
+            } else {
+                self.below_extents(pos, e, sink)?;
+            }
+            pos = e;
+        }
+        Ok(())
     }
 }
 
@@ -631,6 +815,85 @@ mod tests {
         c.pread(&mut b, 4096 * 70).unwrap();
         assert_eq!(b[1..], [9, 9, 9]);
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Trim and zero leave the layer below alone, read as zeros, mark
+    /// their blocks cached; block status follows the cache image for
+    /// cached blocks and the layer below for the rest. Both modes.
+    #[test]
+    fn trim_zero_and_block_status() {
+        use nbd_core::wire::consts::allocation::{HOLE, ZERO};
+        const B: u64 = BLOCK;
+        for fetch_on_read in [true, false] {
+            let d = tmp(&format!("tz{fetch_on_read}"));
+            let size = B * 64;
+            // Below: data in blocks 0..32, nothing (zeros, a hole) after.
+            let m = Memory::new(size);
+            let data: Vec<u8> = (0..B * 32).map(|i| (i % 251) as u8 | 1).collect();
+            m.pwrite(&data, 0, false).unwrap();
+            let inner: Arc<dyn Backend> = Arc::new(m);
+            let opts = Options {
+                cache: d.join("c"),
+                bitmap: d.join("b"),
+                clear_bitmap: false,
+                fetch_on_read,
+            };
+            let c = XnbdCache::new(Arc::clone(&inner), opts).unwrap();
+            // Unaligned: blocks 2 and 5 in part (written), 3 and 4 whole
+            // (punched).
+            c.trim((B * 3) as u32, B * 2 + 100, false).unwrap();
+            let mut got = vec![0u8; (B * 4) as usize];
+            c.pread(&mut got, B * 2).unwrap();
+            let mut want = data[(B * 2) as usize..(B * 6) as usize].to_vec();
+            want[100..(B * 3 + 100) as usize].fill(0);
+            assert!(got == want, "fetch_on_read={fetch_on_read}");
+            assert!((2..6).all(|b| c.is_cached(b)) && !c.is_cached(1) && !c.is_cached(6));
+            let zero = |may_trim| ZeroFlags {
+                may_trim,
+                fua: false,
+                fast: false,
+            };
+            c.zero((B * 2) as u32, B * 40, zero(true)).unwrap();
+            c.zero(B as u32, B * 10, zero(false)).unwrap();
+            assert!(c
+                .zero(
+                    1,
+                    0,
+                    ZeroFlags {
+                        fast: true,
+                        ..zero(true)
+                    }
+                )
+                .is_err());
+            let mut z = vec![1u8; (B * 2) as usize];
+            c.pread(&mut z, B * 10).unwrap();
+            assert!(z[..B as usize].iter().all(|&x| x == 0));
+            assert_eq!(z[B as usize..], data[(B * 11) as usize..(B * 12) as usize]);
+            // Below is as it was.
+            let mut below = vec![0u8; data.len()];
+            inner.pread(&mut below, 0).unwrap();
+            assert!(below == data);
+            let mut e = Extents::new();
+            e.reset(0, size as u32, false);
+            c.extents(size as u32, 0, &mut e).unwrap();
+            assert_eq!(
+                e.as_slice(),
+                &[
+                    (B * 3, 0),
+                    (B * 2, HOLE | ZERO),
+                    (B * 27, 0),
+                    (B * 32, HOLE | ZERO)
+                ],
+                "fetch_on_read={fetch_on_read}"
+            );
+            // After a switch, the cache image alone: what was never
+            // fetched is a hole there too (and reads as zeros).
+            c.switch(true).unwrap();
+            e.reset(0, size as u32, false);
+            c.extents(size as u32, 0, &mut e).unwrap();
+            assert_eq!(e.as_slice()[0], (B * 2, HOLE | ZERO));
+            let _ = std::fs::remove_dir_all(&d);
+        }
     }
 
     #[test]
