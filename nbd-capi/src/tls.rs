@@ -24,6 +24,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
 use nbd_gnutls as sys;
+use sys::secret::Zeroizing;
 
 /// libnbd's priority strings.
 const PRIORITY: &[u8] = b"NORMAL:-VERS-SSL3.0\0";
@@ -234,20 +235,19 @@ impl Session {
                 "TLS PSK: no user name (nbd_set_tls_username, or $LOGNAME)",
             ));
         };
-        let key = lookup_psk(file, user)?;
+        let mut key = lookup_psk(file, user)?;
         let mut c: sys::gnutls_psk_client_credentials_t = std::ptr::null_mut();
         // SAFETY: c is written by the call.
         check("gnutls_psk_allocate_client_credentials", unsafe {
             sys::gnutls_psk_allocate_client_credentials(&mut c)
         })?;
         let creds = Creds::Psk(c);
-        let mut key = key.into_bytes();
         let datum = sys::gnutls_datum_t {
             data: key.as_mut_ptr(),
             size: key.len() as c_uint,
         };
         // SAFETY: valid credentials, user name and key datum (GnuTLS
-        // copies both).
+        // copies both, so our copy of the key is wiped right after).
         let r = unsafe {
             sys::gnutls_psk_set_client_credentials(
                 c,
@@ -256,7 +256,7 @@ impl Session {
                 sys::GNUTLS_PSK_KEY_HEX,
             )
         };
-        key.fill(0);
+        drop(key); // Zeroizing: wiped now, whatever GnuTLS said
         check("gnutls_psk_set_client_credentials", r)?;
         // SAFETY: valid session and credentials, which outlive it.
         check("gnutls_credentials_set", unsafe {
@@ -494,10 +494,14 @@ pub fn local_username() -> Option<CString> {
 }
 
 /// The hex key of `user` in a psktool file (`username:hexkey` lines).
-fn lookup_psk(file: &CStr, user: &CStr) -> Result<String, Error> {
+/// Both the file's contents and the key returned are wiped when dropped:
+/// every key in the file is a secret, not only the one we use.
+fn lookup_psk(file: &CStr, user: &CStr) -> Result<Zeroizing<Vec<u8>>, Error> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(file.to_bytes()));
-    let text = std::fs::read(path).map_err(|e| {
+    // std::fs::read sizes its buffer from the file's length, so the
+    // contents are not left behind in a reallocated buffer.
+    let text = std::fs::read(path).map(Zeroizing::new).map_err(|e| {
         err(
             e.raw_os_error().unwrap_or(libc::EIO),
             format!("open: {}", path.display()),
@@ -518,7 +522,7 @@ fn lookup_psk(file: &CStr, user: &CStr) -> Result<String, Error> {
                     ),
                 ));
             }
-            return Ok(String::from_utf8_lossy(key).into_owned());
+            return Ok(Zeroizing::new(key.to_vec()));
         }
     }
     Err(err(
@@ -627,7 +631,7 @@ mod tests {
         std::fs::write(&dir, "alice:0011aabb\r\nbob:zz\nalicex:ff\n").unwrap();
         let f = CString::new(dir.to_str().unwrap()).unwrap();
         let u = |n: &str| CString::new(n).unwrap();
-        assert_eq!(lookup_psk(&f, &u("alice")).unwrap(), "0011aabb");
+        assert_eq!(lookup_psk(&f, &u("alice")).unwrap()[..], b"0011aabb"[..]);
         assert_eq!(lookup_psk(&f, &u("bob")).unwrap_err().errno, libc::EINVAL);
         assert_eq!(lookup_psk(&f, &u("carol")).unwrap_err().errno, libc::EINVAL);
         std::fs::remove_file(&dir).unwrap();
