@@ -145,6 +145,63 @@ pub struct Session {
     io: Box<Io>,
     _creds: Option<Creds>,
     handshake_done: bool,
+    /// The record framing of everything the server sends, checked as it
+    /// arrives.
+    framing: Framing,
+}
+
+/// The largest TLS record (TLS 1.2's ciphertext limit; 1.3's is lower).
+const MAX_RECORD: usize = (1 << 14) + 2048;
+
+/// Follows the record headers in the server's byte stream, so plain text
+/// where a TLS record should be is caught the moment it arrives, and
+/// reported as what it is. GnuTLS rejects it too, but as EIO with "An
+/// unexpected TLS packet was received", which does not say that the
+/// server (or a man in the middle) wrote outside TLS after the ACK to
+/// NBD_OPT_STARTTLS: CVE-2021-3716's class.
+#[derive(Default)]
+struct Framing {
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+    header: [u8; 5],
+    header_len: usize,
+    /// Where the stream stopped being TLS: the header bytes seen.
+    bad: Option<Vec<u8>>,
+}
+
+impl Framing {
+    fn scan(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.bad.is_none() {
+            if self.body_left > 0 {
+                let k = self.body_left.min(data.len());
+                self.body_left -= k;
+                data = &data[k..];
+                continue;
+            }
+            let k = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + k].copy_from_slice(&data[..k]);
+            self.header_len += k;
+            data = &data[k..];
+            let h = &self.header[..self.header_len];
+            // Content type 20-23, version 3.x, a length TLS allows; each
+            // checked as soon as its bytes are here.
+            let len = (h.len() == 5).then(|| usize::from(u16::from_be_bytes([h[3], h[4]])));
+            if !(20..=23).contains(&h[0])
+                || h.get(1).is_some_and(|&v| v != 3)
+                || h.get(2).is_some_and(|&v| v > 4)
+                || len.is_some_and(|l| l > MAX_RECORD)
+            {
+                let mut seen = h.to_vec();
+                seen.extend_from_slice(&data[..data.len().min(11)]);
+                self.bad = Some(seen);
+                return;
+            }
+            if let Some(l) = len {
+                self.body_left = l;
+                self.header_len = 0;
+            }
+        }
+    }
 }
 
 // SAFETY: the session is only used by whichever thread holds the handle's
@@ -189,6 +246,7 @@ impl Session {
             }),
             _creds: None,
             handshake_done: false,
+            framing: Framing::default(),
         };
         let io_ptr: *mut Io = &mut *sess.io;
         // SAFETY: the session is ours; io_ptr stays valid as long as the
@@ -311,6 +369,7 @@ impl Session {
         if self.handshake_done {
             return Ok(true);
         }
+        self.check_framing()?;
         // SAFETY: our session.
         let r = unsafe { sys::gnutls_handshake(self.session) };
         if r == 0 {
@@ -389,8 +448,30 @@ impl Session {
         Ok(total)
     }
 
+    /// Fails if the server sent something that is not a TLS record (see
+    /// [`Framing`]); the driver also refuses bytes that were already
+    /// waiting before the ClientHello went out.
+    fn check_framing(&self) -> Result<(), Error> {
+        let Some(seen) = &self.framing.bad else {
+            return Ok(());
+        };
+        let hex = crate::driver::hex(seen);
+        Err(err(
+            libc::EPROTO,
+            if self.handshake_done {
+                format!("server sent plain text inside the TLS session, not a TLS record (starting {hex})")
+            } else {
+                format!(
+                    "handshake: server answered the TLS handshake with plain text, not TLS \
+                     (starting {hex})"
+                )
+            },
+        ))
+    }
+
     /// Decrypts into `buf`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Recv, Error> {
+        self.check_framing()?;
         loop {
             // SAFETY: buf is writable for its length.
             let r = unsafe {
@@ -454,8 +535,9 @@ impl Session {
     /// `n` bytes landed in the last [`Session::in_buf`] (0: EOF).
     pub fn in_received(&mut self, n: usize) {
         const CHUNK: usize = 64 * 1024;
-        let len = self.io.inb.len();
-        self.io.inb.truncate(len - CHUNK + n);
+        let start = self.io.inb.len() - CHUNK;
+        self.framing.scan(&self.io.inb[start..start + n]);
+        self.io.inb.truncate(start + n);
         if n == 0 {
             self.io.eof = true;
         }
@@ -624,6 +706,37 @@ fn load_certificates(dir: &[u8]) -> Result<Option<Creds>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn framing_follows_records_and_catches_plain_text() {
+        // Two records (a 3-byte handshake record, a 2-byte alert), fed in
+        // pieces that split headers and bodies.
+        let stream = [22, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 2, 2, 40];
+        for cut in 0..stream.len() {
+            let mut f = Framing::default();
+            f.scan(&stream[..cut]);
+            f.scan(&stream[cut..]);
+            assert!(f.bad.is_none(), "cut at {cut}");
+            assert_eq!((f.body_left, f.header_len), (0, 0));
+        }
+        // An NBD option reply where a record should start: caught on its
+        // first byte, even with nothing else yet.
+        let mut f = Framing::default();
+        f.scan(&stream[..8]);
+        f.scan(&[0x00]);
+        assert_eq!(f.bad.as_deref(), Some(&[0u8][..]));
+        // Bad version, bad minor version, a length TLS does not allow.
+        for bad in [&[23u8, 4][..], &[23, 3, 9], &[23, 3, 3, 0x89, 0x04]] {
+            let mut f = Framing::default();
+            f.scan(bad);
+            assert_eq!(f.bad.as_deref(), Some(bad));
+        }
+        // Scanning stops at the first bad header, keeping it and the next
+        // 11 bytes for the error message.
+        let mut f = Framing::default();
+        f.scan(&[0x5a; 40]);
+        assert_eq!(f.bad.as_ref().map(Vec::len), Some(16));
+    }
 
     #[test]
     fn psk_lookup() {
