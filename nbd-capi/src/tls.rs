@@ -71,6 +71,8 @@ struct Io {
     in_pos: usize,
     /// The socket said EOF.
     eof: bool,
+    /// `pull` had nothing to give (it said EAGAIN) since this was reset.
+    starved: bool,
 }
 
 unsafe extern "C" fn push(
@@ -97,6 +99,7 @@ unsafe extern "C" fn pull(ptr: sys::gnutls_transport_ptr_t, data: *mut c_void, n
         if io.eof {
             return 0;
         }
+        io.starved = true;
         // SAFETY: the session this Io belongs to.
         unsafe { sys::gnutls_transport_set_errno(io.session, libc::EAGAIN) };
         return -1;
@@ -243,6 +246,7 @@ impl Session {
                 inb: Vec::new(),
                 in_pos: 0,
                 eof: false,
+                starved: false,
             }),
             _creds: None,
             handshake_done: false,
@@ -472,7 +476,9 @@ impl Session {
     /// Decrypts into `buf`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Recv, Error> {
         self.check_framing()?;
+        let mut stalls = 0;
         loop {
+            self.io.starved = false;
             // SAFETY: buf is writable for its length.
             let r = unsafe {
                 sys::gnutls_record_recv(self.session, buf.as_mut_ptr().cast(), buf.len())
@@ -485,7 +491,22 @@ impl Session {
             }
             let r = r as c_int;
             match r {
-                sys::GNUTLS_E_AGAIN | sys::GNUTLS_E_INTERRUPTED => return Ok(Recv::Again),
+                // A record that carried no data (a TLS 1.3 session ticket,
+                // which OpenSSL servers send after the handshake) makes
+                // GnuTLS stop with AGAIN though it never ran out of
+                // ciphertext: more may be in our buffer or in its own.
+                // Saying "again" then would send the caller to poll(2) for
+                // bytes that were read long ago, and hang (a ticket and
+                // the first reply in one recv). So AGAIN means "read the
+                // socket" only once our pull had nothing to give; the bound
+                // is a guard against a GnuTLS that never says why.
+                sys::GNUTLS_E_AGAIN | sys::GNUTLS_E_INTERRUPTED => {
+                    stalls += 1;
+                    if !self.io.starved && stalls < 64 {
+                        continue;
+                    }
+                    return Ok(Recv::Again);
+                }
                 // Servers close without close_notify after NBD_CMD_DISC.
                 sys::GNUTLS_E_PREMATURE_TERMINATION => return Ok(Recv::Eof),
                 // SAFETY: pure function.
