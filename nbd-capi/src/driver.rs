@@ -158,6 +158,11 @@ pub struct Connection {
     tls: Option<crate::tls::Session>,
 }
 
+/// Bytes as hex, for error messages about what a server sent.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn last_errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
@@ -280,6 +285,36 @@ impl Connection {
             return false;
         }
         if self.tls.is_none() {
+            // In TLS the client speaks first, so nothing may arrive between
+            // the server's ACK to NBD_OPT_STARTTLS and our ClientHello. Bytes
+            // already waiting were written in plain text after the ACK, by
+            // the server or by a man in the middle (CVE-2021-3716's class);
+            // they must never reach GnuTLS as if they were TLS, nor be read
+            // as NBD. Fail clearly instead of with GnuTLS's "unexpected
+            // packet" (Session::handshake catches them if they come later).
+            let mut peek = [0u8; 16];
+            // SAFETY: peek is writable for its length; MSG_PEEK leaves the
+            // bytes in the socket.
+            let n = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    peek.as_mut_ptr().cast(),
+                    peek.len(),
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                self.client.fail(err(
+                    libc::EPROTO,
+                    format!(
+                        "handshake: server sent plain text after its ACK to \
+                         NBD_OPT_STARTTLS, before the TLS handshake (starting {}); \
+                         refusing it",
+                        hex(&peek[..n as usize])
+                    ),
+                ));
+                return true;
+            }
             match crate::tls::Session::new(&self.tls_params) {
                 Ok(t) => self.tls = Some(t),
                 Err(e) => {

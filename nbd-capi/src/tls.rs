@@ -24,6 +24,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
 use nbd_gnutls as sys;
+use sys::secret::Zeroizing;
 
 /// libnbd's priority strings.
 const PRIORITY: &[u8] = b"NORMAL:-VERS-SSL3.0\0";
@@ -70,6 +71,8 @@ struct Io {
     in_pos: usize,
     /// The socket said EOF.
     eof: bool,
+    /// `pull` had nothing to give (it said EAGAIN) since this was reset.
+    starved: bool,
 }
 
 unsafe extern "C" fn push(
@@ -96,6 +99,7 @@ unsafe extern "C" fn pull(ptr: sys::gnutls_transport_ptr_t, data: *mut c_void, n
         if io.eof {
             return 0;
         }
+        io.starved = true;
         // SAFETY: the session this Io belongs to.
         unsafe { sys::gnutls_transport_set_errno(io.session, libc::EAGAIN) };
         return -1;
@@ -144,6 +148,63 @@ pub struct Session {
     io: Box<Io>,
     _creds: Option<Creds>,
     handshake_done: bool,
+    /// The record framing of everything the server sends, checked as it
+    /// arrives.
+    framing: Framing,
+}
+
+/// The largest TLS record (TLS 1.2's ciphertext limit; 1.3's is lower).
+const MAX_RECORD: usize = (1 << 14) + 2048;
+
+/// Follows the record headers in the server's byte stream, so plain text
+/// where a TLS record should be is caught the moment it arrives, and
+/// reported as what it is. GnuTLS rejects it too, but as EIO with "An
+/// unexpected TLS packet was received", which does not say that the
+/// server (or a man in the middle) wrote outside TLS after the ACK to
+/// NBD_OPT_STARTTLS: CVE-2021-3716's class.
+#[derive(Default)]
+struct Framing {
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+    header: [u8; 5],
+    header_len: usize,
+    /// Where the stream stopped being TLS: the header bytes seen.
+    bad: Option<Vec<u8>>,
+}
+
+impl Framing {
+    fn scan(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.bad.is_none() {
+            if self.body_left > 0 {
+                let k = self.body_left.min(data.len());
+                self.body_left -= k;
+                data = &data[k..];
+                continue;
+            }
+            let k = (5 - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + k].copy_from_slice(&data[..k]);
+            self.header_len += k;
+            data = &data[k..];
+            let h = &self.header[..self.header_len];
+            // Content type 20-23, version 3.x, a length TLS allows; each
+            // checked as soon as its bytes are here.
+            let len = (h.len() == 5).then(|| usize::from(u16::from_be_bytes([h[3], h[4]])));
+            if !(20..=23).contains(&h[0])
+                || h.get(1).is_some_and(|&v| v != 3)
+                || h.get(2).is_some_and(|&v| v > 4)
+                || len.is_some_and(|l| l > MAX_RECORD)
+            {
+                let mut seen = h.to_vec();
+                seen.extend_from_slice(&data[..data.len().min(11)]);
+                self.bad = Some(seen);
+                return;
+            }
+            if let Some(l) = len {
+                self.body_left = l;
+                self.header_len = 0;
+            }
+        }
+    }
 }
 
 // SAFETY: the session is only used by whichever thread holds the handle's
@@ -185,9 +246,11 @@ impl Session {
                 inb: Vec::new(),
                 in_pos: 0,
                 eof: false,
+                starved: false,
             }),
             _creds: None,
             handshake_done: false,
+            framing: Framing::default(),
         };
         let io_ptr: *mut Io = &mut *sess.io;
         // SAFETY: the session is ours; io_ptr stays valid as long as the
@@ -234,20 +297,19 @@ impl Session {
                 "TLS PSK: no user name (nbd_set_tls_username, or $LOGNAME)",
             ));
         };
-        let key = lookup_psk(file, user)?;
+        let mut key = lookup_psk(file, user)?;
         let mut c: sys::gnutls_psk_client_credentials_t = std::ptr::null_mut();
         // SAFETY: c is written by the call.
         check("gnutls_psk_allocate_client_credentials", unsafe {
             sys::gnutls_psk_allocate_client_credentials(&mut c)
         })?;
         let creds = Creds::Psk(c);
-        let mut key = key.into_bytes();
         let datum = sys::gnutls_datum_t {
             data: key.as_mut_ptr(),
             size: key.len() as c_uint,
         };
         // SAFETY: valid credentials, user name and key datum (GnuTLS
-        // copies both).
+        // copies both, so our copy of the key is wiped right after).
         let r = unsafe {
             sys::gnutls_psk_set_client_credentials(
                 c,
@@ -256,7 +318,7 @@ impl Session {
                 sys::GNUTLS_PSK_KEY_HEX,
             )
         };
-        key.fill(0);
+        drop(key); // Zeroizing: wiped now, whatever GnuTLS said
         check("gnutls_psk_set_client_credentials", r)?;
         // SAFETY: valid session and credentials, which outlive it.
         check("gnutls_credentials_set", unsafe {
@@ -311,6 +373,7 @@ impl Session {
         if self.handshake_done {
             return Ok(true);
         }
+        self.check_framing()?;
         // SAFETY: our session.
         let r = unsafe { sys::gnutls_handshake(self.session) };
         if r == 0 {
@@ -389,9 +452,33 @@ impl Session {
         Ok(total)
     }
 
+    /// Fails if the server sent something that is not a TLS record (see
+    /// [`Framing`]); the driver also refuses bytes that were already
+    /// waiting before the ClientHello went out.
+    fn check_framing(&self) -> Result<(), Error> {
+        let Some(seen) = &self.framing.bad else {
+            return Ok(());
+        };
+        let hex = crate::driver::hex(seen);
+        Err(err(
+            libc::EPROTO,
+            if self.handshake_done {
+                format!("server sent plain text inside the TLS session, not a TLS record (starting {hex})")
+            } else {
+                format!(
+                    "handshake: server answered the TLS handshake with plain text, not TLS \
+                     (starting {hex})"
+                )
+            },
+        ))
+    }
+
     /// Decrypts into `buf`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Recv, Error> {
+        self.check_framing()?;
+        let mut stalls = 0;
         loop {
+            self.io.starved = false;
             // SAFETY: buf is writable for its length.
             let r = unsafe {
                 sys::gnutls_record_recv(self.session, buf.as_mut_ptr().cast(), buf.len())
@@ -404,7 +491,22 @@ impl Session {
             }
             let r = r as c_int;
             match r {
-                sys::GNUTLS_E_AGAIN | sys::GNUTLS_E_INTERRUPTED => return Ok(Recv::Again),
+                // A record that carried no data (a TLS 1.3 session ticket,
+                // which OpenSSL servers send after the handshake) makes
+                // GnuTLS stop with AGAIN though it never ran out of
+                // ciphertext: more may be in our buffer or in its own.
+                // Saying "again" then would send the caller to poll(2) for
+                // bytes that were read long ago, and hang (a ticket and
+                // the first reply in one recv). So AGAIN means "read the
+                // socket" only once our pull had nothing to give; the bound
+                // is a guard against a GnuTLS that never says why.
+                sys::GNUTLS_E_AGAIN | sys::GNUTLS_E_INTERRUPTED => {
+                    stalls += 1;
+                    if !self.io.starved && stalls < 64 {
+                        continue;
+                    }
+                    return Ok(Recv::Again);
+                }
                 // Servers close without close_notify after NBD_CMD_DISC.
                 sys::GNUTLS_E_PREMATURE_TERMINATION => return Ok(Recv::Eof),
                 // SAFETY: pure function.
@@ -454,8 +556,9 @@ impl Session {
     /// `n` bytes landed in the last [`Session::in_buf`] (0: EOF).
     pub fn in_received(&mut self, n: usize) {
         const CHUNK: usize = 64 * 1024;
-        let len = self.io.inb.len();
-        self.io.inb.truncate(len - CHUNK + n);
+        let start = self.io.inb.len() - CHUNK;
+        self.framing.scan(&self.io.inb[start..start + n]);
+        self.io.inb.truncate(start + n);
         if n == 0 {
             self.io.eof = true;
         }
@@ -494,10 +597,14 @@ pub fn local_username() -> Option<CString> {
 }
 
 /// The hex key of `user` in a psktool file (`username:hexkey` lines).
-fn lookup_psk(file: &CStr, user: &CStr) -> Result<String, Error> {
+/// Both the file's contents and the key returned are wiped when dropped:
+/// every key in the file is a secret, not only the one we use.
+fn lookup_psk(file: &CStr, user: &CStr) -> Result<Zeroizing<Vec<u8>>, Error> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(file.to_bytes()));
-    let text = std::fs::read(path).map_err(|e| {
+    // std::fs::read sizes its buffer from the file's length, so the
+    // contents are not left behind in a reallocated buffer.
+    let text = std::fs::read(path).map(Zeroizing::new).map_err(|e| {
         err(
             e.raw_os_error().unwrap_or(libc::EIO),
             format!("open: {}", path.display()),
@@ -518,7 +625,7 @@ fn lookup_psk(file: &CStr, user: &CStr) -> Result<String, Error> {
                     ),
                 ));
             }
-            return Ok(String::from_utf8_lossy(key).into_owned());
+            return Ok(Zeroizing::new(key.to_vec()));
         }
     }
     Err(err(
@@ -622,12 +729,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn framing_follows_records_and_catches_plain_text() {
+        // Two records (a 3-byte handshake record, a 2-byte alert), fed in
+        // pieces that split headers and bodies.
+        let stream = [22, 3, 3, 0, 3, 1, 2, 3, 21, 3, 3, 0, 2, 2, 40];
+        for cut in 0..stream.len() {
+            let mut f = Framing::default();
+            f.scan(&stream[..cut]);
+            f.scan(&stream[cut..]);
+            assert!(f.bad.is_none(), "cut at {cut}");
+            assert_eq!((f.body_left, f.header_len), (0, 0));
+        }
+        // An NBD option reply where a record should start: caught on its
+        // first byte, even with nothing else yet.
+        let mut f = Framing::default();
+        f.scan(&stream[..8]);
+        f.scan(&[0x00]);
+        assert_eq!(f.bad.as_deref(), Some(&[0u8][..]));
+        // Bad version, bad minor version, a length TLS does not allow.
+        for bad in [&[23u8, 4][..], &[23, 3, 9], &[23, 3, 3, 0x89, 0x04]] {
+            let mut f = Framing::default();
+            f.scan(bad);
+            assert_eq!(f.bad.as_deref(), Some(bad));
+        }
+        // Scanning stops at the first bad header, keeping it and the next
+        // 11 bytes for the error message.
+        let mut f = Framing::default();
+        f.scan(&[0x5a; 40]);
+        assert_eq!(f.bad.as_ref().map(Vec::len), Some(16));
+    }
+
+    #[test]
     fn psk_lookup() {
         let dir = std::env::temp_dir().join(format!("nbd-psk-{}", std::process::id()));
         std::fs::write(&dir, "alice:0011aabb\r\nbob:zz\nalicex:ff\n").unwrap();
         let f = CString::new(dir.to_str().unwrap()).unwrap();
         let u = |n: &str| CString::new(n).unwrap();
-        assert_eq!(lookup_psk(&f, &u("alice")).unwrap(), "0011aabb");
+        assert_eq!(lookup_psk(&f, &u("alice")).unwrap()[..], b"0011aabb"[..]);
         assert_eq!(lookup_psk(&f, &u("bob")).unwrap_err().errno, libc::EINVAL);
         assert_eq!(lookup_psk(&f, &u("carol")).unwrap_err().errno, libc::EINVAL);
         std::fs::remove_file(&dir).unwrap();

@@ -5,6 +5,8 @@
 //! libgnutls30, as libnbd and nbdkit are.
 #![allow(non_camel_case_types)]
 
+pub mod secret;
+
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 

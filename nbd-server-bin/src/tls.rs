@@ -362,6 +362,40 @@ unsafe extern "C" fn fd_pull_timeout(p: sys::gnutls_transport_ptr_t, ms: c_uint)
     unsafe { libc::poll(&mut pfd, 1, t) }
 }
 
+/// The first record from the client must be a TLS handshake record (type
+/// 22, version 3.x): the ClientHello. Anything else is plain text sent
+/// after NBD_OPT_STARTTLS, such as options written in the same packet as
+/// STARTTLS by a man in the middle (CVE-2021-3716's class). Those bytes
+/// are never taken as options (the negotiation reads exactly one option
+/// at a time, so they are still in the socket) and GnuTLS would refuse
+/// them too, with an "unexpected packet"; this says what happened. Waits
+/// for the client's first bytes without consuming them (MSG_PEEK); skips
+/// the check where the descriptor is not a socket (`-s` on pipes).
+fn refuse_plain_text(fd: RawFd) -> Result<(), String> {
+    let mut peek = [0u8; 16];
+    let n = loop {
+        // SAFETY: peek is writable for its length; MSG_PEEK leaves the
+        // bytes for GnuTLS.
+        let n = unsafe { libc::recv(fd, peek.as_mut_ptr().cast(), peek.len(), libc::MSG_PEEK) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n <= 0 {
+        return Ok(()); // EOF or not a socket: GnuTLS reports it
+    }
+    let p = &peek[..n as usize];
+    if p[0] != 22 || (p.len() >= 2 && p[1] != 3) {
+        let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+        return Err(format!(
+            "client sent plain text after NBD_OPT_STARTTLS (starting {hex}), \
+             not a TLS ClientHello; refusing it"
+        ));
+    }
+    Ok(())
+}
+
 /// One direction of a connection: plain text, or through TLS (the file
 /// keeps the descriptor the session uses open).
 pub enum Stream {
@@ -380,6 +414,7 @@ impl Stream {
         };
         let is_socket = |f: &File| f.metadata().is_ok_and(|m| m.file_type().is_socket());
         let sockets = is_socket(r) && is_socket(w);
+        refuse_plain_text(r.as_raw_fd())?;
         let sess = Arc::new(Session::handshake(r.as_raw_fd(), w.as_raw_fd(), sockets)?);
         for (s, sess) in [(rd, Arc::clone(&sess)), (wr, sess)] {
             if let Stream::Plain(f) = std::mem::replace(s, Stream::Detached) {
