@@ -32,7 +32,7 @@ const PRIORITY_PSK: &[u8] = b"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK\0";
 
 /// How much ciphertext may wait for the socket before we stop encrypting.
 const OUT_HIGH_WATER: usize = 256 * 1024;
-/// How much plain text one corked batch encrypts.
+/// How much plain text one call of [`Session::send`] encrypts.
 const BATCH: usize = 128 * 1024;
 
 /// What a connection needs to set up TLS, taken from the handle's
@@ -414,42 +414,14 @@ impl Session {
         }
     }
 
-    /// Encrypts plain text from `bufs` (one corked batch, so small pieces
-    /// share records); returns how many bytes were taken.
+    /// Encrypts plain text from `bufs`, at most [`BATCH`] bytes of it
+    /// (see `nbd_gnutls::send` for how pieces become records); returns
+    /// how many bytes were taken.
     pub fn send(&mut self, bufs: &[std::io::IoSlice<'_>]) -> Result<usize, Error> {
-        let mut total = 0;
-        // SAFETY: our session.
-        unsafe { sys::gnutls_record_cork(self.session) };
-        'outer: for b in bufs {
-            let mut off = 0;
-            while off < b.len() {
-                let n = (b.len() - off).min(BATCH - total);
-                // SAFETY: n readable bytes at b[off..].
-                let r =
-                    unsafe { sys::gnutls_record_send(self.session, b[off..].as_ptr().cast(), n) };
-                if r < 0 {
-                    return Err(err(
-                        libc::EIO,
-                        format!("gnutls_record_send: {}", strerror(r as c_int)),
-                    ));
-                }
-                off += r as usize;
-                total += r as usize;
-                if total >= BATCH {
-                    break 'outer;
-                }
-            }
-        }
-        // Flags 0: our push never blocks, so this cannot say AGAIN.
-        // SAFETY: our session.
-        let r = unsafe { sys::gnutls_record_uncork(self.session, 0) };
-        if r < 0 {
-            return Err(err(
-                libc::EIO,
-                format!("gnutls_record_uncork: {}", strerror(r)),
-            ));
-        }
-        Ok(total)
+        // SAFETY: our session, handshake done; our push never blocks, so
+        // this returns once the records are in our output buffer.
+        unsafe { sys::send::send_vectored(self.session, bufs, BATCH) }
+            .map_err(|e| err(libc::EIO, format!("gnutls_record_send: {}", strerror(e))))
     }
 
     /// Fails if the server sent something that is not a TLS record (see

@@ -1,11 +1,13 @@
 //! The GnuTLS functions, types and constants our TLS code uses: one FFI
 //! layer for both sides, the client (nbd-capi's `tls.rs`) and the server
-//! (nbd-server-bin's `tls.rs`). Declarations only; the safe wrappers live
-//! with the code that owns the sessions. Linked against the system's
+//! (nbd-server-bin's `tls.rs`). Declarations, the wiping of secrets
+//! (`secret`) and how a message becomes records (`send`); the wrappers
+//! live with the code that owns the sessions. Linked against the system's
 //! libgnutls30, as libnbd and nbdkit are.
 #![allow(non_camel_case_types)]
 
 pub mod secret;
+pub mod send;
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
@@ -36,6 +38,7 @@ pub const GNUTLS_PSK_KEY_HEX: c_int = 1;
 pub const GNUTLS_NAME_DNS: c_int = 1;
 pub const GNUTLS_E_AGAIN: c_int = -28;
 pub const GNUTLS_E_INTERRUPTED: c_int = -52;
+pub const GNUTLS_E_PUSH_ERROR: c_int = -53;
 pub const GNUTLS_E_PREMATURE_TERMINATION: c_int = -110;
 pub const GNUTLS_SERVER: c_uint = 1;
 pub const GNUTLS_CERT_REQUIRE: c_int = 2;

@@ -274,47 +274,13 @@ impl Session {
         }
     }
 
-    /// Sends every byte of `bufs` (corked, so small pieces share records).
+    /// Sends every byte of `bufs` (see `nbd_gnutls::send` for how
+    /// pieces become records).
     fn send_all(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut total = 0;
-        // SAFETY: our session.
-        unsafe { sys::gnutls_record_cork(self.s) };
-        for b in bufs {
-            let mut off = 0;
-            while off < b.len() {
-                // SAFETY: readable bytes b[off..].
-                let r = unsafe {
-                    sys::gnutls_record_send(self.s, b[off..].as_ptr().cast(), b.len() - off)
-                };
-                if r < 0 {
-                    let e = r as c_int;
-                    if e == sys::GNUTLS_E_AGAIN || e == sys::GNUTLS_E_INTERRUPTED {
-                        continue;
-                    }
-                    // SAFETY: our session; drop what was corked.
-                    unsafe { sys::gnutls_record_uncork(self.s, 0) };
-                    return Err(io::Error::other(format!(
-                        "gnutls_record_send: {}",
-                        strerror(e)
-                    )));
-                }
-                off += r as usize;
-            }
-            total += b.len();
-        }
-        loop {
-            // SAFETY: our session; WAIT: until everything is sent.
-            let r = unsafe { sys::gnutls_record_uncork(self.s, sys::GNUTLS_RECORD_WAIT) };
-            if r >= 0 {
-                return Ok(total);
-            }
-            if r != sys::GNUTLS_E_AGAIN && r != sys::GNUTLS_E_INTERRUPTED {
-                return Err(io::Error::other(format!(
-                    "gnutls_record_uncork: {}",
-                    strerror(r)
-                )));
-            }
-        }
+        // SAFETY: our session; the connection's writer lock makes this
+        // the only sender.
+        unsafe { sys::send::send_vectored(self.s, bufs, usize::MAX) }
+            .map_err(|e| io::Error::other(format!("gnutls_record_send: {}", strerror(e))))
     }
 }
 
