@@ -40,12 +40,19 @@ fn nbdcopy_out(uri: &str) -> Vec<u8> {
     )
 }
 
-/// `nbdinfo ARGS`, without the lines that differ by design between our
+/// `nbdinfo ARGS`, without the lines that differ by design (see
+/// [`comparable`]).
+fn nbdinfo(args: &[&str]) -> String {
+    comparable(output(
+        Command::new(require("nbdinfo", "libnbd-bin")).args(args),
+    ))
+}
+
+/// nbdinfo's output without the lines that differ by design between our
 /// nbdkit and Debian's (the URI names a private socket; we advertise
 /// block sizes, see README.md).
-fn nbdinfo(args: &[&str]) -> String {
-    let s = output(Command::new(require("nbdinfo", "libnbd-bin")).args(args));
-    String::from_utf8(s)
+fn comparable(stdout: Vec<u8>) -> String {
+    String::from_utf8(stdout)
         .unwrap()
         .lines()
         .filter(|l| {
@@ -193,15 +200,7 @@ fn nbdinfo_matches_debian() {
     require("nbdinfo", "libnbd-bin");
     let strip = |o: std::process::Output, who: &str| {
         assert!(o.status.success(), "{who}: {o:?}");
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .filter(|l| {
-                let t = l.trim_start();
-                !t.starts_with("uri:") && !t.starts_with("block_size_")
-            })
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
+        comparable(o.stdout)
     };
     let ours = strip(run_with(BIN, &args, &script), "ours");
     let debian = strip(run_with(DEBIAN_NBDKIT, &args, &script), "Debian's");
