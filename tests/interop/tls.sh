@@ -196,6 +196,17 @@ for S in debian ours; do
   fi
 done
 
+# xnbd-server --inetd: one client on standard input, through the same TLS
+# code as nbdkit -s (PSK; a wrong key and a plain client refused).
+XNBD=$(dirname "$OUR_NBDKIT")/xnbd-server
+if $have_ours && require_file "$XNBD" "tls: our xnbd-server"; then
+  truncate -s 64M "$TMP/xnbd.img"
+  xi=(--target --inetd --tls=require --tls-psk="$K/keys.psk" "$TMP/xnbd.img")
+  case_ xnbd-inetd-psk           cmd 2 tls  "" TLS_PSK="$K/keys.psk" TLS_USER=alice -- "$XNBD" "${xi[@]}"
+  case_ xnbd-inetd-psk-wrong-key cmd 2 fail "" TLS_PSK="$K/wrong.psk" TLS_USER=alice -- "$XNBD" "${xi[@]}"
+  case_ xnbd-inetd-plain-client  cmd 0 fail "" -- "$XNBD" "${xi[@]}"
+fi
+
 # qemu-nbd as the TLS server (one image each: qemu-nbd locks it).
 # tls-creds-x509 with endpoint=server has verify-peer=yes by default: the
 # client must present a certificate from the CA.
