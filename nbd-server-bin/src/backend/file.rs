@@ -306,17 +306,6 @@ impl FilePlugin {
             );
         }
     }
-
-    fn lseek(&self, offset: u64, whence: libc::c_int) -> io::Result<u64> {
-        // SAFETY: lseek on our descriptor. SEEK_DATA/SEEK_HOLE move the
-        // shared file offset, which nothing else uses (all I/O is pread/pwrite).
-        let r = unsafe { libc::lseek(self.fd(), offset as libc::off_t, whence) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as u64)
-        }
-    }
 }
 
 impl Backend for FilePlugin {
@@ -485,41 +474,67 @@ impl Backend for FilePlugin {
             sink.add(offset, count as u64, 0)?;
             return Ok(());
         }
-        let mut pos = offset;
-        while pos < end {
-            let data = match self.lseek(pos, libc::SEEK_DATA) {
-                Ok(d) => d,
-                // No data after pos: a hole to the end of the file.
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                    self.can_seek.store(false, Ordering::Relaxed);
-                    sink.add(pos, end - pos, 0)?;
-                    return Ok(());
-                }
-                Err(e) => return Err(os_err("lseek SEEK_DATA", e)),
-            };
-            if data > pos {
-                let len = data.min(end) - pos;
-                if !sink.add(pos, len, allocation::HOLE | allocation::ZERO)? {
-                    return Ok(());
-                }
-                pos += len;
-                continue;
-            }
-            let hole = match self.lseek(pos, libc::SEEK_HOLE) {
-                Ok(h) => h,
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => end,
-                Err(e) => return Err(os_err("lseek SEEK_HOLE", e)),
-            };
-            let hole = hole.max(pos + 1);
-            let len = hole.min(end) - pos;
-            if !sink.add(pos, len, 0)? {
-                return Ok(());
-            }
-            pos += len;
+        if !seek_extents(self.fd(), offset, end, sink)? {
+            self.can_seek.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
+}
+
+/// Block status of `pos..end` of the file open on `fd`, from
+/// SEEK_DATA/SEEK_HOLE: holes are HOLE|ZERO, the rest data. Stops early
+/// when `sink` is full. Returns false if the file system cannot say (the
+/// rest was then reported as data). Used by this plugin and by the
+/// xnbd-cache filter for its cache image.
+pub(crate) fn seek_extents(
+    fd: std::os::unix::io::RawFd,
+    mut pos: u64,
+    end: u64,
+    sink: &mut Extents,
+) -> Result<bool> {
+    let seek = |offset: u64, whence: libc::c_int| {
+        // SAFETY: lseek on the caller's descriptor. SEEK_DATA/SEEK_HOLE
+        // move the shared file offset, which nothing else uses (all I/O
+        // is pread/pwrite).
+        let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
+        }
+    };
+    while pos < end {
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Ok(d) => d,
+            // No data after pos: a hole to the end of the file.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                sink.add(pos, end - pos, 0)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(os_err("lseek SEEK_DATA", e)),
+        };
+        if data > pos {
+            let len = data.min(end) - pos;
+            if !sink.add(pos, len, allocation::HOLE | allocation::ZERO)? {
+                return Ok(true);
+            }
+            pos += len;
+            continue;
+        }
+        let hole = match seek(pos, libc::SEEK_HOLE) {
+            Ok(h) => h,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => end,
+            Err(e) => return Err(os_err("lseek SEEK_HOLE", e)),
+        };
+        let hole = hole.max(pos + 1);
+        let len = hole.min(end) - pos;
+        if !sink.add(pos, len, 0)? {
+            return Ok(true);
+        }
+        pos += len;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

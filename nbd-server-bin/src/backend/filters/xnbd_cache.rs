@@ -470,47 +470,9 @@ impl XnbdCache {
 
     /// Block status of `pos..end`, all cached: the cache image's holes
     /// (zeros) and data.
-    fn cache_extents(&self, mut pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
-        use nbd_core::wire::consts::allocation;
-        let seek = |off: u64, whence: libc::c_int| {
-            // SAFETY: lseek on our descriptor. It moves the file offset,
-            // which nothing uses (all I/O is pread/pwrite).
-            let r = unsafe {
-                libc::lseek(
-                    std::os::unix::io::AsRawFd::as_raw_fd(&self.cache),
-                    off as libc::off_t,
-                    whence,
-                )
-            };
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(r as u64)
-            }
-        };
-        while pos < end && sink.wants_more() {
-            let data = match seek(pos, libc::SEEK_DATA) {
-                Ok(d) => d,
-                // No data after pos: a hole to the end of the file.
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => u64::MAX,
-                // No SEEK_DATA here: data, which is always true.
-                Err(_) => return sink.add(pos, end - pos, 0).map(|_| ()),
-            };
-            if data > pos {
-                let n = data.min(end) - pos;
-                sink.add(pos, n, allocation::HOLE | allocation::ZERO)?;
-                pos += n;
-                continue;
-            }
-            let hole = match seek(pos, libc::SEEK_HOLE) {
-                Ok(h) => h.max(pos + 1),
-                Err(_) => end,
-            };
-            let n = hole.min(end) - pos;
-            sink.add(pos, n, 0)?;
-            pos += n;
-        }
-        Ok(())
+    fn cache_extents(&self, pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&self.cache);
+        crate::backend::file::seek_extents(fd, pos, end, sink).map(|_| ())
     }
 
     /// Block status of `pos..end`, all uncached: what the layer below
@@ -586,33 +548,19 @@ impl Backend for XnbdCache {
     fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
         Ok(None)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
+    // can_multi_conn: one cache for every connection; flush syncs all of it.
+    supports!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
     fn can_fast_zero(&self) -> Result<bool> {
         Ok(false)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        // One cache for every connection; flush syncs all of it.
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
     }
     fn is_rotational(&self) -> Result<bool> {
         Ok(false)
