@@ -102,29 +102,17 @@ impl Backend for Cow {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.inner)
     }
-    fn can_write(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_multi_conn,
+        can_extents
+    );
     fn can_fast_zero(&self) -> Result<bool> {
         Ok(false)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self) -> Result<bool> {
-        Ok(true)
     }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let size = self.inner.size()?;
@@ -306,20 +294,9 @@ impl Backend for Cache {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.inner)
     }
-    fn can_flush(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self) -> Result<bool> {
-        Ok(true)
-    }
+    supports!(can_flush, can_fua, can_multi_conn, can_cache);
     fn can_fast_zero(&self) -> Result<bool> {
         Ok(false)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self) -> Result<bool> {
-        Ok(true)
     }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let size = self.inner.size()?;

@@ -65,6 +65,21 @@ fn refused() -> Error {
     Error::new(EROFS, "tls-fallback: TLS is required to change this export")
 }
 
+/// Capabilities that are false for a plain-text client and the plugin's
+/// for a TLS one.
+macro_rules! plain_text_cannot {
+    ($($cap:ident),* $(,)?) => {
+        $(
+            fn $cap(&self) -> Result<bool> {
+                if self.plain() {
+                    return Ok(false);
+                }
+                self.inner.$cap()
+            }
+        )*
+    };
+}
+
 impl Backend for TlsFallback {
     fn next(&self) -> Option<&dyn Backend> {
         Some(&*self.inner)
@@ -111,66 +126,19 @@ impl Backend for TlsFallback {
         self.inner.size()
     }
 
-    fn can_write(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_write()
-    }
-    fn can_flush(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_flush()
-    }
-    fn can_fua(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_fua()
-    }
-    fn can_trim(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_trim()
-    }
-    fn can_zero(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_zero()
-    }
-    fn can_fast_zero(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_fast_zero()
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_multi_conn()
-    }
-    fn can_extents(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_extents()
-    }
-    fn can_cache(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.can_cache()
-    }
-    fn is_rotational(&self) -> Result<bool> {
-        if self.plain() {
-            return Ok(false);
-        }
-        self.inner.is_rotational()
-    }
+    // A plain-text client sees a read-only export that can do nothing else.
+    plain_text_cannot!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache,
+        is_rotational
+    );
 
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         if self.plain() {
