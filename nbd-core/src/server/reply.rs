@@ -10,9 +10,8 @@
 //!   BLOCK_STATUS one ERROR chunk with DONE (carrying the message), and
 //!   other commands get simple replies, as proto.md allows.
 
-use crate::errno::host;
 use crate::wire::codec::PutBe;
-use crate::wire::consts::{chunk, cmd, cmd_flags};
+use crate::wire::consts::{chunk, cmd};
 use crate::wire::reply::{
     encode_chunk_header, encode_error_chunk, encode_offset_data_header, encode_simple_reply,
 };
@@ -21,41 +20,10 @@ use crate::wire::request::RequestHeader;
 use super::backend::{Error, Extents};
 use super::request::TxContext;
 
-/// The error a client sees for a backend's errno. As nbdkit does, ENOTSUP
-/// is only sent for a FAST_ZERO request and EOVERFLOW only for a DF read
-/// (both become EINVAL otherwise); unlike nbdkit, an errno the protocol
-/// cannot carry becomes EIO rather than EINVAL.
+/// The error a client sees for a backend's errno: the server direction of
+/// the one policy in [`crate::errno`].
 pub fn wire_error(errno: i32, flags: u16) -> u32 {
-    const EROFS: i32 = 30;
-    const EDQUOT: i32 = 122;
-    const EFBIG: i32 = 27;
-    const EOPNOTSUPP: i32 = host::ENOTSUP;
-    const ENOSYS: i32 = 38;
-    let e = match errno {
-        0 => 0,
-        host::EPERM | EROFS => host::EPERM,
-        host::EIO => host::EIO,
-        host::ENOMEM => host::ENOMEM,
-        host::ENOSPC | EDQUOT | EFBIG => host::ENOSPC,
-        host::ESHUTDOWN => host::ESHUTDOWN,
-        EOPNOTSUPP | ENOSYS => {
-            if flags & cmd_flags::FAST_ZERO != 0 {
-                host::ENOTSUP
-            } else {
-                host::EINVAL
-            }
-        }
-        host::EOVERFLOW => {
-            if flags & cmd_flags::DF != 0 {
-                host::EOVERFLOW
-            } else {
-                host::EINVAL
-            }
-        }
-        host::EINVAL | host::ERANGE => host::EINVAL,
-        _ => host::EIO,
-    };
-    e as u32
+    crate::errno::wire_of_errno(errno, flags)
 }
 
 /// Encodes the reply to `h` into `out` (cleared first). `result` is the
@@ -133,6 +101,8 @@ fn encode_block_status(out: &mut Vec<u8>, cookie: u64, context_id: u32, e: &Exte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errno::host;
+    use crate::wire::consts::cmd_flags;
     use crate::wire::reply::{
         parse_block_status, parse_error_chunk, parse_reply_start, ReplyStart,
     };
