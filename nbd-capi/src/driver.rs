@@ -169,19 +169,9 @@ fn last_errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// The name libnbd gives a command in messages.
+/// The name libnbd gives a command in messages (the core's one table).
 pub fn cmd_name(kind: u16) -> &'static str {
-    use nbd_core::wire::consts::cmd;
-    match kind {
-        cmd::READ => "read",
-        cmd::WRITE => "write",
-        cmd::FLUSH => "flush",
-        cmd::TRIM => "trim",
-        cmd::CACHE => "cache",
-        cmd::WRITE_ZEROES => "zero",
-        cmd::BLOCK_STATUS => "block-status",
-        _ => "command",
-    }
+    nbd_core::wire::Command::from_wire(kind).short_name()
 }
 
 impl Connection {

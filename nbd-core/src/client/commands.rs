@@ -7,8 +7,9 @@ use super::state::InFlight;
 use super::{strict, Client, Command, CommandBuffer, Error, ExportInfo, Phase};
 use crate::errno::host;
 use crate::limits::MAX_CLIENT_REQUEST_LEN;
-use crate::wire::consts::{cmd, cmd_flags, tx_flags};
+use crate::wire::consts::tx_flags;
 use crate::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use crate::wire::{CmdFlags, Command as Cmd};
 
 /// The state of NBD_CMD_DISC, which has no reply and no command slot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,13 +31,13 @@ impl Disc {
 }
 
 /// Flags each command accepts.
-fn allowed_flags(kind: u16) -> u16 {
+fn allowed_flags(kind: Cmd) -> CmdFlags {
     match kind {
-        cmd::READ => cmd_flags::DF,
-        cmd::WRITE | cmd::TRIM => cmd_flags::FUA,
-        cmd::WRITE_ZEROES => cmd_flags::FUA | cmd_flags::NO_HOLE | cmd_flags::FAST_ZERO,
-        cmd::BLOCK_STATUS => cmd_flags::REQ_ONE,
-        _ => 0,
+        Cmd::Read => CmdFlags::DF,
+        Cmd::Write | Cmd::Trim => CmdFlags::FUA,
+        Cmd::WriteZeroes => CmdFlags::FUA | CmdFlags::NO_HOLE | CmdFlags::FAST_ZERO,
+        Cmd::BlockStatus => CmdFlags::REQ_ONE,
+        Cmd::Flush | Cmd::Cache | Cmd::Disc | Cmd::Unknown(_) => CmdFlags::empty(),
     }
 }
 
@@ -50,23 +51,21 @@ fn check_supported(e: &ExportInfo, c: &Command) -> Result<(), Error> {
             format!("server does not support {what} operations"),
         ))
     };
-    match c.kind {
+    match Cmd::from_wire(c.kind) {
         // libnbd 1.14 asks whether the server offers trim or zero before
         // whether the export is read-only, so a read-only export that
         // offers neither (the usual case) gives EINVAL for them.
-        cmd::TRIM if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
-        cmd::WRITE_ZEROES if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => {
-            return unsupported("zero")
-        }
-        cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES if ro => {
+        Cmd::Trim if !e.has_flag(tx_flags::SEND_TRIM) => return unsupported("trim"),
+        Cmd::WriteZeroes if !e.has_flag(tx_flags::SEND_WRITE_ZEROES) => return unsupported("zero"),
+        Cmd::Write | Cmd::Trim | Cmd::WriteZeroes if ro => {
             return Err(Error::new(
                 host::EPERM,
                 "server does not support write operations",
             ))
         }
-        cmd::FLUSH if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
-        cmd::CACHE if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
-        cmd::BLOCK_STATUS if e.meta_contexts.is_empty() => {
+        Cmd::Flush if !e.has_flag(tx_flags::SEND_FLUSH) => return unsupported("flush"),
+        Cmd::Cache if !e.has_flag(tx_flags::SEND_CACHE) => return unsupported("cache"),
+        Cmd::BlockStatus if e.meta_contexts.is_empty() => {
             return Err(Error::new(
                 host::ENOTSUP,
                 "did not negotiate any metadata contexts, either you did not call \
@@ -76,11 +75,11 @@ fn check_supported(e: &ExportInfo, c: &Command) -> Result<(), Error> {
         _ => {}
     }
     for (flag, needs, what) in [
-        (cmd_flags::FUA, tx_flags::SEND_FUA, "FUA"),
-        (cmd_flags::DF, tx_flags::SEND_DF, "DF"),
-        (cmd_flags::FAST_ZERO, tx_flags::SEND_FAST_ZERO, "fast zero"),
+        (CmdFlags::FUA, tx_flags::SEND_FUA, "FUA"),
+        (CmdFlags::DF, tx_flags::SEND_DF, "DF"),
+        (CmdFlags::FAST_ZERO, tx_flags::SEND_FAST_ZERO, "fast zero"),
     ] {
-        if c.flags & flag != 0 && !e.has_flag(needs) {
+        if CmdFlags(c.flags).contains(flag) && !e.has_flag(needs) {
             return Err(Error::new(
                 host::EINVAL,
                 format!("server does not support the {what} flag"),
@@ -144,30 +143,21 @@ impl<C: CommandBuffer> Client<C> {
         if self.disc != Disc::None {
             return Err(Error::new(host::EINVAL, "disconnect has been requested"));
         }
-        let e = self
-            .export
-            .as_ref()
-            .expect("transmission phase has export info");
+        let Some(e) = self.export.as_ref() else {
+            return Err(Error::new(host::ENOTCONN, "not connected"));
+        };
         let strict = self.config.strict;
-        if !matches!(
-            c.kind,
-            cmd::READ
-                | cmd::WRITE
-                | cmd::FLUSH
-                | cmd::TRIM
-                | cmd::CACHE
-                | cmd::WRITE_ZEROES
-                | cmd::BLOCK_STATUS
-        ) {
+        let kind = Cmd::from_wire(c.kind);
+        if matches!(kind, Cmd::Disc | Cmd::Unknown(_)) {
             return Err(Error::new(host::EINVAL, "unknown command"));
         }
         if strict & strict::COMMANDS != 0 {
             check_supported(e, c)?;
         }
-        if strict & strict::FLAGS != 0 && c.flags & !allowed_flags(c.kind) != 0 {
+        if strict & strict::FLAGS != 0 && !(CmdFlags(c.flags) & !allowed_flags(kind)).is_empty() {
             return Err(Error::new(host::EINVAL, "invalid flag for this command"));
         }
-        let no_length = c.kind == cmd::FLUSH;
+        let no_length = kind == Cmd::Flush;
         if !no_length && strict & strict::ZERO_SIZE != 0 && c.length == 0 {
             return Err(Error::new(host::EINVAL, "count cannot be 0"));
         }
@@ -186,14 +176,15 @@ impl<C: CommandBuffer> Client<C> {
             && strict & strict::BOUNDS != 0
             && (c.offset > e.size || c.length > e.size - c.offset)
         {
-            let errno = match c.kind {
-                cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES => host::ENOSPC,
-                _ => host::EINVAL,
+            let errno = if kind.writes() {
+                host::ENOSPC
+            } else {
+                host::EINVAL
             };
             return Err(Error::new(errno, "request out of bounds"));
         }
-        let max = match c.kind {
-            cmd::READ | cmd::WRITE => MAX_CLIENT_REQUEST_LEN,
+        let max = match kind {
+            Cmd::Read | Cmd::Write => MAX_CLIENT_REQUEST_LEN,
             _ => u64::from(u32::MAX),
         };
         if c.length > max {
@@ -202,9 +193,9 @@ impl<C: CommandBuffer> Client<C> {
                 format!("request too large: maximum request size is {max}"),
             ));
         }
-        let buf_len = match c.kind {
-            cmd::READ => ctx.read_buf().len(),
-            cmd::WRITE => ctx.write_buf().len(),
+        let buf_len = match kind {
+            Cmd::Read => ctx.read_buf().len(),
+            Cmd::Write => ctx.write_buf().len(),
             _ => c.length as usize,
         };
         if buf_len as u64 != c.length {
@@ -231,7 +222,7 @@ impl<C: CommandBuffer> Client<C> {
         if self.disc == Disc::None {
             let header = RequestHeader {
                 flags: 0,
-                kind: cmd::DISC,
+                kind: Cmd::Disc.to_wire(),
                 cookie: 0,
                 offset: 0,
                 length: 0,
@@ -344,7 +335,7 @@ impl<C: CommandBuffer> Client<C> {
 }
 
 fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
-    if c.kind == cmd::WRITE {
+    if Cmd::from_wire(c.kind) == Cmd::Write {
         c.ctx.write_buf()
     } else {
         &[]
@@ -355,6 +346,7 @@ fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
 mod tests {
     use super::*;
     use crate::client::Config;
+    use crate::wire::consts::{cmd, cmd_flags};
 
     /// A client in the transmission phase of a 1 MiB export with the
     /// given flags and minimum block size, in the given strict mode.

@@ -25,17 +25,18 @@
 //! the client pauses again, whereas a malformed reply is fatal as always.
 
 use super::state::TlsState;
-use super::state::{Dest, Step};
+use super::state::{Dest, NegStep, ReplyStep};
 use super::{Client, CommandBuffer, Error, Protocol, Tls};
 use crate::errno::host;
 use crate::limits::{MAX_EXPORT_SIZE, MAX_OPTION_LEN};
 use crate::wire::codec::PutBe;
-use crate::wire::consts::{client_flags, handshake_flags, info, opt, rep, tx_flags};
+use crate::wire::consts::{client_flags, handshake_flags, info, tx_flags};
 use crate::wire::handshake::{self, GreetingKind};
 use crate::wire::option::{
     encode_option, parse_rep_meta_context, parse_rep_server, GoRequest, InfoReply,
     MetaContextRequest, OptionReplyHeader, OPTION_REPLY_HEADER_LEN,
 };
+use crate::wire::{OptionCode, ReplyType};
 
 /// Replies a server may send to one option before we call it hostile. A
 /// SET_META_CONTEXT can legitimately answer with one reply per context.
@@ -52,6 +53,22 @@ pub(super) enum Opt {
     ExportName,
     List,
     ListMetaContext,
+}
+
+impl Opt {
+    /// The option's code on the wire.
+    fn code(self) -> OptionCode {
+        match self {
+            Opt::StartTls => OptionCode::StartTls,
+            Opt::StructuredReply => OptionCode::StructuredReply,
+            Opt::SetMetaContext => OptionCode::SetMetaContext,
+            Opt::Go => OptionCode::Go,
+            Opt::Info => OptionCode::Info,
+            Opt::ExportName => OptionCode::ExportName,
+            Opt::List => OptionCode::List,
+            Opt::ListMetaContext => OptionCode::ListMetaContext,
+        }
+    }
 }
 
 /// What the caller asked for in option mode.
@@ -82,22 +99,22 @@ pub(super) struct Negotiation {
 }
 
 impl<C: CommandBuffer> Client<C> {
-    pub(super) fn negotiate_step(&mut self, step: Step, b: &[u8]) -> Result<(), Error> {
+    pub(super) fn negotiate_step(&mut self, step: NegStep, b: &[u8]) -> Result<(), Error> {
         match step {
-            Step::GreetingPrefix => {
+            NegStep::GreetingPrefix => {
                 let prefix: &[u8; 16] = b.try_into().map_err(|_| short())?;
                 match handshake::parse_greeting_prefix(prefix).map_err(Self::protocol_error)? {
                     GreetingKind::Oldstyle => {
                         self.protocol = Some(Protocol::Oldstyle);
                         self.refuse_plain_text("server is oldstyle")?;
-                        self.expect(handshake::OLDSTYLE_REST_LEN, Step::OldstyleRest);
+                        self.expect(handshake::OLDSTYLE_REST_LEN, NegStep::OldstyleRest);
                     }
                     GreetingKind::Newstyle => {
-                        self.expect(handshake::NEWSTYLE_REST_LEN, Step::NewstyleFlags);
+                        self.expect(handshake::NEWSTYLE_REST_LEN, NegStep::NewstyleFlags);
                     }
                 }
             }
-            Step::OldstyleRest => {
+            NegStep::OldstyleRest => {
                 let rest = b.try_into().map_err(|_| short())?;
                 let (size, flags) = handshake::parse_oldstyle_rest(rest);
                 self.pending_export.size = size;
@@ -105,7 +122,7 @@ impl<C: CommandBuffer> Client<C> {
                 self.pending_export.flags = flags as u16;
                 self.finish_negotiation()?;
             }
-            Step::NewstyleFlags => {
+            NegStep::NewstyleFlags => {
                 let server = u16::from_be_bytes([b[0], b[1]]);
                 let ours = u32::from(server & handshake_flags::ALL)
                     & self.config.handshake_flags
@@ -121,10 +138,10 @@ impl<C: CommandBuffer> Client<C> {
                     self.start_option(Opt::ExportName);
                 }
             }
-            Step::OptionReplyHeader => {
+            NegStep::OptionReplyHeader => {
                 let h: &[u8; OPTION_REPLY_HEADER_LEN] = b.try_into().map_err(|_| short())?;
                 let h = OptionReplyHeader::decode(h).map_err(Self::protocol_error)?;
-                let want = self.negotiation.current.map(opt_code);
+                let want = self.negotiation.current.map(|o| o.code().to_wire());
                 if Some(h.option) != want {
                     return Err(Error::new(
                         host::EPROTO,
@@ -149,15 +166,15 @@ impl<C: CommandBuffer> Client<C> {
                     ));
                 }
                 self.negotiation.reply = Some(h);
-                self.expect_payload(Dest::Scratch, h.len as usize, Step::OptionReplyPayload);
+                self.expect_payload(Dest::Scratch, h.len as usize, NegStep::OptionReplyPayload);
             }
-            Step::OptionReplyPayload => {
+            NegStep::OptionReplyPayload => {
                 let payload = std::mem::take(&mut self.scratch);
                 let r = self.handle_option_reply(&payload);
                 self.scratch = payload;
                 r?;
             }
-            Step::ExportNameReply => {
+            NegStep::ExportNameReply => {
                 let reply = b.try_into().map_err(|_| short())?;
                 let (size, flags) = handshake::parse_export_name_reply(reply);
                 self.pending_export.size = size;
@@ -165,11 +182,10 @@ impl<C: CommandBuffer> Client<C> {
                 if self.negotiation.no_zeroes {
                     self.finish_negotiation()?;
                 } else {
-                    self.expect(handshake::ZEROES_LEN, Step::ExportNameZeroes);
+                    self.expect(handshake::ZEROES_LEN, NegStep::ExportNameZeroes);
                 }
             }
-            Step::ExportNameZeroes => self.finish_negotiation()?,
-            _ => unreachable!("transmission step {step:?} in negotiation"),
+            NegStep::ExportNameZeroes => self.finish_negotiation()?,
         }
         Ok(())
     }
@@ -261,7 +277,7 @@ impl<C: CommandBuffer> Client<C> {
             UserOption::List => self.start_option(Opt::List),
             UserOption::ListMetaContext => self.start_option(Opt::ListMetaContext),
             UserOption::Abort => {
-                encode_option(&mut self.out, opt::ABORT, &[]);
+                encode_option(&mut self.out, OptionCode::Abort.to_wire(), &[]);
                 self.negotiation.aborting = true;
                 self.rx = super::state::Rx::Idle;
             }
@@ -274,24 +290,24 @@ impl<C: CommandBuffer> Client<C> {
         self.negotiation.replies = 0;
         let name = self.config.export_name.clone();
         match o {
-            Opt::StartTls => encode_option(&mut self.out, opt::STARTTLS, &[]),
-            Opt::StructuredReply => encode_option(&mut self.out, opt::STRUCTURED_REPLY, &[]),
+            Opt::StartTls => encode_option(&mut self.out, o.code().to_wire(), &[]),
+            Opt::StructuredReply => encode_option(&mut self.out, o.code().to_wire(), &[]),
             Opt::SetMetaContext => {
                 let payload = MetaContextRequest {
                     export_name: &name,
                     queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
                 }
                 .encode();
-                encode_option(&mut self.out, opt::SET_META_CONTEXT, &payload);
+                encode_option(&mut self.out, o.code().to_wire(), &payload);
             }
-            Opt::List => encode_option(&mut self.out, opt::LIST, &[]),
+            Opt::List => encode_option(&mut self.out, o.code().to_wire(), &[]),
             Opt::ListMetaContext => {
                 let payload = MetaContextRequest {
                     export_name: &name,
                     queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
                 }
                 .encode();
-                encode_option(&mut self.out, opt::LIST_META_CONTEXT, &payload);
+                encode_option(&mut self.out, o.code().to_wire(), &payload);
             }
             Opt::Go | Opt::Info => {
                 let mut info_requests = Vec::new();
@@ -307,16 +323,15 @@ impl<C: CommandBuffer> Client<C> {
                     info_requests,
                 }
                 .encode();
-                let code = if o == Opt::Go { opt::GO } else { opt::INFO };
-                encode_option(&mut self.out, code, &payload);
+                encode_option(&mut self.out, o.code().to_wire(), &payload);
             }
             Opt::ExportName => {
-                encode_option(&mut self.out, opt::EXPORT_NAME, &name);
-                self.expect(handshake::EXPORT_NAME_REPLY_LEN, Step::ExportNameReply);
+                encode_option(&mut self.out, o.code().to_wire(), &name);
+                self.expect(handshake::EXPORT_NAME_REPLY_LEN, NegStep::ExportNameReply);
                 return;
             }
         }
-        self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+        self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
     }
 
     fn handle_option_reply(&mut self, payload: &[u8]) -> Result<(), Error> {
@@ -335,8 +350,8 @@ impl<C: CommandBuffer> Client<C> {
                 ),
             )
         };
-        match (o, h.reply_type) {
-            (Opt::StartTls, rep::ACK) => {
+        match (o, ReplyType::from_wire(h.reply_type)) {
+            (Opt::StartTls, ReplyType::Ack) => {
                 if !payload.is_empty() {
                     return Err(Error::new(
                         host::EPROTO,
@@ -355,11 +370,11 @@ impl<C: CommandBuffer> Client<C> {
                 self.negotiation.current = None;
                 self.rx = super::state::Rx::Idle;
             }
-            (Opt::StartTls, t) if rep::is_error(t) => {
+            (Opt::StartTls, t) if t.is_error() => {
                 if self.config.tls == Tls::Require {
                     let why = match t {
-                        rep::ERR_POLICY => "policy",
-                        rep::ERR_UNSUP => "not supported",
+                        ReplyType::ErrPolicy => "policy",
+                        ReplyType::ErrUnsup => "not supported",
                         _ => "error",
                     };
                     return Err(Error::new(
@@ -374,12 +389,12 @@ impl<C: CommandBuffer> Client<C> {
                 self.negotiation.current = None;
                 self.next_option();
             }
-            (Opt::StructuredReply, rep::ACK) => {
+            (Opt::StructuredReply, ReplyType::Ack) => {
                 self.pending_export.structured_replies = true;
                 self.next_option();
             }
-            (Opt::StructuredReply, t) if rep::is_error(t) => self.next_option(),
-            (Opt::SetMetaContext, rep::META_CONTEXT) => {
+            (Opt::StructuredReply, t) if t.is_error() => self.next_option(),
+            (Opt::SetMetaContext, ReplyType::MetaContext) => {
                 let (id, name) = parse_rep_meta_context(payload).map_err(Self::protocol_error)?;
                 if !self.config.meta_contexts.iter().any(|q| q[..] == *name) {
                     return Err(Error::new(
@@ -388,14 +403,14 @@ impl<C: CommandBuffer> Client<C> {
                     ));
                 }
                 self.pending_export.meta_contexts.push((id, name.to_vec()));
-                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+                self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
-            (Opt::SetMetaContext, rep::ACK) => self.next_option(),
-            (Opt::SetMetaContext, t) if rep::is_error(t) => {
+            (Opt::SetMetaContext, ReplyType::Ack) => self.next_option(),
+            (Opt::SetMetaContext, t) if t.is_error() => {
                 self.pending_export.meta_contexts.clear();
                 self.next_option();
             }
-            (Opt::Go | Opt::Info, rep::INFO) => {
+            (Opt::Go | Opt::Info, ReplyType::Info) => {
                 match InfoReply::decode(payload).map_err(Self::protocol_error)? {
                     InfoReply::Export { size, flags } => {
                         self.pending_export.size = size;
@@ -413,9 +428,9 @@ impl<C: CommandBuffer> Client<C> {
                     InfoReply::Description(d) => self.pending_export.description = Some(d.to_vec()),
                     InfoReply::Unknown(_) => {}
                 }
-                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+                self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
-            (Opt::Go | Opt::Info, rep::ACK) => {
+            (Opt::Go | Opt::Info, ReplyType::Ack) => {
                 if !self.got_export_info {
                     return Err(Error::new(
                         host::EPROTO,
@@ -430,8 +445,8 @@ impl<C: CommandBuffer> Client<C> {
                     self.user_done(Ok(0));
                 }
             }
-            (Opt::Go, rep::ERR_UNSUP) => self.start_option(Opt::ExportName),
-            (Opt::Go | Opt::Info, t) if rep::is_error(t) => {
+            (Opt::Go, ReplyType::ErrUnsup) => self.start_option(Opt::ExportName),
+            (Opt::Go | Opt::Info, t) if t.is_error() => {
                 let e = option_error(t, payload);
                 if self.negotiation.user.is_some() {
                     self.user_done(Err(e));
@@ -439,7 +454,7 @@ impl<C: CommandBuffer> Client<C> {
                     return Err(e);
                 }
             }
-            (Opt::List, rep::SERVER) => {
+            (Opt::List, ReplyType::Server) => {
                 let (name, description) =
                     parse_rep_server(payload).map_err(Self::protocol_error)?;
                 self.events.push_back(super::Event::ListedExport {
@@ -447,21 +462,21 @@ impl<C: CommandBuffer> Client<C> {
                     description: description.to_vec(),
                 });
                 self.negotiation.listed += 1;
-                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+                self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
-            (Opt::ListMetaContext, rep::META_CONTEXT) => {
+            (Opt::ListMetaContext, ReplyType::MetaContext) => {
                 let (_, name) = parse_rep_meta_context(payload).map_err(Self::protocol_error)?;
                 self.events.push_back(super::Event::ListedMetaContext {
                     name: name.to_vec(),
                 });
                 self.negotiation.listed += 1;
-                self.expect(OPTION_REPLY_HEADER_LEN, Step::OptionReplyHeader);
+                self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
-            (Opt::List | Opt::ListMetaContext, rep::ACK) => {
+            (Opt::List | Opt::ListMetaContext, ReplyType::Ack) => {
                 let n = self.negotiation.listed;
                 self.user_done(Ok(n));
             }
-            (Opt::List | Opt::ListMetaContext, t) if rep::is_error(t) => {
+            (Opt::List | Opt::ListMetaContext, t) if t.is_error() => {
                 self.user_done(Err(option_error(t, payload)));
             }
             _ => return Err(unexpected()),
@@ -523,7 +538,7 @@ impl<C: CommandBuffer> Client<C> {
         self.export = Some(std::mem::take(&mut self.pending_export));
         self.transmission = true;
         self.negotiation.paused = false;
-        self.expect(16, Step::ReplyStart);
+        self.expect(16, ReplyStep::ReplyStart);
         self.user_done(Ok(0));
         Ok(())
     }
@@ -533,34 +548,21 @@ fn short() -> Error {
     Error::new(host::EPROTO, "handshake: internal length mismatch")
 }
 
-fn opt_code(o: Opt) -> u32 {
-    match o {
-        Opt::StartTls => opt::STARTTLS,
-        Opt::StructuredReply => opt::STRUCTURED_REPLY,
-        Opt::SetMetaContext => opt::SET_META_CONTEXT,
-        Opt::Go => opt::GO,
-        Opt::Info => opt::INFO,
-        Opt::ExportName => opt::EXPORT_NAME,
-        Opt::List => opt::LIST,
-        Opt::ListMetaContext => opt::LIST_META_CONTEXT,
-    }
-}
-
 /// The error for a server's refusal of GO, with the server's own message
 /// when it sent one.
-fn option_error(t: u32, payload: &[u8]) -> Error {
+fn option_error(t: ReplyType, payload: &[u8]) -> Error {
     let (errno, what) = match t {
-        rep::ERR_POLICY => (host::EPERM, "server policy prevents this export"),
-        rep::ERR_INVALID => (host::EINVAL, "server says the request is invalid"),
-        rep::ERR_PLATFORM => (
+        ReplyType::ErrPolicy => (host::EPERM, "server policy prevents this export"),
+        ReplyType::ErrInvalid => (host::EINVAL, "server says the request is invalid"),
+        ReplyType::ErrPlatform => (
             host::ENOTSUP,
             "server does not support this on its platform",
         ),
-        rep::ERR_TLS_REQD => (host::ENOTSUP, "server requires TLS"),
-        rep::ERR_UNKNOWN => (host::ENOENT, "server has no export of that name"),
-        rep::ERR_SHUTDOWN => (host::ESHUTDOWN, "server is shutting down"),
-        rep::ERR_BLOCK_SIZE_REQD => (host::EINVAL, "server requires a block size"),
-        rep::ERR_TOO_BIG => (host::ERANGE, "request too big for the server"),
+        ReplyType::ErrTlsReqd => (host::ENOTSUP, "server requires TLS"),
+        ReplyType::ErrUnknown => (host::ENOENT, "server has no export of that name"),
+        ReplyType::ErrShutdown => (host::ESHUTDOWN, "server is shutting down"),
+        ReplyType::ErrBlockSizeReqd => (host::EINVAL, "server requires a block size"),
+        ReplyType::ErrTooBig => (host::ERANGE, "request too big for the server"),
         _ => (host::EINVAL, "server refused the export"),
     };
     let msg = String::from_utf8_lossy(&payload[..payload.len().min(1024)]);

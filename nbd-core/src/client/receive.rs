@@ -7,21 +7,22 @@
 //! negotiate: each is a protocol error that kills the connection, so no
 //! byte lands outside the caller's buffer and no command completes twice.
 
-use super::state::{Dest, Step};
+use super::state::{Dest, ReplyStep};
 use super::{Client, CommandBuffer, Error, Event};
 use crate::errno::{host, NbdError};
 use crate::limits::MAX_BUFFERED_CHUNK;
-use crate::wire::consts::{chunk, cmd};
+use crate::wire::reply::ChunkHeader;
 use crate::wire::reply::{self, ReplyStart};
+use crate::wire::{ChunkType, Command};
 
 fn proto(msg: impl Into<String>) -> Error {
     Error::new(host::EPROTO, msg)
 }
 
 impl<C: CommandBuffer> Client<C> {
-    pub(super) fn reply_step(&mut self, step: Step, b: &[u8]) -> Result<(), Error> {
+    pub(super) fn reply_step(&mut self, step: ReplyStep, b: &[u8]) -> Result<(), Error> {
         match step {
-            Step::ReplyStart => {
+            ReplyStep::ReplyStart => {
                 let start: &[u8; 16] = b.try_into().map_err(|_| proto("short reply header"))?;
                 match reply::parse_reply_start(start).map_err(Self::protocol_error)? {
                     ReplyStart::Simple { error, cookie } => self.simple_reply(error, cookie)?,
@@ -36,30 +37,35 @@ impl<C: CommandBuffer> Client<C> {
                             ));
                         }
                         self.sent_command(cookie)?;
-                        self.chunk = (flags, kind, cookie, 0);
-                        self.expect(4, Step::ChunkLength);
+                        self.chunk = ChunkHeader {
+                            flags,
+                            kind: ChunkType::from_wire(kind),
+                            cookie,
+                            length: 0,
+                        };
+                        self.expect(4, ReplyStep::ChunkLength);
                     }
                 }
             }
-            Step::ChunkLength => {
+            ReplyStep::ChunkLength => {
                 let length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                self.chunk.3 = length;
+                self.chunk.length = length;
                 self.chunk_start()?;
             }
-            Step::DataOffset => {
+            ReplyStep::DataOffset => {
                 let offset = u64::from_be_bytes(b.try_into().map_err(|_| proto("short"))?);
-                let (_, _, cookie, length) = self.chunk;
+                let ChunkHeader { cookie, length, .. } = self.chunk;
                 let data_len = u64::from(length - 8);
                 let pos = self.check_range(cookie, offset, data_len)?;
                 self.cover(cookie, data_len)?;
                 self.expect_payload(
                     Dest::Caller { cookie, pos },
                     data_len as usize,
-                    Step::ReadDataDone,
+                    ReplyStep::ReadDataDone,
                 );
             }
-            Step::ReadDataDone => {
-                let (_, _, cookie, length) = self.chunk;
+            ReplyStep::ReadDataDone => {
+                let ChunkHeader { cookie, length, .. } = self.chunk;
                 if let Some(c) = self.cmds.get(&cookie) {
                     if c.report_chunks {
                         // The offset was checked in DataOffset; recompute it
@@ -74,19 +80,18 @@ impl<C: CommandBuffer> Client<C> {
                 }
                 self.chunk_done();
             }
-            Step::ChunkPayloadDone => {
+            ReplyStep::ChunkPayloadDone => {
                 let payload = std::mem::take(&mut self.scratch);
                 let r = self.chunk_payload(&payload);
                 self.scratch = payload;
                 r?;
                 self.chunk_done();
             }
-            Step::SimpleReadDone => {
-                let cookie = self.chunk.2;
+            ReplyStep::SimpleReadDone => {
+                let cookie = self.chunk.cookie;
                 self.complete(cookie);
-                self.expect(16, Step::ReplyStart);
+                self.expect(16, ReplyStep::ReplyStart);
             }
-            _ => unreachable!("negotiation step {step:?} in transmission"),
         }
         Ok(())
     }
@@ -110,7 +115,7 @@ impl<C: CommandBuffer> Client<C> {
         if let Some(e) = NbdError::from_wire(error) {
             self.fail_command(cookie, server_error(e, b""));
             self.complete(cookie);
-        } else if kind == cmd::READ {
+        } else if Command::from_wire(kind) == Command::Read {
             // proto.md: once structured replies are negotiated, a READ that
             // succeeds is answered with chunks; a simple reply would leave
             // us guessing whether data follows.
@@ -119,49 +124,64 @@ impl<C: CommandBuffer> Client<C> {
                     "server sent a simple reply to a read after negotiating structured replies",
                 ));
             }
-            self.chunk = (0, 0, cookie, 0);
+            self.chunk = ChunkHeader {
+                flags: 0,
+                kind: ChunkType::None,
+                cookie,
+                length: 0,
+            };
             self.expect_payload(
                 Dest::Caller { cookie, pos: 0 },
                 length as usize,
-                Step::SimpleReadDone,
+                ReplyStep::SimpleReadDone,
             );
             return Ok(());
         } else {
             self.complete(cookie);
         }
-        self.expect(16, Step::ReplyStart);
+        self.expect(16, ReplyStep::ReplyStart);
         Ok(())
     }
 
     /// The chunk's header is complete: decide where its payload goes.
     fn chunk_start(&mut self) -> Result<(), Error> {
-        let (flags, kind, cookie, length) = self.chunk;
-        let cmd_kind = self.sent_command(cookie)?.kind;
+        let ChunkHeader {
+            kind,
+            cookie,
+            length,
+            ..
+        } = self.chunk;
+        let done = self.chunk.done();
+        let cmd_kind = Command::from_wire(self.sent_command(cookie)?.kind);
         let bad_type = || {
             proto(format!(
-                "server sent chunk type {kind} for a command of type {cmd_kind}"
+                "server sent chunk type {} for a command of type {}",
+                kind.to_wire(),
+                cmd_kind.to_wire()
             ))
         };
         match kind {
-            chunk::OFFSET_DATA => {
-                if cmd_kind != cmd::READ {
+            ChunkType::OffsetData => {
+                if cmd_kind != Command::Read {
                     return Err(bad_type());
                 }
                 if length <= 8 {
                     return Err(proto("OFFSET_DATA chunk without data"));
                 }
-                self.expect(8, Step::DataOffset);
+                self.expect(8, ReplyStep::DataOffset);
             }
-            chunk::NONE => {
-                if length != 0 || flags & chunk::FLAG_DONE == 0 {
+            ChunkType::None => {
+                if length != 0 || !done {
                     return Err(proto("NONE chunk must be empty and the last"));
                 }
                 self.chunk_done();
             }
             _ => {
                 match kind {
-                    chunk::OFFSET_HOLE if cmd_kind != cmd::READ => return Err(bad_type()),
-                    chunk::BLOCK_STATUS if cmd_kind != cmd::BLOCK_STATUS => return Err(bad_type()),
+                    ChunkType::OffsetHole if cmd_kind != Command::Read => return Err(bad_type()),
+                    ChunkType::BlockStatus if cmd_kind != Command::BlockStatus => {
+                        return Err(bad_type())
+                    }
                     _ => {}
                 }
                 if length as usize > MAX_BUFFERED_CHUNK {
@@ -169,7 +189,7 @@ impl<C: CommandBuffer> Client<C> {
                         "server sent a chunk of {length} bytes, more than we accept"
                     )));
                 }
-                self.expect_payload(Dest::Scratch, length as usize, Step::ChunkPayloadDone);
+                self.expect_payload(Dest::Scratch, length as usize, ReplyStep::ChunkPayloadDone);
             }
         }
         Ok(())
@@ -177,9 +197,9 @@ impl<C: CommandBuffer> Client<C> {
 
     /// A buffered chunk is complete.
     fn chunk_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
-        let (_, kind, cookie, _) = self.chunk;
+        let ChunkHeader { kind, cookie, .. } = self.chunk;
         match kind {
-            chunk::OFFSET_HOLE => {
+            ChunkType::OffsetHole => {
                 let (offset, len) =
                     reply::parse_offset_hole(payload).map_err(Self::protocol_error)?;
                 let pos = self.check_range(cookie, offset, u64::from(len))?;
@@ -196,7 +216,7 @@ impl<C: CommandBuffer> Client<C> {
                     }
                 }
             }
-            chunk::BLOCK_STATUS => {
+            ChunkType::BlockStatus => {
                 let (id, extents) =
                     reply::parse_block_status(payload).map_err(Self::protocol_error)?;
                 let known = self
@@ -223,8 +243,9 @@ impl<C: CommandBuffer> Client<C> {
                     extents,
                 });
             }
-            t if chunk::is_error(t) => {
-                let e = reply::parse_error_chunk(t, payload).map_err(Self::protocol_error)?;
+            t if t.is_error() => {
+                let e =
+                    reply::parse_error_chunk(t.to_wire(), payload).map_err(Self::protocol_error)?;
                 if let Some(off) = e.offset {
                     self.check_range(cookie, off, 1)?;
                 }
@@ -238,7 +259,7 @@ impl<C: CommandBuffer> Client<C> {
                 // proto.md: a client that does not know a non-error chunk
                 // type cannot trust the reply; the command fails, the
                 // connection stays in sync.
-                self.fail_command(cookie, proto(format!("unknown chunk type {t}")));
+                self.fail_command(cookie, proto(format!("unknown chunk type {}", t.to_wire())));
             }
         }
         Ok(())
@@ -300,12 +321,12 @@ impl<C: CommandBuffer> Client<C> {
 
     /// A chunk is finished: retire the command on DONE, then read on.
     fn chunk_done(&mut self) {
-        let (flags, _, cookie, _) = self.chunk;
-        if flags & chunk::FLAG_DONE != 0 {
+        let cookie = self.chunk.cookie;
+        if self.chunk.done() {
             self.complete(cookie);
         }
         if self.fatal.is_none() && !self.closed {
-            self.expect(16, Step::ReplyStart);
+            self.expect(16, ReplyStep::ReplyStart);
         }
     }
 

@@ -19,7 +19,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CommandBuffer, Config, Error, Event, ExportInfo, Phase, Protocol};
 use crate::errno::host::{ECONNRESET, EPROTO};
+use crate::wire::reply::ChunkHeader;
 use crate::wire::request::REQUEST_HEADER_LEN;
+use crate::wire::ChunkType;
 use crate::wire::WireError;
 
 /// Size of the read-ahead buffer.
@@ -56,10 +58,18 @@ pub(super) enum Dest {
     Scratch,
 }
 
-/// The parse step that runs once a need is met. Negotiation steps are in
-/// negotiate.rs, transmission steps in receive.rs.
+/// The parse step that runs once a need is met: a negotiation step
+/// (negotiate.rs) or a transmission step (receive.rs). Each module's step
+/// function takes only its own kind, so neither can be handed the other's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Step {
+    Negotiate(NegStep),
+    Reply(ReplyStep),
+}
+
+/// The steps of the handshake and option haggling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NegStep {
     GreetingPrefix,
     NewstyleFlags,
     OldstyleRest,
@@ -67,12 +77,29 @@ pub(super) enum Step {
     OptionReplyPayload,
     ExportNameReply,
     ExportNameZeroes,
+}
+
+/// The steps of receiving replies in the transmission phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplyStep {
     ReplyStart,
     ChunkLength,
     DataOffset,
     ReadDataDone,
     ChunkPayloadDone,
     SimpleReadDone,
+}
+
+impl From<NegStep> for Step {
+    fn from(s: NegStep) -> Step {
+        Step::Negotiate(s)
+    }
+}
+
+impl From<ReplyStep> for Step {
+    fn from(s: ReplyStep) -> Step {
+        Step::Reply(s)
+    }
 }
 
 /// Which buffer the last `recv_buf` handed out, so `recv_done` knows
@@ -184,8 +211,9 @@ pub struct Client<C> {
     pub(super) events: VecDeque<Event<C>>,
     /// NBD_CMD_DISC, once asked for.
     pub(super) disc: super::commands::Disc,
-    /// The structured chunk being received: (flags, type, cookie, length).
-    pub(super) chunk: (u16, u16, u64, u32),
+    /// The structured chunk being received (for a simple reply to a READ,
+    /// only its cookie matters).
+    pub(super) chunk: ChunkHeader,
 }
 
 impl<C: CommandBuffer> Client<C> {
@@ -204,7 +232,7 @@ impl<C: CommandBuffer> Client<C> {
             tls: TlsState::NotTried,
             rx: Rx::Header {
                 need: crate::wire::handshake::GREETING_PREFIX_LEN,
-                step: Step::GreetingPrefix,
+                step: Step::Negotiate(NegStep::GreetingPrefix),
             },
             rbuf: vec![0u8; RBUF_SIZE].into_boxed_slice(),
             rstart: 0,
@@ -219,7 +247,12 @@ impl<C: CommandBuffer> Client<C> {
             next_cookie: 1,
             events: VecDeque::new(),
             disc: Default::default(),
-            chunk: (0, 0, 0, 0),
+            chunk: ChunkHeader {
+                flags: 0,
+                kind: ChunkType::None,
+                cookie: 0,
+                length: 0,
+            },
         }
     }
 
@@ -507,19 +540,8 @@ impl<C: CommandBuffer> Client<C> {
 
     fn run_step(&mut self, step: Step, bytes: &[u8]) {
         let r = match step {
-            Step::GreetingPrefix
-            | Step::NewstyleFlags
-            | Step::OldstyleRest
-            | Step::OptionReplyHeader
-            | Step::OptionReplyPayload
-            | Step::ExportNameReply
-            | Step::ExportNameZeroes => self.negotiate_step(step, bytes),
-            Step::ReplyStart
-            | Step::ChunkLength
-            | Step::DataOffset
-            | Step::ReadDataDone
-            | Step::ChunkPayloadDone
-            | Step::SimpleReadDone => self.reply_step(step, bytes),
+            Step::Negotiate(s) => self.negotiate_step(s, bytes),
+            Step::Reply(s) => self.reply_step(s, bytes),
         };
         if let Err(e) = r {
             self.die(e);
@@ -527,12 +549,16 @@ impl<C: CommandBuffer> Client<C> {
     }
 
     /// Waits for `need` header bytes, then runs `step`.
-    pub(super) fn expect(&mut self, need: usize, step: Step) {
-        self.rx = Rx::Header { need, step };
+    pub(super) fn expect(&mut self, need: usize, step: impl Into<Step>) {
+        self.rx = Rx::Header {
+            need,
+            step: step.into(),
+        };
     }
 
     /// Moves `len` bytes to `dest`, then runs `then`.
-    pub(super) fn expect_payload(&mut self, dest: Dest, len: usize, then: Step) {
+    pub(super) fn expect_payload(&mut self, dest: Dest, len: usize, then: impl Into<Step>) {
+        let then: Step = then.into();
         if matches!(dest, Dest::Scratch) {
             // Sized up front: bytes fill it from `len - remaining` on.
             self.scratch.clear();

@@ -18,8 +18,9 @@
 
 use crate::errno::host::{EINVAL, EIO, ENOSPC, EPERM};
 use crate::limits::MAX_REQUEST_LEN;
-use crate::wire::consts::{cmd, cmd_flags, tx_flags};
+use crate::wire::consts::tx_flags;
 use crate::wire::request::RequestHeader;
+use crate::wire::{CmdFlags, Command};
 
 use super::backend::{Backend, Error, Extents, ZeroFlags};
 use super::negotiate::Negotiated;
@@ -66,7 +67,7 @@ pub enum Payload {
 
 /// Decides, from the header alone, how to keep the stream in sync.
 pub fn payload(h: &RequestHeader) -> Payload {
-    if h.kind != cmd::WRITE {
+    if h.command() != Command::Write {
         Payload::None
     } else if h.length <= MAX_REQUEST_LEN {
         Payload::Receive(h.length)
@@ -79,17 +80,7 @@ pub fn payload(h: &RequestHeader) -> Payload {
 
 /// A command's name for messages.
 pub fn command_name(kind: u16) -> &'static str {
-    match kind {
-        cmd::READ => "NBD_CMD_READ",
-        cmd::WRITE => "NBD_CMD_WRITE",
-        cmd::DISC => "NBD_CMD_DISC",
-        cmd::FLUSH => "NBD_CMD_FLUSH",
-        cmd::TRIM => "NBD_CMD_TRIM",
-        cmd::CACHE => "NBD_CMD_CACHE",
-        cmd::WRITE_ZEROES => "NBD_CMD_WRITE_ZEROES",
-        cmd::BLOCK_STATUS => "NBD_CMD_BLOCK_STATUS",
-        _ => "unknown command",
-    }
+    Command::from_wire(kind).name()
 }
 
 fn invalid(errno: i32, msg: &'static str) -> Result<(), Error> {
@@ -99,62 +90,57 @@ fn invalid(errno: i32, msg: &'static str) -> Result<(), Error> {
 /// Checks a request (not DISC, which the driver handles) against the
 /// negotiated state. The error carries the host errno to reply with.
 pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
-    let k = h.kind;
-    let writes = matches!(k, cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES);
+    use Command::*;
+    let k = h.command();
+    let writes = k.writes();
     match k {
-        cmd::READ
-        | cmd::WRITE
-        | cmd::TRIM
-        | cmd::WRITE_ZEROES
-        | cmd::CACHE
-        | cmd::BLOCK_STATUS
-        | cmd::FLUSH => {}
-        _ => return invalid(EINVAL, "unknown command"),
+        Read | Write | Trim | WriteZeroes | Cache | BlockStatus | Flush => {}
+        Disc | Unknown(_) => return invalid(EINVAL, "unknown command"),
     }
     if writes && t.has(tx_flags::READ_ONLY) {
         return invalid(EPERM, "write request on a read-only export");
     }
 
     // Flags.
-    let f = h.flags;
-    if f & !cmd_flags::ALL != 0 {
+    let f = h.cmd_flags();
+    if !f.unknown().is_empty() {
         return invalid(EINVAL, "unknown command flag");
     }
     // proto.md: with SEND_FUA, FUA is valid on every command (and means
     // nothing on those that do not write).
-    if f & cmd_flags::FUA != 0 && !t.has(tx_flags::SEND_FUA) {
+    if f.contains(CmdFlags::FUA) && !t.has(tx_flags::SEND_FUA) {
         return invalid(EINVAL, "FUA flag not supported");
     }
-    if f & cmd_flags::NO_HOLE != 0 && k != cmd::WRITE_ZEROES {
+    if f.contains(CmdFlags::NO_HOLE) && k != WriteZeroes {
         return invalid(EINVAL, "NO_HOLE flag needs WRITE_ZEROES");
     }
-    if f & cmd_flags::FAST_ZERO != 0 {
-        if k != cmd::WRITE_ZEROES {
+    if f.contains(CmdFlags::FAST_ZERO) {
+        if k != WriteZeroes {
             return invalid(EINVAL, "FAST_ZERO flag needs WRITE_ZEROES");
         }
         if !t.has(tx_flags::SEND_FAST_ZERO) {
             return invalid(EINVAL, "FAST_ZERO flag not supported");
         }
     }
-    if f & cmd_flags::DF != 0 {
-        if k != cmd::READ {
+    if f.contains(CmdFlags::DF) {
+        if k != Read {
             return invalid(EINVAL, "DF flag needs READ");
         }
         if !t.structured_replies {
             return invalid(EINVAL, "DF flag without structured replies");
         }
     }
-    if f & cmd_flags::REQ_ONE != 0 && k != cmd::BLOCK_STATUS {
+    if f.contains(CmdFlags::REQ_ONE) && k != BlockStatus {
         return invalid(EINVAL, "REQ_ONE flag needs BLOCK_STATUS");
     }
 
     // Support.
     let unsupported = match k {
-        cmd::FLUSH => !t.has(tx_flags::SEND_FLUSH),
-        cmd::TRIM => !t.has(tx_flags::SEND_TRIM),
-        cmd::WRITE_ZEROES => !t.has(tx_flags::SEND_WRITE_ZEROES),
-        cmd::CACHE => !t.has(tx_flags::SEND_CACHE),
-        cmd::BLOCK_STATUS => !t.structured_replies || t.meta_context.is_none(),
+        Flush => !t.has(tx_flags::SEND_FLUSH),
+        Trim => !t.has(tx_flags::SEND_TRIM),
+        WriteZeroes => !t.has(tx_flags::SEND_WRITE_ZEROES),
+        Cache => !t.has(tx_flags::SEND_CACHE),
+        BlockStatus => !t.structured_replies || t.meta_context.is_none(),
         _ => false,
     };
     if unsupported {
@@ -162,13 +148,13 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
     }
 
     // Lengths and ranges.
-    if k == cmd::FLUSH {
+    if k == Flush {
         if h.offset != 0 || h.length != 0 {
             return invalid(EINVAL, "FLUSH with nonzero offset or length");
         }
         return Ok(());
     }
-    if matches!(k, cmd::READ | cmd::WRITE) && h.length > MAX_REQUEST_LEN {
+    if matches!(k, Read | Write) && h.length > MAX_REQUEST_LEN {
         return invalid(EINVAL, "request too large");
     }
     let end = h.offset.checked_add(h.length as u64);
@@ -179,7 +165,7 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
             invalid(EINVAL, "request beyond the end of the export")
         };
     }
-    if k == cmd::BLOCK_STATUS && h.length == 0 {
+    if k == BlockStatus && h.length == 0 {
         return invalid(EINVAL, "zero-length BLOCK_STATUS");
     }
     Ok(())
@@ -194,35 +180,36 @@ pub fn execute(
     data: &mut [u8],
     extents: &mut Extents,
 ) -> Result<(), Error> {
-    let f = h.flags;
-    let fua = f & cmd_flags::FUA != 0;
-    if h.length == 0 && h.kind != cmd::FLUSH {
+    let f = h.cmd_flags();
+    let fua = f.contains(CmdFlags::FUA);
+    let k = h.command();
+    if h.length == 0 && k != Command::Flush {
         return Ok(());
     }
-    match h.kind {
-        cmd::READ => backend.pread(data, h.offset),
-        cmd::WRITE => backend.pwrite(data, h.offset, fua),
-        cmd::FLUSH => backend.flush(),
-        cmd::TRIM => backend.trim(h.length, h.offset, fua),
-        cmd::CACHE => backend.cache(h.length, h.offset),
-        cmd::WRITE_ZEROES => backend.zero(
+    match k {
+        Command::Read => backend.pread(data, h.offset),
+        Command::Write => backend.pwrite(data, h.offset, fua),
+        Command::Flush => backend.flush(),
+        Command::Trim => backend.trim(h.length, h.offset, fua),
+        Command::Cache => backend.cache(h.length, h.offset),
+        Command::WriteZeroes => backend.zero(
             h.length,
             h.offset,
             ZeroFlags {
-                may_trim: f & cmd_flags::NO_HOLE == 0,
+                may_trim: !f.contains(CmdFlags::NO_HOLE),
                 fua,
-                fast: f & cmd_flags::FAST_ZERO != 0,
+                fast: f.contains(CmdFlags::FAST_ZERO),
             },
         ),
-        cmd::BLOCK_STATUS => {
-            extents.reset(h.offset, h.length, f & cmd_flags::REQ_ONE != 0);
+        Command::BlockStatus => {
+            extents.reset(h.offset, h.length, f.contains(CmdFlags::REQ_ONE));
             backend.extents(h.length, h.offset, extents)?;
             if extents.is_empty() {
                 return Err(Error::new(EIO, "extents: backend returned no extents"));
             }
             Ok(())
         }
-        _ => Err(Error::new(EINVAL, "unknown command")),
+        Command::Disc | Command::Unknown(_) => Err(Error::new(EINVAL, "unknown command")),
     }
 }
 
@@ -230,6 +217,7 @@ pub fn execute(
 mod tests {
     use super::*;
     use crate::errno::host::ENOTSUP;
+    use crate::wire::consts::{cmd, cmd_flags};
 
     fn hdr(kind: u16, flags: u16, offset: u64, length: u32) -> RequestHeader {
         RequestHeader {

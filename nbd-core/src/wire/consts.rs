@@ -79,7 +79,7 @@ pub mod rep {
     pub const ERR_TOO_BIG: u32 = ERR_BIT | 9;
 
     /// Whether a reply type is an error.
-    pub fn is_error(t: u32) -> bool {
+    pub const fn is_error(t: u32) -> bool {
         t & ERR_BIT != 0
     }
 }
@@ -126,7 +126,7 @@ pub mod chunk {
     pub const ERROR_OFFSET: u16 = (1 << 15) + 2;
 
     /// Whether a chunk type is an error chunk (bit 15 set).
-    pub fn is_error(t: u16) -> bool {
+    pub const fn is_error(t: u16) -> bool {
         t & (1 << 15) != 0
     }
 }

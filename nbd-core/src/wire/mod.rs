@@ -7,5 +7,7 @@ pub mod handshake;
 pub mod option;
 pub mod reply;
 pub mod request;
+pub mod vocab;
 
 pub use codec::{Reader, WireError};
+pub use vocab::{ChunkType, CmdFlags, Command, OptionCode, ReplyType};

@@ -8,6 +8,22 @@
 use super::codec::{PutBe, Reader, WireError};
 use super::consts::{chunk, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC};
 
+/// The header of a structured reply chunk, once its length is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub flags: u16,
+    pub kind: super::vocab::ChunkType,
+    pub cookie: u64,
+    pub length: u32,
+}
+
+impl ChunkHeader {
+    /// Whether this is the reply's last chunk (NBD_REPLY_FLAG_DONE).
+    pub fn done(&self) -> bool {
+        self.flags & super::consts::chunk::FLAG_DONE != 0
+    }
+}
+
 pub const SIMPLE_REPLY_HEADER_LEN: usize = 16;
 pub const STRUCTURED_REPLY_HEADER_LEN: usize = 20;
 

@@ -3,6 +3,7 @@
 
 use super::codec::{Reader, WireError};
 use super::consts::REQUEST_MAGIC;
+use super::vocab::{CmdFlags, Command};
 
 pub const REQUEST_HEADER_LEN: usize = 28;
 
@@ -18,6 +19,16 @@ pub struct RequestHeader {
 }
 
 impl RequestHeader {
+    /// The command, typed; unknown values are kept.
+    pub fn command(&self) -> Command {
+        Command::from_wire(self.kind)
+    }
+
+    /// The command flags, typed; unknown bits are kept.
+    pub fn cmd_flags(&self) -> CmdFlags {
+        CmdFlags(self.flags)
+    }
+
     pub fn encode(&self) -> [u8; REQUEST_HEADER_LEN] {
         let mut b = [0u8; REQUEST_HEADER_LEN];
         b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
