@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Mutex;
 
-use nbd_core::client::{self, Client, Event, Phase};
+use nbd_core::client::{self, Client, Event, Phase, Protocol};
 use nbd_core::errno::host;
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
 use nbd_core::server::{reply, request, Backend, Error as BackendError, Extents, TxContext};
@@ -232,10 +232,10 @@ struct Server {
 }
 
 impl Server {
-    fn new(backend: MemBackend) -> Self {
+    fn new(backend: MemBackend, config: negotiate::Config) -> Self {
         Server {
             backend,
-            neg: Negotiation::new(negotiate::Config::default()),
+            neg: Negotiation::new(config),
             tx: None,
             input: Vec::new(),
             output: Vec::new(),
@@ -344,11 +344,15 @@ struct Pair {
 
 impl Pair {
     fn new(split: Split, slow_zero: bool) -> Self {
+        Pair::with(split, slow_zero, negotiate::Config::default())
+    }
+
+    fn with(split: Split, slow_zero: bool, server: negotiate::Config) -> Self {
         let config = client::Config {
             meta_contexts: vec![CONTEXT_BASE_ALLOCATION.as_bytes().to_vec()],
             ..client::Config::default()
         };
-        let mut server = Server::new(MemBackend::new(slow_zero));
+        let mut server = Server::new(MemBackend::new(slow_zero), server);
         server.pump_negotiation();
         Pair {
             client: Client::new(config),
@@ -419,6 +423,28 @@ impl Pair {
         );
     }
 
+    /// Queues a command without driving.
+    fn submit(&mut self, kind: Command, offset: u64, length: u64, buf: Vec<u8>) -> u64 {
+        let c = client::Command::new(kind.to_wire(), 0, offset, length);
+        self.client.submit(c, buf).map_err(|(e, _)| e).unwrap()
+    }
+
+    /// The commands completed so far, as (cookie, buffer, result).
+    fn completions(&mut self) -> Vec<(u64, Vec<u8>, Result<(), client::Error>)> {
+        let mut v = Vec::new();
+        for e in self.events.drain(..) {
+            if let Event::Completed {
+                cookie,
+                ctx,
+                result,
+            } = e
+            {
+                v.push((cookie, ctx, result));
+            }
+        }
+        v
+    }
+
     /// Sends one command and drives until it completes.
     fn run(
         &mut self,
@@ -477,10 +503,11 @@ enum Outcome {
 fn session(split: Split, slow_zero: bool) -> (Vec<Outcome>, Vec<u8>, Vec<&'static str>) {
     let mut p = Pair::new(split, slow_zero);
     p.connect();
+    assert_eq!(p.client.protocol(), Some(Protocol::FixedNewstyle));
     let e = p.client.export().unwrap().clone();
     assert_eq!(e.size, SIZE);
     assert!(e.structured_replies);
-    assert_eq!(e.meta_contexts.len(), 1);
+    assert_eq!(e.meta_contexts, vec![(1, b"base:allocation".to_vec())]);
     for f in [
         tx_flags::SEND_FLUSH,
         tx_flags::SEND_FUA,
@@ -675,4 +702,81 @@ fn server_answers_unknown_commands_with_einval() {
         other => panic!("{other:?}"),
     }
     assert_eq!(out.len(), 16);
+}
+
+/// A write, then 16 reads in flight at once, with simple or structured
+/// replies (moved here from the scripted server's tests).
+fn round_trip(split: Split, structured: bool) {
+    let server = negotiate::Config {
+        no_structured_replies: !structured,
+        ..negotiate::Config::default()
+    };
+    let mut p = Pair::with(split, false, server);
+    p.connect();
+    assert_eq!(p.client.export().unwrap().structured_replies, structured);
+    let pattern: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let w = p.submit(Command::Write, 4096, 65536, pattern.clone());
+    p.drive();
+    let done = p.completions();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].0, w);
+    assert!(done[0].2.is_ok());
+    let mut cookies = Vec::new();
+    for i in 0..16u64 {
+        cookies.push(p.submit(Command::Read, 4096 + i * 4096, 4096, vec![0xaa; 4096]));
+    }
+    assert_eq!(p.client.in_flight(), 16);
+    p.drive();
+    let done = p.completions();
+    assert_eq!(done.len(), 16);
+    for (cookie, buf, result) in done {
+        result.unwrap();
+        let i = cookies.iter().position(|c| *c == cookie).unwrap();
+        assert_eq!(buf, pattern[i * 4096..(i + 1) * 4096], "read {i}");
+    }
+    assert_eq!(p.client.phase(), Phase::Ready);
+}
+
+#[test]
+fn write_then_read_back_with_simple_replies() {
+    round_trip(Split::Whole, false);
+    round_trip(Split::OneByte, false);
+    round_trip(Split::Random { seed: 7, max: 5 }, false);
+}
+
+#[test]
+fn write_then_read_back_with_structured_replies() {
+    round_trip(Split::Whole, true);
+    round_trip(Split::OneByte, true);
+    round_trip(Split::Random { seed: 7, max: 5 }, true);
+}
+
+#[test]
+fn large_read_lands_in_callers_buffer() {
+    let mut p = Pair::new(Split::Whole, false);
+    p.connect();
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
+    p.submit(Command::Write, 0, SIZE, data.clone());
+    p.drive();
+    p.completions();
+    p.submit(Command::Read, 0, SIZE, vec![0; SIZE as usize]);
+    p.drive();
+    let done = p.completions();
+    assert!(done[0].1 == data);
+}
+
+#[test]
+fn disconnect_closes_cleanly() {
+    let mut p = Pair::new(Split::Random { seed: 3, max: 4 }, false);
+    p.connect();
+    p.submit(Command::Flush, 0, 0, Vec::new());
+    p.client.disconnect().unwrap();
+    p.drive();
+    assert_eq!(p.completions().len(), 1);
+    assert!(p.client.disconnect_sent());
+    assert_eq!(p.client.phase(), Phase::Closed);
+    assert!(p.server.closed);
+    let c = client::Command::new(Command::Flush.to_wire(), 0, 0, 0);
+    let e = p.client.submit(c, Vec::new()).unwrap_err();
+    assert_eq!(e.0.errno, host::EINVAL);
 }

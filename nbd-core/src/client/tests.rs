@@ -438,16 +438,6 @@ fn connected(s: Script) -> Link {
 }
 
 #[test]
-fn fixed_newstyle_handshake_with_structured_replies() {
-    let l = connected(Script::default());
-    assert_eq!(l.client.protocol(), Some(Protocol::FixedNewstyle));
-    let e = l.client.export().unwrap();
-    assert_eq!(e.size, 1 << 20);
-    assert!(e.structured_replies);
-    assert!(e.has_flag(tx_flags::SEND_TRIM));
-}
-
-#[test]
 fn falls_back_to_export_name_without_go() {
     let l = connected(Script {
         no_go: true,
@@ -470,37 +460,6 @@ fn oldstyle_server() {
     });
     assert_eq!(l.client.protocol(), Some(Protocol::Oldstyle));
     assert_eq!(l.client.export().unwrap().size, 1 << 20);
-}
-
-#[test]
-fn meta_context_negotiation() {
-    let cfg = Config {
-        meta_contexts: vec![b"base:allocation".to_vec()],
-        ..Default::default()
-    };
-    let mut l = Link::new(cfg, Script::default());
-    l.run();
-    assert_eq!(
-        l.client.export().unwrap().meta_contexts,
-        vec![(1, b"base:allocation".to_vec())]
-    );
-    let c = l.submit(Command::new(cmd::BLOCK_STATUS, 0, 0, 4096), Vec::new());
-    l.run();
-    let mut saw = false;
-    while let Some(e) = l.client.poll_event() {
-        match e {
-            Event::BlockStatus {
-                cookie, extents, ..
-            } => {
-                assert_eq!(cookie, c);
-                assert_eq!(extents, vec![(4096, 3)]);
-                saw = true;
-            }
-            Event::Completed { result, .. } => assert!(result.is_ok()),
-            _ => {}
-        }
-    }
-    assert!(saw);
 }
 
 fn round_trip(s: Script, trickle: usize) {
@@ -534,22 +493,6 @@ fn round_trip(s: Script, trickle: usize) {
 }
 
 #[test]
-fn write_then_read_back_with_simple_replies() {
-    round_trip(
-        Script {
-            no_structured: true,
-            ..Default::default()
-        },
-        usize::MAX,
-    );
-}
-
-#[test]
-fn write_then_read_back_with_structured_replies() {
-    round_trip(Script::default(), usize::MAX);
-}
-
-#[test]
 fn replies_out_of_order() {
     round_trip(
         Script {
@@ -562,7 +505,8 @@ fn replies_out_of_order() {
 
 #[test]
 fn one_byte_at_a_time() {
-    round_trip(Script::default(), 1);
+    // The plain case runs against the real server in tests/pair.rs; this
+    // one needs the script's out-of-order replies.
     round_trip(
         Script {
             no_structured: true,
@@ -571,19 +515,6 @@ fn one_byte_at_a_time() {
         },
         3,
     );
-}
-
-#[test]
-fn large_read_lands_in_callers_buffer() {
-    let mut l = connected(Script::default());
-    let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 253) as u8).collect();
-    l.submit(Command::new(cmd::WRITE, 0, 0, 1 << 20), data.clone());
-    l.run();
-    l.completions();
-    l.submit(Command::new(cmd::READ, 0, 0, 1 << 20), vec![0; 1 << 20]);
-    l.run();
-    let done = l.completions();
-    assert_eq!(done[0].1, data);
 }
 
 #[test]
@@ -616,22 +547,6 @@ fn structured_read_with_data_and_hole_chunks() {
     assert_eq!(chunks, vec![(0, 4096, false), (4096, 4096, true)]);
     assert_eq!(&buf[..4096], &[9; 4096][..]);
     assert_eq!(&buf[4096..], &[0; 4096][..], "a hole reads as zeroes");
-}
-
-#[test]
-fn disconnect_closes_cleanly() {
-    let mut l = connected(Script::default());
-    l.submit(Command::new(cmd::FLUSH, 0, 0, 0), Vec::new());
-    l.client.disconnect().unwrap();
-    l.run();
-    assert_eq!(l.completions().len(), 1);
-    assert!(l.client.disconnect_sent());
-    assert_eq!(l.client.phase(), Phase::Closed);
-    let e = l
-        .client
-        .submit(Command::new(cmd::FLUSH, 0, 0, 0), Vec::new())
-        .unwrap_err();
-    assert_eq!(e.0.errno, host::EINVAL);
 }
 
 #[test]
