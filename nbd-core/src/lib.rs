@@ -5,6 +5,10 @@
 //!
 //! - [`wire`] turns protocol messages into bytes and back. Parsers never
 //!   panic: short input is `None` or an error, never an index out of range.
+//!   Its vocabulary (commands, flags, options, reply and chunk types) is
+//!   typed, one table each, in [`wire::vocab`].
+//! - [`errno`] is the one errno policy: the NBD error a server sends for a
+//!   backend's errno, and the errno a client reports for an NBD error.
 //! - [`client`] is the client as a state machine: it is fed the bytes the
 //!   server sent, it is asked for the bytes to send, and it says which way it
 //!   wants to go next. The C API (sync and AIO) drives it.
