@@ -143,7 +143,7 @@ impl<C: CommandBuffer> Client<C> {
         if self.disc != Disc::None {
             return Err(Error::new(host::EINVAL, "disconnect has been requested"));
         }
-        let Some(e) = self.export.as_ref() else {
+        let Some(e) = self.stage.transmission() else {
             return Err(Error::new(host::ENOTCONN, "not connected"));
         };
         let strict = self.config.strict;
@@ -355,8 +355,7 @@ mod tests {
             strict,
             ..Config::default()
         });
-        c.transmission = true;
-        c.export = Some(ExportInfo {
+        c.stage = super::super::state::Stage::Transmission(ExportInfo {
             size: 1 << 20,
             flags: flags | tx_flags::HAS_FLAGS,
             block_size: min.map(|m| (m, 4096, 1 << 25)),

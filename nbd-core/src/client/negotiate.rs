@@ -25,7 +25,7 @@
 //! the client pauses again, whereas a malformed reply is fatal as always.
 
 use super::state::TlsState;
-use super::state::{Dest, NegStep, ReplyStep};
+use super::state::{Dest, NegStep, ReplyStep, Stage};
 use super::{Client, CommandBuffer, Error, Protocol, Tls};
 use crate::errno::host;
 use crate::limits::{MAX_EXPORT_SIZE, MAX_OPTION_LEN};
@@ -117,9 +117,9 @@ impl<C: CommandBuffer> Client<C> {
             NegStep::OldstyleRest => {
                 let rest = b.try_into().map_err(|_| short())?;
                 let (size, flags) = handshake::parse_oldstyle_rest(rest);
-                self.pending_export.size = size;
+                self.stage.facts_mut().size = size;
                 // The low 16 bits are the transmission flags.
-                self.pending_export.flags = flags as u16;
+                self.stage.facts_mut().flags = flags as u16;
                 self.finish_negotiation()?;
             }
             NegStep::NewstyleFlags => {
@@ -177,8 +177,8 @@ impl<C: CommandBuffer> Client<C> {
             NegStep::ExportNameReply => {
                 let reply = b.try_into().map_err(|_| short())?;
                 let (size, flags) = handshake::parse_export_name_reply(reply);
-                self.pending_export.size = size;
-                self.pending_export.flags = flags;
+                self.stage.facts_mut().size = size;
+                self.stage.facts_mut().flags = flags;
                 if self.negotiation.no_zeroes {
                     self.finish_negotiation()?;
                 } else {
@@ -193,7 +193,7 @@ impl<C: CommandBuffer> Client<C> {
     /// Picks the option that follows the current one and sends it.
     fn next_option(&mut self) {
         let meta_or_go =
-            if self.pending_export.structured_replies && !self.config.meta_contexts.is_empty() {
+            if self.stage.facts().structured_replies && !self.config.meta_contexts.is_empty() {
                 Opt::SetMetaContext
             } else {
                 Opt::Go
@@ -231,7 +231,7 @@ impl<C: CommandBuffer> Client<C> {
         if self.negotiation.user.take().is_some() {
             self.events.push_back(super::Event::OptionDone { result });
         }
-        if !self.transmission && self.fatal.is_none() && !self.closed {
+        if !self.in_transmission() && self.fatal.is_none() && !self.closed {
             self.pause();
         }
     }
@@ -245,7 +245,7 @@ impl<C: CommandBuffer> Client<C> {
                 "not in option mode, or an option is already under way",
             ));
         }
-        let sr = self.pending_export.structured_replies;
+        let sr = self.stage.facts().structured_replies;
         if o == UserOption::ListMetaContext && !sr {
             return Err(Error::new(
                 host::ENOTSUP,
@@ -258,13 +258,9 @@ impl<C: CommandBuffer> Client<C> {
         match o {
             UserOption::Go | UserOption::Info => {
                 // Forget what an earlier INFO learnt: this answer replaces it.
-                self.export = None;
-                self.got_export_info = false;
-                let e = &mut self.pending_export;
-                *e = super::ExportInfo {
-                    structured_replies: e.structured_replies,
-                    ..Default::default()
-                };
+                let structured_replies = self.stage.facts().structured_replies;
+                self.stage = Stage::negotiating();
+                self.stage.facts_mut().structured_replies = structured_replies;
                 let first = if sr && !self.config.meta_contexts.is_empty() {
                     Opt::SetMetaContext
                 } else if o == UserOption::Info {
@@ -390,7 +386,7 @@ impl<C: CommandBuffer> Client<C> {
                 self.next_option();
             }
             (Opt::StructuredReply, ReplyType::Ack) => {
-                self.pending_export.structured_replies = true;
+                self.stage.facts_mut().structured_replies = true;
                 self.next_option();
             }
             (Opt::StructuredReply, t) if t.is_error() => self.next_option(),
@@ -402,36 +398,43 @@ impl<C: CommandBuffer> Client<C> {
                         "handshake: server replied with a meta context we did not ask for",
                     ));
                 }
-                self.pending_export.meta_contexts.push((id, name.to_vec()));
+                self.stage
+                    .facts_mut()
+                    .meta_contexts
+                    .push((id, name.to_vec()));
                 self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
             (Opt::SetMetaContext, ReplyType::Ack) => self.next_option(),
             (Opt::SetMetaContext, t) if t.is_error() => {
-                self.pending_export.meta_contexts.clear();
+                self.stage.facts_mut().meta_contexts.clear();
                 self.next_option();
             }
             (Opt::Go | Opt::Info, ReplyType::Info) => {
                 match InfoReply::decode(payload).map_err(Self::protocol_error)? {
                     InfoReply::Export { size, flags } => {
-                        self.pending_export.size = size;
-                        self.pending_export.flags = flags;
-                        self.got_export_info = true;
+                        self.stage.facts_mut().size = size;
+                        self.stage.facts_mut().flags = flags;
+                        if let Stage::Negotiating { got_size, .. } = &mut self.stage {
+                            *got_size = true;
+                        }
                     }
                     InfoReply::BlockSize {
                         minimum,
                         preferred,
                         maximum,
                     } => {
-                        self.pending_export.block_size = Some((minimum, preferred, maximum));
+                        self.stage.facts_mut().block_size = Some((minimum, preferred, maximum));
                     }
-                    InfoReply::Name(n) => self.pending_export.canonical_name = Some(n.to_vec()),
-                    InfoReply::Description(d) => self.pending_export.description = Some(d.to_vec()),
+                    InfoReply::Name(n) => self.stage.facts_mut().canonical_name = Some(n.to_vec()),
+                    InfoReply::Description(d) => {
+                        self.stage.facts_mut().description = Some(d.to_vec())
+                    }
                     InfoReply::Unknown(_) => {}
                 }
                 self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
             (Opt::Go | Opt::Info, ReplyType::Ack) => {
-                if !self.got_export_info {
+                if !matches!(self.stage, Stage::Negotiating { got_size: true, .. }) {
                     return Err(Error::new(
                         host::EPROTO,
                         "handshake: server acknowledged NBD_OPT_GO without sending the export's size",
@@ -441,7 +444,9 @@ impl<C: CommandBuffer> Client<C> {
                     self.finish_negotiation()?;
                 } else {
                     self.check_export()?;
-                    self.export = Some(self.pending_export.clone());
+                    if let Stage::Negotiating { pending, info, .. } = &mut self.stage {
+                        *info = Some(pending.clone());
+                    }
                     self.user_done(Ok(0));
                 }
             }
@@ -486,7 +491,7 @@ impl<C: CommandBuffer> Client<C> {
 
     /// Checks and tidies what the server told us about the export.
     fn check_export(&mut self) -> Result<(), Error> {
-        let e = &mut self.pending_export;
+        let e = self.stage.facts_mut();
         if e.size > MAX_EXPORT_SIZE {
             return Err(Error::new(
                 host::EPROTO,
@@ -525,9 +530,7 @@ impl<C: CommandBuffer> Client<C> {
             return;
         }
         self.tls = TlsState::Active;
-        self.export = None;
-        self.got_export_info = false;
-        self.pending_export = super::ExportInfo::default();
+        self.stage = Stage::negotiating();
         self.negotiation.current = None;
         self.next_option();
     }
@@ -535,8 +538,8 @@ impl<C: CommandBuffer> Client<C> {
     /// Enters the transmission phase.
     fn finish_negotiation(&mut self) -> Result<(), Error> {
         self.check_export()?;
-        self.export = Some(std::mem::take(&mut self.pending_export));
-        self.transmission = true;
+        let export = std::mem::take(self.stage.facts_mut());
+        self.stage = Stage::Transmission(export);
         self.negotiation.paused = false;
         self.expect(16, ReplyStep::ReplyStart);
         self.user_done(Ok(0));

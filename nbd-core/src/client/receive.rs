@@ -31,7 +31,11 @@ impl<C: CommandBuffer> Client<C> {
                         kind,
                         cookie,
                     } => {
-                        if !self.export.as_ref().is_some_and(|e| e.structured_replies) {
+                        if !self
+                            .stage
+                            .transmission()
+                            .is_some_and(|e| e.structured_replies)
+                        {
                             return Err(proto(
                                 "server sent a structured reply without negotiating them",
                             ));
@@ -119,7 +123,11 @@ impl<C: CommandBuffer> Client<C> {
             // proto.md: once structured replies are negotiated, a READ that
             // succeeds is answered with chunks; a simple reply would leave
             // us guessing whether data follows.
-            if self.export.as_ref().is_some_and(|e| e.structured_replies) {
+            if self
+                .stage
+                .transmission()
+                .is_some_and(|e| e.structured_replies)
+            {
                 return Err(proto(
                     "server sent a simple reply to a read after negotiating structured replies",
                 ));
@@ -220,8 +228,8 @@ impl<C: CommandBuffer> Client<C> {
                 let (id, extents) =
                     reply::parse_block_status(payload).map_err(Self::protocol_error)?;
                 let known = self
-                    .export
-                    .as_ref()
+                    .stage
+                    .transmission()
                     .is_some_and(|e| e.meta_contexts.iter().any(|(i, _)| *i == id));
                 if !known {
                     return Err(proto(format!(

@@ -34,6 +34,58 @@ const DIRECT_READ_MIN: usize = 16 * 1024;
 /// oldstyle greeting.
 const MAX_HEADER_NEED: usize = crate::wire::handshake::OLDSTYLE_REST_LEN;
 
+/// The client's stage, holding what is valid in it. Transmission holds the
+/// export's facts as negotiated; there is no export outside it but what an
+/// option-mode NBD_OPT_INFO reported.
+#[derive(Debug)]
+pub(super) enum Stage {
+    /// Greeting and options.
+    Negotiating {
+        /// The export's facts gathered so far, for GO or INFO.
+        pending: ExportInfo,
+        /// Whether the server sent the export's size and flags.
+        got_size: bool,
+        /// What NBD_OPT_INFO reported (option mode), until GO or the next
+        /// INFO replaces it.
+        info: Option<ExportInfo>,
+    },
+    /// Transmission, with the export's facts.
+    Transmission(ExportInfo),
+}
+
+impl Stage {
+    pub(super) fn negotiating() -> Stage {
+        Stage::Negotiating {
+            pending: ExportInfo::default(),
+            got_size: false,
+            info: None,
+        }
+    }
+
+    /// The export's facts: gathered so far, or negotiated.
+    pub(super) fn facts(&self) -> &ExportInfo {
+        match self {
+            Stage::Negotiating { pending, .. } => pending,
+            Stage::Transmission(e) => e,
+        }
+    }
+
+    pub(super) fn facts_mut(&mut self) -> &mut ExportInfo {
+        match self {
+            Stage::Negotiating { pending, .. } => pending,
+            Stage::Transmission(e) => e,
+        }
+    }
+
+    /// The export, once in transmission.
+    pub(super) fn transmission(&self) -> Option<&ExportInfo> {
+        match self {
+            Stage::Negotiating { .. } => None,
+            Stage::Transmission(e) => Some(e),
+        }
+    }
+}
+
 /// What the receive side is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Rx {
@@ -177,14 +229,11 @@ pub enum TlsState {
 /// [`crate::client`] for how a driver uses it.
 pub struct Client<C> {
     pub(super) config: Config,
-    pub(super) transmission: bool,
     pub(super) fatal: Option<Error>,
     pub(super) closed: bool,
     pub(super) protocol: Option<Protocol>,
-    pub(super) export: Option<ExportInfo>,
-    /// Export facts gathered while negotiating, promoted to `export` at the end.
-    pub(super) pending_export: ExportInfo,
-    pub(super) got_export_info: bool,
+    /// Negotiating or transmitting, with what each stage knows.
+    pub(super) stage: Stage,
     pub(super) negotiation: super::negotiate::Negotiation,
     pub(super) tls: TlsState,
 
@@ -221,13 +270,10 @@ impl<C: CommandBuffer> Client<C> {
     pub fn new(config: Config) -> Self {
         Client {
             config,
-            transmission: false,
             fatal: None,
             closed: false,
             protocol: None,
-            export: None,
-            pending_export: ExportInfo::default(),
-            got_export_info: false,
+            stage: Stage::negotiating(),
             negotiation: Default::default(),
             tls: TlsState::NotTried,
             rx: Rx::Header {
@@ -263,7 +309,7 @@ impl<C: CommandBuffer> Client<C> {
             Phase::Dead
         } else if self.closed {
             Phase::Closed
-        } else if !self.transmission {
+        } else if !self.in_transmission() {
             if self.negotiation.paused {
                 Phase::Negotiating
             } else {
@@ -274,6 +320,11 @@ impl<C: CommandBuffer> Client<C> {
         } else {
             Phase::Processing
         }
+    }
+
+    /// Whether negotiation is over.
+    pub(super) fn in_transmission(&self) -> bool {
+        matches!(self.stage, Stage::Transmission(_))
     }
 
     /// Where the connection stands with TLS.
@@ -312,16 +363,16 @@ impl<C: CommandBuffer> Client<C> {
 
     /// What negotiation learnt, once it finished.
     pub fn export(&self) -> Option<&ExportInfo> {
-        self.export.as_ref()
+        match &self.stage {
+            Stage::Negotiating { info, .. } => info.as_ref(),
+            Stage::Transmission(e) => Some(e),
+        }
     }
 
     /// Whether the server agreed to structured replies (known once the
     /// STRUCTURED_REPLY option is answered, so also while negotiating).
     pub fn structured_replies(&self) -> bool {
-        match &self.export {
-            Some(e) => e.structured_replies,
-            None => self.pending_export.structured_replies,
-        }
+        self.stage.facts().structured_replies
     }
 
     /// The configuration negotiation uses.
@@ -381,7 +432,7 @@ impl<C: CommandBuffer> Client<C> {
             }
             Rx::Header { need, .. } => {
                 self.make_room(need);
-                let limit = if self.transmission {
+                let limit = if self.in_transmission() {
                     self.rbuf.len()
                 } else {
                     self.rstart + need
@@ -393,7 +444,7 @@ impl<C: CommandBuffer> Client<C> {
                 dest, remaining, ..
             } => match dest {
                 Dest::Caller { cookie, pos }
-                    if !self.transmission || remaining >= DIRECT_READ_MIN =>
+                    if !self.in_transmission() || remaining >= DIRECT_READ_MIN =>
                 {
                     self.recv_target = RecvTarget::Caller;
                     match self.cmds.get_mut(&cookie) {
@@ -401,14 +452,14 @@ impl<C: CommandBuffer> Client<C> {
                         None => &mut [],
                     }
                 }
-                Dest::Scratch if !self.transmission || remaining >= DIRECT_READ_MIN => {
+                Dest::Scratch if !self.in_transmission() || remaining >= DIRECT_READ_MIN => {
                     let filled = self.scratch.len() - remaining;
                     self.recv_target = RecvTarget::Scratch;
                     &mut self.scratch[filled..]
                 }
                 _ => {
                     self.make_room(1);
-                    let limit = if self.transmission {
+                    let limit = if self.in_transmission() {
                         self.rbuf.len()
                     } else {
                         (self.rend + remaining).min(self.rbuf.len())
@@ -572,14 +623,14 @@ impl<C: CommandBuffer> Client<C> {
     }
 
     fn on_eof(&mut self) {
-        if self.transmission && self.in_flight() == 0 {
+        if self.in_transmission() && self.in_flight() == 0 {
             // Whether we asked to disconnect or the server hung up on an
             // idle connection, nothing was lost: the connection is closed.
             self.closed = true;
             self.rx = Rx::Idle;
             self.complete_all(Error::new(ECONNRESET, "connection closed"));
         } else {
-            let what = if self.transmission {
+            let what = if self.in_transmission() {
                 "server closed the connection with commands in flight"
             } else {
                 "server closed the connection during the handshake"

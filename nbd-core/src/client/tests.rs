@@ -646,7 +646,7 @@ fn read_only_export_refuses_writes() {
     }
     // A read-only export that does not offer trim or zero (what nbdkit -r
     // sends): those are EINVAL, as in libnbd 1.14, and writes EPERM.
-    if let Some(e) = l.client.export.as_mut() {
+    if let super::state::Stage::Transmission(e) = &mut l.client.stage {
         e.flags &= !(tx_flags::SEND_TRIM | tx_flags::SEND_WRITE_ZEROES);
     }
     for (kind, errno) in [
