@@ -21,9 +21,7 @@
 
 use crate::limits::{MAX_OPTIONS, MAX_OPTION_LEN, MAX_REQUEST_LEN, MAX_STRING};
 use crate::wire::codec::Reader;
-use crate::wire::consts::{
-    client_flags, handshake_flags, info, opt, rep, tx_flags, CONTEXT_BASE_ALLOCATION,
-};
+use crate::wire::consts::{client_flags, handshake_flags, info, tx_flags, CONTEXT_BASE_ALLOCATION};
 use crate::wire::handshake::{
     encode_export_name_reply, encode_newstyle_greeting, encode_oldstyle_greeting,
 };
@@ -31,6 +29,7 @@ use crate::wire::option::{
     encode_option_reply, encode_rep_meta_context, encode_rep_server, GoRequest, InfoReply,
     MetaContextRequest, OptionHeader, OPTION_HEADER_LEN,
 };
+use crate::wire::{OptionCode, ReplyType};
 
 use super::backend::{Backend, Result as BackendResult};
 
@@ -405,11 +404,11 @@ impl Negotiation {
         self.close_reason = Some(why.into());
     }
 
-    fn reply(&mut self, option: u32, reply_type: u32, payload: &[u8]) {
-        encode_option_reply(&mut self.out, option, reply_type, payload);
+    fn reply(&mut self, option: u32, reply_type: ReplyType, payload: &[u8]) {
+        encode_option_reply(&mut self.out, option, reply_type.to_wire(), payload);
     }
 
-    fn reply_err(&mut self, option: u32, reply_type: u32, msg: &str) {
+    fn reply_err(&mut self, option: u32, reply_type: ReplyType, msg: &str) {
         self.reply(option, reply_type, msg.as_bytes());
     }
 
@@ -443,7 +442,7 @@ impl Negotiation {
                     return self.close("too many options");
                 }
                 if hdr.len as usize > MAX_OPTION_LEN {
-                    if hdr.option == opt::EXPORT_NAME {
+                    if OptionCode::from_wire(hdr.option) == OptionCode::ExportName {
                         return self.close("export name too long");
                     }
                     self.phase = Phase::Drain {
@@ -462,7 +461,7 @@ impl Negotiation {
             Phase::Drain { option, remaining } => {
                 let remaining = remaining - self.inbuf.len() as u32;
                 if remaining == 0 {
-                    self.reply_err(option, rep::ERR_TOO_BIG, "option too long");
+                    self.reply_err(option, ReplyType::ErrTooBig, "option too long");
                     self.next_option();
                 } else {
                     self.phase = Phase::Drain { option, remaining };
@@ -481,18 +480,19 @@ impl Negotiation {
     }
 
     fn handle_option(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
+        let code = OptionCode::from_wire(option);
         if self.tls == Tls::Require
             && !self.tls_active
-            && option != opt::STARTTLS
-            && option != opt::ABORT
+            && code != OptionCode::StartTls
+            && code != OptionCode::Abort
         {
-            if option == opt::EXPORT_NAME {
+            if code == OptionCode::ExportName {
                 return self.close("client sent NBD_OPT_EXPORT_NAME before TLS (--tls=require)");
             }
-            return self.reply_err(option, rep::ERR_TLS_REQD, "TLS is required");
+            return self.reply_err(option, ReplyType::ErrTlsReqd, "TLS is required");
         }
-        match option {
-            opt::EXPORT_NAME => {
+        match code {
+            OptionCode::ExportName => {
                 if payload.len() > MAX_STRING {
                     return self.close("export name too long");
                 }
@@ -509,80 +509,90 @@ impl Negotiation {
                     .extend_from_slice(&encode_export_name_reply(details.size, tx, no_zeroes));
                 self.finish(payload.to_vec(), details, tx);
             }
-            opt::ABORT => {
+            OptionCode::Abort => {
                 if payload.is_empty() {
-                    self.reply(option, rep::ACK, &[]);
+                    self.reply(option, ReplyType::Ack, &[]);
                 }
                 self.close("client sent NBD_OPT_ABORT");
             }
-            opt::LIST => {
+            OptionCode::List => {
                 if !payload.is_empty() {
-                    return self.reply_err(option, rep::ERR_INVALID, "LIST takes no payload");
+                    return self.reply_err(option, ReplyType::ErrInvalid, "LIST takes no payload");
                 }
                 for (name, desc) in exports.list() {
                     let p = encode_rep_server(&name, &desc);
-                    self.reply(option, rep::SERVER, &p);
+                    self.reply(option, ReplyType::Server, &p);
                 }
-                self.reply(option, rep::ACK, &[]);
+                self.reply(option, ReplyType::Ack, &[]);
             }
-            opt::STARTTLS => {
-                if !payload.is_empty() {
-                    return self.reply_err(option, rep::ERR_INVALID, "STARTTLS takes no payload");
-                }
-                if self.tls == Tls::Off {
-                    return self.reply_err(option, rep::ERR_POLICY, "TLS is not enabled");
-                }
-                if self.tls_active {
-                    return self.reply_err(option, rep::ERR_INVALID, "TLS is already negotiated");
-                }
-                self.reply(option, rep::ACK, &[]);
-                self.phase = Phase::StartTls;
-            }
-            opt::INFO | opt::GO => self.info_or_go(option, payload, exports),
-            opt::STRUCTURED_REPLY => {
+            OptionCode::StartTls => {
                 if !payload.is_empty() {
                     return self.reply_err(
                         option,
-                        rep::ERR_INVALID,
+                        ReplyType::ErrInvalid,
+                        "STARTTLS takes no payload",
+                    );
+                }
+                if self.tls == Tls::Off {
+                    return self.reply_err(option, ReplyType::ErrPolicy, "TLS is not enabled");
+                }
+                if self.tls_active {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
+                        "TLS is already negotiated",
+                    );
+                }
+                self.reply(option, ReplyType::Ack, &[]);
+                self.phase = Phase::StartTls;
+            }
+            OptionCode::Info | OptionCode::Go => self.info_or_go(option, payload, exports),
+            OptionCode::StructuredReply => {
+                if !payload.is_empty() {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
                         "STRUCTURED_REPLY takes no payload",
                     );
                 }
                 if self.no_structured_replies {
                     return self.reply_err(
                         option,
-                        rep::ERR_UNSUP,
+                        ReplyType::ErrUnsup,
                         "structured replies are disabled (--no-sr)",
                     );
                 }
                 if self.structured {
                     return self.reply_err(
                         option,
-                        rep::ERR_INVALID,
+                        ReplyType::ErrInvalid,
                         "structured replies already negotiated",
                     );
                 }
                 self.structured = true;
-                self.reply(option, rep::ACK, &[]);
+                self.reply(option, ReplyType::Ack, &[]);
             }
-            opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => self.meta_context(option, payload),
-            _ => self.reply_err(option, rep::ERR_UNSUP, "option not supported"),
+            OptionCode::ListMetaContext | OptionCode::SetMetaContext => {
+                self.meta_context(option, payload)
+            }
+            _ => self.reply_err(option, ReplyType::ErrUnsup, "option not supported"),
         }
     }
 
     fn info_or_go(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
         let req = match GoRequest::decode(payload) {
             Ok(r) => r,
-            Err(e) => return self.reply_err(option, rep::ERR_INVALID, &e.to_string()),
+            Err(e) => return self.reply_err(option, ReplyType::ErrInvalid, &e.to_string()),
         };
         let details = match exports.lookup(req.export_name) {
             Ok(d) => d,
-            Err(e) => return self.reply_err(option, rep::ERR_UNKNOWN, &e),
+            Err(e) => return self.reply_err(option, ReplyType::ErrUnknown, &e),
         };
-        if option == opt::GO {
+        if OptionCode::from_wire(option) == OptionCode::Go {
             // Opened before anything is sent, so that a failure is an
             // error reply rather than an ACK followed by a hang-up.
             if let Err(e) = exports.open(req.export_name) {
-                return self.reply_err(option, rep::ERR_UNKNOWN, &e);
+                return self.reply_err(option, ReplyType::ErrUnknown, &e);
             }
         }
         let tx = details.caps.tx_flags(self.structured);
@@ -591,7 +601,7 @@ impl Negotiation {
             flags: tx,
         }
         .encode();
-        self.reply(option, rep::INFO, &p);
+        self.reply(option, ReplyType::Info, &p);
         let (mut want_name, mut want_desc) = (false, false);
         for i in &req.info_requests {
             match *i {
@@ -603,12 +613,12 @@ impl Negotiation {
         if want_name {
             let name = details.canonical_name.as_deref().unwrap_or(req.export_name);
             p = InfoReply::Name(name).encode();
-            self.reply(option, rep::INFO, &p);
+            self.reply(option, ReplyType::Info, &p);
         }
         if want_desc {
             if let Some(d) = details.description.as_deref() {
                 p = InfoReply::Description(d).encode();
-                self.reply(option, rep::INFO, &p);
+                self.reply(option, ReplyType::Info, &p);
             }
         }
         let (minimum, preferred, maximum) =
@@ -619,9 +629,9 @@ impl Negotiation {
             maximum,
         }
         .encode();
-        self.reply(option, rep::INFO, &p);
-        self.reply(option, rep::ACK, &[]);
-        if option == opt::GO {
+        self.reply(option, ReplyType::Info, &p);
+        self.reply(option, ReplyType::Ack, &[]);
+        if OptionCode::from_wire(option) == OptionCode::Go {
             let name = req.export_name.to_vec();
             self.finish(name, details, tx);
         }
@@ -631,33 +641,33 @@ impl Negotiation {
         if !self.structured {
             return self.reply_err(
                 option,
-                rep::ERR_INVALID,
+                ReplyType::ErrInvalid,
                 "structured replies must be negotiated first",
             );
         }
         let req = match MetaContextRequest::decode(payload) {
             Ok(r) => r,
-            Err(e) => return self.reply_err(option, rep::ERR_INVALID, &e.to_string()),
+            Err(e) => return self.reply_err(option, ReplyType::ErrInvalid, &e.to_string()),
         };
         let base = CONTEXT_BASE_ALLOCATION.as_bytes();
-        if option == opt::LIST_META_CONTEXT {
+        if OptionCode::from_wire(option) == OptionCode::ListMetaContext {
             let all = req.queries.is_empty();
             let listed = all || req.queries.iter().any(|q| *q == base || *q == b"base:");
             if listed {
                 let p = encode_rep_meta_context(0, base);
-                self.reply(option, rep::META_CONTEXT, &p);
+                self.reply(option, ReplyType::MetaContext, &p);
             }
         } else {
             let selected = req.queries.contains(&base);
             if selected {
                 let p = encode_rep_meta_context(BASE_ALLOCATION_ID, base);
-                self.reply(option, rep::META_CONTEXT, &p);
+                self.reply(option, ReplyType::MetaContext, &p);
                 self.meta = Some((req.export_name.to_vec(), BASE_ALLOCATION_ID));
             } else {
                 self.meta = None;
             }
         }
-        self.reply(option, rep::ACK, &[]);
+        self.reply(option, ReplyType::Ack, &[]);
     }
 
     fn finish(&mut self, export_name: Vec<u8>, details: ExportDetails, tx: u16) {
@@ -683,7 +693,7 @@ impl Negotiation {
 mod tests {
     use super::*;
     use crate::wire::codec::PutBe;
-    use crate::wire::consts::{IHAVEOPT, NBDMAGIC};
+    use crate::wire::consts::{opt, rep, IHAVEOPT, NBDMAGIC};
     use crate::wire::option::{encode_option, OptionReplyHeader, OPTION_REPLY_HEADER_LEN};
 
     struct OneExport;
@@ -1164,6 +1174,7 @@ mod tests {
 #[cfg(test)]
 mod tls_tests {
     use super::*;
+    use crate::wire::consts::{opt, rep};
     use crate::wire::option::{encode_option, OptionReplyHeader, OPTION_REPLY_HEADER_LEN};
 
     struct OneExport;
