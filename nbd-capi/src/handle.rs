@@ -16,7 +16,7 @@ use crate::callbacks::{CmdCallbacks, Debug};
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
 use crate::settings::Settings;
-use nbd_core::client::{Command, CommandBuffer, Phase};
+use nbd_core::client::{Command, Phase};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::cell::Cell;
 use std::ffi::CString;
@@ -108,6 +108,31 @@ pub struct Inner {
     pub dead: Option<Error>,
     /// The subprocess of nbd_connect_command, reaped on close.
     pub child: Option<libc::pid_t>,
+}
+
+impl Inner {
+    /// The state check: ENOTCONN while not yet connected, EINVAL in any
+    /// other state the call may not run in.
+    pub fn check_state(&self, allowed: &[State]) -> Result<(), Error> {
+        let s = nbd_handle::state_of(self);
+        if allowed.contains(&s) {
+            return Ok(());
+        }
+        let errno = if s == State::Created {
+            libc::ENOTCONN
+        } else {
+            libc::EINVAL
+        };
+        let want: Vec<&str> = allowed.iter().map(|a| a.describe()).collect();
+        Err(err(
+            errno,
+            format!(
+                "invalid state: {}: the handle must be {}",
+                s.describe(),
+                want.join(", or ")
+            ),
+        ))
+    }
 }
 
 /// The handle's name and debug callback, under their own lock so debug
@@ -238,27 +263,14 @@ impl nbd_handle {
         }
     }
 
-    /// The generated wrappers' state check: ENOTCONN while not yet
-    /// connected, EINVAL in any other state the call may not run in.
-    pub fn check_state(&self, allowed: &[State]) -> Result<(), Error> {
-        let s = self.state();
-        if allowed.contains(&s) {
-            return Ok(());
-        }
-        let errno = if s == State::Created {
-            libc::ENOTCONN
-        } else {
-            libc::EINVAL
-        };
-        let want: Vec<&str> = allowed.iter().map(|a| a.describe()).collect();
-        Err(err(
-            errno,
-            format!(
-                "invalid state: {}: the handle must be {}",
-                s.describe(),
-                want.join(", or ")
-            ),
-        ))
+    /// The generated wrappers' checks, made in one critical section: `f`
+    /// runs with the handle lock held (zeroing the read buffer, the state
+    /// check, the flags checks against the strict mode), and the lock is
+    /// released before the body, which takes it again and releases it
+    /// while blocked in poll(2).
+    pub fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T, Error>) -> Result<T, Error> {
+        let mut g = self.lock();
+        f(&mut g)
     }
 
     /// Takes over a socket (connected, or with a non-blocking connect(2)
@@ -471,11 +483,9 @@ fn submit(
     mut buf: CmdBuf,
     cbs: &mut Option<CmdCallbacks>,
 ) -> Result<u64, Error> {
+    // nbd_set_pread_initialize: the generated wrapper has zeroed the
+    // buffer before any check (wrap::initialize).
     buf.kind = cmd.kind;
-    // nbd_set_pread_initialize: zero the buffer before any other check.
-    if g.settings.pread_initialize {
-        buf.read_buf().fill(0);
-    }
     let conn = conn_mut(g)?;
     let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
     if let Some(c) = cbs.take() {

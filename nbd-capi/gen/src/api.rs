@@ -23,9 +23,11 @@ pub enum Arg {
     UInt32(&'static str),
     /// `uint64_t NAME`.
     UInt64(&'static str),
-    /// `uint32_t flags`: LIBNBD_CMD_FLAG_* or another named set; the body
-    /// checks them.
-    Flags(&'static str),
+    /// `uint32_t NAME`: a bit set of the named set. The wrapper refuses bits
+    /// the call does not accept (EINVAL), as libnbd's generated wrappers do.
+    Flags(&'static str, FlagSet),
+    /// `int NAME`: one of the named set's values, anything else is EINVAL.
+    Enum(&'static str, EnumSet),
     /// `const char *NAME`, never NULL (EFAULT); the body gets `&CStr`.
     String(&'static str),
     /// `char **NAME`: a NULL-terminated list of strings, never NULL
@@ -48,6 +50,42 @@ pub enum Arg {
     /// ...). The wrapper takes it over before anything else, so its free
     /// function runs exactly once even when the call fails.
     Closure(&'static str, Callback),
+}
+
+/// The flag sets of libnbd.h, with what a call accepts of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagSet {
+    /// LIBNBD_CMD_FLAG_*: the flags this command accepts (libnbd's
+    /// `OFlags (_, cmd_flags, Some [...])`). Others are EINVAL when
+    /// LIBNBD_STRICT_FLAGS is on (the default), and always above 16 bits.
+    Cmd(&'static [CmdFlag]),
+    /// LIBNBD_HANDSHAKE_FLAG_*, all of them; others are always EINVAL.
+    Handshake,
+    /// LIBNBD_STRICT_*.
+    Strict,
+    /// LIBNBD_ALLOW_TRANSPORT_*.
+    AllowTransport,
+    /// LIBNBD_SHUTDOWN_*.
+    Shutdown,
+}
+
+/// One LIBNBD_CMD_FLAG_*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdFlag {
+    Fua,
+    NoHole,
+    Df,
+    ReqOne,
+    FastZero,
+}
+
+/// The enums of libnbd.h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnumSet {
+    /// LIBNBD_TLS_DISABLE, _ALLOW, _REQUIRE.
+    Tls,
+    /// LIBNBD_SIZE_MINIMUM, _PREFERRED, _MAXIMUM (libnbd 1.14's).
+    Size,
 }
 
 /// The callback structs of libnbd.h.
@@ -142,6 +180,7 @@ pub struct Call {
 
 use Arg::*;
 use Callback as Cl;
+use CmdFlag as F;
 use State::*;
 
 const ANY: &[State] = &[];
@@ -330,7 +369,14 @@ pub const CALLS: &[Call] = &[
         INFO,
         "info",
     ),
-    call("set_tls", "1.0", &[Int("tls")], Ret::Err, NEW, "tls"),
+    call(
+        "set_tls",
+        "1.0",
+        &[Enum("tls", EnumSet::Tls)],
+        Ret::Err,
+        NEW,
+        "tls",
+    ),
     call("get_tls", "1.0", &[], Ret::Int, ANY, "tls"),
     call(
         "get_tls_negotiated",
@@ -401,7 +447,7 @@ pub const CALLS: &[Call] = &[
     call(
         "set_handshake_flags",
         "1.2",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Handshake)],
         Ret::Err,
         NEW,
         "settings",
@@ -433,7 +479,7 @@ pub const CALLS: &[Call] = &[
     call(
         "set_strict_mode",
         "1.6",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Strict)],
         Ret::Err,
         ANY,
         "settings",
@@ -502,7 +548,7 @@ pub const CALLS: &[Call] = &[
     call(
         "set_uri_allow_transports",
         "1.2",
-        &[Flags("mask")],
+        &[Flags("mask", FlagSet::AllowTransport)],
         Ret::Err,
         NEW,
         "uri",
@@ -510,7 +556,7 @@ pub const CALLS: &[Call] = &[
     call(
         "set_uri_allow_tls",
         "1.2",
-        &[Int("tls")],
+        &[Enum("tls", EnumSet::Tls)],
         Ret::Err,
         NEW,
         "uri",
@@ -604,7 +650,7 @@ pub const CALLS: &[Call] = &[
     call(
         "get_block_size",
         "1.4",
-        &[Int("size_type")],
+        &[Enum("size_type", EnumSet::Size)],
         Ret::Int64,
         INFO,
         "info",
@@ -613,7 +659,11 @@ pub const CALLS: &[Call] = &[
     call(
         "pread",
         "1.0",
-        &[BytesOut("buf", "count"), UInt64("offset"), Flags("flags")],
+        &[
+            BytesOut("buf", "count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
@@ -625,7 +675,7 @@ pub const CALLS: &[Call] = &[
             BytesOut("buf", "count"),
             UInt64("offset"),
             Closure("chunk_callback", Cl::Chunk),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Df])),
         ],
         Ret::Err,
         CONNECTED,
@@ -634,7 +684,11 @@ pub const CALLS: &[Call] = &[
     call(
         "pwrite",
         "1.0",
-        &[BytesIn("buf", "count"), UInt64("offset"), Flags("flags")],
+        &[
+            BytesIn("buf", "count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
@@ -642,7 +696,7 @@ pub const CALLS: &[Call] = &[
     call(
         "shutdown",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Shutdown)],
         Ret::Err,
         &[Connected, Closed, Dead],
         "data",
@@ -650,7 +704,7 @@ pub const CALLS: &[Call] = &[
     call(
         "flush",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "data",
@@ -658,7 +712,11 @@ pub const CALLS: &[Call] = &[
     call(
         "trim",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
@@ -666,7 +724,11 @@ pub const CALLS: &[Call] = &[
     call(
         "cache",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
@@ -674,7 +736,11 @@ pub const CALLS: &[Call] = &[
     call(
         "zero",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::NoHole, F::FastZero])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
@@ -686,7 +752,7 @@ pub const CALLS: &[Call] = &[
             UInt64("count"),
             UInt64("offset"),
             Closure("extent_callback", Cl::Extent),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
         ],
         Ret::Err,
         CONNECTED,
@@ -804,7 +870,7 @@ pub const CALLS: &[Call] = &[
             BytesOut("buf", "count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -818,7 +884,7 @@ pub const CALLS: &[Call] = &[
             UInt64("offset"),
             Closure("chunk_callback", Cl::Chunk),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Df])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -831,7 +897,7 @@ pub const CALLS: &[Call] = &[
             BytesIn("buf", "count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -840,7 +906,7 @@ pub const CALLS: &[Call] = &[
     call(
         "aio_disconnect",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "aio",
@@ -850,7 +916,7 @@ pub const CALLS: &[Call] = &[
         "1.0",
         &[
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -863,7 +929,7 @@ pub const CALLS: &[Call] = &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -876,7 +942,7 @@ pub const CALLS: &[Call] = &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -889,7 +955,7 @@ pub const CALLS: &[Call] = &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::NoHole, F::FastZero])),
         ],
         Ret::Int64,
         CONNECTED,
@@ -903,7 +969,7 @@ pub const CALLS: &[Call] = &[
             UInt64("offset"),
             Closure("extent_callback", Cl::Extent),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
         ],
         Ret::Int64,
         CONNECTED,

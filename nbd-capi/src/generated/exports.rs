@@ -289,7 +289,10 @@ pub unsafe extern "C" fn nbd_set_export_name(h: *mut nbd_handle, export_name: *c
         let export_name = ffi::cstr(export_name, "export_name")?;
         let trace = h.trace_enter(|| format!("export_name={:?}", export_name.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created, State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Created, State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_export_name(h, export_name));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -317,7 +320,10 @@ pub unsafe extern "C" fn nbd_set_request_block_size(h: *mut nbd_handle, request:
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
         let r = h
-            .check_state(&[State::Created, State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Created, State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_request_block_size(h, request));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -345,7 +351,10 @@ pub unsafe extern "C" fn nbd_set_full_info(h: *mut nbd_handle, request: bool) ->
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
         let r = h
-            .check_state(&[State::Created, State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Created, State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_full_info(h, request));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -373,7 +382,10 @@ pub unsafe extern "C" fn nbd_get_canonical_export_name(h: *mut nbd_handle) -> *m
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_canonical_export_name(h));
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
@@ -388,7 +400,10 @@ pub unsafe extern "C" fn nbd_get_export_description(h: *mut nbd_handle) -> *mut 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_export_description(h));
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
@@ -403,7 +418,11 @@ pub unsafe extern "C" fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls(h, tls));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -431,7 +450,10 @@ pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::get_tls_negotiated(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -447,7 +469,10 @@ pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *cons
         let dir = ffi::cstr(dir, "dir")?;
         let trace = h.trace_enter(|| format!("dir={:?}", dir.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_certificates(h, dir));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -462,7 +487,10 @@ pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut nbd_handle, verify: boo
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("verify={}", verify));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_verify_peer(h, verify));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -491,7 +519,10 @@ pub unsafe extern "C" fn nbd_set_tls_username(h: *mut nbd_handle, username: *con
         let username = ffi::cstr(username, "username")?;
         let trace = h.trace_enter(|| format!("username={:?}", username.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_username(h, username));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -520,7 +551,10 @@ pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut nbd_handle, filename: *con
         let filename = ffi::cstr(filename, "filename")?;
         let trace = h.trace_enter(|| format!("filename={:?}", filename.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_psk_file(h, filename));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -535,7 +569,10 @@ pub unsafe extern "C" fn nbd_set_request_structured_replies(h: *mut nbd_handle, 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_request_structured_replies(h, request));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -563,7 +600,10 @@ pub unsafe extern "C" fn nbd_get_structured_replies_negotiated(h: *mut nbd_handl
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_structured_replies_negotiated(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -578,7 +618,11 @@ pub unsafe extern "C" fn nbd_set_handshake_flags(h: *mut nbd_handle, flags: u32)
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                wrap::check_flags("flags", flags, LIBNBD_HANDSHAKE_FLAG_MASK)?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_handshake_flags(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -631,7 +675,12 @@ pub unsafe extern "C" fn nbd_set_strict_mode(h: *mut nbd_handle, flags: u32) -> 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = calls::settings::set_strict_mode(h, flags);
+        let r = h
+            .with_lock(|_g| {
+                wrap::check_flags("flags", flags, LIBNBD_STRICT_MASK)?;
+                Ok(())
+            })
+            .and_then(|()| calls::settings::set_strict_mode(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -658,7 +707,10 @@ pub unsafe extern "C" fn nbd_set_opt_mode(h: *mut nbd_handle, enable: bool) -> c
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("enable={}", enable));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::set_opt_mode(h, enable));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -686,7 +738,10 @@ pub unsafe extern "C" fn nbd_opt_go(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::opt_go(h));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -701,7 +756,10 @@ pub unsafe extern "C" fn nbd_opt_abort(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::opt_abort(h));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -717,7 +775,10 @@ pub unsafe extern "C" fn nbd_opt_list(h: *mut nbd_handle, list_callback: nbd_lis
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::opt_list(h, list_callback));
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
@@ -732,7 +793,10 @@ pub unsafe extern "C" fn nbd_opt_info(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::opt_info(h));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -748,7 +812,10 @@ pub unsafe extern "C" fn nbd_opt_list_meta_context(h: *mut nbd_handle, context_c
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::opt_list_meta_context(h, context_callback));
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
@@ -764,7 +831,10 @@ pub unsafe extern "C" fn nbd_add_meta_context(h: *mut nbd_handle, name: *const c
         let name = ffi::cstr(name, "name")?;
         let trace = h.trace_enter(|| format!("name={:?}", name.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created, State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Created, State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::add_meta_context(h, name));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -805,7 +875,10 @@ pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Created, State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Created, State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::settings::clear_meta_contexts(h));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -820,7 +893,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut nbd_handle, mask: 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("mask=0x{:x}", mask));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                wrap::check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
+                Ok(())
+            })
             .and_then(|()| calls::uri::set_uri_allow_transports(h, mask));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -835,7 +912,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut nbd_handle, tls: c_int) -
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+                Ok(())
+            })
             .and_then(|()| calls::uri::set_uri_allow_tls(h, tls));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -850,7 +931,10 @@ pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut nbd_handle, allow:
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("allow={}", allow));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::uri::set_uri_allow_local_file(h, allow));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -866,7 +950,10 @@ pub unsafe extern "C" fn nbd_connect_uri(h: *mut nbd_handle, uri: *const c_char)
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_uri(h, uri));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -882,7 +969,10 @@ pub unsafe extern "C" fn nbd_connect_unix(h: *mut nbd_handle, unixsocket: *const
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_unix(h, unixsocket));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -897,7 +987,10 @@ pub unsafe extern "C" fn nbd_connect_vsock(h: *mut nbd_handle, cid: u32, port: u
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -914,7 +1007,10 @@ pub unsafe extern "C" fn nbd_connect_tcp(h: *mut nbd_handle, hostname: *const c_
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_tcp(h, hostname, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -929,7 +1025,10 @@ pub unsafe extern "C" fn nbd_connect_socket(h: *mut nbd_handle, sock: c_int) -> 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_socket(h, sock));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -945,7 +1044,10 @@ pub unsafe extern "C" fn nbd_connect_command(h: *mut nbd_handle, argv: *mut *mut
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_command(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -961,7 +1063,10 @@ pub unsafe extern "C" fn nbd_connect_systemd_socket_activation(h: *mut nbd_handl
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -976,7 +1081,10 @@ pub unsafe extern "C" fn nbd_is_read_only(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::is_read_only(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -991,7 +1099,10 @@ pub unsafe extern "C" fn nbd_can_flush(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_flush(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1006,7 +1117,10 @@ pub unsafe extern "C" fn nbd_can_fua(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_fua(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1021,7 +1135,10 @@ pub unsafe extern "C" fn nbd_is_rotational(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::is_rotational(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1036,7 +1153,10 @@ pub unsafe extern "C" fn nbd_can_trim(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_trim(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1051,7 +1171,10 @@ pub unsafe extern "C" fn nbd_can_zero(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_zero(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1066,7 +1189,10 @@ pub unsafe extern "C" fn nbd_can_fast_zero(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_fast_zero(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1081,7 +1207,10 @@ pub unsafe extern "C" fn nbd_can_df(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_df(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1096,7 +1225,10 @@ pub unsafe extern "C" fn nbd_can_multi_conn(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_multi_conn(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1111,7 +1243,10 @@ pub unsafe extern "C" fn nbd_can_cache(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_cache(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1127,7 +1262,10 @@ pub unsafe extern "C" fn nbd_can_meta_context(h: *mut nbd_handle, metacontext: *
         let metacontext = ffi::cstr(metacontext, "metacontext")?;
         let trace = h.trace_enter(|| format!("metacontext={:?}", metacontext.to_string_lossy()));
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::can_meta_context(h, metacontext));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -1142,7 +1280,10 @@ pub unsafe extern "C" fn nbd_get_protocol(h: *mut nbd_handle) -> *const c_char {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_protocol(h));
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
@@ -1157,7 +1298,10 @@ pub unsafe extern "C" fn nbd_get_size(h: *mut nbd_handle) -> i64 {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_size(h));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1172,7 +1316,11 @@ pub unsafe extern "C" fn nbd_get_block_size(h: *mut nbd_handle, size_type: c_int
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("size_type={}", size_type));
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM])?;
+                Ok(())
+            })
             .and_then(|()| calls::info::get_block_size(h, size_type));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1188,7 +1336,12 @@ pub unsafe extern "C" fn nbd_pread(h: *mut nbd_handle, buf: *mut c_void, count: 
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                wrap::initialize(g, buf);
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::pread(h, buf, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1205,7 +1358,12 @@ pub unsafe extern "C" fn nbd_pread_structured(h: *mut nbd_handle, buf: *mut c_vo
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                wrap::initialize(g, buf);
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::pread_structured(h, buf, offset, chunk_callback, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1221,7 +1379,11 @@ pub unsafe extern "C" fn nbd_pwrite(h: *mut nbd_handle, buf: *const c_void, coun
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::pwrite(h, buf, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1236,7 +1398,11 @@ pub unsafe extern "C" fn nbd_shutdown(h: *mut nbd_handle, flags: u32) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
         let r = h
-            .check_state(&[State::Connected, State::Closed, State::Dead])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+                wrap::check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::shutdown(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1251,7 +1417,11 @@ pub unsafe extern "C" fn nbd_flush(h: *mut nbd_handle, flags: u32) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::flush(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1266,7 +1436,11 @@ pub unsafe extern "C" fn nbd_trim(h: *mut nbd_handle, count: u64, offset: u64, f
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::trim(h, count, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1281,7 +1455,11 @@ pub unsafe extern "C" fn nbd_cache(h: *mut nbd_handle, count: u64, offset: u64, 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::cache(h, count, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1296,7 +1474,11 @@ pub unsafe extern "C" fn nbd_zero(h: *mut nbd_handle, count: u64, offset: u64, f
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::zero(h, count, offset, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1312,7 +1494,11 @@ pub unsafe extern "C" fn nbd_block_status(h: *mut nbd_handle, count: u64, offset
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+                Ok(())
+            })
             .and_then(|()| calls::data::block_status(h, count, offset, extent_callback, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1341,7 +1527,10 @@ pub unsafe extern "C" fn nbd_aio_connect(h: *mut nbd_handle, addr: *const libc::
         let addr = ffi::sockaddr(addr, addrlen, "addr")?;
         let trace = h.trace_enter(|| format!("addr=<sockaddr> addrlen={}", addr.1));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect(h, addr));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1357,7 +1546,10 @@ pub unsafe extern "C" fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_c
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_uri(h, uri));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1373,7 +1565,10 @@ pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *c
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_unix(h, unixsocket));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1388,7 +1583,10 @@ pub unsafe extern "C" fn nbd_aio_connect_vsock(h: *mut nbd_handle, cid: u32, por
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1405,7 +1603,10 @@ pub unsafe extern "C" fn nbd_aio_connect_tcp(h: *mut nbd_handle, hostname: *cons
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_tcp(h, hostname, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1420,7 +1621,10 @@ pub unsafe extern "C" fn nbd_aio_connect_socket(h: *mut nbd_handle, sock: c_int)
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_socket(h, sock));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1436,7 +1640,10 @@ pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut nbd_handle, argv: *mut 
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_command(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1452,7 +1659,10 @@ pub unsafe extern "C" fn nbd_aio_connect_systemd_socket_activation(h: *mut nbd_h
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1468,7 +1678,10 @@ pub unsafe extern "C" fn nbd_aio_opt_go(h: *mut nbd_handle, completion_callback:
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::aio_opt_go(h, completion_callback));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1483,7 +1696,10 @@ pub unsafe extern "C" fn nbd_aio_opt_abort(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::aio_opt_abort(h));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1500,7 +1716,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list(h: *mut nbd_handle, list_callback: nbd
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun> completion_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::aio_opt_list(h, list_callback, completion_callback));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1516,7 +1735,10 @@ pub unsafe extern "C" fn nbd_aio_opt_info(h: *mut nbd_handle, completion_callbac
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::aio_opt_info(h, completion_callback));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1533,7 +1755,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list_meta_context(h: *mut nbd_handle, conte
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun> completion_callback=<fun>".to_string());
         let r = h
-            .check_state(&[State::Negotiating])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating])?;
+                Ok(())
+            })
             .and_then(|()| calls::opt::aio_opt_list_meta_context(h, context_callback, completion_callback));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1550,7 +1775,12 @@ pub unsafe extern "C" fn nbd_aio_pread(h: *mut nbd_handle, buf: *mut c_void, cou
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                wrap::initialize(g, buf);
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_pread(h, buf, offset, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1568,7 +1798,12 @@ pub unsafe extern "C" fn nbd_aio_pread_structured(h: *mut nbd_handle, buf: *mut 
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                wrap::initialize(g, buf);
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_pread_structured(h, buf, offset, chunk_callback, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1585,7 +1820,11 @@ pub unsafe extern "C" fn nbd_aio_pwrite(h: *mut nbd_handle, buf: *const c_void, 
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_pwrite(h, buf, offset, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1600,7 +1839,11 @@ pub unsafe extern "C" fn nbd_aio_disconnect(h: *mut nbd_handle, flags: u32) -> c
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_disconnect(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1616,7 +1859,11 @@ pub unsafe extern "C" fn nbd_aio_flush(h: *mut nbd_handle, completion_callback: 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("completion_callback=<fun> flags=0x{:x}", flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_flush(h, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1632,7 +1879,11 @@ pub unsafe extern "C" fn nbd_aio_trim(h: *mut nbd_handle, count: u64, offset: u6
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_trim(h, count, offset, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1648,7 +1899,11 @@ pub unsafe extern "C" fn nbd_aio_cache(h: *mut nbd_handle, count: u64, offset: u
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, 0)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_cache(h, count, offset, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1664,7 +1919,11 @@ pub unsafe extern "C" fn nbd_aio_zero(h: *mut nbd_handle, count: u64, offset: u6
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_zero(h, count, offset, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1681,7 +1940,11 @@ pub unsafe extern "C" fn nbd_aio_block_status(h: *mut nbd_handle, count: u64, of
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, flags));
         let r = h
-            .check_state(&[State::Connected])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected])?;
+                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_block_status(h, count, offset, extent_callback, completion_callback, flags));
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
@@ -1857,7 +2120,10 @@ pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Connected, State::Closed, State::Dead])
+            .with_lock(|g| {
+                g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio::aio_in_flight(h));
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
@@ -1950,7 +2216,10 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut nbd_handle) -> *mut c_char {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])
+            .with_lock(|g| {
+                g.check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])?;
+                Ok(())
+            })
             .and_then(|()| calls::uri::get_uri(h));
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
