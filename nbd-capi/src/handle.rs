@@ -13,6 +13,8 @@
 //! [`HeldMark`] and `ffi::handle`).
 
 use crate::callbacks::{CmdCallbacks, Debug};
+use crate::connect::sock::ActivationDir;
+use crate::connect::uri::Endpoint;
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
 use crate::settings::Settings;
@@ -106,8 +108,16 @@ pub struct Inner {
     /// Set when connecting failed before the client existed, or when the
     /// connection was dropped (a panic while it was running).
     pub dead: Option<Error>,
-    /// The subprocess of nbd_connect_command, reaped on close.
+    /// The subprocess of nbd_connect_command or of socket activation,
+    /// reaped when the handle is freed.
     pub child: Option<libc::pid_t>,
+    /// Where the handle connects (or tried to), for nbd_get_uri and the
+    /// TLS host name; set by `connect::open_*` also when opening fails.
+    pub endpoint: Option<Endpoint>,
+    /// The private directory of a socket-activated server, removed (and
+    /// the server sent SIGTERM, as libnbd does: it does not exit when its
+    /// client goes) when the handle is freed.
+    pub activation: Option<ActivationDir>,
 }
 
 impl Inner {
@@ -165,6 +175,8 @@ impl nbd_handle {
                 conn: None,
                 dead: None,
                 child: None,
+                endpoint: None,
+                activation: None,
             }),
             cond: Condvar::new(),
             debug: AtomicBool::new(debug),
@@ -299,8 +311,8 @@ impl nbd_handle {
         match Connection::new(sock, config) {
             Ok(mut c) => {
                 if g.settings.tls != crate::consts::LIBNBD_TLS_DISABLE {
-                    let host = match crate::connect::endpoint(self) {
-                        Some(crate::connect::uri::Endpoint::Tcp { host, .. }) => Some(host),
+                    let host = match g.endpoint.clone() {
+                        Some(Endpoint::Tcp { host, .. }) => Some(host),
                         _ => None,
                     };
                     c.tls_params = g.settings.tls_params(host);
@@ -518,8 +530,13 @@ pub fn fatal(c: &Connection) -> Error {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Close the socket first: a subprocess server exits on EOF.
+        // Close the socket first: a subprocess server exits on EOF; a
+        // socket-activated one is told to go.
         self.conn = None;
+        if let (Some(pid), Some(_)) = (self.child, &self.activation) {
+            // SAFETY: plain syscall; the child is ours and not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         if let Some(pid) = self.child.take() {
             let mut status = 0;
             loop {
@@ -529,6 +546,9 @@ impl Drop for Inner {
                     break;
                 }
             }
+        }
+        if let Some(dir) = self.activation.take() {
+            dir.remove();
         }
     }
 }

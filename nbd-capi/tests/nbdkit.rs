@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use nbd::*;
-use std::ffi::CStr;
-use std::os::raw::c_void;
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_void};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -306,4 +306,39 @@ fn libc_errno_set(v: i32) {
 
 fn libc_errno_get() -> i32 {
     unsafe { *libc::__errno_location() }
+}
+
+/// What a socket-activated connection leaves lives in the handle: its
+/// URI names the private socket, and closing the handle stops the server
+/// and removes the directory.
+#[test]
+fn socket_activation_state_lives_in_the_handle() {
+    need_nbdkit!();
+    unsafe {
+        let h = nbd_create();
+        let argv: Vec<CString> = [NBDKIT, "--exit-with-parent", "memory", "1M"]
+            .iter()
+            .map(|a| cstring(a))
+            .collect();
+        let mut ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        ptrs.push(std::ptr::null_mut());
+        assert_eq!(
+            nbd_connect_systemd_socket_activation(h, ptrs.as_mut_ptr()),
+            0,
+            "{}",
+            last_error()
+        );
+        let uri = nbd_get_uri(h);
+        assert!(!uri.is_null(), "{}", last_error());
+        let text = CStr::from_ptr(uri).to_str().unwrap().to_owned();
+        libc::free(uri.cast());
+        let sock = text
+            .strip_prefix("nbd+unix:///?socket=")
+            .unwrap_or_else(|| panic!("{text}"));
+        let dir = std::path::Path::new(sock).parent().unwrap().to_owned();
+        assert!(dir.exists());
+        assert_eq!(nbd_get_size(h), 1 << 20);
+        nbd_close(h);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }

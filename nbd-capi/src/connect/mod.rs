@@ -15,10 +15,9 @@
 //! from there). On error the caller marks the handle dead, as a failed
 //! connection attempt does in libnbd.
 //!
-//! What a handle's connection leaves behind that the handle itself does
-//! not hold (the endpoint for nbd_get_uri, the private directory of socket
-//! activation) is kept here, keyed by the handle's address, and dropped by
-//! [`on_close`], which nbd_close calls before freeing the handle.
+//! What a connection leaves behind (the endpoint for nbd_get_uri, the
+//! subprocess and the private directory of socket activation) lives in
+//! the handle (`handle::Inner`), and goes when the handle is freed.
 
 pub mod sock;
 pub mod uri;
@@ -26,7 +25,6 @@ pub mod uri;
 use crate::consts::LIBNBD_TLS_REQUIRE;
 use crate::errors::{err, Error};
 use crate::handle::nbd_handle;
-use parking_lot::Mutex;
 use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 use uri::Endpoint;
@@ -39,66 +37,15 @@ pub struct Opened {
     pub child: Option<libc::pid_t>,
 }
 
-#[derive(Default)]
-struct Record {
-    endpoint: Option<Endpoint>,
-    activation: Option<sock::ActivationDir>,
-}
-
-static RECORDS: Mutex<Vec<(usize, Record)>> = Mutex::new(Vec::new());
-
-fn key(h: &nbd_handle) -> usize {
-    h as *const nbd_handle as usize
-}
-
-fn with_record<T>(h: &nbd_handle, f: impl FnOnce(&mut Record) -> T) -> T {
-    let mut g = RECORDS.lock();
-    let k = key(h);
-    let i = match g.iter().position(|(hk, _)| *hk == k) {
-        Some(i) => i,
-        None => {
-            g.push((k, Record::default()));
-            g.len() - 1
-        }
-    };
-    f(&mut g[i].1)
-}
-
 /// Records where the handle connects, for nbd_get_uri.
 pub fn remember(h: &nbd_handle, ep: Endpoint) {
-    with_record(h, |r| r.endpoint = Some(ep));
+    h.lock().endpoint = Some(ep);
 }
 
 /// Where the handle connected (or tried to), if it was to an address
 /// nbd_get_uri can name.
 pub fn endpoint(h: &nbd_handle) -> Option<Endpoint> {
-    let g = RECORDS.lock();
-    let k = key(h);
-    g.iter()
-        .find(|(hk, _)| *hk == k)
-        .and_then(|(_, r)| r.endpoint.clone())
-}
-
-/// Called by nbd_close before the handle is freed: a socket-activated
-/// server does not exit when its client goes, so it is sent SIGTERM (as
-/// libnbd does) before the handle reaps it, and its private directory is
-/// removed.
-pub fn on_close(h: &nbd_handle) {
-    let rec = {
-        let mut g = RECORDS.lock();
-        let k = key(h);
-        g.iter()
-            .position(|(hk, _)| *hk == k)
-            .map(|i| g.swap_remove(i).1)
-    };
-    let Some(rec) = rec else { return };
-    if let Some(dir) = rec.activation {
-        if let Some(pid) = h.lock().child {
-            // SAFETY: plain syscall; the child is ours and not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        dir.remove();
-    }
+    h.lock().endpoint.clone()
 }
 
 pub fn open_unix(h: &nbd_handle, path: &CStr) -> Result<Opened, Error> {
@@ -159,10 +106,12 @@ pub fn open_socket(_h: &nbd_handle, fd: libc::c_int) -> Result<Opened, Error> {
 pub fn open_systemd_socket_activation(h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
     let (sock, pid, dir) = sock::activation(argv)?;
     let path = dir.sock.clone();
-    with_record(h, |r| {
-        r.endpoint = Some(Endpoint::Unix { socket: path });
-        r.activation = Some(dir);
-    });
+    {
+        let mut g = h.lock();
+        g.endpoint = Some(Endpoint::Unix { socket: path });
+        // A handle connects once, so there is no earlier directory.
+        g.activation = Some(dir);
+    }
     Ok(Opened {
         sock,
         child: Some(pid),
