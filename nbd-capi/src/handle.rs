@@ -275,12 +275,14 @@ impl nbd_handle {
         }
     }
 
-    /// The generated wrappers' checks, made in one critical section: `f`
-    /// runs with the handle lock held (zeroing the read buffer, the state
-    /// check, the flags checks against the strict mode), and the lock is
-    /// released before the body, which takes it again and releases it
-    /// while blocked in poll(2).
-    pub fn with_lock<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T, Error>) -> Result<T, Error> {
+    /// The generated wrappers' critical section: `f` runs with the handle
+    /// lock held (zeroing the read buffer, the state check, the flags
+    /// checks against the strict mode, and for the commands the body too,
+    /// which releases the lock only while blocked in poll(2)).
+    pub fn with_lock<T>(
+        &self,
+        f: impl FnOnce(&mut Held<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut g = self.lock();
         f(&mut g)
     }
@@ -351,24 +353,22 @@ impl nbd_handle {
     }
 
     /// Sends one command and waits for its reply.
-    pub fn run(&self, cmd: Command, buf: CmdBuf) -> Result<(), Error> {
-        self.run_with(cmd, buf, None)
+    pub fn run(&self, g: &mut Held<'_>, cmd: Command, buf: CmdBuf) -> Result<(), Error> {
+        self.run_with(g, cmd, buf, None)
     }
 
-    /// Sends one command with callbacks and waits for its reply.
+    /// Sends one command with callbacks and waits for its reply. Runs in
+    /// the wrapper's critical section: a refused command's frees run with
+    /// the lock held, as libnbd's FREE_CALLBACK does before unlocking.
     pub fn run_with(
         &self,
+        g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<(), Error> {
-        // Declared before the lock: a refused command's frees run after
-        // it is released.
-        let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
-        let done = self.wait(&mut g, |c| c.take_done(cookie).map(Ok))?;
-        drop(g);
-        // The callbacks' frees run here, after the lock.
+        let cookie = submit(g, cmd, buf, &mut cbs)?;
+        let done = self.wait(g, |c| c.take_done(cookie).map(Ok))?;
         done.result
     }
 
@@ -377,12 +377,12 @@ impl nbd_handle {
     /// calling the completion.
     pub fn aio(
         &self,
+        g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<u64, Error> {
-        let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
+        let cookie = submit(g, cmd, buf, &mut cbs)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
             if c.polling && c.client.wants_write() {
@@ -403,14 +403,13 @@ impl nbd_handle {
     }
 
     /// Disconnects cleanly and waits until the server has closed.
-    pub fn shutdown(&self) -> Result<(), Error> {
-        let mut g = self.lock();
-        let conn = conn_mut(&mut g)?;
+    pub fn shutdown(&self, g: &mut Held<'_>) -> Result<(), Error> {
+        let conn = conn_mut(g)?;
         if matches!(conn.client.phase(), Phase::Closed | Phase::Dead) {
             return Ok(());
         }
         conn.client.disconnect()?;
-        self.wait(&mut g, |c| match c.client.phase() {
+        self.wait(g, |c| match c.client.phase() {
             Phase::Closed | Phase::Dead => Some(Ok(())),
             _ => None,
         })

@@ -172,6 +172,11 @@ pub struct Call {
     /// Whether the call sets the thread's error context (libnbd's
     /// may_set_error): nbd_get_error and friends must not.
     pub may_set_error: bool,
+    /// Whether the body runs in the wrapper's critical section: it gets the
+    /// held lock (`g: &mut Held`) right after `h`, so the state and flags
+    /// checks and the body see the same handle (libnbd's is_locked). The
+    /// body releases it only while blocked in poll(2).
+    pub body_locked: bool,
     /// The module under `nbd-capi/src/calls/` with the body, which is a
     /// function of the same name as the call (without `nbd_`).
     pub module: &'static str,
@@ -207,8 +212,17 @@ const fn call(
         ret,
         states,
         may_set_error: true,
+        body_locked: false,
         module,
         status: Status::Implemented,
+    }
+}
+
+/// A call whose body runs under the wrapper's lock.
+const fn locked(c: Call) -> Call {
+    Call {
+        body_locked: true,
+        ..c
     }
 }
 
@@ -222,6 +236,7 @@ const fn todo(name: &'static str, version: &'static str) -> Call {
         ret: Ret::Err,
         states: ANY,
         may_set_error: true,
+        body_locked: false,
         module: "",
         status: Status::Todo,
     }
@@ -656,7 +671,7 @@ pub const CALLS: &[Call] = &[
         "info",
     ),
     // Data.
-    call(
+    locked(call(
         "pread",
         "1.0",
         &[
@@ -667,8 +682,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "pread_structured",
         "1.0",
         &[
@@ -680,8 +695,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "pwrite",
         "1.0",
         &[
@@ -692,24 +707,24 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "shutdown",
         "1.0",
         &[Flags("flags", FlagSet::Shutdown)],
         Ret::Err,
         &[Connected, Closed, Dead],
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "flush",
         "1.0",
         &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "trim",
         "1.0",
         &[
@@ -720,8 +735,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "cache",
         "1.0",
         &[
@@ -732,8 +747,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "zero",
         "1.0",
         &[
@@ -744,8 +759,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "block_status",
         "1.0",
         &[
@@ -757,7 +772,7 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    ),
+    )),
     call("poll", "1.0", &[Int("timeout")], Ret::Int, ANY, "aio"),
     // AIO.
     call(
@@ -863,7 +878,7 @@ pub const CALLS: &[Call] = &[
         NEG,
         "opt",
     ),
-    call(
+    locked(call(
         "aio_pread",
         "1.0",
         &[
@@ -875,8 +890,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_pread_structured",
         "1.0",
         &[
@@ -889,8 +904,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_pwrite",
         "1.0",
         &[
@@ -902,16 +917,16 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_disconnect",
         "1.0",
         &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_flush",
         "1.0",
         &[
@@ -921,8 +936,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_trim",
         "1.0",
         &[
@@ -934,8 +949,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_cache",
         "1.0",
         &[
@@ -947,8 +962,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_zero",
         "1.0",
         &[
@@ -960,8 +975,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_block_status",
         "1.0",
         &[
@@ -974,7 +989,7 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
+    )),
     call("aio_get_fd", "1.0", &[], Ret::Int, ANY, "aio"),
     Call {
         may_set_error: false,

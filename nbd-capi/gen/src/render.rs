@@ -310,6 +310,9 @@ fn wrapper(out: &mut String, c: &Call) {
     if c.handle {
         call_args.push("h");
     }
+    if c.body_locked {
+        call_args.push("g");
+    }
     call_args.extend(body_args(c));
     let call = format!("calls::{}::{}({})", c.module, c.name, call_args.join(", "));
     if c.handle && !consumes {
@@ -329,7 +332,14 @@ fn wrapper(out: &mut String, c: &Call) {
             );
         }
         let checks = prologue(c);
-        if checks.is_empty() {
+        if c.body_locked {
+            let _ = writeln!(out, "        let r = h.with_lock(|g| {{");
+            for line in &checks {
+                let _ = writeln!(out, "            {line}");
+            }
+            let _ = writeln!(out, "            {call}");
+            let _ = writeln!(out, "        }});");
+        } else if checks.is_empty() {
             let _ = writeln!(out, "        let r = {call};");
         } else {
             let _ = writeln!(out, "        let r = h");

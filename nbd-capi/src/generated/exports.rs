@@ -1335,14 +1335,12 @@ pub unsafe extern "C" fn nbd_pread(h: *mut nbd_handle, buf: *mut c_void, count: 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                wrap::initialize(g, buf);
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::pread(h, buf, offset, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::pread(h, g, buf, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1357,14 +1355,12 @@ pub unsafe extern "C" fn nbd_pread_structured(h: *mut nbd_handle, buf: *mut c_vo
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                wrap::initialize(g, buf);
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::pread_structured(h, buf, offset, chunk_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+            calls::data::pread_structured(h, g, buf, offset, chunk_callback, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1378,13 +1374,11 @@ pub unsafe extern "C" fn nbd_pwrite(h: *mut nbd_handle, buf: *const c_void, coun
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::pwrite(h, buf, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::data::pwrite(h, g, buf, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1397,13 +1391,11 @@ pub unsafe extern "C" fn nbd_shutdown(h: *mut nbd_handle, flags: u32) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected, State::Closed, State::Dead])?;
-                wrap::check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::shutdown(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+            wrap::check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
+            calls::data::shutdown(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1416,13 +1408,11 @@ pub unsafe extern "C" fn nbd_flush(h: *mut nbd_handle, flags: u32) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::flush(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::flush(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1435,13 +1425,11 @@ pub unsafe extern "C" fn nbd_trim(h: *mut nbd_handle, count: u64, offset: u64, f
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::trim(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::data::trim(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1454,13 +1442,11 @@ pub unsafe extern "C" fn nbd_cache(h: *mut nbd_handle, count: u64, offset: u64, 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::cache(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::cache(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1473,13 +1459,11 @@ pub unsafe extern "C" fn nbd_zero(h: *mut nbd_handle, count: u64, offset: u64, f
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::zero(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+            calls::data::zero(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1493,13 +1477,11 @@ pub unsafe extern "C" fn nbd_block_status(h: *mut nbd_handle, count: u64, offset
         let extent_callback: callbacks::Extent = extent_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
-                Ok(())
-            })
-            .and_then(|()| calls::data::block_status(h, count, offset, extent_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::data::block_status(h, g, count, offset, extent_callback, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1774,14 +1756,12 @@ pub unsafe extern "C" fn nbd_aio_pread(h: *mut nbd_handle, buf: *mut c_void, cou
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                wrap::initialize(g, buf);
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_pread(h, buf, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_pread(h, g, buf, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1797,14 +1777,12 @@ pub unsafe extern "C" fn nbd_aio_pread_structured(h: *mut nbd_handle, buf: *mut 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                wrap::initialize(g, buf);
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_pread_structured(h, buf, offset, chunk_callback, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+            calls::aio::aio_pread_structured(h, g, buf, offset, chunk_callback, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1819,13 +1797,11 @@ pub unsafe extern "C" fn nbd_aio_pwrite(h: *mut nbd_handle, buf: *const c_void, 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_pwrite(h, buf, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::aio::aio_pwrite(h, g, buf, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1838,13 +1814,11 @@ pub unsafe extern "C" fn nbd_aio_disconnect(h: *mut nbd_handle, flags: u32) -> c
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_disconnect(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_disconnect(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1858,13 +1832,11 @@ pub unsafe extern "C" fn nbd_aio_flush(h: *mut nbd_handle, completion_callback: 
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("completion_callback=<fun> flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_flush(h, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_flush(h, g, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1878,13 +1850,11 @@ pub unsafe extern "C" fn nbd_aio_trim(h: *mut nbd_handle, count: u64, offset: u6
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_trim(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::aio::aio_trim(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1898,13 +1868,11 @@ pub unsafe extern "C" fn nbd_aio_cache(h: *mut nbd_handle, count: u64, offset: u
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, 0)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_cache(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_cache(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1918,13 +1886,11 @@ pub unsafe extern "C" fn nbd_aio_zero(h: *mut nbd_handle, count: u64, offset: u6
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_zero(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+            calls::aio::aio_zero(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1939,13 +1905,11 @@ pub unsafe extern "C" fn nbd_aio_block_status(h: *mut nbd_handle, count: u64, of
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected])?;
-                wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_block_status(h, count, offset, extent_callback, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::aio::aio_block_status(h, g, count, offset, extent_callback, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
