@@ -1,7 +1,6 @@
 //! Per-handle settings.
 
 use crate::callbacks;
-use crate::consts::{LIBNBD_HANDSHAKE_FLAG_MASK, LIBNBD_STRICT_MASK};
 use crate::errors::{err, Error};
 use crate::handle::nbd_handle;
 use std::ffi::{CStr, CString};
@@ -93,12 +92,6 @@ pub fn get_request_structured_replies(h: &nbd_handle) -> Result<bool, Error> {
 }
 
 pub fn set_handshake_flags(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    if flags & !LIBNBD_HANDSHAKE_FLAG_MASK != 0 {
-        return Err(err(
-            libc::EINVAL,
-            format!("invalid handshake flags: {flags:#x}"),
-        ));
-    }
     h.lock().settings.handshake_flags = flags;
     Ok(())
 }
@@ -118,12 +111,6 @@ pub fn get_pread_initialize(h: &nbd_handle) -> Result<bool, Error> {
 
 /// Takes effect at once, also on a connected handle.
 pub fn set_strict_mode(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    if flags & !LIBNBD_STRICT_MASK != 0 {
-        return Err(err(
-            libc::EINVAL,
-            format!("invalid strict mode flags: {flags:#x}"),
-        ));
-    }
     let mut g = h.lock();
     g.settings.strict = flags;
     if let Some(c) = g.conn.as_mut() {
