@@ -243,7 +243,7 @@ const fn todo(name: &'static str, version: &'static str) -> Call {
 }
 
 const fn can(name: &'static str, version: &'static str) -> Call {
-    call(name, version, &[], Ret::Bool, INFO, "info")
+    locked(call(name, version, &[], Ret::Bool, INFO, "info"))
 }
 
 /// Every version node of libnbd 1.14.2, oldest first. Each node inherits
@@ -334,23 +334,23 @@ pub const CALLS: &[Call] = &[
             "settings",
         )
     },
-    call(
+    locked(call(
         "set_export_name",
         "1.0",
         &[String("export_name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call("get_export_name", "1.0", &[], Ret::String, ANY, "settings"),
-    call(
+    locked(call(
         "set_request_block_size",
         "1.12",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call(
         "get_request_block_size",
         "1.12",
@@ -359,31 +359,31 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "set_full_info",
         "1.4",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call("get_full_info", "1.4", &[], Ret::Bool, ANY, "settings"),
-    call(
+    locked(call(
         "get_canonical_export_name",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
-    ),
-    call(
+    )),
+    locked(call(
         "get_export_description",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
-    ),
+    )),
     call(
         "set_tls",
         "1.0",
@@ -435,14 +435,14 @@ pub const CALLS: &[Call] = &[
         NEW,
         "tls",
     ),
-    call(
+    locked(call(
         "set_request_structured_replies",
         "1.2",
         &[Bool("request")],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call(
         "get_request_structured_replies",
         "1.2",
@@ -451,22 +451,22 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "get_structured_replies_negotiated",
         "1.2",
         &[],
         Ret::Bool,
         INFO,
         "info",
-    ),
-    call(
+    )),
+    locked(call(
         "set_handshake_flags",
         "1.2",
         &[Flags("flags", FlagSet::Handshake)],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call(
         "get_handshake_flags",
         "1.2",
@@ -500,42 +500,42 @@ pub const CALLS: &[Call] = &[
         "settings",
     ),
     call("get_strict_mode", "1.6", &[], Ret::UInt32, ANY, "settings"),
-    call(
+    locked(call(
         "set_opt_mode",
         "1.4",
         &[Bool("enable")],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call("get_opt_mode", "1.4", &[], Ret::Bool, ANY, "settings"),
-    call("opt_go", "1.4", &[], Ret::Err, NEG, "opt"),
-    call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    locked(call("opt_go", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "opt_list",
         "1.4",
         &[Closure("list_callback", Cl::List)],
         Ret::Int,
         NEG,
         "opt",
-    ),
-    call("opt_info", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    )),
+    locked(call("opt_info", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "opt_list_meta_context",
         "1.6",
         &[Closure("context_callback", Cl::Context)],
         Ret::Int,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "add_meta_context",
         "1.0",
         &[String("name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call(
         "get_nr_meta_contexts",
         "1.6",
@@ -552,38 +552,38 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "clear_meta_contexts",
         "1.6",
         &[],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_transports",
         "1.2",
         &[Flags("mask", FlagSet::AllowTransport)],
         Ret::Err,
         NEW,
         "uri",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_tls",
         "1.2",
         &[Enum("tls", EnumSet::Tls)],
         Ret::Err,
         NEW,
         "uri",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_local_file",
         "1.2",
         &[Bool("allow")],
         Ret::Err,
         NEW,
         "uri",
-    ),
+    )),
     // Connecting.
     call(
         "connect_uri",
@@ -652,24 +652,31 @@ pub const CALLS: &[Call] = &[
     can("can_df", "1.0"),
     can("can_multi_conn", "1.0"),
     can("can_cache", "1.0"),
-    call(
+    locked(call(
         "can_meta_context",
         "1.0",
         &[String("metacontext")],
         Ret::Bool,
         INFO,
         "info",
-    ),
-    call("get_protocol", "1.2", &[], Ret::StaticString, INFO, "info"),
-    call("get_size", "1.0", &[], Ret::Int64, INFO, "info"),
-    call(
+    )),
+    locked(call(
+        "get_protocol",
+        "1.2",
+        &[],
+        Ret::StaticString,
+        INFO,
+        "info",
+    )),
+    locked(call("get_size", "1.0", &[], Ret::Int64, INFO, "info")),
+    locked(call(
         "get_block_size",
         "1.4",
         &[Enum("size_type", EnumSet::Size)],
         Ret::Int64,
         INFO,
         "info",
-    ),
+    )),
     // Data.
     locked(call(
         "pread",
@@ -839,16 +846,16 @@ pub const CALLS: &[Call] = &[
         NEW,
         "aio_connect",
     ),
-    call(
+    locked(call(
         "aio_opt_go",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    )),
+    locked(call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "aio_opt_list",
         "1.4",
         &[
@@ -858,16 +865,16 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_opt_info",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_opt_list_meta_context",
         "1.6",
         &[
@@ -877,7 +884,7 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    ),
+    )),
     locked(call(
         "aio_pread",
         "1.0",
@@ -1041,14 +1048,14 @@ pub const CALLS: &[Call] = &[
         ANY,
         "aio",
     ),
-    call(
+    locked(call(
         "aio_in_flight",
         "1.0",
         &[],
         Ret::Int,
         &[Connected, Closed, Dead],
         "aio",
-    ),
+    )),
     call(
         "connection_state",
         "1.0",

@@ -358,8 +358,7 @@ pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
     Ok(1)
 }
 
-pub fn aio_in_flight(h: &nbd_handle) -> Result<c_int, Error> {
-    let g = h.lock();
+pub fn aio_in_flight(_h: &nbd_handle, g: &mut Held<'_>) -> Result<c_int, Error> {
     Ok(g.conn.as_ref().map_or(0, |c| c.client.in_flight() as c_int))
 }
 

@@ -3,21 +3,25 @@
 
 use crate::connect;
 use crate::errors::Error;
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held};
 use std::ffi::CString;
 
-pub fn set_uri_allow_transports(h: &nbd_handle, mask: u32) -> Result<(), Error> {
-    h.lock().settings.uri_allow_transports = mask;
+pub fn set_uri_allow_transports(_h: &nbd_handle, g: &mut Held<'_>, mask: u32) -> Result<(), Error> {
+    g.settings.uri_allow_transports = mask;
     Ok(())
 }
 
-pub fn set_uri_allow_tls(h: &nbd_handle, tls: libc::c_int) -> Result<(), Error> {
-    h.lock().settings.uri_allow_tls = tls;
+pub fn set_uri_allow_tls(_h: &nbd_handle, g: &mut Held<'_>, tls: libc::c_int) -> Result<(), Error> {
+    g.settings.uri_allow_tls = tls;
     Ok(())
 }
 
-pub fn set_uri_allow_local_file(h: &nbd_handle, allow: bool) -> Result<(), Error> {
-    h.lock().settings.uri_allow_local_file = allow;
+pub fn set_uri_allow_local_file(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    allow: bool,
+) -> Result<(), Error> {
+    g.settings.uri_allow_local_file = allow;
     Ok(())
 }
 

@@ -288,12 +288,10 @@ pub unsafe extern "C" fn nbd_set_export_name(h: *mut nbd_handle, export_name: *c
         let h = ffi::handle(h)?;
         let export_name = ffi::cstr(export_name, "export_name")?;
         let trace = h.trace_enter(|| format!("export_name={:?}", export_name.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created, State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_export_name(h, export_name));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_export_name(h, g, export_name)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -319,12 +317,10 @@ pub unsafe extern "C" fn nbd_set_request_block_size(h: *mut nbd_handle, request:
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created, State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_request_block_size(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_request_block_size(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -350,12 +346,10 @@ pub unsafe extern "C" fn nbd_set_full_info(h: *mut nbd_handle, request: bool) ->
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created, State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_full_info(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_full_info(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -381,12 +375,10 @@ pub unsafe extern "C" fn nbd_get_canonical_export_name(h: *mut nbd_handle) -> *m
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_canonical_export_name(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_canonical_export_name(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -399,12 +391,10 @@ pub unsafe extern "C" fn nbd_get_export_description(h: *mut nbd_handle) -> *mut 
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_export_description(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_export_description(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -568,12 +558,10 @@ pub unsafe extern "C" fn nbd_set_request_structured_replies(h: *mut nbd_handle, 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_request_structured_replies(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_request_structured_replies(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -599,12 +587,10 @@ pub unsafe extern "C" fn nbd_get_structured_replies_negotiated(h: *mut nbd_handl
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_structured_replies_negotiated(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_structured_replies_negotiated(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -617,13 +603,11 @@ pub unsafe extern "C" fn nbd_set_handshake_flags(h: *mut nbd_handle, flags: u32)
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                wrap::check_flags("flags", flags, LIBNBD_HANDSHAKE_FLAG_MASK)?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_handshake_flags(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_flags("flags", flags, LIBNBD_HANDSHAKE_FLAG_MASK)?;
+            calls::settings::set_handshake_flags(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -706,12 +690,10 @@ pub unsafe extern "C" fn nbd_set_opt_mode(h: *mut nbd_handle, enable: bool) -> c
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("enable={}", enable));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_opt_mode(h, enable));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_opt_mode(h, g, enable)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -737,12 +719,10 @@ pub unsafe extern "C" fn nbd_opt_go(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::opt_go(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_go(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -755,12 +735,10 @@ pub unsafe extern "C" fn nbd_opt_abort(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::opt_abort(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_abort(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -774,12 +752,10 @@ pub unsafe extern "C" fn nbd_opt_list(h: *mut nbd_handle, list_callback: nbd_lis
         let list_callback: callbacks::List = list_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::opt_list(h, list_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_list(h, g, list_callback)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -792,12 +768,10 @@ pub unsafe extern "C" fn nbd_opt_info(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::opt_info(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_info(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -811,12 +785,10 @@ pub unsafe extern "C" fn nbd_opt_list_meta_context(h: *mut nbd_handle, context_c
         let context_callback: callbacks::Context = context_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::opt_list_meta_context(h, context_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_list_meta_context(h, g, context_callback)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -830,12 +802,10 @@ pub unsafe extern "C" fn nbd_add_meta_context(h: *mut nbd_handle, name: *const c
         let h = ffi::handle(h)?;
         let name = ffi::cstr(name, "name")?;
         let trace = h.trace_enter(|| format!("name={:?}", name.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created, State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::add_meta_context(h, name));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::add_meta_context(h, g, name)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -874,12 +844,10 @@ pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created, State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::clear_meta_contexts(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::clear_meta_contexts(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -892,13 +860,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut nbd_handle, mask: 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("mask=0x{:x}", mask));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                wrap::check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
-                Ok(())
-            })
-            .and_then(|()| calls::uri::set_uri_allow_transports(h, mask));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
+            calls::uri::set_uri_allow_transports(h, g, mask)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -911,13 +877,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut nbd_handle, tls: c_int) -
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
-                Ok(())
-            })
-            .and_then(|()| calls::uri::set_uri_allow_tls(h, tls));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+            calls::uri::set_uri_allow_tls(h, g, tls)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -930,12 +894,10 @@ pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut nbd_handle, allow:
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("allow={}", allow));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::uri::set_uri_allow_local_file(h, allow));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::uri::set_uri_allow_local_file(h, g, allow)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1080,12 +1042,10 @@ pub unsafe extern "C" fn nbd_is_read_only(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::is_read_only(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::is_read_only(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1098,12 +1058,10 @@ pub unsafe extern "C" fn nbd_can_flush(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_flush(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_flush(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1116,12 +1074,10 @@ pub unsafe extern "C" fn nbd_can_fua(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_fua(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_fua(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1134,12 +1090,10 @@ pub unsafe extern "C" fn nbd_is_rotational(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::is_rotational(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::is_rotational(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1152,12 +1106,10 @@ pub unsafe extern "C" fn nbd_can_trim(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_trim(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_trim(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1170,12 +1122,10 @@ pub unsafe extern "C" fn nbd_can_zero(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_zero(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_zero(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1188,12 +1138,10 @@ pub unsafe extern "C" fn nbd_can_fast_zero(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_fast_zero(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_fast_zero(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1206,12 +1154,10 @@ pub unsafe extern "C" fn nbd_can_df(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_df(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_df(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1224,12 +1170,10 @@ pub unsafe extern "C" fn nbd_can_multi_conn(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_multi_conn(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_multi_conn(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1242,12 +1186,10 @@ pub unsafe extern "C" fn nbd_can_cache(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_cache(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_cache(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1261,12 +1203,10 @@ pub unsafe extern "C" fn nbd_can_meta_context(h: *mut nbd_handle, metacontext: *
         let h = ffi::handle(h)?;
         let metacontext = ffi::cstr(metacontext, "metacontext")?;
         let trace = h.trace_enter(|| format!("metacontext={:?}", metacontext.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::can_meta_context(h, metacontext));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_meta_context(h, g, metacontext)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1279,12 +1219,10 @@ pub unsafe extern "C" fn nbd_get_protocol(h: *mut nbd_handle) -> *const c_char {
     wrap::boundary::<ret::StaticString, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_protocol(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_protocol(h, g)
+        });
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
@@ -1297,12 +1235,10 @@ pub unsafe extern "C" fn nbd_get_size(h: *mut nbd_handle) -> i64 {
     wrap::boundary::<ret::Int64, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_size(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_size(h, g)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1315,13 +1251,11 @@ pub unsafe extern "C" fn nbd_get_block_size(h: *mut nbd_handle, size_type: c_int
     wrap::boundary::<ret::Int64, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("size_type={}", size_type));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM])?;
-                Ok(())
-            })
-            .and_then(|()| calls::info::get_block_size(h, size_type));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM])?;
+            calls::info::get_block_size(h, g, size_type)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1659,12 +1593,10 @@ pub unsafe extern "C" fn nbd_aio_opt_go(h: *mut nbd_handle, completion_callback:
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::aio_opt_go(h, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_go(h, g, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1677,12 +1609,10 @@ pub unsafe extern "C" fn nbd_aio_opt_abort(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::aio_opt_abort(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_abort(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1697,12 +1627,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list(h: *mut nbd_handle, list_callback: nbd
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun> completion_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::aio_opt_list(h, list_callback, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_list(h, g, list_callback, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1716,12 +1644,10 @@ pub unsafe extern "C" fn nbd_aio_opt_info(h: *mut nbd_handle, completion_callbac
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::aio_opt_info(h, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_info(h, g, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1736,12 +1662,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list_meta_context(h: *mut nbd_handle, conte
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun> completion_callback=<fun>".to_string());
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating])?;
-                Ok(())
-            })
-            .and_then(|()| calls::opt::aio_opt_list_meta_context(h, context_callback, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_list_meta_context(h, g, context_callback, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -2083,12 +2007,10 @@ pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connected, State::Closed, State::Dead])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio::aio_in_flight(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+            calls::aio::aio_in_flight(h, g)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
