@@ -1111,6 +1111,16 @@ pub fn check() -> Vec<std::string::String> {
         if !c.handle && !c.args.is_empty() {
             problems.push(format!("nbd_{}: arguments without a handle", c.name));
         }
+        if c.body_locked && !c.handle {
+            problems.push(format!("nbd_{}: a locked body without a handle", c.name));
+        }
+        for a in c.args {
+            if let Arg::Flags(n, FlagSet::Cmd(ok)) = a {
+                if ok.iter().enumerate().any(|(i, f)| ok[..i].contains(f)) {
+                    problems.push(format!("nbd_{}: {n}: a command flag listed twice", c.name));
+                }
+            }
+        }
     }
     problems
 }
