@@ -151,11 +151,12 @@ impl Params {
         format!("{}: {msg}", self.name)
     }
 
-    /// Fails on any key left over.
+    /// Fails on any key left over, in nbdkit's words (its plugins' config
+    /// callbacks say "unknown parameter 'KEY'", without the plugin's name).
     pub fn finish(self) -> Result<(), String> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((k, _)) => Err(format!("{}: unknown parameter '{k}'", self.name)),
+            Some((k, _)) => Err(format!("unknown parameter '{k}'")),
         }
     }
 }
@@ -368,6 +369,12 @@ pub fn open_stack(
         .iter()
         .map(|f| filters::find(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if spec.keys.is_empty() && !args.is_empty() && filters.is_empty() {
+        // nbdkit's words for a plugin without a config callback.
+        return Err(format!(
+            "{plugin}: this plugin does not need command line configuration"
+        ));
+    }
     let pairs = split_params(plugin, spec.magic, args)?;
     let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
     for (k, v) in pairs {
@@ -522,6 +529,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_parameters_in_nbdkits_words() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = open_stack("memory", &[], &args(&["1M", "foo=bar"]), false).err();
+        assert_eq!(e.as_deref(), Some("unknown parameter 'foo'"));
+        let e = open_stack("zero", &[], &args(&["foo=bar"]), false).err();
+        assert_eq!(
+            e.as_deref(),
+            Some("zero: this plugin does not need command line configuration")
+        );
+    }
 
     /// The keys a source file takes as string literals: the first argument
     /// of `take`, `take_all`, `take_size`, `take_bool`, `take_enum`,
