@@ -205,10 +205,7 @@ mod tests {
         // and one test's clean-up must not delete another's key file.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "nbd-gnutls-send-{}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("nbd-gnutls-send-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let keys = dir.join("keys.psk");
         std::fs::write(&keys, [b"alice:".as_slice(), KEY_HEX, b"\n"].concat()).unwrap();

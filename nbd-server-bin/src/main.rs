@@ -8,6 +8,8 @@
 //! file), then accept connections, each served by `conn::serve` on its
 //! own threads. Messages: see `log.rs`.
 
+use nbd_server_bin::process::signals::{self, Signals};
+use nbd_server_bin::process::{daemon, pidfile};
 use nbd_server_bin::{backend, cli, conn, listen, log, tls};
 
 use std::ffi::CString;
@@ -15,13 +17,14 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::unistd::Pid;
 use parking_lot::Mutex;
 
 use nbd_core::server::negotiate::Tls as TlsPolicy;
@@ -64,8 +67,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 type RunVars = Vec<(&'static str, String)>;
 
 fn main() {
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
+    let parent = nix::unistd::getppid();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let c = match cli::parse(&args) {
         Ok(Action::Serve(c)) => *c,
@@ -120,12 +122,11 @@ fn main() {
         limits: Default::default(),
     });
 
+    let signals = Signals::new(&signals::EXIT);
     if c.single {
-        block_signals();
-        if c.exit_with_parent {
-            set_pdeathsig(parent);
-        }
-        spawn_signal_thread();
+        signals.block();
+        exit_with_parent(c.exit_with_parent, parent);
+        std::thread::spawn(move || signal_loop(&signals));
         // SAFETY: dup of the standard descriptors, owned from here on.
         let (rd, wr) = unsafe { (dup_file(0), dup_file(1)) };
         let peer = listen::peer_of(0);
@@ -160,33 +161,28 @@ fn main() {
     }
 
     let foreground = c.foreground || c.run.is_some() || c.exit_with_parent || is_activated;
-    let ready = if foreground { None } else { Some(daemonize()) };
+    let ready = if foreground {
+        None
+    } else {
+        Some(daemon::fork_when_ready().unwrap_or_else(|e| die(format!("fork: {e}"))))
+    };
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        // Written whole under another name, then renamed: a reader never
-        // sees a partial pid.
-        let r = File::create(&tmp)
-            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match r {
+        match pidfile::write(&path) {
             Ok(()) => CLEANUP.lock().push((path, false)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                die(format!("{p}: {e}"))
-            }
+            Err(e) => die(format!("{p}: {e}")),
         }
     }
     if ready.is_some() {
-        detach_stdio(c.verbose);
+        // Standard error stays with -v.
+        daemon::null_stdio(c.verbose);
+        let _ = std::env::set_current_dir("/");
         if c.log.is_none() {
             log::set_dest(LogDest::Syslog);
         }
     }
-    block_signals();
-    if c.exit_with_parent {
-        set_pdeathsig(parent);
-    }
+    signals.block();
+    exit_with_parent(c.exit_with_parent, parent);
     let next_id = Arc::new(AtomicUsize::new(0));
     let opts = AcceptOpts {
         keep_alive: c.keep_alive,
@@ -196,15 +192,13 @@ fn main() {
         let next_id = Arc::clone(&next_id);
         std::thread::spawn(move || accept_loop(l, srv, next_id, opts));
     }
-    if let Some(fd) = ready {
-        // Tell the parent we are up; it exits 0 and the caller may connect.
-        let mut f = File::from(fd);
-        let _ = f.write_all(b"1");
+    if let Some(r) = ready {
+        r.notify();
     }
     if let Some(cmd) = &c.run {
         run_command(cmd, &vars);
     }
-    signal_loop();
+    signal_loop(&signals);
 }
 
 /// `--dump-config`: key=value lines, as nbdkit's (plugins and filters are
@@ -423,129 +417,18 @@ unsafe fn dup_file(fd: i32) -> File {
     File::from(OwnedFd::from_raw_fd(d))
 }
 
-/// Forks into the background. The parent waits until the daemon reports
-/// that it is listening (a byte on a pipe, see `main`), then exits 0; if
-/// the daemon dies first, the parent exits with its status. Returns, in
-/// the daemon, the pipe's write end.
-fn daemonize() -> OwnedFd {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: no other thread exists yet (we fork before starting any);
-    // pipe2 fills a local array.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            die(format!("pipe: {}", std::io::Error::last_os_error()));
-        }
-        match libc::fork() {
-            -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                libc::close(fds[0]);
-                libc::setsid();
-                OwnedFd::from_raw_fd(fds[1])
-            }
-            pid => {
-                libc::close(fds[1]);
-                let mut b = [0u8; 1];
-                let n = loop {
-                    let n = libc::read(fds[0], b.as_mut_ptr() as *mut libc::c_void, 1);
-                    if n < 0
-                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                    {
-                        continue;
-                    }
-                    break n;
-                };
-                if n == 1 {
-                    libc::_exit(0);
-                }
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status).max(1)
-                } else {
-                    1
-                };
-                libc::_exit(code)
-            }
-        }
-    }
-}
-
-/// In the daemon: standard input and output (and standard error unless
-/// -v) to /dev/null, working directory /.
-fn detach_stdio(verbose: bool) {
-    // SAFETY: descriptor juggling on the standard descriptors.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            if !verbose {
-                libc::dup2(null, 2);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-        let _ = libc::chdir(c"/".as_ptr());
-    }
-}
-
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::sigaddset(&mut set, libc::SIGQUIT);
-        set
-    }
-}
-
-/// Blocks the exit signals in this thread and every thread it starts, so
-/// that `signal_loop` receives them with sigwait.
-fn block_signals() {
-    let set = signal_set();
-    // SAFETY: setting this thread's mask.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// `--exit-with-parent`: SIGTERM (handled by `signal_loop`, which cleans
-/// up) when the parent dies. `parent` is our parent at startup: if it is
-/// already gone, exit now.
-fn set_pdeathsig(parent: libc::pid_t) {
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::getppid() != parent {
-            exit(0);
-        }
+/// `--exit-with-parent`: SIGTERM (taken by `signal_loop`, which cleans
+/// up) when the parent dies; if it is already gone, exit now.
+fn exit_with_parent(on: bool, parent: Pid) {
+    if on && !signals::term_on_parent_death(parent) {
+        exit(0);
     }
 }
 
 /// Waits for an exit signal, then cleans up and exits.
-fn signal_loop() -> ! {
-    let set = signal_set();
-    loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait on a set of blocked signals.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            exit(0);
-        }
-    }
-}
-
-fn spawn_signal_thread() {
-    std::thread::spawn(|| signal_loop());
+fn signal_loop(signals: &Signals) -> ! {
+    signals.wait();
+    exit(0)
 }
 
 fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>, opts: AcceptOpts) {

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 
 use nbd_core::server::Backend;
@@ -49,6 +50,8 @@ use crate::backend::{file, nbd, Params};
 use crate::conn::{self, Server};
 use crate::listen::{self, AcceptOpts, Listener};
 use crate::log;
+use crate::process::daemon;
+use crate::process::signals::{self, Signals};
 
 use super::control::{self, Control, Remote};
 
@@ -387,7 +390,7 @@ pub fn main() {
     if c.daemonize {
         daemonize(c.logpath.is_none());
     }
-    block_signals();
+    signals().block();
     let srv = Arc::new(Server {
         backend,
         readonly: c.readonly,
@@ -781,76 +784,34 @@ unsafe fn dup_file(fd: i32) -> File {
 /// may connect at once). The child leaves the terminal; messages go to
 /// the system log unless `--logpath` was given.
 fn daemonize(to_syslog: bool) {
-    // SAFETY: no thread exists yet; fork, setsid and descriptor juggling.
-    unsafe {
-        match libc::fork() {
-            -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                libc::setsid();
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 {
-                    for fd in 0..3 {
-                        libc::dup2(null, fd);
-                    }
-                    if null > 2 {
-                        libc::close(null);
-                    }
-                }
-            }
-            _ => libc::_exit(0),
-        }
+    if let Err(e) = daemon::fork_detached() {
+        die(format!("fork: {e}"));
     }
+    daemon::null_stdio(false);
     if to_syslog {
         log::set_dest(crate::cli::LogDest::Syslog);
     }
 }
 
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-        ] {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Blocks our signals in this thread and all it starts; `signal_loop`
-/// takes them with sigwait.
-fn block_signals() {
-    let set = signal_set();
-    // SAFETY: setting this thread's mask.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+/// Ours: the exit signals, SIGUSR1 (snapshot) and SIGUSR2 (switch).
+fn signals() -> Signals {
+    let mut set = signals::EXIT.to_vec();
+    set.extend([Signal::SIGUSR1, Signal::SIGUSR2]);
+    Signals::new(&set)
 }
 
 fn signal_loop(cache: Option<Arc<XnbdCache>>, target: Option<(PathBuf, Arc<dyn Backend>)>) -> ! {
-    let set = signal_set();
+    let set = signals();
     loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait on a set of blocked signals.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
-        }
-        match sig {
-            libc::SIGUSR2 => match &cache {
+        match set.wait() {
+            Signal::SIGUSR2 => match &cache {
                 Some(c) if c.options().fetch_on_read => match c.switch(false) {
                     Ok(()) => log::log_info(format_args!("switched to target mode")),
                     Err(e) => log::error!("SIGUSR2: cannot switch: {e}"),
                 },
                 _ => log::error!("SIGUSR2: not a proxy"),
             },
-            libc::SIGUSR1 => match &target {
+            Signal::SIGUSR1 => match &target {
                 Some((path, b)) => match snapshot(path, &**b) {
                     Ok(p) => log::log_info(format_args!("snapshot {}", p.display())),
                     Err(e) => log::error!("SIGUSR1: snapshot: {e}"),
