@@ -1,18 +1,73 @@
 //! Listening sockets: TCP, Unix, AF_VSOCK and sockets inherited through
-//! socket activation (nbdkit-service(1)); accepting; and who the peer of
-//! an accepted socket is.
+//! socket activation (nbdkit-service(1)); accepting, and the accept loop
+//! of `nbdkit` and `xnbd-server`; and who the peer of an accepted socket
+//! is.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use nbd_core::server::backend::Peer;
+
+use crate::conn::{self, Server};
+use crate::log;
 
 /// The first descriptor systemd passes (SD_LISTEN_FDS_START).
 pub const FIRST_ACTIVATION_FD: RawFd = 3;
 /// At most this many inherited sockets, as nbdkit.
 const MAX_ACTIVATION_FDS: u32 = 16;
+
+/// Accepts on every listener, each on its own thread, forever; each
+/// connection is served on its own thread, named `{name}-c{id}` (ids
+/// from 1, across all listeners).
+pub fn serve_all(listeners: Vec<Listener>, srv: Arc<Server>, opts: AcceptOpts, name: &'static str) {
+    let next_id = Arc::new(AtomicUsize::new(0));
+    for l in listeners {
+        let srv = Arc::clone(&srv);
+        let next_id = Arc::clone(&next_id);
+        std::thread::spawn(move || accept_loop(l, srv, next_id, opts, name));
+    }
+}
+
+fn accept_loop(
+    l: Listener,
+    srv: Arc<Server>,
+    next_id: Arc<AtomicUsize>,
+    opts: AcceptOpts,
+    name: &'static str,
+) {
+    loop {
+        let fd = match l.accept(opts) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!("accept: {e}");
+                // Out of descriptors and the like: do not spin.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let srv = Arc::clone(&srv);
+        let r = std::thread::Builder::new()
+            .name(format!("{name}-c{id}"))
+            .stack_size(conn::THREAD_STACK)
+            .spawn(move || {
+                let peer = peer_of(fd.as_raw_fd());
+                let wr = File::from(fd);
+                if let Ok(rd) = wr.try_clone() {
+                    conn::serve(srv, rd, wr, id, peer);
+                }
+            });
+        if let Err(e) = r {
+            log::error!("cannot start a thread: {e}");
+        }
+    }
+}
 
 /// A listening socket of any family.
 pub struct Listener(pub OwnedFd);

@@ -21,7 +21,6 @@ use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nix::unistd::Pid;
@@ -183,15 +182,10 @@ fn main() {
     }
     signals.block();
     exit_with_parent(c.exit_with_parent, parent);
-    let next_id = Arc::new(AtomicUsize::new(0));
     let opts = AcceptOpts {
         keep_alive: c.keep_alive,
     };
-    for l in listeners {
-        let srv = Arc::clone(&srv);
-        let next_id = Arc::clone(&next_id);
-        std::thread::spawn(move || accept_loop(l, srv, next_id, opts));
-    }
+    listen::serve_all(listeners, srv, opts, "nbdkit");
     if let Some(r) = ready {
         r.notify();
     }
@@ -429,41 +423,6 @@ fn exit_with_parent(on: bool, parent: Pid) {
 fn signal_loop(signals: &Signals) -> ! {
     signals.wait();
     exit(0)
-}
-
-fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>, opts: AcceptOpts) {
-    loop {
-        let fd = match l.accept(opts) {
-            Ok(fd) => fd,
-            Err(e) => {
-                accept_error(e);
-                continue;
-            }
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let srv = Arc::clone(&srv);
-        let r = std::thread::Builder::new()
-            .name(format!("nbdkit-c{id}"))
-            .stack_size(conn::THREAD_STACK)
-            .spawn(move || {
-                let peer = listen::peer_of(fd.as_raw_fd());
-                let wr = File::from(fd);
-                let rd = match wr.try_clone() {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
-                conn::serve(srv, rd, wr, id, peer);
-            });
-        if let Err(e) = r {
-            log::error!("cannot start a thread: {e}");
-        }
-    }
-}
-
-fn accept_error(e: std::io::Error) {
-    log::error!("accept: {e}");
-    // Out of descriptors and the like: do not spin.
-    std::thread::sleep(std::time::Duration::from_millis(10));
 }
 
 /// Quotes `s` for /bin/sh: single quotes, with embedded ones as '\''.

@@ -36,7 +36,6 @@ use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
@@ -429,12 +428,7 @@ pub fn main() {
         }
         exit(0);
     }
-    let next_id = Arc::new(AtomicUsize::new(0));
-    for l in listeners {
-        let srv = Arc::clone(&srv);
-        let next_id = Arc::clone(&next_id);
-        std::thread::spawn(move || accept_loop(l, srv, next_id));
-    }
+    listen::serve_all(listeners, srv, AcceptOpts::default(), "xnbd");
     signal_loop(cache, target)
 }
 
@@ -717,34 +711,6 @@ fn listen_all(fds: Vec<OwnedFd>) -> Vec<Listener> {
             Listener(fd)
         })
         .collect()
-}
-
-fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
-    loop {
-        let fd = match l.accept(AcceptOpts::default()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::error!("accept: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let srv = Arc::clone(&srv);
-        let r = std::thread::Builder::new()
-            .name(format!("xnbd-c{id}"))
-            .stack_size(conn::THREAD_STACK)
-            .spawn(move || {
-                let peer = listen::peer_of(fd.as_raw_fd());
-                let wr = File::from(fd);
-                if let Ok(rd) = wr.try_clone() {
-                    conn::serve(srv, rd, wr, id, peer);
-                }
-            });
-        if let Err(e) = r {
-            log::error!("cannot start a thread: {e}");
-        }
-    }
 }
 
 /// Takes descriptor `fd` (`--connected-fd`), which must be open and is
