@@ -6,8 +6,15 @@
 //! libgnutls30, as libnbd and nbdkit are.
 #![allow(non_camel_case_types)]
 
+pub mod creds;
+pub mod error;
 pub mod secret;
 pub mod send;
+pub mod session;
+
+pub use creds::{Certificate, Credentials, PskClient, PskServer};
+pub use error::Error;
+pub use session::{Buffers, RecvHalf, SendHalf, Session, Side};
 
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
