@@ -380,3 +380,113 @@ unsafe extern "C" fn buf_pull_timeout(ptr: gnutls_transport_ptr_t, _ms: c_uint) 
     let io = unsafe { &*ptr.cast::<Buffers>() };
     c_int::from(io.in_pos < io.inb.len() || io.eof)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::creds::{PskClient, PskServer};
+    use crate::secret::Zeroizing;
+    use std::ffi::CString;
+
+    const PSK_PRIORITY: &CStr = c"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK";
+
+    /// Moves the ciphertext each side queued to the other.
+    fn shuttle(a: &mut Session, b: &mut Session) -> bool {
+        let ab = carry(a, b);
+        carry(b, a) || ab
+    }
+
+    fn carry(from: &mut Session, to: &mut Session) -> bool {
+        let out = std::mem::take(&mut from.buffers().out);
+        from.buffers().out_pos = 0;
+        to.buffers().inb.extend_from_slice(&out);
+        !out.is_empty()
+    }
+
+    fn pair(server_key: &str) -> (Session, Session, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "nbd-gnutls-session-{}-{server_key}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.psk");
+        std::fs::write(&file, format!("alice:{server_key}\n")).unwrap();
+        let path = CString::new(file.to_str().unwrap()).unwrap();
+
+        let mut server = Session::new(Side::Server, true).unwrap();
+        server.transport_buffers();
+        server.set_priority(PSK_PRIORITY).unwrap();
+        let sc = PskServer::from_file(&path).unwrap();
+        server
+            .set_credentials(Arc::new(Credentials::PskServer(sc)))
+            .unwrap();
+
+        let mut client = Session::new(Side::Client, true).unwrap();
+        client.transport_buffers();
+        client.set_priority(PSK_PRIORITY).unwrap();
+        let key = Zeroizing::new(b"00112233445566778899aabbccddeeff".to_vec());
+        let cc = PskClient::new(c"alice", key).unwrap();
+        client
+            .set_credentials(Arc::new(Credentials::PskClient(cc)))
+            .unwrap();
+        (client, server, dir)
+    }
+
+    /// Runs both handshakes to the end (or the first error).
+    fn handshake(c: &mut Session, s: &mut Session) -> Result<(), Error> {
+        let (mut cd, mut sd) = (false, false);
+        for _ in 0..100 {
+            if !cd {
+                cd = c.handshake()?;
+            }
+            if !sd {
+                sd = s.handshake()?;
+            }
+            if !shuttle(c, s) && cd && sd {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn psk_sessions_in_memory() {
+        let (mut c, mut s, dir) = pair("00112233445566778899aabbccddeeff");
+        handshake(&mut c, &mut s).unwrap();
+        assert!(c.describe().contains("TLS"), "{}", c.describe());
+        let msg = vec![7u8; 100_000];
+        let n = c.send_vectored(
+            &[IoSlice::new(&msg[..10]), IoSlice::new(&msg[10..])],
+            usize::MAX,
+        );
+        assert_eq!(n.unwrap(), msg.len());
+        shuttle(&mut c, &mut s);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while got.len() < msg.len() {
+            let n = s.recv(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, msg);
+        // Nothing more: AGAIN, not fatal.
+        let e = s.recv(&mut buf).unwrap_err();
+        assert_eq!(e.code, crate::GNUTLS_E_AGAIN);
+        assert!(!e.is_fatal());
+        // The halves.
+        let (mut sr, mut sw) = s.split();
+        let n = sw.send_vectored(&[IoSlice::new(b"reply")], usize::MAX);
+        assert_eq!(n.unwrap(), 5);
+        assert_eq!(sr.recv(&mut buf).unwrap_err().code, crate::GNUTLS_E_AGAIN);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_psk_is_a_fatal_handshake_error() {
+        let (mut c, mut s, dir) = pair("ffeeddccbbaa99887766554433221100");
+        let e = handshake(&mut c, &mut s).unwrap_err();
+        assert!(e.is_fatal());
+        assert_eq!(e.errno(), libc::EIO);
+        assert!(e.to_string().starts_with("gnutls_handshake: "), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
