@@ -299,43 +299,34 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
             .unwrap_or_else(|_| die(format!("could not parse port number: {p}"))),
         None => DEFAULT_PORT,
     };
-    let mut ls = Vec::new();
-    match &c.ipaddr {
+    let (ls, actual) = match &c.ipaddr {
         Some(a) => {
             let addrs: Vec<SocketAddr> = (a.as_str(), port)
                 .to_socket_addrs()
                 .unwrap_or_else(|e| die(format!("getaddrinfo: {a}: {e}")))
                 .collect();
+            let mut ls = Vec::new();
             for addr in addrs {
                 match TcpListener::bind(addr) {
-                    Ok(l) => ls.push(l),
+                    Ok(l) => ls.push(Listener(OwnedFd::from(l))),
                     Err(e) => die(format!("bind: {addr}: {e}")),
                 }
             }
+            let actual = ls
+                .first()
+                .and_then(|l| listen::local_port(&l.0))
+                .unwrap_or(port);
+            (ls, actual)
         }
-        None => {
-            // [::] accepts IPv4 too on Linux (unless bindv6only is set, in
-            // which case we add 0.0.0.0 as well).
-            match TcpListener::bind(("::", port)) {
-                Ok(l) => {
-                    let actual = l.local_addr().map(|a| a.port()).unwrap_or(port);
-                    ls.push(l);
-                    if let Ok(l4) = TcpListener::bind(("0.0.0.0", actual)) {
-                        ls.push(l4);
-                    }
-                }
-                Err(_) => match TcpListener::bind(("0.0.0.0", port)) {
-                    Ok(l) => ls.push(l),
-                    Err(e) => die(format!("bind: port {port}: {e}")),
-                },
-            }
-        }
-    }
-    let actual = ls
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
-        .unwrap_or(port);
+        // [::], plus 0.0.0.0 where IPv6 sockets are v6-only.
+        None => match listen::bind_any(port) {
+            Ok((fds, actual)) => (
+                listen::listen_all(fds).unwrap_or_else(|e| die(format!("listen: {e}"))),
+                actual,
+            ),
+            Err((_, e)) => die(format!("bind: port {port}: {e}")),
+        },
+    };
     let host = match &c.ipaddr {
         Some(a) if a.contains(':') => format!("[{a}]"),
         Some(a) => a.clone(),
@@ -349,10 +340,7 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
         ("unixsocket", String::new()),
         ("exportname", c.exportname.clone()),
     ];
-    (
-        ls.into_iter().map(|l| Listener(OwnedFd::from(l))).collect(),
-        env,
-    )
+    (ls, env)
 }
 
 fn absolute(p: &Path) -> PathBuf {
