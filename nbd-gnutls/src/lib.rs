@@ -53,6 +53,7 @@ pub const GNUTLS_E_PREMATURE_TERMINATION: c_int = -110;
 pub const GNUTLS_SERVER: c_uint = 1;
 pub const GNUTLS_CERT_REQUIRE: c_int = 2;
 pub const GNUTLS_RECORD_WAIT: c_uint = 1;
+pub const GNUTLS_SHUT_WR: c_int = 1;
 
 #[link(name = "gnutls")]
 extern "C" {
@@ -121,6 +122,7 @@ extern "C" {
     );
     pub(crate) fn gnutls_transport_set_errno(session: gnutls_session_t, err: c_int);
     pub(crate) fn gnutls_handshake(session: gnutls_session_t) -> c_int;
+    pub(crate) fn gnutls_bye(session: gnutls_session_t, how: c_int) -> c_int;
     pub(crate) fn gnutls_handshake_set_timeout(session: gnutls_session_t, ms: c_uint);
     pub(crate) fn gnutls_record_send(
         session: gnutls_session_t,

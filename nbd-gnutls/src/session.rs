@@ -258,6 +258,18 @@ impl Session {
         send(self.raw(), bufs, limit)
     }
 
+    /// Sends close_notify (our end of the session; the peer's is not
+    /// waited for). Ok(false): call again (the transport said AGAIN).
+    pub fn bye(&mut self) -> Result<bool, Error> {
+        // SAFETY: our session.
+        let r = unsafe { sys::gnutls_bye(self.raw(), sys::GNUTLS_SHUT_WR) };
+        match r {
+            0 => Ok(true),
+            _ if !is_fatal(r) => Ok(false),
+            _ => Err(Error::new("gnutls_bye", r)),
+        }
+    }
+
     /// Whether GnuTLS holds decrypted bytes not yet received.
     pub fn check_pending(&self) -> bool {
         // SAFETY: our session.
@@ -472,11 +484,16 @@ mod tests {
         let e = s.recv(&mut buf).unwrap_err();
         assert_eq!(e.code, crate::GNUTLS_E_AGAIN);
         assert!(!e.is_fatal());
+        // close_notify: the end of the stream, not an error.
+        assert!(c.bye().unwrap());
+        carry(&mut c, &mut s);
+        assert_eq!(s.recv(&mut buf).unwrap(), 0);
         // The halves.
         let (mut sr, mut sw) = s.split();
         let n = sw.send_vectored(&[IoSlice::new(b"reply")], usize::MAX);
         assert_eq!(n.unwrap(), 5);
-        assert_eq!(sr.recv(&mut buf).unwrap_err().code, crate::GNUTLS_E_AGAIN);
+        // The client's close_notify is still the end.
+        assert_eq!(sr.recv(&mut buf).unwrap(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

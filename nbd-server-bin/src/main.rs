@@ -431,15 +431,13 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
     let mut command = Command::new("/bin/sh");
     command.arg("-c").arg(script);
     // The exit signals are blocked in every thread of ours (see
-    // `block_signals`), and a signal mask survives exec: unblock them in
+    // `Signals::block`), and a signal mask survives exec: unblock them in
     // the child, or the command could not be interrupted or terminated.
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            signals::unblock_all();
             Ok(())
         });
     }

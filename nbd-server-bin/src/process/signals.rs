@@ -38,6 +38,12 @@ impl Signals {
     }
 }
 
+/// Unblocks every signal in this thread: for a child between fork and
+/// exec (a signal mask survives exec). Async-signal-safe.
+pub fn unblock_all() {
+    let _ = SigSet::empty().thread_set_mask();
+}
+
 /// `--exit-with-parent`: SIGTERM when the parent dies. `parent` is our
 /// parent at startup; false if it is already gone.
 pub fn term_on_parent_death(parent: Pid) -> bool {
