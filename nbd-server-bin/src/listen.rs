@@ -210,6 +210,19 @@ pub fn listen_all(fds: Vec<OwnedFd>) -> io::Result<Vec<Listener>> {
         .collect()
 }
 
+/// A connection on inherited descriptors (`nbdkit -s`: standard input
+/// and output; `xnbd-server --inetd`: standard input both ways): our own
+/// duplicates of them, to read and to write.
+pub fn inherited_connection(
+    rd: std::os::unix::io::BorrowedFd<'_>,
+    wr: std::os::unix::io::BorrowedFd<'_>,
+) -> io::Result<(File, File)> {
+    Ok((
+        File::from(rd.try_clone_to_owned()?),
+        File::from(wr.try_clone_to_owned()?),
+    ))
+}
+
 /// A listening socket of any family.
 pub struct Listener(pub OwnedFd);
 

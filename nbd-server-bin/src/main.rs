@@ -13,11 +13,10 @@ use nbd_server_bin::process::{daemon, pidfile};
 use nbd_server_bin::{backend, cli, conn, listen, log, tls};
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -126,8 +125,9 @@ fn main() {
         signals.block();
         exit_with_parent(c.exit_with_parent, parent);
         std::thread::spawn(move || signal_loop(&signals));
-        // SAFETY: dup of the standard descriptors, owned from here on.
-        let (rd, wr) = unsafe { (dup_file(0), dup_file(1)) };
+        let (rd, wr) =
+            listen::inherited_connection(std::io::stdin().as_fd(), std::io::stdout().as_fd())
+                .unwrap_or_else(|e| die(format!("dup: {e}")));
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
@@ -387,16 +387,6 @@ fn make_temp_dir() -> PathBuf {
     }
     bytes.pop();
     PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
-}
-
-/// # Safety
-/// `fd` must be an open descriptor.
-unsafe fn dup_file(fd: i32) -> File {
-    let d = libc::dup(fd);
-    if d < 0 {
-        die(format!("dup: {}", std::io::Error::last_os_error()));
-    }
-    File::from(OwnedFd::from_raw_fd(d))
 }
 
 /// `--exit-with-parent`: SIGTERM (taken by `signal_loop`, which cleans

@@ -33,7 +33,7 @@
 //! status 1, checked before any file is created or changed.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -410,9 +410,11 @@ pub fn main() {
     log::log_info(format_args!("{}", describe(&c, port)));
     if c.inetd {
         std::thread::spawn(move || signal_loop(cache, target));
-        // SAFETY: duplicates of standard input, owned from here. As xnbd,
-        // the connection is standard input alone, read and written.
-        let (rd, wr) = unsafe { (dup_file(0), dup_file(0)) };
+        // As xnbd, the connection is standard input alone, read and
+        // written.
+        let stdin = std::io::stdin();
+        let (rd, wr) = listen::inherited_connection(stdin.as_fd(), stdin.as_fd())
+            .unwrap_or_else(|e| die(format!("dup: {e}")));
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
@@ -601,16 +603,6 @@ fn take_connected_fd(fd: i32) -> Result<OwnedFd, String> {
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         Ok(OwnedFd::from_raw_fd(fd))
     }
-}
-
-/// # Safety
-/// `fd` must be an open descriptor.
-unsafe fn dup_file(fd: i32) -> File {
-    let d = libc::dup(fd);
-    if d < 0 {
-        die(format!("dup: {}", std::io::Error::last_os_error()));
-    }
-    File::from(OwnedFd::from_raw_fd(d))
 }
 
 /// Forks; the parent exits 0 (every socket is already bound, so clients
