@@ -12,6 +12,11 @@ use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    SockaddrStorage,
+};
+
 use nbd_core::server::backend::Peer;
 
 use crate::conn::{self, Server};
@@ -101,110 +106,38 @@ pub fn bind_any(port: u16) -> Result<(Vec<OwnedFd>, u16), (io::Error, io::Error)
 
 /// The port a bound socket has.
 pub fn local_port(fd: &OwnedFd) -> Option<u16> {
-    // SAFETY: getsockname into a zeroed sockaddr_storage of the size given.
-    unsafe {
-        let mut sa: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of_val(&sa) as libc::socklen_t;
-        if libc::getsockname(
-            fd.as_raw_fd(),
-            &mut sa as *mut _ as *mut libc::sockaddr,
-            &mut len,
-        ) != 0
-        {
-            return None;
-        }
-        match sa.ss_family as libc::c_int {
-            libc::AF_INET6 => {
-                let a = &*(&sa as *const _ as *const libc::sockaddr_in6);
-                Some(u16::from_be(a.sin6_port))
-            }
-            libc::AF_INET => {
-                let a = &*(&sa as *const _ as *const libc::sockaddr_in);
-                Some(u16::from_be(a.sin_port))
-            }
-            _ => None,
-        }
-    }
+    let sa: SockaddrStorage = sock::getsockname(fd.as_raw_fd()).ok()?;
+    sa.as_sockaddr_in6()
+        .map(|a| a.port())
+        .or_else(|| sa.as_sockaddr_in().map(|a| a.port()))
 }
 
 /// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
 fn v6only(fd: &OwnedFd) -> bool {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a local int.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            &mut v as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    r != 0 || v != 0
+    sock::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(true)
 }
 
 /// A TCP socket bound to `addr` (SO_REUSEADDR), not listening.
 fn bind_tcp(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let last = io::Error::last_os_error;
     let family = if addr.is_ipv6() {
-        libc::AF_INET6
+        AddressFamily::Inet6
     } else {
-        libc::AF_INET
+        AddressFamily::Inet
     };
-    // SAFETY: socket, setsockopt and bind with locals of the right sizes;
-    // the new descriptor is owned at once.
-    unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(last());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let r = match addr {
-            SocketAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_port = a.port().to_be();
-                sa.sin6_addr.s6_addr = a.ip().octets();
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of_val(&sa) as libc::socklen_t,
-                )
-            }
-            SocketAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_port = a.port().to_be();
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of_val(&sa) as libc::socklen_t,
-                )
-            }
-        };
-        if r != 0 {
-            return Err(last());
-        }
-        Ok(fd)
+    let fd = sock::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let _ = sock::setsockopt(&fd, sockopt::ReuseAddr, &true);
+    match addr {
+        SocketAddr::V6(a) => sock::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
+        SocketAddr::V4(a) => sock::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
     }
+    Ok(fd)
 }
 
 /// Starts listening on the bound sockets.
 pub fn listen_all(fds: Vec<OwnedFd>) -> io::Result<Vec<Listener>> {
     fds.into_iter()
         .map(|fd| {
-            // SAFETY: listen on a bound socket we own.
-            cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })?;
+            sock::listen(&fd, sock::Backlog::MAXCONN)?;
             Ok(Listener(fd))
         })
         .collect()
