@@ -182,19 +182,19 @@ fn send_all(s: &mut SendHalf, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 /// the check where the descriptor is not a socket (`-s` on pipes).
 fn refuse_plain_text(fd: RawFd) -> Result<(), String> {
     let mut peek = [0u8; 16];
+    use nix::sys::socket::{recv, MsgFlags};
+    // MSG_PEEK leaves the bytes for GnuTLS.
     let n = loop {
-        // SAFETY: peek is writable for its length; MSG_PEEK leaves the
-        // bytes for GnuTLS.
-        let n = unsafe { libc::recv(fd, peek.as_mut_ptr().cast(), peek.len(), libc::MSG_PEEK) };
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
+        match recv(fd, &mut peek, MsgFlags::MSG_PEEK) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r,
         }
-        break n;
     };
-    if n <= 0 {
-        return Ok(()); // EOF or not a socket: GnuTLS reports it
-    }
-    let p = &peek[..n as usize];
+    let n = match n {
+        Ok(n) if n > 0 => n,
+        _ => return Ok(()), // EOF or not a socket: GnuTLS reports it
+    };
+    let p = &peek[..n];
     if p[0] != 22 || (p.len() >= 2 && p[1] != 3) {
         let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
         return Err(format!(
