@@ -199,23 +199,13 @@ fn wait_for(path: &std::path::Path) -> bool {
 #[test]
 fn tcp() {
     need_nbdkit!();
-    // A port unlikely to be taken; nbdkit fails to start if it is.
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let dir = std::env::temp_dir().join(format!("nbd-capi-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pidfile = dir.join("pid");
-    let mut server = std::process::Command::new(NBDKIT)
-        .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string(), "-P"])
-        .arg(&pidfile)
-        .args(["memory", "2M"])
-        .spawn()
-        .unwrap();
-    if !wait_for(&pidfile) {
-        let _ = server.kill();
-        let _ = server.wait();
-        eprintln!("skipped: nbdkit could not listen on port {port}");
-        return;
-    }
+    // The test binds the port (the system picks it) and hands the listening
+    // socket to nbdkit by socket activation, so no other test or process
+    // can take the port between choosing it and listening on it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = socket_activated(&listener, &format!("exec {NBDKIT} -f memory 2M"));
+    drop(listener);
     unsafe {
         let h = nbd_create();
         let host = cstring("localhost");
@@ -247,7 +237,34 @@ fn tcp() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `sh -c SCRIPT` with `listener` as its fd 3 and LISTEN_FDS=1,
+/// LISTEN_PID=its own pid (systemd's socket activation protocol).
+fn socket_activated(listener: &std::net::TcpListener, script: &str) -> std::process::Child {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("LISTEN_PID=$$ {script}"))
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES");
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork
+    // and exec, and fd is open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would keep close-on-exec set.
+                let fl = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
 }
 
 #[test]
