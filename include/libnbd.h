@@ -391,8 +391,6 @@ typedef struct nbd_completion_callback {
 extern "C" {
 #endif // __cplusplus
 
-extern int getlogin_r(char *buf, size_t size);
-
 struct nbd_handle *nbd_create(void);
 
 void nbd_close(struct nbd_handle *h);

@@ -37,7 +37,7 @@ pub const RECORD_PAYLOAD: usize = 16384;
 /// # Safety
 /// `session` must be a live session whose handshake is complete, used by
 /// no other thread for sending meanwhile.
-pub unsafe fn send_vectored(
+pub(crate) unsafe fn send_vectored(
     session: gnutls_session_t,
     bufs: &[IoSlice<'_>],
     limit: usize,
