@@ -27,10 +27,6 @@
 #define LIBNBD_HAVE_NBD_LIST_CALLBACK 1
 #define LIBNBD_HAVE_NBD_CONTEXT_CALLBACK 1
 
-#define DEFAULT_PORT 10809
-
-#define DEFAULT_CID 2
-
 #define LIBNBD_TLS_DISABLE 0
 
 #define LIBNBD_TLS_ALLOW 1
@@ -394,8 +390,6 @@ typedef struct nbd_completion_callback {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-extern int getlogin_r(char *buf, size_t size);
 
 struct nbd_handle *nbd_create(void);
 

@@ -13,10 +13,12 @@
 //! [`HeldMark`] and `ffi::handle`).
 
 use crate::callbacks::{CmdCallbacks, Debug};
+use crate::connect::sock::ActivationDir;
+use crate::connect::uri::Endpoint;
 use crate::driver::{CmdBuf, Connection};
 use crate::errors::{self, err, Error};
 use crate::settings::Settings;
-use nbd_core::client::{Command, CommandBuffer, Phase};
+use nbd_core::client::{Command, Phase};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::cell::Cell;
 use std::ffi::CString;
@@ -106,8 +108,41 @@ pub struct Inner {
     /// Set when connecting failed before the client existed, or when the
     /// connection was dropped (a panic while it was running).
     pub dead: Option<Error>,
-    /// The subprocess of nbd_connect_command, reaped on close.
+    /// The subprocess of nbd_connect_command or of socket activation,
+    /// reaped when the handle is freed.
     pub child: Option<libc::pid_t>,
+    /// Where the handle connects (or tried to), for nbd_get_uri and the
+    /// TLS host name; set by `connect::open_*` also when opening fails.
+    pub endpoint: Option<Endpoint>,
+    /// The private directory of a socket-activated server, removed (and
+    /// the server sent SIGTERM, as libnbd does: it does not exit when its
+    /// client goes) when the handle is freed.
+    pub activation: Option<ActivationDir>,
+}
+
+impl Inner {
+    /// The state check: ENOTCONN while not yet connected, EINVAL in any
+    /// other state the call may not run in.
+    pub fn check_state(&self, allowed: &[State]) -> Result<(), Error> {
+        let s = nbd_handle::state_of(self);
+        if allowed.contains(&s) {
+            return Ok(());
+        }
+        let errno = if s == State::Created {
+            libc::ENOTCONN
+        } else {
+            libc::EINVAL
+        };
+        let want: Vec<&str> = allowed.iter().map(|a| a.describe()).collect();
+        Err(err(
+            errno,
+            format!(
+                "invalid state: {}: the handle must be {}",
+                s.describe(),
+                want.join(", or ")
+            ),
+        ))
+    }
 }
 
 /// The handle's name and debug callback, under their own lock so debug
@@ -140,6 +175,8 @@ impl nbd_handle {
                 conn: None,
                 dead: None,
                 child: None,
+                endpoint: None,
+                activation: None,
             }),
             cond: Condvar::new(),
             debug: AtomicBool::new(debug),
@@ -238,27 +275,16 @@ impl nbd_handle {
         }
     }
 
-    /// The generated wrappers' state check: ENOTCONN while not yet
-    /// connected, EINVAL in any other state the call may not run in.
-    pub fn check_state(&self, allowed: &[State]) -> Result<(), Error> {
-        let s = self.state();
-        if allowed.contains(&s) {
-            return Ok(());
-        }
-        let errno = if s == State::Created {
-            libc::ENOTCONN
-        } else {
-            libc::EINVAL
-        };
-        let want: Vec<&str> = allowed.iter().map(|a| a.describe()).collect();
-        Err(err(
-            errno,
-            format!(
-                "invalid state: {}: the handle must be {}",
-                s.describe(),
-                want.join(", or ")
-            ),
-        ))
+    /// The generated wrappers' critical section: `f` runs with the handle
+    /// lock held (zeroing the read buffer, the state check, the flags
+    /// checks against the strict mode, and for the commands the body too,
+    /// which releases the lock only while blocked in poll(2)).
+    pub fn with_lock<T>(
+        &self,
+        f: impl FnOnce(&mut Held<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut g = self.lock();
+        f(&mut g)
     }
 
     /// Takes over a socket (connected, or with a non-blocking connect(2)
@@ -287,8 +313,8 @@ impl nbd_handle {
         match Connection::new(sock, config) {
             Ok(mut c) => {
                 if g.settings.tls != crate::consts::LIBNBD_TLS_DISABLE {
-                    let host = match crate::connect::endpoint(self) {
-                        Some(crate::connect::uri::Endpoint::Tcp { host, .. }) => Some(host),
+                    let host = match g.endpoint.clone() {
+                        Some(Endpoint::Tcp { host, .. }) => Some(host),
                         _ => None,
                     };
                     c.tls_params = g.settings.tls_params(host);
@@ -327,24 +353,22 @@ impl nbd_handle {
     }
 
     /// Sends one command and waits for its reply.
-    pub fn run(&self, cmd: Command, buf: CmdBuf) -> Result<(), Error> {
-        self.run_with(cmd, buf, None)
+    pub fn run(&self, g: &mut Held<'_>, cmd: Command, buf: CmdBuf) -> Result<(), Error> {
+        self.run_with(g, cmd, buf, None)
     }
 
-    /// Sends one command with callbacks and waits for its reply.
+    /// Sends one command with callbacks and waits for its reply. Runs in
+    /// the wrapper's critical section: a refused command's frees run with
+    /// the lock held, as libnbd's FREE_CALLBACK does before unlocking.
     pub fn run_with(
         &self,
+        g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<(), Error> {
-        // Declared before the lock: a refused command's frees run after
-        // it is released.
-        let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
-        let done = self.wait(&mut g, |c| c.take_done(cookie).map(Ok))?;
-        drop(g);
-        // The callbacks' frees run here, after the lock.
+        let cookie = submit(g, cmd, buf, &mut cbs)?;
+        let done = self.wait(g, |c| c.take_done(cookie).map(Ok))?;
         done.result
     }
 
@@ -353,12 +377,12 @@ impl nbd_handle {
     /// calling the completion.
     pub fn aio(
         &self,
+        g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<u64, Error> {
-        let mut g = self.lock();
-        let cookie = submit(&mut g, cmd, buf, &mut cbs)?;
+        let cookie = submit(g, cmd, buf, &mut cbs)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
             if c.polling && c.client.wants_write() {
@@ -379,14 +403,13 @@ impl nbd_handle {
     }
 
     /// Disconnects cleanly and waits until the server has closed.
-    pub fn shutdown(&self) -> Result<(), Error> {
-        let mut g = self.lock();
-        let conn = conn_mut(&mut g)?;
+    pub fn shutdown(&self, g: &mut Held<'_>) -> Result<(), Error> {
+        let conn = conn_mut(g)?;
         if matches!(conn.client.phase(), Phase::Closed | Phase::Dead) {
             return Ok(());
         }
         conn.client.disconnect()?;
-        self.wait(&mut g, |c| match c.client.phase() {
+        self.wait(g, |c| match c.client.phase() {
             Phase::Closed | Phase::Dead => Some(Ok(())),
             _ => None,
         })
@@ -471,11 +494,9 @@ fn submit(
     mut buf: CmdBuf,
     cbs: &mut Option<CmdCallbacks>,
 ) -> Result<u64, Error> {
+    // nbd_set_pread_initialize: the generated wrapper has zeroed the
+    // buffer before any check (wrap::initialize).
     buf.kind = cmd.kind;
-    // nbd_set_pread_initialize: zero the buffer before any other check.
-    if g.settings.pread_initialize {
-        buf.read_buf().fill(0);
-    }
     let conn = conn_mut(g)?;
     let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
     if let Some(c) = cbs.take() {
@@ -508,8 +529,13 @@ pub fn fatal(c: &Connection) -> Error {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Close the socket first: a subprocess server exits on EOF.
+        // Close the socket first: a subprocess server exits on EOF; a
+        // socket-activated one is told to go.
         self.conn = None;
+        if let (Some(pid), Some(_)) = (self.child, &self.activation) {
+            // SAFETY: plain syscall; the child is ours and not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         if let Some(pid) = self.child.take() {
             let mut status = 0;
             loop {
@@ -519,6 +545,9 @@ impl Drop for Inner {
                     break;
                 }
             }
+        }
+        if let Some(dir) = self.activation.take() {
+            dir.remove();
         }
     }
 }

@@ -16,19 +16,21 @@
 //! on and we connected over TCP to a named host; over a Unix socket there
 //! is no name to check and any certificate is accepted, as libnbd does.
 //!
-//! This is the only module that calls GnuTLS; every pointer it passes is
-//! one it owns, and every result is checked.
+//! GnuTLS itself is behind nbd-gnutls's safe API (sessions, credentials,
+//! the ciphertext buffers of its buffer transport); this module holds the
+//! client's policy: which credentials, the framing check, and the pump's
+//! side of the buffers.
 
 use crate::errors::{err, Error};
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_char, c_int, c_uint, c_void};
 
-use nbd_gnutls as sys;
-use sys::secret::Zeroizing;
+use nbd_gnutls::secret::Zeroizing;
+use nbd_gnutls::{self as gnutls, Certificate, Credentials, PskClient, Side};
+use std::sync::Arc;
 
 /// libnbd's priority strings.
-const PRIORITY: &[u8] = b"NORMAL:-VERS-SSL3.0\0";
-const PRIORITY_PSK: &[u8] = b"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK\0";
+const PRIORITY: &CStr = c"NORMAL:-VERS-SSL3.0";
+const PRIORITY_PSK: &CStr = c"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK";
 
 /// How much ciphertext may wait for the socket before we stop encrypting.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -48,105 +50,15 @@ pub struct Params {
     pub hostname: Option<CString>,
 }
 
-/// The message of a GnuTLS error code.
-use sys::strerror;
-
-fn check(what: &str, code: c_int) -> Result<c_int, Error> {
-    if code < 0 {
-        Err(err(libc::EIO, format!("{what}: {}", strerror(code))))
-    } else {
-        Ok(code)
-    }
-}
-
-/// The two ciphertext buffers GnuTLS's transport functions work on. Boxed
-/// so the pointer GnuTLS holds stays valid when the session moves.
-struct Io {
-    session: sys::gnutls_session_t,
-    /// Ciphertext for the socket, from `out_pos`.
-    out: Vec<u8>,
-    out_pos: usize,
-    /// Ciphertext from the socket, from `in_pos`.
-    inb: Vec<u8>,
-    in_pos: usize,
-    /// The socket said EOF.
-    eof: bool,
-    /// `pull` had nothing to give (it said EAGAIN) since this was reset.
-    starved: bool,
-}
-
-unsafe extern "C" fn push(
-    ptr: sys::gnutls_transport_ptr_t,
-    data: *const c_void,
-    n: usize,
-) -> isize {
-    // SAFETY: ptr is the Box<Io> registered with this session, alive as
-    // long as the session (Session drops the session first); GnuTLS
-    // passes `n` readable bytes at `data`.
-    let io = unsafe { &mut *ptr.cast::<Io>() };
-    if n > 0 {
-        io.out
-            .extend_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), n) });
-    }
-    n as isize
-}
-
-unsafe extern "C" fn pull(ptr: sys::gnutls_transport_ptr_t, data: *mut c_void, n: usize) -> isize {
-    // SAFETY: as for push; GnuTLS passes `n` writable bytes at `data`.
-    let io = unsafe { &mut *ptr.cast::<Io>() };
-    let avail = io.inb.len() - io.in_pos;
-    if avail == 0 {
-        if io.eof {
-            return 0;
-        }
-        io.starved = true;
-        // SAFETY: the session this Io belongs to.
-        unsafe { sys::gnutls_transport_set_errno(io.session, libc::EAGAIN) };
-        return -1;
-    }
-    let k = avail.min(n);
-    // SAFETY: k <= n bytes into GnuTLS's buffer, from our own.
-    unsafe {
-        std::ptr::copy_nonoverlapping(io.inb.as_ptr().add(io.in_pos), data.cast::<u8>(), k);
-    }
-    io.in_pos += k;
-    if io.in_pos == io.inb.len() {
-        io.inb.clear();
-        io.in_pos = 0;
-    }
-    k as isize
-}
-
-unsafe extern "C" fn pull_timeout(ptr: sys::gnutls_transport_ptr_t, _ms: c_uint) -> c_int {
-    // SAFETY: as for push.
-    let io = unsafe { &*ptr.cast::<Io>() };
-    c_int::from(io.in_pos < io.inb.len() || io.eof)
-}
-
-/// Credentials a session refers to; freed after the session.
-enum Creds {
-    Cert(sys::gnutls_certificate_credentials_t),
-    Psk(sys::gnutls_psk_client_credentials_t),
-}
-
-impl Drop for Creds {
-    fn drop(&mut self) {
-        // SAFETY: each pointer was allocated by the matching GnuTLS call
-        // and is freed once, after the session that used it.
-        unsafe {
-            match *self {
-                Creds::Cert(c) => sys::gnutls_certificate_free_credentials(c),
-                Creds::Psk(c) => sys::gnutls_psk_free_client_credentials(c),
-            }
-        }
-    }
+/// A GnuTLS failure as the handle reports it.
+fn gt(e: gnutls::Error) -> Error {
+    err(e.errno(), e.to_string())
 }
 
 /// One client TLS session.
 pub struct Session {
-    session: sys::gnutls_session_t,
-    io: Box<Io>,
-    _creds: Option<Creds>,
+    /// With the buffer transport: the driver moves its ciphertext.
+    session: gnutls::Session,
     handshake_done: bool,
     /// The record framing of everything the server sends, checked as it
     /// arrives.
@@ -207,18 +119,6 @@ impl Framing {
     }
 }
 
-// SAFETY: the session is only used by whichever thread holds the handle's
-// lock; GnuTLS sessions may move between threads.
-unsafe impl Send for Session {}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // SAFETY: our session, deinitialised once; the credentials
-        // (`_creds`) and transport (`io`) are dropped after it.
-        unsafe { sys::gnutls_deinit(self.session) };
-    }
-}
-
 /// What a step of the record layer did.
 pub enum Recv {
     /// Plain text bytes received.
@@ -232,103 +132,41 @@ pub enum Recv {
 impl Session {
     /// A client session with the credentials `p` names.
     pub fn new(p: &Params) -> Result<Session, Error> {
-        let mut s: sys::gnutls_session_t = std::ptr::null_mut();
-        // SAFETY: s is written by gnutls_init.
-        check("gnutls_init", unsafe {
-            sys::gnutls_init(&mut s, sys::GNUTLS_CLIENT | sys::GNUTLS_NONBLOCK)
-        })?;
+        let mut s = gnutls::Session::new(Side::Client, true).map_err(gt)?;
+        s.transport_buffers();
+        s.set_handshake_timeout(0);
+        if let Some(h) = &p.hostname {
+            s.set_server_name(h).map_err(gt)?;
+        }
         let mut sess = Session {
             session: s,
-            io: Box::new(Io {
-                session: s,
-                out: Vec::new(),
-                out_pos: 0,
-                inb: Vec::new(),
-                in_pos: 0,
-                eof: false,
-                starved: false,
-            }),
-            _creds: None,
             handshake_done: false,
             framing: Framing::default(),
         };
-        let io_ptr: *mut Io = &mut *sess.io;
-        // SAFETY: the session is ours; io_ptr stays valid as long as the
-        // session (both live in `sess`, the session is freed first).
-        unsafe {
-            sys::gnutls_transport_set_ptr(s, io_ptr.cast());
-            sys::gnutls_transport_set_push_function(s, push);
-            sys::gnutls_transport_set_pull_function(s, pull);
-            sys::gnutls_transport_set_pull_timeout_function(s, pull_timeout);
-            sys::gnutls_handshake_set_timeout(s, 0);
-        }
-        if let Some(h) = &p.hostname {
-            // SAFETY: h is a valid string of the given length.
-            check("gnutls_server_name_set", unsafe {
-                sys::gnutls_server_name_set(
-                    s,
-                    sys::GNUTLS_NAME_DNS,
-                    h.as_ptr().cast(),
-                    h.as_bytes().len(),
-                )
-            })?;
-        }
-        sess._creds = Some(match &p.psk_file {
+        match &p.psk_file {
             Some(f) => sess.psk(f, p.username.as_deref())?,
             None => sess.x509(p)?,
-        });
+        }
         Ok(sess)
     }
 
-    fn priority(&self, prio: &[u8]) -> Result<(), Error> {
-        let prio = CStr::from_bytes_with_nul(prio).map_err(|_| err(libc::EINVAL, "priority"))?;
-        // SAFETY: valid session and string; err_pos may be NULL.
-        check("gnutls_priority_set_direct", unsafe {
-            sys::gnutls_priority_set_direct(self.session, prio.as_ptr(), std::ptr::null_mut())
-        })?;
-        Ok(())
-    }
-
-    fn psk(&self, file: &CStr, username: Option<&CStr>) -> Result<Creds, Error> {
-        self.priority(PRIORITY_PSK)?;
+    fn psk(&mut self, file: &CStr, username: Option<&CStr>) -> Result<(), Error> {
+        self.session.set_priority(PRIORITY_PSK).map_err(gt)?;
         let Some(user) = username else {
             return Err(err(
                 libc::EINVAL,
                 "TLS PSK: no user name (nbd_set_tls_username, or $LOGNAME)",
             ));
         };
-        let mut key = lookup_psk(file, user)?;
-        let mut c: sys::gnutls_psk_client_credentials_t = std::ptr::null_mut();
-        // SAFETY: c is written by the call.
-        check("gnutls_psk_allocate_client_credentials", unsafe {
-            sys::gnutls_psk_allocate_client_credentials(&mut c)
-        })?;
-        let creds = Creds::Psk(c);
-        let datum = sys::gnutls_datum_t {
-            data: key.as_mut_ptr(),
-            size: key.len() as c_uint,
-        };
-        // SAFETY: valid credentials, user name and key datum (GnuTLS
-        // copies both, so our copy of the key is wiped right after).
-        let r = unsafe {
-            sys::gnutls_psk_set_client_credentials(
-                c,
-                user.as_ptr(),
-                &datum,
-                sys::GNUTLS_PSK_KEY_HEX,
-            )
-        };
-        drop(key); // Zeroizing: wiped now, whatever GnuTLS said
-        check("gnutls_psk_set_client_credentials", r)?;
-        // SAFETY: valid session and credentials, which outlive it.
-        check("gnutls_credentials_set", unsafe {
-            sys::gnutls_credentials_set(self.session, sys::GNUTLS_CRD_PSK, c)
-        })?;
-        Ok(creds)
+        let key = lookup_psk(file, user)?;
+        let c = PskClient::new(user, key).map_err(gt)?;
+        self.session
+            .set_credentials(Arc::new(Credentials::PskClient(c)))
+            .map_err(gt)
     }
 
-    fn x509(&self, p: &Params) -> Result<Creds, Error> {
-        self.priority(PRIORITY)?;
+    fn x509(&mut self, p: &Params) -> Result<(), Error> {
+        self.session.set_priority(PRIORITY).map_err(gt)?;
         let mut found = None;
         for dir in cert_dirs(p.certificates.as_deref()) {
             if let Some(c) = load_certificates(&dir)? {
@@ -339,33 +177,19 @@ impl Session {
         let creds = match found {
             Some(c) => c,
             None => {
-                let mut c: sys::gnutls_certificate_credentials_t = std::ptr::null_mut();
-                // SAFETY: c is written by the call.
-                check("gnutls_certificate_allocate_credentials", unsafe {
-                    sys::gnutls_certificate_allocate_credentials(&mut c)
-                })?;
-                let creds = Creds::Cert(c);
-                // SAFETY: valid credentials.
-                check("gnutls_certificate_set_x509_system_trust", unsafe {
-                    sys::gnutls_certificate_set_x509_system_trust(c)
-                })?;
-                creds
+                let c = Certificate::new().map_err(gt)?;
+                c.set_system_trust().map_err(gt)?;
+                c
             }
-        };
-        let Creds::Cert(c) = creds else {
-            unreachable!()
         };
         if p.verify_peer {
             if let Some(h) = &p.hostname {
-                // SAFETY: valid session and host name (GnuTLS copies it).
-                unsafe { sys::gnutls_session_set_verify_cert(self.session, h.as_ptr(), 0) };
+                self.session.verify_cert(Some(h));
             }
         }
-        // SAFETY: valid session and credentials, which outlive it.
-        check("gnutls_credentials_set", unsafe {
-            sys::gnutls_credentials_set(self.session, sys::GNUTLS_CRD_CERTIFICATE, c)
-        })?;
-        Ok(creds)
+        self.session
+            .set_credentials(Arc::new(Credentials::Certificate(creds)))
+            .map_err(gt)
     }
 
     /// Runs the handshake as far as it goes. Ok(true) once it is done.
@@ -374,54 +198,30 @@ impl Session {
             return Ok(true);
         }
         self.check_framing()?;
-        // SAFETY: our session.
-        let r = unsafe { sys::gnutls_handshake(self.session) };
-        if r == 0 {
-            self.handshake_done = true;
-            return Ok(true);
+        match self.session.handshake() {
+            Ok(done) => {
+                self.handshake_done = done;
+                Ok(done)
+            }
+            Err(e) => {
+                let (i, o) = self.session.handshake_last();
+                Err(err(e.errno(), format!("{e} ({i}/{o})")))
+            }
         }
-        // SAFETY: pure function.
-        if unsafe { sys::gnutls_error_is_fatal(r) } == 0 {
-            return Ok(false);
-        }
-        // SAFETY: our session.
-        let (i, o) = unsafe {
-            (
-                sys::gnutls_handshake_get_last_in(self.session),
-                sys::gnutls_handshake_get_last_out(self.session),
-            )
-        };
-        Err(err(
-            libc::EIO,
-            format!("gnutls_handshake: {} ({i}/{o})", strerror(r)),
-        ))
     }
 
     /// A description for debug messages: protocol and cipher.
     pub fn describe(&self) -> String {
-        // SAFETY: our session; the names are static strings or NULL.
-        unsafe {
-            let v = sys::gnutls_protocol_get_name(sys::gnutls_protocol_get_version(self.session));
-            let c = sys::gnutls_cipher_get_name(sys::gnutls_cipher_get(self.session));
-            let name = |p: *const c_char| {
-                if p.is_null() {
-                    "?".to_string()
-                } else {
-                    CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            format!("{} cipher {}", name(v), name(c))
-        }
+        self.session.describe()
     }
 
     /// Encrypts plain text from `bufs`, at most [`BATCH`] bytes of it
     /// (see `nbd_gnutls::send` for how pieces become records); returns
     /// how many bytes were taken.
     pub fn send(&mut self, bufs: &[std::io::IoSlice<'_>]) -> Result<usize, Error> {
-        // SAFETY: our session, handshake done; our push never blocks, so
-        // this returns once the records are in our output buffer.
-        unsafe { sys::send::send_vectored(self.session, bufs, BATCH) }
-            .map_err(|e| err(libc::EIO, format!("gnutls_record_send: {}", strerror(e))))
+        // Our push never blocks, so this returns once the records are in
+        // our output buffer.
+        self.session.send_vectored(bufs, BATCH).map_err(gt)
     }
 
     /// Fails if the server sent something that is not a TLS record (see
@@ -450,19 +250,13 @@ impl Session {
         self.check_framing()?;
         let mut stalls = 0;
         loop {
-            self.io.starved = false;
-            // SAFETY: buf is writable for its length.
-            let r = unsafe {
-                sys::gnutls_record_recv(self.session, buf.as_mut_ptr().cast(), buf.len())
+            self.session.buffers().starved = false;
+            let e = match self.session.recv(buf) {
+                Ok(0) => return Ok(Recv::Eof),
+                Ok(n) => return Ok(Recv::Data(n)),
+                Err(e) => e,
             };
-            if r > 0 {
-                return Ok(Recv::Data(r as usize));
-            }
-            if r == 0 {
-                return Ok(Recv::Eof);
-            }
-            let r = r as c_int;
-            match r {
+            match e.code {
                 // A record that carried no data (a TLS 1.3 session ticket,
                 // which OpenSSL servers send after the handshake) makes
                 // GnuTLS stop with AGAIN though it never ran out of
@@ -472,50 +266,47 @@ impl Session {
                 // the first reply in one recv). So AGAIN means "read the
                 // socket" only once our pull had nothing to give; the bound
                 // is a guard against a GnuTLS that never says why.
-                sys::GNUTLS_E_AGAIN | sys::GNUTLS_E_INTERRUPTED => {
+                gnutls::GNUTLS_E_AGAIN | gnutls::GNUTLS_E_INTERRUPTED => {
                     stalls += 1;
-                    if !self.io.starved && stalls < 64 {
+                    if !self.session.buffers().starved && stalls < 64 {
                         continue;
                     }
                     return Ok(Recv::Again);
                 }
                 // Servers close without close_notify after NBD_CMD_DISC.
-                sys::GNUTLS_E_PREMATURE_TERMINATION => return Ok(Recv::Eof),
-                // SAFETY: pure function.
-                _ if unsafe { sys::gnutls_error_is_fatal(r) } == 0 => continue,
-                _ => {
-                    return Err(err(
-                        libc::EIO,
-                        format!("gnutls_record_recv: {}", strerror(r)),
-                    ))
-                }
+                gnutls::GNUTLS_E_PREMATURE_TERMINATION => return Ok(Recv::Eof),
+                _ if !e.is_fatal() => continue,
+                _ => return Err(gt(e)),
             }
         }
     }
 
     /// Ciphertext waiting for the socket.
     pub fn pending_out(&self) -> &[u8] {
-        &self.io.out[self.io.out_pos..]
+        let io = self.session.buffers_ref();
+        &io.out[io.out_pos..]
     }
 
     /// `n` bytes of [`Session::pending_out`] went to the socket.
     pub fn out_sent(&mut self, n: usize) {
-        self.io.out_pos += n;
-        if self.io.out_pos >= self.io.out.len() {
-            self.io.out.clear();
-            self.io.out_pos = 0;
+        let io = self.session.buffers();
+        io.out_pos += n;
+        if io.out_pos >= io.out.len() {
+            io.out.clear();
+            io.out_pos = 0;
         }
     }
 
     /// Whether the socket's queue is too long to encrypt more now.
     pub fn out_full(&self) -> bool {
-        self.io.out.len() - self.io.out_pos >= OUT_HIGH_WATER
+        let io = self.session.buffers_ref();
+        io.out.len() - io.out_pos >= OUT_HIGH_WATER
     }
 
     /// Room for ciphertext from the socket; then [`Session::in_received`].
     pub fn in_buf(&mut self) -> &mut [u8] {
         const CHUNK: usize = 64 * 1024;
-        let io = &mut *self.io;
+        let io = self.session.buffers();
         if io.in_pos > 0 && io.in_pos == io.inb.len() {
             io.inb.clear();
             io.in_pos = 0;
@@ -528,44 +319,54 @@ impl Session {
     /// `n` bytes landed in the last [`Session::in_buf`] (0: EOF).
     pub fn in_received(&mut self, n: usize) {
         const CHUNK: usize = 64 * 1024;
-        let start = self.io.inb.len() - CHUNK;
-        self.framing.scan(&self.io.inb[start..start + n]);
-        self.io.inb.truncate(start + n);
+        let io = self.session.buffers();
+        let start = io.inb.len() - CHUNK;
+        self.framing.scan(&io.inb[start..start + n]);
+        io.inb.truncate(start + n);
         if n == 0 {
-            self.io.eof = true;
+            io.eof = true;
         }
     }
 
     /// The socket failed: drop the unfilled room.
     pub fn in_failed(&mut self) {
         self.in_received(0);
-        self.io.eof = false;
+        self.session.buffers().eof = false;
     }
 
     /// Whether plain text or ciphertext is waiting to be read without
     /// the socket (poll(2) would not see it).
     pub fn input_pending(&self) -> bool {
-        // SAFETY: our session.
-        self.io.in_pos < self.io.inb.len()
-            || unsafe { sys::gnutls_record_check_pending(self.session) } > 0
+        let io = self.session.buffers_ref();
+        io.in_pos < io.inb.len() || self.session.check_pending()
     }
 }
 
-/// The user name for PSK: the one set, else $LOGNAME, else getlogin_r(3).
+/// The user name for PSK when none was set (see [`login_name`]).
 pub fn local_username() -> Option<CString> {
+    login_name().ok()
+}
+
+/// The local user name: $LOGNAME (even empty), else getlogin_r(3), else
+/// its error (ENXIO without a controlling terminal), as libnbd 1.14.
+pub fn login_name() -> Result<CString, Error> {
     use std::os::unix::ffi::OsStrExt;
     extern "C" {
-        fn getlogin_r(buf: *mut c_char, size: libc::size_t) -> c_int;
+        /// POSIX; thread-safe (unlike getlogin). Not bound by the libc crate.
+        fn getlogin_r(buf: *mut libc::c_char, size: libc::size_t) -> libc::c_int;
     }
     if let Some(v) = std::env::var_os("LOGNAME") {
-        return CString::new(v.as_bytes()).ok();
+        return CString::new(v.as_bytes()).map_err(|_| err(libc::EINVAL, "LOGNAME"));
     }
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length.
-    if unsafe { getlogin_r(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return None;
+    let r = unsafe { getlogin_r(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return Err(err(r, "getlogin_r"));
     }
-    CStr::from_bytes_until_nul(&buf).ok().map(|c| c.to_owned())
+    CStr::from_bytes_until_nul(&buf)
+        .map(|c| c.to_owned())
+        .map_err(|_| err(libc::ERANGE, "getlogin_r"))
 }
 
 /// The hex key of `user` in a psktool file (`username:hexkey` lines).
@@ -643,7 +444,7 @@ fn join(dir: &[u8], name: &str) -> Result<CString, Error> {
 
 /// Credentials from a certificates directory, or None if it has no
 /// readable ca-cert.pem.
-fn load_certificates(dir: &[u8]) -> Result<Option<Creds>, Error> {
+fn load_certificates(dir: &[u8]) -> Result<Option<Certificate>, Error> {
     let ca = join(dir, "ca-cert.pem")?;
     let cert = join(dir, "client-cert.pem")?;
     let key = join(dir, "client-key.pem")?;
@@ -651,49 +452,24 @@ fn load_certificates(dir: &[u8]) -> Result<Option<Creds>, Error> {
     if !readable(&ca) {
         return Ok(None);
     }
-    let mut c: sys::gnutls_certificate_credentials_t = std::ptr::null_mut();
-    // SAFETY: c is written by the call.
-    check("gnutls_certificate_allocate_credentials", unsafe {
-        sys::gnutls_certificate_allocate_credentials(&mut c)
-    })?;
-    let creds = Creds::Cert(c);
-    let file_err = |what: &str, path: &CStr, code: c_int| {
-        err(
-            libc::EIO,
-            format!("{what}: {}: {}", path.to_string_lossy(), strerror(code)),
-        )
-    };
-    // SAFETY: valid credentials and paths, here and below.
-    let r = unsafe {
-        sys::gnutls_certificate_set_x509_trust_file(c, ca.as_ptr(), sys::GNUTLS_X509_FMT_PEM)
-    };
-    if r < 0 {
-        return Err(file_err("gnutls_certificate_set_x509_trust_file", &ca, r));
-    }
+    let c = Certificate::new().map_err(gt)?;
+    // The errors name the call and the file.
+    let what = |call: &str, path: &CStr| format!("{call}: {}", path.to_string_lossy());
+    c.set_trust_file(&ca, &what("gnutls_certificate_set_x509_trust_file", &ca))
+        .map_err(gt)?;
     if readable(&cert) && readable(&key) {
-        // SAFETY: as above.
-        let r = unsafe {
-            sys::gnutls_certificate_set_x509_key_file(
-                c,
-                cert.as_ptr(),
-                key.as_ptr(),
-                sys::GNUTLS_X509_FMT_PEM,
-            )
-        };
-        if r < 0 {
-            return Err(file_err("gnutls_certificate_set_x509_key_file", &cert, r));
-        }
+        c.set_key_file(
+            &cert,
+            &key,
+            &what("gnutls_certificate_set_x509_key_file", &cert),
+        )
+        .map_err(gt)?;
     }
     if readable(&crl) {
-        // SAFETY: as above.
-        let r = unsafe {
-            sys::gnutls_certificate_set_x509_crl_file(c, crl.as_ptr(), sys::GNUTLS_X509_FMT_PEM)
-        };
-        if r < 0 {
-            return Err(file_err("gnutls_certificate_set_x509_crl_file", &crl, r));
-        }
+        c.set_crl_file(&crl, &what("gnutls_certificate_set_x509_crl_file", &crl))
+            .map_err(gt)?;
     }
-    Ok(Some(creds))
+    Ok(Some(c))
 }
 
 #[cfg(test)]

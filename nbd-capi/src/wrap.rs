@@ -2,9 +2,10 @@
 //! return kinds (what a call returns on success and on error) and the debug
 //! trace of each call.
 
+use crate::consts::LIBNBD_STRICT_FLAGS;
 use crate::errors::{self, Error};
 use crate::ffi;
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Inner};
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -215,6 +216,48 @@ where
             });
             R::error()
         }
+    }
+}
+
+/// nbd_set_pread_initialize: a read buffer is zeroed before any check, so
+/// a refused read never leaves the caller's old bytes (CVE-2022-0485).
+pub fn initialize(g: &Inner, buf: &mut [u8]) {
+    if g.settings.pread_initialize {
+        buf.fill(0);
+    }
+}
+
+/// An enum argument: one of `allowed`, else EINVAL.
+pub fn check_enum(name: &str, v: c_int, allowed: &[c_int]) -> Result<(), Error> {
+    if allowed.contains(&v) {
+        return Ok(());
+    }
+    Err(errors::err(
+        libc::EINVAL,
+        format!("{name}: invalid value for parameter: {v}"),
+    ))
+}
+
+/// A flags argument: bits outside `mask` are EINVAL.
+pub fn check_flags(name: &str, v: u32, mask: u32) -> Result<(), Error> {
+    if v & !mask == 0 {
+        return Ok(());
+    }
+    Err(errors::err(
+        libc::EINVAL,
+        format!("{name}: invalid value for flag: 0x{v:x}"),
+    ))
+}
+
+/// LIBNBD_CMD_FLAG_* of a command accepting `mask`: other bits are EINVAL
+/// with LIBNBD_STRICT_FLAGS on (the default), and always above 16 bits
+/// (the wire's flags field); with strict flags off the rest go to the
+/// server as they are.
+pub fn check_cmd_flags(g: &Inner, name: &str, v: u32, mask: u32) -> Result<(), Error> {
+    if g.settings.strict & LIBNBD_STRICT_FLAGS != 0 || v > u32::from(u16::MAX) {
+        check_flags(name, v, mask)
+    } else {
+        Ok(())
     }
 }
 

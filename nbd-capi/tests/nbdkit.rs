@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use nbd::*;
-use std::ffi::CStr;
-use std::os::raw::c_void;
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_void};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -199,23 +199,13 @@ fn wait_for(path: &std::path::Path) -> bool {
 #[test]
 fn tcp() {
     need_nbdkit!();
-    // A port unlikely to be taken; nbdkit fails to start if it is.
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let dir = std::env::temp_dir().join(format!("nbd-capi-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pidfile = dir.join("pid");
-    let mut server = std::process::Command::new(NBDKIT)
-        .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string(), "-P"])
-        .arg(&pidfile)
-        .args(["memory", "2M"])
-        .spawn()
-        .unwrap();
-    if !wait_for(&pidfile) {
-        let _ = server.kill();
-        let _ = server.wait();
-        eprintln!("skipped: nbdkit could not listen on port {port}");
-        return;
-    }
+    // The test binds the port (the system picks it) and hands the listening
+    // socket to nbdkit by socket activation, so no other test or process
+    // can take the port between choosing it and listening on it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = socket_activated(&listener, &format!("exec {NBDKIT} -f memory 2M"));
+    drop(listener);
     unsafe {
         let h = nbd_create();
         let host = cstring("localhost");
@@ -247,7 +237,34 @@ fn tcp() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `sh -c SCRIPT` with `listener` as its fd 3 and LISTEN_FDS=1,
+/// LISTEN_PID=its own pid (systemd's socket activation protocol).
+fn socket_activated(listener: &std::net::TcpListener, script: &str) -> std::process::Child {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("LISTEN_PID=$$ {script}"))
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_FDNAMES");
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork
+    // and exec, and fd is open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would keep close-on-exec set.
+                let fl = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
 }
 
 #[test]
@@ -306,4 +323,39 @@ fn libc_errno_set(v: i32) {
 
 fn libc_errno_get() -> i32 {
     unsafe { *libc::__errno_location() }
+}
+
+/// What a socket-activated connection leaves lives in the handle: its
+/// URI names the private socket, and closing the handle stops the server
+/// and removes the directory.
+#[test]
+fn socket_activation_state_lives_in_the_handle() {
+    need_nbdkit!();
+    unsafe {
+        let h = nbd_create();
+        let argv: Vec<CString> = [NBDKIT, "--exit-with-parent", "memory", "1M"]
+            .iter()
+            .map(|a| cstring(a))
+            .collect();
+        let mut ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        ptrs.push(std::ptr::null_mut());
+        assert_eq!(
+            nbd_connect_systemd_socket_activation(h, ptrs.as_mut_ptr()),
+            0,
+            "{}",
+            last_error()
+        );
+        let uri = nbd_get_uri(h);
+        assert!(!uri.is_null(), "{}", last_error());
+        let text = CStr::from_ptr(uri).to_str().unwrap().to_owned();
+        libc::free(uri.cast());
+        let sock = text
+            .strip_prefix("nbd+unix:///?socket=")
+            .unwrap_or_else(|| panic!("{text}"));
+        let dir = std::path::Path::new(sock).parent().unwrap().to_owned();
+        assert!(dir.exists());
+        assert_eq!(nbd_get_size(h), 1 << 20);
+        nbd_close(h);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`server`] is the server's side of a connection: handshake and option
 //!   negotiation as a state machine of the same shape, then request
 //!   validation and reply encoding for whichever server binary does the I/O.
+//! - [`uri`] parses and builds NBD URIs (`nbd://`, `nbds+unix://`, ...).
 //!
 //! The protocol is NetworkBlockDevice/nbd's doc/proto.md; section names in
 //! comments refer to it.
@@ -24,4 +25,5 @@ pub mod client;
 pub mod errno;
 pub mod limits;
 pub mod server;
+pub mod uri;
 pub mod wire;

@@ -37,7 +37,7 @@ pub const RECORD_PAYLOAD: usize = 16384;
 /// # Safety
 /// `session` must be a live session whose handshake is complete, used by
 /// no other thread for sending meanwhile.
-pub unsafe fn send_vectored(
+pub(crate) unsafe fn send_vectored(
     session: gnutls_session_t,
     bufs: &[IoSlice<'_>],
     limit: usize,
@@ -205,10 +205,7 @@ mod tests {
         // and one test's clean-up must not delete another's key file.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "nbd-gnutls-send-{}-{n}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("nbd-gnutls-send-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let keys = dir.join("keys.psk");
         std::fs::write(&keys, [b"alice:".as_slice(), KEY_HEX, b"\n"].concat()).unwrap();

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod conn;
 pub mod listen;
 pub mod log;
+pub mod process;
 pub mod tls;
 pub mod xnbd;

@@ -1,18 +1,160 @@
 //! Listening sockets: TCP, Unix, AF_VSOCK and sockets inherited through
-//! socket activation (nbdkit-service(1)); accepting; and who the peer of
-//! an accepted socket is.
+//! socket activation (nbdkit-service(1)); accepting, and the accept loop
+//! of `nbdkit` and `xnbd-server`; and who the peer of an accepted socket
+//! is.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nix::sys::socket::{
+    self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
+    SockaddrStorage,
+};
+
 use nbd_core::server::backend::Peer;
+
+use crate::conn::{self, Server};
+use crate::log;
 
 /// The first descriptor systemd passes (SD_LISTEN_FDS_START).
 pub const FIRST_ACTIVATION_FD: RawFd = 3;
 /// At most this many inherited sockets, as nbdkit.
 const MAX_ACTIVATION_FDS: u32 = 16;
+
+/// Accepts on every listener, each on its own thread, forever; each
+/// connection is served on its own thread, named `{name}-c{id}` (ids
+/// from 1, across all listeners).
+pub fn serve_all(listeners: Vec<Listener>, srv: Arc<Server>, opts: AcceptOpts, name: &'static str) {
+    let next_id = Arc::new(AtomicUsize::new(0));
+    for l in listeners {
+        let srv = Arc::clone(&srv);
+        let next_id = Arc::clone(&next_id);
+        std::thread::spawn(move || accept_loop(l, srv, next_id, opts, name));
+    }
+}
+
+fn accept_loop(
+    l: Listener,
+    srv: Arc<Server>,
+    next_id: Arc<AtomicUsize>,
+    opts: AcceptOpts,
+    name: &'static str,
+) {
+    loop {
+        let fd = match l.accept(opts) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!("accept: {e}");
+                // Out of descriptors and the like: do not spin.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let srv = Arc::clone(&srv);
+        let r = std::thread::Builder::new()
+            .name(format!("{name}-c{id}"))
+            .stack_size(conn::THREAD_STACK)
+            .spawn(move || {
+                let peer = peer_of(fd.as_raw_fd());
+                let wr = File::from(fd);
+                if let Ok(rd) = wr.try_clone() {
+                    conn::serve(srv, rd, wr, id, peer);
+                }
+            });
+        if let Err(e) = r {
+            log::error!("cannot start a thread: {e}");
+        }
+    }
+}
+
+/// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
+/// v6-only, without listening yet: [`listen_all`] starts accepting (the
+/// caller may get ready in between, so a client that gets through finds
+/// it ready). Port 0: the system picks one (the same for both). Returns
+/// the sockets and the port, or the IPv6 and the IPv4 errors.
+pub fn bind_any(port: u16) -> Result<(Vec<OwnedFd>, u16), (io::Error, io::Error)> {
+    let mut ls = Vec::new();
+    match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
+        Ok(l) => {
+            let v6only = v6only(&l);
+            let port = local_port(&l).unwrap_or(port);
+            ls.push(l);
+            if v6only {
+                if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+                    ls.push(l4);
+                }
+            }
+            Ok((ls, port))
+        }
+        Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+            Ok(l) => {
+                let port = local_port(&l).unwrap_or(port);
+                ls.push(l);
+                Ok((ls, port))
+            }
+            Err(e) => Err((e6, e)),
+        },
+    }
+}
+
+/// The port a bound socket has.
+pub fn local_port(fd: &OwnedFd) -> Option<u16> {
+    let sa: SockaddrStorage = sock::getsockname(fd.as_raw_fd()).ok()?;
+    sa.as_sockaddr_in6()
+        .map(|a| a.port())
+        .or_else(|| sa.as_sockaddr_in().map(|a| a.port()))
+}
+
+/// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
+fn v6only(fd: &OwnedFd) -> bool {
+    sock::getsockopt(fd, sockopt::Ipv6V6Only).unwrap_or(true)
+}
+
+/// A TCP socket bound to `addr` (SO_REUSEADDR), not listening.
+fn bind_tcp(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = sock::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let _ = sock::setsockopt(&fd, sockopt::ReuseAddr, &true);
+    match addr {
+        SocketAddr::V6(a) => sock::bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
+        SocketAddr::V4(a) => sock::bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
+    }
+    Ok(fd)
+}
+
+/// Starts listening on the bound sockets.
+pub fn listen_all(fds: Vec<OwnedFd>) -> io::Result<Vec<Listener>> {
+    fds.into_iter()
+        .map(|fd| {
+            sock::listen(&fd, sock::Backlog::MAXCONN)?;
+            Ok(Listener(fd))
+        })
+        .collect()
+}
+
+/// A connection on inherited descriptors (`nbdkit -s`: standard input
+/// and output; `xnbd-server --inetd`: standard input both ways): our own
+/// duplicates of them, to read and to write.
+pub fn inherited_connection(
+    rd: std::os::unix::io::BorrowedFd<'_>,
+    wr: std::os::unix::io::BorrowedFd<'_>,
+) -> io::Result<(File, File)> {
+    Ok((
+        File::from(rd.try_clone_to_owned()?),
+        File::from(wr.try_clone_to_owned()?),
+    ))
+}
 
 /// A listening socket of any family.
 pub struct Listener(pub OwnedFd);

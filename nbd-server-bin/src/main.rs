@@ -8,20 +8,21 @@
 //! file), then accept connections, each served by `conn::serve` on its
 //! own threads. Messages: see `log.rs`.
 
+use nbd_server_bin::process::signals::{self, Signals};
+use nbd_server_bin::process::{daemon, pidfile};
 use nbd_server_bin::{backend, cli, conn, listen, log, tls};
 
 use std::ffi::CString;
-use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::unistd::Pid;
 use parking_lot::Mutex;
 
 use nbd_core::server::negotiate::Tls as TlsPolicy;
@@ -64,8 +65,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 type RunVars = Vec<(&'static str, String)>;
 
 fn main() {
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
+    let parent = nix::unistd::getppid();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let c = match cli::parse(&args) {
         Ok(Action::Serve(c)) => *c,
@@ -120,14 +120,14 @@ fn main() {
         limits: Default::default(),
     });
 
+    let signals = Signals::new(&signals::EXIT);
     if c.single {
-        block_signals();
-        if c.exit_with_parent {
-            set_pdeathsig(parent);
-        }
-        spawn_signal_thread();
-        // SAFETY: dup of the standard descriptors, owned from here on.
-        let (rd, wr) = unsafe { (dup_file(0), dup_file(1)) };
+        signals.block();
+        exit_with_parent(c.exit_with_parent, parent);
+        std::thread::spawn(move || signal_loop(&signals));
+        let (rd, wr) =
+            listen::inherited_connection(std::io::stdin().as_fd(), std::io::stdout().as_fd())
+                .unwrap_or_else(|e| die(format!("dup: {e}")));
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
@@ -160,51 +160,39 @@ fn main() {
     }
 
     let foreground = c.foreground || c.run.is_some() || c.exit_with_parent || is_activated;
-    let ready = if foreground { None } else { Some(daemonize()) };
+    let ready = if foreground {
+        None
+    } else {
+        Some(daemon::fork_when_ready().unwrap_or_else(|e| die(format!("fork: {e}"))))
+    };
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        // Written whole under another name, then renamed: a reader never
-        // sees a partial pid.
-        let r = File::create(&tmp)
-            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match r {
+        match pidfile::write(&path) {
             Ok(()) => CLEANUP.lock().push((path, false)),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                die(format!("{p}: {e}"))
-            }
+            Err(e) => die(format!("{p}: {e}")),
         }
     }
     if ready.is_some() {
-        detach_stdio(c.verbose);
+        // Standard error stays with -v.
+        daemon::null_stdio(c.verbose);
+        let _ = std::env::set_current_dir("/");
         if c.log.is_none() {
             log::set_dest(LogDest::Syslog);
         }
     }
-    block_signals();
-    if c.exit_with_parent {
-        set_pdeathsig(parent);
-    }
-    let next_id = Arc::new(AtomicUsize::new(0));
+    signals.block();
+    exit_with_parent(c.exit_with_parent, parent);
     let opts = AcceptOpts {
         keep_alive: c.keep_alive,
     };
-    for l in listeners {
-        let srv = Arc::clone(&srv);
-        let next_id = Arc::clone(&next_id);
-        std::thread::spawn(move || accept_loop(l, srv, next_id, opts));
-    }
-    if let Some(fd) = ready {
-        // Tell the parent we are up; it exits 0 and the caller may connect.
-        let mut f = File::from(fd);
-        let _ = f.write_all(b"1");
+    listen::serve_all(listeners, srv, opts, "nbdkit");
+    if let Some(r) = ready {
+        r.notify();
     }
     if let Some(cmd) = &c.run {
         run_command(cmd, &vars);
     }
-    signal_loop();
+    signal_loop(&signals);
 }
 
 /// `--dump-config`: key=value lines, as nbdkit's (plugins and filters are
@@ -311,43 +299,34 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
             .unwrap_or_else(|_| die(format!("could not parse port number: {p}"))),
         None => DEFAULT_PORT,
     };
-    let mut ls = Vec::new();
-    match &c.ipaddr {
+    let (ls, actual) = match &c.ipaddr {
         Some(a) => {
             let addrs: Vec<SocketAddr> = (a.as_str(), port)
                 .to_socket_addrs()
                 .unwrap_or_else(|e| die(format!("getaddrinfo: {a}: {e}")))
                 .collect();
+            let mut ls = Vec::new();
             for addr in addrs {
                 match TcpListener::bind(addr) {
-                    Ok(l) => ls.push(l),
+                    Ok(l) => ls.push(Listener(OwnedFd::from(l))),
                     Err(e) => die(format!("bind: {addr}: {e}")),
                 }
             }
+            let actual = ls
+                .first()
+                .and_then(|l| listen::local_port(&l.0))
+                .unwrap_or(port);
+            (ls, actual)
         }
-        None => {
-            // [::] accepts IPv4 too on Linux (unless bindv6only is set, in
-            // which case we add 0.0.0.0 as well).
-            match TcpListener::bind(("::", port)) {
-                Ok(l) => {
-                    let actual = l.local_addr().map(|a| a.port()).unwrap_or(port);
-                    ls.push(l);
-                    if let Ok(l4) = TcpListener::bind(("0.0.0.0", actual)) {
-                        ls.push(l4);
-                    }
-                }
-                Err(_) => match TcpListener::bind(("0.0.0.0", port)) {
-                    Ok(l) => ls.push(l),
-                    Err(e) => die(format!("bind: port {port}: {e}")),
-                },
-            }
-        }
-    }
-    let actual = ls
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
-        .unwrap_or(port);
+        // [::], plus 0.0.0.0 where IPv6 sockets are v6-only.
+        None => match listen::bind_any(port) {
+            Ok((fds, actual)) => (
+                listen::listen_all(fds).unwrap_or_else(|e| die(format!("listen: {e}"))),
+                actual,
+            ),
+            Err((_, e)) => die(format!("bind: port {port}: {e}")),
+        },
+    };
     let host = match &c.ipaddr {
         Some(a) if a.contains(':') => format!("[{a}]"),
         Some(a) => a.clone(),
@@ -361,10 +340,7 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
         ("unixsocket", String::new()),
         ("exportname", c.exportname.clone()),
     ];
-    (
-        ls.into_iter().map(|l| Listener(OwnedFd::from(l))).collect(),
-        env,
-    )
+    (ls, env)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -413,174 +389,18 @@ fn make_temp_dir() -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
 }
 
-/// # Safety
-/// `fd` must be an open descriptor.
-unsafe fn dup_file(fd: i32) -> File {
-    let d = libc::dup(fd);
-    if d < 0 {
-        die(format!("dup: {}", std::io::Error::last_os_error()));
-    }
-    File::from(OwnedFd::from_raw_fd(d))
-}
-
-/// Forks into the background. The parent waits until the daemon reports
-/// that it is listening (a byte on a pipe, see `main`), then exits 0; if
-/// the daemon dies first, the parent exits with its status. Returns, in
-/// the daemon, the pipe's write end.
-fn daemonize() -> OwnedFd {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: no other thread exists yet (we fork before starting any);
-    // pipe2 fills a local array.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            die(format!("pipe: {}", std::io::Error::last_os_error()));
-        }
-        match libc::fork() {
-            -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                libc::close(fds[0]);
-                libc::setsid();
-                OwnedFd::from_raw_fd(fds[1])
-            }
-            pid => {
-                libc::close(fds[1]);
-                let mut b = [0u8; 1];
-                let n = loop {
-                    let n = libc::read(fds[0], b.as_mut_ptr() as *mut libc::c_void, 1);
-                    if n < 0
-                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                    {
-                        continue;
-                    }
-                    break n;
-                };
-                if n == 1 {
-                    libc::_exit(0);
-                }
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status).max(1)
-                } else {
-                    1
-                };
-                libc::_exit(code)
-            }
-        }
-    }
-}
-
-/// In the daemon: standard input and output (and standard error unless
-/// -v) to /dev/null, working directory /.
-fn detach_stdio(verbose: bool) {
-    // SAFETY: descriptor juggling on the standard descriptors.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            if !verbose {
-                libc::dup2(null, 2);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-        let _ = libc::chdir(c"/".as_ptr());
-    }
-}
-
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::sigaddset(&mut set, libc::SIGQUIT);
-        set
-    }
-}
-
-/// Blocks the exit signals in this thread and every thread it starts, so
-/// that `signal_loop` receives them with sigwait.
-fn block_signals() {
-    let set = signal_set();
-    // SAFETY: setting this thread's mask.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// `--exit-with-parent`: SIGTERM (handled by `signal_loop`, which cleans
-/// up) when the parent dies. `parent` is our parent at startup: if it is
-/// already gone, exit now.
-fn set_pdeathsig(parent: libc::pid_t) {
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::getppid() != parent {
-            exit(0);
-        }
+/// `--exit-with-parent`: SIGTERM (taken by `signal_loop`, which cleans
+/// up) when the parent dies; if it is already gone, exit now.
+fn exit_with_parent(on: bool, parent: Pid) {
+    if on && !signals::term_on_parent_death(parent) {
+        exit(0);
     }
 }
 
 /// Waits for an exit signal, then cleans up and exits.
-fn signal_loop() -> ! {
-    let set = signal_set();
-    loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait on a set of blocked signals.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            exit(0);
-        }
-    }
-}
-
-fn spawn_signal_thread() {
-    std::thread::spawn(|| signal_loop());
-}
-
-fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>, opts: AcceptOpts) {
-    loop {
-        let fd = match l.accept(opts) {
-            Ok(fd) => fd,
-            Err(e) => {
-                accept_error(e);
-                continue;
-            }
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let srv = Arc::clone(&srv);
-        let r = std::thread::Builder::new()
-            .name(format!("nbdkit-c{id}"))
-            .stack_size(conn::THREAD_STACK)
-            .spawn(move || {
-                let peer = listen::peer_of(fd.as_raw_fd());
-                let wr = File::from(fd);
-                let rd = match wr.try_clone() {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
-                conn::serve(srv, rd, wr, id, peer);
-            });
-        if let Err(e) = r {
-            log::error!("cannot start a thread: {e}");
-        }
-    }
-}
-
-fn accept_error(e: std::io::Error) {
-    log::error!("accept: {e}");
-    // Out of descriptors and the like: do not spin.
-    std::thread::sleep(std::time::Duration::from_millis(10));
+fn signal_loop(signals: &Signals) -> ! {
+    signals.wait();
+    exit(0)
 }
 
 /// Quotes `s` for /bin/sh: single quotes, with embedded ones as '\''.
@@ -601,15 +421,13 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
     let mut command = Command::new("/bin/sh");
     command.arg("-c").arg(script);
     // The exit signals are blocked in every thread of ours (see
-    // `block_signals`), and a signal mask survives exec: unblock them in
+    // `Signals::block`), and a signal mask survives exec: unblock them in
     // the child, or the command could not be interrupted or terminated.
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            signals::unblock_all();
             Ok(())
         });
     }

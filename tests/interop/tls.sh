@@ -111,13 +111,11 @@ declare -A PSKSOCK XPORT
 # S names the server (debian, ours) in socket names and test names.
 suite() {
   local S=$1 N=$2
-  port=$(free_port)
-  port_vp=$(free_port)
-  while [[ $port_vp == "$port" ]]; do port_vp=$(free_port); done
   start_bg $S-psk "$TMP/$S-psk.sock" $N -f -U "$TMP/$S-psk.sock" --tls=require --tls-psk="$K/keys.psk" memory 64M
-  start_bg $S-x509-tcp "$port" $N -f -i 127.0.0.1 -p "$port" --tls=require --tls-certificates="$K/pki" memory 64M
+  start_act $S-x509-tcp $N -f --tls=require --tls-certificates="$K/pki" memory 64M
   start_bg $S-x509-unix "$TMP/$S-x509.sock" $N -f -U "$TMP/$S-x509.sock" --tls=require --tls-certificates="$K/pki" memory 64M
-  start_bg $S-x509-vp "$port_vp" $N -f -i 127.0.0.1 -p "$port_vp" --tls=require --tls-verify-peer --tls-certificates="$K/pki" memory 64M
+  start_act $S-x509-vp $N -f --tls=require --tls-verify-peer --tls-certificates="$K/pki" memory 64M
+  port=${PORT[$S-x509-tcp]} port_vp=${PORT[$S-x509-vp]}
   start_bg $S-tls-on "$TMP/$S-on.sock" $N -f -U "$TMP/$S-on.sock" --tls=on --tls-psk="$K/keys.psk" memory 64M
   start_bg $S-plain "$TMP/$S-plain.sock" $N -f -U "$TMP/$S-plain.sock" memory 64M
 

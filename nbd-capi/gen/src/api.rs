@@ -23,9 +23,11 @@ pub enum Arg {
     UInt32(&'static str),
     /// `uint64_t NAME`.
     UInt64(&'static str),
-    /// `uint32_t flags`: LIBNBD_CMD_FLAG_* or another named set; the body
-    /// checks them.
-    Flags(&'static str),
+    /// `uint32_t NAME`: a bit set of the named set. The wrapper refuses bits
+    /// the call does not accept (EINVAL), as libnbd's generated wrappers do.
+    Flags(&'static str, FlagSet),
+    /// `int NAME`: one of the named set's values, anything else is EINVAL.
+    Enum(&'static str, EnumSet),
     /// `const char *NAME`, never NULL (EFAULT); the body gets `&CStr`.
     String(&'static str),
     /// `char **NAME`: a NULL-terminated list of strings, never NULL
@@ -48,6 +50,42 @@ pub enum Arg {
     /// ...). The wrapper takes it over before anything else, so its free
     /// function runs exactly once even when the call fails.
     Closure(&'static str, Callback),
+}
+
+/// The flag sets of libnbd.h, with what a call accepts of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagSet {
+    /// LIBNBD_CMD_FLAG_*: the flags this command accepts (libnbd's
+    /// `OFlags (_, cmd_flags, Some [...])`). Others are EINVAL when
+    /// LIBNBD_STRICT_FLAGS is on (the default), and always above 16 bits.
+    Cmd(&'static [CmdFlag]),
+    /// LIBNBD_HANDSHAKE_FLAG_*, all of them; others are always EINVAL.
+    Handshake,
+    /// LIBNBD_STRICT_*.
+    Strict,
+    /// LIBNBD_ALLOW_TRANSPORT_*.
+    AllowTransport,
+    /// LIBNBD_SHUTDOWN_*.
+    Shutdown,
+}
+
+/// One LIBNBD_CMD_FLAG_*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdFlag {
+    Fua,
+    NoHole,
+    Df,
+    ReqOne,
+    FastZero,
+}
+
+/// The enums of libnbd.h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnumSet {
+    /// LIBNBD_TLS_DISABLE, _ALLOW, _REQUIRE.
+    Tls,
+    /// LIBNBD_SIZE_MINIMUM, _PREFERRED, _MAXIMUM (libnbd 1.14's).
+    Size,
 }
 
 /// The callback structs of libnbd.h.
@@ -134,6 +172,11 @@ pub struct Call {
     /// Whether the call sets the thread's error context (libnbd's
     /// may_set_error): nbd_get_error and friends must not.
     pub may_set_error: bool,
+    /// Whether the body runs in the wrapper's critical section: it gets the
+    /// held lock (`g: &mut Held`) right after `h`, so the state and flags
+    /// checks and the body see the same handle (libnbd's is_locked). The
+    /// body releases it only while blocked in poll(2).
+    pub body_locked: bool,
     /// The module under `nbd-capi/src/calls/` with the body, which is a
     /// function of the same name as the call (without `nbd_`).
     pub module: &'static str,
@@ -142,6 +185,7 @@ pub struct Call {
 
 use Arg::*;
 use Callback as Cl;
+use CmdFlag as F;
 use State::*;
 
 const ANY: &[State] = &[];
@@ -168,8 +212,17 @@ const fn call(
         ret,
         states,
         may_set_error: true,
+        body_locked: false,
         module,
         status: Status::Implemented,
+    }
+}
+
+/// A call whose body runs under the wrapper's lock.
+const fn locked(c: Call) -> Call {
+    Call {
+        body_locked: true,
+        ..c
     }
 }
 
@@ -183,13 +236,14 @@ const fn todo(name: &'static str, version: &'static str) -> Call {
         ret: Ret::Err,
         states: ANY,
         may_set_error: true,
+        body_locked: false,
         module: "",
         status: Status::Todo,
     }
 }
 
 const fn can(name: &'static str, version: &'static str) -> Call {
-    call(name, version, &[], Ret::Bool, INFO, "info")
+    locked(call(name, version, &[], Ret::Bool, INFO, "info"))
 }
 
 /// Every version node of libnbd 1.14.2, oldest first. Each node inherits
@@ -280,23 +334,23 @@ pub const CALLS: &[Call] = &[
             "settings",
         )
     },
-    call(
+    locked(call(
         "set_export_name",
         "1.0",
         &[String("export_name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call("get_export_name", "1.0", &[], Ret::String, ANY, "settings"),
-    call(
+    locked(call(
         "set_request_block_size",
         "1.12",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call(
         "get_request_block_size",
         "1.12",
@@ -305,32 +359,39 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "set_full_info",
         "1.4",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call("get_full_info", "1.4", &[], Ret::Bool, ANY, "settings"),
-    call(
+    locked(call(
         "get_canonical_export_name",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
-    ),
-    call(
+    )),
+    locked(call(
         "get_export_description",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
+    )),
+    call(
+        "set_tls",
+        "1.0",
+        &[Enum("tls", EnumSet::Tls)],
+        Ret::Err,
+        NEW,
+        "tls",
     ),
-    call("set_tls", "1.0", &[Int("tls")], Ret::Err, NEW, "tls"),
     call("get_tls", "1.0", &[], Ret::Int, ANY, "tls"),
     call(
         "get_tls_negotiated",
@@ -374,14 +435,14 @@ pub const CALLS: &[Call] = &[
         NEW,
         "tls",
     ),
-    call(
+    locked(call(
         "set_request_structured_replies",
         "1.2",
         &[Bool("request")],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call(
         "get_request_structured_replies",
         "1.2",
@@ -390,22 +451,22 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "get_structured_replies_negotiated",
         "1.2",
         &[],
         Ret::Bool,
         INFO,
         "info",
-    ),
-    call(
+    )),
+    locked(call(
         "set_handshake_flags",
         "1.2",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Handshake)],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call(
         "get_handshake_flags",
         "1.2",
@@ -433,48 +494,48 @@ pub const CALLS: &[Call] = &[
     call(
         "set_strict_mode",
         "1.6",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Strict)],
         Ret::Err,
         ANY,
         "settings",
     ),
     call("get_strict_mode", "1.6", &[], Ret::UInt32, ANY, "settings"),
-    call(
+    locked(call(
         "set_opt_mode",
         "1.4",
         &[Bool("enable")],
         Ret::Err,
         NEW,
         "settings",
-    ),
+    )),
     call("get_opt_mode", "1.4", &[], Ret::Bool, ANY, "settings"),
-    call("opt_go", "1.4", &[], Ret::Err, NEG, "opt"),
-    call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    locked(call("opt_go", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "opt_list",
         "1.4",
         &[Closure("list_callback", Cl::List)],
         Ret::Int,
         NEG,
         "opt",
-    ),
-    call("opt_info", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    )),
+    locked(call("opt_info", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "opt_list_meta_context",
         "1.6",
         &[Closure("context_callback", Cl::Context)],
         Ret::Int,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "add_meta_context",
         "1.0",
         &[String("name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
+    )),
     call(
         "get_nr_meta_contexts",
         "1.6",
@@ -491,38 +552,38 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    call(
+    locked(call(
         "clear_meta_contexts",
         "1.6",
         &[],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_transports",
         "1.2",
-        &[Flags("mask")],
+        &[Flags("mask", FlagSet::AllowTransport)],
         Ret::Err,
         NEW,
         "uri",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_tls",
         "1.2",
-        &[Int("tls")],
+        &[Enum("tls", EnumSet::Tls)],
         Ret::Err,
         NEW,
         "uri",
-    ),
-    call(
+    )),
+    locked(call(
         "set_uri_allow_local_file",
         "1.2",
         &[Bool("allow")],
         Ret::Err,
         NEW,
         "uri",
-    ),
+    )),
     // Connecting.
     call(
         "connect_uri",
@@ -591,107 +652,134 @@ pub const CALLS: &[Call] = &[
     can("can_df", "1.0"),
     can("can_multi_conn", "1.0"),
     can("can_cache", "1.0"),
-    call(
+    locked(call(
         "can_meta_context",
         "1.0",
         &[String("metacontext")],
         Ret::Bool,
         INFO,
         "info",
-    ),
-    call("get_protocol", "1.2", &[], Ret::StaticString, INFO, "info"),
-    call("get_size", "1.0", &[], Ret::Int64, INFO, "info"),
-    call(
+    )),
+    locked(call(
+        "get_protocol",
+        "1.2",
+        &[],
+        Ret::StaticString,
+        INFO,
+        "info",
+    )),
+    locked(call("get_size", "1.0", &[], Ret::Int64, INFO, "info")),
+    locked(call(
         "get_block_size",
         "1.4",
-        &[Int("size_type")],
+        &[Enum("size_type", EnumSet::Size)],
         Ret::Int64,
         INFO,
         "info",
-    ),
+    )),
     // Data.
-    call(
+    locked(call(
         "pread",
         "1.0",
-        &[BytesOut("buf", "count"), UInt64("offset"), Flags("flags")],
+        &[
+            BytesOut("buf", "count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "pread_structured",
         "1.0",
         &[
             BytesOut("buf", "count"),
             UInt64("offset"),
             Closure("chunk_callback", Cl::Chunk),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Df])),
         ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "pwrite",
         "1.0",
-        &[BytesIn("buf", "count"), UInt64("offset"), Flags("flags")],
+        &[
+            BytesIn("buf", "count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "shutdown",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Shutdown)],
         Ret::Err,
         &[Connected, Closed, Dead],
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "flush",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "trim",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "cache",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "zero",
         "1.0",
-        &[UInt64("count"), UInt64("offset"), Flags("flags")],
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::NoHole, F::FastZero])),
+        ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
-    call(
+    )),
+    locked(call(
         "block_status",
         "1.0",
         &[
             UInt64("count"),
             UInt64("offset"),
             Closure("extent_callback", Cl::Extent),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
         ],
         Ret::Err,
         CONNECTED,
         "data",
-    ),
+    )),
     call("poll", "1.0", &[Int("timeout")], Ret::Int, ANY, "aio"),
     // AIO.
     call(
@@ -758,16 +846,16 @@ pub const CALLS: &[Call] = &[
         NEW,
         "aio_connect",
     ),
-    call(
+    locked(call(
         "aio_opt_go",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
-    call(
+    )),
+    locked(call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
+    locked(call(
         "aio_opt_list",
         "1.4",
         &[
@@ -777,16 +865,16 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_opt_info",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_opt_list_meta_context",
         "1.6",
         &[
@@ -796,21 +884,21 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_pread",
         "1.0",
         &[
             BytesOut("buf", "count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_pread_structured",
         "1.0",
         &[
@@ -818,84 +906,84 @@ pub const CALLS: &[Call] = &[
             UInt64("offset"),
             Closure("chunk_callback", Cl::Chunk),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Df])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_pwrite",
         "1.0",
         &[
             BytesIn("buf", "count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_disconnect",
         "1.0",
-        &[Flags("flags")],
+        &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_flush",
         "1.0",
         &[
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_trim",
         "1.0",
         &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_cache",
         "1.0",
         &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_zero",
         "1.0",
         &[
             UInt64("count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::NoHole, F::FastZero])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
-    call(
+    )),
+    locked(call(
         "aio_block_status",
         "1.0",
         &[
@@ -903,12 +991,12 @@ pub const CALLS: &[Call] = &[
             UInt64("offset"),
             Closure("extent_callback", Cl::Extent),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags"),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
         ],
         Ret::Int64,
         CONNECTED,
         "aio",
-    ),
+    )),
     call("aio_get_fd", "1.0", &[], Ret::Int, ANY, "aio"),
     Call {
         may_set_error: false,
@@ -960,14 +1048,14 @@ pub const CALLS: &[Call] = &[
         ANY,
         "aio",
     ),
-    call(
+    locked(call(
         "aio_in_flight",
         "1.0",
         &[],
         Ret::Int,
         &[Connected, Closed, Dead],
         "aio",
-    ),
+    )),
     call(
         "connection_state",
         "1.0",
@@ -1022,6 +1110,16 @@ pub fn check() -> Vec<std::string::String> {
         }
         if !c.handle && !c.args.is_empty() {
             problems.push(format!("nbd_{}: arguments without a handle", c.name));
+        }
+        if c.body_locked && !c.handle {
+            problems.push(format!("nbd_{}: a locked body without a handle", c.name));
+        }
+        for a in c.args {
+            if let Arg::Flags(n, FlagSet::Cmd(ok)) = a {
+                if ok.iter().enumerate().any(|(i, f)| ok[..i].contains(f)) {
+                    problems.push(format!("nbd_{}: {n}: a command flag listed twice", c.name));
+                }
+            }
         }
     }
     problems

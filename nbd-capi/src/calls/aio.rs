@@ -7,7 +7,7 @@ use crate::callbacks::{self, CmdCallbacks, Mid};
 use crate::consts::*;
 use crate::driver::CmdBuf;
 use crate::errors::{err, Error};
-use crate::handle::{conn_mut, fatal, nbd_handle, State};
+use crate::handle::{conn_mut, fatal, nbd_handle, Held, State};
 use nbd_core::client::{Command, Phase};
 use nbd_core::wire::consts::cmd;
 use std::ffi::CStr;
@@ -22,6 +22,7 @@ fn flags16(flags: u32) -> Result<u16, Error> {
 #[allow(clippy::too_many_arguments)]
 fn submit(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     kind: u16,
     flags: u32,
     offset: u64,
@@ -42,11 +43,12 @@ fn submit(
     let flags = flags16(flags)?;
     let mut c = Command::new(kind, flags, offset, count);
     c.report_chunks = matches!(cbs.mid, Mid::Chunk(_));
-    h.aio(c, buf, Some(cbs)).map(|c| c as i64)
+    h.aio(g, c, buf, Some(cbs)).map(|c| c as i64)
 }
 
 pub fn aio_pread(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     buf: &mut [u8],
     offset: u64,
     completion_callback: callbacks::Completion,
@@ -58,6 +60,7 @@ pub fn aio_pread(
     let b = unsafe { CmdBuf::read_into(buf) };
     submit(
         h,
+        g,
         cmd::READ,
         flags,
         offset,
@@ -70,6 +73,7 @@ pub fn aio_pread(
 
 pub fn aio_pread_structured(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     buf: &mut [u8],
     offset: u64,
     chunk_callback: callbacks::Chunk,
@@ -82,6 +86,7 @@ pub fn aio_pread_structured(
     let mid = Mid::Chunk(chunk_callback);
     submit(
         h,
+        g,
         cmd::READ,
         flags,
         offset,
@@ -94,6 +99,7 @@ pub fn aio_pread_structured(
 
 pub fn aio_pwrite(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     buf: &[u8],
     offset: u64,
     completion_callback: callbacks::Completion,
@@ -104,6 +110,7 @@ pub fn aio_pwrite(
     let b = unsafe { CmdBuf::write_from(buf) };
     submit(
         h,
+        g,
         cmd::WRITE,
         flags,
         offset,
@@ -116,12 +123,14 @@ pub fn aio_pwrite(
 
 pub fn aio_flush(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     completion_callback: callbacks::Completion,
     flags: u32,
 ) -> Result<i64, Error> {
     let none = CmdBuf::none();
     submit(
         h,
+        g,
         cmd::FLUSH,
         flags,
         0,
@@ -134,6 +143,7 @@ pub fn aio_flush(
 
 pub fn aio_trim(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     count: u64,
     offset: u64,
     completion_callback: callbacks::Completion,
@@ -142,6 +152,7 @@ pub fn aio_trim(
     let none = CmdBuf::none();
     submit(
         h,
+        g,
         cmd::TRIM,
         flags,
         offset,
@@ -154,6 +165,7 @@ pub fn aio_trim(
 
 pub fn aio_cache(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     count: u64,
     offset: u64,
     completion_callback: callbacks::Completion,
@@ -162,6 +174,7 @@ pub fn aio_cache(
     let none = CmdBuf::none();
     submit(
         h,
+        g,
         cmd::CACHE,
         flags,
         offset,
@@ -174,6 +187,7 @@ pub fn aio_cache(
 
 pub fn aio_zero(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     count: u64,
     offset: u64,
     completion_callback: callbacks::Completion,
@@ -183,6 +197,7 @@ pub fn aio_zero(
     let k = cmd::WRITE_ZEROES;
     submit(
         h,
+        g,
         k,
         flags,
         offset,
@@ -195,6 +210,7 @@ pub fn aio_zero(
 
 pub fn aio_block_status(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     count: u64,
     offset: u64,
     extent_callback: callbacks::Extent,
@@ -205,6 +221,7 @@ pub fn aio_block_status(
     let mid = Mid::Extent(extent_callback);
     submit(
         h,
+        g,
         cmd::BLOCK_STATUS,
         flags,
         offset,
@@ -217,12 +234,11 @@ pub fn aio_block_status(
 
 /// Queues NBD_CMD_DISC after every command already queued; the handle is
 /// closed once it is out and every reply is in.
-pub fn aio_disconnect(h: &nbd_handle, flags: u32) -> Result<(), Error> {
+pub fn aio_disconnect(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {
     if flags != 0 {
         return Err(err(libc::EINVAL, format!("invalid flag: {flags}")));
     }
-    let mut g = h.lock();
-    let conn = conn_mut(&mut g)?;
+    let conn = conn_mut(g)?;
     conn.client.disconnect()?;
     conn.flush_writes();
     Ok(())
@@ -342,8 +358,7 @@ pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
     Ok(1)
 }
 
-pub fn aio_in_flight(h: &nbd_handle) -> Result<c_int, Error> {
-    let g = h.lock();
+pub fn aio_in_flight(_h: &nbd_handle, g: &mut Held<'_>) -> Result<c_int, Error> {
     Ok(g.conn.as_ref().map_or(0, |c| c.client.in_flight() as c_int))
 }
 

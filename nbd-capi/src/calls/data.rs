@@ -1,10 +1,9 @@
 //! Commands: read, write, flush, trim, zero, cache, and shutting down.
 
 use crate::callbacks::{self, CmdCallbacks, Mid};
-use crate::consts::*;
 use crate::driver::CmdBuf;
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held};
 use nbd_core::client::Command;
 use nbd_core::wire::consts::cmd;
 
@@ -15,6 +14,7 @@ use nbd_core::wire::consts::cmd;
 /// LIBNBD_CMD_FLAG_* equal the wire's NBD_CMD_FLAG_*.
 fn run(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     kind: u16,
     flags: u32,
     offset: u64,
@@ -23,54 +23,90 @@ fn run(
 ) -> Result<(), Error> {
     let flags =
         u16::try_from(flags).map_err(|_| err(libc::EINVAL, format!("invalid flag: {flags}")))?;
-    h.run(Command::new(kind, flags, offset, count), buf)
+    h.run(g, Command::new(kind, flags, offset, count), buf)
 }
 
-pub fn pread(h: &nbd_handle, buf: &mut [u8], offset: u64, flags: u32) -> Result<(), Error> {
+pub fn pread(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    buf: &mut [u8],
+    offset: u64,
+    flags: u32,
+) -> Result<(), Error> {
     let count = buf.len() as u64;
     // SAFETY: h.run returns only once the command has completed or its
     // connection has been dropped, so buf outlives every use.
     let cb = unsafe { CmdBuf::read_into(buf) };
-    run(h, cmd::READ, flags, offset, count, cb)
+    run(h, g, cmd::READ, flags, offset, count, cb)
 }
 
-pub fn pwrite(h: &nbd_handle, buf: &[u8], offset: u64, flags: u32) -> Result<(), Error> {
+pub fn pwrite(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    buf: &[u8],
+    offset: u64,
+    flags: u32,
+) -> Result<(), Error> {
     // SAFETY: as in pread.
     let cb = unsafe { CmdBuf::write_from(buf) };
-    run(h, cmd::WRITE, flags, offset, buf.len() as u64, cb)
+    run(h, g, cmd::WRITE, flags, offset, buf.len() as u64, cb)
 }
 
-pub fn flush(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    run(h, cmd::FLUSH, flags, 0, 0, CmdBuf::none())
+pub fn flush(h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {
+    run(h, g, cmd::FLUSH, flags, 0, 0, CmdBuf::none())
 }
 
-pub fn trim(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
-    run(h, cmd::TRIM, flags, offset, count, CmdBuf::none())
+pub fn trim(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    flags: u32,
+) -> Result<(), Error> {
+    run(h, g, cmd::TRIM, flags, offset, count, CmdBuf::none())
 }
 
-pub fn cache(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
-    run(h, cmd::CACHE, flags, offset, count, CmdBuf::none())
+pub fn cache(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    flags: u32,
+) -> Result<(), Error> {
+    run(h, g, cmd::CACHE, flags, offset, count, CmdBuf::none())
 }
 
-pub fn zero(h: &nbd_handle, count: u64, offset: u64, flags: u32) -> Result<(), Error> {
-    run(h, cmd::WRITE_ZEROES, flags, offset, count, CmdBuf::none())
+pub fn zero(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    flags: u32,
+) -> Result<(), Error> {
+    run(
+        h,
+        g,
+        cmd::WRITE_ZEROES,
+        flags,
+        offset,
+        count,
+        CmdBuf::none(),
+    )
 }
 
 /// Disconnects and waits for the server to close. The sync API has nothing
 /// queued but unsent when this runs (every sync call waits for its reply),
 /// so LIBNBD_SHUTDOWN_ABANDON_PENDING has nothing to abandon; commands other
 /// threads have in flight complete before the disconnect goes out.
-pub fn shutdown(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    if flags & !LIBNBD_SHUTDOWN_MASK != 0 {
-        return Err(err(libc::EINVAL, format!("invalid flag: {flags}")));
-    }
-    h.shutdown()
+pub fn shutdown(h: &nbd_handle, g: &mut Held<'_>, _flags: u32) -> Result<(), Error> {
+    h.shutdown(g)
 }
 
 /// A read whose structured chunks go to `chunk_callback` as they arrive
 /// (one data chunk for a simple reply).
 pub fn pread_structured(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     buf: &mut [u8],
     offset: u64,
     chunk_callback: callbacks::Chunk,
@@ -90,13 +126,14 @@ pub fn pread_structured(
     };
     let mut c = Command::new(cmd::READ, flags16(flags)?, offset, count);
     c.report_chunks = true;
-    h.run_with(c, cb, Some(cbs))
+    h.run_with(g, c, cb, Some(cbs))
 }
 
 /// Block status: `extent_callback` once per meta context the server
 /// answers for.
 pub fn block_status(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     count: u64,
     offset: u64,
     extent_callback: callbacks::Extent,
@@ -112,7 +149,7 @@ pub fn block_status(
         completion: callbacks::no_completion(),
     };
     let c = Command::new(cmd::BLOCK_STATUS, flags16(flags)?, offset, count);
-    h.run_with(c, CmdBuf::none(), Some(cbs))
+    h.run_with(g, c, CmdBuf::none(), Some(cbs))
 }
 
 fn flags16(flags: u32) -> Result<u16, Error> {

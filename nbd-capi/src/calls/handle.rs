@@ -27,7 +27,6 @@ pub unsafe fn close(h: *mut nbd_handle) -> Result<(), Error> {
     // SAFETY: per the contract (the wrapper has checked NULL).
     let h = unsafe { ffi::from_raw(h) };
     h.debug("closing handle");
-    crate::connect::on_close(&h);
     drop(h);
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::consts::{LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED};
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held};
 use nbd_core::client::{ExportInfo, Protocol};
 use nbd_core::wire::consts::tx_flags;
 use std::ffi::{CStr, CString};
@@ -31,8 +31,7 @@ pub fn get_package_name(_h: &nbd_handle) -> Result<&'static CStr, Error> {
     Ok(PACKAGE_NAME)
 }
 
-fn with_export<T>(h: &nbd_handle, f: impl FnOnce(&ExportInfo) -> T) -> Result<T, Error> {
-    let g = h.lock();
+fn with_export<T>(g: &Held<'_>, f: impl FnOnce(&ExportInfo) -> T) -> Result<T, Error> {
     g.conn
         .as_ref()
         .and_then(|c| c.client.export())
@@ -40,13 +39,12 @@ fn with_export<T>(h: &nbd_handle, f: impl FnOnce(&ExportInfo) -> T) -> Result<T,
         .ok_or_else(|| err(libc::EINVAL, "export information is not available"))
 }
 
-pub fn get_size(h: &nbd_handle) -> Result<i64, Error> {
-    let size = with_export(h, |e| e.size)?;
+pub fn get_size(_h: &nbd_handle, g: &mut Held<'_>) -> Result<i64, Error> {
+    let size = with_export(g, |e| e.size)?;
     i64::try_from(size).map_err(|_| err(libc::EOVERFLOW, "export size does not fit in int64_t"))
 }
 
-pub fn get_protocol(h: &nbd_handle) -> Result<&'static CStr, Error> {
-    let g = h.lock();
+pub fn get_protocol(_h: &nbd_handle, g: &mut Held<'_>) -> Result<&'static CStr, Error> {
     let p = g
         .conn
         .as_ref()
@@ -59,49 +57,49 @@ pub fn get_protocol(h: &nbd_handle) -> Result<&'static CStr, Error> {
     })
 }
 
-fn flag(h: &nbd_handle, f: u16) -> Result<bool, Error> {
-    with_export(h, |e| e.has_flag(f))
+fn flag(g: &Held<'_>, f: u16) -> Result<bool, Error> {
+    with_export(g, |e| e.has_flag(f))
 }
 
-pub fn is_read_only(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::READ_ONLY)
+pub fn is_read_only(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::READ_ONLY)
 }
 
-pub fn can_flush(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_FLUSH)
+pub fn can_flush(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_FLUSH)
 }
 
-pub fn can_fua(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_FUA)
+pub fn can_fua(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_FUA)
 }
 
-pub fn is_rotational(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::ROTATIONAL)
+pub fn is_rotational(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::ROTATIONAL)
 }
 
-pub fn can_trim(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_TRIM)
+pub fn can_trim(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_TRIM)
 }
 
-pub fn can_zero(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_WRITE_ZEROES)
+pub fn can_zero(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_WRITE_ZEROES)
 }
 
-pub fn can_fast_zero(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_FAST_ZERO)
+pub fn can_fast_zero(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_FAST_ZERO)
 }
 
 /// The DF flag only means something with structured replies.
-pub fn can_df(h: &nbd_handle) -> Result<bool, Error> {
-    with_export(h, |e| e.structured_replies && e.has_flag(tx_flags::SEND_DF))
+pub fn can_df(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    with_export(g, |e| e.structured_replies && e.has_flag(tx_flags::SEND_DF))
 }
 
-pub fn can_multi_conn(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::CAN_MULTI_CONN)
+pub fn can_multi_conn(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::CAN_MULTI_CONN)
 }
 
-pub fn can_cache(h: &nbd_handle) -> Result<bool, Error> {
-    flag(h, tx_flags::SEND_CACHE)
+pub fn can_cache(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::SEND_CACHE)
 }
 
 fn info_string(v: Option<&Vec<u8>>, what: &str) -> Result<CString, Error> {
@@ -110,19 +108,19 @@ fn info_string(v: Option<&Vec<u8>>, what: &str) -> Result<CString, Error> {
     Ok(CString::new(&v[..end]).unwrap_or_default())
 }
 
-pub fn get_canonical_export_name(h: &nbd_handle) -> Result<CString, Error> {
-    with_export(h, |e| {
+pub fn get_canonical_export_name(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    with_export(g, |e| {
         info_string(e.canonical_name.as_ref(), "a canonical name")
     })?
 }
 
-pub fn get_export_description(h: &nbd_handle) -> Result<CString, Error> {
-    with_export(h, |e| info_string(e.description.as_ref(), "a description"))?
+pub fn get_export_description(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    with_export(g, |e| info_string(e.description.as_ref(), "a description"))?
 }
 
 /// LIBNBD_SIZE_*: 0 when the server advertised no constraints.
-pub fn get_block_size(h: &nbd_handle, size_type: c_int) -> Result<i64, Error> {
-    let bs = with_export(h, |e| e.block_size)?;
+pub fn get_block_size(_h: &nbd_handle, g: &mut Held<'_>, size_type: c_int) -> Result<i64, Error> {
+    let bs = with_export(g, |e| e.block_size)?;
     let (min, pref, max) = bs.unwrap_or((0, 0, 0));
     match size_type {
         LIBNBD_SIZE_MINIMUM => Ok(i64::from(min)),
@@ -134,8 +132,7 @@ pub fn get_block_size(h: &nbd_handle, size_type: c_int) -> Result<i64, Error> {
 
 /// Whether the server agreed to structured replies; known while
 /// negotiating too.
-pub fn get_structured_replies_negotiated(h: &nbd_handle) -> Result<bool, Error> {
-    let g = h.lock();
+pub fn get_structured_replies_negotiated(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
     g.conn
         .as_ref()
         .map(|c| c.client.structured_replies())
@@ -143,8 +140,12 @@ pub fn get_structured_replies_negotiated(h: &nbd_handle) -> Result<bool, Error> 
 }
 
 /// Whether the server agreed to the meta context `metacontext`.
-pub fn can_meta_context(h: &nbd_handle, metacontext: &CStr) -> Result<bool, Error> {
-    with_export(h, |e| {
+pub fn can_meta_context(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    metacontext: &CStr,
+) -> Result<bool, Error> {
+    with_export(g, |e| {
         e.meta_contexts
             .iter()
             .any(|(_, n)| n[..] == *metacontext.to_bytes())

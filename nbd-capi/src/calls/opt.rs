@@ -12,7 +12,8 @@ use nbd_core::client::{Phase, UserOption};
 use std::os::raw::c_int;
 
 /// Starts option `o` with its callbacks. Refused: the callbacks are left
-/// in `cbs` for the caller to drop after the lock.
+/// in `cbs`, and their frees run when the body returns, still in the
+/// wrapper's critical section (as libnbd's FREE_CALLBACK).
 fn start(g: &mut Held<'_>, o: UserOption, cbs: &mut Option<OptCallbacks>) -> Result<(), Error> {
     let config = g.settings.core_config();
     let conn = conn_mut(g)?;
@@ -25,10 +26,14 @@ fn start(g: &mut Held<'_>, o: UserOption, cbs: &mut Option<OptCallbacks>) -> Res
 }
 
 /// Runs option `o` and waits for its outcome.
-fn run(h: &nbd_handle, o: UserOption, mut cbs: Option<OptCallbacks>) -> Result<u32, Error> {
-    let mut g = h.lock();
-    start(&mut g, o, &mut cbs)?;
-    h.wait_for(&mut g, |c| {
+fn run(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    o: UserOption,
+    mut cbs: Option<OptCallbacks>,
+) -> Result<u32, Error> {
+    start(g, o, &mut cbs)?;
+    h.wait_for(g, |c| {
         if let Some(r) = c.opt_result.take() {
             return Some(r);
         }
@@ -51,73 +56,83 @@ fn cbs(
     })
 }
 
-pub fn opt_go(h: &nbd_handle) -> Result<(), Error> {
-    run(h, UserOption::Go, None).map(|_| ())
+pub fn opt_go(h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    run(h, g, UserOption::Go, None).map(|_| ())
 }
 
-pub fn opt_info(h: &nbd_handle) -> Result<(), Error> {
-    run(h, UserOption::Info, None).map(|_| ())
+pub fn opt_info(h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    run(h, g, UserOption::Info, None).map(|_| ())
 }
 
-pub fn opt_list(h: &nbd_handle, list_callback: callbacks::List) -> Result<c_int, Error> {
+pub fn opt_list(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    list_callback: callbacks::List,
+) -> Result<c_int, Error> {
     let c = cbs(Some(list_callback), None, no_completion());
-    run(h, UserOption::List, c).map(|n| n as c_int)
+    run(h, g, UserOption::List, c).map(|n| n as c_int)
 }
 
 pub fn opt_list_meta_context(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     context_callback: callbacks::Context,
 ) -> Result<c_int, Error> {
     let c = cbs(None, Some(context_callback), no_completion());
-    run(h, UserOption::ListMetaContext, c).map(|n| n as c_int)
+    run(h, g, UserOption::ListMetaContext, c).map(|n| n as c_int)
 }
 
 /// Ends negotiation with NBD_OPT_ABORT and waits until the handle is
 /// closed.
-pub fn opt_abort(h: &nbd_handle) -> Result<(), Error> {
-    let mut g = h.lock();
-    start(&mut g, UserOption::Abort, &mut None)?;
-    h.wait_for(&mut g, |c| match c.client.phase() {
+pub fn opt_abort(h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    start(g, UserOption::Abort, &mut None)?;
+    h.wait_for(g, |c| match c.client.phase() {
         Phase::Closed => Some(Ok(())),
         Phase::Dead => Some(Err(fatal(c))),
         _ => None,
     })
 }
 
-fn start_aio(h: &nbd_handle, o: UserOption, mut c: Option<OptCallbacks>) -> Result<(), Error> {
-    let mut g = h.lock();
-    start(&mut g, o, &mut c)
+fn start_aio(g: &mut Held<'_>, o: UserOption, mut c: Option<OptCallbacks>) -> Result<(), Error> {
+    start(g, o, &mut c)
 }
 
-pub fn aio_opt_go(h: &nbd_handle, completion_callback: callbacks::Completion) -> Result<(), Error> {
-    start_aio(h, UserOption::Go, cbs(None, None, completion_callback))
+pub fn aio_opt_go(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    completion_callback: callbacks::Completion,
+) -> Result<(), Error> {
+    start_aio(g, UserOption::Go, cbs(None, None, completion_callback))
 }
 
 pub fn aio_opt_info(
-    h: &nbd_handle,
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
     completion_callback: callbacks::Completion,
 ) -> Result<(), Error> {
-    start_aio(h, UserOption::Info, cbs(None, None, completion_callback))
+    start_aio(g, UserOption::Info, cbs(None, None, completion_callback))
 }
 
 pub fn aio_opt_list(
-    h: &nbd_handle,
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
     list_callback: callbacks::List,
     completion_callback: callbacks::Completion,
 ) -> Result<(), Error> {
     let c = cbs(Some(list_callback), None, completion_callback);
-    start_aio(h, UserOption::List, c)
+    start_aio(g, UserOption::List, c)
 }
 
 pub fn aio_opt_list_meta_context(
-    h: &nbd_handle,
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
     context_callback: callbacks::Context,
     completion_callback: callbacks::Completion,
 ) -> Result<(), Error> {
     let c = cbs(None, Some(context_callback), completion_callback);
-    start_aio(h, UserOption::ListMetaContext, c)
+    start_aio(g, UserOption::ListMetaContext, c)
 }
 
-pub fn aio_opt_abort(h: &nbd_handle) -> Result<(), Error> {
-    start_aio(h, UserOption::Abort, None)
+pub fn aio_opt_abort(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    start_aio(g, UserOption::Abort, None)
 }

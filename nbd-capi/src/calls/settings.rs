@@ -1,9 +1,8 @@
 //! Per-handle settings.
 
 use crate::callbacks;
-use crate::consts::{LIBNBD_HANDSHAKE_FLAG_MASK, LIBNBD_STRICT_MASK};
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held};
 use std::ffi::{CStr, CString};
 
 pub fn set_debug(h: &nbd_handle, debug: bool) -> Result<(), Error> {
@@ -28,14 +27,14 @@ pub fn get_handle_name(h: &nbd_handle) -> Result<CString, Error> {
     Ok(h.name())
 }
 
-pub fn set_export_name(h: &nbd_handle, export_name: &CStr) -> Result<(), Error> {
+pub fn set_export_name(_h: &nbd_handle, g: &mut Held<'_>, export_name: &CStr) -> Result<(), Error> {
     if export_name.to_bytes().len() > nbd_core::limits::MAX_STRING {
         return Err(err(
             libc::ENAMETOOLONG,
             "export name too long for NBD protocol",
         ));
     }
-    h.lock().settings.export_name = export_name.to_owned();
+    g.settings.export_name = export_name.to_owned();
     Ok(())
 }
 
@@ -65,8 +64,12 @@ pub fn get_private_data(h: &nbd_handle) -> Result<usize, Error> {
     Ok(h.lock().settings.private_data)
 }
 
-pub fn set_request_block_size(h: &nbd_handle, request: bool) -> Result<(), Error> {
-    h.lock().settings.request_block_size = request;
+pub fn set_request_block_size(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    request: bool,
+) -> Result<(), Error> {
+    g.settings.request_block_size = request;
     Ok(())
 }
 
@@ -74,8 +77,8 @@ pub fn get_request_block_size(h: &nbd_handle) -> Result<bool, Error> {
     Ok(h.lock().settings.request_block_size)
 }
 
-pub fn set_full_info(h: &nbd_handle, request: bool) -> Result<(), Error> {
-    h.lock().settings.full_info = request;
+pub fn set_full_info(_h: &nbd_handle, g: &mut Held<'_>, request: bool) -> Result<(), Error> {
+    g.settings.full_info = request;
     Ok(())
 }
 
@@ -83,8 +86,12 @@ pub fn get_full_info(h: &nbd_handle) -> Result<bool, Error> {
     Ok(h.lock().settings.full_info)
 }
 
-pub fn set_request_structured_replies(h: &nbd_handle, request: bool) -> Result<(), Error> {
-    h.lock().settings.request_structured_replies = request;
+pub fn set_request_structured_replies(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    request: bool,
+) -> Result<(), Error> {
+    g.settings.request_structured_replies = request;
     Ok(())
 }
 
@@ -92,14 +99,8 @@ pub fn get_request_structured_replies(h: &nbd_handle) -> Result<bool, Error> {
     Ok(h.lock().settings.request_structured_replies)
 }
 
-pub fn set_handshake_flags(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    if flags & !LIBNBD_HANDSHAKE_FLAG_MASK != 0 {
-        return Err(err(
-            libc::EINVAL,
-            format!("invalid handshake flags: {flags:#x}"),
-        ));
-    }
-    h.lock().settings.handshake_flags = flags;
+pub fn set_handshake_flags(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {
+    g.settings.handshake_flags = flags;
     Ok(())
 }
 
@@ -118,12 +119,6 @@ pub fn get_pread_initialize(h: &nbd_handle) -> Result<bool, Error> {
 
 /// Takes effect at once, also on a connected handle.
 pub fn set_strict_mode(h: &nbd_handle, flags: u32) -> Result<(), Error> {
-    if flags & !LIBNBD_STRICT_MASK != 0 {
-        return Err(err(
-            libc::EINVAL,
-            format!("invalid strict mode flags: {flags:#x}"),
-        ));
-    }
     let mut g = h.lock();
     g.settings.strict = flags;
     if let Some(c) = g.conn.as_mut() {
@@ -136,8 +131,8 @@ pub fn get_strict_mode(h: &nbd_handle) -> Result<u32, Error> {
     Ok(h.lock().settings.strict)
 }
 
-pub fn set_opt_mode(h: &nbd_handle, enable: bool) -> Result<(), Error> {
-    h.lock().settings.opt_mode = enable;
+pub fn set_opt_mode(_h: &nbd_handle, g: &mut Held<'_>, enable: bool) -> Result<(), Error> {
+    g.settings.opt_mode = enable;
     Ok(())
 }
 
@@ -145,14 +140,14 @@ pub fn get_opt_mode(h: &nbd_handle) -> Result<bool, Error> {
     Ok(h.lock().settings.opt_mode)
 }
 
-pub fn add_meta_context(h: &nbd_handle, name: &CStr) -> Result<(), Error> {
+pub fn add_meta_context(_h: &nbd_handle, g: &mut Held<'_>, name: &CStr) -> Result<(), Error> {
     if name.to_bytes().len() > nbd_core::limits::MAX_STRING {
         return Err(err(
             libc::ENAMETOOLONG,
             "meta context name too long for NBD protocol",
         ));
     }
-    h.lock().settings.meta_contexts.push(name.to_owned());
+    g.settings.meta_contexts.push(name.to_owned());
     Ok(())
 }
 
@@ -169,7 +164,7 @@ pub fn get_meta_context(h: &nbd_handle, i: usize) -> Result<CString, Error> {
         .ok_or_else(|| err(libc::EINVAL, "meta context request out of range"))
 }
 
-pub fn clear_meta_contexts(h: &nbd_handle) -> Result<(), Error> {
-    h.lock().settings.meta_contexts.clear();
+pub fn clear_meta_contexts(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    g.settings.meta_contexts.clear();
     Ok(())
 }

@@ -6,13 +6,6 @@ use crate::consts::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::errors::{err, Error};
 use crate::handle::nbd_handle;
 use std::ffi::{CStr, CString};
-use std::os::raw::c_char;
-use std::os::unix::ffi::OsStrExt;
-
-extern "C" {
-    /// POSIX; thread-safe (unlike getlogin). Not bound by the libc crate.
-    fn getlogin_r(buf: *mut c_char, size: libc::size_t) -> libc::c_int;
-}
 
 pub fn set_tls(h: &nbd_handle, tls: libc::c_int) -> Result<(), Error> {
     if !(LIBNBD_TLS_DISABLE..=LIBNBD_TLS_REQUIRE).contains(&tls) {
@@ -53,25 +46,12 @@ pub fn set_tls_username(h: &nbd_handle, username: &CStr) -> Result<(), Error> {
     Ok(())
 }
 
-/// The user name set, else the local one: $LOGNAME (even empty), else
-/// getlogin_r(3), else its error (ENXIO without a controlling terminal),
-/// as libnbd 1.14.
+/// The user name set, else the local one (`crate::tls::login_name`).
 pub fn get_tls_username(h: &nbd_handle) -> Result<CString, Error> {
     if let Some(u) = h.lock().settings.tls_username.clone() {
         return Ok(u);
     }
-    if let Some(v) = std::env::var_os("LOGNAME") {
-        return CString::new(v.as_bytes()).map_err(|_| err(libc::EINVAL, "LOGNAME"));
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its length.
-    let r = unsafe { getlogin_r(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return Err(err(r, "getlogin_r"));
-    }
-    CStr::from_bytes_until_nul(&buf)
-        .map(|c| c.to_owned())
-        .map_err(|_| err(libc::ERANGE, "getlogin_r"))
+    crate::tls::login_name()
 }
 
 pub fn set_tls_psk_file(h: &nbd_handle, filename: &CStr) -> Result<(), Error> {

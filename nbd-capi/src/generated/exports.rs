@@ -288,9 +288,10 @@ pub unsafe extern "C" fn nbd_set_export_name(h: *mut nbd_handle, export_name: *c
         let h = ffi::handle(h)?;
         let export_name = ffi::cstr(export_name, "export_name")?;
         let trace = h.trace_enter(|| format!("export_name={:?}", export_name.to_string_lossy()));
-        let r = h
-            .check_state(&[State::Created, State::Negotiating])
-            .and_then(|()| calls::settings::set_export_name(h, export_name));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_export_name(h, g, export_name)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -316,9 +317,10 @@ pub unsafe extern "C" fn nbd_set_request_block_size(h: *mut nbd_handle, request:
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .check_state(&[State::Created, State::Negotiating])
-            .and_then(|()| calls::settings::set_request_block_size(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_request_block_size(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -344,9 +346,10 @@ pub unsafe extern "C" fn nbd_set_full_info(h: *mut nbd_handle, request: bool) ->
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .check_state(&[State::Created, State::Negotiating])
-            .and_then(|()| calls::settings::set_full_info(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_full_info(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -372,9 +375,10 @@ pub unsafe extern "C" fn nbd_get_canonical_export_name(h: *mut nbd_handle) -> *m
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_canonical_export_name(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_canonical_export_name(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -387,9 +391,10 @@ pub unsafe extern "C" fn nbd_get_export_description(h: *mut nbd_handle) -> *mut 
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_export_description(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_export_description(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -403,7 +408,11 @@ pub unsafe extern "C" fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls(h, tls));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -431,7 +440,10 @@ pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut nbd_handle) -> c_int {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
+            .with_lock(|g| {
+                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::get_tls_negotiated(h));
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
@@ -447,7 +459,10 @@ pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *cons
         let dir = ffi::cstr(dir, "dir")?;
         let trace = h.trace_enter(|| format!("dir={:?}", dir.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_certificates(h, dir));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -462,7 +477,10 @@ pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut nbd_handle, verify: boo
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("verify={}", verify));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_verify_peer(h, verify));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -491,7 +509,10 @@ pub unsafe extern "C" fn nbd_set_tls_username(h: *mut nbd_handle, username: *con
         let username = ffi::cstr(username, "username")?;
         let trace = h.trace_enter(|| format!("username={:?}", username.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_username(h, username));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -520,7 +541,10 @@ pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut nbd_handle, filename: *con
         let filename = ffi::cstr(filename, "filename")?;
         let trace = h.trace_enter(|| format!("filename={:?}", filename.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::tls::set_tls_psk_file(h, filename));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -534,9 +558,10 @@ pub unsafe extern "C" fn nbd_set_request_structured_replies(h: *mut nbd_handle, 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::settings::set_request_structured_replies(h, request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_request_structured_replies(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -562,9 +587,10 @@ pub unsafe extern "C" fn nbd_get_structured_replies_negotiated(h: *mut nbd_handl
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_structured_replies_negotiated(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_structured_replies_negotiated(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -577,9 +603,11 @@ pub unsafe extern "C" fn nbd_set_handshake_flags(h: *mut nbd_handle, flags: u32)
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::settings::set_handshake_flags(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_flags("flags", flags, LIBNBD_HANDSHAKE_FLAG_MASK)?;
+            calls::settings::set_handshake_flags(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -631,7 +659,12 @@ pub unsafe extern "C" fn nbd_set_strict_mode(h: *mut nbd_handle, flags: u32) -> 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = calls::settings::set_strict_mode(h, flags);
+        let r = h
+            .with_lock(|_g| {
+                wrap::check_flags("flags", flags, LIBNBD_STRICT_MASK)?;
+                Ok(())
+            })
+            .and_then(|()| calls::settings::set_strict_mode(h, flags));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -657,9 +690,10 @@ pub unsafe extern "C" fn nbd_set_opt_mode(h: *mut nbd_handle, enable: bool) -> c
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("enable={}", enable));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::settings::set_opt_mode(h, enable));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_opt_mode(h, g, enable)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -685,9 +719,10 @@ pub unsafe extern "C" fn nbd_opt_go(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::opt_go(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_go(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -700,9 +735,10 @@ pub unsafe extern "C" fn nbd_opt_abort(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::opt_abort(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_abort(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -716,9 +752,10 @@ pub unsafe extern "C" fn nbd_opt_list(h: *mut nbd_handle, list_callback: nbd_lis
         let list_callback: callbacks::List = list_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::opt_list(h, list_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_list(h, g, list_callback)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -731,9 +768,10 @@ pub unsafe extern "C" fn nbd_opt_info(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::opt_info(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_info(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -747,9 +785,10 @@ pub unsafe extern "C" fn nbd_opt_list_meta_context(h: *mut nbd_handle, context_c
         let context_callback: callbacks::Context = context_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::opt_list_meta_context(h, context_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_list_meta_context(h, g, context_callback)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -763,9 +802,10 @@ pub unsafe extern "C" fn nbd_add_meta_context(h: *mut nbd_handle, name: *const c
         let h = ffi::handle(h)?;
         let name = ffi::cstr(name, "name")?;
         let trace = h.trace_enter(|| format!("name={:?}", name.to_string_lossy()));
-        let r = h
-            .check_state(&[State::Created, State::Negotiating])
-            .and_then(|()| calls::settings::add_meta_context(h, name));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::add_meta_context(h, g, name)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -804,9 +844,10 @@ pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Created, State::Negotiating])
-            .and_then(|()| calls::settings::clear_meta_contexts(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::clear_meta_contexts(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -819,9 +860,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut nbd_handle, mask: 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("mask=0x{:x}", mask));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::uri::set_uri_allow_transports(h, mask));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
+            calls::uri::set_uri_allow_transports(h, g, mask)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -834,9 +877,11 @@ pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut nbd_handle, tls: c_int) -
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::uri::set_uri_allow_tls(h, tls));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+            calls::uri::set_uri_allow_tls(h, g, tls)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -849,9 +894,10 @@ pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut nbd_handle, allow:
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("allow={}", allow));
-        let r = h
-            .check_state(&[State::Created])
-            .and_then(|()| calls::uri::set_uri_allow_local_file(h, allow));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::uri::set_uri_allow_local_file(h, g, allow)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -866,7 +912,10 @@ pub unsafe extern "C" fn nbd_connect_uri(h: *mut nbd_handle, uri: *const c_char)
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_uri(h, uri));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -882,7 +931,10 @@ pub unsafe extern "C" fn nbd_connect_unix(h: *mut nbd_handle, unixsocket: *const
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_unix(h, unixsocket));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -897,7 +949,10 @@ pub unsafe extern "C" fn nbd_connect_vsock(h: *mut nbd_handle, cid: u32, port: u
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -914,7 +969,10 @@ pub unsafe extern "C" fn nbd_connect_tcp(h: *mut nbd_handle, hostname: *const c_
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_tcp(h, hostname, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -929,7 +987,10 @@ pub unsafe extern "C" fn nbd_connect_socket(h: *mut nbd_handle, sock: c_int) -> 
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_socket(h, sock));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -945,7 +1006,10 @@ pub unsafe extern "C" fn nbd_connect_command(h: *mut nbd_handle, argv: *mut *mut
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_command(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -961,7 +1025,10 @@ pub unsafe extern "C" fn nbd_connect_systemd_socket_activation(h: *mut nbd_handl
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::connect::connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -975,9 +1042,10 @@ pub unsafe extern "C" fn nbd_is_read_only(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::is_read_only(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::is_read_only(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -990,9 +1058,10 @@ pub unsafe extern "C" fn nbd_can_flush(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_flush(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_flush(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1005,9 +1074,10 @@ pub unsafe extern "C" fn nbd_can_fua(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_fua(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_fua(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1020,9 +1090,10 @@ pub unsafe extern "C" fn nbd_is_rotational(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::is_rotational(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::is_rotational(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1035,9 +1106,10 @@ pub unsafe extern "C" fn nbd_can_trim(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_trim(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_trim(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1050,9 +1122,10 @@ pub unsafe extern "C" fn nbd_can_zero(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_zero(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_zero(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1065,9 +1138,10 @@ pub unsafe extern "C" fn nbd_can_fast_zero(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_fast_zero(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_fast_zero(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1080,9 +1154,10 @@ pub unsafe extern "C" fn nbd_can_df(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_df(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_df(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1095,9 +1170,10 @@ pub unsafe extern "C" fn nbd_can_multi_conn(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_multi_conn(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_multi_conn(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1110,9 +1186,10 @@ pub unsafe extern "C" fn nbd_can_cache(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_cache(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_cache(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1126,9 +1203,10 @@ pub unsafe extern "C" fn nbd_can_meta_context(h: *mut nbd_handle, metacontext: *
         let h = ffi::handle(h)?;
         let metacontext = ffi::cstr(metacontext, "metacontext")?;
         let trace = h.trace_enter(|| format!("metacontext={:?}", metacontext.to_string_lossy()));
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::can_meta_context(h, metacontext));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_meta_context(h, g, metacontext)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1141,9 +1219,10 @@ pub unsafe extern "C" fn nbd_get_protocol(h: *mut nbd_handle) -> *const c_char {
     wrap::boundary::<ret::StaticString, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_protocol(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_protocol(h, g)
+        });
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
@@ -1156,9 +1235,10 @@ pub unsafe extern "C" fn nbd_get_size(h: *mut nbd_handle) -> i64 {
     wrap::boundary::<ret::Int64, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_size(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_size(h, g)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1171,9 +1251,11 @@ pub unsafe extern "C" fn nbd_get_block_size(h: *mut nbd_handle, size_type: c_int
     wrap::boundary::<ret::Int64, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("size_type={}", size_type));
-        let r = h
-            .check_state(&[State::Negotiating, State::Connected, State::Closed])
-            .and_then(|()| calls::info::get_block_size(h, size_type));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM])?;
+            calls::info::get_block_size(h, g, size_type)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1187,9 +1269,12 @@ pub unsafe extern "C" fn nbd_pread(h: *mut nbd_handle, buf: *mut c_void, count: 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::pread(h, buf, offset, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::pread(h, g, buf, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1204,9 +1289,12 @@ pub unsafe extern "C" fn nbd_pread_structured(h: *mut nbd_handle, buf: *mut c_vo
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::pread_structured(h, buf, offset, chunk_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+            calls::data::pread_structured(h, g, buf, offset, chunk_callback, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1220,9 +1308,11 @@ pub unsafe extern "C" fn nbd_pwrite(h: *mut nbd_handle, buf: *const c_void, coun
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::pwrite(h, buf, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::data::pwrite(h, g, buf, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1235,9 +1325,11 @@ pub unsafe extern "C" fn nbd_shutdown(h: *mut nbd_handle, flags: u32) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .check_state(&[State::Connected, State::Closed, State::Dead])
-            .and_then(|()| calls::data::shutdown(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+            wrap::check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
+            calls::data::shutdown(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1250,9 +1342,11 @@ pub unsafe extern "C" fn nbd_flush(h: *mut nbd_handle, flags: u32) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::flush(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::flush(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1265,9 +1359,11 @@ pub unsafe extern "C" fn nbd_trim(h: *mut nbd_handle, count: u64, offset: u64, f
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::trim(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::data::trim(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1280,9 +1376,11 @@ pub unsafe extern "C" fn nbd_cache(h: *mut nbd_handle, count: u64, offset: u64, 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::cache(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::data::cache(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1295,9 +1393,11 @@ pub unsafe extern "C" fn nbd_zero(h: *mut nbd_handle, count: u64, offset: u64, f
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::zero(h, count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+            calls::data::zero(h, g, count, offset, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1311,9 +1411,11 @@ pub unsafe extern "C" fn nbd_block_status(h: *mut nbd_handle, count: u64, offset
         let extent_callback: callbacks::Extent = extent_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::data::block_status(h, count, offset, extent_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::data::block_status(h, g, count, offset, extent_callback, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1341,7 +1443,10 @@ pub unsafe extern "C" fn nbd_aio_connect(h: *mut nbd_handle, addr: *const libc::
         let addr = ffi::sockaddr(addr, addrlen, "addr")?;
         let trace = h.trace_enter(|| format!("addr=<sockaddr> addrlen={}", addr.1));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect(h, addr));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1357,7 +1462,10 @@ pub unsafe extern "C" fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_c
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_uri(h, uri));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1373,7 +1481,10 @@ pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *c
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_unix(h, unixsocket));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1388,7 +1499,10 @@ pub unsafe extern "C" fn nbd_aio_connect_vsock(h: *mut nbd_handle, cid: u32, por
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_vsock(h, cid, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1405,7 +1519,10 @@ pub unsafe extern "C" fn nbd_aio_connect_tcp(h: *mut nbd_handle, hostname: *cons
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_tcp(h, hostname, port));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1420,7 +1537,10 @@ pub unsafe extern "C" fn nbd_aio_connect_socket(h: *mut nbd_handle, sock: c_int)
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_socket(h, sock));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1436,7 +1556,10 @@ pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut nbd_handle, argv: *mut 
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_command(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1452,7 +1575,10 @@ pub unsafe extern "C" fn nbd_aio_connect_systemd_socket_activation(h: *mut nbd_h
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
         let r = h
-            .check_state(&[State::Created])
+            .with_lock(|g| {
+                g.check_state(&[State::Created])?;
+                Ok(())
+            })
             .and_then(|()| calls::aio_connect::aio_connect_systemd_socket_activation(h, argv));
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
@@ -1467,9 +1593,10 @@ pub unsafe extern "C" fn nbd_aio_opt_go(h: *mut nbd_handle, completion_callback:
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::aio_opt_go(h, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_go(h, g, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1482,9 +1609,10 @@ pub unsafe extern "C" fn nbd_aio_opt_abort(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::aio_opt_abort(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_abort(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1499,9 +1627,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list(h: *mut nbd_handle, list_callback: nbd
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "list_callback=<fun> completion_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::aio_opt_list(h, list_callback, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_list(h, g, list_callback, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1515,9 +1644,10 @@ pub unsafe extern "C" fn nbd_aio_opt_info(h: *mut nbd_handle, completion_callbac
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::aio_opt_info(h, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_info(h, g, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1532,9 +1662,10 @@ pub unsafe extern "C" fn nbd_aio_opt_list_meta_context(h: *mut nbd_handle, conte
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "context_callback=<fun> completion_callback=<fun>".to_string());
-        let r = h
-            .check_state(&[State::Negotiating])
-            .and_then(|()| calls::opt::aio_opt_list_meta_context(h, context_callback, completion_callback));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_list_meta_context(h, g, context_callback, completion_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1549,9 +1680,12 @@ pub unsafe extern "C" fn nbd_aio_pread(h: *mut nbd_handle, buf: *mut c_void, cou
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_pread(h, buf, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_pread(h, g, buf, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1567,9 +1701,12 @@ pub unsafe extern "C" fn nbd_aio_pread_structured(h: *mut nbd_handle, buf: *mut 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_out(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} chunk_callback=<fun> completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_pread_structured(h, buf, offset, chunk_callback, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            wrap::initialize(g, buf);
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_DF)?;
+            calls::aio::aio_pread_structured(h, g, buf, offset, chunk_callback, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1584,9 +1721,11 @@ pub unsafe extern "C" fn nbd_aio_pwrite(h: *mut nbd_handle, buf: *const c_void, 
         let h = ffi::handle(h)?;
         let buf = ffi::bytes_in(buf, count, "buf")?;
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_pwrite(h, buf, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::aio::aio_pwrite(h, g, buf, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1599,9 +1738,11 @@ pub unsafe extern "C" fn nbd_aio_disconnect(h: *mut nbd_handle, flags: u32) -> c
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_disconnect(h, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_disconnect(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1615,9 +1756,11 @@ pub unsafe extern "C" fn nbd_aio_flush(h: *mut nbd_handle, completion_callback: 
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("completion_callback=<fun> flags=0x{:x}", flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_flush(h, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_flush(h, g, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1631,9 +1774,11 @@ pub unsafe extern "C" fn nbd_aio_trim(h: *mut nbd_handle, count: u64, offset: u6
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_trim(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            calls::aio::aio_trim(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1647,9 +1792,11 @@ pub unsafe extern "C" fn nbd_aio_cache(h: *mut nbd_handle, count: u64, offset: u
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_cache(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, 0)?;
+            calls::aio::aio_cache(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1663,9 +1810,11 @@ pub unsafe extern "C" fn nbd_aio_zero(h: *mut nbd_handle, count: u64, offset: u6
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_zero(h, count, offset, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_NO_HOLE | LIBNBD_CMD_FLAG_FAST_ZERO)?;
+            calls::aio::aio_zero(h, g, count, offset, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1680,9 +1829,11 @@ pub unsafe extern "C" fn nbd_aio_block_status(h: *mut nbd_handle, count: u64, of
         let completion_callback: callbacks::Completion = completion_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("count={} offset={} extent_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, flags));
-        let r = h
-            .check_state(&[State::Connected])
-            .and_then(|()| calls::aio::aio_block_status(h, count, offset, extent_callback, completion_callback, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::aio::aio_block_status(h, g, count, offset, extent_callback, completion_callback, flags)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -1856,9 +2007,10 @@ pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .check_state(&[State::Connected, State::Closed, State::Dead])
-            .and_then(|()| calls::aio::aio_in_flight(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected, State::Closed, State::Dead])?;
+            calls::aio::aio_in_flight(h, g)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -1950,7 +2102,10 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut nbd_handle) -> *mut c_char {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
         let r = h
-            .check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])
+            .with_lock(|g| {
+                g.check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])?;
+                Ok(())
+            })
             .and_then(|()| calls::uri::get_uri(h));
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r

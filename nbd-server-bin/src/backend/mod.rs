@@ -151,11 +151,12 @@ impl Params {
         format!("{}: {msg}", self.name)
     }
 
-    /// Fails on any key left over.
+    /// Fails on any key left over, in nbdkit's words (its plugins' config
+    /// callbacks say "unknown parameter 'KEY'", without the plugin's name).
     pub fn finish(self) -> Result<(), String> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((k, _)) => Err(format!("{}: unknown parameter '{k}'", self.name)),
+            Some((k, _)) => Err(format!("unknown parameter '{k}'")),
         }
     }
 }
@@ -168,13 +169,18 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
+/// A declared parameter: its key and a one-line description.
+pub type Param = (&'static str, &'static str);
+
 /// A plugin's constructor: its parameters and whether the server is `-r`.
 type OpenPlugin = fn(&mut Params, bool) -> Result<Arc<dyn Backend>, String>;
 
-/// A plugin: its magic key and how to open it from its parameters.
+/// A plugin: its magic key, the keys it takes (each with a one-line
+/// description) and how to open it from its parameters.
 struct PluginSpec {
     name: &'static str,
     magic: Option<&'static str>,
+    keys: &'static [Param],
     open: OpenPlugin,
 }
 
@@ -186,64 +192,152 @@ const PLUGINS: &[PluginSpec] = &[
     PluginSpec {
         name: "file",
         magic: Some("file"),
+        keys: &[
+            ("file", "the file or block device to serve"),
+            (
+                "dir",
+                "a directory whose regular files and block devices are the exports",
+            ),
+            ("cache", "page cache use: default or none"),
+            (
+                "fadvise",
+                "access pattern hint: normal, random or sequential",
+            ),
+        ],
         open: |p, ro| file::open(p, ro),
     },
     PluginSpec {
         name: "memory",
         magic: Some("size"),
+        keys: &[
+            ("size", "the size of the RAM disk"),
+            ("allocator", "how the RAM is allocated (sparse)"),
+        ],
         open: |p, _| arc(memory::Memory::open(p)),
     },
     PluginSpec {
         name: "null",
         magic: Some("size"),
+        keys: &[(
+            "size",
+            "the size of the disk that reads as zeroes and discards writes",
+        )],
         open: |p, _| arc(simple::Null::open(p)),
     },
     PluginSpec {
         name: "zero",
         magic: None,
+        keys: &[],
         open: |_, _| arc(Ok(simple::Null::new(0))),
     },
     PluginSpec {
         name: "full",
         magic: Some("size"),
+        keys: &[("size", "the size of the disk whose writes fail with ENOSPC")],
         open: |p, _| arc(simple::Full::open(p)),
     },
     PluginSpec {
         name: "pattern",
         magic: Some("size"),
+        keys: &[("size", "the size of the disk that reads as its own offsets")],
         open: |p, _| arc(simple::Pattern::open(p)),
     },
     PluginSpec {
         name: "random",
         magic: Some("size"),
+        keys: &[
+            ("size", "the size of the random disk"),
+            ("seed", "the seed of the random data"),
+        ],
         open: |p, _| arc(random::Random::open(p)),
     },
     PluginSpec {
         name: "sparse-random",
         magic: Some("size"),
+        keys: &[
+            ("size", "the size of the disk"),
+            ("seed", "the seed of the random data"),
+            ("percent", "the share of the disk that holds data"),
+            ("runlength", "the mean length of a run of data"),
+            (
+                "random-content",
+                "fill the data with random bytes instead of 1s",
+            ),
+        ],
         open: |p, _| arc(random::SparseRandom::open(p)),
     },
     PluginSpec {
         name: "data",
         magic: Some("data"),
+        keys: &[
+            ("data", "the disk's content in nbdkit's data format"),
+            ("raw", "the disk's content as literal bytes"),
+            ("base64", "the disk's content in base64"),
+            (
+                "size",
+                "the size of the disk (default: the end of the data)",
+            ),
+            ("allocator", "how the RAM is allocated (sparse)"),
+        ],
         open: |p, _| arc(data::open(p)),
     },
     PluginSpec {
         name: "split",
         magic: Some("file"),
+        keys: &[(
+            "file",
+            "one of the files concatenated into the disk, in order",
+        )],
         open: |p, ro| arc(split::Split::open(p, ro)),
     },
     PluginSpec {
         name: "nbd",
         magic: Some("uri"),
+        keys: &[
+            ("uri", "the NBD URI of the server to forward to"),
+            ("socket", "the Unix socket of the server"),
+            ("hostname", "the host name of the server"),
+            ("port", "the TCP port of the server"),
+            ("export", "the export name to ask for"),
+            (
+                "tls",
+                "whether to use TLS with the server (only off is supported)",
+            ),
+        ],
         open: |p, ro| arc(nbd::NbdPlugin::open(p, ro)),
     },
     PluginSpec {
         name: "curl",
         magic: Some("url"),
+        keys: &[
+            ("url", "the HTTP, HTTPS or FTP URL of the disk"),
+            ("header", "an extra request header (may be repeated)"),
+            ("user", "the user name to log in with"),
+            ("password", "the password to log in with"),
+            ("proxy", "the proxy to go through"),
+            ("cainfo", "the CA certificate file"),
+            ("capath", "the directory of CA certificates"),
+            (
+                "unix-socket-path",
+                "a Unix socket to connect to instead of the URL's host",
+            ),
+            ("sslverify", "whether to check the server's certificate"),
+            ("followlocation", "whether to follow redirects"),
+            ("tcp-nodelay", "whether to set TCP_NODELAY"),
+            ("timeout", "the timeout of a transfer, in seconds"),
+        ],
         open: |p, _| arc(curl::CurlPlugin::open(p)),
     },
 ];
+
+/// A plugin's declared parameters: its magic key and each key with its
+/// one-line description (for `--help`-style listings and man pages).
+pub fn plugin_params(name: &str) -> Option<(Option<&'static str>, &'static [Param])> {
+    PLUGINS
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| (p.magic, p.keys))
+}
 
 fn plugin_names() -> String {
     PLUGINS
@@ -275,6 +369,12 @@ pub fn open_stack(
         .iter()
         .map(|f| filters::find(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if spec.keys.is_empty() && !args.is_empty() && filters.is_empty() {
+        // nbdkit's words for a plugin without a config callback.
+        return Err(format!(
+            "{plugin}: this plugin does not need command line configuration"
+        ));
+    }
     let pairs = split_params(plugin, spec.magic, args)?;
     let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
     for (k, v) in pairs {
@@ -429,6 +529,86 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_parameters_in_nbdkits_words() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = open_stack("memory", &[], &args(&["1M", "foo=bar"]), false).err();
+        assert_eq!(e.as_deref(), Some("unknown parameter 'foo'"));
+        let e = open_stack("zero", &[], &args(&["foo=bar"]), false).err();
+        assert_eq!(
+            e.as_deref(),
+            Some("zero: this plugin does not need command line configuration")
+        );
+    }
+
+    /// The keys a source file takes as string literals: the first argument
+    /// of `take`, `take_all`, `take_size`, `take_bool`, `take_enum`,
+    /// `take_with`, and of curl's `opt(p, "...")`.
+    fn literal_keys(src: &str) -> std::collections::BTreeSet<String> {
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, _) in src.match_indices("take") {
+            let rest =
+                src[i + 4..].trim_start_matches(|c: char| c.is_ascii_lowercase() || c == '_');
+            if let Some(r) = rest.strip_prefix('(') {
+                if let Some(r) = r.trim_start().strip_prefix('"') {
+                    keys.insert(r[..r.find('"').unwrap()].to_string());
+                }
+            }
+        }
+        for (i, _) in src.match_indices("opt(p, \"") {
+            let r = &src[i + 8..];
+            keys.insert(r[..r.find('"').unwrap()].to_string());
+        }
+        keys
+    }
+
+    /// Each plugin declares every key its code takes, and nothing else:
+    /// compared per source file (a file may hold several plugins).
+    #[test]
+    fn plugin_keys_declared() {
+        let sources: &[(&str, &str, &[&str])] = &[
+            ("file.rs", include_str!("file.rs"), &["file"]),
+            ("memory.rs", include_str!("memory.rs"), &["memory"]),
+            (
+                "simple.rs",
+                include_str!("simple.rs"),
+                &["null", "zero", "full", "pattern"],
+            ),
+            (
+                "random.rs",
+                include_str!("random.rs"),
+                &["random", "sparse-random"],
+            ),
+            ("data.rs", include_str!("data.rs"), &["data"]),
+            ("split.rs", include_str!("split.rs"), &["split"]),
+            ("nbd.rs", include_str!("nbd.rs"), &["nbd"]),
+            ("curl.rs", include_str!("curl.rs"), &["curl"]),
+        ];
+        let mut seen = Vec::new();
+        for (file, src, names) in sources {
+            let taken = literal_keys(src);
+            let mut declared = std::collections::BTreeSet::new();
+            for n in *names {
+                let spec = PLUGINS.iter().find(|p| p.name == *n).unwrap();
+                for (k, help) in spec.keys {
+                    assert!(!help.is_empty(), "{n}: {k} has no description");
+                    declared.insert(k.to_string());
+                }
+                if let Some(m) = spec.magic {
+                    assert!(
+                        spec.keys.iter().any(|(k, _)| *k == m),
+                        "{n}: magic key {m} not declared"
+                    );
+                }
+                seen.push(*n);
+            }
+            assert_eq!(taken, declared, "{file}: keys taken vs declared");
+        }
+        for p in PLUGINS {
+            assert!(seen.contains(&p.name), "plugin {} not checked", p.name);
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -33,12 +33,11 @@
 //! status 1, checked before any file is created or changed.
 
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 
 use nbd_core::server::Backend;
@@ -49,6 +48,8 @@ use crate::backend::{file, nbd, Params};
 use crate::conn::{self, Server};
 use crate::listen::{self, AcceptOpts, Listener};
 use crate::log;
+use crate::process::daemon;
+use crate::process::signals::{self, Signals};
 
 use super::control::{self, Control, Remote};
 
@@ -387,7 +388,7 @@ pub fn main() {
     if c.daemonize {
         daemonize(c.logpath.is_none());
     }
-    block_signals();
+    signals().block();
     let srv = Arc::new(Server {
         backend,
         readonly: c.readonly,
@@ -409,9 +410,11 @@ pub fn main() {
     log::log_info(format_args!("{}", describe(&c, port)));
     if c.inetd {
         std::thread::spawn(move || signal_loop(cache, target));
-        // SAFETY: duplicates of standard input, owned from here. As xnbd,
-        // the connection is standard input alone, read and written.
-        let (rd, wr) = unsafe { (dup_file(0), dup_file(0)) };
+        // As xnbd, the connection is standard input alone, read and
+        // written.
+        let stdin = std::io::stdin();
+        let (rd, wr) = listen::inherited_connection(stdin.as_fd(), stdin.as_fd())
+            .unwrap_or_else(|e| die(format!("dup: {e}")));
         let peer = listen::peer_of(0);
         conn::serve(srv, rd, wr, 0, peer);
         exit(0);
@@ -426,12 +429,7 @@ pub fn main() {
         }
         exit(0);
     }
-    let next_id = Arc::new(AtomicUsize::new(0));
-    for l in listeners {
-        let srv = Arc::clone(&srv);
-        let next_id = Arc::clone(&next_id);
-        std::thread::spawn(move || accept_loop(l, srv, next_id));
-    }
+    listen::serve_all(listeners, srv, AcceptOpts::default(), "xnbd");
     signal_loop(cache, target)
 }
 
@@ -573,175 +571,15 @@ fn claim_cow_files(base: &Path) -> Result<(PathBuf, PathBuf), String> {
     ))
 }
 
-/// Binds `[::]:port`, plus `0.0.0.0:port` where IPv6 sockets are
-/// v6-only, without listening yet: [`listen_all`] starts accepting once
-/// the backend is ready, so a client that gets through finds it ready.
-/// Port 0: the system picks one (the same for both), which the startup
-/// message names. Returns the sockets and the port.
+/// Binds the port on every address (see `listen::bind_any`), or dies.
 fn bind(port: u16) -> (Vec<OwnedFd>, u16) {
-    let mut ls = Vec::new();
-    match bind_tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
-        Ok(l) => {
-            let v6only = v6only(&l);
-            let port = local_port(&l).unwrap_or(port);
-            ls.push(l);
-            if v6only {
-                if let Ok(l4) = bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
-                    ls.push(l4);
-                }
-            }
-            (ls, port)
-        }
-        Err(e6) => match bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
-            Ok(l) => {
-                let port = local_port(&l).unwrap_or(port);
-                ls.push(l);
-                (ls, port)
-            }
-            Err(e) => die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")),
-        },
-    }
-}
-
-/// The port a bound socket has.
-fn local_port(fd: &OwnedFd) -> Option<u16> {
-    // SAFETY: getsockname into a zeroed sockaddr_storage of the size given.
-    unsafe {
-        let mut sa: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of_val(&sa) as libc::socklen_t;
-        if libc::getsockname(
-            fd.as_raw_fd(),
-            &mut sa as *mut _ as *mut libc::sockaddr,
-            &mut len,
-        ) != 0
-        {
-            return None;
-        }
-        match sa.ss_family as libc::c_int {
-            libc::AF_INET6 => {
-                let a = &*(&sa as *const _ as *const libc::sockaddr_in6);
-                Some(u16::from_be(a.sin6_port))
-            }
-            libc::AF_INET => {
-                let a = &*(&sa as *const _ as *const libc::sockaddr_in);
-                Some(u16::from_be(a.sin_port))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Whether an IPv6 socket refuses IPv4 (net.ipv6.bindv6only).
-fn v6only(fd: &OwnedFd) -> bool {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a local int.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            &mut v as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    r != 0 || v != 0
-}
-
-/// A TCP socket bound to `addr` (SO_REUSEADDR), not listening.
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {
-    let last = std::io::Error::last_os_error;
-    let family = if addr.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    // SAFETY: socket, setsockopt and bind with locals of the right sizes;
-    // the new descriptor is owned at once.
-    unsafe {
-        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(last());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let r = match addr {
-            SocketAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_port = a.port().to_be();
-                sa.sin6_addr.s6_addr = a.ip().octets();
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of_val(&sa) as libc::socklen_t,
-                )
-            }
-            SocketAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_port = a.port().to_be();
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of_val(&sa) as libc::socklen_t,
-                )
-            }
-        };
-        if r != 0 {
-            return Err(last());
-        }
-        Ok(fd)
-    }
+    listen::bind_any(port)
+        .unwrap_or_else(|(e6, e)| die(format!("cannot listen on port {port}: {e} (IPv6: {e6})")))
 }
 
 /// Starts listening on the bound sockets.
 fn listen_all(fds: Vec<OwnedFd>) -> Vec<Listener> {
-    fds.into_iter()
-        .map(|fd| {
-            // SAFETY: listen on a bound socket we own.
-            if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
-                die(format!("listen: {}", std::io::Error::last_os_error()));
-            }
-            Listener(fd)
-        })
-        .collect()
-}
-
-fn accept_loop(l: Listener, srv: Arc<Server>, next_id: Arc<AtomicUsize>) {
-    loop {
-        let fd = match l.accept(AcceptOpts::default()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::error!("accept: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let srv = Arc::clone(&srv);
-        let r = std::thread::Builder::new()
-            .name(format!("xnbd-c{id}"))
-            .stack_size(conn::THREAD_STACK)
-            .spawn(move || {
-                let peer = listen::peer_of(fd.as_raw_fd());
-                let wr = File::from(fd);
-                if let Ok(rd) = wr.try_clone() {
-                    conn::serve(srv, rd, wr, id, peer);
-                }
-            });
-        if let Err(e) = r {
-            log::error!("cannot start a thread: {e}");
-        }
-    }
+    listen::listen_all(fds).unwrap_or_else(|e| die(format!("listen: {e}")))
 }
 
 /// Takes descriptor `fd` (`--connected-fd`), which must be open and is
@@ -767,90 +605,38 @@ fn take_connected_fd(fd: i32) -> Result<OwnedFd, String> {
     }
 }
 
-/// # Safety
-/// `fd` must be an open descriptor.
-unsafe fn dup_file(fd: i32) -> File {
-    let d = libc::dup(fd);
-    if d < 0 {
-        die(format!("dup: {}", std::io::Error::last_os_error()));
-    }
-    File::from(OwnedFd::from_raw_fd(d))
-}
-
 /// Forks; the parent exits 0 (every socket is already bound, so clients
 /// may connect at once). The child leaves the terminal; messages go to
 /// the system log unless `--logpath` was given.
 fn daemonize(to_syslog: bool) {
-    // SAFETY: no thread exists yet; fork, setsid and descriptor juggling.
-    unsafe {
-        match libc::fork() {
-            -1 => die(format!("fork: {}", std::io::Error::last_os_error())),
-            0 => {
-                libc::setsid();
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 {
-                    for fd in 0..3 {
-                        libc::dup2(null, fd);
-                    }
-                    if null > 2 {
-                        libc::close(null);
-                    }
-                }
-            }
-            _ => libc::_exit(0),
-        }
+    if let Err(e) = daemon::fork_detached() {
+        die(format!("fork: {e}"));
     }
+    daemon::null_stdio(false);
     if to_syslog {
         log::set_dest(crate::cli::LogDest::Syslog);
     }
 }
 
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-        ] {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Blocks our signals in this thread and all it starts; `signal_loop`
-/// takes them with sigwait.
-fn block_signals() {
-    let set = signal_set();
-    // SAFETY: setting this thread's mask.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+/// Ours: the exit signals, SIGUSR1 (snapshot) and SIGUSR2 (switch).
+fn signals() -> Signals {
+    let mut set = signals::EXIT.to_vec();
+    set.extend([Signal::SIGUSR1, Signal::SIGUSR2]);
+    Signals::new(&set)
 }
 
 fn signal_loop(cache: Option<Arc<XnbdCache>>, target: Option<(PathBuf, Arc<dyn Backend>)>) -> ! {
-    let set = signal_set();
+    let set = signals();
     loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: sigwait on a set of blocked signals.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
-        }
-        match sig {
-            libc::SIGUSR2 => match &cache {
+        match set.wait() {
+            Signal::SIGUSR2 => match &cache {
                 Some(c) if c.options().fetch_on_read => match c.switch(false) {
                     Ok(()) => log::log_info(format_args!("switched to target mode")),
                     Err(e) => log::error!("SIGUSR2: cannot switch: {e}"),
                 },
                 _ => log::error!("SIGUSR2: not a proxy"),
             },
-            libc::SIGUSR1 => match &target {
+            Signal::SIGUSR1 => match &target {
                 Some((path, b)) => match snapshot(path, &**b) {
                     Ok(p) => log::log_info(format_args!("snapshot {}", p.display())),
                     Err(e) => log::error!("SIGUSR1: snapshot: {e}"),
