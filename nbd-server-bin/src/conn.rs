@@ -20,7 +20,7 @@
 //! Connection threads run on small stacks ([`THREAD_STACK`]): an idle
 //! connection costs one thread, so 1,000 idle clients cost 1,000 stacks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -31,6 +31,8 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use nbd_core::server::backend::{ConnectionInfo, Peer};
+
+use crate::chain::{Chain, Opened};
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
 use nbd_core::server::reply::encode_reply;
 use nbd_core::server::request::{self, command_name, Payload, TxContext};
@@ -40,26 +42,10 @@ use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
 
 use crate::tls::Stream;
 
-thread_local! {
-    /// Whether the connection this thread works for negotiated TLS.
-    static IS_TLS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the connection this thread works for has negotiated TLS, as
-/// nbdkit_is_tls(): set on the connection's thread when the TLS handshake
-/// completes and carried to its workers; false on any other thread. For
-/// backends that treat plain-text clients differently (tls-fallback).
-pub fn is_tls() -> bool {
-    IS_TLS.with(Cell::get)
-}
-
-pub(crate) fn set_tls(on: bool) {
-    IS_TLS.with(|t| t.set(on));
-}
-
 /// What every connection shares.
 pub struct Server {
-    pub backend: Arc<dyn Backend>,
+    /// The backend chain, opened once per connection.
+    pub chain: Arc<Chain>,
     pub readonly: bool,
     pub export_name: String,
     pub threads: usize,
@@ -178,62 +164,17 @@ impl Drop for Held<'_> {
 /// room for deep backend stacks (and unoptimised builds).
 pub const THREAD_STACK: usize = 512 * 1024;
 
-impl Server {
-    /// The backend that serves export `name`. A stack that lists its own
-    /// exports (the file plugin's `dir=`) gives one per export, the empty
-    /// name meaning its default export; any other stack serves every name
-    /// itself, as nbdkit does with a plugin that does not list exports.
-    fn backend_for(&self, name: &[u8]) -> Result<Arc<dyn Backend>, String> {
-        let b = &self.backend;
-        let name = String::from_utf8_lossy(name);
-        let name = if name.is_empty() {
-            match b.default_export().map_err(|e| e.to_string())? {
-                Some(d) => std::borrow::Cow::Owned(d),
-                None => name,
-            }
-        } else {
-            name
-        };
-        match b.open_export(&name).map_err(|e| e.to_string())? {
-            Some(per_export) => Ok(per_export),
-            None => Ok(Arc::clone(b)),
-        }
-    }
-
-    /// What negotiation tells the client about `backend`.
-    fn details(&self, backend: &dyn Backend) -> Result<ExportDetails, String> {
-        let size = backend.size().map_err(|e| e.to_string())?;
-        let caps = Caps::from_backend(backend, self.readonly).map_err(|e| e.to_string())?;
-        let block_size = backend.block_size().map_err(|e| e.to_string())?;
-        Ok(ExportDetails {
-            size,
-            caps,
-            block_size,
-            ..ExportDetails::default()
-        })
-    }
-}
-
-impl Exports for Server {
-    /// The stack's own list when it has one (`dir=`), else the `-e` name.
-    fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        match self.backend.list_exports() {
-            Ok(Some(list)) => list
-                .into_iter()
-                .map(|(n, d)| (n.into_bytes(), d.into_bytes()))
-                .collect(),
-            Ok(None) => vec![(self.export_name.as_bytes().to_vec(), Vec::new())],
-            Err(e) => {
-                crate::log::error!("listing exports: {e}");
-                Vec::new()
-            }
-        }
-    }
-
-    fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
-        let b = self.backend_for(name)?;
-        self.details(&*b)
-    }
+/// What negotiation tells the client about a chain opened for it.
+fn details(opened: &Opened, readonly: bool) -> Result<ExportDetails, String> {
+    let size = opened.size().map_err(|e| e.to_string())?;
+    let caps = Caps::from_backend(opened, readonly).map_err(|e| e.to_string())?;
+    let block_size = opened.block_size().map_err(|e| e.to_string())?;
+    Ok(ExportDetails {
+        size,
+        caps,
+        block_size,
+        ..ExportDetails::default()
+    })
 }
 
 macro_rules! debug {
@@ -345,8 +286,8 @@ fn write_all_slices(f: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
 
 struct Conn {
     srv: Arc<Server>,
-    /// The backend of the export this connection negotiated.
-    backend: Arc<dyn Backend>,
+    /// The chain opened for the export this connection negotiated.
+    backend: Opened,
     ctx: TxContext,
     reader: Mutex<RequestReader>,
     writer: Mutex<Stream>,
@@ -370,65 +311,94 @@ impl Conn {
     }
 }
 
-/// The exports as one connection sees them: opening one calls the
-/// backend's `open_connection` with this connection's identity.
+/// The exports as one connection sees them. As in nbdkit, the chain is
+/// opened for the connection when the client asks about an export (INFO)
+/// or picks one (GO, EXPORT_NAME, oldstyle): the size and capabilities
+/// come from the opened layers. A chain opened for INFO is closed again
+/// when the client asks about another export, picks one, or leaves.
 struct ConnExports<'a> {
     srv: &'a Server,
-    id: usize,
-    peer: Peer,
-    /// What `open_connection` succeeded with, and the backend of the
-    /// chosen export that it ran on, for `close_connection` and for
-    /// serving the connection.
-    opened: RefCell<Option<(ConnectionInfo, Arc<dyn Backend>)>>,
+    /// The connection's facts; `tls` is set when the TLS handshake ends.
+    info: RefCell<ConnectionInfo>,
+    /// The chain opened by the last INFO or GO, with the name the client
+    /// asked for.
+    looked_up: RefCell<Option<(Vec<u8>, Opened)>>,
+    /// The chain of the export the client picked.
+    opened: RefCell<Option<Opened>>,
+}
+
+impl ConnExports<'_> {
+    /// The facts every layer gets, for export `name` ("" before one).
+    fn info_for(&self, name: &[u8]) -> ConnectionInfo {
+        ConnectionInfo {
+            export_name: name.to_vec(),
+            ..self.info.borrow().clone()
+        }
+    }
+
+    /// The export the client means by `name`: the empty name is the
+    /// chain's default export when it has one (the file plugin's `dir=`),
+    /// as nbdkit resolves it before opening.
+    fn resolve(&self, name: &[u8]) -> Result<Vec<u8>, String> {
+        if !name.is_empty() {
+            return Ok(name.to_vec());
+        }
+        let info = self.info_for(b"");
+        match self.srv.chain.default_export(&info) {
+            Ok(Some(d)) => Ok(d.into_bytes()),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 impl Exports for ConnExports<'_> {
+    /// The chain's own list when it has one (`dir=`), else the `-e` name.
     fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.srv.list()
+        match self.srv.chain.list_exports(&self.info_for(b"")) {
+            Ok(Some(list)) => list
+                .into_iter()
+                .map(|(n, d)| (n.into_bytes(), d.into_bytes()))
+                .collect(),
+            Ok(None) => vec![(self.srv.export_name.as_bytes().to_vec(), Vec::new())],
+            Err(e) => {
+                crate::log::error!("listing exports: {e}");
+                Vec::new()
+            }
+        }
     }
 
     fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
-        self.srv.lookup(name)
+        // Close what an earlier INFO opened before opening again.
+        self.looked_up.borrow_mut().take();
+        let id = self.info.borrow().id;
+        let resolved = self.resolve(name)?;
+        let opened = self.srv.chain.open(self.info_for(&resolved)).map_err(|e| {
+            crate::log::error!("connection {id}: open: {e}");
+            e.to_string()
+        })?;
+        let d = details(&opened, self.srv.readonly)?;
+        *self.looked_up.borrow_mut() = Some((name.to_vec(), opened));
+        Ok(d)
     }
 
     fn open(&self, name: &[u8]) -> Result<(), String> {
         if self.opened.borrow().is_some() {
             return Ok(());
         }
-        let info = ConnectionInfo {
-            id: self.id as u64,
-            peer: self.peer.clone(),
-            export_name: name.to_vec(),
-            readonly: self.srv.readonly,
-            tls: is_tls(),
+        let looked = self.looked_up.borrow_mut().take();
+        let opened = match looked {
+            Some((n, o)) if n == name => o,
+            _ => {
+                self.lookup(name)?;
+                match self.looked_up.borrow_mut().take() {
+                    Some((_, o)) => o,
+                    None => return Err("export not opened".into()),
+                }
+            }
         };
-        let backend = self.srv.backend_for(name)?;
-        match backend.open_connection(&info) {
-            Ok(()) => {
-                *self.opened.borrow_mut() = Some((info, backend));
-                Ok(())
-            }
-            Err(e) => {
-                crate::log::error!("connection {}: open: {e}", self.id);
-                Err(e.to_string())
-            }
-        }
-    }
-}
-
-impl ConnExports<'_> {
-    fn close(&self) {
-        if let Some((info, backend)) = self.opened.borrow_mut().take() {
-            backend.close_connection(&info);
-        }
-    }
-
-    /// The backend of the export the client opened.
-    fn backend(&self) -> Arc<dyn Backend> {
-        match &*self.opened.borrow() {
-            Some((_, b)) => Arc::clone(b),
-            None => Arc::clone(&self.srv.backend),
-        }
+        *self.opened.borrow_mut() = Some(opened);
+        Ok(())
     }
 }
 
@@ -448,19 +418,26 @@ pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, pee
 }
 
 fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
-    set_tls(false);
-    if let Err(e) = srv.backend.preconnect(&peer) {
-        crate::log::error!("connection {id}: client {peer:?} refused: {e}");
+    let info = ConnectionInfo {
+        id: id as u64,
+        peer,
+        export_name: Vec::new(),
+        readonly: srv.readonly,
+        tls: false,
+    };
+    if let Err(e) = srv.chain.preconnect(&info) {
+        crate::log::error!("connection {id}: client {:?} refused: {e}", info.peer);
         return;
     }
     let exports = ConnExports {
         srv: &srv,
-        id,
-        peer,
+        info: RefCell::new(info),
+        looked_up: RefCell::new(None),
         opened: RefCell::new(None),
     };
     serve_opened(&srv, rd, wr, id, &exports, pre_negotiated);
-    exports.close();
+    // Closes the chain (each layer once) after every worker has finished.
+    drop(exports);
     debug!(srv, "connection {id}: closed");
 }
 
@@ -491,7 +468,10 @@ fn serve_opened(
     let conn = Arc::new(Conn {
         ctx: TxContext::from_negotiated(&neg),
         srv: Arc::clone(srv),
-        backend: exports.backend(),
+        backend: match exports.opened.borrow_mut().take() {
+            Some(o) => o,
+            None => return,
+        },
         reader: Mutex::new(RequestReader {
             f: rd,
             buf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -520,7 +500,7 @@ fn serve_opened(
 
 fn negotiate(
     srv: &Server,
-    exports: &dyn Exports,
+    exports: &ConnExports,
     rd: &mut Stream,
     wr: &mut Stream,
     pre_negotiated: bool,
@@ -556,7 +536,7 @@ fn negotiate(
                     return None;
                 }
                 debug!(srv, "TLS handshake complete");
-                set_tls(true);
+                exports.info.borrow_mut().tls = true;
                 n.tls_done();
             }
             Want::Done => return n.take_result(),
@@ -570,14 +550,10 @@ fn negotiate(
 
 fn spawn_worker(conn: &Arc<Conn>) {
     let c = Arc::clone(conn);
-    let tls = is_tls();
     let r = std::thread::Builder::new()
         .name(format!("nbdkit-c{}", conn.id))
         .stack_size(THREAD_STACK)
-        .spawn(move || {
-            set_tls(tls);
-            worker(&c)
-        });
+        .spawn(move || worker(&c));
     match r {
         Ok(h) => conn.handles.lock().push(h),
         Err(_) => {
@@ -588,7 +564,7 @@ fn spawn_worker(conn: &Arc<Conn>) {
 
 fn worker(conn: &Arc<Conn>) {
     let srv = &*conn.srv;
-    let backend = &*conn.backend;
+    let backend = &conn.backend;
     let mut data: Vec<u8> = Vec::new();
     let mut extents = Extents::new();
     let mut out: Vec<u8> = Vec::with_capacity(256);
@@ -657,9 +633,18 @@ fn worker(conn: &Arc<Conn>) {
             spawn_worker(conn);
         }
 
-        // Zero-copy read: the backend lends its pages, which are sent
-        // straight from its memory under the write lock.
-        if h.kind == cmd::READ && len > 0 && valid.is_ok() {
+        let buf_len = if h.kind == cmd::READ || h.kind == cmd::WRITE {
+            len
+        } else {
+            0
+        };
+        if data.len() < buf_len {
+            data.resize(buf_len, 0);
+        }
+        let result = if h.kind == cmd::READ && len > 0 && valid.is_ok() {
+            // A read the plugin may answer by lending its pages, which
+            // are then sent straight from its memory under the write
+            // lock; otherwise it fills `data`, sent below.
             let mut writer = None;
             let mut failed = None;
             let mut send = |parts: &[&[u8]]| -> bool {
@@ -686,34 +671,28 @@ fn worker(conn: &Arc<Conn>) {
                     }
                 }
             };
-            let lent = backend.pread_lend(h.length, h.offset, &mut send);
+            let mut r = nbd_core::server::Read::lending(&mut data[..len], h.offset, &mut send);
+            let res = backend.read(&mut r);
+            let lent = r.was_lent();
             let started = writer.is_some();
             drop(writer);
-            match lent {
-                None => {}
-                Some(Err(_)) if !started => {}
-                Some(_) => {
-                    if let Some(e) = failed {
-                        debug!(srv, "connection {}: write reply: {e}", conn.id);
-                        conn.kill();
-                        break;
-                    }
-                    continue;
+            if lent || started {
+                // A reply has been sent, or begun and cut short.
+                if let Some(e) = failed {
+                    debug!(srv, "connection {}: write reply: {e}", conn.id);
+                    conn.kill();
+                    break;
                 }
+                if !lent {
+                    conn.kill();
+                    break;
+                }
+                continue;
             }
-        }
-
-        let result = valid.and_then(|()| {
-            let buf_len = if h.kind == cmd::READ || h.kind == cmd::WRITE {
-                len
-            } else {
-                0
-            };
-            if data.len() < buf_len {
-                data.resize(buf_len, 0);
-            }
-            request::execute(backend, &h, &mut data[..buf_len], &mut extents)
-        });
+            res
+        } else {
+            valid.and_then(|()| request::execute(backend, &h, &mut data[..buf_len], &mut extents))
+        };
         if let Err(e) = &result {
             if crate::log::verbose() || !e.message.is_empty() {
                 debug!(
@@ -747,23 +726,49 @@ mod tests {
     use nbd_core::wire::option::{encode_option, GoRequest, OptionReplyHeader};
     use std::os::unix::net::UnixStream;
 
-    /// Records the hooks it sees; refuses preconnect or open on demand.
+    /// A plugin that records the hooks it sees (the handle's drop is its
+    /// close); refuses preconnect or open on demand.
     #[derive(Default)]
     struct Hooks {
         refuse_preconnect: bool,
         refuse_open: bool,
-        log: parking_lot::Mutex<Vec<String>>,
+        log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
-    impl Backend for Hooks {
-        fn preconnect(&self, peer: &Peer) -> nbd_core::server::backend::Result<()> {
-            self.log.lock().push(format!("pre {peer:?}"));
+    /// The handle of one connection: logs its close when dropped.
+    struct HooksHandle {
+        id: u64,
+        log: Arc<parking_lot::Mutex<Vec<String>>>,
+    }
+
+    impl Backend for HooksHandle {
+        fn size(&self) -> nbd_core::server::backend::Result<u64> {
+            Ok(4096)
+        }
+        fn pread(&self, buf: &mut [u8], _: u64) -> nbd_core::server::backend::Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+
+    impl Drop for HooksHandle {
+        fn drop(&mut self) {
+            self.log.lock().push(format!("close {}", self.id));
+        }
+    }
+
+    impl crate::chain::Plugin for Hooks {
+        fn preconnect(&self, info: &ConnectionInfo) -> nbd_core::server::backend::Result<()> {
+            self.log.lock().push(format!("pre {:?}", info.peer));
             if self.refuse_preconnect {
                 return Err(BackendError::new(1, "not you"));
             }
             Ok(())
         }
-        fn open_connection(&self, info: &ConnectionInfo) -> nbd_core::server::backend::Result<()> {
+        fn open(
+            self: Arc<Self>,
+            info: &ConnectionInfo,
+        ) -> nbd_core::server::backend::Result<Box<dyn Backend>> {
             self.log.lock().push(format!(
                 "open {} {}",
                 info.id,
@@ -772,13 +777,10 @@ mod tests {
             if self.refuse_open {
                 return Err(BackendError::new(1, "closed for lunch"));
             }
-            Ok(())
-        }
-        fn close_connection(&self, info: &ConnectionInfo) {
-            self.log.lock().push(format!("close {}", info.id));
-        }
-        fn size(&self) -> nbd_core::server::backend::Result<u64> {
-            Ok(4096)
+            Ok(Box::new(HooksHandle {
+                id: info.id,
+                log: Arc::clone(&self.log),
+            }))
         }
     }
 
@@ -787,7 +789,7 @@ mod tests {
     fn start(b: Arc<Hooks>) -> (UnixStream, std::thread::JoinHandle<()>) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let srv = Arc::new(Server {
-            backend: b,
+            chain: Arc::new(Chain::plugin(b)),
             readonly: false,
             export_name: String::new(),
             threads: 2,

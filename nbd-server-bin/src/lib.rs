@@ -1,13 +1,15 @@
 //! The server's shared parts, used by the `nbdkit` binary (`main.rs`) and
 //! by the xnbd tools (`xnbd-server`, `xnbd-bgctl`, see `xnbd/`): the
-//! command line of nbdkit, serving a connection, listeners, messages, and
-//! the plugins and filters.
+//! command line of nbdkit, the backend chain with its plugins and filters,
+//! serving a connection, listeners, messages and the process.
 
-pub mod backend;
+pub mod chain;
 pub mod cli;
 pub mod conn;
+pub mod filters;
 pub mod listen;
 pub mod log;
+pub mod params;
+pub mod plugins;
 pub mod process;
 pub mod tls;
-pub mod xnbd;

@@ -1,14 +1,15 @@
-//! The interface every plugin and filter implements.
+//! What a server runs requests against: a backend as one connection sees
+//! it.
 //!
-//! nbdkit's model: a plugin is the bottom of a stack, a filter is a backend
-//! wrapping another backend. Every method of [`Backend`] has a default that
-//! delegates to [`Backend::next`] when there is a next layer, and otherwise
-//! gives the answer of a plugin that supports nothing beyond reading. So a
-//! plugin implements what it supports, and a filter returns its inner layer
-//! from `next()` and overrides only what it changes.
+//! nbdkit's model: a plugin at the bottom, filters over it, opened for
+//! each connection. The server binary builds that chain (nbd-server-bin's
+//! `chain` module); this crate only needs its top, as a [`Backend`], to run
+//! requests ([`crate::server::request::execute`]) and describe the export
+//! ([`crate::server::negotiate::Caps::from_backend`]). A filter sees the
+//! layers below it as a `Backend` too (nbdkit's `next`).
 //!
-//! Backends are shared by every connection and every worker thread: all
-//! methods take `&self` and may run in parallel.
+//! Requests of one connection run on several worker threads: all methods
+//! take `&self` and may run in parallel.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -180,13 +181,17 @@ pub enum Peer {
     Other,
 }
 
-/// What the server tells the backend stack when a client has negotiated
-/// an export.
+/// The facts of one connection that every layer of a backend chain may
+/// ask about (nbdkit's `nbdkit_export_name`, `nbdkit_is_tls`,
+/// `nbdkit_peer_*`): handed to each layer when the chain is opened for
+/// the connection, never kept in thread-locals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// A number unique to this connection within the server's lifetime.
     pub id: u64,
     pub peer: Peer,
+    /// The export the client asked for (after the server resolved the
+    /// empty name to the default export); empty before one is chosen.
     pub export_name: Vec<u8>,
     /// The server runs read-only (-r).
     pub readonly: bool,
@@ -194,135 +199,130 @@ pub struct ConnectionInfo {
     pub tls: bool,
 }
 
-/// A plugin or filter. See the module documentation for delegation.
+/// A read on its way down a backend chain: `buf.len()` bytes at `offset`,
+/// for the caller's buffer, and perhaps a way to send the data without
+/// copying it (`lend`).
 ///
-/// The connection hooks follow nbdkit's order: `preconnect` when a client
-/// connects, before any byte of the handshake (a filter may refuse the
-/// client here, costing nothing more); `open_connection` once the client
-/// has negotiated an export; `close_connection` when it goes, exactly once
-/// for every successful `open_connection`. By default each delegates to
-/// the next layer, so a filter that does not care needs nothing.
-pub trait Backend: Send + Sync {
-    fn preconnect(&self, peer: &Peer) -> Result<()> {
-        self.next().map_or(Ok(()), |n| n.preconnect(peer))
-    }
+/// A layer that passes the read on unchanged (or only moves its offset)
+/// keeps zero-copy possible all the way to the plugin. A layer that looks
+/// at or changes the data takes [`Read::buf`], which turns lending off for
+/// the layers below: they then fill the buffer. So a filter cannot be
+/// bypassed by accident.
+pub struct Read<'a> {
+    pub offset: u64,
+    buf: &'a mut [u8],
+    lend: Option<&'a mut dyn FnMut(&[&[u8]]) -> bool>,
+    lent: bool,
+}
 
-    fn open_connection(&self, info: &ConnectionInfo) -> Result<()> {
-        self.next().map_or(Ok(()), |n| n.open_connection(info))
-    }
-
-    fn close_connection(&self, info: &ConnectionInfo) {
-        if let Some(n) = self.next() {
-            n.close_connection(info)
+impl<'a> Read<'a> {
+    /// A read into `buf`.
+    pub fn new(buf: &'a mut [u8], offset: u64) -> Self {
+        Read {
+            offset,
+            buf,
+            lend: None,
+            lent: false,
         }
     }
 
-    /// The exports this stack offers, as (name, description), for
-    /// NBD_OPT_LIST. `None` (the default of a plugin): no list of its own;
-    /// the server lists its `-e` name and serves any name with this
-    /// backend. Delegated by default.
-    fn list_exports(&self) -> Result<Option<Vec<(String, String)>>> {
-        self.next().map_or(Ok(None), |n| n.list_exports())
+    /// A read into `buf` that a plugin may instead answer by lending its
+    /// storage to `send` (see [`Backend::pread_lend`]).
+    pub fn lending(
+        buf: &'a mut [u8],
+        offset: u64,
+        send: &'a mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Self {
+        Read {
+            offset,
+            buf,
+            lend: Some(send),
+            lent: false,
+        }
     }
 
-    /// The export the empty name means, when the backend lists its own
-    /// exports. Delegated by default.
-    fn default_export(&self) -> Result<Option<String>> {
-        self.next().map_or(Ok(None), |n| n.default_export())
+    /// The number of bytes to read.
+    pub fn count(&self) -> u32 {
+        self.buf.len() as u32
     }
 
-    /// The backend serving export `name`, for a stack with several exports
-    /// (`Some`), or `None` when this backend serves every name itself. The
-    /// server asks once per connection, at NBD_OPT_GO/INFO/EXPORT_NAME, and
-    /// serves that connection with what it got. Not delegated: a stack
-    /// with filters re-applies them over the plugin's per-export backend
-    /// (see nbd-server-bin's `open_stack`).
-    fn open_export(&self, name: &str) -> Result<Option<std::sync::Arc<dyn Backend>>> {
-        let _ = name;
-        Ok(None)
+    /// The buffer to fill. Taking it turns lending off: the data will be
+    /// copied into it.
+    pub fn buf(&mut self) -> &mut [u8] {
+        self.lend = None;
+        self.buf
     }
+
+    /// Whether the data was sent by lending (the buffer was not filled).
+    pub fn was_lent(&self) -> bool {
+        self.lent
+    }
+}
+
+/// A backend as one connection sees it: the plugin's handle for the
+/// connection, or the chain of filters over it, or, to a filter, the
+/// layers below it (nbdkit's `nbdkit_next`). [`crate::server::request`]
+/// runs requests against it.
+///
+/// Every method has a default that gives the answer of a plugin that
+/// supports nothing beyond reading, so a plugin writes what it supports.
+/// Requests of one connection may run in parallel: methods take `&self`.
+pub trait Backend: Send + Sync {
+    fn size(&self) -> Result<u64>;
 
     /// Block size constraints (minimum, preferred, maximum) for
     /// NBD_INFO_BLOCK_SIZE, or `None` for the server's defaults.
-    /// Delegated by default.
     fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
-        self.next().map_or(Ok(None), |n| n.block_size())
+        Ok(None)
     }
 
     /// Drops and re-establishes whatever the backend holds open (the retry
-    /// filter calls it after a failure, before retrying). Delegated by
-    /// default; a plugin with nothing to reopen keeps the default `Ok`.
+    /// filter calls it after a failure, before retrying).
     fn reopen(&self) -> Result<()> {
-        self.next().map_or(Ok(()), |n| n.reopen())
-    }
-
-    /// The layer below, for filters. Plugins keep the default `None`.
-    fn next(&self) -> Option<&dyn Backend> {
-        None
-    }
-
-    /// A name for messages.
-    fn name(&self) -> &str {
-        match self.next() {
-            Some(n) => n.name(),
-            None => "plugin",
-        }
-    }
-
-    fn size(&self) -> Result<u64> {
-        match self.next() {
-            Some(n) => n.size(),
-            None => Err(Error::new(host::EIO, "size not implemented")),
-        }
+        Ok(())
     }
 
     fn can_write(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_write())
+        Ok(false)
     }
     fn can_flush(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_flush())
+        Ok(false)
     }
     fn can_fua(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_fua())
+        Ok(false)
     }
     fn can_trim(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_trim())
+        Ok(false)
     }
     fn can_zero(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_zero())
+        Ok(false)
     }
     fn can_fast_zero(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_fast_zero())
+        Ok(false)
     }
     fn can_multi_conn(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_multi_conn())
+        Ok(false)
     }
     fn can_extents(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_extents())
+        Ok(false)
     }
     fn can_cache(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.can_cache())
+        Ok(false)
     }
     fn is_rotational(&self) -> Result<bool> {
-        self.next().map_or(Ok(false), |n| n.is_rotational())
+        Ok(false)
     }
 
     /// Reads `buf.len()` bytes at `offset`.
-    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        match self.next() {
-            Some(n) => n.pread(buf, offset),
-            None => Err(Error::new(host::EIO, "pread not implemented")),
-        }
-    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()>;
 
     /// Optional zero-copy read. A backend that can lend its storage calls
     /// `send` with slices that, in order and over one or more calls, make
     /// up exactly the `count` bytes at `offset`, then returns `Some(Ok(()))`.
     /// It may fail only before its first call of `send`. `send` returns
     /// `false` when the data could not be delivered; the backend then stops
-    /// and returns `Some(Ok(()))`. `None` means "not supported": the server
-    /// uses [`Backend::pread`]. Not delegated by default: a filter that
-    /// changes data must not be bypassed, so each layer opts in.
+    /// and returns `Some(Ok(()))`. `None` means "not supported": the data
+    /// is read with [`Backend::pread`].
     fn pread_lend(
         &self,
         count: u32,
@@ -333,49 +333,124 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Reads as `r` asks: lent when `r` allows it and the backend can
+    /// lend, else into `r`'s buffer. A chain of layers overrides this to
+    /// pass `r` down; a plugin keeps the default.
+    fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        if let Some(send) = r.lend.take() {
+            if let Some(res) = self.pread_lend(r.count(), r.offset, send) {
+                r.lent = res.is_ok();
+                return res;
+            }
+        }
+        self.pread(r.buf, r.offset)
+    }
+
     /// Writes `buf` at `offset`; with `fua`, stably.
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        match self.next() {
-            Some(n) => n.pwrite(buf, offset, fua),
-            None => Err(Error::new(EROFS, "pwrite not implemented")),
-        }
+        let _ = (buf, offset, fua);
+        Err(Error::new(EROFS, "pwrite not implemented"))
     }
 
     fn flush(&self) -> Result<()> {
-        match self.next() {
-            Some(n) => n.flush(),
-            None => Err(Error::new(host::EINVAL, "flush not implemented")),
-        }
+        Err(Error::new(host::EINVAL, "flush not implemented"))
     }
 
     fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
-        match self.next() {
-            Some(n) => n.trim(count, offset, fua),
-            None => Err(Error::new(host::EINVAL, "trim not implemented")),
-        }
+        let _ = (count, offset, fua);
+        Err(Error::new(host::EINVAL, "trim not implemented"))
     }
 
     fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
-        match self.next() {
-            Some(n) => n.zero(count, offset, flags),
-            None => Err(Error::new(host::EINVAL, "zero not implemented")),
-        }
+        let _ = (count, offset, flags);
+        Err(Error::new(host::EINVAL, "zero not implemented"))
     }
 
     fn cache(&self, count: u32, offset: u64) -> Result<()> {
-        match self.next() {
-            Some(n) => n.cache(count, offset),
-            None => Ok(()),
-        }
+        let _ = (count, offset);
+        Ok(())
     }
 
     /// Describes `count` bytes at `offset` (see [`Extents`]). The default
     /// for a plugin without extents reports everything as data.
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
-        match self.next() {
-            Some(n) => n.extents(count, offset, sink),
-            None => sink.add(offset, count as u64, 0).map(|_| ()),
-        }
+        sink.add(offset, count as u64, 0).map(|_| ())
+    }
+}
+
+/// A shared backend serves as a connection's handle: a plugin whose
+/// state is the same for every connection hands out clones of one `Arc`.
+impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
+    fn size(&self) -> Result<u64> {
+        (**self).size()
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        (**self).block_size()
+    }
+    fn reopen(&self) -> Result<()> {
+        (**self).reopen()
+    }
+    fn can_write(&self) -> Result<bool> {
+        (**self).can_write()
+    }
+    fn can_flush(&self) -> Result<bool> {
+        (**self).can_flush()
+    }
+    fn can_fua(&self) -> Result<bool> {
+        (**self).can_fua()
+    }
+    fn can_trim(&self) -> Result<bool> {
+        (**self).can_trim()
+    }
+    fn can_zero(&self) -> Result<bool> {
+        (**self).can_zero()
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        (**self).can_fast_zero()
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        (**self).can_multi_conn()
+    }
+    fn can_extents(&self) -> Result<bool> {
+        (**self).can_extents()
+    }
+    fn can_cache(&self) -> Result<bool> {
+        (**self).can_cache()
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        (**self).is_rotational()
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).pread(buf, offset)
+    }
+    fn pread_lend(
+        &self,
+        count: u32,
+        offset: u64,
+        send: &mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Option<Result<()>> {
+        (**self).pread_lend(count, offset, send)
+    }
+    fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        (**self).read(r)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        (**self).pwrite(buf, offset, fua)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        (**self).trim(count, offset, fua)
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        (**self).zero(count, offset, flags)
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        (**self).cache(count, offset)
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        (**self).extents(count, offset, sink)
     }
 }
 
@@ -413,29 +488,47 @@ mod tests {
         fn size(&self) -> Result<u64> {
             Ok(42)
         }
-        fn can_write(&self) -> Result<bool> {
-            Ok(true)
+        fn pread(&self, buf: &mut [u8], _: u64) -> Result<()> {
+            buf.fill(7);
+            Ok(())
         }
-    }
-    struct ReadOnlyFilter(Plugin);
-    impl Backend for ReadOnlyFilter {
-        fn next(&self) -> Option<&dyn Backend> {
-            Some(&self.0)
-        }
-        fn can_write(&self) -> Result<bool> {
-            Ok(false)
+        fn pread_lend(
+            &self,
+            count: u32,
+            _: u64,
+            send: &mut dyn FnMut(&[&[u8]]) -> bool,
+        ) -> Option<Result<()>> {
+            send(&[&vec![9u8; count as usize]]);
+            Some(Ok(()))
         }
     }
 
     #[test]
-    fn filters_delegate() {
-        let f = ReadOnlyFilter(Plugin);
-        assert_eq!(f.size(), Ok(42));
-        assert_eq!(f.can_write(), Ok(false));
-        assert!(Plugin.can_write().unwrap());
+    fn reads_lend_until_a_layer_takes_the_buffer() {
+        let mut buf = [0u8; 4];
+        let mut got = Vec::new();
+        let mut send = |s: &[&[u8]]| {
+            got.extend(s.iter().flat_map(|x| x.iter()));
+            true
+        };
+        let mut r = Read::lending(&mut buf, 0, &mut send);
+        Plugin.read(&mut r).unwrap();
+        assert!(r.was_lent());
+        assert_eq!(got, [9; 4]);
+        let mut got2 = 0;
+        let mut send2 = |_: &[&[u8]]| {
+            got2 += 1;
+            true
+        };
+        let mut r = Read::lending(&mut buf, 0, &mut send2);
+        r.buf();
+        Plugin.read(&mut r).unwrap();
+        assert!(!r.was_lent());
+        assert_eq!(buf, [7; 4]);
+        assert_eq!(got2, 0);
         let mut e = Extents::new();
         e.reset(0, 42, false);
-        f.extents(42, 0, &mut e).unwrap();
+        Plugin.extents(42, 0, &mut e).unwrap();
         assert_eq!(e.as_slice(), &[(42, 0)]);
     }
 }

@@ -1,6 +1,7 @@
 //! The server's side of a connection, without I/O.
 //!
-//! - [`backend`]: the trait plugins and filters implement.
+//! - [`backend`]: a backend as one connection sees it, what requests run
+//!   against.
 //! - [`negotiate`]: handshake and option haggling as a state machine.
 //! - [`request`]: what follows a request header, validation, execution.
 //! - [`reply`]: encoding simple replies and structured chunks.
@@ -15,6 +16,6 @@ pub mod negotiate;
 pub mod reply;
 pub mod request;
 
-pub use backend::{Backend, Error, Extents, ZeroFlags};
+pub use backend::{Backend, ConnectionInfo, Error, Extents, Peer, Read, ZeroFlags};
 pub use negotiate::{Caps, ExportDetails, Exports, Negotiated, Negotiation, Want};
 pub use request::{Payload, TxContext};

@@ -1,8 +1,10 @@
 //! The server process, shared by `nbdkit` and `xnbd-server`: which
 //! signals it takes and how (`signals`), going into the background
-//! (`daemon`) and the pid file (`pidfile`). Binding and accepting are
+//! (`daemon`), the pid file (`pidfile`) and a filter's request to end
+//! the server (`shutdown`). Binding and accepting are
 //! `crate::listen`.
 
 pub mod daemon;
 pub mod pidfile;
+pub mod shutdown;
 pub mod signals;

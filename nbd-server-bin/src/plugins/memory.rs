@@ -13,10 +13,23 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use nbd_core::server::backend::{Backend, Extents, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::allocation;
 
-use super::{parse_size, Params};
+use crate::params::{parse_size, Params};
+
+use super::PluginSpec;
+use crate::chain::Plugin;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "memory",
+    magic: Some("size"),
+    params: &[
+        ("size", "the size of the RAM disk"),
+        ("allocator", "how the RAM is allocated (sparse)"),
+    ],
+    open: |p, _| Ok(Arc::new(Memory::open(p)?)),
+};
 
 const PAGE_SHIFT: u32 = 15;
 const PAGE: usize = 1 << PAGE_SHIFT;
@@ -123,9 +136,6 @@ impl Memory {
 }
 
 impl Backend for Memory {
-    fn name(&self) -> &str {
-        "memory"
-    }
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
@@ -251,6 +261,13 @@ impl Backend for Memory {
             }
             page += 1;
         }
+    }
+}
+
+/// The same disk for every connection.
+impl Plugin for Memory {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
     }
 }
 

@@ -209,33 +209,6 @@ impl Backend for TlsFallback {
     }
 }
 
-/// nbdkit's check when the server gets ready: with connections served one
-/// at a time (the noparallel filter's `serialize=connections`), a
-/// plain-text client that stays connected would lock out every TLS
-/// client, so the filter refuses such a stack. `layers`: each filter's
-/// name and parameters.
-pub fn check_thread_model<'a>(
-    mut layers: impl Iterator<Item = (&'a str, &'a Vec<(String, String)>)> + Clone,
-) -> std::result::Result<(), String> {
-    let mode = |pairs: &Vec<(String, String)>, key: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
-    let serialized = layers.clone().any(|(name, pairs)| {
-        name == "noparallel"
-            && mode(pairs, "serialise")
-                .or_else(|| mode(pairs, "serialize"))
-                .as_deref()
-                == Some("connections")
-    });
-    if serialized && layers.any(|(name, _)| name == "tls-fallback") {
-        return Err("the tls-fallback filter requires parallel connection support".into());
-    }
-    Ok(())
-}
 
 /// What the tls-fallback filter of a several-export stack (the file
 /// plugin's `dir=`) sits on for plain-text clients: nothing is opened for

@@ -1,137 +1,40 @@
-//! The random and sparse-random plugins: deterministic pseudo-random disks.
+//! The sparse-random plugin (nbdkit-sparse-random-plugin(1)).
 //!
-//! random: byte i is the low byte of the third output of xoshiro256**
-//! seeded (through splitmix64) with `seed + i`, as nbdkit-random-plugin
-//! computes it, so a seed gives the same disk as nbdkit's.
-//!
-//! sparse-random: the disk is cut into segments of `runlength * 100 /
-//! percent` bytes (4 KiB blocks); each segment holds one run of data whose
-//! length (around `runlength`) and place are drawn from the seed and the
+//! The disk is cut into segments of `runlength * 100 / percent` bytes
+//! (4 KiB blocks); each segment holds one run of data whose length
+//! (around `runlength`) and place are drawn from the seed and the
 //! segment number, so any byte is computed without state. Data blocks hold
 //! one random non-zero byte repeated (or random bytes with
 //! `random-content=true`); the rest reads as zeroes and is reported as
-//! holes. The layout is ours, not nbdkit's.
-//!
-//! Both accept writes that match what is there, and fail others with EIO,
-//! so `nbdcopy $uri $uri` checks a copy.
+//! holes. The layout is ours, not nbdkit's. Writes that match what is
+//! there are accepted, others fail with EIO.
 
-use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use std::sync::Arc;
+
+use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::allocation;
 
-use super::{parse_size, Params};
+use crate::chain::Plugin;
+use crate::params::{parse_size, size_param, Params};
 
-fn splitmix(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+use super::prng::{check_write, random_byte, seed_param, Xoshiro};
+use super::PluginSpec;
 
-struct Xoshiro([u64; 4]);
-
-impl Xoshiro {
-    fn new(mut seed: u64) -> Xoshiro {
-        let mut s = [0u64; 4];
-        for x in &mut s {
-            *x = splitmix(&mut seed);
-        }
-        Xoshiro(s)
-    }
-    fn next(&mut self) -> u64 {
-        let s = &mut self.0;
-        let r = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        r
-    }
-}
-
-/// The random plugin's byte at `pos`.
-fn random_byte(seed: u64, pos: u64) -> u8 {
-    let mut x = Xoshiro::new(seed.wrapping_add(pos));
-    x.next();
-    x.next();
-    x.next() as u8
-}
-
-fn seed_param(p: &mut Params) -> std::result::Result<u64, String> {
-    Ok(
-        match p.take_with("seed", |v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("could not parse number: {v}"))
-        })? {
-            Some(s) => s as u64,
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as u32 as u64)
-                .unwrap_or(0),
-        },
-    )
-}
-
-fn size_param(p: &mut Params) -> std::result::Result<u64, String> {
-    p.take_size("size")?
-        .ok_or_else(|| p.err("the size parameter is required (eg. size=1G)"))
-}
-
-fn check_write(expected: &mut dyn FnMut(&mut [u8], u64), buf: &[u8], offset: u64) -> Result<()> {
-    let mut tmp = [0u8; 4096];
-    let mut done = 0;
-    while done < buf.len() {
-        let n = (buf.len() - done).min(tmp.len());
-        expected(&mut tmp[..n], offset + done as u64);
-        if tmp[..n] != buf[done..done + n] {
-            return Err(Error::new(
-                libc::EIO,
-                "data written does not match expected data",
-            ));
-        }
-        done += n;
-    }
-    Ok(())
-}
-
-pub struct Random {
-    size: u64,
-    seed: u64,
-}
-
-impl Random {
-    pub fn open(p: &mut Params) -> std::result::Result<Random, String> {
-        Ok(Random {
-            size: size_param(p)?,
-            seed: seed_param(p)?,
-        })
-    }
-    fn fill(&self, buf: &mut [u8], offset: u64) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = random_byte(self.seed, offset + i as u64);
-        }
-    }
-}
-
-impl Backend for Random {
-    fn name(&self) -> &str {
-        "random"
-    }
-    fn size(&self) -> Result<u64> {
-        Ok(self.size)
-    }
-    supports!(can_write, can_multi_conn, can_cache);
-    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.fill(buf, offset);
-        Ok(())
-    }
-    fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
-        check_write(&mut |b, o| self.fill(b, o), buf, offset)
-    }
-}
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "sparse-random",
+    magic: Some("size"),
+    params: &[
+        ("size", "the size of the disk"),
+        ("seed", "the seed of the random data"),
+        ("percent", "the share of the disk that holds data"),
+        ("runlength", "the mean length of a run of data"),
+        (
+            "random-content",
+            "fill the data with random bytes instead of 1s",
+        ),
+    ],
+    open: |p, _| Ok(Arc::new(SparseRandom::open(p)?)),
+};
 
 const BLOCK: u64 = 4096;
 
@@ -147,7 +50,7 @@ pub struct SparseRandom {
 
 impl SparseRandom {
     pub fn open(p: &mut Params) -> std::result::Result<SparseRandom, String> {
-        let size = size_param(p)?;
+        let size = size_param(p, true)?;
         let seed = seed_param(p)?;
         let percent = p
             .take_with("percent", |v| {
@@ -225,9 +128,6 @@ impl SparseRandom {
 }
 
 impl Backend for SparseRandom {
-    fn name(&self) -> &str {
-        "sparse-random"
-    }
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
@@ -282,6 +182,13 @@ impl Backend for SparseRandom {
             s += 1;
         }
         Ok(())
+    }
+}
+
+/// The same disk for every connection.
+impl Plugin for SparseRandom {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
     }
 }
 

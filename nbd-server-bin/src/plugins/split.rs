@@ -8,10 +8,25 @@
 
 use std::path::PathBuf;
 
-use nbd_core::server::backend::{Backend, Extents, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Result, ZeroFlags};
 
 use super::file::FilePlugin;
-use super::Params;
+use crate::params::Params;
+
+use std::sync::Arc;
+
+use super::PluginSpec;
+use crate::chain::Plugin;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "split",
+    magic: Some("file"),
+    params: &[(
+        "file",
+        "one of the files concatenated into the disk, in order",
+    )],
+    open: |p, ro| Ok(Arc::new(Split::open(p, ro)?)),
+};
 
 pub struct Split {
     /// (start offset, size, part)
@@ -72,9 +87,6 @@ impl Split {
 }
 
 impl Backend for Split {
-    fn name(&self) -> &str {
-        "split"
-    }
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
@@ -140,5 +152,12 @@ impl Backend for Split {
             }
             Ok(true)
         })
+    }
+}
+
+/// The same disk for every connection.
+impl Plugin for Split {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
     }
 }

@@ -15,10 +15,32 @@ use std::os::unix::io::OwnedFd;
 use parking_lot::Mutex;
 
 use nbd_core::client::{Client, Command, Config, Event, ExportInfo, Phase};
-use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::{cmd, cmd_flags, tx_flags};
 
-use super::Params;
+use crate::params::Params;
+
+use std::sync::Arc;
+
+use super::PluginSpec;
+use crate::chain::Plugin;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "nbd",
+    magic: Some("uri"),
+    params: &[
+        ("uri", "the NBD URI of the server to forward to"),
+        ("socket", "the Unix socket of the server"),
+        ("hostname", "the host name of the server"),
+        ("port", "the TCP port of the server"),
+        ("export", "the export name to ask for"),
+        (
+            "tls",
+            "whether to use TLS with the server (only off is supported)",
+        ),
+    ],
+    open: |p, ro| Ok(Arc::new(NbdPlugin::open(p, ro)?)),
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -311,9 +333,6 @@ impl NbdPlugin {
 }
 
 impl Backend for NbdPlugin {
-    fn name(&self) -> &str {
-        "nbd"
-    }
     fn size(&self) -> Result<u64> {
         Ok(self.info.size)
     }
@@ -413,6 +432,13 @@ impl Backend for NbdPlugin {
             return Err(Error::new(libc::EIO, "nbd: server sent no extents"));
         }
         Ok(())
+    }
+}
+
+/// The same disk for every connection.
+impl Plugin for NbdPlugin {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
     }
 }
 

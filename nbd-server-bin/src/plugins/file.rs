@@ -16,10 +16,31 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::allocation;
 
-use super::Params;
+use crate::params::Params;
+
+use super::PluginSpec;
+use crate::chain::Plugin;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "file",
+    magic: Some("file"),
+    params: &[
+        ("file", "the file or block device to serve"),
+        (
+            "dir",
+            "a directory whose regular files and block devices are the exports",
+        ),
+        ("cache", "page cache use: default or none"),
+        (
+            "fadvise",
+            "access pattern hint: normal, random or sequential",
+        ),
+    ],
+    open: |p, ro| open(p, ro),
+};
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKDISCARD: libc::c_ulong = 0x1277;
@@ -39,7 +60,7 @@ pub struct FilePlugin {
 }
 
 /// Opens the file plugin (or, with `dir=`, one export per file).
-pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<Arc<dyn Backend>, String> {
+pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<Arc<dyn Plugin>, String> {
     if let Some(dir) = p.take("dir") {
         if p.take("file").is_some() {
             return Err("file: file= and dir= cannot be used together".into());
@@ -99,12 +120,8 @@ impl FileDir {
     }
 }
 
-impl Backend for FileDir {
-    fn name(&self) -> &str {
-        "file"
-    }
-
-    fn list_exports(&self) -> Result<Option<Vec<(String, String)>>> {
+impl Plugin for FileDir {
+    fn list_exports(&self, _: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
         Ok(Some(
             self.names()?
                 .into_iter()
@@ -113,18 +130,22 @@ impl Backend for FileDir {
         ))
     }
 
-    fn default_export(&self) -> Result<Option<String>> {
+    fn default_export(&self, _: &ConnectionInfo) -> Result<Option<String>> {
         // nbdkit: the first file (in directory order) is the default; we
         // use the first in sorted order, which is stable.
         Ok(self.names()?.into_iter().next())
     }
 
-    fn open_export(&self, name: &str) -> Result<Option<Arc<dyn Backend>>> {
+    /// Opens the file of the connection's export.
+    fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        let name = String::from_utf8_lossy(&info.export_name).into_owned();
         let name = if name.is_empty() {
-            self.default_export()?
+            self.names()?
+                .into_iter()
+                .next()
                 .ok_or_else(|| Error::new(libc::ENOENT, "no files in the directory"))?
         } else {
-            name.to_string()
+            name
         };
         if name.contains('/') || name == "." || name == ".." {
             return Err(Error::new(libc::EINVAL, "export name must not contain '/'"));
@@ -141,13 +162,8 @@ impl Backend for FileDir {
         }
         let mut p = Params::new("file", pairs);
         FilePlugin::from_parsed(&mut p, self.readonly)
-            .map(|f| Some(Arc::new(f) as Arc<dyn Backend>))
+            .map(|f| Box::new(f) as Box<dyn Backend>)
             .map_err(|e| Error::new(libc::ENOENT, e))
-    }
-
-    /// Without an export opened there is nothing to serve.
-    fn size(&self) -> Result<u64> {
-        Err(Error::new(libc::EINVAL, "file: dir= needs an export name"))
     }
 }
 
@@ -309,10 +325,6 @@ impl FilePlugin {
 }
 
 impl Backend for FilePlugin {
-    fn name(&self) -> &str {
-        "file"
-    }
-
     fn size(&self) -> Result<u64> {
         if self.block_device {
             let mut size: u64 = 0;
@@ -537,6 +549,13 @@ pub(crate) fn seek_extents(
     Ok(true)
 }
 
+/// One descriptor for every connection.
+impl Plugin for FilePlugin {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,33 +607,43 @@ mod tests {
             vec![("dir".into(), d.to_string_lossy().into_owned())],
         );
         let b = open(&mut p, false).unwrap();
+        let info = |name: &str| ConnectionInfo {
+            id: 1,
+            peer: nbd_core::server::Peer::Other,
+            export_name: name.as_bytes().to_vec(),
+            readonly: false,
+            tls: false,
+        };
         let names: Vec<String> = b
-            .list_exports()
+            .list_exports(&info(""))
             .unwrap()
             .unwrap()
             .into_iter()
             .map(|e| e.0)
             .collect();
         assert_eq!(names, ["a.img", "b.img"]);
-        assert_eq!(b.default_export().unwrap().as_deref(), Some("a.img"));
-        let e = b.open_export("b.img").unwrap().unwrap();
+        assert_eq!(
+            b.default_export(&info("")).unwrap().as_deref(),
+            Some("a.img")
+        );
+        let e = Arc::clone(&b).open(&info("b.img")).unwrap();
         assert_eq!(e.size().unwrap(), 512);
-        assert_eq!(b.open_export("").unwrap().unwrap().size().unwrap(), 1024);
-        assert!(b.open_export("../x").is_err());
-        assert!(b.open_export("missing").is_err());
-        // Under a filter, each export gets its own stack.
-        let top = crate::backend::open_stack(
+        assert_eq!(
+            Arc::clone(&b).open(&info("")).unwrap().size().unwrap(),
+            1024
+        );
+        assert!(Arc::clone(&b).open(&info("../x")).is_err());
+        assert!(Arc::clone(&b).open(&info("missing")).is_err());
+        // Under a filter, each connection's export gets its own layers.
+        let top = crate::chain::build(
             "file",
             &["truncate".into()],
             &[format!("dir={}", d.display()), "truncate=4096".into()],
             false,
         )
         .unwrap();
-        assert_eq!(top.list_exports().unwrap().unwrap().len(), 2);
-        assert_eq!(
-            top.open_export("b.img").unwrap().unwrap().size().unwrap(),
-            4096
-        );
+        assert_eq!(top.list_exports(&info("")).unwrap().unwrap().len(), 2);
+        assert_eq!(top.open(info("b.img")).unwrap().size().unwrap(), 4096);
         let _ = std::fs::remove_dir_all(&d);
     }
 

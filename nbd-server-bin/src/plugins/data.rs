@@ -12,8 +12,28 @@
 //! memory disk: writes are allowed and lost at exit.
 
 use super::memory::Memory;
-use super::Params;
+use crate::params::Params;
 use nbd_core::server::Backend;
+
+use std::sync::Arc;
+
+use super::PluginSpec;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "data",
+    magic: Some("data"),
+    params: &[
+        ("data", "the disk's content in nbdkit's data format"),
+        ("raw", "the disk's content as literal bytes"),
+        ("base64", "the disk's content in base64"),
+        (
+            "size",
+            "the size of the disk (default: the end of the data)",
+        ),
+        ("allocator", "how the RAM is allocated (sparse)"),
+    ],
+    open: |p, _| Ok(Arc::new(open(p)?)),
+};
 
 #[derive(Debug, Clone)]
 enum Expr {

@@ -13,10 +13,38 @@
 use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
 use std::sync::OnceLock;
 
-use nbd_core::server::backend::{Backend, Error, Result};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Result};
 use parking_lot::Mutex;
 
-use super::Params;
+use crate::params::Params;
+
+use std::sync::Arc;
+
+use super::PluginSpec;
+use crate::chain::Plugin;
+
+pub const PLUGIN: PluginSpec = PluginSpec {
+    name: "curl",
+    magic: Some("url"),
+    params: &[
+        ("url", "the HTTP, HTTPS or FTP URL of the disk"),
+        ("header", "an extra request header (may be repeated)"),
+        ("user", "the user name to log in with"),
+        ("password", "the password to log in with"),
+        ("proxy", "the proxy to go through"),
+        ("cainfo", "the CA certificate file"),
+        ("capath", "the directory of CA certificates"),
+        (
+            "unix-socket-path",
+            "a Unix socket to connect to instead of the URL's host",
+        ),
+        ("sslverify", "whether to check the server's certificate"),
+        ("followlocation", "whether to follow redirects"),
+        ("tcp-nodelay", "whether to set TCP_NODELAY"),
+        ("timeout", "the timeout of a transfer, in seconds"),
+    ],
+    open: |p, _| Ok(Arc::new(CurlPlugin::open(p)?)),
+};
 
 // libcurl's option and info numbers (curl/curl.h): a type base plus an
 // index, fixed by its ABI.
@@ -330,9 +358,6 @@ impl Drop for CurlPlugin {
 }
 
 impl Backend for CurlPlugin {
-    fn name(&self) -> &str {
-        "curl"
-    }
     fn size(&self) -> Result<u64> {
         Ok(self.size)
     }
@@ -405,5 +430,12 @@ impl Backend for CurlPlugin {
         }
         self.pool.lock().push(e);
         Ok(())
+    }
+}
+
+/// The same disk for every connection.
+impl Plugin for CurlPlugin {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
     }
 }

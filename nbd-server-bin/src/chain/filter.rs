@@ -1,0 +1,211 @@
+//! A layer between the server and the plugin: a filter (nbdkit-filter(3)).
+//!
+//! Every method of a filter receives the layers below it as `next`, and
+//! by default passes the call on unchanged, as nbdkit does for a callback
+//! a filter leaves NULL. A filter writes only what it changes.
+
+use std::sync::Arc;
+
+use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Read, Result, ZeroFlags};
+
+use super::opened::OpenNext;
+use super::Below;
+
+/// A filter, configured once when the server starts and shared by every
+/// connection.
+pub trait Filter: Send + Sync {
+    /// A client connected, before any byte of the handshake.
+    fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
+        next.preconnect(info)
+    }
+
+    /// The exports offered (see [`super::Plugin::list_exports`]).
+    fn list_exports(
+        &self,
+        next: &Below<'_>,
+        info: &ConnectionInfo,
+    ) -> Result<Option<Vec<(String, String)>>> {
+        next.list_exports(info)
+    }
+
+    /// The export the empty name means.
+    fn default_export(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<Option<String>> {
+        next.default_export(info)
+    }
+
+    /// Opens the filter for one connection. `next.open(info)` opens the
+    /// layers below (with another export name, if the filter wants); a
+    /// filter that does not call it leaves them closed, and its handle
+    /// must then answer every request itself (tls-fallback, for clients
+    /// without TLS). Most filters call `next.open(info)?` and return
+    /// `Ok(Box::new(self))`: one handle for every connection.
+    fn open(
+        self: Arc<Self>,
+        info: &ConnectionInfo,
+        next: &mut OpenNext<'_>,
+    ) -> Result<Box<dyn FilterHandle>>;
+}
+
+/// A filter opened for one connection. Each method gets the layers below
+/// as `next`; the defaults pass every call on unchanged.
+pub trait FilterHandle: Send + Sync {
+    /// Runs once every layer is open, the innermost first (nbdkit's
+    /// `prepare`): the place to look at the layers below.
+    fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
+        let _ = (next, info);
+        Ok(())
+    }
+
+    /// Runs exactly once, when the connection ends, for every handle that
+    /// was opened, the outermost first (nbdkit's `finalize` and `close`).
+    fn close(&self, info: &ConnectionInfo) {
+        let _ = info;
+    }
+
+    fn size(&self, next: &dyn Backend) -> Result<u64> {
+        next.size()
+    }
+    fn block_size(&self, next: &dyn Backend) -> Result<Option<(u32, u32, u32)>> {
+        next.block_size()
+    }
+    fn reopen(&self, next: &dyn Backend) -> Result<()> {
+        next.reopen()
+    }
+    fn can_write(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_write()
+    }
+    fn can_flush(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_flush()
+    }
+    fn can_fua(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_fua()
+    }
+    fn can_trim(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_trim()
+    }
+    fn can_zero(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_zero()
+    }
+    fn can_fast_zero(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_fast_zero()
+    }
+    fn can_multi_conn(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_multi_conn()
+    }
+    fn can_extents(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_extents()
+    }
+    fn can_cache(&self, next: &dyn Backend) -> Result<bool> {
+        next.can_cache()
+    }
+    fn is_rotational(&self, next: &dyn Backend) -> Result<bool> {
+        next.is_rotational()
+    }
+
+    /// A read. Passing `r` on (perhaps with another offset) keeps the
+    /// plugin's zero-copy path; a filter that looks at or changes the data
+    /// takes `r.buf()` and reads into it with `next.pread`.
+    fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
+        next.read(r)
+    }
+    fn pwrite(&self, next: &dyn Backend, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        next.pwrite(buf, offset, fua)
+    }
+    fn flush(&self, next: &dyn Backend) -> Result<()> {
+        next.flush()
+    }
+    fn trim(&self, next: &dyn Backend, count: u32, offset: u64, fua: bool) -> Result<()> {
+        next.trim(count, offset, fua)
+    }
+    fn zero(&self, next: &dyn Backend, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        next.zero(count, offset, flags)
+    }
+    fn cache(&self, next: &dyn Backend, count: u32, offset: u64) -> Result<()> {
+        next.cache(count, offset)
+    }
+    fn extents(
+        &self,
+        next: &dyn Backend,
+        count: u32,
+        offset: u64,
+        sink: &mut Extents,
+    ) -> Result<()> {
+        next.extents(count, offset, sink)
+    }
+}
+
+/// A filter shared by every connection is its own handle.
+impl<T: FilterHandle + ?Sized> FilterHandle for Arc<T> {
+    fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
+        (**self).prepare(next, info)
+    }
+    fn close(&self, info: &ConnectionInfo) {
+        (**self).close(info)
+    }
+    fn size(&self, next: &dyn Backend) -> Result<u64> {
+        (**self).size(next)
+    }
+    fn block_size(&self, next: &dyn Backend) -> Result<Option<(u32, u32, u32)>> {
+        (**self).block_size(next)
+    }
+    fn reopen(&self, next: &dyn Backend) -> Result<()> {
+        (**self).reopen(next)
+    }
+    fn can_write(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_write(next)
+    }
+    fn can_flush(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_flush(next)
+    }
+    fn can_fua(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_fua(next)
+    }
+    fn can_trim(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_trim(next)
+    }
+    fn can_zero(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_zero(next)
+    }
+    fn can_fast_zero(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_fast_zero(next)
+    }
+    fn can_multi_conn(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_multi_conn(next)
+    }
+    fn can_extents(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_extents(next)
+    }
+    fn can_cache(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).can_cache(next)
+    }
+    fn is_rotational(&self, next: &dyn Backend) -> Result<bool> {
+        (**self).is_rotational(next)
+    }
+    fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
+        (**self).pread(next, r)
+    }
+    fn pwrite(&self, next: &dyn Backend, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        (**self).pwrite(next, buf, offset, fua)
+    }
+    fn flush(&self, next: &dyn Backend) -> Result<()> {
+        (**self).flush(next)
+    }
+    fn trim(&self, next: &dyn Backend, count: u32, offset: u64, fua: bool) -> Result<()> {
+        (**self).trim(next, count, offset, fua)
+    }
+    fn zero(&self, next: &dyn Backend, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        (**self).zero(next, count, offset, flags)
+    }
+    fn cache(&self, next: &dyn Backend, count: u32, offset: u64) -> Result<()> {
+        (**self).cache(next, count, offset)
+    }
+    fn extents(
+        &self,
+        next: &dyn Backend,
+        count: u32,
+        offset: u64,
+        sink: &mut Extents,
+    ) -> Result<()> {
+        (**self).extents(next, count, offset, sink)
+    }
+}

@@ -1,0 +1,112 @@
+//! The backend chain, as nbdkit's server/backend.c and server/filters.c
+//! build it: a plugin at the bottom, filters over it in command-line
+//! order (the first one outermost).
+//!
+//! - [`Plugin`] and [`Filter`] (with its per-connection [`FilterHandle`])
+//!   are the two traits a layer implements. A filter gets the layers below
+//!   as `next` in every call, and every call it does not write passes to
+//!   `next` unchanged.
+//! - [`Chain`] is the configured chain, shared by every connection: it
+//!   answers the questions asked before a connection has an export
+//!   (`preconnect`, `list_exports`, `default_export`), and [`Chain::open`]
+//!   opens it for one connection.
+//! - [`Opened`] is the chain opened for one connection: each layer's
+//!   handle, with the connection's facts ([`ConnectionInfo`]) and each
+//!   layer's capabilities asked once and remembered. The server runs the
+//!   connection's requests against it.
+//! - [`build`] makes a chain from the command line: plugin and filter
+//!   names and their `key=value` parameters.
+
+mod build;
+mod filter;
+mod opened;
+mod plugin;
+
+use std::sync::Arc;
+
+use nbd_core::server::backend::{ConnectionInfo, Result};
+
+pub use build::build;
+pub use filter::{Filter, FilterHandle};
+pub use opened::{OpenNext, Opened};
+pub use plugin::Plugin;
+
+/// A configured chain: the plugin and the filters over it.
+pub struct Chain {
+    /// Outermost first.
+    filters: Vec<Arc<dyn Filter>>,
+    plugin: Arc<dyn Plugin>,
+}
+
+impl Chain {
+    /// `filters` outermost first.
+    pub fn new(plugin: Arc<dyn Plugin>, filters: Vec<Arc<dyn Filter>>) -> Chain {
+        Chain { filters, plugin }
+    }
+
+    /// A chain of the plugin alone.
+    pub fn plugin(plugin: Arc<dyn Plugin>) -> Chain {
+        Chain::new(plugin, Vec::new())
+    }
+
+    fn below(&self, layer: usize) -> Below<'_> {
+        Below { chain: self, layer }
+    }
+
+    /// A client connected (nbdkit's `preconnect`); `Err` refuses it.
+    pub fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
+        self.below(0).preconnect(info)
+    }
+
+    /// The exports to list; `None` when the plugin has no list of its own.
+    pub fn list_exports(&self, info: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
+        self.below(0).list_exports(info)
+    }
+
+    /// The export the empty name means, if the plugin says.
+    pub fn default_export(&self, info: &ConnectionInfo) -> Result<Option<String>> {
+        self.below(0).default_export(info)
+    }
+
+    /// Opens the chain for the connection `info`.
+    pub fn open(self: &Arc<Self>, info: ConnectionInfo) -> Result<Opened> {
+        Opened::open(Arc::clone(self), info)
+    }
+}
+
+/// The layers of a configured chain from one layer down: what a filter's
+/// connection-less calls get as `next`.
+pub struct Below<'a> {
+    chain: &'a Chain,
+    layer: usize,
+}
+
+impl Below<'_> {
+    fn filter(&self) -> Option<(&dyn Filter, Below<'_>)> {
+        self.chain
+            .filters
+            .get(self.layer)
+            .map(|f| (&**f, self.chain.below(self.layer + 1)))
+    }
+
+    pub fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
+        match self.filter() {
+            Some((f, next)) => f.preconnect(&next, info),
+            None => self.chain.plugin.preconnect(info),
+        }
+    }
+
+    pub fn list_exports(&self, info: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
+        match self.filter() {
+            Some((f, next)) => f.list_exports(&next, info),
+            None => self.chain.plugin.list_exports(info),
+        }
+    }
+
+    pub fn default_export(&self, info: &ConnectionInfo) -> Result<Option<String>> {
+        match self.filter() {
+            Some((f, next)) => f.default_export(&next, info),
+            None => self.chain.plugin.default_export(info),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! A chain opened for one connection: every layer's handle, and what
+//! each layer answered about its capabilities.
+//!
+//! nbdkit asks each layer `can_write`, `can_zero`, ... once per connection
+//! and remembers the answer (server/backend.c); so do we, per layer, so
+//! that a filter asking `next.can_zero()` on every request costs an atomic
+//! load after the first time. Errors are not remembered: the question is
+//! asked again.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use nbd_core::errno::host;
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Read, Result, ZeroFlags};
+
+use super::filter::FilterHandle;
+use super::Chain;
+
+/// The capabilities remembered per layer, as indexes into [`Caps`].
+#[derive(Clone, Copy)]
+enum Cap {
+    Write,
+    Flush,
+    Fua,
+    Trim,
+    Zero,
+    FastZero,
+    MultiConn,
+    Extents,
+    Cache,
+    Rotational,
+}
+const CAPS: usize = 10;
+
+/// One layer's remembered answers: 0 not asked yet, 1 false, 2 true; and
+/// its size (`u64::MAX`: not asked yet; sizes are below 2^63).
+struct Caps {
+    caps: [AtomicU8; CAPS],
+    size: AtomicU64,
+}
+
+impl Caps {
+    fn new() -> Caps {
+        Caps {
+            caps: Default::default(),
+            size: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// A chain opened for one connection. Dropping it closes every layer that
+/// was opened, the outermost first, and then the plugin's handle.
+pub struct Opened {
+    chain: Arc<Chain>,
+    info: ConnectionInfo,
+    /// One per filter, outermost first; `None` where a filter above did
+    /// not open the layers below it.
+    filters: Vec<Option<Box<dyn FilterHandle>>>,
+    plugin: Option<Box<dyn Backend>>,
+    /// One per layer: the filters, then the plugin.
+    caps: Vec<Caps>,
+}
+
+/// What a filter's `open` gets to open the layers below it.
+pub struct OpenNext<'a> {
+    opened: &'a mut Opened,
+    layer: usize,
+}
+
+impl OpenNext<'_> {
+    /// Opens the layers below for this connection, on `info.export_name`.
+    pub fn open(&mut self, info: &ConnectionInfo) -> Result<()> {
+        open_layer(self.opened, self.layer, info)
+    }
+}
+
+fn open_layer(o: &mut Opened, layer: usize, info: &ConnectionInfo) -> Result<()> {
+    let chain = Arc::clone(&o.chain);
+    if layer == chain.filters.len() {
+        if o.plugin.is_none() {
+            o.plugin = Some(Arc::clone(&chain.plugin).open(info)?);
+        }
+        return Ok(());
+    }
+    if o.filters[layer].is_some() {
+        return Ok(());
+    }
+    let mut next = OpenNext {
+        opened: o,
+        layer: layer + 1,
+    };
+    let h = Arc::clone(&chain.filters[layer]).open(info, &mut next)?;
+    o.filters[layer] = Some(h);
+    Ok(())
+}
+
+impl Opened {
+    /// Opens `chain` for the connection `info`: each filter from the
+    /// outermost in, as it asks for the layer below, then the plugin; then
+    /// each filter's `prepare`, innermost first.
+    pub(super) fn open(chain: Arc<Chain>, info: ConnectionInfo) -> Result<Opened> {
+        let n = chain.filters.len();
+        let mut o = Opened {
+            chain,
+            info,
+            filters: (0..n).map(|_| None).collect(),
+            plugin: None,
+            caps: (0..=n).map(|_| Caps::new()).collect(),
+        };
+        let info = o.info.clone();
+        open_layer(&mut o, 0, &info)?;
+        for i in (0..n).rev() {
+            if let Some(h) = &o.filters[i] {
+                h.prepare(&o.next(i + 1), &o.info)?;
+            }
+        }
+        Ok(o)
+    }
+
+    /// The connection this chain was opened for.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// The layers from `layer` down, as a backend.
+    fn next(&self, layer: usize) -> Next<'_> {
+        Next {
+            opened: self,
+            layer,
+        }
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        for h in self.filters.iter().flatten() {
+            h.close(&self.info);
+        }
+    }
+}
+
+/// The layers of an opened chain from one layer down: what a filter gets
+/// as `next`.
+struct Next<'a> {
+    opened: &'a Opened,
+    layer: usize,
+}
+
+fn not_open() -> Error {
+    Error::new(host::EIO, "this layer of the chain was not opened")
+}
+
+impl Next<'_> {
+    /// Calls the filter at this layer (with the layers below as `next`),
+    /// or the plugin.
+    fn call<T>(
+        &self,
+        filter: impl FnOnce(&dyn FilterHandle, &dyn Backend) -> Result<T>,
+        plugin: impl FnOnce(&dyn Backend) -> Result<T>,
+    ) -> Result<T> {
+        let o = self.opened;
+        if self.layer < o.filters.len() {
+            match &o.filters[self.layer] {
+                Some(h) => filter(&**h, &o.next(self.layer + 1)),
+                None => Err(not_open()),
+            }
+        } else {
+            match &o.plugin {
+                Some(p) => plugin(&**p),
+                None => Err(not_open()),
+            }
+        }
+    }
+
+    /// A capability, asked once per connection and layer.
+    fn cap(
+        &self,
+        cap: Cap,
+        filter: fn(&dyn FilterHandle, &dyn Backend) -> Result<bool>,
+        plugin: fn(&dyn Backend) -> Result<bool>,
+    ) -> Result<bool> {
+        let slot = &self.opened.caps[self.layer].caps[cap as usize];
+        match slot.load(Ordering::Relaxed) {
+            1 => return Ok(false),
+            2 => return Ok(true),
+            _ => {}
+        }
+        let v = self.call(filter, plugin)?;
+        slot.store(if v { 2 } else { 1 }, Ordering::Relaxed);
+        Ok(v)
+    }
+}
+
+impl Backend for Next<'_> {
+    fn size(&self) -> Result<u64> {
+        let slot = &self.opened.caps[self.layer].size;
+        let known = slot.load(Ordering::Relaxed);
+        if known != u64::MAX {
+            return Ok(known);
+        }
+        let v = self.call(|h, n| h.size(n), |p| p.size())?;
+        slot.store(v, Ordering::Relaxed);
+        Ok(v)
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        self.call(|h, n| h.block_size(n), |p| p.block_size())
+    }
+    fn reopen(&self) -> Result<()> {
+        self.call(|h, n| h.reopen(n), |p| p.reopen())
+    }
+    fn can_write(&self) -> Result<bool> {
+        self.cap(Cap::Write, |h, n| h.can_write(n), |p| p.can_write())
+    }
+    fn can_flush(&self) -> Result<bool> {
+        self.cap(Cap::Flush, |h, n| h.can_flush(n), |p| p.can_flush())
+    }
+    fn can_fua(&self) -> Result<bool> {
+        self.cap(Cap::Fua, |h, n| h.can_fua(n), |p| p.can_fua())
+    }
+    fn can_trim(&self) -> Result<bool> {
+        self.cap(Cap::Trim, |h, n| h.can_trim(n), |p| p.can_trim())
+    }
+    fn can_zero(&self) -> Result<bool> {
+        self.cap(Cap::Zero, |h, n| h.can_zero(n), |p| p.can_zero())
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        self.cap(
+            Cap::FastZero,
+            |h, n| h.can_fast_zero(n),
+            |p| p.can_fast_zero(),
+        )
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        self.cap(
+            Cap::MultiConn,
+            |h, n| h.can_multi_conn(n),
+            |p| p.can_multi_conn(),
+        )
+    }
+    fn can_extents(&self) -> Result<bool> {
+        self.cap(Cap::Extents, |h, n| h.can_extents(n), |p| p.can_extents())
+    }
+    fn can_cache(&self) -> Result<bool> {
+        self.cap(Cap::Cache, |h, n| h.can_cache(n), |p| p.can_cache())
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        self.cap(
+            Cap::Rotational,
+            |h, n| h.is_rotational(n),
+            |p| p.is_rotational(),
+        )
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read(&mut Read::new(buf, offset))
+    }
+    fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        let o = self.opened;
+        if self.layer < o.filters.len() {
+            match &o.filters[self.layer] {
+                Some(h) => h.pread(&o.next(self.layer + 1), r),
+                None => Err(not_open()),
+            }
+        } else {
+            match &o.plugin {
+                Some(p) => p.read(r),
+                None => Err(not_open()),
+            }
+        }
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.call(
+            |h, n| h.pwrite(n, buf, offset, fua),
+            |p| p.pwrite(buf, offset, fua),
+        )
+    }
+    fn flush(&self) -> Result<()> {
+        self.call(|h, n| h.flush(n), |p| p.flush())
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        self.call(
+            |h, n| h.trim(n, count, offset, fua),
+            |p| p.trim(count, offset, fua),
+        )
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        self.call(
+            |h, n| h.zero(n, count, offset, flags),
+            |p| p.zero(count, offset, flags),
+        )
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.call(|h, n| h.cache(n, count, offset), |p| p.cache(count, offset))
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        let o = self.opened;
+        if self.layer < o.filters.len() {
+            match &o.filters[self.layer] {
+                Some(h) => h.extents(&o.next(self.layer + 1), count, offset, sink),
+                None => Err(not_open()),
+            }
+        } else {
+            match &o.plugin {
+                Some(p) => p.extents(count, offset, sink),
+                None => Err(not_open()),
+            }
+        }
+    }
+}
+
+/// The opened chain serves the connection: its top layer.
+impl Backend for Opened {
+    fn size(&self) -> Result<u64> {
+        self.next(0).size()
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        self.next(0).block_size()
+    }
+    fn reopen(&self) -> Result<()> {
+        self.next(0).reopen()
+    }
+    fn can_write(&self) -> Result<bool> {
+        self.next(0).can_write()
+    }
+    fn can_flush(&self) -> Result<bool> {
+        self.next(0).can_flush()
+    }
+    fn can_fua(&self) -> Result<bool> {
+        self.next(0).can_fua()
+    }
+    fn can_trim(&self) -> Result<bool> {
+        self.next(0).can_trim()
+    }
+    fn can_zero(&self) -> Result<bool> {
+        self.next(0).can_zero()
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        self.next(0).can_fast_zero()
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        self.next(0).can_multi_conn()
+    }
+    fn can_extents(&self) -> Result<bool> {
+        self.next(0).can_extents()
+    }
+    fn can_cache(&self) -> Result<bool> {
+        self.next(0).can_cache()
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        self.next(0).is_rotational()
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.next(0).pread(buf, offset)
+    }
+    fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        self.next(0).read(r)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.next(0).pwrite(buf, offset, fua)
+    }
+    fn flush(&self) -> Result<()> {
+        self.next(0).flush()
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        self.next(0).trim(count, offset, fua)
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        self.next(0).zero(count, offset, flags)
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.next(0).cache(count, offset)
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        self.next(0).extents(count, offset, sink)
+    }
+}

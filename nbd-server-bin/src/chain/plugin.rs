@@ -1,0 +1,45 @@
+//! The bottom of a chain: a plugin (nbdkit-plugin(3)).
+
+use std::sync::Arc;
+
+use nbd_core::server::backend::{Backend, ConnectionInfo, Result};
+
+/// A plugin, configured once when the server starts and shared by every
+/// connection.
+///
+/// For each connection the chain calls [`Plugin::open`], and the handle it
+/// returns serves that connection's requests (the [`Backend`] methods)
+/// until the connection ends and the handle is dropped: the plugin's
+/// `close`. A plugin whose state is the same for every connection returns
+/// a clone of itself (`Ok(Box::new(self))`; `Arc<T>` is a `Backend` when
+/// `T` is).
+///
+/// The methods before `open` run before a connection has an export, and
+/// have defaults for a plugin with one export and no say about who may
+/// connect.
+pub trait Plugin: Send + Sync {
+    /// A client connected, before any byte of the handshake; `Err` closes
+    /// the connection.
+    fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
+        let _ = info;
+        Ok(())
+    }
+
+    /// The exports this plugin offers, as (name, description), for
+    /// NBD_OPT_LIST. `None`: no list of its own; the server lists its `-e`
+    /// name, and any name opens this plugin.
+    fn list_exports(&self, info: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
+        let _ = info;
+        Ok(None)
+    }
+
+    /// The export the empty name means, when the plugin lists exports.
+    fn default_export(&self, info: &ConnectionInfo) -> Result<Option<String>> {
+        let _ = info;
+        Ok(None)
+    }
+
+    /// Opens the plugin for one connection, on export
+    /// `info.export_name`.
+    fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>>;
+}
