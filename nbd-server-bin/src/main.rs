@@ -10,7 +10,7 @@
 
 use nbd_server_bin::process::signals::{self, Signals};
 use nbd_server_bin::process::{daemon, pidfile};
-use nbd_server_bin::{backend, cli, conn, listen, log, tls};
+use nbd_server_bin::{chain, cli, conn, listen, log, tls};
 
 use std::ffi::CString;
 use std::io::Write;
@@ -107,10 +107,10 @@ fn main() {
         c.tls_verify_peer,
     )
     .unwrap_or_else(|e| die(e));
-    let backend = backend::open_stack(&c.plugin, &c.filters, &c.params, c.readonly)
-        .unwrap_or_else(|e| die(e));
+    let chain =
+        chain::build(&c.plugin, &c.filters, &c.params, c.readonly).unwrap_or_else(|e| die(e));
     let srv = Arc::new(Server {
-        backend,
+        chain,
         readonly: c.readonly,
         export_name: c.exportname.clone(),
         threads: c.threads,

@@ -48,77 +48,33 @@ pub enum Target {
     Tcp(String, u16),
 }
 
-fn pct_decode(s: &str) -> std::result::Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {s}"))?;
-            out.push(h);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("URI is not UTF-8: {s}"))
-}
-
-/// Parses an `nbd://` or `nbd+unix://` URI into (target, export).
+/// Parses an `nbd://` or `nbd+unix://` URI into (target, export) with
+/// the one URI parser the library uses too (`nbd_core::uri`). TLS and
+/// vsock URIs are well formed but not something this plugin can do yet.
 pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
-    let (scheme, rest) = uri
-        .split_once("://")
-        .ok_or_else(|| format!("not a URI: {uri}"))?;
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, q)) => (r, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
-    let export = pct_decode(path)?;
-    match scheme {
-        "nbd" => {
-            let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-                let (h, p) = h
-                    .split_once(']')
-                    .ok_or_else(|| format!("bad IPv6 address in {uri}"))?;
-                (h.to_string(), p.strip_prefix(':'))
-            } else {
-                match authority.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p)),
-                    None => (authority.to_string(), None),
-                }
-            };
-            let port = match port {
-                None | Some("") => 10809,
-                Some(p) => p.parse().map_err(|_| format!("bad port in {uri}"))?,
-            };
-            let host = if host.is_empty() {
-                "localhost".into()
-            } else {
-                host
-            };
-            Ok((Target::Tcp(host, port), export))
-        }
-        "nbd+unix" => {
-            let sock = query
-                .into_iter()
-                .flat_map(|q| q.split('&'))
-                .find_map(|kv| kv.strip_prefix("socket="))
-                .ok_or_else(|| format!("nbd+unix URI needs ?socket=: {uri}"))?;
-            Ok((Target::Unix(pct_decode(sock)?), export))
-        }
-        "nbds" | "nbds+unix" | "nbds+vsock" => Err(format!("TLS is not supported yet: {uri}")),
-        _ => Err(format!(
-            "unsupported URI scheme '{scheme}' (expecting nbd:// or nbd+unix://)"
-        )),
+    use nbd_core::uri::{self, Endpoint};
+    let u = uri::parse(uri.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
+    if u.tls {
+        return Err(format!("TLS is not supported yet: {uri}"));
     }
+    let text = |c: &std::ffi::CStr| {
+        c.to_str()
+            .map(str::to_string)
+            .map_err(|_| format!("URI is not UTF-8: {uri}"))
+    };
+    let export = text(&u.export_name)?;
+    let target = match &u.endpoint {
+        Endpoint::Tcp { host, port } => {
+            let port = text(port)?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("bad port '{port}' in {uri}"))?;
+            Target::Tcp(text(host)?, port)
+        }
+        Endpoint::Unix { socket } => Target::Unix(text(socket)?),
+        Endpoint::Vsock { .. } => return Err(format!("vsock is not supported yet: {uri}")),
+    };
+    Ok((target, export))
 }
 
 /// A finished command: its buffer and the block status it received.
@@ -463,5 +419,6 @@ mod tests {
         assert!(parse_uri("nbds://h/").is_err());
         assert!(parse_uri("http://h/").is_err());
         assert!(parse_uri("nbd+unix:///x").is_err());
+        assert!(parse_uri("nbd+vsock://2:10809/").is_err());
     }
 }
