@@ -10,12 +10,11 @@
 //! concurrency. Nothing is allocated per request once the buffers have
 //! grown. An error on the socket ends this connection only.
 //!
-//! The backend's connection hooks run in nbdkit's order: `preconnect`
-//! before any byte of the handshake (failure: the connection is closed),
-//! `open_connection` when the client picks the export (failure: an error
-//! reply to GO, or a hang-up for EXPORT_NAME and oldstyle), and
-//! `close_connection` exactly once for every successful open, when the
-//! connection ends.
+//! The backend chain is used in nbdkit's order: `preconnect` before any
+//! byte of the handshake (failure: the connection is closed), opened for
+//! this connection when the client asks about an export or picks one
+//! (failure: an error reply to INFO or GO, or a hang-up for EXPORT_NAME
+//! and oldstyle), and closed (each layer once) when the connection ends.
 //!
 //! Connection threads run on small stacks ([`THREAD_STACK`]): an idle
 //! connection costs one thread, so 1,000 idle clients cost 1,000 stacks.
@@ -808,13 +807,18 @@ mod tests {
     }
 
     fn go(s: &mut UnixStream, name: &[u8]) -> (u32, Vec<u8>) {
+        option(s, opt::GO, name)
+    }
+
+    /// Sends GO or INFO for `name`; returns the final reply.
+    fn option(s: &mut UnixStream, code: u32, name: &[u8]) -> (u32, Vec<u8>) {
         let mut o = Vec::new();
         let g = GoRequest {
             export_name: name,
             info_requests: vec![],
         }
         .encode();
-        encode_option(&mut o, opt::GO, &g);
+        encode_option(&mut o, code, &g);
         s.write_all(&o).unwrap();
         loop {
             let mut h = [0u8; 20];
@@ -884,6 +888,25 @@ mod tests {
         assert_eq!(log.len(), 3, "{log:?}");
         assert!(log[0].starts_with("pre Unix { pid: Some("), "{log:?}");
         assert_eq!(&log[1..], ["open 7 disk", "close 7"]);
+    }
+
+    /// As in nbdkit, each INFO opens the chain to describe the export and
+    /// closes it again; GO opens it and keeps it.
+    #[test]
+    fn info_opens_and_closes_go_keeps() {
+        let b = Arc::new(Hooks::default());
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(option(&mut s, opt::INFO, b"a").0, rep::ACK);
+        assert_eq!(option(&mut s, opt::INFO, b"b").0, rep::ACK);
+        assert_eq!(go(&mut s, b"b").0, rep::ACK);
+        drop(s);
+        h.join().unwrap();
+        let log = b.log.lock().clone();
+        assert_eq!(
+            &log[1..],
+            ["open 7 a", "close 7", "open 7 b", "close 7", "open 7 b", "close 7"]
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //! it never consumes bytes that belong to the transmission phase: the
 //! driver may hand the socket over to a buffered reader afterwards.
 //!
-//! The backend is not opened during negotiation: export information comes
-//! from an [`Exports`] provider, which the binary implements cheaply (nbdkit's
-//! rule: a client that has not finished negotiating costs nothing).
+//! Export information comes from an [`Exports`] provider, which the binary
+//! implements: listing is cheap, and describing an export (INFO, GO) is
+//! where the binary opens its backend for the connection, as nbdkit does.
 
 use crate::limits::{MAX_OPTIONS, MAX_OPTION_LEN, MAX_REQUEST_LEN, MAX_STRING};
 use crate::wire::codec::Reader;
@@ -109,7 +109,8 @@ pub trait Exports {
     /// The exports to list, as (name, description).
     fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
     /// An export by name, or `Err(message)` if there is no such export or
-    /// it cannot be described.
+    /// it cannot be described (or opened: nbdkit opens the backend to
+    /// answer INFO and GO, and so may the provider).
     fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String>;
     /// Called when the client chooses export `name` (GO, EXPORT_NAME, or
     /// the oldstyle greeting), before negotiation ends: the place to open
