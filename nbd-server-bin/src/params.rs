@@ -238,6 +238,34 @@ pub fn parse_duration(v: &str) -> std::result::Result<std::time::Duration, Strin
 }
 
 #[cfg(test)]
+/// The keys a source file takes as string literals: the first argument
+/// of `take`, `take_all`, `take_size`, `take_bool`, `take_enum`,
+/// `take_with`, and of curl's `opt(p, "...")`; `size` and `seed` where
+/// the shared helpers that take them are called.
+pub fn literal_keys(src: &str) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, _) in src.match_indices("take") {
+        let rest = src[i + 4..].trim_start_matches(|c: char| c.is_ascii_lowercase() || c == '_');
+        if let Some(r) = rest.strip_prefix('(') {
+            if let Some(r) = r.trim_start().strip_prefix('"') {
+                keys.insert(r[..r.find('"').unwrap()].to_string());
+            }
+        }
+    }
+    // Keys taken by shared helpers.
+    for (helper, key) in [("size_param(p", "size"), ("seed_param(p", "seed")] {
+        if src.contains(helper) {
+            keys.insert(key.to_string());
+        }
+    }
+    for (i, _) in src.match_indices("opt(p, \"") {
+        let r = &src[i + 8..];
+        keys.insert(r[..r.find('"').unwrap()].to_string());
+    }
+    keys
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

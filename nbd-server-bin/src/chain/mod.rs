@@ -110,3 +110,6 @@ impl Below<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
