@@ -199,6 +199,10 @@ pub struct ConnectionInfo {
     pub tls: bool,
 }
 
+/// Where a lent read's data goes: called with slices that, in order, make
+/// up the data; returns `false` when it could not be delivered.
+pub type Lend<'a> = dyn FnMut(&[&[u8]]) -> bool + 'a;
+
 /// A read on its way down a backend chain: `buf.len()` bytes at `offset`,
 /// for the caller's buffer, and perhaps a way to send the data without
 /// copying it (`lend`).
@@ -211,7 +215,7 @@ pub struct ConnectionInfo {
 pub struct Read<'a> {
     pub offset: u64,
     buf: &'a mut [u8],
-    lend: Option<&'a mut dyn FnMut(&[&[u8]]) -> bool>,
+    lend: Option<&'a mut Lend<'a>>,
     lent: bool,
 }
 
@@ -228,11 +232,7 @@ impl<'a> Read<'a> {
 
     /// A read into `buf` that a plugin may instead answer by lending its
     /// storage to `send` (see [`Backend::pread_lend`]).
-    pub fn lending(
-        buf: &'a mut [u8],
-        offset: u64,
-        send: &'a mut dyn FnMut(&[&[u8]]) -> bool,
-    ) -> Self {
+    pub fn lending(buf: &'a mut [u8], offset: u64, send: &'a mut Lend<'a>) -> Self {
         Read {
             offset,
             buf,
@@ -506,7 +506,7 @@ mod tests {
     #[test]
     fn reads_lend_until_a_layer_takes_the_buffer() {
         let mut buf = [0u8; 4];
-        let mut got = Vec::new();
+        let mut got: Vec<u8> = Vec::new();
         let mut send = |s: &[&[u8]]| {
             got.extend(s.iter().flat_map(|x| x.iter()));
             true

@@ -1157,6 +1157,12 @@ mod tests {
     fn caps_from_backend_read_only() {
         struct B;
         impl Backend for B {
+            fn size(&self) -> BackendResult<u64> {
+                Ok(0)
+            }
+            fn pread(&self, _: &mut [u8], _: u64) -> BackendResult<()> {
+                Ok(())
+            }
             fn can_write(&self) -> BackendResult<bool> {
                 Ok(true)
             }
