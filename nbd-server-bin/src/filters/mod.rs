@@ -10,7 +10,17 @@
 //! pass to the layer below. Helpers shared by several filters live in
 //! files named for what they do (`extents.rs`).
 
+pub mod blocksize;
+pub mod blocksize_policy;
 pub mod extents;
+pub mod fua;
+pub mod multi_conn;
+pub mod nocache;
+pub mod noextents;
+pub mod noparallel;
+pub mod nozero;
+pub mod protect;
+pub mod zeroes;
 
 use std::sync::Arc;
 
@@ -37,7 +47,17 @@ impl FilterSpec {
 }
 
 /// Every built-in filter.
-pub const FILTERS: &[FilterSpec] = &[];
+pub const FILTERS: &[FilterSpec] = &[
+    nozero::FILTER,
+    nocache::FILTER,
+    noextents::FILTER,
+    noparallel::FILTER,
+    multi_conn::FILTER,
+    fua::FILTER,
+    blocksize::FILTER,
+    blocksize_policy::FILTER,
+    protect::FILTER,
+];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
 pub fn find(name: &str) -> Result<&'static FilterSpec, String> {
