@@ -10,7 +10,16 @@
 //! pass to the layer below. Helpers shared by several filters live in
 //! files named for what they do (`extents.rs`).
 
+pub mod delay;
+pub mod error;
+pub mod exitlast;
+pub mod exitwhen;
 pub mod extents;
+pub mod ip;
+pub mod limit;
+pub mod log;
+pub mod retry;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -37,7 +46,17 @@ impl FilterSpec {
 }
 
 /// Every built-in filter.
-pub const FILTERS: &[FilterSpec] = &[];
+pub const FILTERS: &[FilterSpec] = &[
+    error::FILTER,
+    delay::FILTER,
+    retry::FILTER,
+    log::FILTER,
+    stats::FILTER,
+    limit::FILTER,
+    exitlast::FILTER,
+    exitwhen::FILTER,
+    ip::FILTER,
+];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
 pub fn find(name: &str) -> Result<&'static FilterSpec, String> {
