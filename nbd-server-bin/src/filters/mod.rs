@@ -12,14 +12,23 @@
 
 pub mod blocksize;
 pub mod blocksize_policy;
+pub mod delay;
+pub mod error;
+pub mod exitlast;
+pub mod exitwhen;
 pub mod extents;
 pub mod fua;
+pub mod ip;
+pub mod limit;
+pub mod log;
 pub mod multi_conn;
 pub mod nocache;
 pub mod noextents;
 pub mod noparallel;
 pub mod nozero;
 pub mod protect;
+pub mod retry;
+pub mod stats;
 pub mod zeroes;
 
 use std::sync::Arc;
@@ -57,6 +66,15 @@ pub const FILTERS: &[FilterSpec] = &[
     blocksize::FILTER,
     blocksize_policy::FILTER,
     protect::FILTER,
+    error::FILTER,
+    delay::FILTER,
+    retry::FILTER,
+    log::FILTER,
+    stats::FILTER,
+    limit::FILTER,
+    exitlast::FILTER,
+    exitwhen::FILTER,
+    ip::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
