@@ -87,3 +87,61 @@ pub fn find(name: &str) -> Result<&'static FilterSpec, String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::literal_keys;
+
+    /// Each filter's source file, by filter name.
+    const SOURCES: &[(&str, &str)] = &[
+        ("nozero", include_str!("nozero.rs")),
+        ("nocache", include_str!("nocache.rs")),
+        ("noextents", include_str!("noextents.rs")),
+        ("noparallel", include_str!("noparallel.rs")),
+        ("multi-conn", include_str!("multi_conn.rs")),
+        ("fua", include_str!("fua.rs")),
+        ("blocksize", include_str!("blocksize.rs")),
+        ("blocksize-policy", include_str!("blocksize_policy.rs")),
+        ("protect", include_str!("protect.rs")),
+        ("error", include_str!("error.rs")),
+        ("delay", include_str!("delay.rs")),
+        ("retry", include_str!("retry.rs")),
+        ("log", include_str!("log.rs")),
+        ("stats", include_str!("stats.rs")),
+        ("limit", include_str!("limit.rs")),
+        ("exitlast", include_str!("exitlast.rs")),
+        ("exitwhen", include_str!("exitwhen.rs")),
+        ("ip", include_str!("ip.rs")),
+    ];
+
+    /// Each filter declares, with a description, every key its code
+    /// takes, and takes every key it declares, each once.
+    #[test]
+    fn filter_keys_declared() {
+        for f in FILTERS {
+            let src = SOURCES
+                .iter()
+                .find(|(n, _)| *n == f.name)
+                .unwrap_or_else(|| panic!("filter {}: source not checked", f.name))
+                .1;
+            let mut declared = std::collections::BTreeSet::new();
+            for (k, help) in f.params {
+                assert!(!help.is_empty(), "{}: {k} has no description", f.name);
+                assert!(declared.insert(k.to_string()), "{}: {k} twice", f.name);
+            }
+            assert_eq!(
+                literal_keys(src),
+                declared,
+                "{}: keys taken vs declared",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_filters_in_nbdkits_words() {
+        let e = find("nosuch").err().unwrap();
+        assert!(e.starts_with("cannot open filter \"nosuch\""), "{e}");
+    }
+}
