@@ -11,6 +11,7 @@
 //! files named for what they do (`extents.rs`).
 
 pub mod extents;
+pub mod xnbd_cache;
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ impl FilterSpec {
 }
 
 /// Every built-in filter.
-pub const FILTERS: &[FilterSpec] = &[];
+pub const FILTERS: &[FilterSpec] = &[xnbd_cache::FILTER];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
 pub fn find(name: &str) -> Result<&'static FilterSpec, String> {
