@@ -13,3 +13,4 @@ pub mod params;
 pub mod plugins;
 pub mod process;
 pub mod tls;
+pub mod xnbd;

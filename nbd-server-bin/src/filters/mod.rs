@@ -29,6 +29,7 @@ pub mod nozero;
 pub mod protect;
 pub mod retry;
 pub mod stats;
+pub mod xnbd_cache;
 pub mod zeroes;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub const FILTERS: &[FilterSpec] = &[
     limit::FILTER,
     exitlast::FILTER,
     exitwhen::FILTER,
+    xnbd_cache::FILTER,
     ip::FILTER,
 ];
 
@@ -113,6 +115,7 @@ mod tests {
         ("exitlast", include_str!("exitlast.rs")),
         ("exitwhen", include_str!("exitwhen.rs")),
         ("ip", include_str!("ip.rs")),
+        ("xnbd-cache", include_str!("xnbd_cache.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code

@@ -1,5 +1,7 @@
-//! xnbd-cache: xnbd's persistent block cache, the heart of its proxy
-//! (live storage migration) and of its copy-on-write target.
+//! The xnbd-cache filter: xnbd's persistent block cache, the heart of its
+//! proxy (live storage migration) and of its copy-on-write target. Not an
+//! nbdkit filter; ours, so that xnbd-server's stacks are ordinary chains
+//! and our nbdkit can put the cache over any plugin.
 //!
 //! The disk is cut into 4096-byte blocks. A cache image of the disk's size
 //! holds the blocks that are here; a bitmap file says which: xnbd's format,
@@ -33,6 +35,20 @@
 //! - After [`XnbdCache::switch`] the layer below is never consulted again:
 //!   the cache image is the disk (xnbd-bgctl --switch).
 //!
+//! One cache serves every connection: the filter is its own handle, and
+//! its state is global. Blocks come from the connection's layer below, or,
+//! once [`XnbdCache::set_source`] gave one (xnbd-server's proxy: the
+//! remote, replaced by xnbd-bgctl --reconnect), from that backend, which
+//! also serves [`XnbdCache::cache_all`] outside any connection.
+//!
+//! The cache's files are made once the disk's size is known
+//! ([`XnbdCache::start`]): xnbd-server starts it before it serves; as an
+//! nbdkit filter, at the first connection (the filter is configured before
+//! any layer below is open). The checks that need no size (a bitmap that
+//! does not fit the existing cache image, a directory where the cache
+//! image should be) are made when the filter is configured, so that such
+//! a server does not start.
+//!
 //! Concurrency: blocks are grouped in 1 MiB regions, each guarded by one
 //! of [`STRIPES`] mutexes (region number modulo). A fetch holds its
 //! region's mutex from the read below until its bit is set; a write holds
@@ -48,13 +64,38 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use nbd_core::server::backend::{Backend, Error, Extents, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Read, Result, ZeroFlags};
 
-use super::super::Params;
+use super::FilterSpec;
+use crate::chain::{Filter, FilterHandle, OpenNext};
+use crate::params::Params;
+
+pub const FILTER: FilterSpec = FilterSpec {
+    name: "xnbd-cache",
+    params: &[
+        (
+            "cache",
+            "the cache image: the blocks that are here (made with the disk's size)",
+        ),
+        (
+            "bitmap",
+            "the bitmap file saying which blocks are cached (xnbd's format)",
+        ),
+        (
+            "clear-bitmap",
+            "start with no block cached, whatever the bitmap says (default false)",
+        ),
+        (
+            "fetch-on-read",
+            "keep blocks read from below (default true); false: copy-on-write",
+        ),
+    ],
+    open: |p, _| Ok(Arc::new(XnbdCache::from_params(p)?)),
+};
 
 /// The cache's block size (xnbd's CBLKSIZE).
 pub const BLOCK: u64 = 4096;
@@ -76,12 +117,19 @@ pub struct Options {
     pub fetch_on_read: bool,
 }
 
+/// The filter, and the cache every connection shares.
 pub struct XnbdCache {
-    /// The layer the stack was built on (for delegation through `next`).
-    inner: Arc<dyn Backend>,
-    /// Where blocks come from: `inner`, or what [`XnbdCache::set_source`]
-    /// put there (xnbd-bgctl --reconnect).
-    source: parking_lot::RwLock<Arc<dyn Backend>>,
+    opts: Options,
+    /// The cache of the disk, once its size is known ([`XnbdCache::start`]).
+    state: OnceLock<State>,
+    starting: Mutex<()>,
+    /// Where blocks come from when set ([`XnbdCache::set_source`]);
+    /// otherwise the connection's layer below.
+    source: RwLock<Option<Arc<dyn Backend>>>,
+}
+
+/// The cache of a disk of known size: its files and its bits.
+struct State {
     opts: Options,
     size: u64,
     nblocks: u64,
@@ -102,6 +150,10 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
         e.raw_os_error().unwrap_or(libc::EIO),
         format!("xnbd-cache: {what}: {}: {e}", path.display()),
     )
+}
+
+fn not_started() -> Error {
+    Error::new(libc::EIO, "xnbd-cache: the cache is not started")
 }
 
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -129,10 +181,29 @@ pub fn bitmap_len(size: u64) -> u64 {
     size.div_ceil(BLOCK).div_ceil(64) * 8
 }
 
+/// The metadata of `p`, `None` when it does not exist.
+fn meta(p: &Path) -> std::result::Result<Option<std::fs::Metadata>, String> {
+    match std::fs::metadata(p) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+/// The refusal of a bitmap of `blen` bytes for a disk of `size` bytes.
+fn wrong_bitmap(bpath: &Path, blen: u64, size: u64) -> String {
+    format!(
+        "bitmap {} is {blen} bytes, but a disk of {size} bytes needs {} (wrong bitmap, or use --clear-bitmap)",
+        bpath.display(),
+        bitmap_len(size)
+    )
+}
+
 impl XnbdCache {
     /// The filter: `cache=FILE bitmap=FILE [clear-bitmap=BOOL]
-    /// [fetch-on-read=BOOL]`.
-    pub fn open(p: &mut Params, inner: Arc<dyn Backend>) -> std::result::Result<Self, String> {
+    /// [fetch-on-read=BOOL]`. Refuses what it can tell is wrong without
+    /// the disk's size (see [`XnbdCache::precheck`]).
+    pub fn from_params(p: &mut Params) -> std::result::Result<Self, String> {
         let cache = p
             .take("cache")
             .ok_or_else(|| p.err("cache=FILE is required"))?;
@@ -141,29 +212,207 @@ impl XnbdCache {
             .ok_or_else(|| p.err("bitmap=FILE is required"))?;
         let clear_bitmap = p.take_bool("clear-bitmap")?.unwrap_or(false);
         let fetch_on_read = p.take_bool("fetch-on-read")?.unwrap_or(true);
-        XnbdCache::new(
-            inner,
-            Options {
-                cache: cache.into(),
-                bitmap: bitmap.into(),
-                clear_bitmap,
-                fetch_on_read,
-            },
-        )
+        let opts = Options {
+            cache: cache.into(),
+            bitmap: bitmap.into(),
+            clear_bitmap,
+            fetch_on_read,
+        };
+        Self::precheck(&opts)?;
+        Ok(XnbdCache::new(opts))
     }
 
+    /// A cache that is not started yet: nothing is checked, created or
+    /// changed until [`XnbdCache::start`].
+    pub fn new(opts: Options) -> Self {
+        XnbdCache {
+            opts,
+            state: OnceLock::new(),
+            starting: Mutex::new(()),
+            source: RwLock::new(None),
+        }
+    }
+
+    /// The checks of [`XnbdCache::start`] that need no disk size: the
+    /// cache image is not a directory, the bitmap is a regular file, and
+    /// an existing bitmap fits an existing cache image (which must be of
+    /// the disk's size).
+    pub fn precheck(opts: &Options) -> std::result::Result<(), String> {
+        let (cpath, bpath) = (&opts.cache, &opts.bitmap);
+        let clen = match meta(cpath)? {
+            Some(m) if m.is_dir() => return Err(format!("{}: is a directory", cpath.display())),
+            Some(m) if m.file_type().is_file() => m.len(),
+            _ => 0,
+        };
+        let blen = match meta(bpath)? {
+            Some(m) if !m.file_type().is_file() => {
+                return Err(format!("bitmap {}: not a regular file", bpath.display()))
+            }
+            Some(m) => m.len(),
+            None => 0,
+        };
+        if !opts.clear_bitmap && clen != 0 && blen != 0 && blen != bitmap_len(clen) {
+            return Err(wrong_bitmap(bpath, blen, clen));
+        }
+        Ok(())
+    }
+
+    /// Makes the cache of a disk of `below`'s size: checks everything
+    /// before creating or changing any file, so a refused start leaves the
+    /// cache image and the bitmap as they were. Once started, only checks
+    /// that `below` is of the same size.
+    pub fn start(&self, below: &dyn Backend) -> std::result::Result<(), String> {
+        let size = below.size().map_err(|e| e.to_string())?;
+        let _g = self.starting.lock();
+        if let Some(s) = self.state.get() {
+            if s.size != size {
+                return Err(format!(
+                    "xnbd-cache: the disk is {size} bytes, but the cache is of {} bytes",
+                    s.size
+                ));
+            }
+            return Ok(());
+        }
+        let s = State::new(size, self.opts.clone())?;
+        let _ = self.state.set(s);
+        Ok(())
+    }
+
+    fn state(&self) -> Result<&State> {
+        self.state.get().ok_or_else(not_started)
+    }
+
+    /// Runs `f` with the state and where blocks come from: the backend
+    /// [`XnbdCache::set_source`] gave, else `next`.
+    fn with_source<T>(
+        &self,
+        next: &dyn Backend,
+        f: impl FnOnce(&State, &dyn Backend) -> Result<T>,
+    ) -> Result<T> {
+        let s = self.state()?;
+        let set = self.source.read().clone();
+        let src: &dyn Backend = match &set {
+            Some(b) => &**b,
+            None => next,
+        };
+        f(s, src)
+    }
+
+    /// Fetches from `b` from now on (the remote of a proxy; a new
+    /// connection to it after the old one was lost). It must be of the
+    /// same size.
+    pub fn set_source(&self, b: Arc<dyn Backend>) -> std::result::Result<(), String> {
+        let size = b.size().map_err(|e| e.to_string())?;
+        if let Some(s) = self.state.get() {
+            if size != s.size {
+                return Err(format!(
+                    "the new remote disk is {size} bytes, not {} bytes",
+                    s.size
+                ));
+            }
+        }
+        *self.source.write() = Some(b);
+        Ok(())
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The disk's size, once started.
+    pub fn disk_size(&self) -> Option<u64> {
+        self.state.get().map(|s| s.size)
+    }
+
+    /// (cached blocks, all blocks); (0, 0) before the start.
+    pub fn progress(&self) -> (u64, u64) {
+        self.state.get().map_or((0, 0), State::progress)
+    }
+
+    pub fn is_switched(&self) -> bool {
+        self.state.get().is_some_and(State::is_switched)
+    }
+
+    pub fn is_cached(&self, b: u64) -> bool {
+        self.state.get().is_some_and(|s| s.is_cached(b))
+    }
+
+    /// Stops consulting the layer below: from now on the cache image is
+    /// the disk. Refused while blocks are missing, unless `force`.
+    pub fn switch(&self, force: bool) -> std::result::Result<(), String> {
+        let s = self.state().map_err(|e| e.to_string())?;
+        let (n, m) = s.progress();
+        if n < m && !force {
+            return Err(format!(
+                "{} of {m} blocks are not cached yet: run --cache-all first, or --force",
+                m - n
+            ));
+        }
+        s.flush().map_err(|e| e.to_string())?;
+        s.switched.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes the cache durable (see the module's doc); nothing to do
+    /// before the start.
+    pub fn flush_cache(&self) -> Result<()> {
+        self.state.get().map_or(Ok(()), State::flush)
+    }
+
+    /// Fetches every uncached block from the source
+    /// ([`XnbdCache::set_source`]), region by region, while clients go on,
+    /// asking for at most `blocks_per_request` blocks at a time (0: a
+    /// region, 256 blocks, which is also the most); `report(cached,
+    /// total)` after each region (false: stop). Flushes every 64 MiB and
+    /// at the end, so that the work survives a crash.
+    pub fn cache_all(
+        &self,
+        blocks_per_request: u64,
+        report: &mut dyn FnMut(u64, u64) -> bool,
+    ) -> Result<()> {
+        let st = self.state()?;
+        let step = match blocks_per_request {
+            0 => REGION,
+            n => n.min(REGION),
+        };
+        let regions = st.nblocks.div_ceil(REGION);
+        for r in 0..regions {
+            if st.is_switched() {
+                break;
+            }
+            let (b0, b1) = (r * REGION, ((r + 1) * REGION).min(st.nblocks));
+            if (b0..b1).any(|b| !st.is_cached(b)) {
+                let _g = st.stripes[r as usize % STRIPES].lock();
+                let mut s = b0;
+                while s < b1 {
+                    let e = (s + step).min(b1);
+                    // Read each time: a reconnect takes effect at once.
+                    let src = self.source.read().clone().ok_or_else(|| {
+                        Error::new(libc::EIO, "xnbd-cache: no remote to fetch from")
+                    })?;
+                    st.fetch_locked(&*src, s, e)?;
+                    s = e;
+                }
+            }
+            if r % 64 == 63 {
+                st.flush()?;
+            }
+            let (n, m) = st.progress();
+            if !report(n, m) {
+                return st.flush();
+            }
+        }
+        st.flush()
+    }
+}
+
+impl State {
     /// Checks everything before creating or changing any file: a refused
     /// start leaves the cache image and the bitmap as they were.
-    pub fn new(inner: Arc<dyn Backend>, opts: Options) -> std::result::Result<Self, String> {
-        let size = inner.size().map_err(|e| e.to_string())?;
+    fn new(size: u64, opts: Options) -> std::result::Result<Self, String> {
         let nblocks = size.div_ceil(BLOCK);
         let bm_len = bitmap_len(size);
         let (cpath, bpath) = (&opts.cache, &opts.bitmap);
-        let meta = |p: &Path| match std::fs::metadata(p) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", p.display())),
-        };
         let cmeta = meta(cpath)?;
         let bmeta = meta(bpath)?;
         let clen = match &cmeta {
@@ -185,10 +434,7 @@ impl XnbdCache {
             None => 0,
         };
         if !opts.clear_bitmap && blen != 0 && blen != bm_len {
-            return Err(format!(
-                "bitmap {} is {blen} bytes, but a disk of {size} bytes needs {bm_len} (wrong bitmap, or use --clear-bitmap)",
-                bpath.display()
-            ));
+            return Err(wrong_bitmap(bpath, blen, size));
         }
         let mut words = vec![0u64; bm_len as usize / 8];
         if !opts.clear_bitmap && blen == bm_len && bm_len > 0 {
@@ -201,7 +447,7 @@ impl XnbdCache {
             }
         }
         // Bits past the last block mean nothing.
-        if nblocks % 64 != 0 {
+        if !nblocks.is_multiple_of(64) {
             if let Some(last) = words.last_mut() {
                 *last &= (1u64 << (nblocks % 64)) - 1;
             }
@@ -239,9 +485,7 @@ impl XnbdCache {
                 .map_err(|e| format!("{}: {e}", bpath.display()))?;
         }
         let npages = words.len().div_ceil(PAGE_WORDS);
-        Ok(XnbdCache {
-            source: parking_lot::RwLock::new(Arc::clone(&inner)),
-            inner,
+        Ok(State {
             opts,
             size,
             nblocks,
@@ -257,38 +501,16 @@ impl XnbdCache {
         })
     }
 
-    fn source(&self) -> Arc<dyn Backend> {
-        Arc::clone(&self.source.read())
-    }
-
-    /// Fetches from `b` from now on (a new connection to the remote, after
-    /// the old one was lost). It must be of the same size.
-    pub fn set_source(&self, b: Arc<dyn Backend>) -> std::result::Result<(), String> {
-        let size = b.size().map_err(|e| e.to_string())?;
-        if size != self.size {
-            return Err(format!(
-                "the new remote disk is {size} bytes, not {} bytes",
-                self.size
-            ));
-        }
-        *self.source.write() = b;
-        Ok(())
-    }
-
-    pub fn options(&self) -> &Options {
-        &self.opts
-    }
-
     /// (cached blocks, all blocks).
-    pub fn progress(&self) -> (u64, u64) {
+    fn progress(&self) -> (u64, u64) {
         (self.cached.load(Ordering::Relaxed), self.nblocks)
     }
 
-    pub fn is_switched(&self) -> bool {
+    fn is_switched(&self) -> bool {
         self.switched.load(Ordering::SeqCst)
     }
 
-    pub fn is_cached(&self, b: u64) -> bool {
+    fn is_cached(&self, b: u64) -> bool {
         self.words[(b / 64) as usize].load(Ordering::Acquire) & (1 << (b % 64)) != 0
     }
 
@@ -301,59 +523,8 @@ impl XnbdCache {
         }
     }
 
-    /// Stops consulting the layer below: from now on the cache image is
-    /// the disk. Refused while blocks are missing, unless `force`.
-    pub fn switch(&self, force: bool) -> std::result::Result<(), String> {
-        let (n, m) = self.progress();
-        if n < m && !force {
-            return Err(format!(
-                "{} of {m} blocks are not cached yet: run --cache-all first, or --force",
-                m - n
-            ));
-        }
-        self.flush().map_err(|e| e.to_string())?;
-        self.switched.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Fetches every uncached block, region by region, while clients go on,
-    /// asking below for at most `blocks_per_request` blocks at a time (0:
-    /// a region, 256 blocks, which is also the most);
-    /// `report(cached, total)` after each region (false: stop). Flushes
-    /// every 64 MiB and at the end, so that the work survives a crash.
-    pub fn cache_all(
-        &self,
-        blocks_per_request: u64,
-        report: &mut dyn FnMut(u64, u64) -> bool,
-    ) -> Result<()> {
-        let step = match blocks_per_request {
-            0 => REGION,
-            n => n.min(REGION),
-        };
-        let regions = self.nblocks.div_ceil(REGION);
-        for r in 0..regions {
-            if self.is_switched() {
-                break;
-            }
-            let (b0, b1) = (r * REGION, ((r + 1) * REGION).min(self.nblocks));
-            if (b0..b1).any(|b| !self.is_cached(b)) {
-                let _g = self.stripes[r as usize % STRIPES].lock();
-                let mut s = b0;
-                while s < b1 {
-                    let e = (s + step).min(b1);
-                    self.fetch_locked(s, e)?;
-                    s = e;
-                }
-            }
-            if r % 64 == 63 {
-                self.flush()?;
-            }
-            let (n, m) = self.progress();
-            if !report(n, m) {
-                return self.flush();
-            }
-        }
-        self.flush()
+    fn is_dirty(&self) -> bool {
+        self.dirty.iter().any(|d| d.load(Ordering::Acquire))
     }
 
     /// The mutexes of the regions of blocks `b0..b1`, in ascending order.
@@ -369,9 +540,9 @@ impl XnbdCache {
         idx.into_iter().map(|i| self.stripes[i].lock()).collect()
     }
 
-    /// Fetches the uncached blocks among `b0..b1` from below into the
+    /// Fetches the uncached blocks among `b0..b1` from `src` into the
     /// cache. The caller holds their regions' mutexes.
-    fn fetch_locked(&self, b0: u64, b1: u64) -> Result<()> {
+    fn fetch_locked(&self, src: &dyn Backend, b0: u64, b1: u64) -> Result<()> {
         let mut b = b0;
         let mut buf = Vec::new();
         while b < b1 {
@@ -386,7 +557,7 @@ impl XnbdCache {
             let off = b * BLOCK;
             let len = (e * BLOCK).min(self.size) - off;
             buf.resize(len as usize, 0);
-            self.source().pread(&mut buf, off)?;
+            src.pread(&mut buf, off)?;
             self.cache
                 .write_all_at(&buf, off)
                 .map_err(|e| io_err("write", &self.opts.cache, e))?;
@@ -399,7 +570,7 @@ impl XnbdCache {
     }
 
     /// Makes `len` bytes at `offset` present in the cache (proxy reads).
-    fn fetch_range(&self, offset: u64, len: u64) -> Result<()> {
+    fn fetch_range(&self, src: &dyn Backend, offset: u64, len: u64) -> Result<()> {
         if len == 0 {
             return Ok(());
         }
@@ -409,7 +580,7 @@ impl XnbdCache {
             let (s, e) = ((r * REGION).max(b0), ((r + 1) * REGION).min(b1));
             if (s..e).any(|b| !self.is_cached(b)) {
                 let _g = self.stripes[r as usize % STRIPES].lock();
-                self.fetch_locked(s, e)?;
+                self.fetch_locked(src, s, e)?;
             }
             r += 1;
         }
@@ -423,11 +594,11 @@ impl XnbdCache {
     }
 
     /// Writes zeros over `len` bytes at `offset`, as a client's write.
-    fn write_zeros(&self, offset: u64, len: u64) -> Result<()> {
+    fn write_zeros(&self, src: &dyn Backend, offset: u64, len: u64) -> Result<()> {
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(ZEROS.len() as u64) as usize;
-            self.write(&ZEROS[..n], offset + done)?;
+            self.write(src, &ZEROS[..n], offset + done)?;
             done += n as u64;
         }
         Ok(())
@@ -436,7 +607,7 @@ impl XnbdCache {
     /// Makes `len` bytes at `offset` read as zeros and marks their blocks
     /// cached. With `punch`, whole blocks are punched out of the cache
     /// image (a hole), else written; partial blocks are always written.
-    fn zero_range(&self, offset: u64, len: u64, punch: bool) -> Result<()> {
+    fn zero_range(&self, src: &dyn Backend, offset: u64, len: u64, punch: bool) -> Result<()> {
         let end = offset + len;
         // The whole blocks, as bytes: a short last block is whole when the
         // range reaches the end of the disk.
@@ -447,10 +618,10 @@ impl XnbdCache {
             end / BLOCK * BLOCK
         };
         if !punch || !self.can_punch.load(Ordering::Relaxed) || a >= z {
-            return self.write_zeros(offset, len);
+            return self.write_zeros(src, offset, len);
         }
-        self.write_zeros(offset, a - offset)?;
-        self.write_zeros(z, end - z)?;
+        self.write_zeros(src, offset, a - offset)?;
+        self.write_zeros(src, z, end - z)?;
         let (b0, b1) = (a / BLOCK, z.div_ceil(BLOCK));
         let g = self.lock_blocks(b0, b1);
         match punch_hole(&self.cache, a, z - a) {
@@ -458,7 +629,7 @@ impl XnbdCache {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
                 self.can_punch.store(false, Ordering::Relaxed);
                 drop(g);
-                return self.write_zeros(a, z - a);
+                return self.write_zeros(src, a, z - a);
             }
             Err(e) => return Err(io_err("fallocate", &self.opts.cache, e)),
         }
@@ -472,14 +643,19 @@ impl XnbdCache {
     /// (zeros) and data.
     fn cache_extents(&self, pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
         let fd = std::os::unix::io::AsRawFd::as_raw_fd(&self.cache);
-        crate::backend::file::seek_extents(fd, pos, end, sink).map(|_| ())
+        crate::plugins::file::seek_extents(fd, pos, end, sink).map(|_| ())
     }
 
     /// Block status of `pos..end`, all uncached: what the layer below
     /// says, or data where it cannot say (no extents, an error, a remote
     /// that is gone).
-    fn below_extents(&self, mut pos: u64, end: u64, sink: &mut Extents) -> Result<()> {
-        let src = self.source();
+    fn below_extents(
+        &self,
+        src: &dyn Backend,
+        mut pos: u64,
+        end: u64,
+        sink: &mut Extents,
+    ) -> Result<()> {
         if src.can_extents().unwrap_or(false) {
             let mut e = Extents::new();
             while pos < end && sink.wants_more() {
@@ -502,7 +678,7 @@ impl XnbdCache {
         Ok(())
     }
 
-    fn write(&self, buf: &[u8], offset: u64) -> Result<()> {
+    fn write(&self, src: &dyn Backend, buf: &[u8], offset: u64) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -512,10 +688,10 @@ impl XnbdCache {
         if !self.is_switched() {
             // Partly covered blocks come from below first.
             if !offset.is_multiple_of(BLOCK) {
-                self.fetch_locked(b0, b0 + 1)?;
+                self.fetch_locked(src, b0, b0 + 1)?;
             }
             if !end.is_multiple_of(BLOCK) && end != self.size {
-                self.fetch_locked(b1 - 1, b1)?;
+                self.fetch_locked(src, b1 - 1, b1)?;
             }
         }
         self.cache
@@ -526,47 +702,8 @@ impl XnbdCache {
         }
         Ok(())
     }
-}
 
-impl Backend for XnbdCache {
-    fn next(&self) -> Option<&dyn Backend> {
-        Some(&*self.inner)
-    }
-    /// Each client that goes leaves the cache durable, even one that only
-    /// read (a reader never flushes): what it fetched survives a restart.
-    fn close_connection(&self, info: &nbd_core::server::backend::ConnectionInfo) {
-        self.inner.close_connection(info);
-        if self.dirty.iter().any(|d| d.load(Ordering::Acquire)) {
-            if let Err(e) = self.flush() {
-                crate::log::error!("xnbd-cache: flush at disconnect: {e}");
-            }
-        }
-    }
-    fn size(&self) -> Result<u64> {
-        Ok(self.size)
-    }
-    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
-        Ok(None)
-    }
-    // can_multi_conn: one cache for every connection; flush syncs all of it.
-    supports!(
-        can_write,
-        can_flush,
-        can_fua,
-        can_trim,
-        can_zero,
-        can_multi_conn,
-        can_extents,
-        can_cache
-    );
-    fn can_fast_zero(&self) -> Result<bool> {
-        Ok(false)
-    }
-    fn is_rotational(&self) -> Result<bool> {
-        Ok(false)
-    }
-
-    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+    fn pread(&self, src: &dyn Backend, buf: &mut [u8], offset: u64) -> Result<()> {
         let len = buf.len() as u64;
         if len == 0 {
             return Ok(());
@@ -575,7 +712,7 @@ impl Backend for XnbdCache {
             return self.read_cache(buf, offset);
         }
         if self.opts.fetch_on_read {
-            self.fetch_range(offset, len)?;
+            self.fetch_range(src, offset, len)?;
             return self.read_cache(buf, offset);
         }
         // Copy-on-write: runs of cached blocks from the cache image, the
@@ -593,44 +730,9 @@ impl Backend for XnbdCache {
             if here {
                 self.read_cache(dst, pos)?;
             } else {
-                self.source().pread(dst, pos)?;
+                src.pread(dst, pos)?;
             }
             pos = e;
-        }
-        Ok(())
-    }
-
-    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        self.write(buf, offset)?;
-        if fua {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
-        if flags.fast {
-            return Err(Error::new(libc::ENOTSUP, "xnbd-cache: zero is not fast"));
-        }
-        self.zero_range(offset, count as u64, flags.may_trim)?;
-        if flags.fua {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
-        // Never passed below: the range reads as zeros from the cache.
-        self.zero_range(offset, count as u64, true)?;
-        if fua {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn cache(&self, count: u32, offset: u64) -> Result<()> {
-        if self.opts.fetch_on_read && !self.is_switched() {
-            self.fetch_range(offset, count as u64)?;
         }
         Ok(())
     }
@@ -673,7 +775,13 @@ impl Backend for XnbdCache {
         r
     }
 
-    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+    fn extents(
+        &self,
+        src: &dyn Backend,
+        count: u32,
+        offset: u64,
+        sink: &mut Extents,
+    ) -> Result<()> {
         let end = offset + count as u64;
         let switched = self.is_switched();
         let here = |b: u64| switched || self.is_cached(b);
@@ -688,7 +796,7 @@ impl Backend for XnbdCache {
             if cached {
                 self.cache_extents(pos, e, sink)?;
             } else {
-                self.below_extents(pos, e, sink)?;
+                self.below_extents(src, pos, e, sink)?;
             }
             pos = e;
         }
@@ -696,10 +804,145 @@ impl Backend for XnbdCache {
     }
 }
 
+/// One cache for every connection: the filter is its own handle.
+impl Filter for XnbdCache {
+    fn open(
+        self: Arc<Self>,
+        info: &ConnectionInfo,
+        next: &mut OpenNext<'_>,
+    ) -> Result<Box<dyn FilterHandle>> {
+        next.open(info)?;
+        Ok(Box::new(self))
+    }
+}
+
+impl FilterHandle for XnbdCache {
+    /// The first connection starts the cache, now that the disk's size is
+    /// known; later ones check it is the same disk.
+    fn prepare(&self, next: &dyn Backend, _: &ConnectionInfo) -> Result<()> {
+        self.start(next).map_err(|e| Error::new(libc::EIO, e))
+    }
+
+    /// Each client that goes leaves the cache durable, even one that only
+    /// read (a reader never flushes): what it fetched survives a restart.
+    fn close(&self, _: &ConnectionInfo) {
+        if let Some(s) = self.state.get() {
+            if s.is_dirty() {
+                if let Err(e) = s.flush() {
+                    crate::log::error!("xnbd-cache: flush at disconnect: {e}");
+                }
+            }
+        }
+    }
+
+    fn size(&self, _: &dyn Backend) -> Result<u64> {
+        Ok(self.state()?.size)
+    }
+    fn block_size(&self, _: &dyn Backend) -> Result<Option<(u32, u32, u32)>> {
+        Ok(None)
+    }
+    fn can_write(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_flush(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fua(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_trim(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_zero(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_fast_zero(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(false)
+    }
+    /// One cache for every connection; flush syncs all of it.
+    fn can_multi_conn(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_extents(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn can_cache(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(true)
+    }
+    fn is_rotational(&self, _: &dyn Backend) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
+        let offset = r.offset;
+        let buf = r.buf();
+        self.with_source(next, |s, src| s.pread(src, buf, offset))
+    }
+
+    fn pwrite(&self, next: &dyn Backend, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.with_source(next, |s, src| {
+            s.write(src, buf, offset)?;
+            if fua {
+                s.flush()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn zero(&self, next: &dyn Backend, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        if flags.fast {
+            return Err(Error::new(libc::ENOTSUP, "xnbd-cache: zero is not fast"));
+        }
+        self.with_source(next, |s, src| {
+            s.zero_range(src, offset, count as u64, flags.may_trim)?;
+            if flags.fua {
+                s.flush()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn trim(&self, next: &dyn Backend, count: u32, offset: u64, fua: bool) -> Result<()> {
+        // Never passed below: the range reads as zeros from the cache.
+        self.with_source(next, |s, src| {
+            s.zero_range(src, offset, count as u64, true)?;
+            if fua {
+                s.flush()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn cache(&self, next: &dyn Backend, count: u32, offset: u64) -> Result<()> {
+        self.with_source(next, |s, src| {
+            if s.opts.fetch_on_read && !s.is_switched() {
+                s.fetch_range(src, offset, count as u64)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn flush(&self, _: &dyn Backend) -> Result<()> {
+        self.state()?.flush()
+    }
+
+    fn extents(
+        &self,
+        next: &dyn Backend,
+        count: u32,
+        offset: u64,
+        sink: &mut Extents,
+    ) -> Result<()> {
+        self.with_source(next, |s, src| s.extents(src, count, offset, sink))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::Memory;
+    use crate::chain::{Chain, Opened};
+    use crate::plugins::memory::Memory;
+    use nbd_core::server::Peer;
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xnbd-cache-{}-{tag}", std::process::id()));
@@ -708,12 +951,33 @@ mod tests {
         d
     }
 
-    fn below(size: u64) -> Arc<dyn Backend> {
-        let mut p = Params::new("memory", vec![("size".into(), size.to_string())]);
-        let m = Memory::open(&mut p).unwrap();
+    /// A memory disk holding `i % 251` at byte `i`.
+    fn below(size: u64) -> Arc<Memory> {
+        let m = Memory::new(size);
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         m.pwrite(&data, 0, false).unwrap();
         Arc::new(m)
+    }
+
+    fn info() -> ConnectionInfo {
+        ConnectionInfo {
+            id: 1,
+            peer: Peer::Other,
+            export_name: vec![],
+            readonly: false,
+            tls: false,
+        }
+    }
+
+    /// The cache over `below`, opened for one connection.
+    fn open(below: &Arc<Memory>, opts: Options) -> (Arc<XnbdCache>, Opened) {
+        let xc = Arc::new(XnbdCache::new(opts));
+        let chain = Arc::new(Chain::new(
+            Arc::clone(below) as Arc<dyn crate::chain::Plugin>,
+            vec![Arc::clone(&xc) as Arc<dyn Filter>],
+        ));
+        let c = chain.open(info()).unwrap();
+        (xc, c)
     }
 
     #[test]
@@ -736,29 +1000,30 @@ mod tests {
             clear_bitmap: false,
             fetch_on_read: true,
         };
-        let c = XnbdCache::new(Arc::clone(&inner), opts.clone()).unwrap();
+        let (xc, c) = open(&inner, opts.clone());
         let mut buf = vec![0u8; 10];
         c.pread(&mut buf, 4096 * 3 + 5).unwrap();
         assert_eq!(buf[0], ((4096 * 3 + 5) % 251) as u8);
-        assert!(c.is_cached(3) && !c.is_cached(2) && !c.is_cached(4));
+        assert!(xc.is_cached(3) && !xc.is_cached(2) && !xc.is_cached(4));
         c.pwrite(&[9; 3], 4096 * 70 + 1, false).unwrap();
-        assert!(c.is_cached(70));
+        assert!(xc.is_cached(70));
         let mut below_buf = [0u8; 3];
         inner.pread(&mut below_buf, 4096 * 70 + 1).unwrap();
         assert_ne!(below_buf, [9; 3]);
         // The tail block, shorter than a block.
         c.pread(&mut [0u8; 50], size - 50).unwrap();
-        assert!(c.is_cached(100));
-        c.flush().unwrap();
+        assert!(xc.is_cached(100));
+        // The disconnect flushes.
         drop(c);
+        drop(xc);
         let raw = std::fs::read(d.join("b")).unwrap();
         assert_eq!(raw.len(), 16);
         let w0 = u64::from_ne_bytes(raw[..8].try_into().unwrap());
         let w1 = u64::from_ne_bytes(raw[8..].try_into().unwrap());
         assert_eq!(w0, 1 << 3);
         assert_eq!(w1, (1 << (70 - 64)) | (1 << (100 - 64)));
-        let c = XnbdCache::new(inner, opts).unwrap();
-        assert_eq!(c.progress(), (3, 101));
+        let (xc, c) = open(&inner, opts);
+        assert_eq!(xc.progress(), (3, 101));
         let mut b = [0u8; 4];
         c.pread(&mut b, 4096 * 70).unwrap();
         assert_eq!(b[1..], [9, 9, 9]);
@@ -779,14 +1044,14 @@ mod tests {
             let m = Memory::new(size);
             let data: Vec<u8> = (0..B * 32).map(|i| (i % 251) as u8 | 1).collect();
             m.pwrite(&data, 0, false).unwrap();
-            let inner: Arc<dyn Backend> = Arc::new(m);
+            let inner = Arc::new(m);
             let opts = Options {
                 cache: d.join("c"),
                 bitmap: d.join("b"),
                 clear_bitmap: false,
                 fetch_on_read,
             };
-            let c = XnbdCache::new(Arc::clone(&inner), opts).unwrap();
+            let (xc, c) = open(&inner, opts);
             // Unaligned: blocks 2 and 5 in part (written), 3 and 4 whole
             // (punched).
             c.trim((B * 3) as u32, B * 2 + 100, false).unwrap();
@@ -795,7 +1060,7 @@ mod tests {
             let mut want = data[(B * 2) as usize..(B * 6) as usize].to_vec();
             want[100..(B * 3 + 100) as usize].fill(0);
             assert!(got == want, "fetch_on_read={fetch_on_read}");
-            assert!((2..6).all(|b| c.is_cached(b)) && !c.is_cached(1) && !c.is_cached(6));
+            assert!((2..6).all(|b| xc.is_cached(b)) && !xc.is_cached(1) && !xc.is_cached(6));
             let zero = |may_trim| ZeroFlags {
                 may_trim,
                 fua: false,
@@ -836,7 +1101,7 @@ mod tests {
             );
             // After a switch, the cache image alone: what was never
             // fetched is a hole there too (and reads as zeros).
-            c.switch(true).unwrap();
+            xc.switch(true).unwrap();
             e.reset(0, size as u32, false);
             c.extents(size as u32, 0, &mut e).unwrap();
             assert_eq!(e.as_slice()[0], (B * 2, HOLE | ZERO));
@@ -854,10 +1119,24 @@ mod tests {
             clear_bitmap: false,
             fetch_on_read: true,
         };
-        let e = XnbdCache::new(below(4096 * 10), opts).err().unwrap();
+        let xc = XnbdCache::new(opts);
+        let e = xc.start(&*below(4096 * 10)).err().unwrap();
         assert!(e.contains("24 bytes"), "{e}");
         assert_eq!(std::fs::read(d.join("b")).unwrap(), [1u8; 24]);
         assert!(!d.join("c").exists());
+        // Configured as a filter with an existing cache image, the bitmap
+        // is checked against the image's size before any connection.
+        std::fs::write(d.join("c"), vec![0u8; 4096 * 10]).unwrap();
+        let mut p = Params::new(
+            "xnbd-cache",
+            vec![
+                ("cache".into(), d.join("c").display().to_string()),
+                ("bitmap".into(), d.join("b").display().to_string()),
+            ],
+        );
+        let e = XnbdCache::from_params(&mut p).err().unwrap();
+        assert!(e.contains("24 bytes"), "{e}");
+        assert_eq!(std::fs::read(d.join("b")).unwrap(), [1u8; 24]);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

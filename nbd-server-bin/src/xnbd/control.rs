@@ -39,7 +39,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::filters::xnbd_cache::XnbdCache;
+use crate::filters::xnbd_cache::XnbdCache;
 
 /// What `query` reports about the remote.
 #[derive(Clone, Debug)]
@@ -139,7 +139,7 @@ impl Control {
         let port: u16 = port
             .parse()
             .map_err(|_| format!("not a port number: {port}"))?;
-        let mut p = crate::backend::Params::new(
+        let mut p = crate::params::Params::new(
             "nbd",
             vec![
                 ("hostname".into(), host.to_string()),
@@ -147,7 +147,7 @@ impl Control {
                 ("export".into(), export.to_string()),
             ],
         );
-        let b = crate::backend::nbd::NbdPlugin::open(&mut p, true)
+        let b = crate::plugins::nbd::NbdPlugin::open(&mut p, true)
             .map_err(|e| format!("cannot connect to {host} port {port}: {e}"))?;
         self.cache.set_source(Arc::new(b))?;
         *self.remote.lock() = Remote {
@@ -162,7 +162,7 @@ impl Control {
     fn query(&self, out: &mut UnixStream) -> Result<(), String> {
         let o = self.cache.options();
         let (n, m) = self.cache.progress();
-        let size = nbd_core::server::Backend::size(&*self.cache).map_err(|e| e.to_string())?;
+        let size = self.cache.disk_size().ok_or("the cache is not started")?;
         let mode = if self.cache.is_switched() {
             "target"
         } else {

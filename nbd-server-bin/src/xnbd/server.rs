@@ -43,11 +43,13 @@ use parking_lot::Mutex;
 use nbd_core::server::Backend;
 use nbd_core::wire::consts::handshake_flags;
 
-use crate::backend::filters::xnbd_cache::{Options, XnbdCache};
-use crate::backend::{file, nbd, Params};
+use crate::chain::{Chain, Filter, Plugin};
 use crate::conn::{self, Server};
+use crate::filters::xnbd_cache::{Options, XnbdCache};
 use crate::listen::{self, AcceptOpts, Listener};
 use crate::log;
+use crate::params::Params;
+use crate::plugins::{file, nbd};
 use crate::process::daemon;
 use crate::process::signals::{self, Signals};
 
@@ -316,7 +318,7 @@ fn exit(code: i32) -> ! {
         (g.cache.take(), std::mem::take(&mut g.remove))
     };
     if let Some(c) = cache {
-        if let Err(e) = c.flush() {
+        if let Err(e) = c.flush_cache() {
             log::error!("flushing the cache at exit: {e}");
         }
     }
@@ -376,7 +378,11 @@ pub fn main() {
         bind(c.lport)
     };
     let limits = Arc::new(conn::Limits::new(c.max_queue, c.max_buf));
-    let (backend, control) = open_backend(&c, &limits).unwrap_or_else(|e| die(e));
+    let Stack {
+        chain,
+        control,
+        target,
+    } = open_backend(&c, &limits).unwrap_or_else(|e| die(e));
     let control_listener = control.as_ref().map(|(ctl, path)| {
         let l = control::bind(path).unwrap_or_else(|e| die(e));
         SHUTDOWN.lock().remove.push(path.clone());
@@ -390,7 +396,7 @@ pub fn main() {
     }
     signals().block();
     let srv = Arc::new(Server {
-        backend,
+        chain,
         readonly: c.readonly,
         export_name: String::new(),
         threads: 16,
@@ -403,8 +409,8 @@ pub fn main() {
         std::thread::spawn(move || ctl.serve(l));
     }
     let cache = control.as_ref().map(|(ctl, _)| Arc::clone(&ctl.cache));
-    let target = match &c.mode {
-        Mode::Target(p) => Some((p.clone(), Arc::clone(&srv.backend))),
+    let target = match (&c.mode, target) {
+        (Mode::Target(p), Some(b)) => Some((p.clone(), b)),
         _ => None,
     };
     log::log_info(format_args!("{}", describe(&c, port)));
@@ -460,12 +466,21 @@ fn describe(c: &Cli, port: u16) -> String {
     }
 }
 
-/// The stack of the mode, and the proxy's control with its socket path.
-#[allow(clippy::type_complexity)]
-fn open_backend(
-    c: &Cli,
-    limits: &Arc<conn::Limits>,
-) -> Result<(Arc<dyn Backend>, Option<(Arc<Control>, PathBuf)>), String> {
+/// What a mode serves.
+struct Stack {
+    /// The chain every connection opens.
+    chain: Arc<Chain>,
+    /// The proxy's control, with its socket path.
+    control: Option<(Arc<Control>, PathBuf)>,
+    /// The file plugin of a target, for snapshots (its handle is the same
+    /// for every connection: the plugin itself).
+    target: Option<Arc<dyn Backend>>,
+}
+
+/// The chain of the mode: the plugin, with the xnbd-cache filter over it
+/// (started now, so that a bad bitmap is refused at startup); and the
+/// proxy's control.
+fn open_backend(c: &Cli, limits: &Arc<conn::Limits>) -> Result<Stack, String> {
     let file_plugin = |path: &Path, ro: bool| {
         if !path.exists() {
             return Err(format!("{}: no such file", path.display()));
@@ -474,10 +489,23 @@ fn open_backend(
             "file",
             vec![("file".into(), path.to_string_lossy().into_owned())],
         );
-        file::open(&mut p, ro)
+        file::FilePlugin::from_parsed(&mut p, ro).map(Arc::new)
+    };
+    let over = |plugin: Arc<dyn Plugin>, cache: &Arc<XnbdCache>| {
+        Arc::new(Chain::new(
+            plugin,
+            vec![Arc::clone(cache) as Arc<dyn Filter>],
+        ))
     };
     match &c.mode {
-        Mode::Target(path) => Ok((file_plugin(path, c.readonly)?, None)),
+        Mode::Target(path) => {
+            let f = file_plugin(path, c.readonly)?;
+            Ok(Stack {
+                chain: Arc::new(Chain::plugin(Arc::clone(&f) as Arc<dyn Plugin>)),
+                control: None,
+                target: Some(f),
+            })
+        }
         Mode::CowTarget(base) => {
             let below = file_plugin(base, true)?;
             let (layer, bm) = claim_cow_files(base)?;
@@ -487,9 +515,14 @@ fn open_backend(
                 clear_bitmap: true,
                 fetch_on_read: false,
             };
-            let cache = Arc::new(XnbdCache::new(below, opts)?);
+            let cache = Arc::new(XnbdCache::new(opts));
+            cache.start(&*below)?;
             SHUTDOWN.lock().cache = Some(Arc::clone(&cache));
-            Ok((cache, None))
+            Ok(Stack {
+                chain: over(below, &cache),
+                control: None,
+                target: None,
+            })
         }
         Mode::Proxy {
             host,
@@ -507,6 +540,7 @@ fn open_backend(
                 ],
             );
             let remote = nbd::NbdPlugin::open(&mut p, true)
+                .map(Arc::new)
                 .map_err(|e| format!("cannot connect to the remote {host} port {port}: {e}"))?;
             let opts = Options {
                 cache: absolute(cache),
@@ -514,7 +548,11 @@ fn open_backend(
                 clear_bitmap: c.clear_bitmap,
                 fetch_on_read: true,
             };
-            let xc = Arc::new(XnbdCache::new(Arc::new(remote), opts)?);
+            let xc = Arc::new(XnbdCache::new(opts));
+            xc.start(&*remote)?;
+            // Blocks come from the remote, for clients and for cache-all
+            // alike, until xnbd-bgctl --reconnect gives another.
+            xc.set_source(Arc::clone(&remote) as Arc<dyn Backend>)?;
             SHUTDOWN.lock().cache = Some(Arc::clone(&xc));
             let ctl = Arc::new(Control {
                 cache: Arc::clone(&xc),
@@ -525,7 +563,11 @@ fn open_backend(
                 }),
                 limits: Arc::clone(limits),
             });
-            Ok((xc, Some((ctl, control.clone()))))
+            Ok(Stack {
+                chain: over(remote, &xc),
+                control: Some((ctl, control.clone())),
+                target: None,
+            })
         }
     }
 }
