@@ -8,9 +8,19 @@
 //! and how to make it from its parameters. A filter implements
 //! [`crate::chain::Filter`] and writes only the calls it changes; the rest
 //! pass to the layer below. Helpers shared by several filters live in
-//! files named for what they do (`extents.rs`).
+//! files named for what they do (`extents.rs`, `window.rs`, `blocks.rs`).
 
+mod blocks;
+pub mod cache;
+pub mod cow;
 pub mod extents;
+pub mod offset;
+pub mod partition;
+pub mod readahead;
+pub mod tar;
+pub mod tls_fallback;
+pub mod truncate;
+mod window;
 
 use std::sync::Arc;
 
@@ -37,7 +47,16 @@ impl FilterSpec {
 }
 
 /// Every built-in filter.
-pub const FILTERS: &[FilterSpec] = &[];
+pub const FILTERS: &[FilterSpec] = &[
+    offset::FILTER,
+    truncate::FILTER,
+    partition::FILTER,
+    tar::FILTER,
+    cow::FILTER,
+    cache::FILTER,
+    readahead::FILTER,
+    tls_fallback::FILTER,
+];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
 pub fn find(name: &str) -> Result<&'static FilterSpec, String> {
