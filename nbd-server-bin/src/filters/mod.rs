@@ -8,10 +8,13 @@
 //! and how to make it from its parameters. A filter implements
 //! [`crate::chain::Filter`] and writes only the calls it changes; the rest
 //! pass to the layer below. Helpers shared by several filters live in
-//! files named for what they do (`extents.rs`).
+//! files named for what they do (`extents.rs`, `window.rs`, `blocks.rs`).
 
+pub mod blocks;
 pub mod blocksize;
 pub mod blocksize_policy;
+pub mod cache;
+pub mod cow;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
@@ -26,9 +29,16 @@ pub mod nocache;
 pub mod noextents;
 pub mod noparallel;
 pub mod nozero;
+pub mod offset;
+pub mod partition;
 pub mod protect;
+pub mod readahead;
 pub mod retry;
 pub mod stats;
+pub mod tar;
+pub mod tls_fallback;
+pub mod truncate;
+pub mod window;
 pub mod xnbd_cache;
 pub mod zeroes;
 
@@ -58,6 +68,12 @@ impl FilterSpec {
 
 /// Every built-in filter.
 pub const FILTERS: &[FilterSpec] = &[
+    offset::FILTER,
+    truncate::FILTER,
+    partition::FILTER,
+    tar::FILTER,
+    cow::FILTER,
+    cache::FILTER,
     nozero::FILTER,
     nocache::FILTER,
     noextents::FILTER,
@@ -67,6 +83,7 @@ pub const FILTERS: &[FilterSpec] = &[
     blocksize::FILTER,
     blocksize_policy::FILTER,
     protect::FILTER,
+    readahead::FILTER,
     error::FILTER,
     delay::FILTER,
     retry::FILTER,
@@ -77,6 +94,7 @@ pub const FILTERS: &[FilterSpec] = &[
     exitwhen::FILTER,
     xnbd_cache::FILTER,
     ip::FILTER,
+    tls_fallback::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -97,6 +115,13 @@ mod tests {
 
     /// Each filter's source file, by filter name.
     const SOURCES: &[(&str, &str)] = &[
+        ("offset", include_str!("offset.rs")),
+        ("truncate", include_str!("truncate.rs")),
+        ("partition", include_str!("partition.rs")),
+        ("tar", include_str!("tar.rs")),
+        ("cow", include_str!("cow.rs")),
+        ("cache", include_str!("cache.rs")),
+        ("readahead", include_str!("readahead.rs")),
         ("nozero", include_str!("nozero.rs")),
         ("nocache", include_str!("nocache.rs")),
         ("noextents", include_str!("noextents.rs")),
@@ -116,6 +141,7 @@ mod tests {
         ("exitwhen", include_str!("exitwhen.rs")),
         ("ip", include_str!("ip.rs")),
         ("xnbd-cache", include_str!("xnbd_cache.rs")),
+        ("tls-fallback", include_str!("tls_fallback.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code

@@ -1,26 +1,44 @@
-//! tls-fallback: with `--tls=on`, a client that did not negotiate TLS gets
-//! a 512-byte read-only export holding a message (`tlsreadme=`) instead
-//! of the export, as nbdkit-tls-fallback-filter(1). A client that did
-//! negotiate TLS sees the layers below unchanged.
+//! The tls-fallback filter: with `--tls=on`, a client that did not
+//! negotiate TLS gets a 512-byte read-only export holding a message
+//! (`tlsreadme=`) instead of the export, as nbdkit-tls-fallback-filter(1).
+//! A client that did negotiate TLS sees the layers below unchanged.
 //!
-//! The filter asks [`crate::conn::is_tls`] (nbdkit_is_tls) on every call,
-//! and answers a plain-text client entirely by itself: no call reaches the
-//! layers below for it, not even `open_connection` (nbdkit's filter does
-//! not call the plugin's `.open` for such a client). Only `preconnect`,
-//! which runs before the client could start TLS, goes through, as in
-//! nbdkit. Whatever a plain-text client asks for, it sees only the one
-//! export "" with no description, whatever name it asked for.
+//! The filter decides by the connection's `tls` when it is opened, and
+//! answers a plain-text client entirely by itself: no call reaches the
+//! layers below for it, not even their `open` (nbdkit's filter does not
+//! call the plugin's `.open` for such a client). Only `preconnect`, which
+//! runs before the client could start TLS, goes through, as in nbdkit.
+//! Whatever a plain-text client asks for, it sees only the one export ""
+//! with no description, whatever name it asked for.
 //!
 //! As nbdkit's manual says, the filter belongs first on the command line:
-//! filters above it see the plain-text clients' requests.
+//! filters above it see the plain-text clients' requests. (A stack that
+//! serves connections one at a time is refused: see
+//! `chain::build::check_thread_model`.)
 
 use std::sync::Arc;
 
 use nbd_core::server::backend::{
-    Backend, ConnectionInfo, Error, Extents, Result, ZeroFlags, EROFS,
+    Backend, ConnectionInfo, Error, Extents, Read, Result, ZeroFlags, EROFS,
 };
 
-use super::super::Params;
+use crate::chain::{Below, Filter, FilterHandle, OpenNext};
+
+use super::FilterSpec;
+
+pub const FILTER: FilterSpec = FilterSpec {
+    name: "tls-fallback",
+    params: &[(
+        "tlsreadme",
+        "the message clients without TLS read (at most 512 bytes)",
+    )],
+    open: |p, _| {
+        let msg = p
+            .take("tlsreadme")
+            .unwrap_or_else(|| DEFAULT_README.to_string());
+        Ok(Arc::new(TlsFallback::new(msg.as_bytes())))
+    },
+};
 
 /// The size of the plain-text export, and at most the message's length.
 pub const README_SIZE: usize = 512;
@@ -32,32 +50,61 @@ pub const DEFAULT_README: &str =
 /// `tlsreadme=MESSAGE`: what plain-text clients read, cut to 512 bytes
 /// and padded with NUL bytes to 512 (nbdkit uses strncpy into its buffer).
 pub struct TlsFallback {
-    inner: Arc<dyn Backend>,
     readme: Box<[u8; README_SIZE]>,
 }
 
 impl TlsFallback {
-    pub fn open(p: &mut Params, inner: Arc<dyn Backend>) -> std::result::Result<Self, String> {
-        let msg = p
-            .take("tlsreadme")
-            .unwrap_or_else(|| DEFAULT_README.to_string());
-        Ok(TlsFallback::new(inner, msg.as_bytes()))
-    }
-
-    pub fn new(inner: Arc<dyn Backend>, msg: &[u8]) -> Self {
+    pub fn new(msg: &[u8]) -> Self {
         let mut readme = Box::new([0u8; README_SIZE]);
         // strncpy: up to the first NUL (none can come from a command
         // line), at most 512 bytes.
         let n = msg.len().min(README_SIZE);
         readme[..n].copy_from_slice(&msg[..n]);
-        TlsFallback { inner, readme }
-    }
-
-    /// Whether this call is for a plain-text client.
-    fn plain(&self) -> bool {
-        !crate::conn::is_tls()
+        TlsFallback { readme }
     }
 }
+
+impl Filter for TlsFallback {
+    fn list_exports(
+        &self,
+        next: &Below<'_>,
+        info: &ConnectionInfo,
+    ) -> Result<Option<Vec<(String, String)>>> {
+        if !info.tls {
+            return Ok(Some(vec![(String::new(), String::new())]));
+        }
+        next.list_exports(info)
+    }
+
+    fn default_export(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<Option<String>> {
+        if !info.tls {
+            return Ok(Some(String::new()));
+        }
+        next.default_export(info)
+    }
+
+    fn open(
+        self: Arc<Self>,
+        info: &ConnectionInfo,
+        next: &mut OpenNext<'_>,
+    ) -> Result<Box<dyn FilterHandle>> {
+        if !info.tls {
+            // The layers below stay closed: the plugin never sees this
+            // connection.
+            return Ok(Box::new(PlainText(self)));
+        }
+        next.open(info)?;
+        Ok(Box::new(WithTls))
+    }
+}
+
+/// A client with TLS: everything passes through.
+struct WithTls;
+
+impl FilterHandle for WithTls {}
+
+/// A plain-text client: the readme, and nothing below.
+struct PlainText(Arc<TlsFallback>);
 
 /// A write-like request from a plain-text client (the server refuses them
 /// first, since the export is read-only; this is the second line).
@@ -65,65 +112,29 @@ fn refused() -> Error {
     Error::new(EROFS, "tls-fallback: TLS is required to change this export")
 }
 
-/// Capabilities that are false for a plain-text client and the plugin's
-/// for a TLS one.
+/// Capabilities that are false for a plain-text client.
 macro_rules! plain_text_cannot {
     ($($cap:ident),* $(,)?) => {
         $(
-            fn $cap(&self) -> Result<bool> {
-                if self.plain() {
-                    return Ok(false);
-                }
-                self.inner.$cap()
+            fn $cap(&self, _: &dyn Backend) -> Result<bool> {
+                Ok(false)
             }
         )*
     };
 }
 
-impl Backend for TlsFallback {
-    fn next(&self) -> Option<&dyn Backend> {
-        Some(&*self.inner)
+impl FilterHandle for PlainText {
+    fn size(&self, _: &dyn Backend) -> Result<u64> {
+        Ok(README_SIZE as u64)
     }
 
-    fn open_connection(&self, info: &ConnectionInfo) -> Result<()> {
-        if !info.tls {
-            return Ok(());
-        }
-        self.inner.open_connection(info)
+    fn block_size(&self, _: &dyn Backend) -> Result<Option<(u32, u32, u32)>> {
+        Ok(None)
     }
 
-    fn close_connection(&self, info: &ConnectionInfo) {
-        if info.tls {
-            self.inner.close_connection(info)
-        }
-    }
-
-    fn list_exports(&self) -> Result<Option<Vec<(String, String)>>> {
-        if self.plain() {
-            return Ok(Some(vec![(String::new(), String::new())]));
-        }
-        self.inner.list_exports()
-    }
-
-    fn default_export(&self) -> Result<Option<String>> {
-        if self.plain() {
-            return Ok(Some(String::new()));
-        }
-        self.inner.default_export()
-    }
-
-    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
-        if self.plain() {
-            return Ok(None);
-        }
-        self.inner.block_size()
-    }
-
-    fn size(&self) -> Result<u64> {
-        if self.plain() {
-            return Ok(README_SIZE as u64);
-        }
-        self.inner.size()
+    /// Nothing below is open, so nothing to reopen.
+    fn reopen(&self, _: &dyn Backend) -> Result<()> {
+        Ok(())
     }
 
     // A plain-text client sees a read-only export that can do nothing else.
@@ -140,88 +151,48 @@ impl Backend for TlsFallback {
         is_rotational
     );
 
-    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if self.plain() {
-            let src = usize::try_from(offset)
-                .ok()
-                .and_then(|o| self.readme.get(o..o.checked_add(buf.len())?))
-                .ok_or_else(|| Error::new(libc::EINVAL, "tls-fallback: read beyond the end"))?;
-            buf.copy_from_slice(src);
-            return Ok(());
-        }
-        self.inner.pread(buf, offset)
+    fn pread(&self, _: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
+        let offset = r.offset;
+        let buf = r.buf();
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.0.readme.get(o..o.checked_add(buf.len())?))
+            .ok_or_else(|| Error::new(libc::EINVAL, "tls-fallback: read beyond the end"))?;
+        buf.copy_from_slice(src);
+        Ok(())
     }
 
-    fn pread_lend(
-        &self,
-        count: u32,
-        offset: u64,
-        send: &mut dyn FnMut(&[&[u8]]) -> bool,
-    ) -> Option<Result<()>> {
-        if self.plain() {
-            // The server falls back to pread, which checks the bounds.
-            return None;
-        }
-        self.inner.pread_lend(count, offset, send)
+    fn pwrite(&self, _: &dyn Backend, _: &[u8], _: u64, _: bool) -> Result<()> {
+        Err(refused())
     }
 
-    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        if self.plain() {
-            return Err(refused());
-        }
-        self.inner.pwrite(buf, offset, fua)
+    fn flush(&self, _: &dyn Backend) -> Result<()> {
+        Err(refused())
     }
 
-    fn flush(&self) -> Result<()> {
-        if self.plain() {
-            return Err(refused());
-        }
-        self.inner.flush()
+    fn trim(&self, _: &dyn Backend, _: u32, _: u64, _: bool) -> Result<()> {
+        Err(refused())
     }
 
-    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
-        if self.plain() {
-            return Err(refused());
-        }
-        self.inner.trim(count, offset, fua)
+    fn zero(&self, _: &dyn Backend, _: u32, _: u64, _: ZeroFlags) -> Result<()> {
+        Err(refused())
     }
 
-    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
-        if self.plain() {
-            return Err(refused());
-        }
-        self.inner.zero(count, offset, flags)
+    fn cache(&self, _: &dyn Backend, _: u32, _: u64) -> Result<()> {
+        Err(Error::new(libc::EINVAL, "tls-fallback: no cache"))
     }
 
-    fn cache(&self, count: u32, offset: u64) -> Result<()> {
-        if self.plain() {
-            return Err(Error::new(libc::EINVAL, "tls-fallback: no cache"));
-        }
-        self.inner.cache(count, offset)
-    }
-
-    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
-        if self.plain() {
-            // All data, as nbdkit says for an export without extents.
-            return sink.add(offset, count as u64, 0).map(|_| ());
-        }
-        self.inner.extents(count, offset, sink)
+    fn extents(&self, _: &dyn Backend, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        // All data, as nbdkit says for an export without extents.
+        sink.add(offset, count as u64, 0).map(|_| ())
     }
 }
-
-
-/// What the tls-fallback filter of a several-export stack (the file
-/// plugin's `dir=`) sits on for plain-text clients: nothing is opened for
-/// them, and the filter never calls down for them.
-pub struct Unopened;
-
-impl Backend for Unopened {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::File;
-    use std::io::{Read, Write};
+    use std::io::{Read as _, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -232,30 +203,63 @@ mod tests {
     };
     use nbd_core::wire::request::RequestHeader;
 
-    use crate::conn::{serve, set_tls, Server};
+    use crate::chain::{Chain, Plugin};
+    use crate::conn::{serve, Server};
 
-    /// A plugin that counts every call made to it: each default method of
-    /// [`Backend`] starts by asking `next()`, and the two that do not are
-    /// counted by hand. `preconnect`, which nbdkit's filter passes
-    /// through too, is counted apart.
+    /// A plugin that counts every call made to it. `preconnect`, which
+    /// nbdkit's filter passes through too, is counted apart.
     #[derive(Default)]
     struct Tripwire {
         calls: AtomicUsize,
         preconnects: AtomicUsize,
     }
 
-    impl Backend for Tripwire {
-        fn next(&self) -> Option<&dyn Backend> {
+    impl Tripwire {
+        fn hit(&self) {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            None
         }
-        fn preconnect(&self, _: &Peer) -> Result<()> {
-            self.preconnects.fetch_add(1, Ordering::SeqCst);
+    }
+
+    macro_rules! counted_caps {
+        ($($cap:ident),* $(,)?) => {
+            $(
+                fn $cap(&self) -> Result<bool> {
+                    self.hit();
+                    Ok(false)
+                }
+            )*
+        };
+    }
+
+    impl Backend for Tripwire {
+        fn size(&self) -> Result<u64> {
+            self.hit();
+            Ok(1 << 20)
+        }
+        fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+            self.hit();
+            Ok(None)
+        }
+        fn reopen(&self) -> Result<()> {
+            self.hit();
             Ok(())
         }
-        fn open_export(&self, _: &str) -> Result<Option<Arc<dyn Backend>>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(None)
+        counted_caps!(
+            can_write,
+            can_flush,
+            can_fua,
+            can_trim,
+            can_zero,
+            can_fast_zero,
+            can_multi_conn,
+            can_extents,
+            can_cache,
+            is_rotational
+        );
+        fn pread(&self, buf: &mut [u8], _: u64) -> Result<()> {
+            self.hit();
+            buf.fill(0);
+            Ok(())
         }
         fn pread_lend(
             &self,
@@ -263,8 +267,56 @@ mod tests {
             _: u64,
             _: &mut dyn FnMut(&[&[u8]]) -> bool,
         ) -> Option<Result<()>> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.hit();
             None
+        }
+        fn read(&self, r: &mut Read<'_>) -> Result<()> {
+            self.hit();
+            r.buf().fill(0);
+            Ok(())
+        }
+        fn pwrite(&self, _: &[u8], _: u64, _: bool) -> Result<()> {
+            self.hit();
+            Ok(())
+        }
+        fn flush(&self) -> Result<()> {
+            self.hit();
+            Ok(())
+        }
+        fn trim(&self, _: u32, _: u64, _: bool) -> Result<()> {
+            self.hit();
+            Ok(())
+        }
+        fn zero(&self, _: u32, _: u64, _: ZeroFlags) -> Result<()> {
+            self.hit();
+            Ok(())
+        }
+        fn cache(&self, _: u32, _: u64) -> Result<()> {
+            self.hit();
+            Ok(())
+        }
+        fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+            self.hit();
+            sink.add(offset, count as u64, 0).map(|_| ())
+        }
+    }
+
+    impl Plugin for Tripwire {
+        fn preconnect(&self, _: &ConnectionInfo) -> Result<()> {
+            self.preconnects.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn list_exports(&self, _: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
+            self.hit();
+            Ok(None)
+        }
+        fn default_export(&self, _: &ConnectionInfo) -> Result<Option<String>> {
+            self.hit();
+            Ok(None)
+        }
+        fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+            self.hit();
+            Ok(Box::new(self))
         }
     }
 
@@ -315,9 +367,9 @@ mod tests {
     #[test]
     fn a_plain_text_client_never_reaches_the_plugin() {
         let trip = Arc::new(Tripwire::default());
-        let fb = TlsFallback::new(Arc::clone(&trip) as Arc<dyn Backend>, b"go away");
+        let fb = Arc::new(TlsFallback::new(b"go away"));
         let srv = Arc::new(Server {
-            backend: Arc::new(fb),
+            chain: Arc::new(Chain::new(Arc::clone(&trip) as _, vec![fb])),
             readonly: false,
             export_name: "disk".into(),
             threads: 4,
@@ -381,13 +433,13 @@ mod tests {
         assert_eq!(trip.preconnects.load(Ordering::SeqCst), 1);
     }
 
-    /// Called directly on a thread that is not serving a TLS client, every
-    /// method answers without the layer below; once the thread's
-    /// connection has TLS, each goes down.
+    /// Opened for a plain-text connection, the chain answers every call
+    /// without the plugin; opened for a TLS one, each call goes down.
     #[test]
     fn plain_answers_by_itself_tls_goes_down() {
         let trip = Arc::new(Tripwire::default());
-        let fb = TlsFallback::new(Arc::clone(&trip) as Arc<dyn Backend>, &[b'x'; 600]);
+        let fb = Arc::new(TlsFallback::new(&[b'x'; 600]));
+        let chain = Arc::new(Chain::new(Arc::clone(&trip) as _, vec![fb]));
         let info = |tls| ConnectionInfo {
             id: 1,
             peer: Peer::Other,
@@ -395,56 +447,61 @@ mod tests {
             readonly: false,
             tls,
         };
-        let all = |fb: &TlsFallback| {
+        let all = |tls: bool| {
             let mut buf = [0u8; 8];
             let mut e = Extents::new();
             e.reset(0, 512, false);
             let _ = (
-                fb.open_connection(&info(!fb.plain())),
-                fb.list_exports(),
-                fb.default_export(),
-                fb.block_size(),
-                fb.size(),
-                fb.can_write(),
-                fb.can_flush(),
-                fb.can_fua(),
-                fb.can_trim(),
-                fb.can_zero(),
-                fb.can_fast_zero(),
-                fb.can_multi_conn(),
-                fb.can_extents(),
-                fb.can_cache(),
-                fb.is_rotational(),
-                fb.pread(&mut buf, 504),
-                fb.pread_lend(8, 0, &mut |_| true),
-                fb.pwrite(b"x", 0, false),
-                fb.flush(),
-                fb.trim(1, 0, false),
-                fb.zero(1, 0, ZeroFlags::default()),
-                fb.cache(1, 0),
-                fb.extents(512, 0, &mut e),
+                chain.list_exports(&info(tls)),
+                chain.default_export(&info(tls)),
             );
-            fb.close_connection(&info(!fb.plain()));
-            (buf, e)
+            let c = chain.open(info(tls)).unwrap();
+            let mut send = |_: &[&[u8]]| true;
+            let mut lent = [0u8; 8];
+            let _ = (
+                c.block_size(),
+                c.size(),
+                c.reopen(),
+                c.can_write(),
+                c.can_flush(),
+                c.can_fua(),
+                c.can_trim(),
+                c.can_zero(),
+                c.can_fast_zero(),
+                c.can_multi_conn(),
+                c.can_extents(),
+                c.can_cache(),
+                c.is_rotational(),
+                c.pread(&mut buf, 504),
+                c.read(&mut Read::lending(&mut lent, 0, &mut send)),
+                c.pwrite(b"x", 0, false),
+                c.flush(),
+                c.trim(1, 0, false),
+                c.zero(1, 0, ZeroFlags::default()),
+                c.cache(1, 0),
+                c.extents(512, 0, &mut e),
+            );
+            (buf, e, c)
         };
-        set_tls(false);
-        let (buf, e) = all(&fb);
+        let (buf, e, c) = all(false);
         assert_eq!(trip.calls.load(Ordering::SeqCst), 0);
         // The message is cut to 512 bytes.
         assert_eq!(buf, [b'x'; 8]);
         assert_eq!(e.as_slice(), &[(512, 0)]);
-        assert_eq!(fb.size(), Ok(512));
+        assert_eq!(c.size(), Ok(512));
         assert_eq!(
-            fb.list_exports(),
+            chain.list_exports(&info(false)),
             Ok(Some(vec![(String::new(), String::new())]))
         );
-        assert_eq!(fb.pwrite(b"x", 0, false).unwrap_err().errno, EROFS);
-        assert!(fb.pread(&mut [0u8; 2], 511).is_err());
+        assert_eq!(chain.default_export(&info(false)), Ok(Some(String::new())));
+        assert_eq!(c.pwrite(b"x", 0, false).unwrap_err().errno, EROFS);
+        assert!(c.pread(&mut [0u8; 2], 511).is_err());
+        drop(c);
+        assert_eq!(trip.calls.load(Ordering::SeqCst), 0);
 
-        set_tls(true);
-        all(&fb);
-        // Each of the 24 calls went down.
+        all(true);
+        // Each of the 24 calls went down: list, default, open and the 21
+        // of the connection.
         assert_eq!(trip.calls.load(Ordering::SeqCst), 24);
-        set_tls(false);
     }
 }
