@@ -121,10 +121,32 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// Where the handle stands.
+    pub fn state(&self) -> State {
+        if self.dead.is_some() {
+            return State::Dead;
+        }
+        match &self.conn {
+            None => State::Created,
+            Some(c) => match c.client.phase() {
+                Phase::Connecting => State::Connecting,
+                Phase::Negotiating => State::Negotiating,
+                Phase::Ready | Phase::Processing => State::Connected,
+                Phase::Closed => State::Closed,
+                Phase::Dead => State::Dead,
+            },
+        }
+    }
+
+    /// Marks a handle whose connection attempt failed as dead.
+    pub fn set_dead(&mut self, e: &Error) {
+        self.dead = Some(e.clone());
+    }
+
     /// The state check: ENOTCONN while not yet connected, EINVAL in any
     /// other state the call may not run in.
     pub fn check_state(&self, allowed: &[State]) -> Result<(), Error> {
-        let s = nbd_handle::state_of(self);
+        let s = self.state();
         if allowed.contains(&s) {
             return Ok(());
         }
@@ -255,30 +277,11 @@ impl nbd_handle {
         true
     }
 
-    pub fn state(&self) -> State {
-        Self::state_of(&self.lock())
-    }
-
-    fn state_of(inner: &Inner) -> State {
-        if inner.dead.is_some() {
-            return State::Dead;
-        }
-        match &inner.conn {
-            None => State::Created,
-            Some(c) => match c.client.phase() {
-                Phase::Connecting => State::Connecting,
-                Phase::Negotiating => State::Negotiating,
-                Phase::Ready | Phase::Processing => State::Connected,
-                Phase::Closed => State::Closed,
-                Phase::Dead => State::Dead,
-            },
-        }
-    }
-
     /// The generated wrappers' critical section: `f` runs with the handle
-    /// lock held (zeroing the read buffer, the state check, the flags
-    /// checks against the strict mode, and for the commands the body too,
-    /// which releases the lock only while blocked in poll(2)).
+    /// lock held, once for the whole call: zeroing the read buffer, the
+    /// state check, the flags checks against the strict mode, and the
+    /// body, which releases the lock only while blocked in poll(2). The
+    /// body must not lock the handle again (`g` is the lock).
     pub fn with_lock<T>(
         &self,
         f: impl FnOnce(&mut Held<'_>) -> Result<T, Error>,
@@ -290,10 +293,14 @@ impl nbd_handle {
     /// Takes over a socket (connected, or with a non-blocking connect(2)
     /// under way) and starts the handshake without waiting for it: the
     /// nbd_aio_connect* calls. The handle is connecting meanwhile; the
-    /// caller's event loop (or [`nbd_handle::attach`]) moves it on.
-    pub fn attach_async(&self, sock: OwnedFd, child: Option<libc::pid_t>) -> Result<(), Error> {
-        let mut g = self.lock();
-        self.attach_locked(&mut g, sock, child)?;
+    /// caller's event loop (or a sync call) moves it on.
+    pub fn attach_async(
+        &self,
+        g: &mut Held<'_>,
+        sock: OwnedFd,
+        child: Option<libc::pid_t>,
+    ) -> Result<(), Error> {
+        self.attach_locked(g, sock, child)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
         }
@@ -332,10 +339,14 @@ impl nbd_handle {
 
     /// Takes over a socket and runs the handshake to the end (to the
     /// negotiating state in option mode): attach_async, then wait.
-    pub fn attach(&self, sock: OwnedFd, child: Option<libc::pid_t>) -> Result<(), Error> {
-        let mut g = self.lock();
-        self.attach_locked(&mut g, sock, child)?;
-        self.wait_connected(&mut g)
+    pub fn attach(
+        &self,
+        g: &mut Held<'_>,
+        sock: OwnedFd,
+        child: Option<libc::pid_t>,
+    ) -> Result<(), Error> {
+        self.attach_locked(g, sock, child)?;
+        self.wait_connected(g)
     }
 
     /// Waits until the handshake is over (or paused for option mode).
@@ -345,11 +356,6 @@ impl nbd_handle {
             Phase::Dead | Phase::Closed => Some(Err(fatal(c))),
             Phase::Connecting => None,
         })
-    }
-
-    /// Marks a handle whose connection attempt failed as dead.
-    pub fn set_dead(&self, e: &Error) {
-        self.lock().dead = Some(e.clone());
     }
 
     /// Sends one command and waits for its reply.

@@ -102,3 +102,36 @@ fn table_matches_reference_symbols() {
         reference.len()
     );
 }
+
+/// The committed wrappers hold the handle lock once for checks and body
+/// (see `render::lock_problems`), for every call on a live handle.
+#[test]
+fn committed_wrappers_check_and_run_under_one_lock() {
+    let text = std::fs::read_to_string(capi().join("src/generated/exports.rs")).unwrap();
+    let (problems, checked) = render::lock_problems(&text);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let live = render::implemented()
+        .filter(|c| c.handle && c.ret != api::Ret::Void)
+        .count();
+    assert_eq!(checked.len(), live, "{checked:?}");
+}
+
+/// The bodies run inside the wrapper's critical section: locking the
+/// handle again there would self-deadlock (the lock is not recursive).
+/// They get the held lock instead, and the code they call takes it too.
+#[test]
+fn bodies_never_lock_the_handle_again() {
+    let mut problems = Vec::new();
+    for dir in ["src/calls", "src/connect"] {
+        for entry in std::fs::read_dir(capi().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.contains(".lock()") || line.contains("with_lock(") {
+                    problems.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}

@@ -163,7 +163,12 @@ pub struct Call {
     pub name: &'static str,
     /// The libnbd version that introduced it: its ELF node is LIBNBD_<version>.
     pub version: &'static str,
-    /// Whether the first argument is `struct nbd_handle *h`.
+    /// Whether the first argument is `struct nbd_handle *h`. Such a call
+    /// runs under the handle lock, held once for the state and flags checks
+    /// and the body together (libnbd's wrappers hold `h->lock` likewise):
+    /// the body gets `h` and the held lock (`g: &mut Held`), and releases
+    /// the lock only while blocked in poll(2). nbd_close, which frees the
+    /// handle, is the exception: its body gets the raw pointer.
     pub handle: bool,
     pub args: &'static [Arg],
     pub ret: Ret,
@@ -172,11 +177,6 @@ pub struct Call {
     /// Whether the call sets the thread's error context (libnbd's
     /// may_set_error): nbd_get_error and friends must not.
     pub may_set_error: bool,
-    /// Whether the body runs in the wrapper's critical section: it gets the
-    /// held lock (`g: &mut Held`) right after `h`, so the state and flags
-    /// checks and the body see the same handle (libnbd's is_locked). The
-    /// body releases it only while blocked in poll(2).
-    pub body_locked: bool,
     /// The module under `nbd-capi/src/calls/` with the body, which is a
     /// function of the same name as the call (without `nbd_`).
     pub module: &'static str,
@@ -212,17 +212,8 @@ const fn call(
         ret,
         states,
         may_set_error: true,
-        body_locked: false,
         module,
         status: Status::Implemented,
-    }
-}
-
-/// A call whose body runs under the wrapper's lock.
-const fn locked(c: Call) -> Call {
-    Call {
-        body_locked: true,
-        ..c
     }
 }
 
@@ -236,14 +227,13 @@ const fn todo(name: &'static str, version: &'static str) -> Call {
         ret: Ret::Err,
         states: ANY,
         may_set_error: true,
-        body_locked: false,
         module: "",
         status: Status::Todo,
     }
 }
 
 const fn can(name: &'static str, version: &'static str) -> Call {
-    locked(call(name, version, &[], Ret::Bool, INFO, "info"))
+    call(name, version, &[], Ret::Bool, INFO, "info")
 }
 
 /// Every version node of libnbd 1.14.2, oldest first. Each node inherits
@@ -334,23 +324,23 @@ pub const CALLS: &[Call] = &[
             "settings",
         )
     },
-    locked(call(
+    call(
         "set_export_name",
         "1.0",
         &[String("export_name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    )),
+    ),
     call("get_export_name", "1.0", &[], Ret::String, ANY, "settings"),
-    locked(call(
+    call(
         "set_request_block_size",
         "1.12",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    )),
+    ),
     call(
         "get_request_block_size",
         "1.12",
@@ -359,31 +349,31 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    locked(call(
+    call(
         "set_full_info",
         "1.4",
         &[Bool("request")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    )),
+    ),
     call("get_full_info", "1.4", &[], Ret::Bool, ANY, "settings"),
-    locked(call(
+    call(
         "get_canonical_export_name",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
-    )),
-    locked(call(
+    ),
+    call(
         "get_export_description",
         "1.4",
         &[],
         Ret::String,
         INFO,
         "info",
-    )),
+    ),
     call(
         "set_tls",
         "1.0",
@@ -435,14 +425,14 @@ pub const CALLS: &[Call] = &[
         NEW,
         "tls",
     ),
-    locked(call(
+    call(
         "set_request_structured_replies",
         "1.2",
         &[Bool("request")],
         Ret::Err,
         NEW,
         "settings",
-    )),
+    ),
     call(
         "get_request_structured_replies",
         "1.2",
@@ -451,22 +441,22 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    locked(call(
+    call(
         "get_structured_replies_negotiated",
         "1.2",
         &[],
         Ret::Bool,
         INFO,
         "info",
-    )),
-    locked(call(
+    ),
+    call(
         "set_handshake_flags",
         "1.2",
         &[Flags("flags", FlagSet::Handshake)],
         Ret::Err,
         NEW,
         "settings",
-    )),
+    ),
     call(
         "get_handshake_flags",
         "1.2",
@@ -500,42 +490,42 @@ pub const CALLS: &[Call] = &[
         "settings",
     ),
     call("get_strict_mode", "1.6", &[], Ret::UInt32, ANY, "settings"),
-    locked(call(
+    call(
         "set_opt_mode",
         "1.4",
         &[Bool("enable")],
         Ret::Err,
         NEW,
         "settings",
-    )),
+    ),
     call("get_opt_mode", "1.4", &[], Ret::Bool, ANY, "settings"),
-    locked(call("opt_go", "1.4", &[], Ret::Err, NEG, "opt")),
-    locked(call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
-    locked(call(
+    call("opt_go", "1.4", &[], Ret::Err, NEG, "opt"),
+    call("opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
         "opt_list",
         "1.4",
         &[Closure("list_callback", Cl::List)],
         Ret::Int,
         NEG,
         "opt",
-    )),
-    locked(call("opt_info", "1.4", &[], Ret::Err, NEG, "opt")),
-    locked(call(
+    ),
+    call("opt_info", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
         "opt_list_meta_context",
         "1.6",
         &[Closure("context_callback", Cl::Context)],
         Ret::Int,
         NEG,
         "opt",
-    )),
-    locked(call(
+    ),
+    call(
         "add_meta_context",
         "1.0",
         &[String("name")],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    )),
+    ),
     call(
         "get_nr_meta_contexts",
         "1.6",
@@ -552,38 +542,38 @@ pub const CALLS: &[Call] = &[
         ANY,
         "settings",
     ),
-    locked(call(
+    call(
         "clear_meta_contexts",
         "1.6",
         &[],
         Ret::Err,
         &[Created, Negotiating],
         "settings",
-    )),
-    locked(call(
+    ),
+    call(
         "set_uri_allow_transports",
         "1.2",
         &[Flags("mask", FlagSet::AllowTransport)],
         Ret::Err,
         NEW,
         "uri",
-    )),
-    locked(call(
+    ),
+    call(
         "set_uri_allow_tls",
         "1.2",
         &[Enum("tls", EnumSet::Tls)],
         Ret::Err,
         NEW,
         "uri",
-    )),
-    locked(call(
+    ),
+    call(
         "set_uri_allow_local_file",
         "1.2",
         &[Bool("allow")],
         Ret::Err,
         NEW,
         "uri",
-    )),
+    ),
     // Connecting.
     call(
         "connect_uri",
@@ -652,33 +642,26 @@ pub const CALLS: &[Call] = &[
     can("can_df", "1.0"),
     can("can_multi_conn", "1.0"),
     can("can_cache", "1.0"),
-    locked(call(
+    call(
         "can_meta_context",
         "1.0",
         &[String("metacontext")],
         Ret::Bool,
         INFO,
         "info",
-    )),
-    locked(call(
-        "get_protocol",
-        "1.2",
-        &[],
-        Ret::StaticString,
-        INFO,
-        "info",
-    )),
-    locked(call("get_size", "1.0", &[], Ret::Int64, INFO, "info")),
-    locked(call(
+    ),
+    call("get_protocol", "1.2", &[], Ret::StaticString, INFO, "info"),
+    call("get_size", "1.0", &[], Ret::Int64, INFO, "info"),
+    call(
         "get_block_size",
         "1.4",
         &[Enum("size_type", EnumSet::Size)],
         Ret::Int64,
         INFO,
         "info",
-    )),
+    ),
     // Data.
-    locked(call(
+    call(
         "pread",
         "1.0",
         &[
@@ -689,8 +672,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "pread_structured",
         "1.0",
         &[
@@ -702,8 +685,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "pwrite",
         "1.0",
         &[
@@ -714,24 +697,24 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "shutdown",
         "1.0",
         &[Flags("flags", FlagSet::Shutdown)],
         Ret::Err,
         &[Connected, Closed, Dead],
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "flush",
         "1.0",
         &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "trim",
         "1.0",
         &[
@@ -742,8 +725,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "cache",
         "1.0",
         &[
@@ -754,8 +737,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "zero",
         "1.0",
         &[
@@ -766,8 +749,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
-    locked(call(
+    ),
+    call(
         "block_status",
         "1.0",
         &[
@@ -779,7 +762,7 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         CONNECTED,
         "data",
-    )),
+    ),
     call("poll", "1.0", &[Int("timeout")], Ret::Int, ANY, "aio"),
     // AIO.
     call(
@@ -846,16 +829,16 @@ pub const CALLS: &[Call] = &[
         NEW,
         "aio_connect",
     ),
-    locked(call(
+    call(
         "aio_opt_go",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    )),
-    locked(call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt")),
-    locked(call(
+    ),
+    call("aio_opt_abort", "1.4", &[], Ret::Err, NEG, "opt"),
+    call(
         "aio_opt_list",
         "1.4",
         &[
@@ -865,16 +848,16 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_opt_info",
         "1.4",
         &[Closure("completion_callback", Cl::Completion)],
         Ret::Err,
         NEG,
         "opt",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_opt_list_meta_context",
         "1.6",
         &[
@@ -884,8 +867,8 @@ pub const CALLS: &[Call] = &[
         Ret::Err,
         NEG,
         "opt",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_pread",
         "1.0",
         &[
@@ -897,8 +880,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_pread_structured",
         "1.0",
         &[
@@ -911,8 +894,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_pwrite",
         "1.0",
         &[
@@ -924,16 +907,16 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_disconnect",
         "1.0",
         &[Flags("flags", FlagSet::Cmd(&[]))],
         Ret::Err,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_flush",
         "1.0",
         &[
@@ -943,8 +926,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_trim",
         "1.0",
         &[
@@ -956,8 +939,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_cache",
         "1.0",
         &[
@@ -969,8 +952,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_zero",
         "1.0",
         &[
@@ -982,8 +965,8 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
-    locked(call(
+    ),
+    call(
         "aio_block_status",
         "1.0",
         &[
@@ -996,7 +979,7 @@ pub const CALLS: &[Call] = &[
         Ret::Int64,
         CONNECTED,
         "aio",
-    )),
+    ),
     call("aio_get_fd", "1.0", &[], Ret::Int, ANY, "aio"),
     Call {
         may_set_error: false,
@@ -1048,14 +1031,14 @@ pub const CALLS: &[Call] = &[
         ANY,
         "aio",
     ),
-    locked(call(
+    call(
         "aio_in_flight",
         "1.0",
         &[],
         Ret::Int,
         &[Connected, Closed, Dead],
         "aio",
-    )),
+    ),
     call(
         "connection_state",
         "1.0",
@@ -1110,9 +1093,6 @@ pub fn check() -> Vec<std::string::String> {
         }
         if !c.handle && !c.args.is_empty() {
             problems.push(format!("nbd_{}: arguments without a handle", c.name));
-        }
-        if c.body_locked && !c.handle {
-            problems.push(format!("nbd_{}: a locked body without a handle", c.name));
         }
         for a in c.args {
             if let Arg::Flags(n, FlagSet::Cmd(ok)) = a {

@@ -199,7 +199,7 @@ fn enum_values(e: EnumSet) -> &'static [&'static str] {
 /// The checks a wrapper makes under the handle lock before the body, in
 /// libnbd's order: zero the read buffer (nbd_set_pread_initialize), the
 /// state, then the enum and flags arguments. Each is a line of the
-/// closure given `g: &mut Inner`.
+/// closure given `g: &mut Held` (the handle lock, held).
 fn prologue(c: &Call) -> Vec<String> {
     let mut v = Vec::new();
     for a in c.args {
@@ -310,7 +310,7 @@ fn wrapper(out: &mut String, c: &Call) {
     if c.handle {
         call_args.push("h");
     }
-    if c.body_locked {
+    if c.handle && !consumes {
         call_args.push("g");
     }
     call_args.extend(body_args(c));
@@ -331,30 +331,14 @@ fn wrapper(out: &mut String, c: &Call) {
                 "        let trace = h.trace_enter(|| format!(\"{fmt}\"{args}));"
             );
         }
-        let checks = prologue(c);
-        if c.body_locked {
-            let _ = writeln!(out, "        let r = h.with_lock(|g| {{");
-            for line in &checks {
-                let _ = writeln!(out, "            {line}");
-            }
-            let _ = writeln!(out, "            {call}");
-            let _ = writeln!(out, "        }});");
-        } else if checks.is_empty() {
-            let _ = writeln!(out, "        let r = {call};");
-        } else {
-            let _ = writeln!(out, "        let r = h");
-            let uses_g = checks
-                .iter()
-                .any(|l| l.contains("(g,") || l.starts_with("g."));
-            let g = if uses_g { "g" } else { "_g" };
-            let _ = writeln!(out, "            .with_lock(|{g}| {{");
-            for line in &checks {
-                let _ = writeln!(out, "                {line}");
-            }
-            let _ = writeln!(out, "                Ok(())");
-            let _ = writeln!(out, "            }})");
-            let _ = writeln!(out, "            .and_then(|()| {call});");
+        // One critical section: the checks and the body see the same
+        // handle, and no other call on it runs in between.
+        let _ = writeln!(out, "        let r = h.with_lock(|g| {{");
+        for line in prologue(c) {
+            let _ = writeln!(out, "            {line}");
         }
+        let _ = writeln!(out, "            {call}");
+        let _ = writeln!(out, "        }});");
         let _ = writeln!(
             out,
             "        wrap::trace_leave::<ret::{kind}>(h, trace, &r);"
@@ -377,8 +361,10 @@ pub fn exports_rs() -> String {
         out,
         "// Every wrapper has the same shape: set the thread's error context to the\n\
          // call's name, run the rest inside the panic boundary, check the handle and\n\
-         // pointers (EFAULT), trace when debugging, check the handle's state\n\
-         // (ENOTCONN before connecting, else EINVAL), then call the hand-written body."
+         // pointers (EFAULT), trace when debugging, then take the handle lock once\n\
+         // for both the checks (read buffer zeroed, the handle's state: ENOTCONN\n\
+         // before connecting, else EINVAL; enums and flags) and the hand-written\n\
+         // body, which releases it only while blocked in poll(2)."
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "use crate::callbacks;");
@@ -438,4 +424,141 @@ pub fn syms() -> String {
         }
     }
     out
+}
+
+/// Checks generated wrappers (the text of `exports.rs`) for the locking
+/// rule: every call on a live handle takes the handle lock exactly once,
+/// with `h.with_lock`, and runs all of its checks and its body inside that
+/// one closure, the body getting the held lock; nothing re-locks, and
+/// nothing runs the body after the lock is released (`.and_then`).
+/// Returns the problems found and the names of the wrappers checked.
+pub fn lock_problems(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut checked = Vec::new();
+    for block in text.split("#[no_mangle]").skip(1) {
+        let Some(name) = block
+            .split("fn ")
+            .nth(1)
+            .and_then(|s| s.split('(').next())
+            .map(str::to_string)
+        else {
+            problems.push("a wrapper without a name".to_string());
+            continue;
+        };
+        if !block.contains("let h = ffi::handle(h)?;") {
+            continue;
+        }
+        checked.push(name.clone());
+        let lines: Vec<&str> = block.lines().map(str::trim).collect();
+        let opens: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("with_lock"))
+            .map(|(i, _)| i)
+            .collect();
+        if opens.len() != 1 || lines[opens[0]] != "let r = h.with_lock(|g| {" {
+            problems.push(format!("{name}: does not take the lock exactly once"));
+            continue;
+        }
+        let open = opens[0];
+        let Some(close) = lines[open..].iter().position(|l| *l == "});") else {
+            problems.push(format!("{name}: the locked closure never ends"));
+            continue;
+        };
+        let close = open + close;
+        let inside = |pred: &dyn Fn(&str) -> bool| -> (bool, bool) {
+            let within = lines[open + 1..close].iter().any(|l| pred(l));
+            let outside = lines[..=open]
+                .iter()
+                .chain(&lines[close..])
+                .any(|l| pred(l));
+            (within, outside)
+        };
+        let is_body = |l: &str| l.starts_with("calls::");
+        let is_check = |l: &str| {
+            l.starts_with("g.check_state(")
+                || l.starts_with("wrap::check_")
+                || l.starts_with("wrap::initialize(")
+        };
+        match inside(&is_body) {
+            (true, false) => {}
+            _ => problems.push(format!("{name}: the body is not inside the locked closure")),
+        }
+        if inside(&is_check).1 {
+            problems.push(format!("{name}: a check outside the locked closure"));
+        }
+        let body = lines[open + 1..close].iter().find(|l| is_body(l));
+        if !body.is_some_and(|l| l.contains("(h, g")) {
+            problems.push(format!("{name}: the body does not get the held lock"));
+        }
+        if lines
+            .iter()
+            .any(|l| l.contains(".and_then(") || l.contains(".lock()") || l.contains("unlocked"))
+        {
+            problems.push(format!("{name}: locks again or runs after unlocking"));
+        }
+        if lines[close + 1..].iter().any(|l| is_body(l) || is_check(l)) {
+            problems.push(format!("{name}: work after the lock is released"));
+        }
+    }
+    (problems, checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every call on a live handle (all but nbd_close, which frees it)
+    /// runs its checks and body under one acquisition of the lock.
+    #[test]
+    fn every_handle_call_checks_and_runs_under_one_lock() {
+        let (problems, checked) = lock_problems(&exports_rs());
+        assert!(problems.is_empty(), "{problems:#?}");
+        for c in implemented() {
+            let live = c.handle && c.ret != Ret::Void;
+            let name = format!("nbd_{}", c.name);
+            assert_eq!(
+                checked.contains(&name),
+                live,
+                "{name}: handle={} but checked={}",
+                c.handle,
+                checked.contains(&name)
+            );
+        }
+    }
+
+    /// The checker itself catches the old shape: checks under the lock,
+    /// then the body after releasing it.
+    #[test]
+    fn lock_checker_catches_a_released_lock() {
+        let racy = "#[no_mangle]\npub unsafe extern \"C\" fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int {\n\
+                    \x20   wrap::boundary::<ret::Err, _>(|| {\n\
+                    \x20       let h = ffi::handle(h)?;\n\
+                    \x20       let r = h\n\
+                    \x20           .with_lock(|g| {\n\
+                    \x20               g.check_state(&[State::Created])?;\n\
+                    \x20               Ok(())\n\
+                    \x20           })\n\
+                    \x20           .and_then(|()| calls::tls::set_tls(h, tls));\n\
+                    \x20       r\n\
+                    \x20   })\n\
+                    }\n";
+        let (problems, checked) = lock_problems(racy);
+        assert_eq!(checked, vec!["nbd_set_tls".to_string()]);
+        assert!(!problems.is_empty());
+        let relock =
+            "#[no_mangle]\npub unsafe extern \"C\" fn nbd_get_tls(h: *mut nbd_handle) -> c_int {\n\
+                      \x20   wrap::boundary::<ret::Int, _>(|| {\n\
+                      \x20       let h = ffi::handle(h)?;\n\
+                      \x20       let r = h.with_lock(|g| {\n\
+                      \x20           g.check_state(&[State::Created])?;\n\
+                      \x20           Ok(())\n\
+                      \x20       });\n\
+                      \x20       let r = r.and_then(|()| calls::tls::get_tls(h));\n\
+                      \x20       r\n\
+                      \x20   })\n\
+                      }\n";
+        let (problems, _) = lock_problems(relock);
+        assert!(!problems.is_empty());
+    }
 }

@@ -10,6 +10,7 @@ use crate::errors::{err, Error};
 use crate::handle::{conn_mut, fatal, nbd_handle, Held, State};
 use nbd_core::client::{Command, Phase};
 use nbd_core::wire::consts::cmd;
+use parking_lot::MutexGuard;
 use std::ffi::CStr;
 use std::os::raw::{c_int, c_uint};
 
@@ -246,8 +247,7 @@ pub fn aio_disconnect(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(
 
 /// The socket, while there is a live one (libnbd closes it when the
 /// connection is closed or dead).
-pub fn aio_get_fd(h: &nbd_handle) -> Result<c_int, Error> {
-    let g = h.lock();
+pub fn aio_get_fd(_h: &nbd_handle, g: &mut Held<'_>) -> Result<c_int, Error> {
     g.conn
         .as_ref()
         .filter(|c| g.dead.is_none() && !matches!(c.client.phase(), Phase::Dead | Phase::Closed))
@@ -257,10 +257,7 @@ pub fn aio_get_fd(h: &nbd_handle) -> Result<c_int, Error> {
 
 /// The live connection an event can move on: EINVAL otherwise, as
 /// libnbd's "invalid in state" errors.
-fn live<'a>(
-    g: &'a mut crate::handle::Held<'_>,
-    what: &str,
-) -> Result<&'a mut crate::driver::Connection, Error> {
+fn live<'a>(g: &'a mut Held<'_>, what: &str) -> Result<&'a mut crate::driver::Connection, Error> {
     let state = match (&g.dead, g.conn.as_ref().map(|c| c.client.phase())) {
         (Some(_), _) | (None, Some(Phase::Dead)) => "dead",
         (None, None) => "created",
@@ -278,8 +275,7 @@ fn live<'a>(
 
 /// LIBNBD_AIO_DIRECTION_* from what the core wants now, so it cannot
 /// disagree with what notify_read/write will do.
-pub fn aio_get_direction(h: &nbd_handle) -> Result<c_uint, Error> {
-    let g = h.lock();
+pub fn aio_get_direction(_h: &nbd_handle, g: &mut Held<'_>) -> Result<c_uint, Error> {
     let Some(c) = g.conn.as_ref() else {
         return Ok(0);
     };
@@ -296,9 +292,8 @@ pub fn aio_get_direction(h: &nbd_handle) -> Result<c_uint, Error> {
 
 /// Moves the connection on until the socket would block. Fails if that
 /// killed the connection.
-fn notify(h: &nbd_handle) -> Result<(), Error> {
-    let mut g = h.lock();
-    let conn = live(&mut g, "external event")?;
+fn notify(g: &mut Held<'_>) -> Result<(), Error> {
+    let conn = live(g, "external event")?;
     let was_dead = conn.client.phase() == Phase::Dead;
     conn.pump();
     if !was_dead && conn.client.phase() == Phase::Dead {
@@ -307,20 +302,20 @@ fn notify(h: &nbd_handle) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn aio_notify_read(h: &nbd_handle) -> Result<(), Error> {
-    notify(h)
+pub fn aio_notify_read(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    notify(g)
 }
 
-pub fn aio_notify_write(h: &nbd_handle) -> Result<(), Error> {
-    notify(h)
+pub fn aio_notify_write(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    notify(g)
 }
 
-/// One poll(2) on the socket (lock released), then one notification.
+/// One poll(2) on the socket, then one notification. The handle lock is
+/// released only while blocked in poll(2), as in the sync calls' wait.
 /// 1 if the state machine moved, 0 on timeout.
-pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
+pub fn poll(_h: &nbd_handle, g: &mut Held<'_>, timeout: c_int) -> Result<c_int, Error> {
     let (fd, events) = {
-        let mut g = h.lock();
-        let conn = live(&mut g, "polling")?;
+        let conn = live(g, "polling")?;
         (conn.fd(), conn.direction())
     };
     if events == 0 {
@@ -334,24 +329,24 @@ pub fn poll(h: &nbd_handle, timeout: c_int) -> Result<c_int, Error> {
         events,
         revents: 0,
     };
-    let r = loop {
+    let r = MutexGuard::unlocked(&mut g.g, || loop {
         // SAFETY: one valid pollfd. The fd lives as long as the connection;
         // a concurrent nbd_close on this handle is the caller's bug, as in
         // libnbd.
         let r = unsafe { libc::poll(&mut p, 1, timeout) };
         if r >= 0 {
-            break r;
+            return Ok(r);
         }
         let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         if e != libc::EINTR {
             return Err(err(e, "poll"));
         }
-    };
+    })?;
     if r == 0 {
         return Ok(0);
     }
     if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLOUT) != 0 {
-        notify(h)?;
+        notify(g)?;
     } else if p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
         return Err(err(libc::ENOTCONN, "server closed socket unexpectedly"));
     }
@@ -364,24 +359,25 @@ pub fn aio_in_flight(_h: &nbd_handle, g: &mut Held<'_>) -> Result<c_int, Error> 
 
 /// 1 and retired if the command succeeded, -1 (and retired) with its error
 /// if it failed, 0 if it has not completed. As in libnbd 1.14.2, a cookie
-/// that is unknown or already retired is 0 too.
-pub fn aio_command_completed(h: &nbd_handle, cookie: u64) -> Result<bool, Error> {
+/// that is unknown or already retired is 0 too. The retired command's
+/// callbacks are freed here, with the lock held (libnbd's FREE_CALLBACK).
+pub fn aio_command_completed(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    cookie: u64,
+) -> Result<bool, Error> {
     if cookie == 0 || cookie > i64::MAX as u64 {
         return Err(err(libc::EINVAL, format!("invalid aio cookie {cookie}")));
     }
-    let mut g = h.lock();
     let Some(done) = g.conn.as_mut().and_then(|c| c.take_done(cookie)) else {
         return Ok(false);
     };
-    drop(g);
-    // Retired: the callbacks' frees run now, outside the lock.
     done.result.map(|()| true)
 }
 
 /// The first completed, unretired command's cookie; 0 if commands are in
 /// flight but none has completed; -1 if nothing is in flight at all.
-pub fn aio_peek_command_completed(h: &nbd_handle) -> Result<i64, Error> {
-    let g = h.lock();
+pub fn aio_peek_command_completed(_h: &nbd_handle, g: &mut Held<'_>) -> Result<i64, Error> {
     if let Some(c) = g.conn.as_ref() {
         if let Some(d) = c.done.front() {
             return Ok(d.cookie as i64);
@@ -395,40 +391,39 @@ pub fn aio_peek_command_completed(h: &nbd_handle) -> Result<i64, Error> {
 
 /// The core's phase, None before connecting or when the handle died
 /// before it had a connection.
-fn phase(h: &nbd_handle) -> Option<Phase> {
-    let g = h.lock();
+fn phase(g: &Held<'_>) -> Option<Phase> {
     if g.dead.is_some() {
         return Some(Phase::Dead);
     }
     g.conn.as_ref().map(|c| c.client.phase())
 }
 
-pub fn aio_is_created(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(h.state() == State::Created)
+pub fn aio_is_created(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(g.state() == State::Created)
 }
 
-pub fn aio_is_connecting(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Connecting))
+pub fn aio_is_connecting(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Connecting))
 }
 
-pub fn aio_is_negotiating(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Negotiating))
+pub fn aio_is_negotiating(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Negotiating))
 }
 
-pub fn aio_is_ready(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Ready))
+pub fn aio_is_ready(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Ready))
 }
 
-pub fn aio_is_processing(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Processing))
+pub fn aio_is_processing(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Processing))
 }
 
-pub fn aio_is_dead(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Dead))
+pub fn aio_is_dead(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Dead))
 }
 
-pub fn aio_is_closed(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(phase(h) == Some(Phase::Closed))
+pub fn aio_is_closed(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(phase(g) == Some(Phase::Closed))
 }
 
 const fn cstr(b: &'static [u8]) -> &'static CStr {
@@ -440,8 +435,8 @@ const fn cstr(b: &'static [u8]) -> &'static CStr {
 
 /// A static description of the state (libnbd's are of its internal state
 /// machine and documented as unstable; ours follow its names).
-pub fn connection_state(h: &nbd_handle) -> Result<&'static CStr, Error> {
-    Ok(match phase(h) {
+pub fn connection_state(_h: &nbd_handle, g: &mut Held<'_>) -> Result<&'static CStr, Error> {
+    Ok(match phase(g) {
         None => cstr(b"START: Handle after being initially created\0"),
         Some(Phase::Connecting) => cstr(b"CONNECT: Connecting and negotiating with the server\0"),
         Some(Phase::Negotiating) => {

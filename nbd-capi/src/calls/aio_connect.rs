@@ -3,18 +3,19 @@
 //! `attach_async`; the handle is "connecting" until the caller's event
 //! loop (nbd_aio_notify_*, nbd_poll) or a sync call moves it on. A
 //! connect(2) that fails at once leaves the handle dead, as in libnbd.
+//! The whole call runs under the handle lock, as in libnbd.
 
 use crate::connect::sock::{errno, socket};
 use crate::connect::uri::Endpoint;
 use crate::connect::{self, Opened};
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held, Inner};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int};
 
-fn failed(h: &nbd_handle, e: Error) -> Error {
-    h.set_dead(&e);
+fn failed(g: &mut Inner, e: Error) -> Error {
+    g.set_dead(&e);
     e
 }
 
@@ -43,6 +44,7 @@ unsafe fn start_connect(
 
 pub fn aio_connect(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     addr: (*const libc::sockaddr, libc::socklen_t),
 ) -> Result<(), Error> {
     let (addr, len) = addr;
@@ -58,43 +60,53 @@ pub fn aio_connect(
         unsafe { start_connect(&fd, addr, len)? };
         Ok(fd)
     })();
-    let fd = r.map_err(|e| failed(h, e))?;
-    h.attach_async(fd, None)
+    let fd = r.map_err(|e| failed(g, e))?;
+    h.attach_async(g, fd, None)
 }
 
 /// Hands a socket (and subprocess) from the connect module's `open_*`
 /// functions to the handle without waiting; their errors kill the handle.
-fn attach_opened(h: &nbd_handle, r: Result<Opened, Error>) -> Result<(), Error> {
-    let o = r.map_err(|e| failed(h, e))?;
-    h.attach_async(o.sock, o.child)
+fn attach_opened(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    open: impl FnOnce(&mut Inner) -> Result<Opened, Error>,
+) -> Result<(), Error> {
+    let o = open(g).map_err(|e| failed(g, e))?;
+    h.attach_async(g, o.sock, o.child)
 }
 
 /// Parses and applies the URI (whose errors leave the handle newly
 /// created, as in libnbd), then starts connecting to what it names.
-pub fn aio_connect_uri(h: &nbd_handle, uri: &CStr) -> Result<(), Error> {
-    match connect::apply_uri(h, uri)? {
-        Endpoint::Unix { socket } => aio_connect_unix(h, &socket),
-        Endpoint::Tcp { host, port } => aio_connect_tcp(h, &host, &port),
-        ep @ Endpoint::Vsock { .. } => attach_opened(h, connect::open_endpoint(h, &ep)),
+pub fn aio_connect_uri(h: &nbd_handle, g: &mut Held<'_>, uri: &CStr) -> Result<(), Error> {
+    match connect::apply_uri(h, g, uri)? {
+        Endpoint::Unix { socket } => aio_connect_unix(h, g, &socket),
+        Endpoint::Tcp { host, port } => aio_connect_tcp(h, g, &host, &port),
+        ep @ Endpoint::Vsock { .. } => attach_opened(h, g, |g| connect::open_endpoint(g, &ep)),
     }
 }
 
 /// vsock connects are local to the host: the connect module's blocking
 /// connect(2) returns at once.
-pub fn aio_connect_vsock(h: &nbd_handle, cid: u32, port: u32) -> Result<(), Error> {
-    attach_opened(h, connect::open_vsock(h, cid, port))
+pub fn aio_connect_vsock(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    cid: u32,
+    port: u32,
+) -> Result<(), Error> {
+    attach_opened(h, g, |g| connect::open_vsock(g, cid, port))
 }
 
 pub fn aio_connect_systemd_socket_activation(
     h: &nbd_handle,
+    g: &mut Held<'_>,
     argv: Vec<&CStr>,
 ) -> Result<(), Error> {
-    attach_opened(h, connect::open_systemd_socket_activation(h, &argv))
+    attach_opened(h, g, |g| connect::open_systemd_socket_activation(g, &argv))
 }
 
-pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> {
+pub fn aio_connect_unix(h: &nbd_handle, g: &mut Held<'_>, unixsocket: &CStr) -> Result<(), Error> {
     connect::remember(
-        h,
+        g,
         Endpoint::Unix {
             socket: unixsocket.to_owned(),
         },
@@ -116,23 +128,28 @@ pub fn aio_connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> 
         unsafe { start_connect(&fd, (&addr as *const libc::sockaddr_un).cast(), len)? };
         Ok(fd)
     })();
-    let fd = r.map_err(|e| failed(h, e))?;
-    h.attach_async(fd, None)
+    let fd = r.map_err(|e| failed(g, e))?;
+    h.attach_async(g, fd, None)
 }
 
 /// getaddrinfo, then a non-blocking connect to the first address that
 /// does not fail at once. (libnbd also moves on to the next address when a
 /// connect under way fails later; we report that failure instead.)
-pub fn aio_connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(), Error> {
+pub fn aio_connect_tcp(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    hostname: &CStr,
+    port: &CStr,
+) -> Result<(), Error> {
     connect::remember(
-        h,
+        g,
         Endpoint::Tcp {
             host: hostname.to_owned(),
             port: port.to_owned(),
         },
     );
-    let fd = tcp_start(hostname, port).map_err(|e| failed(h, e))?;
-    h.attach_async(fd, None)
+    let fd = tcp_start(hostname, port).map_err(|e| failed(g, e))?;
+    h.attach_async(g, fd, None)
 }
 
 fn tcp_start(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
@@ -140,10 +157,14 @@ fn tcp_start(hostname: &CStr, port: &CStr) -> Result<OwnedFd, Error> {
 }
 
 /// Takes over a connected socket: the handle closes it.
-pub fn aio_connect_socket(h: &nbd_handle, sock: c_int) -> Result<(), Error> {
-    attach_opened(h, connect::open_socket(h, sock))
+pub fn aio_connect_socket(h: &nbd_handle, g: &mut Held<'_>, sock: c_int) -> Result<(), Error> {
+    attach_opened(h, g, |g| connect::open_socket(g, sock))
 }
 
-pub fn aio_connect_command(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
-    attach_opened(h, connect::open_command(h, &argv))
+pub fn aio_connect_command(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    argv: Vec<&CStr>,
+) -> Result<(), Error> {
+    attach_opened(h, g, |g| connect::open_command(g, &argv))
 }

@@ -1,21 +1,26 @@
 //! Connecting: each call opens a connected socket (and maybe a server
 //! subprocess) through `crate::connect`, then the handle runs the
 //! handshake on it. A failed attempt leaves the handle dead, as in libnbd.
+//!
+//! The whole call runs under the handle lock, as in libnbd (the wrapper
+//! checks the handle is newly created in the same critical section); it
+//! is released only while blocked in poll(2) during the handshake.
 
 use crate::connect::{self, Opened};
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held, Inner};
 use std::ffi::CStr;
 
 /// Opens with `open`, then runs the handshake to the end.
 fn connect_with(
     h: &nbd_handle,
-    open: impl FnOnce(&nbd_handle) -> Result<Opened, Error>,
+    g: &mut Held<'_>,
+    open: impl FnOnce(&mut Inner) -> Result<Opened, Error>,
 ) -> Result<(), Error> {
-    match open(h) {
-        Ok(o) => h.attach(o.sock, o.child),
+    match open(g) {
+        Ok(o) => h.attach(g, o.sock, o.child),
         Err(e) => {
-            h.set_dead(&e);
+            g.set_dead(&e);
             Err(e)
         }
     }
@@ -23,47 +28,60 @@ fn connect_with(
 
 /// A URI that does not parse or is not allowed leaves the handle newly
 /// created (libnbd's behaviour); failing to connect kills it.
-pub fn connect_uri(h: &nbd_handle, uri: &CStr) -> Result<(), Error> {
-    let ep = connect::apply_uri(h, uri)?;
-    connect_with(h, |h| connect::open_endpoint(h, &ep))
+pub fn connect_uri(h: &nbd_handle, g: &mut Held<'_>, uri: &CStr) -> Result<(), Error> {
+    let ep = connect::apply_uri(h, g, uri)?;
+    connect_with(h, g, |g| connect::open_endpoint(g, &ep))
 }
 
-pub fn connect_unix(h: &nbd_handle, unixsocket: &CStr) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_unix(h, unixsocket))
+pub fn connect_unix(h: &nbd_handle, g: &mut Held<'_>, unixsocket: &CStr) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_unix(g, unixsocket))
 }
 
-pub fn connect_vsock(h: &nbd_handle, cid: u32, port: u32) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_vsock(h, cid, port))
+pub fn connect_vsock(h: &nbd_handle, g: &mut Held<'_>, cid: u32, port: u32) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_vsock(g, cid, port))
 }
 
-pub fn connect_tcp(h: &nbd_handle, hostname: &CStr, port: &CStr) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_tcp(h, hostname, port))
+pub fn connect_tcp(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    hostname: &CStr,
+    port: &CStr,
+) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_tcp(g, hostname, port))
 }
 
 /// The caller's connected socket; ours from now on (closed with the
 /// handle, or at once if connecting fails).
-pub fn connect_socket(h: &nbd_handle, sock: libc::c_int) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_socket(h, sock))
+pub fn connect_socket(h: &nbd_handle, g: &mut Held<'_>, sock: libc::c_int) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_socket(g, sock))
 }
 
 /// Runs `argv` with its stdin and stdout on one end of a socketpair and
 /// talks NBD over the other (as `nbdkit -s` expects). The child is reaped
 /// when the handle is closed.
-pub fn connect_command(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_command(h, &argv))
+pub fn connect_command(h: &nbd_handle, g: &mut Held<'_>, argv: Vec<&CStr>) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_command(g, &argv))
 }
 
 /// Runs `argv` as a systemd socket-activated server (LISTEN_FDS=1, the
 /// listening socket on fd 3) and connects to it. The server is sent
 /// SIGTERM and reaped when the handle is closed.
-pub fn connect_systemd_socket_activation(h: &nbd_handle, argv: Vec<&CStr>) -> Result<(), Error> {
-    connect_with(h, |h| connect::open_systemd_socket_activation(h, &argv))
+pub fn connect_systemd_socket_activation(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    argv: Vec<&CStr>,
+) -> Result<(), Error> {
+    connect_with(h, g, |g| connect::open_systemd_socket_activation(g, &argv))
 }
 
 /// Sends `signum` (0 means SIGTERM) to the server subprocess of
 /// nbd_connect_command or nbd_connect_systemd_socket_activation.
-pub fn kill_subprocess(h: &nbd_handle, signum: libc::c_int) -> Result<(), Error> {
-    let Some(pid) = h.lock().child else {
+pub fn kill_subprocess(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    signum: libc::c_int,
+) -> Result<(), Error> {
+    let Some(pid) = g.child else {
         return Err(err(libc::ESRCH, "no subprocess exists"));
     };
     let signum = if signum == 0 { libc::SIGTERM } else { signum };

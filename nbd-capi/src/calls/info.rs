@@ -23,11 +23,11 @@ pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"1.14.2\0");
 /// The package name programs print next to the version.
 pub(crate) const PACKAGE_NAME: &CStr = cstr(b"libnbd\0");
 
-pub fn get_version(_h: &nbd_handle) -> Result<&'static CStr, Error> {
+pub fn get_version(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<&'static CStr, Error> {
     Ok(LIBNBD_VERSION)
 }
 
-pub fn get_package_name(_h: &nbd_handle) -> Result<&'static CStr, Error> {
+pub fn get_package_name(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<&'static CStr, Error> {
     Ok(PACKAGE_NAME)
 }
 

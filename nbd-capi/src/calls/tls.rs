@@ -4,62 +4,62 @@
 
 use crate::consts::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Held};
 use std::ffi::{CStr, CString};
 
-pub fn set_tls(h: &nbd_handle, tls: libc::c_int) -> Result<(), Error> {
+pub fn set_tls(_h: &nbd_handle, g: &mut Held<'_>, tls: libc::c_int) -> Result<(), Error> {
     if !(LIBNBD_TLS_DISABLE..=LIBNBD_TLS_REQUIRE).contains(&tls) {
         return Err(err(
             libc::EINVAL,
             format!("tls: invalid value for parameter: {tls}"),
         ));
     }
-    h.lock().settings.tls = tls;
+    g.settings.tls = tls;
     Ok(())
 }
 
-pub fn get_tls(h: &nbd_handle) -> Result<libc::c_int, Error> {
-    Ok(h.lock().settings.tls)
+pub fn get_tls(_h: &nbd_handle, g: &mut Held<'_>) -> Result<libc::c_int, Error> {
+    Ok(g.settings.tls)
 }
 
 /// Whether the connection runs over TLS.
-pub fn get_tls_negotiated(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(h.lock().conn.as_ref().is_some_and(|c| c.tls_negotiated()))
+pub fn get_tls_negotiated(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(g.conn.as_ref().is_some_and(|c| c.tls_negotiated()))
 }
 
-pub fn set_tls_certificates(h: &nbd_handle, dir: &CStr) -> Result<(), Error> {
-    h.lock().settings.tls_certificates = Some(dir.to_owned());
+pub fn set_tls_certificates(_h: &nbd_handle, g: &mut Held<'_>, dir: &CStr) -> Result<(), Error> {
+    g.settings.tls_certificates = Some(dir.to_owned());
     Ok(())
 }
 
-pub fn set_tls_verify_peer(h: &nbd_handle, verify: bool) -> Result<(), Error> {
-    h.lock().settings.tls_verify_peer = verify;
+pub fn set_tls_verify_peer(_h: &nbd_handle, g: &mut Held<'_>, verify: bool) -> Result<(), Error> {
+    g.settings.tls_verify_peer = verify;
     Ok(())
 }
 
-pub fn get_tls_verify_peer(h: &nbd_handle) -> Result<bool, Error> {
-    Ok(h.lock().settings.tls_verify_peer)
+pub fn get_tls_verify_peer(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(g.settings.tls_verify_peer)
 }
 
-pub fn set_tls_username(h: &nbd_handle, username: &CStr) -> Result<(), Error> {
-    h.lock().settings.tls_username = Some(username.to_owned());
+pub fn set_tls_username(_h: &nbd_handle, g: &mut Held<'_>, username: &CStr) -> Result<(), Error> {
+    g.settings.tls_username = Some(username.to_owned());
     Ok(())
 }
 
 /// The user name set, else the local one (`crate::tls::login_name`).
-pub fn get_tls_username(h: &nbd_handle) -> Result<CString, Error> {
-    if let Some(u) = h.lock().settings.tls_username.clone() {
+pub fn get_tls_username(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    if let Some(u) = g.settings.tls_username.clone() {
         return Ok(u);
     }
     crate::tls::login_name()
 }
 
-pub fn set_tls_psk_file(h: &nbd_handle, filename: &CStr) -> Result<(), Error> {
-    h.lock().settings.tls_psk_file = Some(filename.to_owned());
+pub fn set_tls_psk_file(_h: &nbd_handle, g: &mut Held<'_>, filename: &CStr) -> Result<(), Error> {
+    g.settings.tls_psk_file = Some(filename.to_owned());
     Ok(())
 }
 
 /// TLS is built in (GnuTLS).
-pub fn supports_tls(_h: &nbd_handle) -> Result<bool, Error> {
+pub fn supports_tls(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<bool, Error> {
     Ok(true)
 }

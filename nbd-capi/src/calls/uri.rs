@@ -25,10 +25,10 @@ pub fn set_uri_allow_local_file(
     Ok(())
 }
 
-pub fn supports_uri(_h: &nbd_handle) -> Result<bool, Error> {
+pub fn supports_uri(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<bool, Error> {
     Ok(true)
 }
 
-pub fn get_uri(h: &nbd_handle) -> Result<CString, Error> {
-    connect::uri_of(h)
+pub fn get_uri(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    connect::uri_of(g)
 }

@@ -1,11 +1,13 @@
 //! Opening connections: from a handle's settings (or a URI applied to
 //! them) to a connected socket and maybe a child process, without running
 //! the handshake. The sync nbd_connect_* calls attach the result at once
-//! (`nbd_handle::attach`); the aio calls are meant to hand it to
-//! `attach_async` instead, with the same error rule as the sync calls in
+//! (`nbd_handle::attach`); the aio calls hand it to `attach_async`
+//! instead, with the same error rule as the sync calls in
 //! `calls/connect.rs`: an `open_*` error marks the handle dead, an
 //! [`apply_uri`] error does not. For example nbd_aio_connect_uri is
-//! `apply_uri`, then `open_endpoint`, then `attach_async(o.sock, o.child)`.
+//! `apply_uri`, then `open_endpoint`, then `attach_async(g, o.sock, o.child)`.
+//! Everything here runs in the wrapper's critical section and works on the
+//! held lock (`g`), never locking the handle itself.
 //!
 //! - [`uri`]: nbd_connect_uri and nbd_get_uri on a handle; the URIs
 //!   themselves are parsed and built by `nbd_core::uri`.
@@ -24,7 +26,7 @@ pub mod sock;
 pub mod uri;
 
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::Inner;
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 use uri::Endpoint;
@@ -39,19 +41,19 @@ pub struct Opened {
 }
 
 /// Records where the handle connects, for nbd_get_uri.
-pub fn remember(h: &nbd_handle, ep: Endpoint) {
-    h.lock().endpoint = Some(ep);
+pub fn remember(g: &mut Inner, ep: Endpoint) {
+    g.endpoint = Some(ep);
 }
 
 /// Where the handle connected (or tried to), if it was to an address
 /// nbd_get_uri can name.
-pub fn endpoint(h: &nbd_handle) -> Option<Endpoint> {
-    h.lock().endpoint.clone()
+pub fn endpoint(g: &Inner) -> Option<Endpoint> {
+    g.endpoint.clone()
 }
 
-pub fn open_unix(h: &nbd_handle, path: &CStr) -> Result<Opened, Error> {
+pub fn open_unix(g: &mut Inner, path: &CStr) -> Result<Opened, Error> {
     remember(
-        h,
+        g,
         Endpoint::Unix {
             socket: path.to_owned(),
         },
@@ -62,9 +64,9 @@ pub fn open_unix(h: &nbd_handle, path: &CStr) -> Result<Opened, Error> {
     })
 }
 
-pub fn open_tcp(h: &nbd_handle, host: &CStr, port: &CStr) -> Result<Opened, Error> {
+pub fn open_tcp(g: &mut Inner, host: &CStr, port: &CStr) -> Result<Opened, Error> {
     remember(
-        h,
+        g,
         Endpoint::Tcp {
             host: host.to_owned(),
             port: port.to_owned(),
@@ -76,15 +78,15 @@ pub fn open_tcp(h: &nbd_handle, host: &CStr, port: &CStr) -> Result<Opened, Erro
     })
 }
 
-pub fn open_vsock(h: &nbd_handle, cid: u32, port: u32) -> Result<Opened, Error> {
-    remember(h, Endpoint::Vsock { cid, port });
+pub fn open_vsock(g: &mut Inner, cid: u32, port: u32) -> Result<Opened, Error> {
+    remember(g, Endpoint::Vsock { cid, port });
     Ok(Opened {
         sock: sock::vsock(cid, port)?,
         child: None,
     })
 }
 
-pub fn open_command(_h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
+pub fn open_command(_g: &mut Inner, argv: &[&CStr]) -> Result<Opened, Error> {
     let (sock, pid) = sock::command(argv)?;
     Ok(Opened {
         sock,
@@ -95,7 +97,7 @@ pub fn open_command(_h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
 /// nbd_connect_socket: the caller's connected socket. libnbd owns it from
 /// the moment the call starts (and closes it, also when connecting
 /// fails); a negative fd is EBADF and is not touched.
-pub fn open_socket(_h: &nbd_handle, fd: libc::c_int) -> Result<Opened, Error> {
+pub fn open_socket(_g: &mut Inner, fd: libc::c_int) -> Result<Opened, Error> {
     if fd < 0 {
         return Err(err(libc::EBADF, format!("invalid socket: {fd}")));
     }
@@ -104,15 +106,12 @@ pub fn open_socket(_h: &nbd_handle, fd: libc::c_int) -> Result<Opened, Error> {
     Ok(Opened { sock, child: None })
 }
 
-pub fn open_systemd_socket_activation(h: &nbd_handle, argv: &[&CStr]) -> Result<Opened, Error> {
+pub fn open_systemd_socket_activation(g: &mut Inner, argv: &[&CStr]) -> Result<Opened, Error> {
     let (sock, pid, dir) = sock::activation(argv)?;
     let path = dir.sock.clone();
-    {
-        let mut g = h.lock();
-        g.endpoint = Some(Endpoint::Unix { socket: path });
-        // A handle connects once, so there is no earlier directory.
-        g.activation = Some(dir);
-    }
+    g.endpoint = Some(Endpoint::Unix { socket: path });
+    // A handle connects once, so there is no earlier directory.
+    g.activation = Some(dir);
     Ok(Opened {
         sock,
         child: Some(pid),

@@ -10,7 +10,7 @@ use crate::consts::{
     LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
 use crate::errors::{err, Error};
-use crate::handle::nbd_handle;
+use crate::handle::{nbd_handle, Inner};
 use crate::settings::Settings;
 use std::ffi::{CStr, CString};
 
@@ -45,10 +45,9 @@ pub fn permitted(s: &Settings) -> Permitted {
 /// handle's settings (TLS mode, TLS files, user name, export name) as
 /// libnbd does. Its errors leave the handle as it was (newly created, not
 /// dead), as in libnbd. Returns where to connect: [`open_endpoint`].
-pub fn apply_uri(h: &nbd_handle, raw: &CStr) -> Result<Endpoint, Error> {
+pub fn apply_uri(h: &nbd_handle, g: &mut Inner, raw: &CStr) -> Result<Endpoint, Error> {
     let u = parse(raw.to_bytes()).map_err(uri_error)?;
     {
-        let mut g = h.lock();
         let s = &mut g.settings;
         check_allowed(&u, &permitted(s)).map_err(uri_error)?;
         if u.export_name.as_bytes().len() > nbd_core::limits::MAX_STRING {
@@ -82,11 +81,11 @@ pub fn apply_uri(h: &nbd_handle, raw: &CStr) -> Result<Endpoint, Error> {
 
 /// The second half of nbd_connect_uri: opens the transport the URI named.
 /// Its errors kill the handle, as any failed connection attempt.
-pub fn open_endpoint(h: &nbd_handle, ep: &Endpoint) -> Result<Opened, Error> {
+pub fn open_endpoint(g: &mut Inner, ep: &Endpoint) -> Result<Opened, Error> {
     match ep {
-        Endpoint::Tcp { host, port } => open_tcp(h, host, port),
-        Endpoint::Unix { socket } => open_unix(h, socket),
-        Endpoint::Vsock { cid, port } => open_vsock(h, *cid, *port),
+        Endpoint::Tcp { host, port } => open_tcp(g, host, port),
+        Endpoint::Unix { socket } => open_unix(g, socket),
+        Endpoint::Vsock { cid, port } => open_vsock(g, *cid, *port),
     }
 }
 
@@ -94,14 +93,13 @@ pub fn open_endpoint(h: &nbd_handle, ep: &Endpoint) -> Result<Opened, Error> {
 /// connected and its settings (libnbd 1.14's rules: `nbds` when TLS is
 /// required or was negotiated, the user name only when set explicitly,
 /// the TLS files when set).
-pub fn uri_of(h: &nbd_handle) -> Result<CString, Error> {
-    let Some(ep) = endpoint(h) else {
+pub fn uri_of(g: &Inner) -> Result<CString, Error> {
+    let Some(ep) = endpoint(g) else {
         return Err(err(
             libc::EINVAL,
             "cannot construct a URI for this connection type",
         ));
     };
-    let g = h.lock();
     let s = &g.settings;
     let negotiated = g.conn.as_ref().is_some_and(|c| c.tls_negotiated());
     let parts = UriParts {

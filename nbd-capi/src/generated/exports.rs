@@ -2,8 +2,10 @@
 //
 // Every wrapper has the same shape: set the thread's error context to the
 // call's name, run the rest inside the panic boundary, check the handle and
-// pointers (EFAULT), trace when debugging, check the handle's state
-// (ENOTCONN before connecting, else EINVAL), then call the hand-written body.
+// pointers (EFAULT), trace when debugging, then take the handle lock once
+// for both the checks (read buffer zeroed, the handle's state: ENOTCONN
+// before connecting, else EINVAL; enums and flags) and the hand-written
+// body, which releases it only while blocked in poll(2).
 
 use crate::callbacks;
 use crate::calls;
@@ -183,7 +185,9 @@ pub unsafe extern "C" fn nbd_set_debug(h: *mut nbd_handle, debug: bool) -> c_int
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("debug={}", debug));
-        let r = calls::settings::set_debug(h, debug);
+        let r = h.with_lock(|g| {
+            calls::settings::set_debug(h, g, debug)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -196,7 +200,9 @@ pub unsafe extern "C" fn nbd_get_debug(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_debug(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_debug(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -210,7 +216,9 @@ pub unsafe extern "C" fn nbd_set_debug_callback(h: *mut nbd_handle, debug_callba
         let debug_callback: callbacks::Debug = debug_callback.into();
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| "debug_callback=<fun>".to_string());
-        let r = calls::settings::set_debug_callback(h, debug_callback);
+        let r = h.with_lock(|g| {
+            calls::settings::set_debug_callback(h, g, debug_callback)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -223,7 +231,9 @@ pub unsafe extern "C" fn nbd_clear_debug_callback(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::clear_debug_callback(h);
+        let r = h.with_lock(|g| {
+            calls::settings::clear_debug_callback(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -237,7 +247,9 @@ pub unsafe extern "C" fn nbd_set_handle_name(h: *mut nbd_handle, handle_name: *c
         let h = ffi::handle(h)?;
         let handle_name = ffi::cstr(handle_name, "handle_name")?;
         let trace = h.trace_enter(|| format!("handle_name={:?}", handle_name.to_string_lossy()));
-        let r = calls::settings::set_handle_name(h, handle_name);
+        let r = h.with_lock(|g| {
+            calls::settings::set_handle_name(h, g, handle_name)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -250,7 +262,9 @@ pub unsafe extern "C" fn nbd_get_handle_name(h: *mut nbd_handle) -> *mut c_char 
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_handle_name(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_handle_name(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -262,7 +276,9 @@ pub unsafe extern "C" fn nbd_set_private_data(h: *mut nbd_handle, private_data: 
     wrap::boundary::<ret::UIntPtr, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("private_data={}", private_data));
-        let r = calls::settings::set_private_data(h, private_data);
+        let r = h.with_lock(|g| {
+            calls::settings::set_private_data(h, g, private_data)
+        });
         wrap::trace_leave::<ret::UIntPtr>(h, trace, &r);
         r
     })
@@ -274,7 +290,9 @@ pub unsafe extern "C" fn nbd_get_private_data(h: *mut nbd_handle) -> libc::uintp
     wrap::boundary::<ret::UIntPtr, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_private_data(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_private_data(h, g)
+        });
         wrap::trace_leave::<ret::UIntPtr>(h, trace, &r);
         r
     })
@@ -304,7 +322,9 @@ pub unsafe extern "C" fn nbd_get_export_name(h: *mut nbd_handle) -> *mut c_char 
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_export_name(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_export_name(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -333,7 +353,9 @@ pub unsafe extern "C" fn nbd_get_request_block_size(h: *mut nbd_handle) -> c_int
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_request_block_size(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_request_block_size(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -362,7 +384,9 @@ pub unsafe extern "C" fn nbd_get_full_info(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_full_info(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_full_info(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -407,13 +431,11 @@ pub unsafe extern "C" fn nbd_set_tls(h: *mut nbd_handle, tls: c_int) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("tls={}", tls));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::set_tls(h, tls));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            wrap::check_enum("tls", tls, &[LIBNBD_TLS_DISABLE, LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE])?;
+            calls::tls::set_tls(h, g, tls)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -426,7 +448,9 @@ pub unsafe extern "C" fn nbd_get_tls(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::tls::get_tls(h);
+        let r = h.with_lock(|g| {
+            calls::tls::get_tls(h, g)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -439,12 +463,10 @@ pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::get_tls_negotiated(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::tls::get_tls_negotiated(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -458,12 +480,10 @@ pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut nbd_handle, dir: *cons
         let h = ffi::handle(h)?;
         let dir = ffi::cstr(dir, "dir")?;
         let trace = h.trace_enter(|| format!("dir={:?}", dir.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::set_tls_certificates(h, dir));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_certificates(h, g, dir)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -476,12 +496,10 @@ pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut nbd_handle, verify: boo
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("verify={}", verify));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::set_tls_verify_peer(h, verify));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_verify_peer(h, g, verify)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -494,7 +512,9 @@ pub unsafe extern "C" fn nbd_get_tls_verify_peer(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::tls::get_tls_verify_peer(h);
+        let r = h.with_lock(|g| {
+            calls::tls::get_tls_verify_peer(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -508,12 +528,10 @@ pub unsafe extern "C" fn nbd_set_tls_username(h: *mut nbd_handle, username: *con
         let h = ffi::handle(h)?;
         let username = ffi::cstr(username, "username")?;
         let trace = h.trace_enter(|| format!("username={:?}", username.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::set_tls_username(h, username));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_username(h, g, username)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -526,7 +544,9 @@ pub unsafe extern "C" fn nbd_get_tls_username(h: *mut nbd_handle) -> *mut c_char
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::tls::get_tls_username(h);
+        let r = h.with_lock(|g| {
+            calls::tls::get_tls_username(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -540,12 +560,10 @@ pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut nbd_handle, filename: *con
         let h = ffi::handle(h)?;
         let filename = ffi::cstr(filename, "filename")?;
         let trace = h.trace_enter(|| format!("filename={:?}", filename.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::tls::set_tls_psk_file(h, filename));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_psk_file(h, g, filename)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -574,7 +592,9 @@ pub unsafe extern "C" fn nbd_get_request_structured_replies(h: *mut nbd_handle) 
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_request_structured_replies(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_request_structured_replies(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -620,7 +640,9 @@ pub unsafe extern "C" fn nbd_get_handshake_flags(h: *mut nbd_handle) -> u32 {
     wrap::boundary::<ret::UInt32, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_handshake_flags(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_handshake_flags(h, g)
+        });
         wrap::trace_leave::<ret::UInt32>(h, trace, &r);
         r
     })
@@ -633,7 +655,9 @@ pub unsafe extern "C" fn nbd_set_pread_initialize(h: *mut nbd_handle, request: b
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("request={}", request));
-        let r = calls::settings::set_pread_initialize(h, request);
+        let r = h.with_lock(|g| {
+            calls::settings::set_pread_initialize(h, g, request)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -646,7 +670,9 @@ pub unsafe extern "C" fn nbd_get_pread_initialize(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_pread_initialize(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_pread_initialize(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -659,12 +685,10 @@ pub unsafe extern "C" fn nbd_set_strict_mode(h: *mut nbd_handle, flags: u32) -> 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("flags=0x{:x}", flags));
-        let r = h
-            .with_lock(|_g| {
-                wrap::check_flags("flags", flags, LIBNBD_STRICT_MASK)?;
-                Ok(())
-            })
-            .and_then(|()| calls::settings::set_strict_mode(h, flags));
+        let r = h.with_lock(|g| {
+            wrap::check_flags("flags", flags, LIBNBD_STRICT_MASK)?;
+            calls::settings::set_strict_mode(h, g, flags)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -677,7 +701,9 @@ pub unsafe extern "C" fn nbd_get_strict_mode(h: *mut nbd_handle) -> u32 {
     wrap::boundary::<ret::UInt32, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_strict_mode(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_strict_mode(h, g)
+        });
         wrap::trace_leave::<ret::UInt32>(h, trace, &r);
         r
     })
@@ -706,7 +732,9 @@ pub unsafe extern "C" fn nbd_get_opt_mode(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_opt_mode(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_opt_mode(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -818,7 +846,9 @@ pub unsafe extern "C" fn nbd_get_nr_meta_contexts(h: *mut nbd_handle) -> libc::s
     wrap::boundary::<ret::SSize, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::settings::get_nr_meta_contexts(h);
+        let r = h.with_lock(|g| {
+            calls::settings::get_nr_meta_contexts(h, g)
+        });
         wrap::trace_leave::<ret::SSize>(h, trace, &r);
         r
     })
@@ -831,7 +861,9 @@ pub unsafe extern "C" fn nbd_get_meta_context(h: *mut nbd_handle, i: usize) -> *
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("i={}", i));
-        let r = calls::settings::get_meta_context(h, i);
+        let r = h.with_lock(|g| {
+            calls::settings::get_meta_context(h, g, i)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
@@ -911,12 +943,10 @@ pub unsafe extern "C" fn nbd_connect_uri(h: *mut nbd_handle, uri: *const c_char)
         let h = ffi::handle(h)?;
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_uri(h, uri));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_uri(h, g, uri)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -930,12 +960,10 @@ pub unsafe extern "C" fn nbd_connect_unix(h: *mut nbd_handle, unixsocket: *const
         let h = ffi::handle(h)?;
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_unix(h, unixsocket));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_unix(h, g, unixsocket)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -948,12 +976,10 @@ pub unsafe extern "C" fn nbd_connect_vsock(h: *mut nbd_handle, cid: u32, port: u
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_vsock(h, cid, port));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_vsock(h, g, cid, port)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -968,12 +994,10 @@ pub unsafe extern "C" fn nbd_connect_tcp(h: *mut nbd_handle, hostname: *const c_
         let hostname = ffi::cstr(hostname, "hostname")?;
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_tcp(h, hostname, port));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_tcp(h, g, hostname, port)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -986,12 +1010,10 @@ pub unsafe extern "C" fn nbd_connect_socket(h: *mut nbd_handle, sock: c_int) -> 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_socket(h, sock));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_socket(h, g, sock)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1005,12 +1027,10 @@ pub unsafe extern "C" fn nbd_connect_command(h: *mut nbd_handle, argv: *mut *mut
         let h = ffi::handle(h)?;
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_command(h, argv));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_command(h, g, argv)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1024,12 +1044,10 @@ pub unsafe extern "C" fn nbd_connect_systemd_socket_activation(h: *mut nbd_handl
         let h = ffi::handle(h)?;
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::connect::connect_systemd_socket_activation(h, argv));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::connect::connect_systemd_socket_activation(h, g, argv)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1428,7 +1446,9 @@ pub unsafe extern "C" fn nbd_poll(h: *mut nbd_handle, timeout: c_int) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("timeout={}", timeout));
-        let r = calls::aio::poll(h, timeout);
+        let r = h.with_lock(|g| {
+            calls::aio::poll(h, g, timeout)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -1442,12 +1462,10 @@ pub unsafe extern "C" fn nbd_aio_connect(h: *mut nbd_handle, addr: *const libc::
         let h = ffi::handle(h)?;
         let addr = ffi::sockaddr(addr, addrlen, "addr")?;
         let trace = h.trace_enter(|| format!("addr=<sockaddr> addrlen={}", addr.1));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect(h, addr));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect(h, g, addr)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1461,12 +1479,10 @@ pub unsafe extern "C" fn nbd_aio_connect_uri(h: *mut nbd_handle, uri: *const c_c
         let h = ffi::handle(h)?;
         let uri = ffi::cstr(uri, "uri")?;
         let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_uri(h, uri));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_uri(h, g, uri)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1480,12 +1496,10 @@ pub unsafe extern "C" fn nbd_aio_connect_unix(h: *mut nbd_handle, unixsocket: *c
         let h = ffi::handle(h)?;
         let unixsocket = ffi::cstr(unixsocket, "unixsocket")?;
         let trace = h.trace_enter(|| format!("unixsocket={:?}", unixsocket.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_unix(h, unixsocket));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_unix(h, g, unixsocket)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1498,12 +1512,10 @@ pub unsafe extern "C" fn nbd_aio_connect_vsock(h: *mut nbd_handle, cid: u32, por
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cid={} port={}", cid, port));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_vsock(h, cid, port));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_vsock(h, g, cid, port)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1518,12 +1530,10 @@ pub unsafe extern "C" fn nbd_aio_connect_tcp(h: *mut nbd_handle, hostname: *cons
         let hostname = ffi::cstr(hostname, "hostname")?;
         let port = ffi::cstr(port, "port")?;
         let trace = h.trace_enter(|| format!("hostname={:?} port={:?}", hostname.to_string_lossy(), port.to_string_lossy()));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_tcp(h, hostname, port));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_tcp(h, g, hostname, port)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1536,12 +1546,10 @@ pub unsafe extern "C" fn nbd_aio_connect_socket(h: *mut nbd_handle, sock: c_int)
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("sock={}", sock));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_socket(h, sock));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_socket(h, g, sock)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1555,12 +1563,10 @@ pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut nbd_handle, argv: *mut 
         let h = ffi::handle(h)?;
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_command(h, argv));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_command(h, g, argv)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1574,12 +1580,10 @@ pub unsafe extern "C" fn nbd_aio_connect_systemd_socket_activation(h: *mut nbd_h
         let h = ffi::handle(h)?;
         let argv = ffi::string_list(argv, "argv")?;
         let trace = h.trace_enter(|| format!("argv={:?}", argv));
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Created])?;
-                Ok(())
-            })
-            .and_then(|()| calls::aio_connect::aio_connect_systemd_socket_activation(h, argv));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::aio_connect::aio_connect_systemd_socket_activation(h, g, argv)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1846,7 +1850,9 @@ pub unsafe extern "C" fn nbd_aio_get_fd(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Int, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_get_fd(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_get_fd(h, g)
+        });
         wrap::trace_leave::<ret::Int>(h, trace, &r);
         r
     })
@@ -1858,7 +1864,9 @@ pub unsafe extern "C" fn nbd_aio_get_direction(h: *mut nbd_handle) -> c_uint {
     wrap::boundary::<ret::UInt, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_get_direction(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_get_direction(h, g)
+        });
         wrap::trace_leave::<ret::UInt>(h, trace, &r);
         r
     })
@@ -1871,7 +1879,9 @@ pub unsafe extern "C" fn nbd_aio_notify_read(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_notify_read(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_notify_read(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1884,7 +1894,9 @@ pub unsafe extern "C" fn nbd_aio_notify_write(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_notify_write(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_notify_write(h, g)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -1896,7 +1908,9 @@ pub unsafe extern "C" fn nbd_aio_is_created(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_created(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_created(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1908,7 +1922,9 @@ pub unsafe extern "C" fn nbd_aio_is_connecting(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_connecting(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_connecting(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1920,7 +1936,9 @@ pub unsafe extern "C" fn nbd_aio_is_negotiating(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_negotiating(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_negotiating(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1932,7 +1950,9 @@ pub unsafe extern "C" fn nbd_aio_is_ready(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_ready(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_ready(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1944,7 +1964,9 @@ pub unsafe extern "C" fn nbd_aio_is_processing(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_processing(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_processing(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1956,7 +1978,9 @@ pub unsafe extern "C" fn nbd_aio_is_dead(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_dead(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_dead(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1968,7 +1992,9 @@ pub unsafe extern "C" fn nbd_aio_is_closed(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_is_closed(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_is_closed(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1981,7 +2007,9 @@ pub unsafe extern "C" fn nbd_aio_command_completed(h: *mut nbd_handle, cookie: u
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("cookie={}", cookie));
-        let r = calls::aio::aio_command_completed(h, cookie);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_command_completed(h, g, cookie)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -1994,7 +2022,9 @@ pub unsafe extern "C" fn nbd_aio_peek_command_completed(h: *mut nbd_handle) -> i
     wrap::boundary::<ret::Int64, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::aio_peek_command_completed(h);
+        let r = h.with_lock(|g| {
+            calls::aio::aio_peek_command_completed(h, g)
+        });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
@@ -2023,7 +2053,9 @@ pub unsafe extern "C" fn nbd_connection_state(h: *mut nbd_handle) -> *const c_ch
     wrap::boundary::<ret::StaticString, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::aio::connection_state(h);
+        let r = h.with_lock(|g| {
+            calls::aio::connection_state(h, g)
+        });
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
@@ -2036,7 +2068,9 @@ pub unsafe extern "C" fn nbd_get_package_name(h: *mut nbd_handle) -> *const c_ch
     wrap::boundary::<ret::StaticString, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::info::get_package_name(h);
+        let r = h.with_lock(|g| {
+            calls::info::get_package_name(h, g)
+        });
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
@@ -2049,7 +2083,9 @@ pub unsafe extern "C" fn nbd_get_version(h: *mut nbd_handle) -> *const c_char {
     wrap::boundary::<ret::StaticString, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::info::get_version(h);
+        let r = h.with_lock(|g| {
+            calls::info::get_version(h, g)
+        });
         wrap::trace_leave::<ret::StaticString>(h, trace, &r);
         r
     })
@@ -2062,7 +2098,9 @@ pub unsafe extern "C" fn nbd_kill_subprocess(h: *mut nbd_handle, signum: c_int) 
     wrap::boundary::<ret::Err, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(|| format!("signum={}", signum));
-        let r = calls::connect::kill_subprocess(h, signum);
+        let r = h.with_lock(|g| {
+            calls::connect::kill_subprocess(h, g, signum)
+        });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
         r
     })
@@ -2075,7 +2113,9 @@ pub unsafe extern "C" fn nbd_supports_tls(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::tls::supports_tls(h);
+        let r = h.with_lock(|g| {
+            calls::tls::supports_tls(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -2088,7 +2128,9 @@ pub unsafe extern "C" fn nbd_supports_uri(h: *mut nbd_handle) -> c_int {
     wrap::boundary::<ret::Bool, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = calls::uri::supports_uri(h);
+        let r = h.with_lock(|g| {
+            calls::uri::supports_uri(h, g)
+        });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
         r
     })
@@ -2101,12 +2143,10 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut nbd_handle) -> *mut c_char {
     wrap::boundary::<ret::String, _>(|| {
         let h = ffi::handle(h)?;
         let trace = h.trace_enter(String::new);
-        let r = h
-            .with_lock(|g| {
-                g.check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])?;
-                Ok(())
-            })
-            .and_then(|()| calls::uri::get_uri(h));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connecting, State::Negotiating, State::Connected, State::Closed, State::Dead])?;
+            calls::uri::get_uri(h, g)
+        });
         wrap::trace_leave::<ret::String>(h, trace, &r);
         r
     })
