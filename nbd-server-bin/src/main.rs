@@ -247,6 +247,33 @@ fn tls_vars(vars: &mut RunVars) {
     vars.push(("tls", level.into()));
 }
 
+/// Binds and listens on a Unix socket at `path`, so that the path appears
+/// only once the socket accepts connections: a client (or a script) that
+/// waits for the file and then connects is never refused. The socket is
+/// made under a temporary name beside `path` and then hard-linked to it,
+/// which, unlike a rename, fails if `path` exists (as bind(2) would, with
+/// EADDRINUSE). A path too long for a longer temporary name is bound
+/// directly.
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.as_os_str().len() >= 108 {
+        // Too long for sun_path where `path` itself may still fit.
+        return UnixListener::bind(path);
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(std::io::Error::from_raw_os_error(libc::EADDRINUSE))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Binds the listeners; returns them with the variables of `--run`.
 fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
     let export = uri_quote(&c.exportname, false);
@@ -258,8 +285,7 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
         } else {
             absolute(Path::new(u))
         };
-        let l = UnixListener::bind(&path)
-            .unwrap_or_else(|e| die(format!("bind: {}: {e}", path.display())));
+        let l = bind_unix(&path).unwrap_or_else(|e| die(format!("bind: {}: {e}", path.display())));
         CLEANUP.lock().push((path.clone(), false));
         let p = path.to_string_lossy().into_owned();
         let uri = format!("nbd+unix:///{export}?socket={}", uri_quote(&p, true));
