@@ -42,7 +42,7 @@ fn offset_and_range() {
         "offset=65536",
     ]);
     assert_eq!(m, vec![(0, (1 << 20) - 65536, HOLE_ZERO)]);
-    bad(&["--filter=offset", "null", "1M", "offset=2M"], "beyond");
+    refused_on_open(&["--filter=offset", "null", "1M", "offset=2M"], "beyond");
     bad(&["--filter=offset", "null", "1M", "range=1x"], "range");
 }
 
@@ -127,12 +127,12 @@ fn partition_mbr_and_gpt() {
             ),
             "2097152"
         );
-        bad(
+        refused_on_open(
             &["--filter=partition", "file", im, "partition=3"],
             "partition 3",
         );
     }
-    bad(
+    refused_on_open(
         &["--filter=partition", "null", "1M", "partition=1"],
         "partition table",
     );
@@ -535,7 +535,7 @@ fn tar_entry_read_and_overwrite() {
         after.iter().zip(&before).filter(|(a, b)| a != b).count(),
         new.iter().zip(&disk).filter(|(a, b)| a != b).count()
     );
-    bad(
+    refused_on_open(
         &["--filter=tar", "file", t, "tar-entry=missing"],
         "not found",
     );

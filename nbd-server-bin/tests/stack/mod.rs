@@ -78,6 +78,35 @@ pub fn info(args: &[&str], field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in nbdinfo output:\n{s}"))
 }
 
+/// A stack whose parameters are fine but which cannot be opened on the
+/// disk below (a range past its end, a partition that is not there): as
+/// in nbdkit, filters see the disk only when a client connects, so the
+/// server starts and refuses the client. Checked against our nbdkit, which
+/// must log an `nbdkit: error:` line containing `needle`, and against
+/// Debian's, which must refuse the client too.
+pub fn refused_on_open(args: &[&str], needle: &str) {
+    require("nbdinfo", "libnbd-bin");
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = run_with(bin, args, "nbdinfo \"$uri\"");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{bin} {args:?} served the client: {o:?}"
+        );
+        assert!(
+            err.contains("nbd_opt_go: server replied with error"),
+            "{bin} {args:?}: {err}"
+        );
+        if bin == BIN {
+            assert!(
+                err.lines()
+                    .any(|l| l.starts_with("nbdkit: error: ") && l.contains(needle)),
+                "{args:?}: {err} (wanted {needle})"
+            );
+        }
+    }
+}
+
 /// Runs our nbdkit with bad ARGS: exit 1 and one `nbdkit: error:` line
 /// containing `needle`.
 pub fn bad(args: &[&str], needle: &str) {
