@@ -1,11 +1,16 @@
 //! The fua filter (nbdkit-fua-filter(1)): changes how the FUA (force
 //! unit access) flag of writes, trims and zeroes reaches the layer below.
-//! `fuamode=emulate` (the default) advertises FUA and, where the layer
-//! below lacks it, follows the request with a flush; `native` and `force`
-//! advertise it and pass it down (`force` on every request); `pass` passes
-//! the layer below's support on unchanged; `discard` advertises it but
-//! drops it, and drops flushes too (unsafe: for speed with throwaway
-//! data); `none` hides it.
+//! `fuamode=none` (the default, as the manual says) hides FUA from the
+//! client, which must flush instead; `emulate` advertises FUA and, where
+//! the layer below lacks it, follows the request with a flush; `native`
+//! and `force` advertise it and pass it down (`force` on every request);
+//! `pass` passes the layer below's support on unchanged; `discard`
+//! advertises it but drops it, and drops flushes too (unsafe: for speed
+//! with throwaway data).
+//!
+//! Debian's nbdkit 1.32.5 behaves the same without `fuamode` (FUA hidden,
+//! flush kept) but refuses the word `none` itself ("unknown fuamode"),
+//! although its manual lists it; we accept it.
 
 use std::sync::Arc;
 
@@ -35,8 +40,7 @@ enum FuaMode {
     Discard,
 }
 
-/// `fuamode=none|emulate|native|force|pass|discard` (nbdkit 1.32.5 rejects
-/// `none`, which its manual lists; we accept it).
+/// `fuamode=none|emulate|native|force|pass|discard`, `none` when absent.
 pub struct Fua {
     mode: FuaMode,
 }
@@ -50,12 +54,12 @@ impl Fua {
             )?
             .as_deref()
         {
-            Some("none") => FuaMode::None,
+            Some("emulate") => FuaMode::Emulate,
             Some("native") => FuaMode::Native,
             Some("force") => FuaMode::Force,
             Some("pass") => FuaMode::Pass,
             Some("discard") => FuaMode::Discard,
-            _ => FuaMode::Emulate,
+            _ => FuaMode::None,
         };
         Ok(Fua { mode })
     }
@@ -201,7 +205,12 @@ mod tests {
     /// advertised.
     fn run(mode: &str) -> (bool, String) {
         let plugin = Arc::new(Recorder::default());
-        let mut p = Params::new("fua", vec![("fuamode".into(), mode.into())]);
+        let kv = if mode.is_empty() {
+            vec![]
+        } else {
+            vec![("fuamode".into(), mode.into())]
+        };
+        let mut p = Params::new("fua", kv);
         let f = (FILTER.open)(&mut p, false).unwrap();
         p.finish().unwrap();
         let chain = Arc::new(Chain::new(plugin.clone(), vec![f]));
@@ -220,5 +229,7 @@ mod tests {
         assert_eq!(run("pass"), (false, "Wf".into()));
         assert_eq!(run("discard"), (true, "w".into()));
         assert_eq!(run("none"), (false, "wff".into()));
+        // No fuamode: none, as nbdkit's manual says.
+        assert_eq!(run(""), (false, "wff".into()));
     }
 }
