@@ -54,3 +54,55 @@ fn fua_default_mode_is_none() {
     );
     bad(&["--filter=fua", "null", "fuamode=sometimes"], "fuamode");
 }
+
+#[test]
+fn file_size_is_read_at_each_connection() {
+    let dir = TempDir::new("grow");
+    let f = dir.path().join("disk.img");
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        std::fs::write(&f, vec![7u8; 65536]).unwrap();
+        let fs = f.to_str().unwrap();
+        let o = run_with(
+            bin,
+            &["file", fs],
+            &format!(
+                "nbdinfo --size \"$uri\" && truncate -s 1M {fs} && nbdinfo --size \"$uri\" \
+                 && nbdcopy \"$uri\" - | wc -c"
+            ),
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "65536\n1048576\n1048576\n",
+            "{bin}"
+        );
+    }
+}
+
+#[test]
+fn file_directory_is_dir() {
+    let dir = TempDir::new("directory");
+    std::fs::write(dir.path().join("a.img"), pattern(4096, 1)).unwrap();
+    std::fs::write(dir.path().join("b.img"), pattern(8192, 2)).unwrap();
+    let script = "nbdinfo --list \"$uri\" | grep '^export=' | sort && \
+                  nbdcopy \"nbd+unix:///b.img?socket=$unixsocket\" - | md5sum";
+    let mut outs = Vec::new();
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        for key in ["dir", "directory"] {
+            let arg = format!("{key}={}", dir.path().display());
+            let o = run_with(bin, &["file", &arg], script);
+            assert!(o.status.success(), "{bin} {key}: {o:?}");
+            outs.push(String::from_utf8(o.stdout).unwrap());
+        }
+    }
+    assert!(
+        outs[0].starts_with("export=\"a.img\":\nexport=\"b.img\":\n"),
+        "{}",
+        outs[0]
+    );
+    assert!(outs.iter().all(|o| *o == outs[0]), "{outs:?}");
+    // Both spellings at once are refused.
+    let d = format!("dir={}", dir.path().display());
+    let d2 = format!("directory={}", dir.path().display());
+    bad(&["file", &d, &d2], "directory");
+}

@@ -1,6 +1,10 @@
 //! The file plugin: serves a regular file or a block device.
 //!
-//! One descriptor shared by every connection (pread/pwrite need no lock).
+//! One descriptor shared by every connection (pread/pwrite need no lock);
+//! each connection's handle reads the file's size when it opens, as
+//! nbdkit's file plugin does, so a file that grows (or shrinks) between
+//! connections is served at its new size. `dir=DIRECTORY` (or its synonym
+//! `directory=`) serves the files of a directory, one export each.
 //! Flush and FUA are fdatasync; trim punches a hole (BLKDISCARD on block
 //! devices); zero uses FALLOC_FL_PUNCH_HOLE when the client allows holes,
 //! else FALLOC_FL_ZERO_RANGE (BLKZEROOUT on block devices), falling back to
@@ -33,6 +37,7 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             "dir",
             "a directory whose regular files and block devices are the exports",
         ),
+        ("directory", "the same as dir="),
         ("cache", "page cache use: default or none"),
         (
             "fadvise",
@@ -61,7 +66,11 @@ pub struct FilePlugin {
 
 /// Opens the file plugin (or, with `dir=`, one export per file).
 pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<Arc<dyn Plugin>, String> {
-    if let Some(dir) = p.take("dir") {
+    let dir = match (p.take("dir"), p.take("directory")) {
+        (Some(_), Some(_)) => return Err("file: dir= and directory= are the same parameter".into()),
+        (d, None) | (None, d) => d,
+    };
+    if let Some(dir) = dir {
         if p.take("file").is_some() {
             return Err("file: file= and dir= cannot be used together".into());
         }
@@ -161,9 +170,9 @@ impl Plugin for FileDir {
             pairs.push(("fadvise".into(), f.clone()));
         }
         let mut p = Params::new("file", pairs);
-        FilePlugin::from_parsed(&mut p, self.readonly)
-            .map(|f| Box::new(f) as Box<dyn Backend>)
-            .map_err(|e| Error::new(libc::ENOENT, e))
+        let file = FilePlugin::from_parsed(&mut p, self.readonly)
+            .map_err(|e| Error::new(libc::ENOENT, e))?;
+        Ok(Box::new(FileConn::new(Arc::new(file))?))
     }
 }
 
@@ -549,10 +558,94 @@ pub(crate) fn seek_extents(
     Ok(true)
 }
 
-/// One descriptor for every connection.
+/// One descriptor for every connection; the size is the file's when the
+/// connection opened.
 impl Plugin for FilePlugin {
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(self))
+        Ok(Box::new(FileConn::new(self)?))
+    }
+}
+
+/// One connection's handle: the shared file, and its size as read when
+/// the connection opened. Everything else, the zero-copy path included
+/// (the default `read` reaches `pread_lend`, then `pread`), is the file's.
+struct FileConn {
+    file: Arc<FilePlugin>,
+    size: u64,
+}
+
+impl FileConn {
+    fn new(file: Arc<FilePlugin>) -> Result<Self> {
+        let size = file.size()?;
+        Ok(FileConn { file, size })
+    }
+}
+
+impl Backend for FileConn {
+    fn size(&self) -> Result<u64> {
+        Ok(self.size)
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        self.file.block_size()
+    }
+    fn can_write(&self) -> Result<bool> {
+        self.file.can_write()
+    }
+    fn can_flush(&self) -> Result<bool> {
+        self.file.can_flush()
+    }
+    fn can_fua(&self) -> Result<bool> {
+        self.file.can_fua()
+    }
+    fn can_trim(&self) -> Result<bool> {
+        self.file.can_trim()
+    }
+    fn can_zero(&self) -> Result<bool> {
+        self.file.can_zero()
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        self.file.can_fast_zero()
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        self.file.can_multi_conn()
+    }
+    fn can_extents(&self) -> Result<bool> {
+        self.file.can_extents()
+    }
+    fn can_cache(&self) -> Result<bool> {
+        self.file.can_cache()
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        self.file.is_rotational()
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.pread(buf, offset)
+    }
+    fn pread_lend(
+        &self,
+        count: u32,
+        offset: u64,
+        send: &mut dyn FnMut(&[&[u8]]) -> bool,
+    ) -> Option<Result<()>> {
+        self.file.pread_lend(count, offset, send)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.file.pwrite(buf, offset, fua)
+    }
+    fn flush(&self) -> Result<()> {
+        self.file.flush()
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        self.file.trim(count, offset, fua)
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        self.file.zero(count, offset, flags)
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.file.cache(count, offset)
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        self.file.extents(count, offset, sink)
     }
 }
 
@@ -644,6 +737,46 @@ mod tests {
         .unwrap();
         assert_eq!(top.list_exports(&info("")).unwrap().unwrap().len(), 2);
         assert_eq!(top.open(info("b.img")).unwrap().size().unwrap(), 4096);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn size_is_read_at_each_open() {
+        let p = temp("grow");
+        std::fs::write(&p, [1u8; 512]).unwrap();
+        let info = ConnectionInfo {
+            id: 1,
+            peer: nbd_core::server::Peer::Other,
+            export_name: vec![],
+            readonly: false,
+            tls: false,
+        };
+        let f = Arc::new(FilePlugin::open(p.clone(), false).unwrap());
+        let first = Arc::clone(&f).open(&info).unwrap();
+        std::fs::write(&p, [2u8; 2048]).unwrap();
+        // The open connection keeps the size it saw; a new one sees more.
+        assert_eq!(first.size().unwrap(), 512);
+        let second = Arc::clone(&f).open(&info).unwrap();
+        assert_eq!(second.size().unwrap(), 2048);
+        let mut b = [0u8; 4];
+        second.pread(&mut b, 2000).unwrap();
+        assert_eq!(b, [2; 4]);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn directory_is_dir() {
+        let d = temp("directory");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        let ds = d.to_string_lossy().into_owned();
+        let mut p = Params::new("file", vec![("directory".into(), ds.clone())]);
+        assert!(open(&mut p, false).is_ok());
+        let mut p = Params::new(
+            "file",
+            vec![("dir".into(), ds.clone()), ("directory".into(), ds)],
+        );
+        assert!(open(&mut p, false).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 
