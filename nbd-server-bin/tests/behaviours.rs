@@ -106,3 +106,43 @@ fn file_directory_is_dir() {
     let d2 = format!("directory={}", dir.path().display());
     bad(&["file", &d, &d2], "directory");
 }
+
+/// The nbd plugin connects when a client opens its export: the front
+/// server starts before the back one, and each client connection makes
+/// its own connection to the back server.
+#[test]
+fn nbd_connects_per_client_connection() {
+    require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("nbdlate");
+    let mut outs = Vec::new();
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let sock = dir.path().join("back.sock");
+        let log = dir.path().join("back.log");
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(&sock);
+        let script = format!(
+            "front=\"$uri\"; {DEBIAN_NBDKIT} -U {s} --filter=log pattern 1M logfile={l} \
+             --run \"nbdcopy '$front' - | md5sum && nbdinfo --size '$front'\"",
+            s = sock.display(),
+            l = log.display(),
+        );
+        let o = run_with(
+            bin,
+            &["nbd", &format!("socket={}", sock.display())],
+            &script,
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.ends_with("  -\n1048576\n"), "{bin}: {out}");
+        outs.push(out);
+        let log = std::fs::read_to_string(&log).unwrap();
+        let connects = log.lines().filter(|l| l.contains(" Connect ")).count();
+        assert_eq!(connects, 2, "{bin}: {log}");
+    }
+    assert_eq!(outs[0], outs[1]);
+    // Bad parameters are still refused at start-up.
+    bad(&["nbd", "socket=/a", "hostname=b"], "exactly one");
+    bad(&["nbd", "hostname=b", "port=http"], "port");
+    bad(&["nbd", "uri=nbds://localhost/"], "TLS");
+    bad(&["nbd"], "required");
+}

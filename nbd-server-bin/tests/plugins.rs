@@ -290,7 +290,8 @@ fn nbd_proxies_to_another_server() {
     bad(&["nbd", "uri=nbds://localhost/"], "TLS");
     bad(&["nbd", "uri=http://localhost/"], "scheme");
     bad(&["nbd"], "required");
-    bad(&["nbd", "socket=/nonexistent/sock"], "/nonexistent/sock");
+    // A missing server is found when a client connects, as in nbdkit.
+    refused_on_open(&["nbd", "socket=/nonexistent/sock"], "/nonexistent/sock");
 }
 
 #[test]

@@ -3,10 +3,12 @@
 //!
 //! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, or `uri=` (magic
 //! key; `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`,
-//! TLS schemes are refused); `export=NAME`. One connection, opened on
-//! first use and reopened if it died, is shared by every client; a mutex
-//! around it makes each request a full round trip (requests are
-//! serialised: simple and correct; the remote sees one client).
+//! TLS schemes are refused); `export=NAME`. As in nbdkit, each client
+//! connection gets its own connection to the server, made when the client
+//! opens its export (so this server may start before the one it forwards
+//! to; bad parameters are still refused at start-up) and remade if it
+//! died. A mutex around it makes each request a full round trip (one
+//! client's requests are serialised: simple and correct).
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
@@ -39,7 +41,7 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             "whether to use TLS with the server (only off is supported)",
         ),
     ],
-    open: |p, ro| Ok(Arc::new(NbdPlugin::open(p, ro)?)),
+    open: |p, ro| Ok(Arc::new(NbdPlugin::configure(p, ro)?)),
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +205,16 @@ impl Conn {
     }
 }
 
+/// The plugin as configured: where the server is. Connects nowhere.
 pub struct NbdPlugin {
+    target: Target,
+    export: String,
+    readonly: bool,
+}
+
+/// One connection to the server: a client connection's handle (or, for
+/// xnbd-server, the one shared remote).
+pub struct NbdConn {
     target: Target,
     export: String,
     readonly: bool,
@@ -212,7 +223,8 @@ pub struct NbdPlugin {
 }
 
 impl NbdPlugin {
-    pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<NbdPlugin, String> {
+    /// Checks the parameters; connects nowhere.
+    pub fn configure(p: &mut Params, readonly: bool) -> std::result::Result<NbdPlugin, String> {
         let uri = p.take("uri");
         let socket = p.take("socket");
         let host = p.take("hostname");
@@ -247,23 +259,39 @@ impl NbdPlugin {
                 )),
             };
         let export = export.or(uri_export).unwrap_or_default();
-        // Connect now, so that a wrong address is reported at startup
-        // rather than to the first client.
-        let conn = Conn::connect(&target, &export).map_err(|e| e.to_string())?;
-        let info = conn
-            .client
-            .export()
-            .cloned()
-            .ok_or_else(|| p.err("no export information from the server"))?;
         Ok(NbdPlugin {
             target,
             export,
             readonly,
+        })
+    }
+
+    /// Checks the parameters and connects at once (xnbd-server's remote,
+    /// shared by all its clients).
+    pub fn open(p: &mut Params, readonly: bool) -> std::result::Result<NbdConn, String> {
+        Self::configure(p, readonly)?
+            .connect()
+            .map_err(|e| e.to_string())
+    }
+
+    /// A new connection to the server.
+    pub fn connect(&self) -> Result<NbdConn> {
+        let conn = Conn::connect(&self.target, &self.export)?;
+        let info =
+            conn.client.export().cloned().ok_or_else(|| {
+                Error::new(libc::EIO, "nbd: no export information from the server")
+            })?;
+        Ok(NbdConn {
+            target: self.target.clone(),
+            export: self.export.clone(),
+            readonly: self.readonly,
             conn: Mutex::new(Some(conn)),
             info,
         })
     }
+}
 
+impl NbdConn {
     fn flag(&self, f: u16) -> bool {
         self.info.flags & f != 0
     }
@@ -288,7 +316,7 @@ impl NbdPlugin {
     }
 }
 
-impl Backend for NbdPlugin {
+impl Backend for NbdConn {
     fn size(&self) -> Result<u64> {
         Ok(self.info.size)
     }
@@ -391,8 +419,16 @@ impl Backend for NbdPlugin {
     }
 }
 
-/// The same disk for every connection.
+/// A connection to the server for each client connection, made now.
 impl Plugin for NbdPlugin {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self.connect()?))
+    }
+}
+
+/// A connection already made, shared by every client (xnbd-server's
+/// remote).
+impl Plugin for NbdConn {
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         Ok(Box::new(self))
     }
