@@ -146,3 +146,97 @@ fn nbd_connects_per_client_connection() {
     bad(&["nbd", "uri=nbds://localhost/"], "TLS");
     bad(&["nbd"], "required");
 }
+
+/// Writes a pattern through the disk and reads it back, with block
+/// status turned off (Debian's allocator=zstd crashes on block status).
+fn round_trip(bin: &str, args: &[&str]) -> Vec<u8> {
+    require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("memrt");
+    let src = dir.path().join("src");
+    std::fs::write(&src, pattern(300_000, 9)).unwrap();
+    let o = run_with(
+        bin,
+        args,
+        &format!(
+            "nbdcopy {} \"$uri\" && nbdcopy --no-extents \"$uri\" -",
+            src.display()
+        ),
+    );
+    assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+    o.stdout
+}
+
+#[test]
+fn memory_allocators() {
+    for a in [
+        "allocator=sparse",
+        "allocator=malloc",
+        "allocator=malloc,mlock=true",
+        "allocator=malloc,mlock=false",
+        "allocator=zstd",
+    ] {
+        let args = ["memory", "1M", a];
+        let ours = round_trip(BIN, &args);
+        assert_eq!(ours.len(), 1 << 20, "{a}");
+        assert_eq!(ours[..300_000], pattern(300_000, 9)[..], "{a}");
+        assert_eq!(ours, round_trip(DEBIAN_NBDKIT, &args), "{a}");
+    }
+    // malloc is not sparse: all data; sparse has holes.
+    for a in ["allocator=malloc", "allocator=sparse"] {
+        let args = ["memory", "1M", a];
+        assert_eq!(map(&args), map_with(DEBIAN_NBDKIT, &args), "{a}");
+    }
+    assert_eq!(
+        map(&["memory", "1M", "allocator=malloc"]),
+        [(0, 1 << 20, 0)]
+    );
+    // Bad values, refused at start-up by both.
+    for (a, needle) in [
+        ("allocator=bogus", "unknown allocator"),
+        (
+            "allocator=sparse,mlock=true",
+            "does not take extra parameters",
+        ),
+        ("allocator=malloc,foo=1", "unknown parameter"),
+        ("allocator=malloc,mlock=maybe", "boolean"),
+        // mlock is part of the allocator's value, not a parameter.
+        ("mlock=true", "mlock"),
+    ] {
+        bad(&["memory", "1M", a], needle);
+        let d = run_with(DEBIAN_NBDKIT, &["memory", "1M", a], "true");
+        assert_eq!(d.status.code(), Some(1), "Debian's with {a}: {d:?}");
+    }
+}
+
+/// mlock=true fails clearly when the pages may not be locked: here, no
+/// CAP_IPC_LOCK and a 64 KiB limit.
+#[test]
+fn memory_mlock_failure() {
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = std::process::Command::new("prlimit")
+            .args([
+                "--memlock=65536:65536",
+                "setpriv",
+                "--bounding-set=-ipc_lock",
+            ])
+            .args([
+                bin,
+                "-U",
+                "-",
+                "memory",
+                "16M",
+                "allocator=malloc,mlock=true",
+            ])
+            .args(["--run", "true"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{bin}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("nbdkit: error: ") && l.contains("mlock")),
+            "{bin}: {err}"
+        );
+    }
+}

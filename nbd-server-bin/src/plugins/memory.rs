@@ -1,6 +1,15 @@
-//! The memory plugin: a sparse RAM disk.
+//! The memory plugin: a RAM disk (nbdkit-memory-plugin(1)).
 //!
-//! Storage is a set of 32 KiB pages allocated on first write, so
+//! `allocator=sparse` (the default) and `allocator=zstd`: the sparse
+//! allocator below. We have no zstd compression: `zstd` is served by the
+//! sparse allocator, uncompressed (the same disk, only without the memory
+//! saving). `allocator=malloc[,mlock=true]`: one contiguous zeroed
+//! allocation of the whole size, reported as data in block status;
+//! `mlock=true` locks it in RAM with mlock(2) and fails at start-up, with
+//! the system's reason, if that is not allowed. As in nbdkit, `mlock` is
+//! an option of the allocator's value, not a parameter of its own.
+//!
+//! Sparse storage is a set of 32 KiB pages allocated on first write, so
 //! `memory 1T` costs nothing until written. Pages live in 64 shards (page
 //! number modulo 64, so sequential I/O spreads over all shards), each a
 //! hash map behind its own reader-writer lock: parallel requests rarely
@@ -26,10 +35,68 @@ pub const PLUGIN: PluginSpec = PluginSpec {
     magic: Some("size"),
     params: &[
         ("size", "the size of the RAM disk"),
-        ("allocator", "how the RAM is allocated (sparse)"),
+        (
+            "allocator",
+            "how the RAM is allocated: sparse, malloc[,mlock=true] or zstd",
+        ),
     ],
-    open: |p, _| Ok(Arc::new(Memory::open(p)?)),
+    open: |p, _| open(p),
 };
+
+/// The plugin with the allocator its parameters ask for.
+fn open(p: &mut Params) -> std::result::Result<Arc<dyn Plugin>, String> {
+    let size = p
+        .take("size")
+        .ok_or("memory: the size parameter is required (eg. size=1G)")?;
+    let size = parse_size(&size).map_err(|e| format!("memory: {e}"))?;
+    let alloc = match p.take("allocator") {
+        Some(a) => parse_allocator(&a).map_err(|e| format!("memory: {e}"))?,
+        None => Allocator::Sparse,
+    };
+    Ok(match alloc {
+        Allocator::Sparse => Arc::new(Memory::new(size)),
+        Allocator::Malloc { mlock } => Arc::new(MallocDisk::new(size, mlock)?),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Allocator {
+    Sparse,
+    Malloc { mlock: bool },
+}
+
+/// `NAME[,KEY=VALUE...]`: `sparse`, `zstd` (served as sparse) or
+/// `malloc[,mlock=BOOL]`.
+fn parse_allocator(v: &str) -> std::result::Result<Allocator, String> {
+    let mut it = v.split(',');
+    let name = it.next().unwrap_or("");
+    let opts: Vec<&str> = it.collect();
+    match name {
+        "sparse" | "zstd" => {
+            if opts.is_empty() {
+                Ok(Allocator::Sparse)
+            } else {
+                Err(format!(
+                    "allocator={name} does not take extra parameters: {v}"
+                ))
+            }
+        }
+        "malloc" => {
+            let mut mlock = false;
+            for o in opts {
+                match o.split_once('=') {
+                    Some(("mlock", b)) => {
+                        mlock = crate::params::parse_bool(b)
+                            .map_err(|e| format!("allocator=malloc: mlock: {e}"))?
+                    }
+                    _ => return Err(format!("allocator=malloc: unknown parameter '{o}'")),
+                }
+            }
+            Ok(Allocator::Malloc { mlock })
+        }
+        _ => Err(format!("unknown allocator \"{v}\"")),
+    }
+}
 
 const PAGE_SHIFT: u32 = 15;
 const PAGE: usize = 1 << PAGE_SHIFT;
@@ -81,20 +148,6 @@ impl Memory {
             .map(|_| RwLock::new(HashMap::default()))
             .collect();
         Memory { size, shards }
-    }
-
-    pub fn open(p: &mut Params) -> std::result::Result<Memory, String> {
-        let size = p
-            .take("size")
-            .ok_or("memory: the size parameter is required (eg. size=1G)")?;
-        let size = parse_size(&size).map_err(|e| format!("memory: {e}"))?;
-        // Accepted for compatibility; every allocator here is sparse.
-        if let Some(a) = p.take("allocator") {
-            if !a.starts_with("sparse") {
-                return Err(format!("memory: allocator '{a}' is not supported"));
-            }
-        }
-        Ok(Memory::new(size))
     }
 
     fn shard(&self, page: u64) -> (&Shard, u64) {
@@ -271,9 +324,183 @@ impl Plugin for Memory {
     }
 }
 
+/// `allocator=malloc`: the whole disk in one anonymous mapping (zeroed
+/// by the kernel, pages appear on first touch unless locked), guarded by
+/// one reader-writer lock: reads in parallel, writes one at a time.
+pub struct MallocDisk {
+    ptr: *mut u8,
+    len: usize,
+    lock: RwLock<()>,
+}
+
+// SAFETY: the mapping is owned by the struct; every access to its bytes
+// holds `lock` (shared for reads, exclusive for changes).
+unsafe impl Send for MallocDisk {}
+unsafe impl Sync for MallocDisk {}
+
+impl MallocDisk {
+    fn new(size: u64, mlock: bool) -> std::result::Result<MallocDisk, String> {
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|&l| l < isize::MAX as usize)
+            .ok_or_else(|| format!("memory: allocator=malloc: {size} bytes is too large"))?;
+        // A zero-length mapping is not allowed: map one byte instead.
+        let map_len = len.max(1);
+        // SAFETY: a new private anonymous mapping; no existing memory is
+        // touched. MAP_FAILED is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "memory: allocator=malloc: cannot allocate {size} bytes: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let disk = MallocDisk {
+            ptr: ptr as *mut u8,
+            len,
+            lock: RwLock::new(()),
+        };
+        // SAFETY: locks the pages of our own mapping.
+        if mlock && unsafe { libc::mlock(ptr, map_len) } != 0 {
+            return Err(format!(
+                "memory: allocator=malloc: mlock: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(disk)
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<usize> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len as u64 => Ok(offset as usize),
+            _ => Err(nbd_core::server::backend::Error::new(
+                libc::EIO,
+                "memory: request past the end of the disk",
+            )),
+        }
+    }
+
+    fn fill_zero(&self, count: u32, offset: u64) -> Result<()> {
+        let at = self.check(offset, count as usize)?;
+        let _g = self.lock.write();
+        // SAFETY: in bounds (checked), and the exclusive lock is held.
+        unsafe { std::ptr::write_bytes(self.ptr.add(at), 0, count as usize) };
+        Ok(())
+    }
+}
+
+impl Drop for MallocDisk {
+    fn drop(&mut self) {
+        // SAFETY: our mapping, unmapped once (munmap also unlocks it).
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len.max(1)) };
+    }
+}
+
+impl Backend for MallocDisk {
+    fn size(&self) -> Result<u64> {
+        Ok(self.len as u64)
+    }
+    supports!(
+        can_write,
+        can_flush,
+        can_fua,
+        can_trim,
+        can_zero,
+        can_fast_zero,
+        can_multi_conn,
+        can_extents,
+        can_cache
+    );
+
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let at = self.check(offset, buf.len())?;
+        let _g = self.lock.read();
+        // SAFETY: in bounds (checked); writers are excluded by the lock.
+        let src = unsafe { std::slice::from_raw_parts(self.ptr.add(at), buf.len()) };
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
+        let at = self.check(offset, buf.len())?;
+        let _g = self.lock.write();
+        // SAFETY: in bounds (checked), and the exclusive lock is held.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), buf.len()) };
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn trim(&self, count: u32, offset: u64, _fua: bool) -> Result<()> {
+        self.fill_zero(count, offset)
+    }
+
+    fn zero(&self, count: u32, offset: u64, _flags: ZeroFlags) -> Result<()> {
+        self.fill_zero(count, offset)
+    }
+
+    fn cache(&self, _count: u32, _offset: u64) -> Result<()> {
+        Ok(())
+    }
+    // Extents: the default, all data (nothing here is sparse).
+}
+
+/// The same disk for every connection.
+impl Plugin for MallocDisk {
+    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocators() {
+        assert_eq!(parse_allocator("sparse"), Ok(Allocator::Sparse));
+        assert_eq!(parse_allocator("zstd"), Ok(Allocator::Sparse));
+        assert_eq!(
+            parse_allocator("malloc"),
+            Ok(Allocator::Malloc { mlock: false })
+        );
+        assert_eq!(
+            parse_allocator("malloc,mlock=true"),
+            Ok(Allocator::Malloc { mlock: true })
+        );
+        assert!(parse_allocator("sparse,mlock=true").is_err());
+        assert!(parse_allocator("malloc,foo=1").is_err());
+        assert!(parse_allocator("malloc,mlock=maybe").is_err());
+        assert!(parse_allocator("bogus").is_err());
+    }
+
+    #[test]
+    fn malloc_read_write_zero() {
+        let m = MallocDisk::new(1 << 20, false).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        m.pwrite(&data, 1000, false).unwrap();
+        let mut r = vec![0u8; data.len()];
+        m.pread(&mut r, 1000).unwrap();
+        assert_eq!(r, data);
+        m.zero(100, 1000, ZeroFlags::default()).unwrap();
+        m.pread(&mut r, 1000).unwrap();
+        assert!(r[..100].iter().all(|&b| b == 0));
+        assert_eq!(r[100..], data[100..]);
+        assert!(m.pread(&mut r, (1 << 20) - 10).is_err());
+        assert!(MallocDisk::new(0, true).is_ok());
+    }
 
     #[test]
     fn sparse_read_write_zero() {
