@@ -240,3 +240,107 @@ fn memory_mlock_failure() {
         );
     }
 }
+
+/// BIN in the foreground on a Unix socket in DIR; killed on drop.
+struct Fg(std::process::Child, std::path::PathBuf);
+
+impl Fg {
+    fn start(bin: &str, dir: &std::path::Path, args: &[&str]) -> Fg {
+        let tag = bin.replace('/', "_");
+        let sock = dir.join(format!("fg-{tag}.sock"));
+        let pid = dir.join(format!("fg-{tag}.pid"));
+        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(&pid);
+        let child = std::process::Command::new(bin)
+            .arg("-f")
+            .arg("-U")
+            .arg(&sock)
+            .arg("-P")
+            .arg(&pid)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The pid file is written once the server accepts.
+        let t = std::time::Instant::now();
+        while !pid.exists() {
+            assert!(t.elapsed().as_secs() < 10, "{bin} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Fg(child, sock)
+    }
+
+    fn client(&self) -> Client {
+        let s = std::os::unix::net::UnixStream::connect(&self.1).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        Client::connect(s, true, true)
+    }
+}
+
+impl Drop for Fg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Block status of COUNT bytes at OFFSET with FLAGS from each binary.
+fn block_status(
+    bin: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+    q: &[(u16, u64, u32)],
+) -> Vec<Vec<(u32, u32)>> {
+    use nbd_core::wire::consts::cmd;
+    let srv = Fg::start(bin, dir, args);
+    let mut c = srv.client();
+    let out = q
+        .iter()
+        .map(|&(flags, offset, count)| {
+            let r = c.cmd(cmd::BLOCK_STATUS, flags, offset, count, &[]);
+            assert_eq!(r.error, 0, "{bin} {args:?}");
+            r.extents
+        })
+        .collect();
+    c.disconnect();
+    out
+}
+
+#[test]
+fn split_req_one_stays_in_one_file() {
+    use nbd_core::wire::consts::cmd_flags::REQ_ONE;
+    let dir = TempDir::new("splitone");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let c = dir.path().join("c");
+    std::fs::write(&a, pattern(65536, 1)).unwrap();
+    std::fs::write(&b, pattern(65536, 2)).unwrap();
+    // c: a hole, then data.
+    let f = std::fs::File::create(&c).unwrap();
+    f.set_len(131072).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&pattern(65536, 3), 65536).unwrap();
+    drop(f);
+    let (a, b, c) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        c.to_str().unwrap(),
+    );
+    let args = ["split", a, b, c];
+    let q = [
+        (REQ_ONE, 0, 262144),
+        (REQ_ONE, 4096, 258048),
+        (REQ_ONE, 65536, 196608),
+        (REQ_ONE, 131072, 131072),
+        (0, 0, 262144),
+        (0, 65536, 131072),
+    ];
+    let ours = block_status(BIN, &args, dir.path(), &q);
+    let theirs = block_status(DEBIAN_NBDKIT, &args, dir.path(), &q);
+    assert_eq!(ours[0], [(65536, 0)]);
+    assert_eq!(ours[1], [(61440, 0)]);
+    assert_eq!(ours[2], [(65536, 0)]);
+    assert_eq!(ours[3], [(65536, 3)]);
+    assert_eq!(ours, theirs);
+}

@@ -156,6 +156,11 @@ impl Extents {
         self.list.is_empty()
     }
 
+    /// Whether the client asked for one extent only (REQ_ONE).
+    pub fn req_one(&self) -> bool {
+        self.req_one
+    }
+
     /// Offset of the query.
     pub fn start(&self) -> u64 {
         self.start

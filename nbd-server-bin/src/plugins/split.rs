@@ -3,7 +3,8 @@
 //! Each part is served by the file plugin's code at its own offset: a
 //! request spanning parts is cut at the boundaries, and each piece goes to
 //! its part at the offset *within that part* (nbdkit 1.32.5 writes to the
-//! second and later files at the wrong offset). Sizes are taken at start;
+//! second and later files at the wrong offset). Block status with REQ_ONE
+//! is answered by the one file holding the offset. Sizes are taken at start;
 //! the files must not be resized while served.
 
 use std::path::PathBuf;
@@ -133,10 +134,14 @@ impl Backend for Split {
             p.cache(r.len() as u32, o).map(|_| true)
         })
     }
+    /// Each part's extents in turn; with REQ_ONE, only the part holding
+    /// `offset` answers, so the one extent ends at that file's end at the
+    /// latest, as in nbdkit.
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
         let mut part_sink = Extents::new();
+        let one = sink.req_one();
         self.each(offset, count as u64, |p, o, r| {
-            part_sink.reset(o, r.len() as u32, false);
+            part_sink.reset(o, r.len() as u32, one);
             p.extents(r.len() as u32, o, &mut part_sink)?;
             let mut pos = offset + r.start as u64;
             for &(len, flags) in part_sink.as_slice() {
@@ -147,10 +152,11 @@ impl Backend for Split {
             }
             // A part that described less than asked: the rest as data.
             let end = offset + r.end as u64;
-            if pos < end && !sink.add(pos, end - pos, 0)? {
+            let none = pos == offset + r.start as u64;
+            if pos < end && (!one || none) && !sink.add(pos, end - pos, 0)? {
                 return Ok(false);
             }
-            Ok(true)
+            Ok(!one)
         })
     }
 }
