@@ -344,3 +344,75 @@ fn split_req_one_stays_in_one_file() {
     assert_eq!(ours[3], [(65536, 3)]);
     assert_eq!(ours, theirs);
 }
+
+/// The data plugin stores explicit bytes as nbdkit does: a single byte or
+/// a file's bytes allocate their page even when zero (ZERO, not a hole,
+/// in block status), a run of zeroes does not (nbdkit makes it a fill).
+#[test]
+fn data_block_status_and_bytes_as_nbdkit() {
+    let dir = TempDir::new("datamap");
+    let z = dir.path().join("zeroes");
+    std::fs::write(&z, [0u8; 100]).unwrap();
+    let p = dir.path().join("pat");
+    std::fs::write(&p, pattern(5000, 4)).unwrap();
+    let (z, p) = (z.to_str().unwrap(), p.to_str().unwrap());
+    let cases = [
+        "0".to_string(),
+        "0 0 0".into(),
+        "@4096 1".into(),
+        "@40000 0".into(),
+        "( 0 )*70000".into(),
+        "1 @100000 0".into(),
+        "@40000 0 0".into(),
+        "@40000 le32:0".into(),
+        "@40000 (0)*2".into(),
+        "@40000 (1)*0 0".into(),
+        "@40000 0 @70000 1".into(),
+        "@40000 (0 1)[0:1]".into(),
+        "@40000 0 @+1 0".into(),
+        "@40000 0 ( 0 )".into(),
+        "1 1 @0 0 0".into(),
+        "@32767 0 0".into(),
+        format!("@40000 <{z}"),
+        format!("@40000 <{z}[0:4]"),
+        format!("@40000 (<{z})"),
+        format!("@70000 <{p}[100:4000] @^4096 <{p}[4990:]"),
+    ];
+    for d in &cases {
+        let args = ["data", d.as_str()];
+        assert_eq!(map(&args), map_with(DEBIAN_NBDKIT, &args), "{d}");
+        assert_eq!(read_all(&args), read_all_with(DEBIAN_NBDKIT, &args), "{d}");
+    }
+    assert_eq!(
+        map(&["data", "@40000 0"]),
+        [(0, 32768, 3), (32768, 7233, 2)]
+    );
+    let args = ["data", "base64=AAAA"];
+    assert_eq!(map(&args), map_with(DEBIAN_NBDKIT, &args));
+}
+
+/// `<FILE[N:M]` reads only what the slice needs: an endless file works.
+#[test]
+fn data_file_slices_read_only_what_they_need() {
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        for (d, size) in [
+            ("</dev/urandom[:4]", "4"),
+            ("</dev/urandom[4096:4100] @8192 </dev/zero[:10]", "8202"),
+        ] {
+            let o = run_with(bin, &["data", d], "nbdinfo --size \"$uri\"");
+            assert!(o.status.success(), "{bin} {d}: {o:?}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), size, "{bin} {d}");
+        }
+    }
+    let dir = TempDir::new("dataslice");
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"0123456789").unwrap();
+    let f = f.to_str().unwrap();
+    assert_eq!(
+        read_all(&["data", &format!("<{f}[2:5] <{f}[8:]")]),
+        b"23489"
+    );
+    bad(&["data", &format!("<{f}[2:50]")], "out of range");
+    bad(&["data", &format!("<{f}[5:2]")], "out of range");
+    bad(&["data", "</nonexistent/file"], "/nonexistent/file");
+}

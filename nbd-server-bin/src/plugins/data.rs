@@ -10,10 +10,18 @@
 //! directly, `base64=` in base64. `size=` pads or truncates; otherwise the
 //! size is the furthest position reached. The disk lives in a sparse
 //! memory disk: writes are allowed and lost at exit.
+//!
+//! Bytes are stored as nbdkit stores them, which block status shows: a
+//! single byte, a file's bytes (`<FILE`, `<FILE[N:M]`, raw=, base64=) and
+//! any run holding a non-zero byte allocate the pages they touch, so even
+//! zeroes written that way are not a hole (they read as ZERO without
+//! HOLE); a run of two or more zero bytes (adjacent literal bytes count as
+//! one run, as nbdkit merges them) only zeroes, like nbdkit's fill. A
+//! `<FILE[N:M]` slice reads only bytes N to M, so `</dev/urandom[:4]`
+//! works.
 
 use super::memory::Memory;
 use crate::params::Params;
-use nbd_core::server::Backend;
 
 use std::sync::Arc;
 
@@ -37,7 +45,10 @@ pub const PLUGIN: PluginSpec = PluginSpec {
 
 #[derive(Debug, Clone)]
 enum Expr {
+    /// Literal bytes (numbers, words, strings).
     Bytes(Vec<u8>),
+    /// `<FILE`: read when evaluated, only the part a slice needs.
+    File(String),
     Abs(u64),
     Rel(i64),
     Align(u64),
@@ -172,8 +183,10 @@ impl<'a> Parser<'a> {
                         return Err("<(SCRIPT) is not supported by this nbdkit".into());
                     }
                     let f = self.word();
-                    let d = std::fs::read(&f).map_err(|e| format!("<{f}: {e}"))?;
-                    v.push(Expr::Bytes(d));
+                    if f.is_empty() {
+                        return Err("'<' needs a file name".into());
+                    }
+                    v.push(Expr::File(f));
                 }
                 b'$' | b'\\' | b'-' if c != b'-' || self.s.get(self.i + 1) == Some(&b'>') => {
                     return Err(format!(
@@ -254,50 +267,96 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// What evaluated bytes do to the disk.
+#[derive(Debug)]
+enum Chunk {
+    /// Stored: the pages they touch are allocated, even for zero bytes.
+    Data(Vec<u8>),
+    /// A run of zero bytes: zeroes what is there, allocates nothing.
+    Zero(u64),
+}
+
 /// Where evaluated bytes go: a position, chunks written, the furthest
 /// point reached.
 #[derive(Default)]
 struct Image {
     pos: u64,
     end: u64,
-    chunks: Vec<(u64, Vec<u8>)>,
+    chunks: Vec<(u64, Chunk)>,
 }
 
 const MAX_DENSE: u64 = 1 << 30;
 
+/// Bytes an expression evaluates to, and whether they come from a file.
+struct Piece {
+    bytes: Vec<u8>,
+    file: bool,
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
 impl Image {
-    fn put(&mut self, b: &[u8]) -> Result<(), String> {
-        if !b.is_empty() {
-            self.chunks.push((self.pos, b.to_vec()));
-        }
-        self.pos = self
-            .pos
-            .checked_add(b.len() as u64)
-            .ok_or("data too large")?;
+    fn advance(&mut self, n: usize) -> Result<(), String> {
+        self.pos = self.pos.checked_add(n as u64).ok_or("data too large")?;
         self.end = self.end.max(self.pos);
         Ok(())
     }
 
+    /// Writes bytes at the position, as nbdkit stores them: bytes from a
+    /// file, a single byte, or any run with a non-zero byte is stored;
+    /// a longer run of zeroes only zeroes (nbdkit turns it into a fill).
+    fn put(&mut self, b: Vec<u8>, file: bool) -> Result<(), String> {
+        let n = b.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let chunk = if file || n == 1 || !all_zero(&b) {
+            Chunk::Data(b)
+        } else {
+            Chunk::Zero(n as u64)
+        };
+        self.chunks.push((self.pos, chunk));
+        self.advance(n)
+    }
+
     fn eval(&mut self, exprs: &[Expr]) -> Result<(), String> {
+        // Adjacent literal bytes form one run, as in nbdkit ("0 0" is a
+        // run of zeroes, "0" alone a stored byte).
+        let mut run: Vec<u8> = Vec::new();
         for e in exprs {
             match e {
-                Expr::Bytes(b) => self.put(b)?,
-                Expr::Abs(n) => self.pos = *n,
-                Expr::Rel(n) => {
-                    self.pos = self
-                        .pos
-                        .checked_add_signed(*n)
-                        .ok_or("@-N moves before the start")?
+                Expr::Abs(_) | Expr::Rel(_) | Expr::Align(_) => {
+                    self.put(std::mem::take(&mut run), false)?;
+                    match e {
+                        Expr::Abs(n) => self.pos = *n,
+                        Expr::Rel(n) => {
+                            self.pos = self
+                                .pos
+                                .checked_add_signed(*n)
+                                .ok_or("@-N moves before the start")?
+                        }
+                        Expr::Align(a) => self.pos = self.pos.div_ceil(*a) * a,
+                        _ => unreachable!(),
+                    }
+                    self.end = self.end.max(self.pos);
                 }
-                Expr::Align(a) => self.pos = self.pos.div_ceil(*a) * a,
                 _ => {
-                    let d = dense(e)?;
-                    self.put(&d)?;
+                    let p = piece(e)?;
+                    if p.file {
+                        self.put(std::mem::take(&mut run), false)?;
+                        self.put(p.bytes, true)?;
+                    } else {
+                        if run.len() as u64 + p.bytes.len() as u64 > MAX_DENSE {
+                            self.put(std::mem::take(&mut run), false)?;
+                        }
+                        run.extend_from_slice(&p.bytes);
+                    }
                 }
             }
-            self.end = self.end.max(self.pos);
         }
-        Ok(())
+        self.put(run, false)
     }
 
     /// The image as contiguous bytes (for groups, repeats and slices).
@@ -306,36 +365,105 @@ impl Image {
             return Err("a group, repeat or slice is larger than 1 GiB".into());
         }
         let mut v = vec![0u8; self.end as usize];
-        for (p, b) in self.chunks {
-            v[p as usize..p as usize + b.len()].copy_from_slice(&b);
+        for (p, c) in self.chunks {
+            let p = p as usize;
+            match c {
+                Chunk::Data(b) => v[p..p + b.len()].copy_from_slice(&b),
+                Chunk::Zero(n) => v[p..p + n as usize].fill(0),
+            }
         }
         Ok(v)
     }
 }
 
-fn dense(e: &Expr) -> Result<Vec<u8>, String> {
+/// Reads `<FILE`, or only its `[a:b]` slice (so an endless file such as
+/// /dev/urandom can be sliced).
+fn read_file(f: &str, a: Option<u64>, b: Option<u64>) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let err = |e: std::io::Error| format!("<{f}: {e}");
+    let mut file = std::fs::File::open(f).map_err(err)?;
+    let a = a.unwrap_or(0);
+    if let Some(b) = b {
+        if a > b {
+            return Err(format!("<{f}[{a}:{b}]: the slice is out of range"));
+        }
+        if b - a > MAX_DENSE {
+            return Err(format!("<{f}[{a}:{b}]: the slice is larger than 1 GiB"));
+        }
+    }
+    if a > 0 && file.seek(SeekFrom::Start(a)).is_err() {
+        // Not seekable (a pipe): read and drop.
+        let skipped = std::io::copy(&mut (&mut file).take(a), &mut std::io::sink()).map_err(err)?;
+        if skipped < a {
+            return Err(format!("<{f}[{a}:]: the slice is out of range"));
+        }
+    }
+    let mut out = Vec::new();
+    match b {
+        Some(b) => {
+            (&mut file).take(b - a).read_to_end(&mut out).map_err(err)?;
+            if (out.len() as u64) < b - a {
+                return Err(format!("<{f}[{a}:{b}]: the slice is out of range"));
+            }
+        }
+        None => {
+            file.read_to_end(&mut out).map_err(err)?;
+            if a > 0 && out.is_empty() && std::fs::metadata(f).map(|m| m.len() < a).unwrap_or(false)
+            {
+                return Err(format!("<{f}[{a}:]: the slice is out of range"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn piece(e: &Expr) -> Result<Piece, String> {
+    let bytes = |bytes| Piece { bytes, file: false };
     match e {
-        Expr::Bytes(b) => Ok(b.clone()),
+        Expr::Bytes(b) => Ok(bytes(b.clone())),
+        Expr::File(f) => Ok(Piece {
+            bytes: read_file(f, None, None)?,
+            file: true,
+        }),
+        // A group of one item is that item.
+        Expr::Group(g)
+            if g.len() == 1 && !matches!(g[0], Expr::Abs(_) | Expr::Rel(_) | Expr::Align(_)) =>
+        {
+            piece(&g[0])
+        }
         Expr::Group(g) => {
             let mut im = Image::default();
             im.eval(g)?;
-            im.into_dense()
+            Ok(bytes(im.into_dense()?))
         }
         Expr::Repeat(inner, n) => {
-            let d = dense(inner)?;
-            if (d.len() as u64).saturating_mul(*n) > MAX_DENSE {
+            let p = piece(inner)?;
+            if (p.bytes.len() as u64).saturating_mul(*n) > MAX_DENSE {
                 return Err("a repeat is larger than 1 GiB".into());
             }
-            Ok(d.repeat(*n as usize))
+            Ok(Piece {
+                bytes: p.bytes.repeat(*n as usize),
+                file: p.file && *n == 1,
+            })
         }
         Expr::Slice(inner, a, b) => {
-            let d = dense(inner)?;
+            if let Expr::File(f) = &**inner {
+                return Ok(Piece {
+                    bytes: read_file(f, *a, *b)?,
+                    file: true,
+                });
+            }
+            let p = piece(inner)?;
+            let d = p.bytes;
             let a = a.unwrap_or(0) as usize;
             let b = b.map(|b| b as usize).unwrap_or(d.len());
             if a > b || b > d.len() {
                 return Err(format!("slice [{a}:{b}] is out of range"));
             }
-            Ok(d[a..b].to_vec())
+            Ok(Piece {
+                bytes: d[a..b].to_vec(),
+                file: p.file,
+            })
         }
         _ => Err("an offset (@) cannot be repeated or sliced".into()),
     }
@@ -380,8 +508,8 @@ fn image(p: &mut Params) -> Result<Image, String> {
             .map_err(|e| p.err(e))?;
             im.eval(&exprs).map_err(|e| p.err(e))?;
         }
-        (None, Some(r), None) => im.put(r.as_bytes())?,
-        (None, None, Some(b)) => im.put(&base64(&b).map_err(|e| p.err(e))?)?,
+        (None, Some(r), None) => im.put(r.into_bytes(), true)?,
+        (None, None, Some(b)) => im.put(base64(&b).map_err(|e| p.err(e))?, true)?,
         (None, None, None) => {
             return Err(p.err("one of data=, raw= or base64= is required"));
         }
@@ -400,13 +528,15 @@ pub fn open(p: &mut Params) -> Result<Memory, String> {
         }
     }
     let m = Memory::new(size);
-    for (pos, b) in im.chunks {
+    for (pos, c) in im.chunks {
         if pos >= size {
             continue;
         }
-        let n = ((size - pos) as usize).min(b.len());
-        m.pwrite(&b[..n], pos, false)
-            .map_err(|e| format!("data: {e}"))?;
+        let room = size - pos;
+        match c {
+            Chunk::Data(b) => m.store(&b[..(room as usize).min(b.len())], pos),
+            Chunk::Zero(n) => m.clear_range(pos, n.min(room)),
+        }
     }
     Ok(m)
 }

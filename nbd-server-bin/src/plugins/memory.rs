@@ -14,7 +14,8 @@
 //! number modulo 64, so sequential I/O spreads over all shards), each a
 //! hash map behind its own reader-writer lock: parallel requests rarely
 //! touch the same lock. Trim and zero free whole pages; extents report
-//! missing pages as HOLE|ZERO.
+//! missing pages as HOLE|ZERO, and pages present but all zero as ZERO (as
+//! nbdkit's sparse array does).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -171,6 +172,28 @@ impl Memory {
         }
     }
 
+    /// Writes `buf` at `offset`, keeping every page it touches even when
+    /// its bytes are zero: the data plugin's explicit bytes, which nbdkit
+    /// stores (they are then not a hole in block status).
+    pub(crate) fn store(&self, buf: &[u8], offset: u64) {
+        Self::for_pages(offset, buf.len(), |page, in_page, r| {
+            let (shard, key) = self.shard(page);
+            let mut m = shard.write();
+            let p = m.entry(key).or_insert_with(|| Arc::new([0u8; PAGE]));
+            Arc::make_mut(p)[in_page..in_page + r.len()].copy_from_slice(&buf[r]);
+        });
+    }
+
+    /// Zeroes `len` bytes at `offset`, freeing pages that become all zero.
+    pub(crate) fn clear_range(&self, offset: u64, len: u64) {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(1 << 30);
+            self.clear(n as u32, offset + done);
+            done += n;
+        }
+    }
+
     fn clear(&self, count: u32, offset: u64) {
         Self::for_pages(offset, count as usize, |page, in_page, r| {
             let (shard, key) = self.shard(page);
@@ -303,11 +326,11 @@ impl Backend for Memory {
                 return Ok(());
             }
             let (shard, key) = self.shard(page);
-            let present = shard.read().contains_key(&key);
-            let flags = if present {
-                0
-            } else {
-                allocation::HOLE | allocation::ZERO
+            let zero = shard.read().get(&key).map(|p| is_zero(&p[..]));
+            let flags = match zero {
+                Some(false) => 0,
+                Some(true) => allocation::ZERO,
+                None => allocation::HOLE | allocation::ZERO,
             };
             if !sink.add(start, PAGE as u64, flags)? {
                 return Ok(());
