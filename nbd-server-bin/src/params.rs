@@ -78,6 +78,12 @@ impl Params {
         v
     }
 
+    /// Takes every pair left, in order: for a plugin that accepts any key
+    /// (the data plugin's `$VAR` variables).
+    pub fn take_rest(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.pairs)
+    }
+
     /// Takes and parses `key` with `f`; errors are prefixed with the
     /// layer's name and the key.
     pub fn take_with<T>(

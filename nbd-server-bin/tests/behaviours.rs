@@ -416,3 +416,62 @@ fn data_file_slices_read_only_what_they_need() {
     bad(&["data", &format!("<{f}[5:2]")], "out of range");
     bad(&["data", "</nonexistent/file"], "/nonexistent/file");
 }
+
+/// Assignments, names and `$VAR` (a command-line parameter, else the
+/// environment), as nbdkit-data-plugin(1) describes them.
+#[test]
+fn data_assignments_and_variables() {
+    let cases: &[&[&str]] = &[
+        &["data", "$pattern*16", "pattern=0x55 0xAA"],
+        &[
+            "data",
+            "( 0x55 0xAA ) -> \\boot-signature \
+             ( @0x1fe \\boot-signature ) -> \\sector \\sector \\sector",
+        ],
+        &["data", "1 -> \\a ( \\a 2 -> \\a \\a ) \\a"],
+        &["data", "$a", "a=$b 1", "b=2 3"],
+        &["data", "(1 2) -> \\a \\a[1:2] \\a*3"],
+        &["data", "1 -> \\x-y_z @100 \\x-y_z*3"],
+    ];
+    for args in cases {
+        assert_eq!(
+            read_all(args),
+            read_all_with(DEBIAN_NBDKIT, args),
+            "{args:?}"
+        );
+        assert_eq!(map(args), map_with(DEBIAN_NBDKIT, args), "{args:?}");
+    }
+    assert_eq!(
+        read_all(&["data", "$pattern*2", "pattern=0x55 0xAA"]),
+        [0x55, 0xaa, 0x55, 0xaa]
+    );
+    // From the environment, when not on the command line.
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = std::process::Command::new(bin)
+            .args(["-U", "-", "data", "$nbd_rs_test_var*2", "--run"])
+            .arg("nbdcopy \"$uri\" - | od -An -tx1")
+            .env("nbd_rs_test_var", "7 8")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "07 08 07 08",
+            "{bin}"
+        );
+    }
+    // Errors, refused at start-up by both.
+    for (d, needle) in [
+        ("\\nope", "\\nope"),
+        ("( 1 -> \\a ) \\a", "\\a"),
+        ("$nbd_rs_no_such_var", "nbd_rs_no_such_var"),
+        ("1 -> 2", "->"),
+    ] {
+        bad(&["data", d], needle);
+        let o = run_with(DEBIAN_NBDKIT, &["data", d], "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's with {d}: {o:?}");
+    }
+    // A variable that refers to itself ends with an error (Debian's
+    // 1.32.5 crashes).
+    bad(&["data", "$a", "a=$a"], "too deep");
+}

@@ -5,8 +5,12 @@
 //! `\\ \" \n \t \r \0 \xHH` escapes), `@OFFSET` / `@+N` / `@-N` / `@^ALIGN`,
 //! `leNN:`/`beNN:` words (16, 32, 64 bits), `( ... )` groups, `*N`
 //! repetition and `[N:M]` slices of the item before, `<FILE` (a file's
-//! contents) and `#` comments. Variables, `\name` assignments, `<(script)`
-//! and `$(...)` are refused with a clear error. `raw=` gives the bytes
+//! contents), `EXPR -> \NAME` assignments and `\NAME` references (scoped
+//! by groups), `$VAR` (a `VAR=` parameter on the command line, else an
+//! environment variable, in this same format, as a nested group: every
+//! parameter other than data=, raw=, base64=, size= and allocator= is such
+//! a variable, as in nbdkit) and `#` comments. `<(script)` is refused
+//! with a clear error. `raw=` gives the bytes
 //! directly, `base64=` in base64. `size=` pads or truncates; otherwise the
 //! size is the furthest position reached. The disk lives in a sparse
 //! memory disk: writes are allowed and lost at exit.
@@ -55,6 +59,13 @@ enum Expr {
     Group(Vec<Expr>),
     Repeat(Box<Expr>, u64),
     Slice(Box<Expr>, Option<u64>, Option<u64>),
+    /// `EXPR -> \NAME`: binds NAME in the current scope; writes nothing.
+    Assign(Box<Expr>, String),
+    /// `\NAME`: the value bound to NAME here or in an enclosing scope.
+    Name(String),
+    /// `$VAR`: a command-line parameter or environment variable, in this
+    /// same format, as a nested scope.
+    Var(String),
 }
 
 struct Parser<'a> {
@@ -95,6 +106,20 @@ impl<'a> Parser<'a> {
     fn word(&mut self) -> String {
         let st = self.i;
         while self.i < self.s.len() && !b" \t\r\n()*[]#\"".contains(&self.s[self.i]) {
+            self.i += 1;
+        }
+        String::from_utf8_lossy(&self.s[st..self.i]).into_owned()
+    }
+
+    /// A name after `\\` (letters, digits, `-`, `_`) or `$` (letters,
+    /// digits, `_`).
+    fn name(&mut self, dash: bool) -> String {
+        let st = self.i;
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric()
+                || self.s[self.i] == b'_'
+                || (dash && self.s[self.i] == b'-'))
+        {
             self.i += 1;
         }
         String::from_utf8_lossy(&self.s[st..self.i]).into_owned()
@@ -188,11 +213,35 @@ impl<'a> Parser<'a> {
                     }
                     v.push(Expr::File(f));
                 }
-                b'$' | b'\\' | b'-' if c != b'-' || self.s.get(self.i + 1) == Some(&b'>') => {
-                    return Err(format!(
-                        "'{}': variables and assignments are not supported by this nbdkit",
-                        c as char
-                    ));
+                b'\\' => {
+                    self.i += 1;
+                    let n = self.name(true);
+                    if n.is_empty() {
+                        return Err("'\\' must be followed by a name".into());
+                    }
+                    v.push(Expr::Name(n));
+                }
+                b'$' => {
+                    self.i += 1;
+                    let n = self.name(false);
+                    if n.is_empty() {
+                        return Err("'$' must be followed by a variable name".into());
+                    }
+                    v.push(Expr::Var(n));
+                }
+                b'-' if self.s.get(self.i + 1) == Some(&b'>') => {
+                    self.i += 2;
+                    self.skip_ws();
+                    if self.s.get(self.i) != Some(&b'\\') {
+                        return Err("'->' must be followed by \\NAME".into());
+                    }
+                    self.i += 1;
+                    let n = self.name(true);
+                    if n.is_empty() {
+                        return Err("'->' must be followed by \\NAME".into());
+                    }
+                    let e = v.pop().ok_or("'->' with nothing before it")?;
+                    v.push(Expr::Assign(Box::new(e), n));
                 }
                 _ => {
                     let w = self.word();
@@ -287,7 +336,56 @@ struct Image {
 
 const MAX_DENSE: u64 = 1 << 30;
 
+/// How deep `$VAR`s may refer to others (a loop would not end).
+const MAX_DEPTH: usize = 64;
+
+/// Names bound by `-> \NAME` in one scope (a `( ... )` group or a
+/// `$VAR`), over the enclosing scopes; and the command line's variables.
+struct Scope<'a> {
+    vars: Vec<(String, Piece)>,
+    parent: Option<&'a Scope<'a>>,
+    params: &'a [(String, String)],
+    depth: usize,
+}
+
+impl<'a> Scope<'a> {
+    fn top(params: &'a [(String, String)]) -> Self {
+        Scope {
+            vars: Vec::new(),
+            parent: None,
+            params,
+            depth: 0,
+        }
+    }
+
+    fn child(&self) -> Scope<'_> {
+        Scope {
+            vars: Vec::new(),
+            parent: Some(self),
+            params: self.params,
+            depth: self.depth,
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<&Piece> {
+        match self.vars.iter().rev().find(|(n, _)| n == name) {
+            Some((_, p)) => Some(p),
+            None => self.parent.and_then(|p| p.lookup(name)),
+        }
+    }
+
+    /// `$VAR`: the last `VAR=` on the command line, else the environment.
+    fn variable(&self, name: &str) -> Result<String, String> {
+        if let Some((_, v)) = self.params.iter().rev().find(|(k, _)| k == name) {
+            return Ok(v.clone());
+        }
+        std::env::var(name)
+            .map_err(|_| format!("${name}: no such parameter or environment variable"))
+    }
+}
+
 /// Bytes an expression evaluates to, and whether they come from a file.
+#[derive(Clone)]
 struct Piece {
     bytes: Vec<u8>,
     file: bool,
@@ -321,7 +419,7 @@ impl Image {
         self.advance(n)
     }
 
-    fn eval(&mut self, exprs: &[Expr]) -> Result<(), String> {
+    fn eval(&mut self, exprs: &[Expr], scope: &mut Scope<'_>) -> Result<(), String> {
         // Adjacent literal bytes form one run, as in nbdkit ("0 0" is a
         // run of zeroes, "0" alone a stored byte).
         let mut run: Vec<u8> = Vec::new();
@@ -342,8 +440,12 @@ impl Image {
                     }
                     self.end = self.end.max(self.pos);
                 }
+                Expr::Assign(inner, name) => {
+                    let p = piece(inner, scope)?;
+                    scope.vars.push((name.clone(), p));
+                }
                 _ => {
-                    let p = piece(e)?;
+                    let p = piece(e, scope)?;
                     if p.file {
                         self.put(std::mem::take(&mut run), false)?;
                         self.put(p.bytes, true)?;
@@ -417,7 +519,27 @@ fn read_file(f: &str, a: Option<u64>, b: Option<u64>) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-fn piece(e: &Expr) -> Result<Piece, String> {
+/// The bytes of a `( ... )` group (or of a `$VAR`), in a scope of its own.
+fn group(g: &[Expr], scope: &Scope<'_>) -> Result<Piece, String> {
+    let mut inner = scope.child();
+    // A group of one item is that item.
+    if g.len() == 1
+        && !matches!(
+            g[0],
+            Expr::Abs(_) | Expr::Rel(_) | Expr::Align(_) | Expr::Assign(..)
+        )
+    {
+        return piece(&g[0], &mut inner);
+    }
+    let mut im = Image::default();
+    im.eval(g, &mut inner)?;
+    Ok(Piece {
+        bytes: im.into_dense()?,
+        file: false,
+    })
+}
+
+fn piece(e: &Expr, scope: &mut Scope<'_>) -> Result<Piece, String> {
     let bytes = |bytes| Piece { bytes, file: false };
     match e {
         Expr::Bytes(b) => Ok(bytes(b.clone())),
@@ -425,19 +547,29 @@ fn piece(e: &Expr) -> Result<Piece, String> {
             bytes: read_file(f, None, None)?,
             file: true,
         }),
-        // A group of one item is that item.
-        Expr::Group(g)
-            if g.len() == 1 && !matches!(g[0], Expr::Abs(_) | Expr::Rel(_) | Expr::Align(_)) =>
-        {
-            piece(&g[0])
+        Expr::Group(g) => group(g, scope),
+        Expr::Name(n) => scope
+            .lookup(n)
+            .cloned()
+            .ok_or_else(|| format!("\\{n} is not defined")),
+        Expr::Var(v) => {
+            if scope.depth >= MAX_DEPTH {
+                return Err(format!("${v}: variables nested too deep (a loop?)"));
+            }
+            let text = scope.variable(v)?;
+            let exprs = Parser {
+                s: text.as_bytes(),
+                i: 0,
+            }
+            .items(false)
+            .map_err(|e| format!("${v}: {e}"))?;
+            let mut inner = scope.child();
+            inner.depth += 1;
+            group(&exprs, &inner)
         }
-        Expr::Group(g) => {
-            let mut im = Image::default();
-            im.eval(g)?;
-            Ok(bytes(im.into_dense()?))
-        }
+        Expr::Assign(..) => Err("an assignment (->) has no bytes to repeat or slice".into()),
         Expr::Repeat(inner, n) => {
-            let p = piece(inner)?;
+            let p = piece(inner, scope)?;
             if (p.bytes.len() as u64).saturating_mul(*n) > MAX_DENSE {
                 return Err("a repeat is larger than 1 GiB".into());
             }
@@ -453,7 +585,7 @@ fn piece(e: &Expr) -> Result<Piece, String> {
                     file: true,
                 });
             }
-            let p = piece(inner)?;
+            let p = piece(inner, scope)?;
             let d = p.bytes;
             let a = a.unwrap_or(0) as usize;
             let b = b.map(|b| b as usize).unwrap_or(d.len());
@@ -493,7 +625,9 @@ fn base64(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn image(p: &mut Params) -> Result<Image, String> {
+/// The image from data=, raw= or base64=; `vars` are the command line's
+/// other parameters, the `$VAR`s of data=.
+fn image(p: &mut Params, vars: &[(String, String)]) -> Result<Image, String> {
     let data = p.take("data");
     let raw = p.take("raw");
     let b64 = p.take("base64");
@@ -506,7 +640,8 @@ fn image(p: &mut Params) -> Result<Image, String> {
             }
             .items(false)
             .map_err(|e| p.err(e))?;
-            im.eval(&exprs).map_err(|e| p.err(e))?;
+            im.eval(&exprs, &mut Scope::top(vars))
+                .map_err(|e| p.err(e))?;
         }
         (None, Some(r), None) => im.put(r.into_bytes(), true)?,
         (None, None, Some(b)) => im.put(base64(&b).map_err(|e| p.err(e))?, true)?,
@@ -519,14 +654,22 @@ fn image(p: &mut Params) -> Result<Image, String> {
 }
 
 pub fn open(p: &mut Params) -> Result<Memory, String> {
-    let im = image(p)?;
-    let size = p.take_size("size")?.unwrap_or(im.end);
+    let size = p.take_size("size")?;
     if let Some(a) = p.take("allocator") {
         let kind = a.split(',').next().unwrap_or("");
         if !["sparse", "malloc", "zstd"].contains(&kind) {
             return Err(p.err(format!("unknown allocator '{a}'")));
         }
     }
+    // data=, raw= and base64= are taken in `image`; every other parameter
+    // is a variable for `$VAR`, as in nbdkit.
+    let mut rest = p.take_rest();
+    let (own, vars): (Vec<_>, Vec<_>) = rest
+        .drain(..)
+        .partition(|(k, _)| ["data", "raw", "base64"].contains(&k.as_str()));
+    let mut own = Params::new("data", own);
+    let im = image(&mut own, &vars)?;
+    let size = size.unwrap_or(im.end);
     let m = Memory::new(size);
     for (pos, c) in im.chunks {
         if pos >= size {
@@ -547,7 +690,7 @@ mod tests {
 
     fn img(s: &str) -> Result<Vec<u8>, String> {
         let mut p = Params::new("data", vec![("data".into(), s.into())]);
-        image(&mut p)?.into_dense()
+        image(&mut p, &[("pattern".into(), "0x55 0xAA".into())])?.into_dense()
     }
 
     #[test]
@@ -566,7 +709,13 @@ mod tests {
         assert_eq!(img("\"abcdef\"[1:3]").unwrap(), b"bc");
         assert_eq!(img("7*3").unwrap(), [7, 7, 7]);
         assert!(img("256").is_err());
-        assert!(img("$x").is_err());
+        assert!(img("$no_such_variable_here").is_err());
+        assert_eq!(img("$pattern*2").unwrap(), [0x55, 0xaa, 0x55, 0xaa]);
+        assert_eq!(img("(1 2) -> \\a \\a 3 \\a[1:]").unwrap(), [1, 2, 3, 2]);
+        // A name bound in a group is gone after it.
+        assert!(img("( 1 -> \\a ) \\a").is_err());
+        assert_eq!(img("1 -> \\a ( 2 -> \\a \\a ) \\a").unwrap(), [2, 1]);
+        assert!(img("-> \\a").is_err());
         assert!(img("(1").is_err());
         assert!(img("foo").is_err());
         assert_eq!(base64("aGVsbG8=").unwrap(), b"hello");
