@@ -96,7 +96,8 @@ fn data_syntax() {
     assert_eq!(c.read(0, 4), vec![1, 9, 9, 4]);
     c.disconnect();
     bad(&["data", "1 256"], "0 and 255");
-    bad(&["data", "$var"], "not supported");
+    // $VAR is supported; an unset one is refused.
+    bad(&["data", "$nbd_rs_unset_var"], "nbd_rs_unset_var");
     bad(&["data", "( 1 2"], "unterminated");
     bad(&["data", "raw=x", "base64=eA=="], "only one");
 }
