@@ -475,3 +475,79 @@ fn data_assignments_and_variables() {
     // 1.32.5 crashes).
     bad(&["data", "$a", "a=$a"], "too deep");
 }
+
+/// retry=N waits for a server that starts late; shared=true makes one
+/// connection at start-up for every client.
+#[test]
+fn nbd_retry_and_shared() {
+    require("nbdinfo", "libnbd-bin");
+    let dir = TempDir::new("nbdretry");
+    let sock = dir.path().join("back.sock");
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let _ = std::fs::remove_file(&sock);
+        let script = format!(
+            "(sleep 1; exec {DEBIAN_NBDKIT} -f -U {s} pattern 1M) & back=$!; \
+             nbdinfo --size \"$uri\"; r=$?; kill $back; exit $r",
+            s = sock.display()
+        );
+        let o = run_with(
+            bin,
+            &["nbd", &format!("socket={}", sock.display()), "retry=5"],
+            &script,
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "1048576\n", "{bin}");
+    }
+    // shared=true: two clients, one connection to the back server.
+    let log = dir.path().join("back.log");
+    let _ = std::fs::remove_file(&sock);
+    let pid = dir.path().join("back.pid");
+    let back = std::process::Command::new(DEBIAN_NBDKIT)
+        .args(["-f", "-U"])
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pid)
+        .args(["--filter=log", "pattern", "1M"])
+        .arg(format!("logfile={}", log.display()))
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _back = Kill(back);
+    let t = std::time::Instant::now();
+    // The pid file is written once the server accepts.
+    while !pid.exists() {
+        assert!(t.elapsed().as_secs() < 10, "back server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" Connect "))
+        .count();
+    let o = run_with(
+        BIN,
+        &["nbd", &format!("socket={}", sock.display()), "shared=true"],
+        "nbdinfo --size \"$uri\" && nbdinfo --size \"$uri\"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1048576\n1048576\n");
+    let after = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" Connect "))
+        .count();
+    assert_eq!(after - before, 1);
+    // shared=true connects at start-up: a missing server fails there.
+    bad(
+        &["nbd", "socket=/nonexistent/sock", "shared=true"],
+        "/nonexistent/sock",
+    );
+    bad(&["nbd", "socket=/a", "retry=x"], "retry");
+    bad(&["nbd", "socket=/a", "shared=maybe"], "shared");
+}

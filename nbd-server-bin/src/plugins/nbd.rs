@@ -7,8 +7,10 @@
 //! connection gets its own connection to the server, made when the client
 //! opens its export (so this server may start before the one it forwards
 //! to; bad parameters are still refused at start-up) and remade if it
-//! died. A mutex around it makes each request a full round trip (one
-//! client's requests are serialised: simple and correct).
+//! died. `shared=true` makes one connection at start-up instead, which
+//! every client shares; `retry=N` tries a failed connection N more times,
+//! a second apart. A mutex around a connection makes each request a full
+//! round trip (its requests are serialised: simple and correct).
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
@@ -36,6 +38,14 @@ pub const PLUGIN: PluginSpec = PluginSpec {
         ("hostname", "the host name of the server"),
         ("port", "the TCP port of the server"),
         ("export", "the export name to ask for"),
+        (
+            "retry",
+            "how many more times to try connecting, a second apart",
+        ),
+        (
+            "shared",
+            "true: one connection made at start-up, shared by every client",
+        ),
         (
             "tls",
             "whether to use TLS with the server (only off is supported)",
@@ -210,6 +220,10 @@ pub struct NbdPlugin {
     target: Target,
     export: String,
     readonly: bool,
+    /// retry=N: further tries, a second apart, when connecting fails.
+    retry: u32,
+    /// shared=true: the one connection every client uses, made at start.
+    shared: Option<Arc<NbdConn>>,
 }
 
 /// One connection to the server: a client connection's handle (or, for
@@ -230,6 +244,13 @@ impl NbdPlugin {
         let host = p.take("hostname");
         let port = p.take("port");
         let export = p.take("export");
+        let retry = p
+            .take_with("retry", |v| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("could not parse number: {v}"))
+            })?
+            .unwrap_or(0);
+        let shared = p.take_bool("shared")?.unwrap_or(false);
         if p.take("tls")
             .is_some_and(|t| t != "off" && t != "false" && t != "0")
         {
@@ -259,11 +280,18 @@ impl NbdPlugin {
                 )),
             };
         let export = export.or(uri_export).unwrap_or_default();
-        Ok(NbdPlugin {
+        let mut plugin = NbdPlugin {
             target,
             export,
             readonly,
-        })
+            retry,
+            shared: None,
+        };
+        if shared {
+            let conn = plugin.connect().map_err(|e| e.to_string())?;
+            plugin.shared = Some(Arc::new(conn));
+        }
+        Ok(plugin)
     }
 
     /// Checks the parameters and connects at once (xnbd-server's remote,
@@ -274,9 +302,20 @@ impl NbdPlugin {
             .map_err(|e| e.to_string())
     }
 
-    /// A new connection to the server.
+    /// A new connection to the server (tried `retry` more times, a second
+    /// apart, if it fails).
     pub fn connect(&self) -> Result<NbdConn> {
-        let conn = Conn::connect(&self.target, &self.export)?;
+        let mut tries = 0;
+        let conn = loop {
+            match Conn::connect(&self.target, &self.export) {
+                Ok(c) => break c,
+                Err(_) if tries < self.retry => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let info =
             conn.client.export().cloned().ok_or_else(|| {
                 Error::new(libc::EIO, "nbd: no export information from the server")
@@ -419,10 +458,14 @@ impl Backend for NbdConn {
     }
 }
 
-/// A connection to the server for each client connection, made now.
+/// A connection to the server for each client connection, made now; or
+/// with shared=true, the one made at start.
 impl Plugin for NbdPlugin {
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(self.connect()?))
+        match &self.shared {
+            Some(c) => Ok(Box::new(Arc::clone(c))),
+            None => Ok(Box::new(self.connect()?)),
+        }
     }
 }
 
