@@ -339,3 +339,187 @@ fn extentlist_reports_the_list() {
         assert!(!o.status.success(), "Debian took {text:?}: {o:?}");
     }
 }
+
+/// A Python script in option mode against `bin ARGS`: lists the exports
+/// (sorted), then asks about each of `names` (NBD_OPT_INFO with the
+/// name and description); prints one line each.
+fn exports_with(bin: &str, args: &[&str], names: &[&str]) -> String {
+    let dir = TempDir::new("exports");
+    let file = dir.path().join("t.py");
+    std::fs::write(
+        &file,
+        format!(
+            "import sys, errno, nbd
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.set_full_info(True)
+h.connect_uri(sys.argv[1])
+got = []
+try:
+    h.opt_list(lambda n, d: got.append((n, d)))
+    print(sorted(got))
+except nbd.Error as e:
+    print('list refused', errno.errorcode.get(e.errno, e.errno))
+for name in {names:?}:
+    h.set_export_name(name)
+    try:
+        h.opt_info()
+        try:
+            d = h.get_export_description()
+        except nbd.Error:
+            d = None
+        print(repr(name), h.get_size(), repr(h.get_canonical_export_name()), repr(d))
+    except nbd.Error as e:
+        print(repr(name), 'refused')
+h.opt_abort()
+"
+        ),
+    )
+    .unwrap();
+    let o = run_with(
+        bin,
+        args,
+        &format!("/usr/bin/python3 {} \"$uri\"", file.display()),
+    );
+    assert!(
+        o.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn same_exports(args: &[&str], names: &[&str]) -> String {
+    let ours = exports_with(BIN, args, names);
+    assert_eq!(ours, exports_with(DEBIAN_NBDKIT, args, names), "{args:?}");
+    ours
+}
+
+#[test]
+fn exportname_rewrites_names_lists_and_descriptions() {
+    let dir = TempDir::new("exportname");
+    for (n, len) in [("file1", 4), ("file2", 8), ("file3", 2)] {
+        std::fs::write(dir.path().join(n), vec![b'x'; len]).unwrap();
+    }
+    let d = format!("dir={}", dir.path().display());
+    let all = ["file1", "file2", "file3", "nosuch"];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["--filter=exportname".into(), "file".into(), d.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&'static str], names: &[&str]| -> String {
+        let v = with(extra);
+        let args: Vec<&str> = v.iter().map(String::as_str).collect();
+        same_exports(&args, names)
+    };
+
+    // The plugin's list, untouched.
+    let out = run(&[], &all);
+    assert!(
+        out.starts_with("[('file1', ''), ('file2', ''), ('file3', '')]\n"),
+        "{out}"
+    );
+    // The empty name is file2, whose canonical name the client learns.
+    let mut names = vec![""];
+    names.extend(all);
+    let out = run(&["default-export=file2"], &names);
+    assert!(out.contains("'' 8 'file2' None\n"), "{out}");
+    let out = run(
+        &["default_export=file3", "exportname-list=defaultonly"],
+        &names,
+    );
+    assert!(out.starts_with("[('file3', '')]\n"), "{out}");
+    run(
+        &["default-export=file1", "exportname-list=default-only"],
+        &names,
+    );
+    // Listing refused, or empty; opening still works.
+    let out = run(&["exportname-list=error", "default-export=file1"], &names);
+    assert!(out.starts_with("list refused ENOTSUP\n"), "{out}");
+    let out = run(&["exportname_list=empty"], &all);
+    assert!(out.starts_with("[]\n"), "{out}");
+    // An explicit list, strictly: only its names open.
+    let out = run(
+        &[
+            "exportname-list=explicit",
+            "exportname=file1",
+            "exportname=file3",
+            "exportname-strict=true",
+        ],
+        &names,
+    );
+    assert!(out.contains("'file2' refused\n"), "{out}");
+    assert!(out.contains("'' refused\n"), "{out}");
+    // The empty name allowed by listing it, and mapped to a default that
+    // must itself be listed.
+    run(
+        &[
+            "exportname-list=explicit",
+            "exportname=",
+            "exportname=file2",
+            "exportname_strict=1",
+            "default-export=file2",
+        ],
+        &names,
+    );
+    run(
+        &[
+            "exportname=",
+            "exportname=file1",
+            "exportname-strict=true",
+            "default-export=file2",
+        ],
+        &names,
+    );
+    // Descriptions: fixed, none, from a script (in the list and in INFO).
+    let out = run(&["exportdesc=fixed:a disk"], &all);
+    assert!(out.contains("'file1' 4 'file1' 'a disk'\n"), "{out}");
+    run(&["exportdesc=none"], &all);
+    run(
+        &[
+            "exportdesc=keep",
+            "exportname-list=explicit",
+            "exportname=file2",
+        ],
+        &all,
+    );
+    let out = run(
+        &[
+            "exportname-list=explicit",
+            "exportname=file1",
+            "exportname=it's",
+            "exportdesc=script:echo \"[$name]\"; echo more",
+        ],
+        &all,
+    );
+    assert!(
+        out.starts_with("[('file1', '[file1]\\nmore'), (\"it's\", \"[it's]\\nmore\")]"),
+        "{out}"
+    );
+    // Over a plugin without exports of its own.
+    let out = same_exports(
+        &[
+            "--filter=exportname",
+            "memory",
+            "1M",
+            "exportdesc=fixed:mem",
+            "default-export=foo",
+        ],
+        &["", "foo", "bar"],
+    );
+    assert!(out.starts_with("[('', 'mem')]\n"), "{out}");
+
+    bad(
+        &["--filter=exportname", "null", "exportname-list=some"],
+        "unrecognized exportname-list mode: some",
+    );
+    bad(
+        &["--filter=exportname", "null", "exportdesc=other"],
+        "unrecognized exportdesc mode: other",
+    );
+    bad(
+        &["--filter=exportname", "null", "exportname-strict=perhaps"],
+        "perhaps",
+    );
+}

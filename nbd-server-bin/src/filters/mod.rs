@@ -21,6 +21,7 @@ pub mod delay;
 pub mod error;
 pub mod exitlast;
 pub mod exitwhen;
+pub mod exportname;
 pub mod extentlist;
 pub mod extents;
 pub mod fua;
@@ -105,6 +106,7 @@ pub const FILTERS: &[FilterSpec] = &[
     checkwrite::FILTER,
     cacheextents::FILTER,
     extentlist::FILTER,
+    exportname::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -157,6 +159,7 @@ mod tests {
         ("checkwrite", include_str!("checkwrite.rs")),
         ("cacheextents", include_str!("cacheextents.rs")),
         ("extentlist", include_str!("extentlist.rs")),
+        ("exportname", include_str!("exportname.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
