@@ -168,10 +168,18 @@ fn details(opened: &Opened, readonly: bool) -> Result<ExportDetails, String> {
     let size = opened.size().map_err(|e| e.to_string())?;
     let caps = Caps::from_backend(opened, readonly).map_err(|e| e.to_string())?;
     let block_size = opened.block_size().map_err(|e| e.to_string())?;
+    // A layer that cannot describe the export (tls-fallback, answering
+    // a client without TLS itself) just sends no description.
+    let description = opened
+        .export_description()
+        .ok()
+        .flatten()
+        .map(String::into_bytes);
     Ok(ExportDetails {
         size,
         caps,
         block_size,
+        description,
         ..ExportDetails::default()
     })
 }
@@ -354,15 +362,21 @@ impl ConnExports<'_> {
 impl Exports for ConnExports<'_> {
     /// The chain's own list when it has one (`dir=`), else the `-e` name.
     fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.try_list().unwrap_or_default()
+    }
+
+    /// As `list`; a chain that refuses to list (the exportname filter's
+    /// `exportname-list=error`) makes the client's LIST fail.
+    fn try_list(&self) -> Result<nbd_core::server::negotiate::ExportList, String> {
         match self.srv.chain.list_exports(&self.info_for(b"")) {
-            Ok(Some(list)) => list
+            Ok(Some(list)) => Ok(list
                 .into_iter()
                 .map(|(n, d)| (n.into_bytes(), d.into_bytes()))
-                .collect(),
-            Ok(None) => vec![(self.srv.export_name.as_bytes().to_vec(), Vec::new())],
+                .collect()),
+            Ok(None) => Ok(vec![(self.srv.export_name.as_bytes().to_vec(), Vec::new())]),
             Err(e) => {
                 crate::log::error!("listing exports: {e}");
-                Vec::new()
+                Err(e.to_string())
             }
         }
     }
@@ -371,12 +385,17 @@ impl Exports for ConnExports<'_> {
         // Close what an earlier INFO opened before opening again.
         self.looked_up.borrow_mut().take();
         let id = self.info.borrow().id;
-        let resolved = self.resolve(name)?;
+        let resolved = self.resolve(name).inspect_err(|e| {
+            crate::log::error!("connection {id}: {e}");
+        })?;
         let opened = self.srv.chain.open(self.info_for(&resolved)).map_err(|e| {
             crate::log::error!("connection {id}: open: {e}");
             e.to_string()
         })?;
-        let d = details(&opened, self.srv.readonly)?;
+        let mut d = details(&opened, self.srv.readonly)?;
+        // NBD_INFO_NAME: the name the chain was opened on, as nbdkit
+        // sends it (the default export's, for the empty name).
+        d.canonical_name = Some(resolved);
         *self.looked_up.borrow_mut() = Some((name.to_vec(), opened));
         Ok(d)
     }

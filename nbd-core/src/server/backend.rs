@@ -317,6 +317,11 @@ pub trait Backend: Send + Sync {
     fn is_rotational(&self) -> Result<bool> {
         Ok(false)
     }
+    /// The export's description for NBD_INFO_DESCRIPTION, if it has
+    /// one (nbdkit's `export_description`).
+    fn export_description(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Reads `buf.len()` bytes at `offset`.
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()>;
@@ -424,6 +429,9 @@ impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
     }
     fn is_rotational(&self) -> Result<bool> {
         (**self).is_rotational()
+    }
+    fn export_description(&self) -> Result<Option<String>> {
+        (**self).export_description()
     }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         (**self).pread(buf, offset)

@@ -103,11 +103,19 @@ pub struct ExportDetails {
     pub block_size: Option<(u32, u32, u32)>,
 }
 
+/// Exports as listed: (name, description).
+pub type ExportList = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The binary's say in what exports exist. Must be cheap: it is asked
 /// before the client has proven anything.
 pub trait Exports {
     /// The exports to list, as (name, description).
     fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+    /// As [`Exports::list`], or `Err(message)` when the list cannot be
+    /// given: the client gets NBD_REP_ERR_PLATFORM, as from nbdkit.
+    fn try_list(&self) -> Result<ExportList, String> {
+        Ok(self.list())
+    }
     /// An export by name, or `Err(message)` if there is no such export or
     /// it cannot be described (or opened: nbdkit opens the backend to
     /// answer INFO and GO, and so may the provider).
@@ -520,7 +528,11 @@ impl Negotiation {
                 if !payload.is_empty() {
                     return self.reply_err(option, ReplyType::ErrInvalid, "LIST takes no payload");
                 }
-                for (name, desc) in exports.list() {
+                let list = match exports.try_list() {
+                    Ok(list) => list,
+                    Err(e) => return self.reply_err(option, ReplyType::ErrPlatform, &e),
+                };
+                for (name, desc) in list {
                     let p = encode_rep_server(&name, &desc);
                     self.reply(option, ReplyType::Server, &p);
                 }
@@ -881,6 +893,33 @@ mod tests {
         assert_eq!(r[3].2, encode_rep_meta_context(0, b"base:allocation"));
         assert_eq!(r[4].1, rep::ACK);
         assert_eq!(r[5], (opt::SET_META_CONTEXT, rep::ACK, vec![]));
+    }
+
+    /// An export provider that refuses to list.
+    struct Unlisted;
+    impl Exports for Unlisted {
+        fn list(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+            Vec::new()
+        }
+        fn try_list(&self) -> Result<ExportList, String> {
+            Err("no list".into())
+        }
+        fn lookup(&self, name: &[u8]) -> Result<ExportDetails, String> {
+            OneExport.lookup(name)
+        }
+    }
+
+    #[test]
+    fn a_refused_list_is_err_platform() {
+        let (mut n, _) = start(1);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::LIST, &[]);
+        let used = n.feed(&i, &Unlisted);
+        assert_eq!(used, i.len());
+        let out = n.output().to_vec();
+        let r = replies(&out);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1), (opt::LIST, rep::ERR_PLATFORM));
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub trait FilterHandle: Send + Sync {
     fn is_rotational(&self, next: &dyn Backend) -> Result<bool> {
         next.is_rotational()
     }
+    fn export_description(&self, next: &dyn Backend) -> Result<Option<String>> {
+        next.export_description()
+    }
 
     /// A read. Passing `r` on (perhaps with another offset) keeps the
     /// plugin's zero-copy path; a filter that looks at or changes the data
@@ -180,6 +183,9 @@ impl<T: FilterHandle + ?Sized> FilterHandle for Arc<T> {
     }
     fn is_rotational(&self, next: &dyn Backend) -> Result<bool> {
         (**self).is_rotational(next)
+    }
+    fn export_description(&self, next: &dyn Backend) -> Result<Option<String>> {
+        (**self).export_description(next)
     }
     fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
         (**self).pread(next, r)

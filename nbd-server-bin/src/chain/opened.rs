@@ -250,6 +250,9 @@ impl Backend for Next<'_> {
             |p| p.is_rotational(),
         )
     }
+    fn export_description(&self) -> Result<Option<String>> {
+        self.call(|h, n| h.export_description(n), |p| p.export_description())
+    }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.read(&mut Read::new(buf, offset))
     }
@@ -347,6 +350,9 @@ impl Backend for Opened {
     }
     fn is_rotational(&self) -> Result<bool> {
         self.next(0).is_rotational()
+    }
+    fn export_description(&self) -> Result<Option<String>> {
+        self.next(0).export_description()
     }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.next(0).pread(buf, offset)

@@ -27,3 +27,32 @@ pub fn extents_at(
     }
     Ok(())
 }
+
+/// The extents of all of `count` bytes at `offset` of `inner`, as
+/// (offset, length, flags), asking again where an answer stops short
+/// (nbdkit's `nbdkit_extents_full`). An answer with nothing in it is EIO.
+pub fn extents_full(inner: &dyn Backend, count: u32, offset: u64) -> Result<Vec<(u64, u64, u32)>> {
+    let end = offset + count as u64;
+    let mut out: Vec<(u64, u64, u32)> = Vec::new();
+    let mut pos = offset;
+    let mut e = Extents::new();
+    while pos < end {
+        let n = (end - pos) as u32;
+        e.reset(pos, n, false);
+        inner.extents(n, pos, &mut e)?;
+        if e.is_empty() {
+            return Err(nbd_core::server::backend::Error::new(
+                libc::EIO,
+                "extents: the layer below returned no extents",
+            ));
+        }
+        for &(len, flags) in e.as_slice() {
+            match out.last_mut() {
+                Some((_, l, f)) if *f == flags => *l += len,
+                _ => out.push((pos, len, flags)),
+            }
+            pos += len;
+        }
+    }
+    Ok(out)
+}

@@ -14,11 +14,15 @@ pub mod blocks;
 pub mod blocksize;
 pub mod blocksize_policy;
 pub mod cache;
+pub mod cacheextents;
+pub mod checkwrite;
 pub mod cow;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
 pub mod exitwhen;
+pub mod exportname;
+pub mod extentlist;
 pub mod extents;
 pub mod fua;
 pub mod ip;
@@ -27,6 +31,7 @@ pub mod log;
 pub mod multi_conn;
 pub mod nocache;
 pub mod noextents;
+pub mod nofilter;
 pub mod noparallel;
 pub mod nozero;
 pub mod offset;
@@ -35,6 +40,7 @@ pub mod protect;
 pub mod readahead;
 pub mod retry;
 pub mod stats;
+pub mod swab;
 pub mod tar;
 pub mod tls_fallback;
 pub mod truncate;
@@ -95,6 +101,12 @@ pub const FILTERS: &[FilterSpec] = &[
     xnbd_cache::FILTER,
     ip::FILTER,
     tls_fallback::FILTER,
+    nofilter::FILTER,
+    swab::FILTER,
+    checkwrite::FILTER,
+    cacheextents::FILTER,
+    extentlist::FILTER,
+    exportname::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -142,6 +154,12 @@ mod tests {
         ("ip", include_str!("ip.rs")),
         ("xnbd-cache", include_str!("xnbd_cache.rs")),
         ("tls-fallback", include_str!("tls_fallback.rs")),
+        ("nofilter", include_str!("nofilter.rs")),
+        ("swab", include_str!("swab.rs")),
+        ("checkwrite", include_str!("checkwrite.rs")),
+        ("cacheextents", include_str!("cacheextents.rs")),
+        ("extentlist", include_str!("extentlist.rs")),
+        ("exportname", include_str!("exportname.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
