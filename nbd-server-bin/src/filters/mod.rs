@@ -15,6 +15,7 @@ pub mod blocksize;
 pub mod blocksize_policy;
 pub mod cache;
 pub mod cow;
+pub mod ddrescue;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
@@ -34,6 +35,7 @@ pub mod partition;
 pub mod protect;
 pub mod readahead;
 pub mod retry;
+pub mod retry_request;
 pub mod stats;
 pub mod tar;
 pub mod tls_fallback;
@@ -95,6 +97,8 @@ pub const FILTERS: &[FilterSpec] = &[
     xnbd_cache::FILTER,
     ip::FILTER,
     tls_fallback::FILTER,
+    ddrescue::FILTER,
+    retry_request::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -142,6 +146,8 @@ mod tests {
         ("ip", include_str!("ip.rs")),
         ("xnbd-cache", include_str!("xnbd_cache.rs")),
         ("tls-fallback", include_str!("tls_fallback.rs")),
+        ("ddrescue", include_str!("ddrescue.rs")),
+        ("retry-request", include_str!("retry_request.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
