@@ -33,6 +33,7 @@ pub mod nozero;
 pub mod offset;
 pub mod partition;
 pub mod protect;
+pub mod rate;
 pub mod readahead;
 pub mod retry;
 pub mod retry_request;
@@ -99,6 +100,7 @@ pub const FILTERS: &[FilterSpec] = &[
     tls_fallback::FILTER,
     ddrescue::FILTER,
     retry_request::FILTER,
+    rate::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -148,6 +150,7 @@ mod tests {
         ("tls-fallback", include_str!("tls_fallback.rs")),
         ("ddrescue", include_str!("ddrescue.rs")),
         ("retry-request", include_str!("retry_request.rs")),
+        ("rate", include_str!("rate.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
