@@ -14,6 +14,14 @@ use super::Below;
 /// A filter, configured once when the server starts and shared by every
 /// connection.
 pub trait Filter: Send + Sync {
+    /// Runs once the server is in the process that will serve (after
+    /// daemonising), before any client connects (nbdkit's `after_fork`):
+    /// the place to start a thread that lives as long as the server. A
+    /// thread started when the filter is made would not survive the fork.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// A client connected, before any byte of the handshake.
     fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
         next.preconnect(info)

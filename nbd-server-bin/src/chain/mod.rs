@@ -53,6 +53,11 @@ impl Chain {
         Below { chain: self, layer }
     }
 
+    /// The server is in its final process (see [`Filter::after_fork`]).
+    pub fn after_fork(&self) -> std::result::Result<(), String> {
+        self.filters.iter().try_for_each(|f| f.after_fork())
+    }
+
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.
     pub fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
         self.below(0).preconnect(info)

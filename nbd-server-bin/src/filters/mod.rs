@@ -32,6 +32,7 @@ pub mod noparallel;
 pub mod nozero;
 pub mod offset;
 pub mod partition;
+pub mod pause;
 pub mod protect;
 pub mod rate;
 pub mod readahead;
@@ -101,6 +102,7 @@ pub const FILTERS: &[FilterSpec] = &[
     ddrescue::FILTER,
     retry_request::FILTER,
     rate::FILTER,
+    pause::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -151,6 +153,7 @@ mod tests {
         ("ddrescue", include_str!("ddrescue.rs")),
         ("retry-request", include_str!("retry_request.rs")),
         ("rate", include_str!("rate.rs")),
+        ("pause", include_str!("pause.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
