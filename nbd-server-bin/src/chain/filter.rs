@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Read, Result, ZeroFlags};
 
-use super::opened::OpenNext;
+use super::opened::{Lower, OpenNext};
 use super::Below;
 
 /// A filter, configured once when the server starts and shared by every
@@ -62,6 +62,15 @@ pub trait FilterHandle: Send + Sync {
     fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
         let _ = (next, info);
         Ok(())
+    }
+
+    /// Runs after `prepare` with the layers below as an owned handle, for
+    /// a filter that calls them from a thread of its own, outside any
+    /// request (the scan filter's prefetching). A handle that keeps
+    /// `next` must drop it, and stop its thread, by the end of `close`:
+    /// the layers below stay open until then.
+    fn keep_next(&self, next: Lower) {
+        let _ = next;
     }
 
     /// Runs exactly once, when the connection ends, for every handle that
@@ -146,6 +155,9 @@ pub trait FilterHandle: Send + Sync {
 impl<T: FilterHandle + ?Sized> FilterHandle for Arc<T> {
     fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
         (**self).prepare(next, info)
+    }
+    fn keep_next(&self, next: Lower) {
+        (**self).keep_next(next)
     }
     fn close(&self, info: &ConnectionInfo) {
         (**self).close(info)

@@ -28,7 +28,7 @@ use nbd_core::server::backend::{ConnectionInfo, Result};
 
 pub use build::build;
 pub use filter::{Filter, FilterHandle};
-pub use opened::{OpenNext, Opened};
+pub use opened::{Lower, OpenNext, Opened};
 pub use plugin::Plugin;
 
 /// A configured chain: the plugin and the filters over it.

@@ -38,6 +38,7 @@ pub mod rate;
 pub mod readahead;
 pub mod retry;
 pub mod retry_request;
+pub mod scan;
 pub mod stats;
 pub mod tar;
 pub mod tls_fallback;
@@ -103,6 +104,7 @@ pub const FILTERS: &[FilterSpec] = &[
     retry_request::FILTER,
     rate::FILTER,
     pause::FILTER,
+    scan::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -154,6 +156,7 @@ mod tests {
         ("retry-request", include_str!("retry_request.rs")),
         ("rate", include_str!("rate.rs")),
         ("pause", include_str!("pause.rs")),
+        ("scan", include_str!("scan.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
