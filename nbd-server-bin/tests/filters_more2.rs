@@ -362,19 +362,56 @@ fn pause_waits_for_requests_in_flight() {
         );
         assert!(eventually(|| ctl.exists()));
         let mut c = srv.client();
-        let t = std::thread::spawn(move || {
-            c.read(0, 512);
-            Instant::now()
-        });
+        let sent = Instant::now();
+        let t = std::thread::spawn(move || c.read(0, 512));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(control(&ctl, b'p'), b'P', "{bin}");
-        let paused_at = Instant::now();
-        let read_done = t.join().unwrap();
+        // The read takes a second (rdelay=1): the answer came after it.
+        let paused_after = sent.elapsed();
         assert!(
-            read_done <= paused_at,
-            "{bin}: paused before the read ended"
+            paused_after >= Duration::from_millis(900),
+            "{bin}: paused {paused_after:?} after the read was sent"
         );
+        t.join().unwrap();
         assert_eq!(control(&ctl, b'r'), b'R', "{bin}");
+    }
+}
+
+/// In the background (no -f), the control socket still answers: its
+/// thread starts in the daemon, after the fork.
+#[test]
+fn pause_in_a_daemon() {
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let dir = TempDir::new("pause-daemon");
+        let ctl = dir.path().join("ctl");
+        let pid = dir.path().join("pid");
+        let sock = dir.path().join("nbd.sock");
+        let o = Command::new(bin)
+            .arg("-U")
+            .arg(&sock)
+            .arg("-P")
+            .arg(&pid)
+            .args(["--filter=pause", "memory", "1M"])
+            .arg(format!("pause-control={}", ctl.display()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: {o:?}");
+        assert!(eventually(|| std::fs::read_to_string(&pid)
+            .map(|p| !p.trim().is_empty())
+            .unwrap_or(false)));
+        let pid: i32 = std::fs::read_to_string(&pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let answers = (control(&ctl, b'p'), control(&ctl, b'r'));
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        assert!(
+            eventually(|| !pid_alive(pid)),
+            "{bin}: daemon still running"
+        );
+        assert_eq!(answers, (b'P', b'R'), "{bin}");
     }
 }
 

@@ -194,6 +194,57 @@ mod tests {
         cached: Mutex<Vec<(u64, u32)>>,
     }
 
+    /// A recorder whose prefetches take a while.
+    #[derive(Default)]
+    struct Slow(Recorder, std::sync::atomic::AtomicU32);
+
+    impl Backend for Slow {
+        fn size(&self) -> Result<u64> {
+            self.0.size()
+        }
+        fn can_cache(&self) -> Result<bool> {
+            Ok(true)
+        }
+        fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+            self.0.pread(buf, offset)
+        }
+        fn cache(&self, count: u32, offset: u64) -> Result<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.cache(count, offset)
+        }
+    }
+
+    impl Plugin for Slow {
+        fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+            Ok(Box::new(self))
+        }
+    }
+
+    #[test]
+    fn skips_ahead_of_the_client_unless_told() {
+        for (ahead, want) in [
+            ("true", vec![0, 9216, 9728]),
+            ("false", (0..20).map(|i| i * 512).collect()),
+        ] {
+            let slow = Arc::new(Slow::default());
+            let f = scan(&[("scan-size", "512"), ("scan-ahead", ahead)]);
+            let chain = Arc::new(Chain::new(slow.clone(), vec![f]));
+            let c = chain.open(info("")).unwrap();
+            // Read while the first prefetch is running.
+            while slow.1.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut buf = [0u8; 1024];
+            c.pread(&mut buf, 8192).unwrap();
+            wait_for(&slow.0, want.len());
+            std::thread::sleep(Duration::from_millis(150));
+            drop(c);
+            let got: Vec<u64> = slow.0.cached.lock().unwrap().iter().map(|c| c.0).collect();
+            assert_eq!(got, want, "scan-ahead={ahead}");
+        }
+    }
+
     impl Backend for Recorder {
         fn size(&self) -> Result<u64> {
             Ok(10 << 10)
