@@ -124,6 +124,7 @@ fn main() {
     if c.single {
         signals.block();
         exit_with_parent(c.exit_with_parent, parent);
+        srv.chain.after_fork().unwrap_or_else(|e| die(e));
         std::thread::spawn(move || signal_loop(&signals));
         let (rd, wr) =
             listen::inherited_connection(std::io::stdin().as_fd(), std::io::stdout().as_fd())
@@ -182,6 +183,7 @@ fn main() {
     }
     signals.block();
     exit_with_parent(c.exit_with_parent, parent);
+    srv.chain.after_fork().unwrap_or_else(|e| die(e));
     let opts = AcceptOpts {
         keep_alive: c.keep_alive,
     };

@@ -8,12 +8,20 @@ use std::sync::Arc;
 
 use nbd_core::server::backend::{Backend, ConnectionInfo, Extents, Read, Result, ZeroFlags};
 
-use super::opened::OpenNext;
+use super::opened::{Lower, OpenNext};
 use super::Below;
 
 /// A filter, configured once when the server starts and shared by every
 /// connection.
 pub trait Filter: Send + Sync {
+    /// Runs once the server is in the process that will serve (after
+    /// daemonising), before any client connects (nbdkit's `after_fork`):
+    /// the place to start a thread that lives as long as the server. A
+    /// thread started when the filter is made would not survive the fork.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// A client connected, before any byte of the handshake.
     fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
         next.preconnect(info)
@@ -54,6 +62,15 @@ pub trait FilterHandle: Send + Sync {
     fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
         let _ = (next, info);
         Ok(())
+    }
+
+    /// Runs after `prepare` with the layers below as an owned handle, for
+    /// a filter that calls them from a thread of its own, outside any
+    /// request (the scan filter's prefetching). A handle that keeps
+    /// `next` must drop it, and stop its thread, by the end of `close`:
+    /// the layers below stay open until then.
+    fn keep_next(&self, next: Lower) {
+        let _ = next;
     }
 
     /// Runs exactly once, when the connection ends, for every handle that
@@ -141,6 +158,9 @@ pub trait FilterHandle: Send + Sync {
 impl<T: FilterHandle + ?Sized> FilterHandle for Arc<T> {
     fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
         (**self).prepare(next, info)
+    }
+    fn keep_next(&self, next: Lower) {
+        (**self).keep_next(next)
     }
     fn close(&self, info: &ConnectionInfo) {
         (**self).close(info)

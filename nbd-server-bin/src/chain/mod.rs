@@ -28,7 +28,7 @@ use nbd_core::server::backend::{ConnectionInfo, Result};
 
 pub use build::build;
 pub use filter::{Filter, FilterHandle};
-pub use opened::{OpenNext, Opened};
+pub use opened::{Lower, OpenNext, Opened};
 pub use plugin::Plugin;
 
 /// A configured chain: the plugin and the filters over it.
@@ -51,6 +51,11 @@ impl Chain {
 
     fn below(&self, layer: usize) -> Below<'_> {
         Below { chain: self, layer }
+    }
+
+    /// The server is in its final process (see [`Filter::after_fork`]).
+    pub fn after_fork(&self) -> std::result::Result<(), String> {
+        self.filters.iter().try_for_each(|f| f.after_fork())
     }
 
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.

@@ -51,6 +51,12 @@ impl Caps {
 /// A chain opened for one connection. Dropping it closes every layer that
 /// was opened, the outermost first, and then the plugin's handle.
 pub struct Opened {
+    layers: Arc<Layers>,
+}
+
+/// The layers of a chain opened for one connection. Shared (with a
+/// filter's own thread, through [`Lower`]) once they are open.
+struct Layers {
     chain: Arc<Chain>,
     info: ConnectionInfo,
     /// One per filter, outermost first; `None` where a filter above did
@@ -63,7 +69,7 @@ pub struct Opened {
 
 /// What a filter's `open` gets to open the layers below it.
 pub struct OpenNext<'a> {
-    opened: &'a mut Opened,
+    opened: &'a mut Layers,
     layer: usize,
 }
 
@@ -74,7 +80,7 @@ impl OpenNext<'_> {
     }
 }
 
-fn open_layer(o: &mut Opened, layer: usize, info: &ConnectionInfo) -> Result<()> {
+fn open_layer(o: &mut Layers, layer: usize, info: &ConnectionInfo) -> Result<()> {
     let chain = Arc::clone(&o.chain);
     if layer == chain.filters.len() {
         if o.plugin.is_none() {
@@ -100,18 +106,32 @@ impl Opened {
     /// each filter's `prepare`, innermost first.
     pub(super) fn open(chain: Arc<Chain>, info: ConnectionInfo) -> Result<Opened> {
         let n = chain.filters.len();
-        let mut o = Opened {
+        let mut layers = Layers {
             chain,
             info,
             filters: (0..n).map(|_| None).collect(),
             plugin: None,
             caps: (0..=n).map(|_| Caps::new()).collect(),
         };
-        let info = o.info.clone();
-        open_layer(&mut o, 0, &info)?;
+        let info = layers.info.clone();
+        if let Err(e) = open_layer(&mut layers, 0, &info) {
+            // Close what was opened.
+            drop(Opened {
+                layers: Arc::new(layers),
+            });
+            return Err(e);
+        }
+        let o = Opened {
+            layers: Arc::new(layers),
+        };
+        let l = &o.layers;
         for i in (0..n).rev() {
-            if let Some(h) = &o.filters[i] {
-                h.prepare(&o.next(i + 1), &o.info)?;
+            if let Some(h) = &l.filters[i] {
+                h.prepare(&l.next(i + 1), &l.info)?;
+                h.keep_next(Lower {
+                    layers: Arc::clone(l),
+                    layer: i + 1,
+                });
             }
         }
         Ok(o)
@@ -119,9 +139,18 @@ impl Opened {
 
     /// The connection this chain was opened for.
     pub fn info(&self) -> &ConnectionInfo {
-        &self.info
+        &self.layers.info
     }
+}
 
+/// The layers below a filter, owned: what a filter's own thread uses to
+/// call them outside any request (see [`FilterHandle::keep_next`]).
+pub struct Lower {
+    layers: Arc<Layers>,
+    layer: usize,
+}
+
+impl Layers {
     /// The layers from `layer` down, as a backend.
     fn next(&self, layer: usize) -> Next<'_> {
         Next {
@@ -133,8 +162,8 @@ impl Opened {
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        for h in self.filters.iter().flatten() {
-            h.close(&self.info);
+        for h in self.layers.filters.iter().flatten() {
+            h.close(&self.layers.info);
         }
     }
 }
@@ -142,7 +171,7 @@ impl Drop for Opened {
 /// The layers of an opened chain from one layer down: what a filter gets
 /// as `next`.
 struct Next<'a> {
-    opened: &'a Opened,
+    opened: &'a Layers,
     layer: usize,
 }
 
@@ -313,69 +342,139 @@ impl Backend for Next<'_> {
 /// The opened chain serves the connection: its top layer.
 impl Backend for Opened {
     fn size(&self) -> Result<u64> {
-        self.next(0).size()
+        self.layers.next(0).size()
     }
     fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
-        self.next(0).block_size()
+        self.layers.next(0).block_size()
     }
     fn reopen(&self) -> Result<()> {
-        self.next(0).reopen()
+        self.layers.next(0).reopen()
     }
     fn can_write(&self) -> Result<bool> {
-        self.next(0).can_write()
+        self.layers.next(0).can_write()
     }
     fn can_flush(&self) -> Result<bool> {
-        self.next(0).can_flush()
+        self.layers.next(0).can_flush()
     }
     fn can_fua(&self) -> Result<bool> {
-        self.next(0).can_fua()
+        self.layers.next(0).can_fua()
     }
     fn can_trim(&self) -> Result<bool> {
-        self.next(0).can_trim()
+        self.layers.next(0).can_trim()
     }
     fn can_zero(&self) -> Result<bool> {
-        self.next(0).can_zero()
+        self.layers.next(0).can_zero()
     }
     fn can_fast_zero(&self) -> Result<bool> {
-        self.next(0).can_fast_zero()
+        self.layers.next(0).can_fast_zero()
     }
     fn can_multi_conn(&self) -> Result<bool> {
-        self.next(0).can_multi_conn()
+        self.layers.next(0).can_multi_conn()
     }
     fn can_extents(&self) -> Result<bool> {
-        self.next(0).can_extents()
+        self.layers.next(0).can_extents()
     }
     fn can_cache(&self) -> Result<bool> {
-        self.next(0).can_cache()
+        self.layers.next(0).can_cache()
     }
     fn is_rotational(&self) -> Result<bool> {
-        self.next(0).is_rotational()
+        self.layers.next(0).is_rotational()
     }
     fn export_description(&self) -> Result<Option<String>> {
-        self.next(0).export_description()
+        self.layers.next(0).export_description()
     }
     fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.next(0).pread(buf, offset)
+        self.layers.next(0).pread(buf, offset)
     }
     fn read(&self, r: &mut Read<'_>) -> Result<()> {
-        self.next(0).read(r)
+        self.layers.next(0).read(r)
     }
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        self.next(0).pwrite(buf, offset, fua)
+        self.layers.next(0).pwrite(buf, offset, fua)
     }
     fn flush(&self) -> Result<()> {
-        self.next(0).flush()
+        self.layers.next(0).flush()
     }
     fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
-        self.next(0).trim(count, offset, fua)
+        self.layers.next(0).trim(count, offset, fua)
     }
     fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
-        self.next(0).zero(count, offset, flags)
+        self.layers.next(0).zero(count, offset, flags)
     }
     fn cache(&self, count: u32, offset: u64) -> Result<()> {
-        self.next(0).cache(count, offset)
+        self.layers.next(0).cache(count, offset)
     }
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
-        self.next(0).extents(count, offset, sink)
+        self.layers.next(0).extents(count, offset, sink)
+    }
+}
+
+/// The layers below a filter, for its own thread.
+impl Backend for Lower {
+    fn size(&self) -> Result<u64> {
+        self.layers.next(self.layer).size()
+    }
+    fn export_description(&self) -> Result<Option<String>> {
+        self.layers.next(self.layer).export_description()
+    }
+    fn block_size(&self) -> Result<Option<(u32, u32, u32)>> {
+        self.layers.next(self.layer).block_size()
+    }
+    fn reopen(&self) -> Result<()> {
+        self.layers.next(self.layer).reopen()
+    }
+    fn can_write(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_write()
+    }
+    fn can_flush(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_flush()
+    }
+    fn can_fua(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_fua()
+    }
+    fn can_trim(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_trim()
+    }
+    fn can_zero(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_zero()
+    }
+    fn can_fast_zero(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_fast_zero()
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_multi_conn()
+    }
+    fn can_extents(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_extents()
+    }
+    fn can_cache(&self) -> Result<bool> {
+        self.layers.next(self.layer).can_cache()
+    }
+    fn is_rotational(&self) -> Result<bool> {
+        self.layers.next(self.layer).is_rotational()
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.layers.next(self.layer).pread(buf, offset)
+    }
+    fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        self.layers.next(self.layer).read(r)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.layers.next(self.layer).pwrite(buf, offset, fua)
+    }
+    fn flush(&self) -> Result<()> {
+        self.layers.next(self.layer).flush()
+    }
+    fn trim(&self, count: u32, offset: u64, fua: bool) -> Result<()> {
+        self.layers.next(self.layer).trim(count, offset, fua)
+    }
+    fn zero(&self, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
+        self.layers.next(self.layer).zero(count, offset, flags)
+    }
+    fn cache(&self, count: u32, offset: u64) -> Result<()> {
+        self.layers.next(self.layer).cache(count, offset)
+    }
+    fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        self.layers.next(self.layer).extents(count, offset, sink)
     }
 }

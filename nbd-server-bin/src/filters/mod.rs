@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cacheextents;
 pub mod checkwrite;
 pub mod cow;
+pub mod ddrescue;
 pub mod delay;
 pub mod error;
 pub mod exitlast;
@@ -36,9 +37,13 @@ pub mod noparallel;
 pub mod nozero;
 pub mod offset;
 pub mod partition;
+pub mod pause;
 pub mod protect;
+pub mod rate;
 pub mod readahead;
 pub mod retry;
+pub mod retry_request;
+pub mod scan;
 pub mod stats;
 pub mod swab;
 pub mod tar;
@@ -101,12 +106,17 @@ pub const FILTERS: &[FilterSpec] = &[
     xnbd_cache::FILTER,
     ip::FILTER,
     tls_fallback::FILTER,
-    nofilter::FILTER,
-    swab::FILTER,
-    checkwrite::FILTER,
     cacheextents::FILTER,
-    extentlist::FILTER,
+    checkwrite::FILTER,
+    ddrescue::FILTER,
     exportname::FILTER,
+    extentlist::FILTER,
+    nofilter::FILTER,
+    pause::FILTER,
+    rate::FILTER,
+    retry_request::FILTER,
+    scan::FILTER,
+    swab::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -160,6 +170,11 @@ mod tests {
         ("cacheextents", include_str!("cacheextents.rs")),
         ("extentlist", include_str!("extentlist.rs")),
         ("exportname", include_str!("exportname.rs")),
+        ("ddrescue", include_str!("ddrescue.rs")),
+        ("retry-request", include_str!("retry_request.rs")),
+        ("rate", include_str!("rate.rs")),
+        ("pause", include_str!("pause.rs")),
+        ("scan", include_str!("scan.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
