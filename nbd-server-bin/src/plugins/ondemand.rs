@@ -8,8 +8,8 @@
 //! and then kept. While a client has a disk open it holds an
 //! open-file-description lock on it (shared when read-only), so a second
 //! client is refused ("filesystem is locked by another client"), or with
-//! `wait=true` waits its turn. The export list is "" and each file of
-//! `dir` whose name has no `.` or `:`, except `default`.
+//! `wait=true` waits its turn. The export list is `default` (the empty
+//! name) and each other file of `dir` whose name has no `.` or `:`.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -161,9 +161,15 @@ impl Plugin for OnDemand {
             .filter(|n| !n.contains('.') && !n.contains(':') && n != "default")
             .collect();
         names.sort();
-        let mut list = vec![(String::new(), String::new())];
+        // The empty name comes first, under its own name.
+        let mut list = vec![("default".to_string(), String::new())];
         list.extend(names.into_iter().map(|n| (n, String::new())));
         Ok(Some(list))
+    }
+
+    /// The empty name means `default`.
+    fn default_export(&self, _: &ConnectionInfo) -> Result<Option<String>> {
+        Ok(Some("default".into()))
     }
 
     fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
@@ -245,7 +251,7 @@ mod tests {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        assert_eq!(list, ["", "one"]);
+        assert_eq!(list, ["default", "one"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

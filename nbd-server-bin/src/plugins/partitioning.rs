@@ -303,7 +303,7 @@ impl Partitioning {
                              and <= maximum alignment {MAX_ALIGNMENT}"
                         ));
                     }
-                    if a % SECTOR != 0 {
+                    if !a.is_multiple_of(SECTOR) {
                         return Err(format!(
                             "partition alignment {a} should be a multiple of sector size {SECTOR}"
                         ));
