@@ -658,6 +658,29 @@ fn partitioning_bad_arguments() {
             "Debian {args:?}: {o:?}"
         );
     }
+    // Too big for MBR: GPT unless MBR is asked for, which is refused.
+    let big = t.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3 << 40)
+        .unwrap();
+    let big = big.to_string_lossy().into_owned();
+    bad(
+        &["partitioning", "partition-type=mbr", &big],
+        "MBR partition table type supports a maximum virtual disk size of about 2 TB",
+    );
+    let o = run_with(
+        DEBIAN_NBDKIT,
+        &["partitioning", "partition-type=mbr", &big],
+        "true",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let [ours, theirs] = both(
+        &["partitioning", &big],
+        "nbdinfo --size \"$uri\" && nbdcopy \"$uri\" - 2>/dev/null | head -c 520 | tail -c 8",
+    );
+    assert_eq!(stdout(&ours), stdout(&theirs));
+    assert_eq!(stdout(&ours), "3298535948800\nEFI PART");
     // Debian's 1.32 aborts on an alignment that is not a power of two;
     // ours refuses it.
     bad(&["partitioning", "alignment=1536", f], "power of 2");
