@@ -306,7 +306,13 @@ fn ondemand_makes_disks_once_and_keeps_them() {
         let e1 = std::fs::read(dir.join("e1")).unwrap();
         assert_eq!(e1.len(), 1 << 20);
         assert_eq!(&e1[..4096], &[0x5a; 4096][..]);
-        assert!(dir.join("default").exists(), "{bin}: the empty name");
+        // The empty name's disk, made by mkfs as ext4.
+        let o = Command::new("blkid")
+            .args(["-p", "-o", "export"])
+            .arg(dir.join("default"))
+            .output()
+            .unwrap();
+        assert!(stdout(&o).contains("TYPE=ext4"), "{bin}: {o:?}");
         // Later: the same disk, not made again.
         let o = run_with(bin, &args, &format!("nbdcopy {} -", export_uri("e1")));
         assert_eq!(&o.stdout[..4096], &[0x5a; 4096][..], "{bin}");
@@ -357,7 +363,7 @@ fn ondemand_refuses_bad_names_and_locked_disks() {
         // A client holds "held" (nbdcopy blocks on the full pipe) while
         // another asks for it.
         let cmd = format!(
-            "nbdcopy {e} - | {{ sleep 1; if nbdinfo --size {e}; then echo second; \
+            "nbdcopy {e} - | {{ sleep 2; if nbdinfo --size {e}; then echo second; \
              else echo refused; fi; cat >/dev/null; }}",
             e = export_uri("held")
         );
@@ -368,6 +374,11 @@ fn ondemand_refuses_bad_names_and_locked_disks() {
             err.contains("held: filesystem is locked by another client"),
             "{bin}: {err}"
         );
+        // Read-only (-r), readers share the disk.
+        let mut rargs = vec!["-r"];
+        rargs.extend(args);
+        let o = run_with(bin, &rargs, &cmd);
+        assert_eq!(stdout(&o), "1048576\nsecond\n", "{bin}: {o:?}");
         // With wait=true the second client waits its turn.
         let mut wargs = args.to_vec();
         wargs.push("wait=true");
