@@ -78,8 +78,26 @@ impl Params {
         v
     }
 
-    /// Takes every pair left, in order: for a plugin that accepts any key
-    /// (the data plugin's `$VAR` variables).
+    /// Takes every pair whose key is one of `keys`, in command-line
+    /// order: for keys whose meaning depends on their place among the
+    /// others (the partitioning plugin's `alignment=` applies to the files
+    /// after it).
+    pub fn take_each(&mut self, keys: &[&str]) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        self.pairs.retain(|(k, val)| {
+            if keys.contains(&k.as_str()) {
+                v.push((k.clone(), val.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        v
+    }
+
+    /// Takes every pair left, in order: for plugins that accept any key
+    /// (the data plugin's `$VAR` variables; tmpdisk and ondemand pass them
+    /// on to their command).
     pub fn take_rest(&mut self) -> Vec<(String, String)> {
         std::mem::take(&mut self.pairs)
     }
@@ -255,6 +273,16 @@ pub fn literal_keys(src: &str) -> std::collections::BTreeSet<String> {
         if let Some(r) = rest.strip_prefix('(') {
             if let Some(r) = r.trim_start().strip_prefix('"') {
                 keys.insert(r[..r.find('"').unwrap()].to_string());
+            }
+        }
+    }
+    // take_each(&["a", "b"]): every key listed.
+    for (i, _) in src.match_indices("take_each(&[") {
+        let r = &src[i + 12..];
+        let list = &r[..r.find(']').unwrap()];
+        for (j, part) in list.split('"').enumerate() {
+            if j % 2 == 1 {
+                keys.insert(part.to_string());
             }
         }
     }

@@ -24,16 +24,21 @@ macro_rules! supports {
 
 pub mod curl;
 pub mod data;
+mod disk_command;
 pub mod file;
 pub mod full;
+pub mod info;
 pub mod memory;
 pub mod nbd;
 pub mod null;
+pub mod ondemand;
+pub mod partitioning;
 pub mod pattern;
 mod prng;
 pub mod random;
 pub mod sparse_random;
 pub mod split;
+pub mod tmpdisk;
 pub mod zero;
 
 use std::sync::Arc;
@@ -69,6 +74,10 @@ pub const PLUGINS: &[PluginSpec] = &[
     split::PLUGIN,
     nbd::PLUGIN,
     curl::PLUGIN,
+    info::PLUGIN,
+    tmpdisk::PLUGIN,
+    ondemand::PLUGIN,
+    partitioning::PLUGIN,
 ];
 
 /// The plugin called `name`, or nbdkit-style words for its absence.
@@ -119,6 +128,14 @@ mod tests {
             ("split.rs", include_str!("split.rs"), &["split"]),
             ("nbd.rs", include_str!("nbd.rs"), &["nbd"]),
             ("curl.rs", include_str!("curl.rs"), &["curl"]),
+            ("info.rs", include_str!("info.rs"), &["info"]),
+            ("tmpdisk.rs", include_str!("tmpdisk.rs"), &["tmpdisk"]),
+            ("ondemand.rs", include_str!("ondemand.rs"), &["ondemand"]),
+            (
+                "partitioning.rs",
+                include_str!("partitioning.rs"),
+                &["partitioning"],
+            ),
         ];
         let mut seen = Vec::new();
         for (file, src, names) in sources {
