@@ -21,6 +21,8 @@ mod build;
 mod filter;
 mod opened;
 mod plugin;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -6,22 +6,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Peer, Read, Result, ZeroFlags};
+use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Read, Result, ZeroFlags};
 use parking_lot::Mutex;
 
+use super::testing::info_for;
 use super::{Chain, Filter, FilterHandle, OpenNext, Plugin};
 
 type Log = Arc<Mutex<Vec<String>>>;
-
-fn info(id: u64, name: &str, tls: bool) -> ConnectionInfo {
-    ConnectionInfo {
-        id,
-        peer: Peer::Other,
-        export_name: name.as_bytes().to_vec(),
-        readonly: false,
-        tls,
-    }
-}
 
 /// A 4 KiB disk of 0xAB that counts how often it is asked `can_write`.
 struct Disk {
@@ -150,7 +141,7 @@ fn open_prepare_close_in_nbdkits_order() {
             Arc::new(probe("inner", &log)),
         ],
     ));
-    let c = chain.open(info(1, "x", true)).unwrap();
+    let c = chain.open(info_for(1, "x", true)).unwrap();
     drop(c);
     assert_eq!(
         *log.lock(),
@@ -178,7 +169,7 @@ fn a_failed_open_closes_what_was_opened_once() {
         disk(&log),
         vec![Arc::new(refusing), Arc::new(probe("inner", &log))],
     ));
-    assert!(chain.open(info(2, "", false)).is_err());
+    assert!(chain.open(info_for(2, "", false)).is_err());
     assert_eq!(
         *log.lock(),
         [
@@ -202,7 +193,7 @@ fn unwritten_methods_pass_through_and_reads_may_lend() {
         disk(&log),
         vec![Arc::new(probe("plain", &log)), Arc::new(shifting)],
     ));
-    let c = chain.open(info(3, "", false)).unwrap();
+    let c = chain.open(info_for(3, "", false)).unwrap();
     let mut buf = [0u8; 8];
     c.pread(&mut buf, 0).unwrap();
     assert_eq!(buf, [0xAB; 8]);
@@ -229,11 +220,11 @@ fn capabilities_are_asked_once_per_connection() {
         Arc::clone(&d) as Arc<dyn Plugin>,
         vec![Arc::new(probe("f", &log))],
     ));
-    let a = chain.open(info(4, "", false)).unwrap();
+    let a = chain.open(info_for(4, "", false)).unwrap();
     for _ in 0..3 {
         assert!(a.can_write().unwrap());
     }
-    let b = chain.open(info(5, "", false)).unwrap();
+    let b = chain.open(info_for(5, "", false)).unwrap();
     assert!(b.can_write().unwrap());
     assert!(a.can_write().unwrap());
     assert_eq!(d.can_write_asked.load(Ordering::SeqCst), 2);

@@ -262,19 +262,9 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::chain::{Chain, Plugin};
+    use crate::chain::testing::{filter_over, info, params};
+    use crate::chain::Plugin;
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     /// A memory disk that fails any request not aligned to 512 or longer
     /// than 4096 bytes (for data) or 8192 (for zero), and records them.
@@ -330,24 +320,14 @@ mod tests {
         }
     }
 
-    fn params(args: &[(&str, &str)]) -> Params {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Params::new("blocksize", pairs)
-    }
-
     #[test]
     fn requests_are_aligned_and_split() {
         let plugin = Arc::new(Strict {
             mem: Memory::new(64 << 10),
             seen: Mutex::new(Vec::new()),
         });
-        let mut p = params(&[("minblock", "512"), ("maxdata", "4k"), ("maxlen", "8k")]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        let chain = Arc::new(Chain::new(plugin.clone(), vec![f]));
+        let args = [("minblock", "512"), ("maxdata", "4k"), ("maxlen", "8k")];
+        let chain = filter_over(&FILTER, &args, plugin.clone());
         let c = chain.open(info()).unwrap();
         assert_eq!(c.size().unwrap(), 64 << 10);
         assert_eq!(c.block_size().unwrap(), Some((1, 4096, 4096)));
@@ -390,7 +370,7 @@ mod tests {
             &[("minblock", "512"), ("maxdata", "1000")],
             &[("minblock", "512"), ("maxlen", "256")],
         ] {
-            assert!((FILTER.open)(&mut params(args), false).is_err());
+            assert!((FILTER.open)(&mut params(FILTER.name, args), false).is_err());
         }
     }
 }

@@ -153,49 +153,27 @@ impl FilterHandle for BlockSizePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
-
-    fn params(args: &[(&str, &str)]) -> Params {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Params::new("blocksize-policy", pairs)
-    }
-
-    fn chain(args: &[(&str, &str)]) -> Arc<Chain> {
-        let mut p = params(args);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]))
-    }
+    use crate::chain::testing::{filter_over_memory, info, params};
 
     #[test]
     fn advertises_and_enforces() {
-        let c = chain(&[("blocksize-minimum", "512")]).open(info()).unwrap();
+        let c = filter_over_memory(&FILTER, &[("blocksize-minimum", "512")])
+            .open(info())
+            .unwrap();
         assert_eq!(c.block_size().unwrap(), Some((512, 4096, 32 << 20)));
         // allow: unaligned requests pass.
         c.pwrite(&[1; 3], 1, false).unwrap();
 
-        let c = chain(&[
-            ("blocksize-minimum", "512"),
-            ("blocksize-preferred", "1024"),
-            ("blocksize-maximum", "64k"),
-            ("blocksize-error-policy", "error"),
-            ("blocksize-write-disconnect", "1M"),
-        ])
+        let c = filter_over_memory(
+            &FILTER,
+            &[
+                ("blocksize-minimum", "512"),
+                ("blocksize-preferred", "1024"),
+                ("blocksize-maximum", "64k"),
+                ("blocksize-error-policy", "error"),
+                ("blocksize-write-disconnect", "1M"),
+            ],
+        )
         .open(info())
         .unwrap();
         assert_eq!(c.block_size().unwrap(), Some((512, 1024, 64 << 10)));
@@ -224,11 +202,14 @@ mod tests {
             &[("blocksize-minimum", "512"), ("blocksize-maximum", "768")],
             &[("blocksize-error-policy", "maybe")],
         ] {
-            assert!((FILTER.open)(&mut params(args), false).is_err());
+            assert!((FILTER.open)(&mut params(FILTER.name, args), false).is_err());
         }
-        let e = (FILTER.open)(&mut params(&[("blocksize-minimum", "3")]), false)
-            .err()
-            .unwrap();
+        let e = (FILTER.open)(
+            &mut params(FILTER.name, &[("blocksize-minimum", "3")]),
+            false,
+        )
+        .err()
+        .unwrap();
         assert_eq!(
             e,
             "blocksize-policy: blocksize-minimum must be a power of 2 up to 32M: 3"

@@ -216,21 +216,10 @@ impl Filter for Cache {
 }
 
 impl FilterHandle for Cache {
-    fn can_flush(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(false)
-    }
+    answers!(
+        true: can_flush, can_fua, can_multi_conn, can_cache;
+        false: can_fast_zero;
+    );
 
     fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
         let offset = r.offset;
@@ -299,27 +288,15 @@ impl FilterHandle for Cache {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{Backend, ConnectionInfo, Peer};
+    use nbd_core::server::backend::Backend;
 
+    use crate::chain::testing::{filter_over, info};
     use crate::chain::Chain;
     use crate::params::Params;
     use crate::plugins::memory::Memory;
 
     fn chain(mem: &Arc<Memory>, mode: &str) -> Arc<Chain> {
-        let mut p = Params::new("cache", vec![("cache".into(), mode.into())]);
-        let f = (super::FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::clone(mem) as _, vec![f]))
-    }
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
+        filter_over(&super::FILTER, &[("cache", mode)], Arc::clone(mem) as _)
     }
 
     #[test]

@@ -134,10 +134,8 @@ impl FilterHandle for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::params::Params;
+    use crate::chain::testing::{filter_over, info};
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
     use nbd_core::wire::consts::allocation;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -182,16 +180,8 @@ mod tests {
         let mem = Arc::new(Memory::new(1 << 20));
         mem.pwrite(&[1; 10], 65536, false).unwrap();
         let plugin = Arc::new(Counting(mem, AtomicUsize::new(0)));
-        let mut p = Params::new("cacheextents", vec![]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        let c = Arc::new(Chain::new(Arc::clone(&plugin) as _, vec![f]))
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
+        let c = filter_over(&FILTER, &[], Arc::clone(&plugin) as _)
+            .open(info())
             .unwrap();
         let hz = allocation::HOLE | allocation::ZERO;
         let asked = || plugin.1.load(Ordering::Relaxed);

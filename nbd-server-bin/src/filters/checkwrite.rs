@@ -85,27 +85,9 @@ impl Filter for CheckWrite {
 }
 
 impl FilterHandle for CheckWrite {
-    fn can_write(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_multi_conn(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
+    answers!(
+        true: can_write, can_flush, can_fua, can_trim, can_zero, can_fast_zero, can_multi_conn;
+    );
 
     fn pwrite(&self, next: &dyn Backend, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
         let mut there = vec![0u8; buf.len()];
@@ -132,10 +114,9 @@ impl FilterHandle for CheckWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Chain, Opened, Plugin};
-    use crate::params::Params;
+    use crate::chain::testing::{filter_over, info};
+    use crate::chain::{Opened, Plugin};
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
     use std::sync::Mutex;
 
     /// A memory disk that records whether it was opened read-only and
@@ -174,20 +155,12 @@ mod tests {
     }
 
     fn open(mem: &Arc<Memory>) -> (Opened, Arc<Watch>) {
-        let mut p = Params::new("checkwrite", vec![]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
         let w = Arc::new(Watch {
             mem: Arc::clone(mem),
             readonly: Mutex::new(None),
         });
-        let c = Arc::new(Chain::new(Arc::clone(&w) as _, vec![f]))
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
+        let c = filter_over(&FILTER, &[], Arc::clone(&w) as _)
+            .open(info())
             .unwrap();
         (c, w)
     }

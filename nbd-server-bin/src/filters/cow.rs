@@ -91,30 +91,10 @@ impl Filter for Cow {
 }
 
 impl FilterHandle for Cow {
-    fn can_write(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(false)
-    }
-    fn can_multi_conn(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
+    answers!(
+        true: can_write, can_flush, can_fua, can_trim, can_zero, can_multi_conn, can_extents;
+        false: can_fast_zero;
+    );
 
     fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
         let offset = r.offset;
@@ -205,31 +185,19 @@ impl FilterHandle for Cow {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{Backend, ConnectionInfo, Peer, ZeroFlags};
+    use nbd_core::server::backend::{Backend, ZeroFlags};
 
-    use crate::chain::Chain;
+    use crate::chain::testing::{filter_over, info_id};
     use crate::params::Params;
     use crate::plugins::memory::Memory;
-
-    fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     #[test]
     fn writes_stay_in_the_overlay_shared_by_connections() {
         let mem = Arc::new(Memory::new(1 << 20));
         mem.pwrite(&[3u8; 8192], 0, false).unwrap();
-        let mut p = Params::new("cow", vec![("cow-block-size".into(), "4K".into())]);
-        let f = (super::FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        let chain = Arc::new(Chain::new(Arc::clone(&mem) as _, vec![f]));
-        let c = chain.open(info(1)).unwrap();
+        let args = [("cow-block-size", "4K")];
+        let chain = filter_over(&super::FILTER, &args, Arc::clone(&mem) as _);
+        let c = chain.open(info_id(1)).unwrap();
         assert!(c.can_write().unwrap());
         c.pwrite(b"xy", 4095, false).unwrap();
         c.zero(10, 100, ZeroFlags::default()).unwrap();
@@ -246,7 +214,7 @@ mod tests {
         let mut b = [0u8; 4];
         mem.pread(&mut b, 4094).unwrap();
         assert_eq!(b, [3; 4]);
-        let c2 = chain.open(info(2)).unwrap();
+        let c2 = chain.open(info_id(2)).unwrap();
         c2.pread(&mut b, 4094).unwrap();
         assert_eq!(&b, &[3, b'x', b'y', 3]);
         let mut z = [9u8; 12];

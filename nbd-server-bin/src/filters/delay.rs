@@ -155,39 +155,19 @@ impl FilterHandle for Delay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
+    use crate::chain::testing::{filter_over_memory, info};
     use std::time::Instant;
-
-    fn with(args: &[(&str, &str)]) -> Arc<Chain> {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut p = Params::new("delay", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]))
-    }
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     #[test]
     fn delays_and_fast_zero() {
-        let chain = with(&[
-            ("rdelay", "20ms"),
-            ("delay-write", "0"),
-            ("delay-fast-zero", "false"),
-        ]);
+        let chain = filter_over_memory(
+            &FILTER,
+            &[
+                ("rdelay", "20ms"),
+                ("delay-write", "0"),
+                ("delay-fast-zero", "false"),
+            ],
+        );
         let c = chain.open(info()).unwrap();
         let t = Instant::now();
         let mut buf = [0u8; 512];

@@ -278,34 +278,14 @@ impl FilterHandle for ErrorFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
-
-    fn with(args: &[(&str, &str)]) -> Arc<Chain> {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut p = Params::new("error", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]))
-    }
+    use crate::chain::testing::{filter_over_memory, info};
 
     #[test]
     fn per_operation_rules_override_the_base() {
-        let chain = with(&[("error-rate", "100%"), ("error-pwrite", "ENOSPC")]);
+        let chain = filter_over_memory(
+            &FILTER,
+            &[("error-rate", "100%"), ("error-pwrite", "ENOSPC")],
+        );
         let c = chain.open(info()).unwrap();
         let mut buf = [0u8; 512];
         assert_eq!(c.pread(&mut buf, 0).unwrap_err().errno, libc::EIO);
@@ -314,7 +294,7 @@ mod tests {
         // Flush is not an operation of the error filter.
         assert!(c.flush().is_ok());
 
-        let chain = with(&[("error-trim-rate", "1")]);
+        let chain = filter_over_memory(&FILTER, &[("error-trim-rate", "1")]);
         let c = chain.open(info()).unwrap();
         assert!(c.pread(&mut buf, 0).is_ok());
         assert_eq!(c.trim(512, 0, false).unwrap_err().errno, libc::EIO);

@@ -54,19 +54,9 @@ impl FilterHandle for ExitLast {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info_id;
     use crate::chain::Chain;
     use crate::plugins::null::Null;
-    use nbd_core::server::Peer;
-
-    fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     #[test]
     fn exitlast_asks_for_shutdown_after_the_last_close() {
@@ -76,8 +66,8 @@ mod tests {
             Arc::new(Null::new(0)),
             vec![Arc::new(ExitLast::new())],
         ));
-        let c1 = chain.open(info(1)).unwrap();
-        let c2 = chain.open(info(2)).unwrap();
+        let c1 = chain.open(info_id(1)).unwrap();
+        let c2 = chain.open(info_id(2)).unwrap();
         drop(c1);
         assert!(!shutdown::requested());
         drop(c2);

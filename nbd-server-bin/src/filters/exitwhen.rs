@@ -206,6 +206,7 @@ impl FilterHandle for ExitWhen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info;
 
     #[test]
     fn bad_values() {
@@ -222,19 +223,12 @@ mod tests {
     fn refuses_new_clients_once_fired() {
         use crate::chain::Chain;
         use crate::plugins::null::Null;
-        use nbd_core::server::Peer;
         // No events: no poller; the event is made to have happened.
         let mut p = Params::new("exitwhen", vec![]);
         let f = Arc::new(ExitWhen::open(&mut p).unwrap());
         f.state.fired.store(true, Ordering::SeqCst);
         let chain = Arc::new(Chain::new(Arc::new(Null::new(0)), vec![f]));
-        let info = ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        };
+        let info = info();
         assert_eq!(chain.open(info).err().unwrap().errno, libc::ESHUTDOWN);
     }
 }

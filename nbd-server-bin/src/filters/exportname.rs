@@ -277,8 +277,8 @@ impl FilterHandle for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info_for;
     use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
     use std::sync::Mutex;
 
     /// A plugin with exports "a" (default) and "b", that records the
@@ -321,13 +321,7 @@ mod tests {
     }
 
     fn info(name: &str) -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: name.as_bytes().to_vec(),
-            readonly: false,
-            tls: false,
-        }
+        info_for(1, name, false)
     }
 
     fn list(c: &Chain) -> Result<Option<Vec<(String, String)>>> {

@@ -155,18 +155,8 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
+    use crate::chain::testing::{filter_over, info};
+    use crate::chain::Plugin;
 
     /// Records the calls that reach it: "w" (write), "W" (write with
     /// FUA), "f" (flush). Can flush, has no FUA.
@@ -205,15 +195,12 @@ mod tests {
     /// advertised.
     fn run(mode: &str) -> (bool, String) {
         let plugin = Arc::new(Recorder::default());
-        let kv = if mode.is_empty() {
-            vec![]
+        let args: &[(&str, &str)] = if mode.is_empty() {
+            &[]
         } else {
-            vec![("fuamode".into(), mode.into())]
+            &[("fuamode", mode)]
         };
-        let mut p = Params::new("fua", kv);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        let chain = Arc::new(Chain::new(plugin.clone(), vec![f]));
+        let chain = filter_over(&FILTER, args, plugin.clone());
         let c = chain.open(info()).unwrap();
         c.pwrite(&[1], 0, true).unwrap();
         c.flush().unwrap();

@@ -78,30 +78,17 @@ impl FilterHandle for Limit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
+    use crate::chain::testing::{filter_over, info_id};
     use crate::plugins::null::Null;
-    use nbd_core::server::Peer;
-
-    fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     #[test]
     fn limit_counts_connections() {
-        let mut p = Params::new("limit", vec![("limit".into(), "2".into())]);
-        let l = (FILTER.open)(&mut p, false).unwrap();
-        let chain = Arc::new(Chain::new(Arc::new(Null::new(0)), vec![l]));
-        let c1 = chain.open(info(1)).unwrap();
-        let _c2 = chain.open(info(2)).unwrap();
-        assert_eq!(chain.open(info(3)).err().unwrap().errno, libc::EBUSY);
+        let chain = filter_over(&FILTER, &[("limit", "2")], Arc::new(Null::new(0)));
+        let c1 = chain.open(info_id(1)).unwrap();
+        let _c2 = chain.open(info_id(2)).unwrap();
+        assert_eq!(chain.open(info_id(3)).err().unwrap().errno, libc::EBUSY);
         drop(c1);
-        let _c4 = chain.open(info(4)).unwrap();
+        let _c4 = chain.open(info_id(4)).unwrap();
     }
 
     #[test]

@@ -10,6 +10,24 @@
 //! pass to the layer below. Helpers shared by several filters live in
 //! files named for what they do (`extents.rs`, `window.rs`, `blocks.rs`).
 
+/// Capabilities a filter answers itself, without asking the layers below:
+/// `answers!(true: can_write, can_flush; false: can_fast_zero);` in an
+/// `impl FilterHandle` writes `fn can_write(&self, _: &dyn Backend) ->
+/// Result<bool> { Ok(true) }` and so on. A capability that depends on the
+/// layers below or on the filter's state is written out.
+macro_rules! answers {
+    ($($value:literal: $($cap:ident),+);+ $(;)?) => {
+        $($(
+            fn $cap(
+                &self,
+                _: &dyn nbd_core::server::backend::Backend,
+            ) -> nbd_core::server::backend::Result<bool> {
+                Ok($value)
+            }
+        )+)+
+    };
+}
+
 pub mod blocks;
 pub mod blocksize;
 pub mod blocksize_policy;

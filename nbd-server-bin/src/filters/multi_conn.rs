@@ -96,18 +96,8 @@ impl FilterHandle for MultiConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::{filter_over, info};
     use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     /// A writable disk that cannot flush and has no multi-conn.
     struct NoFlush;
@@ -133,16 +123,8 @@ mod tests {
     }
 
     fn chain(mode: &str) -> Arc<Chain> {
-        let mut p = Params::new(
-            "multi-conn",
-            vec![
-                ("multi-conn-mode".into(), mode.into()),
-                ("multi-conn-track-dirty".into(), "on".into()),
-            ],
-        );
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::new(NoFlush), vec![f]))
+        let args = [("multi-conn-mode", mode), ("multi-conn-track-dirty", "on")];
+        filter_over(&FILTER, &args, Arc::new(NoFlush))
     }
 
     #[test]

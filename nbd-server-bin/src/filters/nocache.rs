@@ -73,18 +73,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+    use crate::chain::testing::{filter_over, info};
     use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     /// Counts the bytes read from it.
     #[derive(Default)]
@@ -109,10 +99,7 @@ mod tests {
     }
 
     fn chain(plugin: &Arc<Counting>, mode: &str) -> Arc<Chain> {
-        let mut p = Params::new("nocache", vec![("cachemode".into(), mode.into())]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(plugin.clone(), vec![f]))
+        filter_over(&FILTER, &[("cachemode", mode)], plugin.clone())
     }
 
     #[test]

@@ -48,25 +48,12 @@ impl FilterHandle for NoExtents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::params::Params;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
+    use crate::chain::testing::{filter_over_memory, info};
 
     #[test]
     fn everything_is_data() {
-        let mut p = Params::new("noextents", vec![]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        let chain = Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]));
-        let c = chain
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
-            .unwrap();
+        let chain = filter_over_memory(&FILTER, &[]);
+        let c = chain.open(info()).unwrap();
         assert!(!c.can_extents().unwrap());
         let mut e = Extents::new();
         e.reset(0, 1 << 20, false);

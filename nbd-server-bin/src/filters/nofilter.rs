@@ -35,28 +35,15 @@ impl FilterHandle for NoFilter {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::params::Params;
+    use crate::chain::testing::{filter_over, info};
     use crate::plugins::memory::Memory;
     use nbd_core::server::backend::{Backend, Read};
-    use nbd_core::server::Peer;
 
     #[test]
     fn changes_nothing_and_keeps_lending() {
-        let mut p = Params::new("nofilter", vec![]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
         let mem = Arc::new(Memory::new(8192));
         mem.pwrite(&[7; 100], 50, false).unwrap();
-        let c = Arc::new(Chain::new(mem, vec![f]))
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
-            .unwrap();
+        let c = filter_over(&FILTER, &[], mem).open(info()).unwrap();
         assert_eq!(c.size().unwrap(), 8192);
         assert!(c.can_write().unwrap());
         let mut b = [0u8; 200];

@@ -143,18 +143,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::chain::testing::{filter_over, info_id};
     use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
-
-    fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
 
     /// Records how many reads run at once, at most.
     #[derive(Default)]
@@ -185,21 +175,14 @@ mod tests {
     }
 
     fn chain(plugin: &Arc<Slow>, args: &[(&str, &str)]) -> Arc<Chain> {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut p = Params::new("noparallel", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(plugin.clone(), vec![f]))
+        filter_over(&FILTER, args, plugin.clone())
     }
 
     #[test]
     fn requests_are_serialised_across_connections() {
         let plugin = Arc::new(Slow::default());
         let chain = chain(&plugin, &[]);
-        let conns: Vec<_> = (0..2).map(|i| chain.open(info(i)).unwrap()).collect();
+        let conns: Vec<_> = (0..2).map(|i| chain.open(info_id(i)).unwrap()).collect();
         assert!(conns[0].can_multi_conn().unwrap());
         std::thread::scope(|s| {
             for c in &conns {
@@ -222,12 +205,12 @@ mod tests {
             &plugin,
             &[("serialize", "requests"), ("serialise", "connections")],
         );
-        let first = chain.open(info(1)).unwrap();
+        let first = chain.open(info_id(1)).unwrap();
         assert!(!first.can_multi_conn().unwrap());
         let second_open = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let c = chain.open(info(2)).unwrap();
+                let c = chain.open(info_id(2)).unwrap();
                 second_open.store(true, Ordering::SeqCst);
                 drop(c);
             });
@@ -237,7 +220,7 @@ mod tests {
         });
         assert!(second_open.load(Ordering::SeqCst));
         // Everyone gone: the next one gets in at once.
-        drop(chain.open(info(3)).unwrap());
+        drop(chain.open(info_id(3)).unwrap());
         let mut p = Params::new("noparallel", vec![("serialize".into(), "x".into())]);
         assert!((FILTER.open)(&mut p, false).is_err());
     }

@@ -135,40 +135,19 @@ impl FilterHandle for NoZero {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
-
-    fn chain(args: &[(&str, &str)]) -> Arc<Chain> {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut p = Params::new("nozero", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]))
-    }
+    use crate::chain::testing::{filter_over_memory, info};
 
     #[test]
     fn modes_change_what_is_advertised() {
-        let c = chain(&[]).open(info()).unwrap();
+        let c = filter_over_memory(&FILTER, &[]).open(info()).unwrap();
         assert!(!c.can_zero().unwrap());
         assert!(!c.can_fast_zero().unwrap());
-        let c = chain(&[("zeromode", "emulate")]).open(info()).unwrap();
+        let c = filter_over_memory(&FILTER, &[("zeromode", "emulate")])
+            .open(info())
+            .unwrap();
         assert!(c.can_zero().unwrap());
         assert!(c.can_fast_zero().unwrap());
-        let c = chain(&[("zeromode", "plugin"), ("fastzeromode", "none")])
+        let c = filter_over_memory(&FILTER, &[("zeromode", "plugin"), ("fastzeromode", "none")])
             .open(info())
             .unwrap();
         assert!(c.can_zero().unwrap());
@@ -179,7 +158,9 @@ mod tests {
 
     #[test]
     fn emulated_zeroes_are_writes() {
-        let c = chain(&[("zeromode", "emulate")]).open(info()).unwrap();
+        let c = filter_over_memory(&FILTER, &[("zeromode", "emulate")])
+            .open(info())
+            .unwrap();
         c.pwrite(&[7u8; 100_000], 0, false).unwrap();
         c.zero(90_000, 5, ZeroFlags::default()).unwrap();
         let mut buf = vec![0u8; 100_000];
@@ -193,13 +174,16 @@ mod tests {
         };
         let e = c.zero(10, 0, fast).unwrap_err();
         assert_eq!(e.errno, libc::ENOTSUP);
-        let c = chain(&[("zeromode", "plugin"), ("fastzeromode", "slow")])
+        let c = filter_over_memory(&FILTER, &[("zeromode", "plugin"), ("fastzeromode", "slow")])
             .open(info())
             .unwrap();
         assert_eq!(c.zero(10, 0, fast).unwrap_err().errno, libc::ENOTSUP);
-        let c = chain(&[("zeromode", "plugin"), ("fastzeromode", "ignore")])
-            .open(info())
-            .unwrap();
+        let c = filter_over_memory(
+            &FILTER,
+            &[("zeromode", "plugin"), ("fastzeromode", "ignore")],
+        )
+        .open(info())
+        .unwrap();
         c.zero(10, 0, fast).unwrap();
     }
 }

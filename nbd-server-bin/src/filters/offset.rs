@@ -46,35 +46,16 @@ pub const FILTER: FilterSpec = FilterSpec {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{
-        Backend, ConnectionInfo, Extents, Peer, Read, Result, ZeroFlags,
-    };
+    use nbd_core::server::backend::{Backend, Extents, Read, Result, ZeroFlags};
     use nbd_core::wire::consts::allocation;
 
-    use crate::chain::{Chain, Opened};
+    use crate::chain::testing::{filter_over, info};
+    use crate::chain::Opened;
     use crate::params::Params;
     use crate::plugins::memory::Memory;
 
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
-
     fn open(mem: &Arc<Memory>, args: &[(&str, &str)]) -> Result<Opened> {
-        let mut p = Params::new(
-            "offset",
-            args.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        let f = (super::FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::clone(mem) as _, vec![f])).open(info())
+        filter_over(&super::FILTER, args, Arc::clone(mem) as _).open(info())
     }
 
     #[test]

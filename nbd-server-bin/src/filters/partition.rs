@@ -107,23 +107,15 @@ fn locate(next: &dyn Backend, n: usize) -> Result<(u64, u64)> {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{Backend, ConnectionInfo, Peer, Result};
+    use nbd_core::server::backend::{Backend, Result};
 
-    use crate::chain::{Chain, Opened};
+    use crate::chain::testing::{filter_over, info};
+    use crate::chain::Opened;
     use crate::params::Params;
     use crate::plugins::memory::Memory;
 
     fn open(mem: &Arc<Memory>, n: &str) -> Result<Opened> {
-        let mut p = Params::new("partition", vec![("partition".into(), n.into())]);
-        let f = (super::FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::clone(mem) as _, vec![f])).open(ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        })
+        filter_over(&super::FILTER, &[("partition", n)], Arc::clone(mem) as _).open(info())
     }
 
     /// A 16-byte MBR entry: type, first sector, sectors.

@@ -134,9 +134,8 @@ impl FilterHandle for Protect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
+    use crate::chain::testing::{filter_over, info};
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
 
     fn params(ranges: &[&str]) -> Params {
         let pairs = ranges
@@ -160,19 +159,9 @@ mod tests {
 
     #[test]
     fn protected_bytes_do_not_change() {
-        let mut p = params(&["100-199"]);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        let chain = Arc::new(Chain::new(Arc::new(Memory::new(4096)), vec![f]));
-        let c = chain
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
-            .unwrap();
+        let args = [("protect", "100-199")];
+        let chain = filter_over(&FILTER, &args, Arc::new(Memory::new(4096)));
+        let c = chain.open(info()).unwrap();
         c.pwrite(&[1; 100], 0, false).unwrap();
         c.pwrite(&[1; 100], 200, false).unwrap();
         let e = c.pwrite(&[1; 10], 195, false).unwrap_err();

@@ -110,25 +110,19 @@ impl FilterHandle for Readahead {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{Backend, ConnectionInfo, Peer};
+    use nbd_core::server::backend::Backend;
 
-    use crate::chain::Chain;
+    use crate::chain::testing::{filter_over, info_id};
     use crate::plugins::memory::Memory;
 
     #[test]
     fn reads_ahead_and_drops_the_window_on_writes() {
         let mem = Arc::new(Memory::new(1 << 20));
-        let f = (super::FILTER.open)(&mut crate::params::Params::new("readahead", vec![]), false)
-            .unwrap();
-        let chain = Arc::new(Chain::new(Arc::clone(&mem) as _, vec![f]));
-        let info = |id| ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        };
-        let (c1, c2) = (chain.open(info(1)).unwrap(), chain.open(info(2)).unwrap());
+        let chain = filter_over(&super::FILTER, &[], Arc::clone(&mem) as _);
+        let (c1, c2) = (
+            chain.open(info_id(1)).unwrap(),
+            chain.open(info_id(2)).unwrap(),
+        );
         let mut b = [0u8; 4];
         c1.pread(&mut b, 0).unwrap();
         // Changed below the filter: the window still has the old data.

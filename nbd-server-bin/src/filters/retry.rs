@@ -153,80 +153,13 @@ impl FilterHandle for Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
-    use std::sync::atomic::AtomicU32;
-
-    /// Fails the first `fail` reads and writes; counts reopens.
-    #[derive(Default)]
-    struct Flaky {
-        fail: AtomicU32,
-        reopens: AtomicU32,
-    }
-
-    impl Flaky {
-        fn attempt(&self) -> Result<()> {
-            let left = self.fail.load(Ordering::SeqCst);
-            if left > 0 {
-                self.fail.store(left - 1, Ordering::SeqCst);
-                return Err(Error::new(libc::EIO, "flaky"));
-            }
-            Ok(())
-        }
-    }
-
-    impl Backend for Flaky {
-        fn size(&self) -> Result<u64> {
-            Ok(1 << 20)
-        }
-        fn can_write(&self) -> Result<bool> {
-            Ok(true)
-        }
-        fn reopen(&self) -> Result<()> {
-            self.reopens.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        fn pread(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
-            self.attempt()?;
-            buf.fill(7);
-            Ok(())
-        }
-        fn pwrite(&self, _buf: &[u8], _offset: u64, _fua: bool) -> Result<()> {
-            self.attempt()
-        }
-    }
-
-    impl Plugin for Flaky {
-        fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-            Ok(Box::new(self))
-        }
-    }
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
-
-    fn retry(args: &[(&str, &str)]) -> Arc<dyn Filter> {
-        let pairs = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut p = Params::new("retry", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        f
-    }
+    use crate::chain::testing::{filter, info, Flaky};
+    use crate::chain::Chain;
 
     #[test]
     fn retries_after_reopening() {
         let flaky = Arc::new(Flaky::default());
-        let f = retry(&[("retries", "3"), ("retry-delay", "0.001")]);
+        let f = filter(&FILTER, &[("retries", "3"), ("retry-delay", "0.001")]);
         let chain = Arc::new(Chain::new(flaky.clone(), vec![f]));
         let c = chain.open(info()).unwrap();
         flaky.fail.store(3, Ordering::SeqCst);
@@ -242,7 +175,7 @@ mod tests {
     #[test]
     fn readonly_after_a_failure() {
         let flaky = Arc::new(Flaky::default());
-        let f = retry(&[("retry-delay", "0"), ("retry-readonly", "yes")]);
+        let f = filter(&FILTER, &[("retry-delay", "0"), ("retry-readonly", "yes")]);
         let chain = Arc::new(Chain::new(flaky.clone(), vec![f]));
         let c = chain.open(info()).unwrap();
         let buf = [0u8; 16];

@@ -143,68 +143,10 @@ impl FilterHandle for RetryRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::{Chain, Plugin};
-    use nbd_core::server::backend::Error;
-    use nbd_core::server::Peer;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use crate::chain::testing::{info, Flaky};
+    use crate::chain::Chain;
 
-    /// Fails the first `fail` opens, reads and writes; counts reopens.
-    #[derive(Default)]
-    struct Flaky {
-        fail: AtomicU32,
-        opens: AtomicU32,
-        reopens: AtomicU32,
-    }
-
-    impl Flaky {
-        fn attempt(&self) -> Result<()> {
-            let left = self.fail.load(Ordering::SeqCst);
-            if left > 0 {
-                self.fail.store(left - 1, Ordering::SeqCst);
-                return Err(Error::new(libc::EIO, "flaky"));
-            }
-            Ok(())
-        }
-    }
-
-    impl Backend for Flaky {
-        fn size(&self) -> Result<u64> {
-            Ok(1 << 20)
-        }
-        fn can_write(&self) -> Result<bool> {
-            Ok(true)
-        }
-        fn reopen(&self) -> Result<()> {
-            self.reopens.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        fn pread(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
-            self.attempt()?;
-            buf.fill(7);
-            Ok(())
-        }
-        fn pwrite(&self, _buf: &[u8], _offset: u64, _fua: bool) -> Result<()> {
-            self.attempt()
-        }
-    }
-
-    impl Plugin for Flaky {
-        fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-            self.opens.fetch_add(1, Ordering::SeqCst);
-            self.attempt()?;
-            Ok(Box::new(self))
-        }
-    }
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     /// A filter with a delay of zero, which the parameters refuse.
     fn quick(retries: u32, retry_open: bool) -> Arc<dyn Filter> {

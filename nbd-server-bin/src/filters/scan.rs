@@ -184,8 +184,8 @@ impl FilterHandle for ScanHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::{filter, filter_over, info_for};
     use crate::chain::{Chain, Plugin};
-    use nbd_core::server::Peer;
     use std::time::{Duration, Instant};
 
     /// A disk that records its cache requests.
@@ -228,7 +228,7 @@ mod tests {
             ("false", (0..20).map(|i| i * 512).collect()),
         ] {
             let slow = Arc::new(Slow::default());
-            let f = scan(&[("scan-size", "512"), ("scan-ahead", ahead)]);
+            let f = filter(&FILTER, &[("scan-size", "512"), ("scan-ahead", ahead)]);
             let chain = Arc::new(Chain::new(slow.clone(), vec![f]));
             let c = chain.open(info("")).unwrap();
             // Read while the first prefetch is running.
@@ -269,25 +269,7 @@ mod tests {
     }
 
     fn info(export: &str) -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: export.as_bytes().to_vec(),
-            readonly: false,
-            tls: false,
-        }
-    }
-
-    fn scan(args: &[(&str, &str)]) -> Arc<dyn Filter> {
-        let mut p = Params::new(
-            "scan",
-            args.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        f
+        info_for(1, export, false)
     }
 
     fn wait_for(rec: &Recorder, n: usize) {
@@ -301,7 +283,7 @@ mod tests {
     #[test]
     fn prefetches_the_whole_disk_once() {
         let rec = Arc::new(Recorder::default());
-        let chain = Arc::new(Chain::new(rec.clone(), vec![scan(&[("scan-size", "4K")])]));
+        let chain = filter_over(&FILTER, &[("scan-size", "4K")], rec.clone());
         let c = chain.open(info("")).unwrap();
         wait_for(&rec, 3);
         drop(c);
@@ -322,7 +304,7 @@ mod tests {
     #[test]
     fn without_the_clock_each_connection_starts_over() {
         let rec = Arc::new(Recorder::default());
-        let f = scan(&[("scan-size", "4K"), ("scan-clock", "false")]);
+        let f = filter(&FILTER, &[("scan-size", "4K"), ("scan-clock", "false")]);
         let chain = Arc::new(Chain::new(rec.clone(), vec![f]));
         drop(chain.open(info("")).unwrap());
         wait_for(&rec, 0);
@@ -335,7 +317,7 @@ mod tests {
     #[test]
     fn forever_stops_at_close_and_other_exports_are_not_scanned() {
         let rec = Arc::new(Recorder::default());
-        let f = scan(&[("scan-size", "4K"), ("scan-forever", "true")]);
+        let f = filter(&FILTER, &[("scan-size", "4K"), ("scan-forever", "true")]);
         let chain = Arc::new(Chain::new(rec.clone(), vec![f]));
         let c = chain.open(info("")).unwrap();
         wait_for(&rec, 10);

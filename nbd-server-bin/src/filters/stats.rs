@@ -241,31 +241,16 @@ impl FilterHandle for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Chain;
-    use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
-
-    fn info(id: u64) -> ConnectionInfo {
-        ConnectionInfo {
-            id,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
-    }
+    use crate::chain::testing::{filter_over_memory, info_id};
 
     #[test]
     fn written_when_the_last_client_goes() {
         let path = std::env::temp_dir().join(format!("stats-filter-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let pairs = vec![("statsfile".to_string(), path.display().to_string())];
-        let mut p = Params::new("stats", pairs);
-        let f = (FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        let chain = Arc::new(Chain::new(Arc::new(Memory::new(1 << 20)), vec![f]));
-        let a = chain.open(info(1)).unwrap();
-        let b = chain.open(info(2)).unwrap();
+        let file = path.display().to_string();
+        let chain = filter_over_memory(&FILTER, &[("statsfile", &file)]);
+        let a = chain.open(info_id(1)).unwrap();
+        let b = chain.open(info_id(2)).unwrap();
         let mut buf = [0u8; 1024];
         a.pread(&mut buf, 0).unwrap();
         b.pwrite(&buf[..512], 0, false).unwrap();

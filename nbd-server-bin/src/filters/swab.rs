@@ -194,29 +194,17 @@ fn add_aligned(list: &[(u64, u64, u32)], align: u64, sink: &mut Extents) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::{info, params};
     use crate::chain::{Chain, Opened};
-    use crate::params::Params;
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
     use nbd_core::wire::consts::allocation;
 
     fn open(mem: &Arc<Memory>, args: &[(&str, &str)]) -> std::result::Result<Opened, String> {
-        let mut p = Params::new(
-            "swab",
-            args.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut p = params(FILTER.name, args);
         let f = (FILTER.open)(&mut p, false)?;
         p.finish()?;
         Ok(Arc::new(Chain::new(Arc::clone(mem) as _, vec![f]))
-            .open(ConnectionInfo {
-                id: 1,
-                peer: Peer::Other,
-                export_name: vec![],
-                readonly: false,
-                tls: false,
-            })
+            .open(info())
             .unwrap())
     }
 

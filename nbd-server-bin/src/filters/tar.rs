@@ -125,24 +125,20 @@ fn tar_num(f: &[u8]) -> Option<u64> {
 mod tests {
     use std::sync::Arc;
 
-    use nbd_core::server::backend::{Backend, ConnectionInfo, Peer, Result};
+    use nbd_core::server::backend::{Backend, Result};
 
     use super::tar_num;
-    use crate::chain::{Chain, Opened};
-    use crate::params::Params;
+    use crate::chain::testing::{filter_over, info};
+    use crate::chain::Opened;
     use crate::plugins::memory::Memory;
 
     fn open(mem: &Arc<Memory>, entry: &str) -> Result<Opened> {
-        let mut p = Params::new("tar", vec![("tar-entry".into(), entry.into())]);
-        let f = (super::FILTER.open)(&mut p, false).unwrap();
-        p.finish().unwrap();
-        Arc::new(Chain::new(Arc::clone(mem) as _, vec![f])).open(ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        })
+        filter_over(
+            &super::FILTER,
+            &[("tar-entry", entry)],
+            Arc::clone(mem) as _,
+        )
+        .open(info())
     }
 
     /// A ustar header for a regular file.

@@ -203,6 +203,7 @@ mod tests {
     };
     use nbd_core::wire::request::RequestHeader;
 
+    use crate::chain::testing::info_for;
     use crate::chain::{Chain, Plugin};
     use crate::conn::{serve, Server};
 
@@ -440,13 +441,7 @@ mod tests {
         let trip = Arc::new(Tripwire::default());
         let fb = Arc::new(TlsFallback::new(&[b'x'; 600]));
         let chain = Arc::new(Chain::new(Arc::clone(&trip) as _, vec![fb]));
-        let info = |tls| ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: b"a".to_vec(),
-            readonly: false,
-            tls,
-        };
+        let info = |tls| info_for(1, "a", tls);
         let all = |tls: bool| {
             let mut buf = [0u8; 8];
             let mut e = Extents::new();

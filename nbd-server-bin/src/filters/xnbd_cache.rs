@@ -841,37 +841,12 @@ impl FilterHandle for XnbdCache {
     fn block_size(&self, _: &dyn Backend) -> Result<Option<(u32, u32, u32)>> {
         Ok(None)
     }
-    fn can_write(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_flush(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fua(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_trim(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_fast_zero(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(false)
-    }
-    /// One cache for every connection; flush syncs all of it.
-    fn can_multi_conn(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_extents(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn can_cache(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(true)
-    }
-    fn is_rotational(&self, _: &dyn Backend) -> Result<bool> {
-        Ok(false)
-    }
+    answers!(
+        true: can_write, can_flush, can_fua, can_trim, can_zero, can_extents, can_cache;
+        // One cache for every connection, whose flush syncs all of it.
+        true: can_multi_conn;
+        false: can_fast_zero, is_rotational;
+    );
 
     fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
         let offset = r.offset;
@@ -940,9 +915,9 @@ impl FilterHandle for XnbdCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info;
     use crate::chain::{Chain, Opened};
     use crate::plugins::memory::Memory;
-    use nbd_core::server::Peer;
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xnbd-cache-{}-{tag}", std::process::id()));
@@ -957,16 +932,6 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         m.pwrite(&data, 0, false).unwrap();
         Arc::new(m)
-    }
-
-    fn info() -> ConnectionInfo {
-        ConnectionInfo {
-            id: 1,
-            peer: Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        }
     }
 
     /// The cache over `below`, opened for one connection.

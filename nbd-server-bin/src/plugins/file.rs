@@ -652,6 +652,7 @@ impl Backend for FileConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::{info, info_for};
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("nbd-rs-file-{}-{name}", std::process::id()));
@@ -700,13 +701,7 @@ mod tests {
             vec![("dir".into(), d.to_string_lossy().into_owned())],
         );
         let b = open(&mut p, false).unwrap();
-        let info = |name: &str| ConnectionInfo {
-            id: 1,
-            peer: nbd_core::server::Peer::Other,
-            export_name: name.as_bytes().to_vec(),
-            readonly: false,
-            tls: false,
-        };
+        let info = |name: &str| info_for(1, name, false);
         let names: Vec<String> = b
             .list_exports(&info(""))
             .unwrap()
@@ -744,13 +739,7 @@ mod tests {
     fn size_is_read_at_each_open() {
         let p = temp("grow");
         std::fs::write(&p, [1u8; 512]).unwrap();
-        let info = ConnectionInfo {
-            id: 1,
-            peer: nbd_core::server::Peer::Other,
-            export_name: vec![],
-            readonly: false,
-            tls: false,
-        };
+        let info = info();
         let f = Arc::new(FilePlugin::open(p.clone(), false).unwrap());
         let first = Arc::clone(&f).open(&info).unwrap();
         std::fs::write(&p, [2u8; 2048]).unwrap();

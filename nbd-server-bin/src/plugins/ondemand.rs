@@ -193,6 +193,7 @@ impl Plugin for OnDemand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info_for;
 
     #[test]
     fn names() {
@@ -224,13 +225,7 @@ mod tests {
         );
         let od = Arc::new(OnDemand::open(&mut p, false).unwrap());
         p.finish().unwrap();
-        let mut info = ConnectionInfo {
-            id: 1,
-            peer: nbd_core::server::backend::Peer::Other,
-            export_name: b"one".to_vec(),
-            readonly: false,
-            tls: false,
-        };
+        let mut info = info_for(1, "one", false);
         let a = od.clone().open(&info).unwrap();
         assert_eq!(a.size().unwrap(), 1024);
         a.pwrite(b"kept", 0, true).unwrap();

@@ -109,6 +109,7 @@ impl Plugin for TmpDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::testing::info;
 
     #[test]
     fn a_disk_per_open_and_nothing_left() {
@@ -126,13 +127,7 @@ mod tests {
             tmpdir: base.clone(),
             readonly: false,
         });
-        let info = ConnectionInfo {
-            id: 1,
-            peer: nbd_core::server::backend::Peer::Other,
-            export_name: Vec::new(),
-            readonly: false,
-            tls: false,
-        };
+        let info = info();
         let a = t.clone().open(&info).unwrap();
         let b = t.clone().open(&info).unwrap();
         assert_eq!(a.size().unwrap(), 4096);
