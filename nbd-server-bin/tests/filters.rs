@@ -451,18 +451,36 @@ fn log_writes_enter_and_leave_lines() {
     );
     let s = std::fs::read_to_string(&log).unwrap();
     let enter = s.lines().find(|l| l.contains(" Read id=")).expect(&s);
-    // "YYYY-MM-DD HH:MM:SS.uuuuuu Read id=N offset=0x0 count=0x... ..."
+    // "YYYY-MM-DD HH:MM:SS.uuuuuu connection=1 Read id=N offset=0x0 count=0x... ..."
     let f: Vec<&str> = enter.split(' ').collect();
     assert_eq!(f[0].len(), 10, "{enter}");
     assert_eq!(f[1].len(), 15, "{enter}");
+    assert_eq!(f[2], "connection=1", "{enter}");
+    assert_eq!(f[3], "Read", "{enter}");
     assert!(
-        f[3].starts_with("id=") && f[4].starts_with("offset=0x") && f[5].starts_with("count=0x")
+        f[4].starts_with("id=") && f[5].starts_with("offset=0x") && f[6].starts_with("count=0x"),
+        "{enter}"
     );
     assert_eq!(*f.last().unwrap(), "...");
-    let id = f[3];
+    let id = f[4];
     assert!(
         s.lines()
-            .any(|l| l.ends_with(&format!("...Read {id} return=0"))),
+            .any(|l| l.ends_with(&format!(" connection=1 ...Read {id} return=0"))),
+        "{s}"
+    );
+    let words = |l: &str| l.splitn(3, ' ').nth(2).unwrap().to_string();
+    let lines: Vec<String> = s.lines().map(words).collect();
+    assert_eq!(lines[0], "Ready thread_model=3", "{s}");
+    assert_eq!(lines[1], "Preconnect id=1 readonly=0 ...", "{s}");
+    assert_eq!(lines[2], "...Preconnect id=1 return=0", "{s}");
+    assert!(lines[3].starts_with("connection=1 Connect export=\"\" tls=0 size=0x100000 "));
+    let requests = lines
+        .iter()
+        .filter(|l| l.starts_with("connection=1 ") && l.ends_with(" ..."))
+        .count();
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("connection=1 Disconnect transactions={requests}"),
         "{s}"
     );
 }
