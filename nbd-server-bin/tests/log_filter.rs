@@ -1,0 +1,158 @@
+//! The log filter's file and script against Debian's nbdkit 1.32: the
+//! same client against both, the logs compared line by line.
+
+mod common;
+mod stack;
+
+use common::*;
+use stack::*;
+
+/// A client that makes every kind of request, one of them failing (the
+/// error filter below the log fails every read with EIO and every trim
+/// with ENOSPC), then a map, a block status with REQ_ONE and an export
+/// list, each on a connection of its own.
+const CLIENT: &str = r#"PATH=/usr/bin:$PATH nbdsh -u "$uri" -c '
+try:
+    h.pread(512, 0)
+except nbd.Error:
+    pass
+h.pwrite(b"a" * 512, 0, nbd.CMD_FLAG_FUA)
+h.zero(512, 0, nbd.CMD_FLAG_FAST_ZERO | nbd.CMD_FLAG_NO_HOLE)
+h.zero(512, 4096)
+try:
+    h.trim(512, 0)
+except nbd.Error:
+    pass
+h.cache(512, 0)
+h.flush()
+' &&
+nbdinfo --map "$uri" >/dev/null &&
+PATH=/usr/bin:$PATH nbdsh -c '
+h.add_meta_context("base:allocation")
+h.connect_uri("'"$uri"'")
+h.block_status(65536, 0, lambda *a: 0, nbd.CMD_FLAG_REQ_ONE)
+' &&
+nbdinfo --list "$uri" >/dev/null"#;
+
+fn args(logkey: &str, logval: &str) -> Vec<String> {
+    [
+        "--filter=log",
+        "--filter=error",
+        "memory",
+        "1M",
+        "error-pread-rate=1",
+        "error-pread=EIO",
+        "error-trim-rate=1",
+        "error-trim=ENOSPC",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("{logkey}={logval}")])
+    .collect()
+}
+
+fn run_client(bin: &str, args: &[String]) {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let o = run_with(bin, &a, CLIENT);
+    assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+}
+
+/// The log written by `bin`, normalised: timestamps removed (the first
+/// two words of a line), and the `Fork` line dropped: nbdkit forks for
+/// --run (the server runs in a child of the process that got ready),
+/// ours serves --run from the process that started, so it has no fork
+/// to report (it does write Fork when it daemonises).
+fn log_of(bin: &str) -> Vec<String> {
+    require("nbdsh", "python3-libnbd");
+    require("nbdinfo", "libnbd-bin");
+    let tmp = TempDir::new("log-filter");
+    let log = tmp.path().join("log");
+    run_client(bin, &args("logfile", &log.display().to_string()));
+    let s = std::fs::read_to_string(&log).unwrap();
+    s.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, ' ').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            // "YYYY-MM-DD HH:MM:SS.uuuuuu"
+            assert_eq!((f[0].len(), f[1].len()), (10, 15), "{l}");
+            f[2].to_string()
+        })
+        .filter(|l| l != "Fork")
+        .collect()
+}
+
+#[test]
+fn log_file_matches_debian() {
+    let ours = log_of(BIN);
+    let theirs = log_of(DEBIAN_NBDKIT);
+    for (i, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(o, t, "line {i}\nours:\n{ours:#?}\nDebian's:\n{theirs:#?}");
+    }
+    assert_eq!(ours.len(), theirs.len(), "{ours:#?}\n{theirs:#?}");
+    // The client's requests are all there, the failures named.
+    for want in [
+        "connection=1 ...Read id=1 return=-1 error=EIO",
+        "connection=1 ...Trim id=5 return=-1 error=ENOSPC",
+        "connection=1 Disconnect transactions=7",
+        "connection=3 Extents id=1 offset=0x0 count=0x10000 req_one=1 ...",
+        "...ListExports id=1 exports=(\"\") return=0",
+        "connection=4 Disconnect transactions=0",
+    ] {
+        assert!(ours.iter().any(|l| l == want), "no {want:?} in {ours:#?}");
+    }
+}
+
+/// What the log script sees: one line per entry with the variables the
+/// manual names and some of the entries' own fields.
+fn script_of(bin: &str) -> Vec<String> {
+    require("nbdsh", "python3-libnbd");
+    require("nbdinfo", "libnbd-bin");
+    let tmp = TempDir::new("log-script");
+    let out = tmp.path().join("out");
+    let script = format!(
+        "echo \"$type $act c=${{connection-}} id=${{id-}} off=${{offset-}} count=${{count-}} \
+         r=${{return-}} e=${{error-}} export=${{export-}} size=${{size-}}\" >> '{}'",
+        out.display()
+    );
+    run_client(bin, &args("logscript", &script));
+    let s = std::fs::read_to_string(&out).unwrap();
+    // As the file's: ours has no fork to report under --run.
+    s.lines()
+        .filter(|l| !l.starts_with("PRINT Fork "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn log_script_matches_debian() {
+    let ours = script_of(BIN);
+    let mut theirs = script_of(DEBIAN_NBDKIT);
+    // nbdkit starts each run of the script without waiting for it, so
+    // the runs finish (and append their lines) in any order; ours waits
+    // for each, so its lines are in the file's order. Compare the lines
+    // as a multiset, and ours against the file's order.
+    let mut sorted = ours.clone();
+    sorted.sort();
+    theirs.sort();
+    assert_eq!(sorted, theirs);
+    let acts: Vec<String> = log_of(BIN)
+        .iter()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            let act = if w[0].starts_with("connection=") {
+                w[1]
+            } else {
+                w[0]
+            };
+            act.trim_start_matches("...").to_string()
+        })
+        .collect();
+    let script_acts: Vec<String> = ours
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(script_acts, acts);
+    assert!(ours
+        .iter()
+        .any(|l| l == "LEAVE Read c=1 id=1 off= count= r=-1 e=EIO export= size="));
+}
