@@ -156,3 +156,49 @@ fn log_script_matches_debian() {
         .iter()
         .any(|l| l == "LEAVE Read c=1 id=1 off= count= r=-1 e=EIO export= size="));
 }
+
+/// A read-only server (nothing that writes is offered: trim, zero, fua
+/// and fast_zero are 0 as write is), block size limits and an export
+/// name that needs quoting, in the Connect line.
+#[test]
+fn connect_line_matches_debian_read_only() {
+    require("nbdinfo", "libnbd-bin");
+    let logs: Vec<Vec<String>> = [BIN, DEBIAN_NBDKIT]
+        .iter()
+        .map(|bin| {
+            let tmp = TempDir::new("log-ro");
+            let log = tmp.path().join("log");
+            let logfile = format!("logfile={}", log.display());
+            let o = run_with(
+                bin,
+                &[
+                    "-r",
+                    "--filter=log",
+                    "--filter=blocksize-policy",
+                    "memory",
+                    "1M",
+                    "blocksize-minimum=512",
+                    "blocksize-preferred=4096",
+                    "blocksize-maximum=1M",
+                    &logfile,
+                ],
+                r#"nbdinfo "nbd+unix:///foo%20bar?socket=$unixsocket" >/dev/null"#,
+            );
+            assert!(o.status.success(), "{bin}: {o:?}");
+            let s = std::fs::read_to_string(&log).unwrap();
+            s.lines()
+                .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string())
+                .filter(|l| l != "Fork")
+                .collect()
+        })
+        .collect();
+    assert_eq!(logs[0], logs[1]);
+    assert!(
+        logs[0].iter().any(|l| l
+            == "connection=1 Connect export=\"foo bar\" tls=0 size=0x100000 minsize=0x200 \
+                prefsize=0x1000 maxsize=0x100000 write=0 flush=1 rotational=0 trim=0 zero=0 \
+                fua=0 extents=1 cache=2 fast_zero=0"),
+        "{:#?}",
+        logs[0]
+    );
+}

@@ -333,19 +333,23 @@ impl FilterHandle for LogHandle {
         let b = |x: bool| x as u8;
         // Native (2) or not at all: see the module's comment.
         let n = |x: bool| if x { 2 } else { 0 };
+        // As nbdkit's backend answers them: nothing that writes on a
+        // connection that cannot write.
+        let w = next.can_write()? && !info.readonly;
+        let zero = w && next.can_zero()?;
         let args = format!(
             "export={} tls={} size={size:#x} minsize={min:#x} prefsize={pref:#x} maxsize={max:#x} write={} flush={} rotational={} trim={} zero={} fua={} extents={} cache={} fast_zero={}",
             shell_quote(&String::from_utf8_lossy(&info.export_name)),
             b(info.tls),
-            b(next.can_write()? && !info.readonly),
+            b(w),
             b(next.can_flush()?),
             b(next.is_rotational()?),
-            b(next.can_trim()?),
-            n(next.can_zero()?),
-            n(next.can_fua()?),
+            b(w && next.can_trim()?),
+            n(zero),
+            n(w && next.can_fua()?),
             b(next.can_extents()?),
             n(next.can_cache()?),
-            b(next.can_fast_zero()?),
+            b(zero && next.can_fast_zero()?),
         );
         self.log
             .output(Some(self.connection), 0, "Connect", Kind::Print, &args);
@@ -475,8 +479,8 @@ mod tests {
             .map(|l| l.splitn(3, ' ').nth(2).unwrap())
             .collect();
         let connect = "Connect export=e tls=0 size=0x100000 minsize=0x0 prefsize=0x0 \
-                       maxsize=0x0 write=0 flush=1 rotational=0 trim=1 zero=2 fua=2 \
-                       extents=1 cache=2 fast_zero=1";
+                       maxsize=0x0 write=0 flush=1 rotational=0 trim=0 zero=0 fua=0 \
+                       extents=1 cache=2 fast_zero=0";
         let want = [
             "Ready thread_model=3".to_string(),
             format!("connection=1 {connect}"),
