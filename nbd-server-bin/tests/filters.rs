@@ -447,7 +447,13 @@ fn log_writes_enter_and_leave_lines() {
             "1M",
             &format!("logfile={}", log.display()),
         ],
-        "nbdcopy \"$uri\" - >/dev/null",
+        // The server exits when the command does, which may be before it
+        // has closed the connection and logged the Disconnect: wait for it.
+        &format!(
+            "nbdcopy \"$uri\" - >/dev/null && for i in $(seq 100); do \
+             grep -q Disconnect '{}' && break; sleep 0.1; done",
+            log.display()
+        ),
     );
     let s = std::fs::read_to_string(&log).unwrap();
     let enter = s.lines().find(|l| l.contains(" Read id=")).expect(&s);

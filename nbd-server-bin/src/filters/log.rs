@@ -222,12 +222,20 @@ impl Log {
             }
             c += s;
             c.push('\n');
-            // The script's status is ignored (a log cannot change a request).
-            let _ = std::process::Command::new("bash")
+            // As nbdkit, the script runs without being waited for (a
+            // log cannot change or hold up a request, and a slow script
+            // does not slow the server), so runs may finish in any
+            // order; a thread reaps it. Its status is ignored.
+            let child = std::process::Command::new("bash")
                 .arg("-c")
                 .arg(&c)
                 .stdin(std::process::Stdio::null())
-                .status();
+                .spawn();
+            if let Ok(mut child) = child {
+                let _ = std::thread::Builder::new()
+                    .name("logscript".into())
+                    .spawn(move || child.wait());
+            }
         }
     }
 }
@@ -546,8 +554,18 @@ mod tests {
         let mut buf = [0u8; 512];
         assert!(c.pread(&mut buf, 0x200).is_err());
         drop(c);
-        let s = std::fs::read_to_string(&dir).unwrap();
+        // The runs are not waited for: wait for their seven lines.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let s = loop {
+            let s = std::fs::read_to_string(&dir).unwrap_or_default();
+            if s.lines().count() >= 7 || std::time::Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         std::fs::remove_file(&dir).unwrap();
+        let mut got: Vec<&str> = s.lines().collect();
+        got.sort_unstable();
         let want = "PRINT Ready c= id= off= r= e= x=\n\
                     ENTER ListExports c= id=1 off= r= e= x=\n\
                     LEAVE ListExports c= id=1 off= r=0 e= x=\n\
@@ -555,6 +573,8 @@ mod tests {
                     ENTER Read c=1 id=1 off=0x200 r= e= x=\n\
                     LEAVE Read c=1 id=1 off= r=-1 e=EIO x=\n\
                     PRINT Disconnect c=1 id= off= r= e= x=\n";
-        assert_eq!(s, want);
+        let mut want: Vec<&str> = want.lines().collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 }
