@@ -1,10 +1,13 @@
 //! The noparallel filter (nbdkit-noparallel-filter(1)): serialises work
 //! the layers below could otherwise see in parallel. With
-//! `serialize=requests` (the default) or `all-requests`, one request at a
-//! time goes down, whichever connection sent it; with `connections`, one
-//! connection at a time is served: a new client waits until the one
-//! before has gone (and multi-conn is no longer advertised). `serialise`
-//! is the same key in British spelling, and wins when both are given.
+//! `serialize=requests` (the default), a connection has one request at a
+//! time in the layers below, while different connections still run in
+//! parallel (nbdkit's SERIALIZE_REQUESTS thread model); with
+//! `all-requests`, one request at a time goes down, whichever connection
+//! sent it; with `connections`, one connection at a time is served: a new
+//! client waits until the one before has gone (and multi-conn is no longer
+//! advertised). `serialise` is the same key in British spelling, and wins
+//! when both are given.
 
 use std::sync::Arc;
 
@@ -31,10 +34,19 @@ pub const FILTER: FilterSpec = FilterSpec {
 
 const MODES: &[&str] = &["requests", "all-requests", "connections"];
 
-/// `serialize=requests|all-requests|connections`: one request (or one
-/// connection) at a time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Requests,
+    AllRequests,
+    Connections,
+}
+
+/// `serialize=requests|all-requests|connections`: one request of a
+/// connection, one request of any connection, or one connection at a time.
 pub struct NoParallel {
-    connections: bool,
+    mode: Mode,
+    /// With `all-requests` (and `connections`, where there is only one
+    /// connection anyway): one request at a time, of any connection.
     lock: Mutex<()>,
     /// With `connections`: a connection holds the filter open.
     busy: Mutex<bool>,
@@ -45,18 +57,17 @@ impl NoParallel {
     pub fn open(p: &mut Params) -> std::result::Result<Self, String> {
         let a = p.take_enum("serialize", MODES)?;
         let b = p.take_enum("serialise", MODES)?;
-        let mode = b.or(a).unwrap_or_else(|| "requests".into());
+        let mode = match b.or(a).as_deref() {
+            Some("all-requests") => Mode::AllRequests,
+            Some("connections") => Mode::Connections,
+            _ => Mode::Requests,
+        };
         Ok(NoParallel {
-            connections: mode == "connections",
+            mode,
             lock: Mutex::new(()),
             busy: Mutex::new(false),
             freed: Condvar::new(),
         })
-    }
-
-    fn one<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _g = self.lock.lock();
-        f()
     }
 
     /// Lets the next connection in.
@@ -72,7 +83,8 @@ impl Filter for NoParallel {
         info: &ConnectionInfo,
         next: &mut OpenNext<'_>,
     ) -> Result<Box<dyn FilterHandle>> {
-        if self.connections {
+        let connections = self.mode == Mode::Connections;
+        if connections {
             let mut b = self.busy.lock();
             while *b {
                 self.freed.wait(&mut b);
@@ -81,23 +93,45 @@ impl Filter for NoParallel {
         }
         if let Err(e) = next.open(info) {
             // No handle, so no close: give the slot back here.
-            if self.connections {
+            if connections {
                 self.release();
             }
             return Err(e);
         }
-        Ok(Box::new(self))
+        Ok(Box::new(NoParallelHandle {
+            filter: self,
+            lock: Mutex::new(()),
+        }))
     }
 }
 
-impl FilterHandle for NoParallel {
+/// The filter opened for one connection.
+struct NoParallelHandle {
+    filter: Arc<NoParallel>,
+    /// With `requests`: one request at a time of this connection. Other
+    /// connections have locks of their own, so they are not held up.
+    lock: Mutex<()>,
+}
+
+impl NoParallelHandle {
+    fn one<T>(&self, f: impl FnOnce() -> T) -> T {
+        let lock = match self.filter.mode {
+            Mode::Requests => &self.lock,
+            Mode::AllRequests | Mode::Connections => &self.filter.lock,
+        };
+        let _g = lock.lock();
+        f()
+    }
+}
+
+impl FilterHandle for NoParallelHandle {
     fn close(&self, _info: &ConnectionInfo) {
-        if self.connections {
-            self.release();
+        if self.filter.mode == Mode::Connections {
+            self.filter.release();
         }
     }
     fn can_multi_conn(&self, next: &dyn Backend) -> Result<bool> {
-        if self.connections {
+        if self.filter.mode == Mode::Connections {
             Ok(false)
         } else {
             next.can_multi_conn()
@@ -140,19 +174,47 @@ impl FilterHandle for NoParallel {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::chain::testing::{filter_over, info_id};
     use crate::chain::{Chain, Plugin};
 
-    /// Records how many reads run at once, at most.
+    /// How many reads run at once, now and at most.
     #[derive(Default)]
-    struct Slow {
+    struct Count {
         now: AtomicUsize,
         most: AtomicUsize,
     }
-    impl Backend for Slow {
+    impl Count {
+        fn enter(&self) -> usize {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            n
+        }
+        fn leave(&self) {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+        fn most(&self) -> usize {
+            self.most.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A slow disk that counts the reads running at once, over all
+    /// connections and for each connection. A read waits (up to a few
+    /// seconds) for `meet` reads to run at once, so that reads which may
+    /// run in parallel surely overlap, however loaded the machine.
+    #[derive(Default)]
+    struct Slow {
+        all: Count,
+        meet: usize,
+        conns: Mutex<Vec<Arc<Count>>>,
+    }
+    struct SlowConn {
+        disk: Arc<Slow>,
+        count: Arc<Count>,
+    }
+    impl Backend for SlowConn {
         fn size(&self) -> Result<u64> {
             Ok(1 << 20)
         }
@@ -160,17 +222,25 @@ mod tests {
             Ok(true)
         }
         fn pread(&self, buf: &mut [u8], _: u64) -> Result<()> {
-            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(n, Ordering::SeqCst);
+            let all = &self.disk.all;
+            all.enter();
+            self.count.enter();
+            let until = Instant::now() + Duration::from_secs(5);
+            while all.now.load(Ordering::SeqCst) < self.disk.meet && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::thread::sleep(Duration::from_millis(20));
             buf.fill(1);
-            self.now.fetch_sub(1, Ordering::SeqCst);
+            self.count.leave();
+            all.leave();
             Ok(())
         }
     }
     impl Plugin for Slow {
         fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-            Ok(Box::new(self))
+            let count = Arc::new(Count::default());
+            self.conns.lock().push(count.clone());
+            Ok(Box::new(SlowConn { disk: self, count }))
         }
     }
 
@@ -178,10 +248,8 @@ mod tests {
         filter_over(&FILTER, args, plugin.clone())
     }
 
-    #[test]
-    fn requests_are_serialised_across_connections() {
-        let plugin = Arc::new(Slow::default());
-        let chain = chain(&plugin, &[]);
+    /// Two reads at once on each of two connections.
+    fn read_on_two_connections(chain: &Arc<Chain>) {
         let conns: Vec<_> = (0..2).map(|i| chain.open(info_id(i)).unwrap()).collect();
         assert!(conns[0].can_multi_conn().unwrap());
         std::thread::scope(|s| {
@@ -195,7 +263,31 @@ mod tests {
                 }
             }
         });
-        assert_eq!(plugin.most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn requests_are_serialised_within_a_connection() {
+        // The default, `requests`: different connections run in parallel
+        // (the reads of both meet in the plugin), but each connection has
+        // one read at a time in the plugin.
+        let plugin = Arc::new(Slow {
+            meet: 2,
+            ..Default::default()
+        });
+        read_on_two_connections(&chain(&plugin, &[]));
+        assert_eq!(plugin.all.most(), 2);
+        let conns = plugin.conns.lock();
+        assert_eq!(conns.len(), 2);
+        for c in conns.iter() {
+            assert_eq!(c.most(), 1);
+        }
+    }
+
+    #[test]
+    fn all_requests_are_serialised_across_connections() {
+        let plugin = Arc::new(Slow::default());
+        read_on_two_connections(&chain(&plugin, &[("serialize", "all-requests")]));
+        assert_eq!(plugin.all.most(), 1);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `retries=N` (default 5), `retry-delay=SECS` (default 2; fractions
 //! allowed), `retry-exponential=yes|no` (default yes), `retry-readonly=`:
 //! a failed request is retried after [`Backend::reopen`] of the layers
-//! below; with retry-readonly, after the first failure writes fail EROFS.
+//! below; with retry-readonly, after the first failure on a connection
+//! that connection's writes fail EROFS (a new connection starts writable).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +47,14 @@ pub struct Retry {
     delay: Duration,
     exponential: bool,
     readonly_on_fail: bool,
-    /// Whether a request failed (on any connection).
+}
+
+/// The retry filter opened for one connection.
+struct RetryHandle {
+    filter: Arc<Retry>,
+    /// Whether a request of this connection failed. With retry-readonly
+    /// this makes the rest of the connection read-only; as in nbdkit, it
+    /// is the handle's state, so a new connection starts writable.
     failed: AtomicBool,
 }
 
@@ -68,32 +76,34 @@ impl Retry {
             delay,
             exponential,
             readonly_on_fail,
-            failed: Default::default(),
         })
     }
+}
 
+impl RetryHandle {
     fn run<T>(
         &self,
         next: &dyn Backend,
         write: bool,
         mut f: impl FnMut() -> Result<T>,
     ) -> Result<T> {
-        let mut delay = self.delay;
+        let cfg = &*self.filter;
+        let mut delay = cfg.delay;
         let mut attempt = 0;
         loop {
-            if write && self.readonly_on_fail && self.failed.load(Ordering::Relaxed) {
+            if write && cfg.readonly_on_fail && self.failed.load(Ordering::Relaxed) {
                 return Err(Error::new(libc::EROFS, "retry: read-only after a failure"));
             }
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt >= self.retries => return Err(e),
+                Err(e) if attempt >= cfg.retries => return Err(e),
                 Err(_) => {
                     attempt += 1;
                     self.failed.store(true, Ordering::Relaxed);
                     if !delay.is_zero() {
                         std::thread::sleep(delay);
                     }
-                    if self.exponential {
+                    if cfg.exponential {
                         delay *= 2;
                     }
                     // A failed reopen is one more failure; the next
@@ -112,11 +122,14 @@ impl Filter for Retry {
         next: &mut OpenNext<'_>,
     ) -> Result<Box<dyn FilterHandle>> {
         next.open(info)?;
-        Ok(Box::new(self))
+        Ok(Box::new(RetryHandle {
+            filter: self,
+            failed: AtomicBool::new(false),
+        }))
     }
 }
 
-impl FilterHandle for Retry {
+impl FilterHandle for RetryHandle {
     // `r` is passed on, so a read may be lent. A lent read fails only
     // before it sends anything, and a retry after such a failure reads
     // into the buffer (the lending was used up).
@@ -153,7 +166,7 @@ impl FilterHandle for Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::testing::{filter, info, Flaky};
+    use crate::chain::testing::{filter, info, info_id, Flaky};
     use crate::chain::Chain;
 
     #[test]
@@ -182,6 +195,27 @@ mod tests {
         c.pwrite(&buf, 0, false).unwrap();
         flaky.fail.store(1, Ordering::SeqCst);
         assert_eq!(c.pwrite(&buf, 0, false).unwrap_err().errno, libc::EROFS);
+    }
+
+    #[test]
+    fn readonly_is_per_connection() {
+        let flaky = Arc::new(Flaky::default());
+        let f = filter(&FILTER, &[("retry-delay", "0"), ("retry-readonly", "yes")]);
+        let chain = Arc::new(Chain::new(flaky.clone(), vec![f]));
+        let a = chain.open(info_id(1)).unwrap();
+        let b = chain.open(info_id(2)).unwrap();
+        let mut buf = [0u8; 16];
+        // A read of A fails once and is retried: A is read-only from now.
+        flaky.fail.store(1, Ordering::SeqCst);
+        a.pread(&mut buf, 0).unwrap();
+        assert_eq!(flaky.fail.load(Ordering::SeqCst), 0);
+        assert_eq!(a.pwrite(&buf, 0, false).unwrap_err().errno, libc::EROFS);
+        // B, open already, and C, opened after, saw no failure: they write.
+        b.pwrite(&buf, 0, false).unwrap();
+        let c = chain.open(info_id(3)).unwrap();
+        c.pwrite(&buf, 0, false).unwrap();
+        // Reads of A still work.
+        a.pread(&mut buf, 0).unwrap();
     }
 
     #[test]
