@@ -1,5 +1,7 @@
-//! Zeroes written as data, for filters that turn a zero request into
-//! writes (nozero's `zeromode=emulate`, blocksize's unaligned zeroes).
+//! Zeroes written as data, for layers that turn a zero request into
+//! writes (nozero's `zeromode=emulate`, blocksize's unaligned zeroes, and
+//! the tmpdisk, ondemand and partitioning plugins, as nbdkit emulates zero
+//! for plugins without it).
 
 use nbd_core::server::backend::{Backend, Result};
 

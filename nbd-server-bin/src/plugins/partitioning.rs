@@ -617,17 +617,7 @@ impl Backend for Partitioning {
         if flags.fast {
             return Err(Error::new(libc::ENOTSUP, "fast zero not supported"));
         }
-        static ZEROES: [u8; 64 * 1024] = [0; 64 * 1024];
-        let mut done = 0u64;
-        while done < count as u64 {
-            let n = (count as u64 - done).min(ZEROES.len() as u64) as usize;
-            self.pwrite(&ZEROES[..n], offset + done, false)?;
-            done += n as u64;
-        }
-        if flags.fua {
-            self.flush()?;
-        }
-        Ok(())
+        crate::filters::zeroes::write_zeroes(self, count, offset, flags.fua)
     }
 }
 
