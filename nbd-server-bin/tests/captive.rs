@@ -191,12 +191,13 @@ fn run_tls_variable() {
             );
         }
     }
-    let port = free_port().to_string();
-    let out = Command::new(BIN)
-        .args(["-i", "127.0.0.1", "-p", &port, "--tls=require", &psk_arg])
-        .args(["--run", "echo \"$tls $uri\"", "memory", "1M"])
-        .output()
-        .unwrap();
+    let (port, out) = on_free_port(|port| {
+        Command::new(BIN)
+            .args(["-i", "127.0.0.1", "-p", port, "--tls=require", &psk_arg])
+            .args(["--run", "echo \"$tls $uri\"", "memory", "1M"])
+            .output()
+            .unwrap()
+    });
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),

@@ -107,13 +107,14 @@ fn info_address_is_the_clients() {
     assert_eq!(ours.stdout, theirs.stdout);
     // Over TCP: "127.0.0.1:PORT", the client's port.
     for bin in BOTH {
-        let port = free_port().to_string();
-        let o = Command::new(bin)
-            .args(["-p", &port, "-i", "127.0.0.1", "--run"])
-            .arg(format!("nbdcopy nbd://127.0.0.1:{port} -"))
-            .args(["info", "address"])
-            .output()
-            .unwrap();
+        let (_, o) = on_free_port(|port| {
+            Command::new(bin)
+                .args(["-p", port, "-i", "127.0.0.1", "--run"])
+                .arg(format!("nbdcopy nbd://127.0.0.1:{port} -"))
+                .args(["info", "address"])
+                .output()
+                .unwrap()
+        });
         let s = stdout(&o);
         let (ip, p) = s.split_once(':').unwrap_or_else(|| panic!("{bin}: {s}"));
         assert_eq!(ip, "127.0.0.1", "{bin}: {s}");

@@ -401,6 +401,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Runs a server that must bind a TCP port chosen here: `run(port)`. The
+/// port is free when chosen but another test may take it before the
+/// server binds it; then the server fails with EADDRINUSE, and this tries
+/// another port (at most 5).
+pub fn on_free_port(
+    mut run: impl FnMut(&str) -> std::process::Output,
+) -> (String, std::process::Output) {
+    for _ in 0..5 {
+        let port = free_port().to_string();
+        let out = run(&port);
+        if !String::from_utf8_lossy(&out.stderr).contains("Address already in use") {
+            return (port, out);
+        }
+    }
+    panic!("no free TCP port in 5 tries");
+}
+
 /// Sends a request with a bad magic, which the server reports as an error
 /// and answers by closing the connection.
 pub fn send_bad_request(srv_sock: &Path) {
