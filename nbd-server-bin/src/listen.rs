@@ -362,6 +362,14 @@ pub fn peer_of(fd: RawFd) -> Peer {
             libc::AF_INET6 => {
                 let sa = &*(&ss as *const _ as *const libc::sockaddr_in6);
                 let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+                // An IPv4 client of our dual-stack socket is an IPv4 peer,
+                // as nbdkit (one socket per family) sees it.
+                if let Some(v4) = ip.to_ipv4_mapped() {
+                    return Peer::Tcp(SocketAddr::V4(SocketAddrV4::new(
+                        v4,
+                        u16::from_be(sa.sin6_port),
+                    )));
+                }
                 Peer::Tcp(SocketAddr::V6(SocketAddrV6::new(
                     ip,
                     u16::from_be(sa.sin6_port),
@@ -409,6 +417,24 @@ pub fn peer_of(fd: RawFd) -> Peer {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_socket_are_ipv4_peers() {
+        let l = match std::net::TcpListener::bind("[::]:0") {
+            Ok(l) => l,
+            Err(_) => return, // no IPv6 here: nothing to map
+        };
+        let port = l.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (s, _) = l.accept().unwrap();
+        match peer_of(s.as_raw_fd()) {
+            Peer::Tcp(SocketAddr::V4(a)) => {
+                assert_eq!(*a.ip(), Ipv4Addr::LOCALHOST);
+                assert_eq!(a.port(), c.local_addr().unwrap().port());
+            }
+            p => panic!("{p:?}"),
+        }
+    }
 
     #[test]
     fn peers() {

@@ -121,12 +121,9 @@ fn decode_base64(s: &[u8]) -> std::result::Result<Vec<u8>, String> {
 fn address(peer: &Peer) -> Result<Vec<u8>> {
     Ok(match peer {
         Peer::Tcp(std::net::SocketAddr::V4(a)) => format!("{}:{}", a.ip(), a.port()).into_bytes(),
-        // An IPv4 client of a dual-stack socket is shown as IPv4, as
-        // nbdkit (one socket per family) sees it.
-        Peer::Tcp(std::net::SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => format!("{v4}:{}", a.port()).into_bytes(),
-            None => format!("[{}]:{}", a.ip(), a.port()).into_bytes(),
-        },
+        // (An IPv4 client of our dual-stack socket is already an IPv4
+        // peer: see `listen::peer_of`.)
+        Peer::Tcp(std::net::SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()).into_bytes(),
         // Never the socket's path: it is the server's business.
         Peer::Unix { .. } => b"unix".to_vec(),
         // A family nbdkit does not describe: an empty disk.
@@ -271,8 +268,6 @@ mod tests {
         assert_eq!(address(&Peer::Tcp(v4)).unwrap(), b"127.0.0.1:5000");
         let v6: std::net::SocketAddr = "[::1]:58912".parse().unwrap();
         assert_eq!(address(&Peer::Tcp(v6)).unwrap(), b"[::1]:58912");
-        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:80".parse().unwrap();
-        assert_eq!(address(&Peer::Tcp(mapped)).unwrap(), b"127.0.0.1:80");
         let unix = Peer::Unix {
             pid: None,
             uid: None,
