@@ -139,6 +139,41 @@ fn partition_mbr_and_gpt() {
 }
 
 #[test]
+fn partition_mbr_logical_partitions_match_debian() {
+    let tmp = TempDir::new("part-logical");
+    let img = tmp.path().join("dos.img");
+    std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+    // A primary partition, then an extended one holding three logical
+    // partitions (5, 6, 7), each with its own EBR in front.
+    let script = "label: dos\nstart=2048, size=1024\nstart=4096, size=12288, type=5\n\
+                  start=6144, size=1024\nstart=10240, size=2048\nstart=14336, size=512\n";
+    sfdisk(&img, script);
+    let mut d = std::fs::read(&img).unwrap();
+    let parts = [
+        (6144usize, 1024usize, 5u8),
+        (10240, 2048, 6),
+        (14336, 512, 7),
+    ];
+    for &(start, size, seed) in &parts {
+        let p = pattern(size * 512, seed);
+        d[start * 512..(start + size) * 512].copy_from_slice(&p);
+    }
+    std::fs::write(&img, &d).unwrap();
+    let im = img.to_str().unwrap();
+    for &(start, size, seed) in &parts {
+        let n = format!("partition={seed}");
+        let args = ["--filter=partition", "file", im, n.as_str()];
+        let want = &d[start * 512..(start + size) * 512];
+        assert_eq!(read_all(&args), want, "{n}");
+        assert_eq!(read_all_with(DEBIAN_NBDKIT, &args), want, "{n}");
+    }
+    refused_on_open(
+        &["--filter=partition", "file", im, "partition=8"],
+        "partition 8",
+    );
+}
+
+#[test]
 fn cow_never_writes_below() {
     let tmp = TempDir::new("cow");
     let base = tmp.path().join("base");

@@ -1,7 +1,7 @@
 //! The partition filter: serves one partition (`partition=N`, 1-based) of
-//! a disk with an MBR (primary partitions 1-4) or GPT partition table, in
-//! 512-byte sectors, as nbdkit-partition-filter(1). The table is read
-//! when a connection opens the filter.
+//! a disk with an MBR (primary partitions 1-4, logical ones from 5) or GPT
+//! partition table, in 512-byte sectors, as nbdkit-partition-filter(1).
+//! The table is read when a connection opens the filter.
 
 use nbd_core::server::backend::{Backend, Result};
 
@@ -35,6 +35,49 @@ fn le32(b: &[u8], at: usize) -> u64 {
 }
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// The most logical partitions followed along an extended partition.
+const MAX_LOGICAL: usize = 1024;
+
+fn is_extended(kind: u8) -> bool {
+    matches!(kind, 0x05 | 0x0f | 0x85)
+}
+
+/// Logical partition `n` (5 and up) of an MBR disk, as (first sector,
+/// sectors): the extended partition holds a chain of extended boot
+/// records, one per logical partition. Each EBR's first entry is its
+/// logical partition, relative to the EBR itself; its second entry points
+/// to the next EBR, relative to the start of the extended partition.
+fn logical(next: &dyn Backend, mbr: &[u8], n: usize) -> Result<(u64, u64)> {
+    let missing = || fail(NAME, format!("partition {n} does not exist"));
+    // A chain that loops back on itself would otherwise be walked for as
+    // long as the number asked for; no real table has this many.
+    if n > 4 + MAX_LOGICAL {
+        return Err(missing());
+    }
+    let ext = (0..4)
+        .map(|i| &mbr[446 + 16 * i..446 + 16 * (i + 1)])
+        .find(|e| is_extended(e[4]) && le32(e, 12) != 0)
+        .ok_or_else(missing)?;
+    let ext_start = le32(ext, 8);
+    let mut ebr_lba = ext_start;
+    // Each step moves to the next logical partition; a chain longer than
+    // the disk could hold, or one that loops, ends at the limit.
+    for _ in 5..n {
+        let ebr = read_at(NAME, next, ebr_lba * 512, 512)?;
+        let link = &ebr[446 + 16..446 + 32];
+        if ebr[510] != 0x55 || ebr[511] != 0xaa || link[4] == 0 || le32(link, 12) == 0 {
+            return Err(missing());
+        }
+        ebr_lba = ext_start + le32(link, 8);
+    }
+    let ebr = read_at(NAME, next, ebr_lba * 512, 512)?;
+    let e = &ebr[446..446 + 16];
+    if ebr[510] != 0x55 || ebr[511] != 0xaa || e[4] == 0 || le32(e, 12) == 0 {
+        return Err(missing());
+    }
+    Ok((ebr_lba + le32(e, 8), le32(e, 12)))
 }
 
 /// The byte range (start, length) of partition `n` of `next`.
@@ -81,24 +124,20 @@ fn locate(next: &dyn Backend, n: usize) -> Result<(u64, u64)> {
             return Err(fail(NAME, format!("partition {n} has an invalid range")));
         }
         (f, l - f + 1)
-    } else {
-        if n > 4 {
-            return Err(fail(
-                NAME,
-                format!("partition {n}: only primary MBR partitions (1-4) are supported"),
-            ));
-        }
+    } else if n <= 4 {
         let e = &mbr[446 + 16 * (n - 1)..446 + 16 * n];
         if e[4] == 0 || le32(e, 12) == 0 {
             return Err(fail(NAME, format!("partition {n} does not exist")));
         }
-        if matches!(e[4], 0x05 | 0x0f | 0x85) {
+        if is_extended(e[4]) {
             return Err(fail(
                 NAME,
                 format!("partition {n} is an extended partition"),
             ));
         }
         (le32(e, 8), le32(e, 12))
+    } else {
+        logical(next, &mbr, n)?
     };
     Ok((first * 512, count * 512))
 }
@@ -146,8 +185,34 @@ mod tests {
         assert!(e.message.contains("extended"), "{e}");
         let e = open(&mem, "3").err().unwrap();
         assert_eq!(e.message, "partition: partition 3 does not exist");
-        let e = open(&mem, "5").err().unwrap();
-        assert!(e.message.contains("primary"), "{e}");
+        // Partition 2 is extended, from sector 100: logical 5 at 100+2,
+        // logical 6 in the EBR at 100+40, at 140+2. Its link is empty, so
+        // there is no 7.
+        let mut ebr = [0u8; 512];
+        ebr[446..462].copy_from_slice(&mbr_entry(0x83, 2, 4));
+        ebr[462..478].copy_from_slice(&mbr_entry(0x05, 40, 8));
+        ebr[510] = 0x55;
+        ebr[511] = 0xaa;
+        mem.pwrite(&ebr, 100 * 512, false).unwrap();
+        ebr[462..478].fill(0);
+        ebr[446..462].copy_from_slice(&mbr_entry(0x83, 2, 6));
+        mem.pwrite(&ebr, 140 * 512, false).unwrap();
+        mem.pwrite(b"five", 102 * 512, false).unwrap();
+        mem.pwrite(b"six!", 142 * 512, false).unwrap();
+        for (n, size, text) in [("5", 4, b"five"), ("6", 6, b"six!")] {
+            let c = open(&mem, n).unwrap();
+            assert_eq!(c.size().unwrap(), size * 512);
+            let mut b = [0u8; 4];
+            c.pread(&mut b, 0).unwrap();
+            assert_eq!(&b, text);
+        }
+        let e = open(&mem, "7").err().unwrap();
+        assert_eq!(e.message, "partition: partition 7 does not exist");
+        // An EBR linking to itself ends at the limit, not in a long walk.
+        ebr[462..478].copy_from_slice(&mbr_entry(0x05, 40, 8));
+        mem.pwrite(&ebr, 140 * 512, false).unwrap();
+        let e = open(&mem, "100000").err().unwrap();
+        assert!(e.message.contains("does not exist"), "{e}");
 
         let blank = Arc::new(Memory::new(1 << 20));
         let e = open(&blank, "1").err().unwrap();
