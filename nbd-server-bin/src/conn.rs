@@ -712,7 +712,14 @@ fn worker(conn: &Arc<Conn>) {
             valid.and_then(|()| request::execute(backend, &h, &mut data[..buf_len], &mut extents))
         };
         if let Err(e) = &result {
-            if crate::log::verbose() || !e.message.is_empty() {
+            // A layer that explains its failure has it logged as an
+            // error, as nbdkit_error does in nbdkit (the error filter's
+            // "injecting EIO error into pread", a plugin's failed read);
+            // the request itself is a debug message.
+            if !e.message.is_empty() {
+                crate::log::error!("{e}");
+            }
+            if crate::log::verbose() {
                 debug!(
                     srv,
                     "connection {}: {} offset {} length {}: {}",

@@ -411,6 +411,29 @@ fn error_injection() {
     std::fs::remove_file(&trigger).unwrap();
     assert_eq!(c.cmd(cmd::READ, 0, 0, 512, &[]).error, 0);
     c.disconnect();
+    // Each injected error is logged, by us as by nbdkit.
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let args = ["--filter=error", "pattern", "1M", "error-pread-rate=1"];
+        let o = run_with(bin, &args, "nbdcopy \"$uri\" - >/dev/null");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("error: injecting EIO error into pread"),
+            "{bin}: {err}"
+        );
+        let args = [
+            "--filter=error",
+            "memory",
+            "1M",
+            "error-extents=ENOSPC",
+            "error-extents-rate=1",
+        ];
+        let o = run_with(bin, &args, "nbdinfo --map \"$uri\"");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("error: injecting ENOSPC error into extents"),
+            "{bin}: {err}"
+        );
+    }
     bad(&["--filter=error", "null", "error=EFOO"], "EFOO");
     bad(
         &["--filter=error", "null", "error-rate=150%"],

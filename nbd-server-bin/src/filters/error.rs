@@ -88,17 +88,25 @@ pub const FILTER: FilterSpec = FilterSpec {
     open: |p, _| Ok(Arc::new(ErrorFilter::open(p)?)),
 };
 
-/// The errno of a name the NBD protocol can carry.
+/// The errnos the NBD protocol can carry, by name.
+const ERRNOS: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("EIO", libc::EIO),
+    ("ENOMEM", libc::ENOMEM),
+    ("EINVAL", libc::EINVAL),
+    ("ENOSPC", libc::ENOSPC),
+    ("ESHUTDOWN", libc::ESHUTDOWN),
+];
+
 fn errno_of(name: &str) -> Option<i32> {
-    Some(match name {
-        "EPERM" => libc::EPERM,
-        "EIO" => libc::EIO,
-        "ENOMEM" => libc::ENOMEM,
-        "EINVAL" => libc::EINVAL,
-        "ENOSPC" => libc::ENOSPC,
-        "ESHUTDOWN" => libc::ESHUTDOWN,
-        _ => return None,
-    })
+    ERRNOS.iter().find(|(n, _)| *n == name).map(|&(_, e)| e)
+}
+
+fn name_of(errno: i32) -> &'static str {
+    ERRNOS
+        .iter()
+        .find(|&&(_, e)| e == errno)
+        .map_or("EIO", |&(n, _)| n)
 }
 
 fn parse_errno(v: &str) -> std::result::Result<i32, String> {
@@ -220,11 +228,7 @@ impl ErrorFilter {
         if r.rate >= 1.0 || self.random() < r.rate {
             return Err(Error::new(
                 r.errno,
-                format!(
-                    "injecting {} error into {}",
-                    std::io::Error::from_raw_os_error(r.errno),
-                    OPS[op]
-                ),
+                format!("injecting {} error into {}", name_of(r.errno), OPS[op]),
             ));
         }
         Ok(())
