@@ -327,8 +327,8 @@ fn unknown_plugin_and_keys() {
 #[test]
 fn file_dir_lists_and_serves_each_export() {
     // One export per regular file: NBD_OPT_LIST names them all, and each
-    // name is served with its own size and data (the empty name is the
-    // default export, the first file by name).
+    // name is served with its own size and data; the empty name is
+    // refused, by us as by nbdkit.
     let dir = tempfile_dir("dir-plugin");
     std::fs::write(dir.join("a.img"), vec![0xaa; 4096]).unwrap();
     std::fs::write(dir.join("b.img"), vec![0xbb; 8192]).unwrap();
@@ -346,6 +346,12 @@ fn file_dir_lists_and_serves_each_export() {
     assert!(!s.contains("not-a-file"), "{s}");
     assert!(s.lines().any(|l| l.trim() == "8192"), "{s}");
     assert!(s.contains("bb bb bb bb"), "{s}");
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = run_with(bin, &["file", &d], "nbdinfo --size \"$uri\"");
+        assert!(!o.status.success(), "{bin}: the default export was served");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("No such file or directory"), "{bin}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -139,23 +139,19 @@ impl Plugin for FileDir {
         ))
     }
 
-    fn default_export(&self, _: &ConnectionInfo) -> Result<Option<String>> {
-        // nbdkit: the first file (in directory order) is the default; we
-        // use the first in sorted order, which is stable.
-        Ok(self.names()?.into_iter().next())
-    }
+    // No default_export: the empty name stays empty, and opening it fails
+    // as nbdkit-file-plugin(1) says ("a client that requests the default
+    // export will be rejected"); the exportname filter can map it.
 
     /// Opens the file of the connection's export.
     fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         let name = String::from_utf8_lossy(&info.export_name).into_owned();
-        let name = if name.is_empty() {
-            self.names()?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::new(libc::ENOENT, "no files in the directory"))?
-        } else {
-            name
-        };
+        if name.is_empty() {
+            return Err(Error::new(
+                libc::ENOENT,
+                "open: : No such file or directory",
+            ));
+        }
         if name.contains('/') || name == "." || name == ".." {
             return Err(Error::new(libc::EINVAL, "export name must not contain '/'"));
         }
@@ -710,16 +706,11 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(names, ["a.img", "b.img"]);
-        assert_eq!(
-            b.default_export(&info("")).unwrap().as_deref(),
-            Some("a.img")
-        );
+        assert_eq!(b.default_export(&info("")).unwrap(), None);
         let e = Arc::clone(&b).open(&info("b.img")).unwrap();
         assert_eq!(e.size().unwrap(), 512);
-        assert_eq!(
-            Arc::clone(&b).open(&info("")).unwrap().size().unwrap(),
-            1024
-        );
+        let e = Arc::clone(&b).open(&info("")).err().unwrap();
+        assert_eq!(e.errno, libc::ENOENT);
         assert!(Arc::clone(&b).open(&info("../x")).is_err());
         assert!(Arc::clone(&b).open(&info("missing")).is_err());
         // Under a filter, each connection's export gets its own layers.
