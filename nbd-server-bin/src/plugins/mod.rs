@@ -26,12 +26,17 @@ pub mod curl;
 pub mod data;
 mod disk_command;
 pub mod file;
+pub mod floppy;
 pub mod full;
 pub mod info;
+pub mod iso;
+pub mod linuxdisk;
+mod made_image;
 pub mod memory;
 pub mod nbd;
 pub mod null;
 pub mod ondemand;
+mod one_partition;
 pub mod partitioning;
 pub mod pattern;
 mod prng;
@@ -78,6 +83,9 @@ pub const PLUGINS: &[PluginSpec] = &[
     tmpdisk::PLUGIN,
     ondemand::PLUGIN,
     partitioning::PLUGIN,
+    iso::PLUGIN,
+    linuxdisk::PLUGIN,
+    floppy::PLUGIN,
 ];
 
 /// The plugin called `name`, or nbdkit-style words for its absence.
@@ -136,6 +144,9 @@ mod tests {
                 include_str!("partitioning.rs"),
                 &["partitioning"],
             ),
+            ("iso.rs", include_str!("iso.rs"), &["iso"]),
+            ("linuxdisk.rs", include_str!("linuxdisk.rs"), &["linuxdisk"]),
+            ("floppy.rs", include_str!("floppy.rs"), &["floppy"]),
         ];
         let mut seen = Vec::new();
         for (file, src, names) in sources {
