@@ -43,6 +43,7 @@ mod prng;
 pub mod random;
 pub mod sparse_random;
 pub mod split;
+pub mod ssh;
 pub mod tmpdisk;
 pub mod zero;
 
@@ -86,6 +87,7 @@ pub const PLUGINS: &[PluginSpec] = &[
     iso::PLUGIN,
     linuxdisk::PLUGIN,
     floppy::PLUGIN,
+    ssh::PLUGIN,
 ];
 
 /// The plugin called `name`, or nbdkit-style words for its absence.
@@ -147,6 +149,7 @@ mod tests {
             ("iso.rs", include_str!("iso.rs"), &["iso"]),
             ("linuxdisk.rs", include_str!("linuxdisk.rs"), &["linuxdisk"]),
             ("floppy.rs", include_str!("floppy.rs"), &["floppy"]),
+            ("ssh/mod.rs", include_str!("ssh/mod.rs"), &["ssh"]),
         ];
         let mut seen = Vec::new();
         for (file, src, names) in sources {
