@@ -324,6 +324,14 @@ impl Backend for Next<'_> {
         self.call(|h, n| h.cache(n, count, offset), |p| p.cache(count, offset))
     }
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
+        // As nbdkit's backend_extents: a layer that cannot report extents
+        // is all data, whatever the layers below it would say (a filter
+        // that moves data around, such as ext2, must not pass on the
+        // holes of what is below it).
+        if !self.can_extents()? {
+            sink.add(offset, count as u64, 0)?;
+            return Ok(());
+        }
         let o = self.opened;
         if self.layer < o.filters.len() {
             match &o.filters[self.layer] {

@@ -41,6 +41,7 @@ pub mod error;
 pub mod exitlast;
 pub mod exitwhen;
 pub mod exportname;
+pub mod ext2;
 pub mod extentlist;
 pub mod extents;
 pub mod fua;
@@ -135,6 +136,7 @@ pub const FILTERS: &[FilterSpec] = &[
     retry_request::FILTER,
     scan::FILTER,
     swab::FILTER,
+    ext2::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -193,6 +195,7 @@ mod tests {
         ("rate", include_str!("rate.rs")),
         ("pause", include_str!("pause.rs")),
         ("scan", include_str!("scan.rs")),
+        ("ext2", include_str!("ext2/mod.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
