@@ -194,3 +194,36 @@ fn socket_activation_name() {
         assert_eq!(get(), "");
     }
 }
+
+/// The TLS host name in effect: the one set, else the TCP host the handle
+/// connects to, else "".
+#[test]
+fn tls_hostname_in_effect() {
+    let get = |h| unsafe {
+        let p = nbd_get_tls_hostname(h);
+        assert!(!p.is_null());
+        let s = CStr::from_ptr(p).to_string_lossy().into_owned();
+        libc::free(p.cast());
+        s
+    };
+    let c = handle();
+    assert_eq!(get(c.0), "");
+    // Port 1 on the loopback: nothing listens, the connection fails, but
+    // the host was chosen.
+    unsafe {
+        assert_eq!(
+            nbd_connect_tcp(c.0, cstring("localhost").as_ptr(), cstring("1").as_ptr()),
+            -1
+        );
+    }
+    assert_eq!(get(c.0), "localhost");
+    let c = handle();
+    unsafe {
+        assert_eq!(
+            nbd_set_tls_hostname(c.0, cstring("proxied.example").as_ptr()),
+            0
+        );
+        let _ = nbd_connect_tcp(c.0, cstring("localhost").as_ptr(), cstring("1").as_ptr());
+    }
+    assert_eq!(get(c.0), "proxied.example");
+}

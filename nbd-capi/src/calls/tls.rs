@@ -69,9 +69,16 @@ pub fn set_tls_hostname(_h: &nbd_handle, g: &mut Held<'_>, hostname: &CStr) -> R
     Ok(())
 }
 
-/// The name set with nbd_set_tls_hostname, else the empty string.
+/// The name in effect: the one set with nbd_set_tls_hostname, else the
+/// host connected to over TCP, else the empty string.
 pub fn get_tls_hostname(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
-    Ok(g.settings.tls_hostname.clone().unwrap_or_default())
+    if let Some(n) = &g.settings.tls_hostname {
+        return Ok(n.clone());
+    }
+    Ok(match &g.endpoint {
+        Some(crate::connect::uri::Endpoint::Tcp { host, .. }) => host.clone(),
+        _ => CString::default(),
+    })
 }
 
 /// Checked by GnuTLS when the TLS session is set up: an invalid string
