@@ -246,11 +246,22 @@ impl UnixServer {
             .status()
             .unwrap();
         assert!(st.success());
-        let pid = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        // The server (nbdkit's child) writes its pid file itself, maybe
+        // after its parent has returned.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pid = loop {
+            let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                if text.ends_with('\n') {
+                    break pid;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pid in {pidfile:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         UnixServer { dir, pid }
     }
 
