@@ -349,6 +349,64 @@
 
 #define LIBNBD_HAVE_NBD_GET_URI 1
 
+#define LIBNBD_HAVE_NBD_SET_REQUEST_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_GET_REQUEST_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_SET_SOCKET_ACTIVATION_NAME 1
+
+#define LIBNBD_HAVE_NBD_GET_SOCKET_ACTIVATION_NAME 1
+
+#define LIBNBD_HAVE_NBD_OPT_STARTTLS 1
+
+#define LIBNBD_HAVE_NBD_OPT_STRUCTURED_REPLY 1
+
+#define LIBNBD_HAVE_NBD_OPT_SET_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_OPT_SET_META_CONTEXT_QUERIES 1
+
+#define LIBNBD_HAVE_NBD_OPT_LIST_META_CONTEXT_QUERIES 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_STARTTLS 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_STRUCTURED_REPLY 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_SET_META_CONTEXT 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_SET_META_CONTEXT_QUERIES 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_LIST_META_CONTEXT_QUERIES 1
+
+#define LIBNBD_HAVE_NBD_POLL2 1
+
+#define LIBNBD_HAVE_NBD_STATS_BYTES_SENT 1
+
+#define LIBNBD_HAVE_NBD_STATS_CHUNKS_SENT 1
+
+#define LIBNBD_HAVE_NBD_STATS_BYTES_RECEIVED 1
+
+#define LIBNBD_HAVE_NBD_STATS_CHUNKS_RECEIVED 1
+
+#define LIBNBD_HAVE_NBD_SUPPORTS_VSOCK 1
+
+#define LIBNBD_HAVE_NBD_GET_SUBPROCESS_PID 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_HOSTNAME 1
+
+#define LIBNBD_HAVE_NBD_IS_URI 1
+
+#define LIBNBD_HAVE_NBD_SET_TLS_PRIORITY 1
+
+#define LIBNBD_HAVE_NBD_GET_TLS_PRIORITY 1
+
+#define LIBNBD_HAVE_NBD_SET_URI_ALLOW_TLS_PRIORITY 1
+
+#define LIBNBD_HAVE_NBD_GET_VERSION_EXTRA 1
+
+#define LIBNBD_HAVE_NBD_GET_HANDLE_SIZE 1
+
 typedef struct nbd_handle nbd_handle;
 
 typedef struct nbd_debug_callback {
@@ -694,6 +752,77 @@ int nbd_supports_tls(struct nbd_handle *h);
 int nbd_supports_uri(struct nbd_handle *h);
 
 char *nbd_get_uri(struct nbd_handle *h);
+
+int nbd_set_request_meta_context(struct nbd_handle *h, bool request);
+
+int nbd_get_request_meta_context(struct nbd_handle *h);
+
+int nbd_set_socket_activation_name(struct nbd_handle *h, const char *socket_name);
+
+char *nbd_get_socket_activation_name(struct nbd_handle *h);
+
+int nbd_opt_starttls(struct nbd_handle *h);
+
+int nbd_opt_structured_reply(struct nbd_handle *h);
+
+int nbd_opt_set_meta_context(struct nbd_handle *h, struct nbd_context_callback context_callback);
+
+int nbd_opt_set_meta_context_queries(struct nbd_handle *h,
+                                     char **queries,
+                                     struct nbd_context_callback context_callback);
+
+int nbd_opt_list_meta_context_queries(struct nbd_handle *h,
+                                      char **queries,
+                                      struct nbd_context_callback context_callback);
+
+int nbd_aio_opt_starttls(struct nbd_handle *h, struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_structured_reply(struct nbd_handle *h,
+                                 struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_set_meta_context(struct nbd_handle *h,
+                                 struct nbd_context_callback context_callback,
+                                 struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_set_meta_context_queries(struct nbd_handle *h,
+                                         char **queries,
+                                         struct nbd_context_callback context_callback,
+                                         struct nbd_completion_callback completion_callback);
+
+int nbd_aio_opt_list_meta_context_queries(struct nbd_handle *h,
+                                          char **queries,
+                                          struct nbd_context_callback context_callback,
+                                          struct nbd_completion_callback completion_callback);
+
+int nbd_poll2(struct nbd_handle *h, int fd, int timeout);
+
+uint64_t nbd_stats_bytes_sent(struct nbd_handle *h);
+
+uint64_t nbd_stats_chunks_sent(struct nbd_handle *h);
+
+uint64_t nbd_stats_bytes_received(struct nbd_handle *h);
+
+uint64_t nbd_stats_chunks_received(struct nbd_handle *h);
+
+int nbd_supports_vsock(struct nbd_handle *h);
+
+int64_t nbd_get_subprocess_pid(struct nbd_handle *h);
+
+int nbd_set_tls_hostname(struct nbd_handle *h, const char *hostname);
+
+char *nbd_get_tls_hostname(struct nbd_handle *h);
+
+int nbd_is_uri(struct nbd_handle *h, const char *uri);
+
+int nbd_set_tls_priority(struct nbd_handle *h, const char *priority);
+
+char *nbd_get_tls_priority(struct nbd_handle *h);
+
+int nbd_set_uri_allow_tls_priority(struct nbd_handle *h, bool allow);
+
+const char *nbd_get_version_extra(struct nbd_handle *h);
+
+ssize_t nbd_get_handle_size(struct nbd_handle *h);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -112,13 +112,15 @@ if $staged; then
   else
     fail "libnbd.so.0 exports" "SONAME=$soname, $nexp nbd_* symbols; unexpected: $(echo "$bad" | head -5 | tr '\n' ';')"
   fi
-  # Informational: coverage of libnbd 1.14's symbol list, when we have it.
-  ref=$REPO/../shared/reference/libnbd-1.14-symbols.tsv
-  if [[ -f $ref ]]; then
-    have=$(objdump -T "$so" | awk '$4 != "*UND*" && $NF ~ /^nbd_/ { print $NF "\t" $(NF-1) }' | sort)
+  # Informational: coverage of libnbd 1.14's and 1.24's symbol lists,
+  # when we have them.
+  have=$(objdump -T "$so" | awk '$4 != "*UND*" && $NF ~ /^nbd_/ { print $NF "\t" $(NF-1) }' | sort)
+  for v in 1.14 1.24; do
+    ref=$REPO/../shared/reference/libnbd-$v-symbols.tsv
+    [[ -f $ref ]] || continue
     want=$(grep -v '^#' "$ref" | sort)
-    echo "    ABI coverage (information, not a test): $(comm -12 <(echo "$want") <(echo "$have") | grep -c .) of $(echo "$want" | grep -c .) libnbd 1.14 symbols at their version node"
-  fi
+    echo "    ABI coverage (information, not a test): $(comm -12 <(echo "$want") <(echo "$have") | grep -c .) of $(echo "$want" | grep -c .) libnbd $v symbols at their version node"
+  done
 fi
 
 # ------------------------------------------------------------------ 4. tests-c

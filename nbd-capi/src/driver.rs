@@ -205,6 +205,12 @@ impl Connection {
         })
     }
 
+    /// An estimate of the memory this connection holds: itself and the
+    /// core's buffers (nbd_get_handle_size).
+    pub fn approximate_size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.client.buffer_capacity()
+    }
+
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }

@@ -319,13 +319,13 @@ impl nbd_handle {
         let config = g.settings.core_config();
         match Connection::new(sock, config) {
             Ok(mut c) => {
-                if g.settings.tls != crate::consts::LIBNBD_TLS_DISABLE {
-                    let host = match g.endpoint.clone() {
-                        Some(Endpoint::Tcp { host, .. }) => Some(host),
-                        _ => None,
-                    };
-                    c.tls_params = g.settings.tls_params(host);
-                }
+                // Even with TLS disabled: nbd_opt_starttls may still ask
+                // for it in option mode.
+                let host = match g.endpoint.clone() {
+                    Some(Endpoint::Tcp { host, .. }) => Some(host),
+                    _ => None,
+                };
+                c.tls_params = g.settings.tls_params(host);
                 g.conn = Some(c)
             }
             Err(e) => {

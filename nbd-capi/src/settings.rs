@@ -52,10 +52,28 @@ pub struct Settings {
     pub uri_allow_local_file: bool,
     /// nbd_set_private_data / nbd_get_private_data.
     pub private_data: usize,
+    /// nbd_set_request_meta_context / nbd_get_request_meta_context:
+    /// whether connecting (or nbd_opt_go / nbd_opt_info) sends
+    /// SET_META_CONTEXT by itself.
+    pub request_meta_context: bool,
+    /// nbd_set_socket_activation_name / nbd_get_socket_activation_name:
+    /// LISTEN_FDNAMES for nbd_connect_systemd_socket_activation; empty
+    /// means none (the server sees "unknown").
+    pub socket_activation_name: CString,
+    /// nbd_set_tls_hostname / nbd_get_tls_hostname: the name the server's
+    /// certificate is checked against (and sent as SNI), in preference to
+    /// the host connected to.
+    pub tls_hostname: Option<CString>,
+    /// nbd_set_tls_priority / nbd_get_tls_priority: the GnuTLS priority
+    /// string; None means ours (`crate::tls::DEFAULT_PRIORITY`).
+    pub tls_priority: Option<CString>,
+    /// nbd_set_uri_allow_tls_priority: whether a URI's `tls-priority=`
+    /// is honoured.
+    pub uri_allow_tls_priority: bool,
 }
 
 impl Default for Settings {
-    /// libnbd 1.14's defaults.
+    /// libnbd's defaults.
     fn default() -> Self {
         Settings {
             export_name: CString::default(),
@@ -76,6 +94,11 @@ impl Default for Settings {
             uri_allow_tls: LIBNBD_TLS_ALLOW,
             uri_allow_local_file: false,
             private_data: 0,
+            request_meta_context: true,
+            socket_activation_name: CString::default(),
+            tls_hostname: None,
+            tls_priority: None,
+            uri_allow_tls_priority: false,
         }
     }
 }
@@ -94,6 +117,7 @@ impl Settings {
             handshake_flags: self.handshake_flags,
             full_info: self.full_info,
             request_block_size: self.request_block_size,
+            request_meta_context: self.request_meta_context,
             opt_mode: self.opt_mode,
             strict: self.strict,
             tls: match self.tls {
@@ -105,7 +129,8 @@ impl Settings {
     }
 
     /// What the connection needs to set up TLS. `hostname` is the host
-    /// connected to over TCP, if any.
+    /// connected to over TCP, if any; a name set with nbd_set_tls_hostname
+    /// takes its place (and gives a Unix socket a name to check).
     pub fn tls_params(&self, hostname: Option<CString>) -> crate::tls::Params {
         let username = self.tls_psk_file.as_ref().and_then(|_| {
             self.tls_username
@@ -117,7 +142,8 @@ impl Settings {
             username,
             certificates: self.tls_certificates.clone(),
             verify_peer: self.tls_verify_peer,
-            hostname,
+            hostname: self.tls_hostname.clone().or(hostname),
+            priority: self.tls_priority.clone(),
         }
     }
 }

@@ -28,9 +28,11 @@ use nbd_gnutls::secret::Zeroizing;
 use nbd_gnutls::{self as gnutls, Certificate, Credentials, PskClient, Side};
 use std::sync::Arc;
 
-/// libnbd's priority strings.
-const PRIORITY: &CStr = c"NORMAL:-VERS-SSL3.0";
-const PRIORITY_PSK: &CStr = c"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK";
+/// The GnuTLS priority string used unless nbd_set_tls_priority sets
+/// another (what nbd_get_tls_priority reports then).
+pub const DEFAULT_PRIORITY: &CStr = c"NORMAL:-VERS-SSL3.0";
+/// What PSK adds to the priority string: the PSK key exchanges.
+const PSK_SUFFIX: &str = ":+ECDHE-PSK:+DHE-PSK:+PSK";
 
 /// How much ciphertext may wait for the socket before we stop encrypting.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -46,8 +48,11 @@ pub struct Params {
     pub username: Option<CString>,
     pub certificates: Option<CString>,
     pub verify_peer: bool,
-    /// The host name when connected over TCP (SNI and verification).
+    /// The host name when connected over TCP, or the one set with
+    /// nbd_set_tls_hostname (SNI and verification).
     pub hostname: Option<CString>,
+    /// nbd_set_tls_priority's string; None means [`DEFAULT_PRIORITY`].
+    pub priority: Option<CString>,
 }
 
 /// A GnuTLS failure as the handle reports it.
@@ -143,15 +148,34 @@ impl Session {
             handshake_done: false,
             framing: Framing::default(),
         };
+        let base = p.priority.as_deref().unwrap_or(DEFAULT_PRIORITY);
         match &p.psk_file {
-            Some(f) => sess.psk(f, p.username.as_deref())?,
-            None => sess.x509(p)?,
+            Some(f) => {
+                let mut prio = base.to_bytes().to_vec();
+                prio.extend_from_slice(PSK_SUFFIX.as_bytes());
+                let prio = CString::new(prio).expect("no NUL inside a CStr");
+                sess.set_priority(&prio)?;
+                sess.psk(f, p.username.as_deref())?
+            }
+            None => {
+                sess.set_priority(base)?;
+                sess.x509(p)?
+            }
         }
         Ok(sess)
     }
 
+    /// An invalid priority string fails here, so the connection fails.
+    fn set_priority(&mut self, prio: &CStr) -> Result<(), Error> {
+        self.session.set_priority(prio).map_err(|e| {
+            err(
+                libc::EINVAL,
+                format!("TLS priority {:?}: {e}", prio.to_string_lossy()),
+            )
+        })
+    }
+
     fn psk(&mut self, file: &CStr, username: Option<&CStr>) -> Result<(), Error> {
-        self.session.set_priority(PRIORITY_PSK).map_err(gt)?;
         let Some(user) = username else {
             return Err(err(
                 libc::EINVAL,
@@ -166,7 +190,6 @@ impl Session {
     }
 
     fn x509(&mut self, p: &Params) -> Result<(), Error> {
-        self.session.set_priority(PRIORITY).map_err(gt)?;
         let mut found = None;
         for dir in cert_dirs(p.certificates.as_deref()) {
             if let Some(c) = load_certificates(&dir)? {

@@ -43,6 +43,7 @@ pub mod ret {
     pub struct UInt32;
     pub struct UIntPtr;
     pub struct SSize;
+    pub struct UInt64;
 
     /// Kinds that are a plain number, with the value returned on error.
     macro_rules! number {
@@ -69,6 +70,8 @@ pub mod ret {
     number!(UInt32, u32, 0);
     number!(UIntPtr, usize, 0);
     number!(SSize, libc::ssize_t, -1);
+    // The nbd_stats_* counters: they cannot fail either.
+    number!(UInt64, u64, 0);
 
     impl RetKind for Void {
         type Rust = ();

@@ -165,6 +165,24 @@ fn int_value(v: &str) -> Option<(u64, bool)> {
     Some((n, unsigned))
 }
 
+/// The version nodes of Debian 12's libnbd (1.14.2).
+const OLD_NODES: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
+
+/// Where to find libnbd 1.24.4's libnbd.h (from Debian unstable's
+/// libnbd-dev): this variable, else the project's shared reference folder.
+const NEWER_HEADER_ENV: &str = "NBD_LIBNBD_1_24_HEADER";
+
+fn newer_header() -> Option<String> {
+    let candidates = [
+        std::env::var_os(NEWER_HEADER_ENV).map(PathBuf::from),
+        Some(root().join("../shared/reference/libnbd-1.24.h")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+}
+
 #[test]
 fn agrees_with_libnbd_header() {
     let Ok(real) = std::fs::read_to_string(REAL_HEADER) else {
@@ -175,14 +193,26 @@ fn agrees_with_libnbd_header() {
 
     // Prototypes: redeclaring each exported call exactly as libnbd's header
     // does after including ours fails to compile on any type mismatch.
+    // Calls newer than Debian 12's libnbd (1.14) are checked against
+    // libnbd 1.24.4's header when it is at hand.
     let protos = real_prototypes(&real);
+    let newer = newer_header().map(|t| real_prototypes(&t));
+    let mut unchecked = Vec::new();
     let mut src = String::from("#include <libnbd.h>\n");
     for c in render::implemented() {
         let name = format!("nbd_{}", c.name);
-        let (_, decl) = protos
+        let found = protos
             .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("{name} not in {REAL_HEADER}"));
+            .chain(newer.iter().flatten())
+            .find(|(n, _)| *n == name);
+        let decl = match found {
+            Some((_, d)) => d,
+            None if newer.is_none() && !OLD_NODES.contains(&c.version) => {
+                unchecked.push(name);
+                continue;
+            }
+            None => panic!("{name} not in libnbd's header"),
+        };
         src.push_str(decl);
         src.push('\n');
         let have = format!("#define LIBNBD_HAVE_{} 1", name.to_uppercase());
@@ -195,6 +225,12 @@ fn agrees_with_libnbd_header() {
         "c",
     )
     .unwrap_or_else(|e| panic!("prototypes differ from libnbd's:\n{e}"));
+    if !unchecked.is_empty() {
+        eprintln!(
+            "not checked, no libnbd 1.24 header (set {NEWER_HEADER_ENV}): {}",
+            unchecked.join(" ")
+        );
+    }
 
     // Constants: every non-HAVE LIBNBD_* macro of libnbd's header, with the
     // same value and signedness.

@@ -121,6 +121,9 @@ pub struct NbdUri {
     pub tls_username: Option<CString>,
     /// `tls-verify-peer=true|false`.
     pub tls_verify_peer: Option<bool>,
+    /// `tls-priority=PRIORITY` (libnbd 1.24; refused unless the caller
+    /// allows it, see [`Permitted::tls_priority`]).
+    pub tls_priority: Option<CString>,
     /// Every other query parameter, decoded, in order.
     pub ignored: Vec<(String, String)>,
 }
@@ -271,6 +274,7 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     let mut tls_psk_file = None;
     let mut tls_username = None;
     let mut tls_verify_peer = None;
+    let mut tls_priority = None;
     let mut ignored = Vec::new();
     for (n, v) in parse_query(url.query().unwrap_or(""))? {
         match n.as_slice() {
@@ -278,6 +282,7 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
             b"tls-certificates" => tls_certificates = Some(c_string(v, "tls-certificates")?),
             b"tls-psk-file" => tls_psk_file = Some(c_string(v, "tls-psk-file")?),
             b"tls-username" => tls_username = Some(c_string(v, "tls-username")?),
+            b"tls-priority" => tls_priority = Some(c_string(v, "tls-priority")?),
             b"tls-verify-peer" => {
                 tls_verify_peer = Some(match v.as_slice() {
                     b"1" | b"true" | b"yes" | b"on" => true,
@@ -362,6 +367,7 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
         tls_psk_file,
         tls_username,
         tls_verify_peer,
+        tls_priority,
         ignored,
     })
 }
@@ -384,6 +390,9 @@ pub struct Permitted {
     /// Query parameters naming local files (`tls-certificates`,
     /// `tls-psk-file`).
     pub local_file: bool,
+    /// `tls-priority=`: it can read local files and weaken TLS, so it
+    /// is refused by default (nbd_set_uri_allow_tls_priority).
+    pub tls_priority: bool,
 }
 
 impl Permitted {
@@ -394,6 +403,7 @@ impl Permitted {
         vsock: true,
         tls: TlsRule::Optional,
         local_file: false,
+        tls_priority: false,
     };
 
     pub fn transport(&self, t: Transport) -> bool {
@@ -434,6 +444,13 @@ pub fn check_allowed(uri: &NbdUri, allow: &Permitted) -> Result<(), Error> {
                 ),
             ));
         }
+    }
+    if uri.tls_priority.is_some() && !allow.tls_priority {
+        return Err(err(
+            UriErrorKind::NotPermitted,
+            "TLS priority (tls-priority) is not allowed in URIs, \
+             call nbd_set_uri_allow_tls_priority to enable this",
+        ));
     }
     Ok(())
 }

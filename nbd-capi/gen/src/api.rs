@@ -130,6 +130,8 @@ pub enum Ret {
     UIntPtr,
     /// `ssize_t`: a value >= 0 or -1.
     SSize,
+    /// `uint64_t` that cannot fail (the nbd_stats_* counters).
+    UInt64,
 }
 
 /// Where the handle stands, as the state checks see it.
@@ -153,7 +155,7 @@ pub enum State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Implemented,
-    /// Listed (it is in libnbd 1.14.2) but neither exported nor declared.
+    /// Listed (it is in libnbd 1.24.4) but neither exported nor declared.
     Todo,
 }
 
@@ -217,7 +219,7 @@ const fn call(
     }
 }
 
-/// A call of libnbd 1.14.2 we do not implement yet.
+/// A call of libnbd 1.24.4 we do not implement yet.
 const fn todo(name: &'static str, version: &'static str) -> Call {
     Call {
         name,
@@ -236,9 +238,11 @@ const fn can(name: &'static str, version: &'static str) -> Call {
     call(name, version, &[], Ret::Bool, INFO, "info")
 }
 
-/// Every version node of libnbd 1.14.2, oldest first. Each node inherits
+/// Every version node of libnbd 1.24.4, oldest first. Each node inherits
 /// from the one before it in the version script.
-pub const VERSIONS: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
+pub const VERSIONS: &[&str] = &[
+    "1.0", "1.2", "1.4", "1.6", "1.8", "1.12", "1.16", "1.18", "1.22", "1.24",
+];
 
 pub const CALLS: &[Call] = &[
     // Handles and errors.
@@ -1075,6 +1079,221 @@ pub const CALLS: &[Call] = &[
         &[Connecting, Negotiating, Connected, Closed, Dead],
         "uri",
     ),
+    // libnbd 1.16.
+    call(
+        "set_request_meta_context",
+        "1.16",
+        &[Bool("request")],
+        Ret::Err,
+        &[Created, Negotiating],
+        "settings",
+    ),
+    call(
+        "get_request_meta_context",
+        "1.16",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "set_socket_activation_name",
+        "1.16",
+        &[String("socket_name")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call(
+        "get_socket_activation_name",
+        "1.16",
+        &[],
+        Ret::String,
+        ANY,
+        "settings",
+    ),
+    call("opt_starttls", "1.16", &[], Ret::Bool, NEG, "opt"),
+    call("opt_structured_reply", "1.16", &[], Ret::Bool, NEG, "opt"),
+    call(
+        "opt_set_meta_context",
+        "1.16",
+        &[Closure("context_callback", Cl::Context)],
+        Ret::Int,
+        NEG,
+        "opt",
+    ),
+    call(
+        "opt_set_meta_context_queries",
+        "1.16",
+        &[
+            StringList("queries"),
+            Closure("context_callback", Cl::Context),
+        ],
+        Ret::Int,
+        NEG,
+        "opt",
+    ),
+    call(
+        "opt_list_meta_context_queries",
+        "1.16",
+        &[
+            StringList("queries"),
+            Closure("context_callback", Cl::Context),
+        ],
+        Ret::Int,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_starttls",
+        "1.16",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_structured_reply",
+        "1.16",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_set_meta_context",
+        "1.16",
+        &[
+            Closure("context_callback", Cl::Context),
+            Closure("completion_callback", Cl::Completion),
+        ],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_set_meta_context_queries",
+        "1.16",
+        &[
+            StringList("queries"),
+            Closure("context_callback", Cl::Context),
+            Closure("completion_callback", Cl::Completion),
+        ],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "aio_opt_list_meta_context_queries",
+        "1.16",
+        &[
+            StringList("queries"),
+            Closure("context_callback", Cl::Context),
+            Closure("completion_callback", Cl::Completion),
+        ],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "poll2",
+        "1.16",
+        &[Int("fd"), Int("timeout")],
+        Ret::Int,
+        ANY,
+        "aio",
+    ),
+    Call {
+        may_set_error: false,
+        ..call("stats_bytes_sent", "1.16", &[], Ret::UInt64, ANY, "stats")
+    },
+    Call {
+        may_set_error: false,
+        ..call("stats_chunks_sent", "1.16", &[], Ret::UInt64, ANY, "stats")
+    },
+    Call {
+        may_set_error: false,
+        ..call(
+            "stats_bytes_received",
+            "1.16",
+            &[],
+            Ret::UInt64,
+            ANY,
+            "stats",
+        )
+    },
+    Call {
+        may_set_error: false,
+        ..call(
+            "stats_chunks_received",
+            "1.16",
+            &[],
+            Ret::UInt64,
+            ANY,
+            "stats",
+        )
+    },
+    call("supports_vsock", "1.16", &[], Ret::Bool, ANY, "connect"),
+    // libnbd 1.18: extended headers (not yet).
+    todo("opt_extended_headers", "1.18"),
+    todo("aio_opt_extended_headers", "1.18"),
+    todo("set_request_extended_headers", "1.18"),
+    todo("get_request_extended_headers", "1.18"),
+    todo("get_extended_headers_negotiated", "1.18"),
+    todo("can_block_status_payload", "1.18"),
+    todo("block_status_64", "1.18"),
+    todo("aio_block_status_64", "1.18"),
+    todo("block_status_filter", "1.18"),
+    todo("aio_block_status_filter", "1.18"),
+    // libnbd 1.22.
+    call(
+        "get_subprocess_pid",
+        "1.22",
+        &[],
+        Ret::Int64,
+        ANY,
+        "connect",
+    ),
+    call(
+        "set_tls_hostname",
+        "1.22",
+        &[String("hostname")],
+        Ret::Err,
+        NEW,
+        "tls",
+    ),
+    call("get_tls_hostname", "1.22", &[], Ret::String, ANY, "tls"),
+    call("is_uri", "1.22", &[String("uri")], Ret::Bool, ANY, "uri"),
+    // libnbd 1.24.
+    call(
+        "set_tls_priority",
+        "1.24",
+        &[String("priority")],
+        Ret::Err,
+        NEW,
+        "tls",
+    ),
+    call("get_tls_priority", "1.24", &[], Ret::String, ANY, "tls"),
+    call(
+        "set_uri_allow_tls_priority",
+        "1.24",
+        &[Bool("allow")],
+        Ret::Err,
+        NEW,
+        "uri",
+    ),
+    call(
+        "get_version_extra",
+        "1.24",
+        &[],
+        Ret::StaticString,
+        ANY,
+        "info",
+    ),
+    Call {
+        may_set_error: false,
+        ..call("get_handle_size", "1.24", &[], Ret::SSize, ANY, "info")
+    },
 ];
 
 /// The table checks itself: names unique, versions known, implemented calls

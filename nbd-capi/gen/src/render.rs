@@ -28,6 +28,7 @@ fn c_ret(r: Ret) -> &'static str {
         Ret::UInt32 => "u32",
         Ret::UIntPtr => "libc::uintptr_t",
         Ret::SSize => "libc::ssize_t",
+        Ret::UInt64 => "u64",
     }
 }
 
@@ -59,6 +60,7 @@ fn ret_kind(r: Ret) -> &'static str {
         Ret::UInt32 => "UInt32",
         Ret::UIntPtr => "UIntPtr",
         Ret::SSize => "SSize",
+        Ret::UInt64 => "UInt64",
     }
 }
 
@@ -401,7 +403,7 @@ pub fn syms() -> String {
     let _ = writeln!(out, "# {BANNER}.");
     let _ = writeln!(
         out,
-        "# The version nodes are libnbd 1.14.2's: programs linked against it bind them."
+        "# The version nodes are libnbd 1.24.4's: programs linked against it bind them."
     );
     for (i, v) in VERSIONS.iter().enumerate() {
         let _ = writeln!(out, "\nLIBNBD_{v} {{");

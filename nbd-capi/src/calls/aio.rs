@@ -313,8 +313,19 @@ pub fn aio_notify_write(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> 
 /// One poll(2) on the socket, then one notification. The handle lock is
 /// released only while blocked in poll(2), as in the sync calls' wait.
 /// 1 if the state machine moved, 0 on timeout.
-pub fn poll(_h: &nbd_handle, g: &mut Held<'_>, timeout: c_int) -> Result<c_int, Error> {
-    let (fd, events) = {
+pub fn poll(h: &nbd_handle, g: &mut Held<'_>, timeout: c_int) -> Result<c_int, Error> {
+    poll2(h, g, -1, timeout)
+}
+
+/// nbd_poll, also waiting for `fd` (if not -1) to become readable, as
+/// libnbd 1.16 does: an eventfd or a pipe lets another thread end the
+/// wait. 1 if either woke it (the state machine moved on if the socket
+/// did), 0 on timeout.
+pub fn poll2(_h: &nbd_handle, g: &mut Held<'_>, fd: c_int, timeout: c_int) -> Result<c_int, Error> {
+    if fd < -1 {
+        return Err(err(libc::EBADF, format!("invalid file descriptor: {fd}")));
+    }
+    let (sock, events) = {
         let conn = live(g, "polling")?;
         (conn.fd(), conn.direction())
     };
@@ -324,16 +335,24 @@ pub fn poll(_h: &nbd_handle, g: &mut Held<'_>, timeout: c_int) -> Result<c_int, 
             "nothing to poll for: the connection is not waiting for the server",
         ));
     }
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
+    // poll(2) skips an entry whose fd is negative.
+    let mut p = [
+        libc::pollfd {
+            fd: sock,
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     let r = MutexGuard::unlocked(&mut g.g, || loop {
-        // SAFETY: one valid pollfd. The fd lives as long as the connection;
-        // a concurrent nbd_close on this handle is the caller's bug, as in
-        // libnbd.
-        let r = unsafe { libc::poll(&mut p, 1, timeout) };
+        // SAFETY: two valid pollfds. The socket lives as long as the
+        // connection; a concurrent nbd_close on this handle, or closing
+        // `fd` meanwhile, is the caller's bug, as in libnbd.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout) };
         if r >= 0 {
             return Ok(r);
         }
@@ -345,9 +364,10 @@ pub fn poll(_h: &nbd_handle, g: &mut Held<'_>, timeout: c_int) -> Result<c_int, 
     if r == 0 {
         return Ok(0);
     }
-    if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLOUT) != 0 {
+    let revents = p[0].revents;
+    if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLOUT) != 0 {
         notify(g)?;
-    } else if p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+    } else if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
         return Err(err(libc::ENOTCONN, "server closed socket unexpectedly"));
     }
     Ok(1)

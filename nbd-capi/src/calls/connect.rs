@@ -97,3 +97,17 @@ pub fn kill_subprocess(
     }
     Ok(())
 }
+
+/// The pid of the server subprocess of nbd_connect_command or
+/// nbd_connect_systemd_socket_activation.
+pub fn get_subprocess_pid(_h: &nbd_handle, g: &mut Held<'_>) -> Result<i64, Error> {
+    match g.child {
+        Some(pid) => Ok(i64::from(pid)),
+        None => Err(err(libc::ESRCH, "no subprocess exists")),
+    }
+}
+
+/// AF_VSOCK is built in on Linux (nbd_connect_vsock).
+pub fn supports_vsock(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(cfg!(target_os = "linux"))
+}

@@ -151,3 +151,21 @@ pub fn can_meta_context(
             .any(|(_, n)| n[..] == *metacontext.to_bytes())
     })
 }
+
+/// Names this implementation, where libnbd puts its packager's version.
+const VERSION_EXTRA: &CStr = cstr(b"nbd-rs: Rust reimplementation of libnbd\0");
+
+pub fn get_version_extra(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<&'static CStr, Error> {
+    Ok(VERSION_EXTRA)
+}
+
+/// An estimate of the handle's memory: the handle itself, and, while
+/// connected, the connection (its receive buffer included). Commands in
+/// flight and the caller's buffers are not counted.
+pub fn get_handle_size(_h: &nbd_handle, g: &mut Held<'_>) -> Result<libc::ssize_t, Error> {
+    let mut n = std::mem::size_of::<nbd_handle>();
+    if let Some(c) = g.conn.as_ref() {
+        n += c.approximate_size();
+    }
+    Ok(n as libc::ssize_t)
+}

@@ -11,5 +11,6 @@ pub mod handle;
 pub mod info;
 pub mod opt;
 pub mod settings;
+pub mod stats;
 pub mod tls;
 pub mod uri;

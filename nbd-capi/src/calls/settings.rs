@@ -174,3 +174,45 @@ pub fn clear_meta_contexts(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Erro
     g.settings.meta_contexts.clear();
     Ok(())
 }
+
+pub fn set_request_meta_context(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    request: bool,
+) -> Result<(), Error> {
+    g.settings.request_meta_context = request;
+    Ok(())
+}
+
+pub fn get_request_meta_context(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(g.settings.request_meta_context)
+}
+
+/// The name goes to the server in LISTEN_FDNAMES, an environment
+/// variable of colon-separated names: so a name is short and plain, as
+/// libnbd asks ("a short alphanumeric string").
+pub fn set_socket_activation_name(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    socket_name: &CStr,
+) -> Result<(), Error> {
+    let b = socket_name.to_bytes();
+    if b.len() > 255 {
+        return Err(err(libc::EINVAL, "socket name too long"));
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+    {
+        return Err(err(
+            libc::EINVAL,
+            "invalid socket name: use letters, digits, '-', '_' and '.'",
+        ));
+    }
+    g.settings.socket_activation_name = socket_name.to_owned();
+    Ok(())
+}
+
+pub fn get_socket_activation_name(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    Ok(g.settings.socket_activation_name.clone())
+}

@@ -63,3 +63,35 @@ pub fn set_tls_psk_file(_h: &nbd_handle, g: &mut Held<'_>, filename: &CStr) -> R
 pub fn supports_tls(_h: &nbd_handle, _g: &mut Held<'_>) -> Result<bool, Error> {
     Ok(true)
 }
+
+pub fn set_tls_hostname(_h: &nbd_handle, g: &mut Held<'_>, hostname: &CStr) -> Result<(), Error> {
+    g.settings.tls_hostname = Some(hostname.to_owned());
+    Ok(())
+}
+
+/// The name in effect: the one set with nbd_set_tls_hostname, else the
+/// host connected to over TCP, else the empty string.
+pub fn get_tls_hostname(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    if let Some(n) = &g.settings.tls_hostname {
+        return Ok(n.clone());
+    }
+    Ok(match &g.endpoint {
+        Some(crate::connect::uri::Endpoint::Tcp { host, .. }) => host.clone(),
+        _ => CString::default(),
+    })
+}
+
+/// Checked by GnuTLS when the TLS session is set up: an invalid string
+/// makes connecting fail then, not here (libnbd does the same).
+pub fn set_tls_priority(_h: &nbd_handle, g: &mut Held<'_>, priority: &CStr) -> Result<(), Error> {
+    g.settings.tls_priority = Some(priority.to_owned());
+    Ok(())
+}
+
+/// The priority string set, else ours (`crate::tls::DEFAULT_PRIORITY`).
+pub fn get_tls_priority(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CString, Error> {
+    Ok(g.settings
+        .tls_priority
+        .clone()
+        .unwrap_or_else(|| crate::tls::DEFAULT_PRIORITY.to_owned()))
+}

@@ -107,7 +107,8 @@ pub fn open_socket(_g: &mut Inner, fd: libc::c_int) -> Result<Opened, Error> {
 }
 
 pub fn open_systemd_socket_activation(g: &mut Inner, argv: &[&CStr]) -> Result<Opened, Error> {
-    let (sock, pid, dir) = sock::activation(argv)?;
+    let name = g.settings.socket_activation_name.clone();
+    let (sock, pid, dir) = sock::activation(argv, &name)?;
     let path = dir.sock.clone();
     g.endpoint = Some(Endpoint::Unix { socket: path });
     // A handle connects once, so there is no earlier directory.

@@ -286,10 +286,15 @@ extern "C" {
 /// systemd socket activation, as libnbd does it: a listening Unix socket
 /// in a new private directory under /tmp (short enough for sun_path),
 /// passed to `argv` as fd 3 with LISTEN_FDS=1 and LISTEN_PID=<its pid> in
-/// its environment (any inherited LISTEN_* dropped); then a socket
+/// its environment (any inherited LISTEN_* dropped), and LISTEN_FDNAMES=
+/// `name` when a name is given (nbd_set_socket_activation_name; without
+/// it the server sees "unknown"); then a socket
 /// connected to it. Returns that socket, the child, and the directory to
 /// remove later.
-pub fn activation(argv: &[&CStr]) -> Result<(OwnedFd, libc::pid_t, ActivationDir), Error> {
+pub fn activation(
+    argv: &[&CStr],
+    name: &CStr,
+) -> Result<(OwnedFd, libc::pid_t, ActivationDir), Error> {
     let (ptrs, msg) = exec_args(argv, "connect_systemd_socket_activation")?;
     let msg = msg.as_bytes();
 
@@ -307,7 +312,7 @@ pub fn activation(argv: &[&CStr]) -> Result<(OwnedFd, libc::pid_t, ActivationDir
         dir,
         sock: CString::new(sock).map_err(|_| err(libc::EIO, "mkdtemp"))?,
     };
-    let r = activation_in(&dir, &ptrs, msg);
+    let r = activation_in(&dir, &ptrs, msg, name);
     match r {
         Ok((fd, pid)) => Ok((fd, pid, dir)),
         Err(e) => {
@@ -321,6 +326,7 @@ fn activation_in(
     dir: &ActivationDir,
     ptrs: &[*const c_char],
     msg: &[u8],
+    name: &CStr,
 ) -> Result<(OwnedFd, libc::pid_t), Error> {
     let addr = sockaddr_un(dir.sock.to_bytes())?;
     let listener = socket(libc::AF_UNIX)?;
@@ -354,6 +360,13 @@ fn activation_in(
         kv.extend_from_slice(v.as_bytes());
         if let Ok(c) = CString::new(kv) {
             kept.push(c);
+        }
+    }
+    if !name.is_empty() {
+        let mut kv = b"LISTEN_FDNAMES=".to_vec();
+        kv.extend_from_slice(name.to_bytes());
+        if let Ok(c) = CString::new(kv) {
+            kept.insert(0, c);
         }
     }
     let mut envp: Vec<*const c_char> = vec![pid_var.as_ptr().cast(), fds_var.as_ptr().cast()];
@@ -419,25 +432,34 @@ mod tests {
     #[test]
     fn empty_argv_is_einval() {
         assert_eq!(command(&[]).unwrap_err().errno, libc::EINVAL);
-        assert_eq!(activation(&[]).unwrap_err().errno, libc::EINVAL);
+        assert_eq!(activation(&[], c"").unwrap_err().errno, libc::EINVAL);
     }
 
     /// The child sees fd 3 listening, LISTEN_FDS=1, LISTEN_PID = its own
-    /// pid, and no inherited LISTEN_FDNAMES; the directory is private.
+    /// pid, and no inherited LISTEN_FDNAMES, or the name given; the
+    /// directory is private.
     #[test]
     fn activation_environment() {
+        for (name, seen) in [("", "unset"), ("nbd-0", "nbd-0")] {
+            activation_sees(name, seen);
+        }
+    }
+
+    fn activation_sees(name: &str, names_seen: &str) {
         let sh = CString::new("/bin/sh").unwrap();
         let dash_c = CString::new("-c").unwrap();
         // Accept one connection on fd 3 with nothing but the shell: write
         // the facts to a file the test reads.
-        let out = std::env::temp_dir().join(format!("nbd-sa-{}", std::process::id()));
+        let out =
+            std::env::temp_dir().join(format!("nbd-sa-{}-{}", std::process::id(), name.len()));
         let script = CString::new(format!(
             "{{ echo \"pid=$$ lp=$LISTEN_PID lf=$LISTEN_FDS names=${{LISTEN_FDNAMES-unset}}\"; \
              ls -l /proc/$$/fd/3; }} > {} 2>&1",
             out.display()
         ))
         .unwrap();
-        let (fd, pid, dir) = activation(&[&sh, &dash_c, &script]).unwrap();
+        let name = CString::new(name).unwrap();
+        let (fd, pid, dir) = activation(&[&sh, &dash_c, &script], &name).unwrap();
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
         drop(fd);
@@ -448,7 +470,7 @@ mod tests {
         dir.remove();
         assert!(!std::path::Path::new(dir.dir.to_str().unwrap()).exists());
         assert!(
-            text.contains(&format!("pid={pid} lp={pid} lf=1 names=unset")),
+            text.contains(&format!("pid={pid} lp={pid} lf=1 names={names_seen}")),
             "{text}"
         );
         assert!(text.contains("socket:"), "{text}");

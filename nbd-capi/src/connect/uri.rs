@@ -37,6 +37,7 @@ pub fn permitted(s: &Settings) -> Permitted {
             _ => TlsRule::Optional,
         },
         local_file: s.uri_allow_local_file,
+        tls_priority: s.uri_allow_tls_priority,
     }
 }
 
@@ -70,6 +71,10 @@ pub fn apply_uri(h: &nbd_handle, g: &mut Inner, raw: &CStr) -> Result<Endpoint, 
         }
         if let Some(v) = u.tls_verify_peer {
             s.tls_verify_peer = v;
+        }
+        // check_allowed refused it unless nbd_set_uri_allow_tls_priority.
+        if let Some(p) = &u.tls_priority {
+            s.tls_priority = Some(p.clone());
         }
         s.export_name = u.export_name.clone();
     }

@@ -141,6 +141,35 @@ pub const LIBNBD_HAVE_NBD_KILL_SUBPROCESS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SUPPORTS_TLS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SUPPORTS_URI: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_URI: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_REQUEST_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_REQUEST_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_SOCKET_ACTIVATION_NAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_SOCKET_ACTIVATION_NAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_STARTTLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_STRUCTURED_REPLY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_SET_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_SET_META_CONTEXT_QUERIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_LIST_META_CONTEXT_QUERIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_STARTTLS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_STRUCTURED_REPLY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_SET_META_CONTEXT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_SET_META_CONTEXT_QUERIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_LIST_META_CONTEXT_QUERIES: c_int = 1;
+pub const LIBNBD_HAVE_NBD_POLL2: c_int = 1;
+pub const LIBNBD_HAVE_NBD_STATS_BYTES_SENT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_STATS_CHUNKS_SENT: c_int = 1;
+pub const LIBNBD_HAVE_NBD_STATS_BYTES_RECEIVED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_STATS_CHUNKS_RECEIVED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SUPPORTS_VSOCK: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_SUBPROCESS_PID: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS_HOSTNAME: c_int = 1;
+pub const LIBNBD_HAVE_NBD_IS_URI: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_TLS_PRIORITY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_TLS_PRIORITY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_URI_ALLOW_TLS_PRIORITY: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_VERSION_EXTRA: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_HANDLE_SIZE: c_int = 1;
 
 /// `nbd_create`, in node LIBNBD_1.0.
 #[no_mangle]
@@ -2148,6 +2177,470 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut nbd_handle) -> *mut c_char {
             calls::uri::get_uri(h, g)
         });
         wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_request_meta_context`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_request_meta_context(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_request_meta_context");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created, State::Negotiating])?;
+            calls::settings::set_request_meta_context(h, g, request)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_request_meta_context`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_request_meta_context(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_request_meta_context");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::settings::get_request_meta_context(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_socket_activation_name`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_socket_activation_name(h: *mut nbd_handle, socket_name: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_socket_activation_name");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let socket_name = ffi::cstr(socket_name, "socket_name")?;
+        let trace = h.trace_enter(|| format!("socket_name={:?}", socket_name.to_string_lossy()));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_socket_activation_name(h, g, socket_name)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_socket_activation_name`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_socket_activation_name(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_socket_activation_name");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::settings::get_socket_activation_name(h, g)
+        });
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_starttls`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_starttls(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_starttls");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_starttls(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_structured_reply`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_structured_reply(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_structured_reply");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_structured_reply(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_set_meta_context`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_set_meta_context(h: *mut nbd_handle, context_callback: nbd_context_callback) -> c_int {
+    wrap::set_context("nbd_opt_set_meta_context");
+    wrap::boundary::<ret::Int, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "context_callback=<fun>".to_string());
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_set_meta_context(h, g, context_callback)
+        });
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_set_meta_context_queries`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_set_meta_context_queries(h: *mut nbd_handle, queries: *mut *mut c_char, context_callback: nbd_context_callback) -> c_int {
+    wrap::set_context("nbd_opt_set_meta_context_queries");
+    wrap::boundary::<ret::Int, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let h = ffi::handle(h)?;
+        let queries = ffi::string_list(queries, "queries")?;
+        let trace = h.trace_enter(|| format!("queries={:?} context_callback=<fun>", queries));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_set_meta_context_queries(h, g, queries, context_callback)
+        });
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_list_meta_context_queries`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_list_meta_context_queries(h: *mut nbd_handle, queries: *mut *mut c_char, context_callback: nbd_context_callback) -> c_int {
+    wrap::set_context("nbd_opt_list_meta_context_queries");
+    wrap::boundary::<ret::Int, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let h = ffi::handle(h)?;
+        let queries = ffi::string_list(queries, "queries")?;
+        let trace = h.trace_enter(|| format!("queries={:?} context_callback=<fun>", queries));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_list_meta_context_queries(h, g, queries, context_callback)
+        });
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_starttls`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_starttls(h: *mut nbd_handle, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_starttls");
+    wrap::boundary::<ret::Err, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_starttls(h, g, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_structured_reply`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_structured_reply(h: *mut nbd_handle, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_structured_reply");
+    wrap::boundary::<ret::Err, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_structured_reply(h, g, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_set_meta_context`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_set_meta_context(h: *mut nbd_handle, context_callback: nbd_context_callback, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_set_meta_context");
+    wrap::boundary::<ret::Err, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "context_callback=<fun> completion_callback=<fun>".to_string());
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_set_meta_context(h, g, context_callback, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_set_meta_context_queries`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_set_meta_context_queries(h: *mut nbd_handle, queries: *mut *mut c_char, context_callback: nbd_context_callback, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_set_meta_context_queries");
+    wrap::boundary::<ret::Err, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let queries = ffi::string_list(queries, "queries")?;
+        let trace = h.trace_enter(|| format!("queries={:?} context_callback=<fun> completion_callback=<fun>", queries));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_set_meta_context_queries(h, g, queries, context_callback, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_list_meta_context_queries`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_list_meta_context_queries(h: *mut nbd_handle, queries: *mut *mut c_char, context_callback: nbd_context_callback, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_list_meta_context_queries");
+    wrap::boundary::<ret::Err, _>(|| {
+        let context_callback: callbacks::Context = context_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let queries = ffi::string_list(queries, "queries")?;
+        let trace = h.trace_enter(|| format!("queries={:?} context_callback=<fun> completion_callback=<fun>", queries));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_list_meta_context_queries(h, g, queries, context_callback, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_poll2`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_poll2(h: *mut nbd_handle, fd: c_int, timeout: c_int) -> c_int {
+    wrap::set_context("nbd_poll2");
+    wrap::boundary::<ret::Int, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("fd={} timeout={}", fd, timeout));
+        let r = h.with_lock(|g| {
+            calls::aio::poll2(h, g, fd, timeout)
+        });
+        wrap::trace_leave::<ret::Int>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_stats_bytes_sent`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_stats_bytes_sent(h: *mut nbd_handle) -> u64 {
+    wrap::boundary::<ret::UInt64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::stats::stats_bytes_sent(h, g)
+        });
+        wrap::trace_leave::<ret::UInt64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_stats_chunks_sent`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_stats_chunks_sent(h: *mut nbd_handle) -> u64 {
+    wrap::boundary::<ret::UInt64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::stats::stats_chunks_sent(h, g)
+        });
+        wrap::trace_leave::<ret::UInt64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_stats_bytes_received`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_stats_bytes_received(h: *mut nbd_handle) -> u64 {
+    wrap::boundary::<ret::UInt64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::stats::stats_bytes_received(h, g)
+        });
+        wrap::trace_leave::<ret::UInt64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_stats_chunks_received`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_stats_chunks_received(h: *mut nbd_handle) -> u64 {
+    wrap::boundary::<ret::UInt64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::stats::stats_chunks_received(h, g)
+        });
+        wrap::trace_leave::<ret::UInt64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_supports_vsock`, in node LIBNBD_1.16.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_supports_vsock(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_supports_vsock");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::connect::supports_vsock(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_subprocess_pid`, in node LIBNBD_1.22.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_subprocess_pid(h: *mut nbd_handle) -> i64 {
+    wrap::set_context("nbd_get_subprocess_pid");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::connect::get_subprocess_pid(h, g)
+        });
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_hostname`, in node LIBNBD_1.22.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_hostname(h: *mut nbd_handle, hostname: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_tls_hostname");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let hostname = ffi::cstr(hostname, "hostname")?;
+        let trace = h.trace_enter(|| format!("hostname={:?}", hostname.to_string_lossy()));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_hostname(h, g, hostname)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls_hostname`, in node LIBNBD_1.22.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_hostname(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_tls_hostname");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::tls::get_tls_hostname(h, g)
+        });
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_is_uri`, in node LIBNBD_1.22.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_is_uri(h: *mut nbd_handle, uri: *const c_char) -> c_int {
+    wrap::set_context("nbd_is_uri");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let uri = ffi::cstr(uri, "uri")?;
+        let trace = h.trace_enter(|| format!("uri={:?}", uri.to_string_lossy()));
+        let r = h.with_lock(|g| {
+            calls::uri::is_uri(h, g, uri)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_tls_priority`, in node LIBNBD_1.24.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_priority(h: *mut nbd_handle, priority: *const c_char) -> c_int {
+    wrap::set_context("nbd_set_tls_priority");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let priority = ffi::cstr(priority, "priority")?;
+        let trace = h.trace_enter(|| format!("priority={:?}", priority.to_string_lossy()));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::tls::set_tls_priority(h, g, priority)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_tls_priority`, in node LIBNBD_1.24.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_priority(h: *mut nbd_handle) -> *mut c_char {
+    wrap::set_context("nbd_get_tls_priority");
+    wrap::boundary::<ret::String, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::tls::get_tls_priority(h, g)
+        });
+        wrap::trace_leave::<ret::String>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_uri_allow_tls_priority`, in node LIBNBD_1.24.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_uri_allow_tls_priority(h: *mut nbd_handle, allow: bool) -> c_int {
+    wrap::set_context("nbd_set_uri_allow_tls_priority");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("allow={}", allow));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::uri::set_uri_allow_tls_priority(h, g, allow)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_version_extra`, in node LIBNBD_1.24.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_version_extra(h: *mut nbd_handle) -> *const c_char {
+    wrap::set_context("nbd_get_version_extra");
+    wrap::boundary::<ret::StaticString, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::info::get_version_extra(h, g)
+        });
+        wrap::trace_leave::<ret::StaticString>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_handle_size`, in node LIBNBD_1.24.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_handle_size(h: *mut nbd_handle) -> libc::ssize_t {
+    wrap::boundary::<ret::SSize, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::info::get_handle_size(h, g)
+        });
+        wrap::trace_leave::<ret::SSize>(h, trace, &r);
         r
     })
 }

@@ -123,6 +123,7 @@ impl<C: CommandBuffer> Client<C> {
             },
         );
         self.send_queue.push_back(cookie);
+        self.stats.chunks_sent += 1;
         Ok(cookie)
     }
 
@@ -229,6 +230,7 @@ impl<C: CommandBuffer> Client<C> {
             }
             .encode();
             self.disc = Disc::Queued { header, sent: 0 };
+            self.stats.chunks_sent += 1;
         }
         Ok(())
     }
@@ -272,6 +274,7 @@ impl<C: CommandBuffer> Client<C> {
 
     /// The driver sent `n` bytes of what [`Client::send_bufs`] offered.
     pub fn send_done(&mut self, mut n: usize) {
+        self.stats.bytes_sent += n as u64;
         if self.out_pos < self.out.len() {
             self.out_pos += n;
             if self.out_pos == self.out.len() {

@@ -28,12 +28,14 @@ mod commands;
 mod negotiate;
 mod receive;
 mod state;
+mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use negotiate::UserOption;
 pub use state::TlsState;
 pub use state::{Client, CookieHasher, CookieMap};
+pub use stats::Stats;
 
 use std::fmt;
 
@@ -81,6 +83,10 @@ pub struct Config {
     pub full_info: bool,
     /// Ask for block size constraints (nbd_set_request_block_size).
     pub request_block_size: bool,
+    /// Send SET_META_CONTEXT before GO or INFO by ourselves
+    /// (nbd_set_request_meta_context). Off, only an explicit
+    /// [`UserOption::SetMetaContext`] selects contexts.
+    pub request_meta_context: bool,
     /// Pause after the handshake flags (and structured replies) for the
     /// caller's options (nbd_set_opt_mode). No effect on oldstyle servers.
     pub opt_mode: bool,
@@ -132,6 +138,7 @@ impl Default for Config {
             handshake_flags: crate::wire::consts::client_flags::ALL,
             full_info: false,
             request_block_size: true,
+            request_meta_context: true,
             opt_mode: false,
             strict: strict::ALL,
             tls: Tls::Disable,

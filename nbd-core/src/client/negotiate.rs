@@ -20,9 +20,14 @@
 //!
 //! In option mode (nbd_set_opt_mode) the client pauses after step 1 and
 //! the caller chooses: GO (steps 2 and 3), INFO (step 2, then INFO), LIST,
-//! LIST_META_CONTEXT or ABORT. The outcome of each is an
+//! LIST_META_CONTEXT, ABORT, or one of the steps on its own: STARTTLS,
+//! STRUCTURED_REPLY, SET_META_CONTEXT. The outcome of each is an
 //! [`Event::OptionDone`]; a server's refusal is the option's failure and
 //! the client pauses again, whereas a malformed reply is fatal as always.
+//!
+//! Step 2 is skipped when [`Config::request_meta_context`] is off: then
+//! only the caller's own SET_META_CONTEXT selects contexts, and what it
+//! selected is kept for GO.
 
 use super::state::TlsState;
 use super::state::{Dest, NegStep, ReplyStep, Stage};
@@ -79,6 +84,12 @@ pub enum UserOption {
     List,
     ListMetaContext,
     Abort,
+    /// NBD_OPT_STARTTLS: Ok(1) once the TLS handshake is done.
+    StartTls,
+    /// NBD_OPT_STRUCTURED_REPLY: Ok(1) when the server agreed.
+    StructuredReply,
+    /// NBD_OPT_SET_META_CONTEXT: Ok(number of contexts selected).
+    SetMetaContext,
 }
 
 /// Negotiation progress.
@@ -96,6 +107,9 @@ pub(super) struct Negotiation {
     listed: u32,
     /// NBD_OPT_ABORT is on its way out; close once it is sent.
     pub(super) aborting: bool,
+    /// The caller's own queries for the option under way
+    /// (nbd_opt_*_meta_context_queries), instead of the configured ones.
+    queries: Option<Vec<Vec<u8>>>,
 }
 
 impl<C: CommandBuffer> Client<C> {
@@ -103,6 +117,7 @@ impl<C: CommandBuffer> Client<C> {
         match step {
             NegStep::GreetingPrefix => {
                 let prefix: &[u8; 16] = b.try_into().map_err(|_| short())?;
+                self.stats.chunks_received += 1;
                 match handshake::parse_greeting_prefix(prefix).map_err(Self::protocol_error)? {
                     GreetingKind::Oldstyle => {
                         self.protocol = Some(Protocol::Oldstyle);
@@ -192,12 +207,11 @@ impl<C: CommandBuffer> Client<C> {
 
     /// Picks the option that follows the current one and sends it.
     fn next_option(&mut self) {
-        let meta_or_go =
-            if self.stage.facts().structured_replies && !self.config.meta_contexts.is_empty() {
-                Opt::SetMetaContext
-            } else {
-                Opt::Go
-            };
+        let meta_or_go = if self.wants_meta_context() {
+            Opt::SetMetaContext
+        } else {
+            Opt::Go
+        };
         let after_meta = if self.negotiation.user == Some(UserOption::Info) {
             Opt::Info
         } else {
@@ -217,6 +231,21 @@ impl<C: CommandBuffer> Client<C> {
             _ => return,
         };
         self.start_option(next);
+    }
+
+    /// Whether GO or INFO is preceded by our own SET_META_CONTEXT.
+    fn wants_meta_context(&self) -> bool {
+        self.stage.facts().structured_replies
+            && self.config.request_meta_context
+            && !self.config.meta_contexts.is_empty()
+    }
+
+    /// The meta context queries of the option under way.
+    fn queries(&self) -> &[Vec<u8>] {
+        self.negotiation
+            .queries
+            .as_deref()
+            .unwrap_or(&self.config.meta_contexts)
     }
 
     /// Option mode: wait for the caller's next option.
@@ -239,6 +268,17 @@ impl<C: CommandBuffer> Client<C> {
     /// Option mode: runs the caller's option. Fails unless the client is
     /// paused for one (the driver maps that onto libnbd's state errors).
     pub fn start_user_option(&mut self, o: UserOption) -> Result<(), Error> {
+        self.start_user_option_with(o, None)
+    }
+
+    /// As [`Client::start_user_option`], with the caller's own meta
+    /// context queries for LIST_META_CONTEXT or SET_META_CONTEXT in
+    /// place of [`Config::meta_contexts`].
+    pub fn start_user_option_with(
+        &mut self,
+        o: UserOption,
+        queries: Option<Vec<Vec<u8>>>,
+    ) -> Result<(), Error> {
         if !self.negotiation.paused {
             return Err(Error::new(
                 host::EINVAL,
@@ -246,22 +286,28 @@ impl<C: CommandBuffer> Client<C> {
             ));
         }
         let sr = self.stage.facts().structured_replies;
-        if o == UserOption::ListMetaContext && !sr {
+        let meta = matches!(o, UserOption::ListMetaContext | UserOption::SetMetaContext);
+        if meta && !sr {
             return Err(Error::new(
                 host::ENOTSUP,
-                "server lacks structured replies, so it cannot list meta contexts",
+                "server lacks structured replies, so it cannot negotiate meta contexts",
             ));
         }
         self.negotiation.paused = false;
         self.negotiation.user = Some(o);
         self.negotiation.listed = 0;
+        self.negotiation.queries = queries;
         match o {
             UserOption::Go | UserOption::Info => {
-                // Forget what an earlier INFO learnt: this answer replaces it.
+                // Forget what an earlier INFO learnt: this answer replaces
+                // it. The meta contexts selected are kept: without
+                // request_meta_context they are the caller's own choice.
                 let structured_replies = self.stage.facts().structured_replies;
+                let contexts = std::mem::take(&mut self.stage.facts_mut().meta_contexts);
                 self.stage = Stage::negotiating();
                 self.stage.facts_mut().structured_replies = structured_replies;
-                let first = if sr && !self.config.meta_contexts.is_empty() {
+                self.stage.facts_mut().meta_contexts = contexts;
+                let first = if self.wants_meta_context() {
                     Opt::SetMetaContext
                 } else if o == UserOption::Info {
                     Opt::Info
@@ -272,8 +318,12 @@ impl<C: CommandBuffer> Client<C> {
             }
             UserOption::List => self.start_option(Opt::List),
             UserOption::ListMetaContext => self.start_option(Opt::ListMetaContext),
+            UserOption::SetMetaContext => self.start_option(Opt::SetMetaContext),
+            UserOption::StartTls => self.start_option(Opt::StartTls),
+            UserOption::StructuredReply => self.start_option(Opt::StructuredReply),
             UserOption::Abort => {
                 encode_option(&mut self.out, OptionCode::Abort.to_wire(), &[]);
+                self.stats.chunks_sent += 1;
                 self.negotiation.aborting = true;
                 self.rx = super::state::Rx::Idle;
             }
@@ -284,14 +334,17 @@ impl<C: CommandBuffer> Client<C> {
     fn start_option(&mut self, o: Opt) {
         self.negotiation.current = Some(o);
         self.negotiation.replies = 0;
+        self.stats.chunks_sent += 1;
         let name = self.config.export_name.clone();
         match o {
             Opt::StartTls => encode_option(&mut self.out, o.code().to_wire(), &[]),
             Opt::StructuredReply => encode_option(&mut self.out, o.code().to_wire(), &[]),
             Opt::SetMetaContext => {
+                // A new selection replaces the old one, whatever the outcome.
+                self.stage.facts_mut().meta_contexts.clear();
                 let payload = MetaContextRequest {
                     export_name: &name,
-                    queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
+                    queries: self.queries().iter().map(|q| &q[..]).collect(),
                 }
                 .encode();
                 encode_option(&mut self.out, o.code().to_wire(), &payload);
@@ -300,7 +353,7 @@ impl<C: CommandBuffer> Client<C> {
             Opt::ListMetaContext => {
                 let payload = MetaContextRequest {
                     export_name: &name,
-                    queries: self.config.meta_contexts.iter().map(|q| &q[..]).collect(),
+                    queries: self.queries().iter().map(|q| &q[..]).collect(),
                 }
                 .encode();
                 encode_option(&mut self.out, o.code().to_wire(), &payload);
@@ -366,6 +419,12 @@ impl<C: CommandBuffer> Client<C> {
                 self.negotiation.current = None;
                 self.rx = super::state::Rx::Idle;
             }
+            (Opt::StartTls, t) if t.is_error() && self.user_is(UserOption::StartTls) => {
+                // The caller's own STARTTLS: a refusal is its answer,
+                // whatever nbd_set_tls says.
+                self.negotiation.current = None;
+                self.user_done(Err(option_error(t, payload)));
+            }
             (Opt::StartTls, t) if t.is_error() => {
                 if self.config.tls == Tls::Require {
                     let why = match t {
@@ -387,12 +446,22 @@ impl<C: CommandBuffer> Client<C> {
             }
             (Opt::StructuredReply, ReplyType::Ack) => {
                 self.stage.facts_mut().structured_replies = true;
-                self.next_option();
+                if self.user_is(UserOption::StructuredReply) {
+                    self.user_done(Ok(1));
+                } else {
+                    self.next_option();
+                }
             }
-            (Opt::StructuredReply, t) if t.is_error() => self.next_option(),
+            (Opt::StructuredReply, t) if t.is_error() => {
+                if self.user_is(UserOption::StructuredReply) {
+                    self.user_done(Err(option_error(t, payload)));
+                } else {
+                    self.next_option();
+                }
+            }
             (Opt::SetMetaContext, ReplyType::MetaContext) => {
                 let (id, name) = parse_rep_meta_context(payload).map_err(Self::protocol_error)?;
-                if !self.config.meta_contexts.iter().any(|q| q[..] == *name) {
+                if !answers_a_query(self.queries(), name) {
                     return Err(Error::new(
                         host::EPROTO,
                         "handshake: server replied with a meta context we did not ask for",
@@ -402,12 +471,29 @@ impl<C: CommandBuffer> Client<C> {
                     .facts_mut()
                     .meta_contexts
                     .push((id, name.to_vec()));
+                if self.user_is(UserOption::SetMetaContext) {
+                    self.events.push_back(super::Event::ListedMetaContext {
+                        name: name.to_vec(),
+                    });
+                    self.negotiation.listed += 1;
+                }
                 self.expect(OPTION_REPLY_HEADER_LEN, NegStep::OptionReplyHeader);
             }
-            (Opt::SetMetaContext, ReplyType::Ack) => self.next_option(),
+            (Opt::SetMetaContext, ReplyType::Ack) => {
+                if self.user_is(UserOption::SetMetaContext) {
+                    let n = self.negotiation.listed;
+                    self.user_done(Ok(n));
+                } else {
+                    self.next_option();
+                }
+            }
             (Opt::SetMetaContext, t) if t.is_error() => {
                 self.stage.facts_mut().meta_contexts.clear();
-                self.next_option();
+                if self.user_is(UserOption::SetMetaContext) {
+                    self.user_done(Err(option_error(t, payload)));
+                } else {
+                    self.next_option();
+                }
             }
             (Opt::Go | Opt::Info, ReplyType::Info) => {
                 match InfoReply::decode(payload).map_err(Self::protocol_error)? {
@@ -489,6 +575,11 @@ impl<C: CommandBuffer> Client<C> {
         Ok(())
     }
 
+    /// Whether the caller's option under way is `o`.
+    fn user_is(&self, o: UserOption) -> bool {
+        self.negotiation.user == Some(o)
+    }
+
     /// Checks and tidies what the server told us about the export.
     fn check_export(&mut self) -> Result<(), Error> {
         let e = self.stage.facts_mut();
@@ -532,7 +623,13 @@ impl<C: CommandBuffer> Client<C> {
         self.tls = TlsState::Active;
         self.stage = Stage::negotiating();
         self.negotiation.current = None;
-        self.next_option();
+        if self.user_is(UserOption::StartTls) {
+            // The caller's own STARTTLS: back to the caller, who chooses
+            // what to negotiate inside TLS.
+            self.user_done(Ok(1));
+        } else {
+            self.next_option();
+        }
     }
 
     /// Enters the transmission phase.
@@ -545,6 +642,14 @@ impl<C: CommandBuffer> Client<C> {
         self.user_done(Ok(0));
         Ok(())
     }
+}
+
+/// Whether a context the server selected answers one of our queries:
+/// the same name, or a name in a namespace we asked for whole ("base:").
+fn answers_a_query(queries: &[Vec<u8>], name: &[u8]) -> bool {
+    queries
+        .iter()
+        .any(|q| q[..] == *name || (q.ends_with(b":") && name.starts_with(q)))
 }
 
 fn short() -> Error {

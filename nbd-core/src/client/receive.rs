@@ -24,6 +24,7 @@ impl<C: CommandBuffer> Client<C> {
         match step {
             ReplyStep::ReplyStart => {
                 let start: &[u8; 16] = b.try_into().map_err(|_| proto("short reply header"))?;
+                self.stats.chunks_received += 1;
                 match reply::parse_reply_start(start).map_err(Self::protocol_error)? {
                     ReplyStart::Simple { error, cookie } => self.simple_reply(error, cookie)?,
                     ReplyStart::Structured {

@@ -263,6 +263,8 @@ pub struct Client<C> {
     /// The structured chunk being received (for a simple reply to a READ,
     /// only its cookie matters).
     pub(super) chunk: ChunkHeader,
+    /// Bytes and chunks each way, for nbd_stats_*.
+    pub(super) stats: super::stats::Stats,
 }
 
 impl<C: CommandBuffer> Client<C> {
@@ -299,7 +301,19 @@ impl<C: CommandBuffer> Client<C> {
                 cookie: 0,
                 length: 0,
             },
+            stats: Default::default(),
         }
+    }
+
+    /// The bytes the client holds in buffers of its own (not the
+    /// commands' buffers, which are the driver's).
+    pub fn buffer_capacity(&self) -> usize {
+        self.rbuf.len() + self.scratch.capacity() + self.out.capacity()
+    }
+
+    /// Bytes and chunks sent and received so far.
+    pub fn stats(&self) -> super::stats::Stats {
+        self.stats
     }
 
     /// The connection's phase, derived from the state (never stored, so it
@@ -491,6 +505,7 @@ impl<C: CommandBuffer> Client<C> {
         if !self.is_live() {
             return;
         }
+        self.stats.bytes_received += n as u64;
         if n == 0 {
             self.on_eof();
             return;

@@ -1157,3 +1157,133 @@ fn endless_extent_lists_are_refused() {
     assert_eq!(l.client.phase(), Phase::Dead);
     assert!(l.client.fatal_error().unwrap().message.contains("twice"));
 }
+
+// ---- option mode: the caller's single steps (libnbd 1.16) ----
+
+fn opt_mode_without_structured_replies() -> Link {
+    let cfg = Config {
+        opt_mode: true,
+        request_structured_replies: false,
+        ..Default::default()
+    };
+    let mut l = Link::new(cfg, Script::default());
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert!(!l.client.structured_replies());
+    l
+}
+
+#[test]
+fn opt_structured_reply_then_set_meta_context_by_hand() {
+    let mut l = opt_mode_without_structured_replies();
+    // Meta contexts need structured replies: refused before sending.
+    assert_eq!(
+        l.client
+            .start_user_option(UserOption::SetMetaContext)
+            .unwrap_err()
+            .errno,
+        host::ENOTSUP
+    );
+    l.client
+        .start_user_option(UserOption::StructuredReply)
+        .unwrap();
+    l.run();
+    assert_eq!(option_result(&mut l).0.unwrap(), 1);
+    assert!(l.client.structured_replies());
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+
+    // The caller's own queries replace the configured (empty) list.
+    let queries = vec![b"x-other:thing".to_vec(), b"base:allocation".to_vec()];
+    l.client
+        .start_user_option_with(UserOption::SetMetaContext, Some(queries))
+        .unwrap();
+    l.run();
+    let (r, names) = option_result(&mut l);
+    assert_eq!(r.unwrap(), 1);
+    assert_eq!(names, vec![b"base:allocation".to_vec()]);
+
+    // Without request_meta_context, GO keeps that selection and sends no
+    // SET_META_CONTEXT of its own, although contexts are configured.
+    l.client.config_mut().request_meta_context = false;
+    l.client.config_mut().meta_contexts = vec![b"base:allocation".to_vec()];
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    option_result(&mut l).0.unwrap();
+    assert_eq!(l.client.phase(), Phase::Ready);
+    let sets = l
+        .server
+        .options_seen
+        .iter()
+        .filter(|o| o.0 == opt::SET_META_CONTEXT)
+        .count();
+    assert_eq!(sets, 1, "{:?}", l.server.options_seen);
+    let contexts = &l.client.export().unwrap().meta_contexts;
+    assert_eq!(contexts.len(), 1);
+    assert_eq!(contexts[0].1, b"base:allocation");
+}
+
+#[test]
+fn opt_starttls_by_hand_refused_then_accepted() {
+    // Refused (the script's default): the option fails, the handle goes
+    // on negotiating in plain text, even though the caller wanted TLS.
+    let mut l = opt_mode_without_structured_replies();
+    l.client.start_user_option(UserOption::StartTls).unwrap();
+    l.run();
+    assert!(option_result(&mut l).0.is_err());
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert!(!l.client.tls_negotiated());
+
+    // Accepted: the TLS handshake runs, then it is the caller's turn
+    // again, inside TLS, with nothing of the plain text kept.
+    let cfg = Config {
+        opt_mode: true,
+        ..Default::default()
+    };
+    let mut l = Link::new(
+        cfg,
+        Script {
+            starttls: Some(rep::ACK),
+            ..Default::default()
+        },
+    );
+    l.run();
+    assert!(l.client.structured_replies());
+    l.client.start_user_option(UserOption::StartTls).unwrap();
+    l.run();
+    assert_eq!(option_result(&mut l).0.unwrap(), 1);
+    assert_eq!(l.client.phase(), Phase::Negotiating);
+    assert!(l.client.tls_negotiated());
+    assert!(!l.client.structured_replies());
+    l.client.start_user_option(UserOption::Go).unwrap();
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Ready);
+    // STRUCTURED_REPLY in plain text, STARTTLS, then GO inside TLS only.
+    assert_eq!(
+        l.server.options_seen,
+        vec![
+            (opt::STRUCTURED_REPLY, false),
+            (opt::STARTTLS, false),
+            (opt::GO, true)
+        ]
+    );
+}
+
+#[test]
+fn stats_count_bytes_and_chunks_as_libnbd() {
+    let mut l = Link::new(Config::default(), Script::default());
+    l.run();
+    let s = l.client.stats();
+    // Greeting received; STRUCTURED_REPLY and GO sent.
+    assert_eq!((s.chunks_sent, s.chunks_received), (2, 1));
+    let c = l.submit(Command::new(cmd::WRITE, 0, 0, 1024), vec![7; 1024]);
+    l.run();
+    assert!(l.completions().iter().any(|d| d.0 == c));
+    let t = l.client.stats();
+    assert_eq!(t.chunks_sent, 3);
+    assert_eq!(t.chunks_received, 2);
+    assert_eq!(t.bytes_sent, s.bytes_sent + 28 + 1024);
+    assert_eq!(t.bytes_received, s.bytes_received + 16);
+    l.client.disconnect().unwrap();
+    l.run();
+    assert_eq!(l.client.stats().chunks_sent, 4);
+}
