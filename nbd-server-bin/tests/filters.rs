@@ -660,6 +660,47 @@ fn exitwhen_file_created_stops_the_server() {
     assert!(status.success(), "{status:?}");
 }
 
+/// In the background (no -f), the poller runs in the forked server from
+/// the start: the file appears before any client connected, and the
+/// server exits.
+#[test]
+fn exitwhen_polls_in_the_forked_server_before_any_connection() {
+    let tmp = TempDir::new("exitwhen-fork");
+    let f = tmp.path().join("stop");
+    let sock = tmp.path().join("sock");
+    let pidfile = tmp.path().join("pid");
+    let st = Command::new(BIN)
+        .arg("-U")
+        .arg(&sock)
+        .arg("-P")
+        .arg(&pidfile)
+        .args(["--filter=exitwhen", "null", "1M", "exit-when-poll=0.05"])
+        .arg(format!("exit-when-file-created={}", f.display()))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(eventually(|| std::fs::read_to_string(&pidfile)
+        .map(|s| !s.trim().is_empty())
+        .unwrap_or(false)));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(pid));
+    std::fs::write(&f, "").unwrap();
+    let t = Instant::now();
+    while pid_alive(pid) {
+        if t.elapsed() > Duration::from_secs(20) {
+            // SAFETY: kill(2) of the server this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked server did not exit after the file was created");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn ip_parses_literal_addresses() {
     // nbdkit 1.32.5 cannot parse allow=127.0.0.1; ours takes it (the

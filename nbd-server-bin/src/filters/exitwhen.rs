@@ -161,14 +161,22 @@ impl ExitWhen {
             count: AtomicU64::new(0),
             poller_pid: AtomicI32::new(0),
         });
-        if !state.events.is_empty() {
-            state.ensure_poller();
-        }
         Ok(ExitWhen { state })
     }
 }
 
 impl Filter for ExitWhen {
+    /// Polling starts in the server's final process, before any client
+    /// connects (a thread started earlier would not survive --fork's
+    /// fork), so an event that happens before the first connection still
+    /// ends the server.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        if !self.state.events.is_empty() {
+            self.state.ensure_poller();
+        }
+        Ok(())
+    }
+
     fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
         if !self.state.events.is_empty() {
             self.state.ensure_poller();
