@@ -41,12 +41,20 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let total = files.len();
+    let mut written = 0;
     for (path, text) in files {
         if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
             continue;
         }
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        println!("wrote {}", path.display());
+        written += 1;
+        if total < 10 {
+            println!("wrote {}", path.display());
+        }
+    }
+    if total >= 10 {
+        println!("nbd-capi-gen: {written} of {total} files rewritten");
     }
 }
