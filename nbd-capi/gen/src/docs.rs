@@ -65,9 +65,8 @@ pub const DOCS: &[(&str, Doc)] = &[
              one connection to one NBD server: to talk to several servers, or \
              to open several connections to one, create several handles.\n\n\
              The new handle has default settings: no TLS, the empty export \
-             name, structured replies and the C<base:allocation> context not \
-             yet requested, debugging on only when C<LIBNBD_DEBUG=1> is in the \
-             environment. Change them with the C<nbd_set_*> calls, then \
+             name, structured replies requested, no meta context, and \
+             debugging on only when C<LIBNBD_DEBUG=1> is in the environment. Change them with the C<nbd_set_*> calls, then \
              connect with one of the C<nbd_connect_*> calls.\n\n\
              Free the handle with L<nbd_close(3)> when done.",
         )
@@ -373,8 +372,7 @@ nbd_close (nbd);"#,
             "choose which client-side checks are made before sending",
             "Sets which requests the library refuses itself (with C<EINVAL> or \
              C<ENOTSUP>) before sending them, rather than letting the server \
-             judge them. The default is all checks except \
-             C<LIBNBD_STRICT_ZERO_SIZE> and C<LIBNBD_STRICT_ALIGN>. Turning \
+             judge them. The default is all of them. Turning \
              checks off is useful for testing how a server copes with bad \
              requests; regular programs leave the default.",
         ),
@@ -537,10 +535,6 @@ nbd_close (nbd);"#,
             "the host name the server's certificate must name",
             "Returns the name set with L<nbd_set_tls_hostname(3)>, or else the \
              host name the handle connected to.",
-        )
-        .returns(
-            "It fails when no host name is known yet (none was set and the \
-             handle has not connected over TCP).",
         )
         .synopsis("char *nbd_get_tls_hostname (struct nbd_handle *h);"),
     ),
@@ -976,8 +970,8 @@ if (nbd_can_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1)
              transport, host and port or socket path, export name and whether \
              TLS was asked for. Passing it to L<nbd_connect_uri(3)> on another \
              handle connects to the same export. Connections for which no URI \
-             exists, such as L<nbd_connect_command(3)>, fail with \
-             C<ENOTSUP>.",
+             exists, such as L<nbd_connect_command(3)> or \
+             L<nbd_connect_socket(3)>, fail with C<EINVAL>.",
         ),
     ),
     // ------------------------------------------------------------ connecting
@@ -1097,8 +1091,7 @@ if (nbd_connect_command (nbd, args) == -1) {
             "Sets the name given to the socket in the C<LISTEN_FDNAMES> \
              environment variable when L<nbd_connect_systemd_socket_activation(3)> \
              starts the server. By default the variable is not set. Some \
-             servers use the name to tell several sockets apart. The empty \
-             string restores the default.",
+             servers use the name to tell several sockets apart.",
         )
         .synopsis(
             "int nbd_set_socket_activation_name (struct nbd_handle *h, \
@@ -1120,10 +1113,10 @@ if (nbd_connect_command (nbd, args) == -1) {
             "send a signal to the server the handle started",
             "Sends signal C<signum> to the child process started by \
              L<nbd_connect_command(3)> or \
-             L<nbd_connect_systemd_socket_activation(3)> and waits for it to \
-             exit. When C<signum> is 0, C<SIGTERM> is sent. L<nbd_close(3)> \
-             does this by itself; the call is for programs that want the \
-             server gone earlier.",
+             L<nbd_connect_systemd_socket_activation(3)>; when C<signum> is 0, \
+             C<SIGTERM> is sent. It does not wait for the process: \
+             L<nbd_close(3)> reaps it. The call is for programs that want the \
+             server stopped before closing the handle.",
         )
         .returns("It fails with C<ESRCH> when the handle started no process."),
     ),
@@ -1929,7 +1922,8 @@ if (nbd_aio_pread (nbd, buf, sizeof buf, 0,
         )
         .returns(
             "It returns 0 when commands are in flight but none has finished, \
-             and fails with C<EINVAL> when there is no command at all.",
+             and fails with C<EINVAL> when no command is in flight or \
+             waiting to be retired.",
         ),
     ),
     (
@@ -1947,7 +1941,7 @@ if (nbd_aio_pread (nbd, buf, sizeof buf, 0,
             "a description of the handle's state",
             "Returns a short text naming the state the handle's state machine \
              is in, with an explanation, such as \
-             C<READY: connection is idle>. It is meant for debugging messages; \
+             C<READY: Connection is ready to process NBD commands>. It is meant for debugging messages; \
              programs must not parse it.",
         ),
     ),

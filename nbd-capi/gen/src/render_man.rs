@@ -228,20 +228,31 @@ fn callback_section(out: &mut String, params: &[String]) {
          doing anything), so the caller never frees C<user_data> itself; \
          see L<libnbd(3)/CALLBACKS>.\n"
     );
-    let reports_errors = cbs
-        .iter()
-        .any(|(ty, _)| callback_signature(ty).is_some_and(|s| s.contains("int *error")));
-    if reports_errors {
+    for (ty, name) in &cbs {
+        let text = match ty.as_str() {
+            "nbd_completion_callback" => {
+                "runs once, when the command has finished. C<*error> holds the \
+                 command's errno, 0 when it succeeded. Returning 1 retires the \
+                 command at once (L<nbd_aio_command_completed(3)> will not \
+                 report it); returning -1 after storing an errno in C<*error> \
+                 makes the command fail with it; otherwise return 0."
+            }
+            "nbd_chunk_callback" | "nbd_extent_callback" | "nbd_extent64_callback" => {
+                "may run several times, once per piece of the reply. C<*error> \
+                 holds the errno of the command so far (0 if none). Returning -1 \
+                 makes the command fail, with the errno stored in C<*error>, or \
+                 C<EPROTO> when that is 0; return 0 otherwise."
+            }
+            _ => continue,
+        };
         let _ = writeln!(
             out,
-            "C<*error> holds the errno of the command so far (0 when it \
-             succeeded). A callback may set it, or return -1, to make the \
-             command fail; it must not call libnbd on the same handle.\n"
+            "C<{name}.callback> {text} It runs with the handle locked and must \
+             not call libnbd on the same handle.\n"
         );
     }
 }
 
-/// The meaning of each LIBNBD_CMD_FLAG_*.
 fn cmd_flag_meaning(flag: &str) -> &'static str {
     match flag {
         "LIBNBD_CMD_FLAG_FUA" => {
