@@ -2,7 +2,7 @@
 //! in `gen/src/docs.rs`, every prose entry is a call of libnbd 1.24, and
 //! every call of libnbd 1.24 gets a page. Rendering the pages to roff and
 //! checking them with `man --warnings` is scripts/check.sh's part (it needs
-//! pod2man and man).
+//! pod2man and man). The examples are compiled against include/libnbd.h.
 
 #[path = "../gen/src/api.rs"]
 mod api;
@@ -124,4 +124,61 @@ fn written_synopses_match_the_table() {
             "nbd_{name}: docs.rs synopsis vs API table"
         );
     }
+}
+
+/// Every example of a page compiles against our libnbd.h. An example is
+/// statements, optionally preceded by helper functions and a `/* ... */`
+/// line; it is put in a function that has `nbd`, `buf` and `uri` in scope
+/// and an `error:` label.
+#[test]
+fn examples_compile_against_our_header() {
+    let capi = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let include = capi.join("../include");
+    let mut count = 0;
+    for (name, d) in docs::DOCS {
+        let Some(example) = d.example else { continue };
+        // Helper functions come first, then a "/* ... */" line.
+        let (top, body) = match example.find("\n/* ...") {
+            Some(i) if example.starts_with("static ") => {
+                let rest = &example[i + 1..];
+                (&example[..i], rest.split_once('\n').map_or("", |(_, b)| b))
+            }
+            _ => ("", example),
+        };
+        let src = format!(
+            "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n\
+             #include <inttypes.h>\n#include <poll.h>\n#include <libnbd.h>\n\
+             {top}\n\
+             void example_{name} (struct nbd_handle *nbd, const char *uri)\n{{\n\
+             char buf[512];\n{{\n{body}\n}}\n\
+             error:\n(void) nbd; (void) uri; (void) buf;\n}}\n"
+        );
+        let mut cc = std::process::Command::new(std::env::var("CC").unwrap_or("cc".into()))
+            .args([
+                "-std=gnu11",
+                "-fsyntax-only",
+                "-Werror=implicit-function-declaration",
+            ])
+            .args([
+                "-Werror=incompatible-pointer-types",
+                "-Werror=int-conversion",
+            ])
+            .arg("-I")
+            .arg(&include)
+            .args(["-x", "c", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run cc (a C compiler is a build dependency)");
+        use std::io::Write;
+        cc.stdin.take().unwrap().write_all(src.as_bytes()).unwrap();
+        let out = cc.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nbd_{name}: the example does not compile:\n{}\n{src}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        count += 1;
+    }
+    assert!(count >= 10, "only {count} examples");
 }

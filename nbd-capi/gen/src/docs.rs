@@ -109,7 +109,14 @@ nbd_close (nbd);"#,
              The string belongs to the library and stays valid only until the \
              thread's next libnbd call: copy it if it must be kept.",
         )
-        .returns("It returns NULL when no libnbd call has failed in this thread yet."),
+        .returns("It returns NULL when no libnbd call has failed in this thread yet.")
+        .example(
+            r#"if (nbd_flush (nbd, 0) == -1) {
+  fprintf (stderr, "flush failed: %s (errno %d)\n",
+           nbd_get_error (), nbd_get_errno ());
+  exit (EXIT_FAILURE);
+}"#,
+        )
     ),
     (
         "get_errno",
@@ -430,7 +437,16 @@ nbd_close (nbd);"#,
              (L<nbd_set_tls_psk_file(3)>). A level above C<LIBNBD_TLS_DISABLE> \
              fails when the library was built without TLS support (see \
              L<nbd_supports_tls(3)>).",
-        ),
+        )
+        .example(
+            r#"if (nbd_set_tls (nbd, LIBNBD_TLS_REQUIRE) == -1 ||
+    nbd_set_tls_psk_file (nbd, "/etc/nbd/keys.psk") == -1 ||
+    nbd_set_tls_username (nbd, "alice") == -1 ||
+    nbd_connect_tcp (nbd, "server.example.com", "10809") == -1) {
+  fprintf (stderr, "%s\n", nbd_get_error ());
+  exit (EXIT_FAILURE);
+}"#,
+        )
     ),
     (
         "get_tls",
@@ -1035,7 +1051,13 @@ nbd_close (nbd);"#,
              that answers and completes the handshake, blocking until the \
              export is ready (or, in option mode, until options may be \
              sent).",
-        ),
+        )
+        .example(
+            r#"if (nbd_connect_tcp (nbd, "server.example.com", "nbd") == -1) {
+  fprintf (stderr, "%s\n", nbd_get_error ());
+  exit (EXIT_FAILURE);
+}"#,
+        )
     ),
     (
         "connect_socket",
@@ -1260,7 +1282,16 @@ if (nbd_connect_command (nbd, args) == -1) {
         .returns(
             "It fails with C<EOVERFLOW> for a size too large for a signed 64 bit \
              integer.",
-        ),
+        )
+        .example(
+            r#"int64_t size = nbd_get_size (nbd);
+
+if (size == -1) {
+  fprintf (stderr, "%s\n", nbd_get_error ());
+  exit (EXIT_FAILURE);
+}
+printf ("%" PRIi64 " bytes\n", size);"#,
+        )
     ),
     (
         "get_block_size",
@@ -1333,7 +1364,14 @@ if (nbd_pread (nbd, buf, sizeof buf, 0, 0) == -1) {
              C<LIBNBD_SHUTDOWN_ABANDON_PENDING> commands not yet sent are \
              dropped instead.\n\n\
              The handle must still be freed with L<nbd_close(3)>.",
-        ),
+        )
+        .example(
+            r#"if (nbd_shutdown (nbd, 0) == -1) {
+  fprintf (stderr, "%s\n", nbd_get_error ());
+  exit (EXIT_FAILURE);
+}
+nbd_close (nbd);"#,
+        )
     ),
     (
         "flush",
@@ -1499,7 +1537,17 @@ while (nbd_aio_command_completed (nbd, cookie) == 0)
             "The asynchronous form of L<nbd_connect_uri(3)>: takes the same \
              URI, applies its settings, starts connecting and returns at once. \
              Drive the handle until L<nbd_aio_is_ready(3)> is true.",
-        ),
+        )
+        .example(
+            r#"if (nbd_aio_connect_uri (nbd, "nbd://localhost") == -1)
+  goto error;
+while (!nbd_aio_is_ready (nbd)) {
+  if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+    goto error;
+  if (nbd_poll (nbd, -1) == -1)
+    goto error;
+}"#,
+        )
     ),
     (
         "aio_connect_unix",
@@ -1820,7 +1868,19 @@ if (nbd_aio_pread (nbd, buf, sizeof buf, 0,
              (C<LIBNBD_AIO_DIRECTION_BOTH>) or nothing (0). The answer changes \
              after every call that makes progress, so ask again each time \
              round the event loop.",
-        ),
+        )
+        .example(
+            r#"struct pollfd pfd = { .fd = nbd_aio_get_fd (nbd) };
+unsigned dir = nbd_aio_get_direction (nbd);
+
+if (dir & LIBNBD_AIO_DIRECTION_READ)  pfd.events |= POLLIN;
+if (dir & LIBNBD_AIO_DIRECTION_WRITE) pfd.events |= POLLOUT;
+if (poll (&pfd, 1, -1) == -1) goto error;
+if ((pfd.revents & POLLIN) && nbd_aio_notify_read (nbd) == -1)
+  goto error;
+else if ((pfd.revents & POLLOUT) && nbd_aio_notify_write (nbd) == -1)
+  goto error;"#,
+        )
     ),
     (
         "aio_notify_read",
