@@ -477,9 +477,9 @@ nbd_close (nbd);"#,
              the certificate authority C<ca-cert.pem>, and for a client that \
              authenticates with a certificate C<client-cert.pem> and \
              C<client-key.pem> (optionally C<ca-crl.pem>). Without it the \
-             library looks in C<$HOME/.pki/libnbd>, \
-             C<$HOME/.config/pki/libnbd> and, for root, C</etc/pki/libnbd>, \
-             and trusts the system's certificate authorities when none \
+             library looks in C</etc/pki/libnbd> when run as root, else in \
+             C<$HOME/.pki/libnbd> then C<$HOME/.config/pki/libnbd>, and \
+             trusts the system's certificate authorities when none \
              exists.\n\n\
              It has no effect unless TLS is enabled with L<nbd_set_tls(3)>.",
         ),
@@ -1571,9 +1571,8 @@ while (!nbd_aio_is_ready (nbd)) {
         "aio_connect_tcp",
         doc(
             "start connecting over TCP",
-            "The asynchronous form of L<nbd_connect_tcp(3)>: resolves \
-             C<hostname> and C<port> (this part blocks), starts connecting and \
-             returns. Drive the handle until L<nbd_aio_is_ready(3)> is true; \
+            "The asynchronous form of L<nbd_connect_tcp(3)>: looks up \
+             C<hostname> and C<port>, starts connecting and returns. Drive the handle until L<nbd_aio_is_ready(3)> is true; \
              further addresses are tried when one fails.",
         ),
     ),
