@@ -106,8 +106,10 @@ nbd_close (nbd);"#,
              call made by the calling thread. The message names the call that \
              failed. Errors are kept per thread, so a failure in one thread \
              never overwrites the message another thread is about to read.\n\n\
-             The string belongs to the library and stays valid only until the \
-             thread's next libnbd call: copy it if it must be kept.",
+             The string belongs to the library. It stays valid until another \
+             libnbd call fails in the same thread; libnbd itself promises only \
+             until the thread's next libnbd call, so portable programs copy it \
+             at once if they keep it.",
         )
         .returns("It returns NULL when no libnbd call has failed in this thread yet.")
         .example(
