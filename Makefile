@@ -70,7 +70,10 @@ PC_OUT     := $(B)/libnbd.pc
 # nbd-capi-gen. All are gathered in MAN_OUT and turned into MAN_OUT/NAME.S;
 # install puts every MAN_OUT/*.S into MANDIR/manS.
 MAN_OUT     := $(CARGO_TARGET_DIR)/man
-MAN_RELEASE ?= libnbd $(LIBNBD_VERSION)
+# The footer of each page: the program's or library's name and the version
+# whose interface it follows.
+NBDKIT_VERSION ?= $(shell sed -n 's/^const NBDKIT_VERSION: &str = "\(.*\)";/\1/p' nbd-server-bin/src/main.rs)
+XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 # Staged install used by check, demo and bench (PREFIX=/usr inside it).
 STAGE        := $(CURDIR)/$(B)/stage
@@ -129,9 +132,13 @@ man:
 	@set -e; for pod in $(MAN_OUT)/*.pod; do \
 	  page=$${pod%.pod}; file=$${page##*/}; name=$${file%.*}; section=$${file##*.}; \
 	  if [ "$$page" -nt "$$pod" ]; then continue; fi; \
-	  case $$name in nbdkit*) center=NBDKIT;; xnbd*) center=XNBD;; *) center=LIBNBD;; esac; \
+	  case $$name in \
+	    nbdkit*) center=NBDKIT release="nbdkit $(NBDKIT_VERSION)";; \
+	    xnbd*) center=XNBD release="xnbd-server (nbd-rs $(XNBD_VERSION))";; \
+	    *) center=LIBNBD release="libnbd $(LIBNBD_VERSION)";; \
+	  esac; \
 	  $(POD2MAN) --errors=die --section=$$section --center=$$center \
-	    --release="$(MAN_RELEASE)" --name=$$name $$pod $$page.tmp; \
+	    --release="$$release" --name=$$name $$pod $$page.tmp; \
 	  mv -f $$page.tmp $$page; \
 	done
 	@echo "manual pages: $$(ls $(MAN_OUT) | grep -c '\.[1-9]$$') in $(MAN_OUT)"
