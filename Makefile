@@ -4,6 +4,7 @@
 #   xnbd-server, xnbd-bgctl (xnbd's target, copy-on-write and proxy modes)
 #
 #   make                 release build of everything + libnbd.so.0
+#   make man             manual pages (POD -> roff with pod2man) in target/man
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib ...
 #   make uninstall
 #   make check           deps, cargo test, staged install, C tests, interop
@@ -12,7 +13,7 @@
 #   make clean
 #
 # Standard variables are honoured: DESTDIR, PREFIX (alias prefix),
-# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, INSTALL,
+# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, INSTALL,
 # INSTALL_PROGRAM, INSTALL_DATA, CC, CFLAGS, LDFLAGS, CARGO, CARGOFLAGS,
 # CARGO_TARGET_DIR.
 
@@ -26,6 +27,7 @@ LIBDIR       ?= $(EXEC_PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 SBINDIR      ?= $(EXEC_PREFIX)/sbin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR       ?= $(PREFIX)/share/man
 DESTDIR      ?=
 
 INSTALL         ?= install
@@ -39,6 +41,7 @@ CARGO    ?= cargo
 CARGOFLAGS ?=
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
+POD2MAN  ?= pod2man
 
 # The libnbd API level we implement: the Version in libnbd.pc.
 LIBNBD_VERSION ?= 1.14.2
@@ -62,14 +65,24 @@ SO_DEV     := $(B)/lib/libnbd.so
 STATIC_OUT := $(B)/lib/libnbd.a
 PC_OUT     := $(B)/libnbd.pc
 
+# Manual pages. Their sources are POD: hand-written ones in man/NAME.S.pod,
+# generated ones (nbd_NAME.3.pod, from nbd-capi's API table) written by
+# nbd-capi-gen. All are gathered in MAN_OUT and turned into MAN_OUT/NAME.S;
+# install puts every MAN_OUT/*.S into MANDIR/manS.
+MAN_OUT     := $(CARGO_TARGET_DIR)/man
+# The footer of each page: the program's or library's name and the version
+# whose interface it follows.
+NBDKIT_VERSION ?= $(shell sed -n 's/^const NBDKIT_VERSION: &str = "\(.*\)";/\1/p' nbd-server-bin/src/main.rs)
+XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
 # Staged install used by check, demo and bench (PREFIX=/usr inside it).
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib install uninstall stage check demo bench clean \
+.PHONY: all cargo-build lib man install install-man uninstall stage check demo bench clean \
         deps-build deps-test FORCE
 
-all: lib
+all: lib man
 
 cargo-build:
 	@command -v $(CARGO) >/dev/null || { \
@@ -107,11 +120,42 @@ $(PC_OUT): $(PC_IN) FORCE
 	    -e 's|@libs_private@|$(LIBS_PRIVATE)|g' \
 	    $(PC_IN) > $@.tmp && mv -f $@.tmp $@
 
+# The pages are rewritten only when their POD changed, so that pod2man runs
+# only for those. The page's section is its file name's last extension.
+man:
+	@command -v $(POD2MAN) >/dev/null || { \
+	  echo "error: $(POD2MAN) not found (it comes with perl: make deps-build)" >&2; exit 1; }
+	@mkdir -p $(MAN_OUT)
+	$(CARGO) run -q -p nbd-capi-gen -- --man $(MAN_OUT)
+	@for p in man/*.pod; do \
+	  cmp -s $$p $(MAN_OUT)/$${p##*/} || cp $$p $(MAN_OUT)/; done
+	@set -e; for pod in $(MAN_OUT)/*.pod; do \
+	  page=$${pod%.pod}; file=$${page##*/}; name=$${file%.*}; section=$${file##*.}; \
+	  if [ "$$page" -nt "$$pod" ]; then continue; fi; \
+	  case $$name in \
+	    nbdkit*) center=NBDKIT release="nbdkit $(NBDKIT_VERSION)";; \
+	    xnbd*) center=XNBD release="xnbd-server (nbd-rs $(XNBD_VERSION))";; \
+	    *) center=LIBNBD release="libnbd $(LIBNBD_VERSION)";; \
+	  esac; \
+	  $(POD2MAN) --errors=die --section=$$section --center=$$center \
+	    --release="$$release" --name=$$name $$pod $$page.tmp; \
+	  mv -f $$page.tmp $$page; \
+	done
+	@echo "manual pages: $$(ls $(MAN_OUT) | grep -c '\.[1-9]$$') in $(MAN_OUT)"
+
 # `make && sudo make install` must not need cargo as root: install builds
 # only when the artefacts are missing (stage always builds first).
 INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN))),,all)
 
-install: $(INSTALL_BUILD) $(HEADER) $(PC_OUT)
+# Every page of MAN_OUT goes to MANDIR/manS, S being its section.
+install-man: $(if $(wildcard $(MAN_OUT)/libnbd.3),,man)
+	@for page in $(MAN_OUT)/*.[1-9]; do \
+	  section=$${page##*.}; \
+	  $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$section || exit 1; \
+	  $(INSTALL_DATA) $$page $(DESTDIR)$(MANDIR)/man$$section/ || exit 1; \
+	done; echo "installed the manual pages of $(MAN_OUT) under $(DESTDIR)$(MANDIR)"
+
+install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(SBINDIR)
 	$(INSTALL_PROGRAM) $(SO_REAL) $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0
@@ -134,6 +178,9 @@ uninstall:
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
 	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
 	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl
+	@for page in $(MAN_OUT)/*.[1-9]; do \
+	  [ -e "$$page" ] || continue; file=$${page##*/}; \
+	  rm -f $(DESTDIR)$(MANDIR)/man$${file##*.}/$$file; done
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 

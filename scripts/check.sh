@@ -5,7 +5,8 @@
 #  1. test dependencies (scripts/install-test-deps.sh)
 #  2. cargo test --workspace --release
 #  3. staged install (make stage: PREFIX=/usr DESTDIR=build/stage) and checks
-#     of what was installed (layout, pkg-config, exported symbols)
+#     of what was installed (layout, manual pages, pkg-config, exported
+#     symbols)
 #  4. tests-c: compile checks, then every test run with our libnbd and with
 #     Debian's, each against our nbdkit and Debian's (our libnbd proves it
 #     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
@@ -76,6 +77,23 @@ if $staged; then
     missing+=("libnbd.so -> libnbd.so.0")
   if [[ ${#missing[@]} -eq 0 ]]; then pass "staged install layout"
   else fail "staged install layout" "missing: ${missing[*]}"; fi
+
+  # Manual pages: all there and rendered by man without a warning.
+  if scripts/check-man.sh "$STAGE/usr/share/man" >"$LOGS/man.log" 2>&1; then
+    pass "manual pages: $(tail -1 "$LOGS/man.log"), no man --warnings output"
+  else
+    fail "manual pages" "see $LOGS/man.log"; show_tail "$LOGS/man.log" 20
+  fi
+  # libnbd(3)'s example program compiles against the staged header.
+  example=$LOGS/libnbd-3-example.c
+  sed -n '/^=head1 EXAMPLE/,/^=head1 /{/^ /s/^ //p;/^$/p}' man/libnbd.3.pod >"$example"
+  if grep -q 'main (int argc' "$example" &&
+     ${CC:-cc} -std=c11 -Wall -Werror -fsyntax-only -I"$STAGE/usr/include" "$example" \
+       >"$LOGS/libnbd-3-example.log" 2>&1; then
+    pass "the example program of libnbd(3) compiles against the staged libnbd.h"
+  else
+    fail "the example program of libnbd(3)" "see $example and $LOGS/libnbd-3-example.log"
+  fi
 
   # pkg-config.
   pcver=$(staged_pkg_config --modversion libnbd 2>&1)

@@ -15,7 +15,7 @@ pub fn implemented() -> impl Iterator<Item = &'static Call> {
     CALLS.iter().filter(|c| c.status == Status::Implemented)
 }
 
-fn c_ret(r: Ret) -> &'static str {
+pub(crate) fn c_ret(r: Ret) -> &'static str {
     match r {
         Ret::Void => "()",
         Ret::Err | Ret::Bool | Ret::PlainInt => "c_int",
@@ -33,7 +33,7 @@ fn c_ret(r: Ret) -> &'static str {
 }
 
 /// The C struct of a callback argument and the owning type the body gets.
-fn closure_types(k: Callback) -> (&'static str, &'static str) {
+pub(crate) fn closure_types(k: Callback) -> (&'static str, &'static str) {
     match k {
         Callback::Completion => ("nbd_completion_callback", "Completion"),
         Callback::Chunk => ("nbd_chunk_callback", "Chunk"),
@@ -44,7 +44,7 @@ fn closure_types(k: Callback) -> (&'static str, &'static str) {
     }
 }
 
-fn ret_kind(r: Ret) -> &'static str {
+pub(crate) fn ret_kind(r: Ret) -> &'static str {
     match r {
         Ret::Void => "Void",
         Ret::Err => "Err",
@@ -64,7 +64,7 @@ fn ret_kind(r: Ret) -> &'static str {
     }
 }
 
-fn state(s: State) -> &'static str {
+pub(crate) fn state(s: State) -> &'static str {
     match s {
         State::Created => "State::Created",
         State::Connecting => "State::Connecting",
@@ -76,7 +76,7 @@ fn state(s: State) -> &'static str {
 }
 
 /// `name: type` pairs of the C parameters, handle first.
-fn c_params(c: &Call) -> Vec<String> {
+pub(crate) fn c_params(c: &Call) -> Vec<String> {
     let mut v = Vec::new();
     if c.handle {
         v.push("h: *mut nbd_handle".to_string());
@@ -172,7 +172,7 @@ fn trace_args(c: &Call) -> (String, Vec<String>) {
     (fmt.join(" "), args)
 }
 
-fn cmd_flag(f: CmdFlag) -> &'static str {
+pub(crate) fn cmd_flag(f: CmdFlag) -> &'static str {
     match f {
         CmdFlag::Fua => "LIBNBD_CMD_FLAG_FUA",
         CmdFlag::NoHole => "LIBNBD_CMD_FLAG_NO_HOLE",
@@ -183,7 +183,7 @@ fn cmd_flag(f: CmdFlag) -> &'static str {
 }
 
 /// The values an enum argument may take.
-fn enum_values(e: EnumSet) -> &'static [&'static str] {
+pub(crate) fn enum_values(e: EnumSet) -> &'static [&'static str] {
     match e {
         EnumSet::Tls => &[
             "LIBNBD_TLS_DISABLE",
