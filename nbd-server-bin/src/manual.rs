@@ -68,7 +68,8 @@ the server exits. Every client sees the same disk. With the default
 sparse allocator only the pages that were written take memory, so a
 disk much larger than the machine's memory can be served as long as
 little of it is written. Trimming or zeroing a range gives its memory
-back.",
+back. C<allocator=zstd> is accepted and served by the sparse allocator,
+uncompressed; C<allocator=malloc> takes the whole size at once.",
             "nbdkit memory 1G\nnbdkit -U - memory 64M --run 'nbdinfo \"$uri\"'",
         ),
     ),
@@ -116,10 +117,13 @@ to.",
     (
         "random",
         prose(
-            "a read-only disk of random data",
-            "Serves a read-only disk filled with pseudo-random bytes. The content
-depends only on the seed and the offset, so the same seed gives the
-same disk every time and on every connection.",
+            "a disk of random data",
+            "Serves a disk filled with pseudo-random bytes, the same bytes as
+nbdkit's random plugin gives for the same seed. The content depends
+only on the seed and the offset, so the same seed gives the same disk
+every time and on every connection. Writes of the bytes already there
+succeed and other writes fail with C<EIO>, so copying the disk onto
+itself checks a copying tool.",
             "nbdkit random 1G seed=42",
         ),
     ),
@@ -131,8 +135,9 @@ same disk every time and on every connection.",
 zeroes. The layout (and, with C<random-content=true>, the bytes)
 follow from the seed. It is meant for testing copying tools: block
 status reports the holes, and a copy can be checked against a second
-server started with the same seed. Writes are accepted and kept in
-memory.",
+server started with the same seed. As with the random plugin, writes
+of the bytes already there succeed and others fail with C<EIO>. The
+layout is this implementation's own, not nbdkit's.",
             "nbdkit sparse-random 10G seed=1 percent=25",
         ),
     ),
@@ -153,8 +158,9 @@ writable unless B<-r> is given.",
         prose(
             "one disk from several files",
             "Serves the concatenation of the given files, in the order they are
-named, as one disk. The files keep their sizes; a request that
-crosses from one file into the next is split between them.",
+named, as one disk. A request that crosses from one file into the next
+is split between them. The sizes are read at start-up: do not resize
+the files while they are served.",
             "nbdkit split file=part1 file=part2 file=part3",
         ),
     ),
@@ -186,10 +192,12 @@ Writes are not supported: the disk is read-only.",
             "a disk that shows facts about the connection",
             "Serves a small read-only disk whose content is a fact about the
 connection or the server, chosen by C<mode=>: the export name the
-client asked for (C<exportname>, or base64-decoded with
-C<base64exportname>), the client's address (C<address>), or the
-time, the server's uptime or the connection's age (C<time>,
-C<uptime>, C<conntime>). It is meant for testing clients.",
+client asked for (C<exportname>, the default, or base64-decoded with
+C<base64exportname>), the client's address as text (C<address>), or a
+12-byte clock read afresh on every read, 8 bytes of seconds and 4 of
+microseconds, big-endian: since the Epoch (C<time>), since the server
+started (C<uptime>) or since the connection opened (C<conntime>). It
+is meant for testing clients.",
             "nbdkit info mode=address",
         ),
     ),
@@ -247,7 +255,7 @@ disk.",
             "Makes the disk look smaller or larger than the layer below: a set
 size, or the size rounded up or down to a power of 2. Past the end of
 the layer below the disk reads as zeroes, and only zeroes may be
-written there.",
+written there (other data fails with C<ENOSPC>).",
             "nbdkit --filter=truncate file disk.img round-up=4K",
         ),
     ),
@@ -339,9 +347,11 @@ a time (C<connections>), for plugins or tests that need it.",
         prose(
             "decide whether clients are told that multi-conn is safe",
             "Changes whether the server advertises multi-conn, the promise that a
-flush on one connection covers writes made on every connection. With
-C<emulate> the filter keeps that promise itself by flushing every
-connection when one flushes.",
+flush on one connection covers writes made on every connection.
+C<auto> (the default) advertises it when the layer below does, or can
+flush, or is read-only; C<emulate> always advertises it (with flush);
+C<plugin> passes the layer below's answer on; C<unsafe> always
+advertises it; C<disable> never does.",
             "nbdkit --filter=multi-conn file disk.img multi-conn-mode=emulate",
         ),
     ),
@@ -349,10 +359,13 @@ connection when one flushes.",
         "fua",
         prose(
             "change how forced unit access is served",
-            "Changes the handling of the FUA flag on writes: hide it (C<none>),
-turn it into a flush after the write (C<emulate>), pass it down
-(C<native>, C<pass>), set it on every write (C<force>) or accept and
-ignore it (C<discard>, unsafe).",
+            "Changes how the FUA (force unit access) flag of writes, trims and
+zero requests reaches the layer below: hide it from clients, which
+then flush instead (C<none>, the default); offer it and follow the
+request with a flush where the layer below lacks it (C<emulate>);
+offer it and pass it down (C<native>), on every request (C<force>);
+pass the layer below's support on unchanged (C<pass>); or offer it
+and drop it, flushes included (C<discard>, only for throwaway data).",
             "nbdkit --filter=fua file disk.img fuamode=force",
         ),
     ),
@@ -391,9 +404,11 @@ are allowed.",
         "readahead",
         prose(
             "read ahead of sequential readers",
-            "When a client reads sequentially, asks the layer below to cache
-(prefetch) the part of the disk it will read next, with a window that
-grows while the reads stay sequential.",
+            "Reads more than the client asked for and keeps it, so that the
+client's next reads are answered from memory. The window doubles
+(from 64K up to 4M) while the reads follow one another, and starts
+again small on any other read. Writes, trims and zero requests drop
+what was kept.",
             "nbdkit --filter=readahead curl url=https://example.com/disk.img",
         ),
     ),
@@ -449,7 +464,8 @@ arguments and result, to a file or to a script of your own.",
         prose(
             "count the requests and bytes served",
             "Counts the requests of each kind, the bytes they moved and the time
-they took, and writes the totals to a file when the server exits.",
+they took, and writes the totals to a file when the last client goes
+and when the server exits.",
             "nbdkit --filter=stats memory 1G statsfile=/tmp/stats.txt",
         ),
     ),
@@ -500,10 +516,13 @@ nbdkit has no equivalent.",
         "ip",
         prose(
             "allow or deny clients by address",
-            "Checks each client's address against the C<allow=> and C<deny=> rules
-(addresses, networks in CIDR form, C<all>, C<anyipv4>, C<anyipv6>,
-C<anyunix>) before the handshake and closes the connections that are
-not allowed.",
+            "Checks each client against the C<allow=> and C<deny=> rules before
+the handshake: a client matching an allow rule is let in, else one
+matching a deny rule is refused, else it is let in. Rules are
+addresses, networks in CIDR form, C<all>, C<anyipv4>, C<anyipv6>,
+C<anyunix> and C<anyvsock>, C<pid:N>, C<uid:N> and C<gid:N>
+for clients on a Unix socket, and C<vsock-cid:N> and
+C<vsock-port:N>.",
             "nbdkit --filter=ip memory 1G allow=127.0.0.1,::1 deny=all",
         ),
     ),
@@ -592,9 +611,10 @@ storage below.",
         "rate",
         prose(
             "limit the bandwidth",
-            "Limits the bytes per second read and written, for the whole server
-and per connection, with token buckets. The rates can be changed
-while the server runs through files holding them.",
+            "Limits the bandwidth of reads and writes, in bits per second, for
+the whole server and for each connection, with token buckets. The
+rates can be changed while the server runs through files holding
+them (C<0> lifts the limit).",
             "nbdkit --filter=rate memory 1G rate=10M",
         ),
     ),
