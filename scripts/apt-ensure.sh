@@ -33,6 +33,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # Packages whose postinst would start a daemon (nbd-server) must not fail
 # the install in a container without an init system.
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 echo "apt-ensure: installed: ${missing[*]}"

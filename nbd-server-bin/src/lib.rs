@@ -12,6 +12,7 @@ pub mod log;
 pub mod manpage;
 pub mod manual;
 pub mod params;
+pub mod password;
 pub mod plugins;
 pub mod process;
 pub mod tls;

@@ -26,18 +26,24 @@ pub mod curl;
 pub mod data;
 mod disk_command;
 pub mod file;
+pub mod floppy;
 pub mod full;
 pub mod info;
+pub mod iso;
+pub mod linuxdisk;
+mod made_image;
 pub mod memory;
 pub mod nbd;
 pub mod null;
 pub mod ondemand;
+mod one_partition;
 pub mod partitioning;
 pub mod pattern;
 mod prng;
 pub mod random;
 pub mod sparse_random;
 pub mod split;
+pub mod ssh;
 pub mod tmpdisk;
 pub mod zero;
 
@@ -78,6 +84,10 @@ pub const PLUGINS: &[PluginSpec] = &[
     tmpdisk::PLUGIN,
     ondemand::PLUGIN,
     partitioning::PLUGIN,
+    iso::PLUGIN,
+    linuxdisk::PLUGIN,
+    floppy::PLUGIN,
+    ssh::PLUGIN,
 ];
 
 /// The plugin called `name`, or nbdkit-style words for its absence.
@@ -136,6 +146,10 @@ mod tests {
                 include_str!("partitioning.rs"),
                 &["partitioning"],
             ),
+            ("iso.rs", include_str!("iso.rs"), &["iso"]),
+            ("linuxdisk.rs", include_str!("linuxdisk.rs"), &["linuxdisk"]),
+            ("floppy.rs", include_str!("floppy.rs"), &["floppy"]),
+            ("ssh/mod.rs", include_str!("ssh/mod.rs"), &["ssh"]),
         ];
         let mut seen = Vec::new();
         for (file, src, names) in sources {

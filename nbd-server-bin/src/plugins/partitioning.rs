@@ -155,7 +155,7 @@ pub struct Partitioning {
 /// Parses a GUID as text (`XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, in
 /// braces or not) into its on-disk form: the first three groups little
 /// endian, the last two as written.
-fn parse_guid(s: &str) -> Option<[u8; 16]> {
+pub(super) fn parse_guid(s: &str) -> Option<[u8; 16]> {
     let s = match s.strip_prefix('{') {
         Some(inner) => inner.strip_suffix('}')?,
         None => s,
@@ -222,7 +222,7 @@ fn parse_uint(key: &str, v: &str, max: u64) -> std::result::Result<u64, String> 
 }
 
 /// The CRC-32 of GPT headers and arrays (the zlib one).
-fn crc32(data: &[u8]) -> u32 {
+pub(super) fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc ^= b as u32;
