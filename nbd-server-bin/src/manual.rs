@@ -235,6 +235,55 @@ file.",
             "nbdkit partitioning boot.img root.img partition-type=gpt",
         ),
     ),
+    (
+        "iso",
+        prose(
+            "a CD-ROM image made from directories",
+            "Makes an ISO 9660 image from the given directories when the server
+starts, with L<xorriso(1)>, L<genisoimage(1)> or L<mkisofs(8)> (the
+first one installed, or C<prog=>), and serves it read-only. The files
+of every directory go into the image's root. C<params=> passes more
+options to the program; it is read by the shell, so quote with care.",
+            "nbdkit iso /srv/cdrom-files params='-JrT'",
+        ),
+    ),
+    (
+        "linuxdisk",
+        prose(
+            "a disk with an ext2, ext3 or ext4 filesystem made from a directory",
+            "Makes a disk with a GPT partition table and one partition holding an
+ext2, ext3 or ext4 filesystem filled with the files of a directory,
+using L<mke2fs(8)>, when the server starts, and serves it read-only.
+Without C<size=> the filesystem is just large enough for the files;
+C<size=+>I<N> leaves I<N> bytes free.",
+            "nbdkit linuxdisk /srv/rootfs type=ext4 size=+100M",
+        ),
+    ),
+    (
+        "floppy",
+        prose(
+            "a disk with a FAT32 filesystem made from a directory",
+            "Makes a disk with an MBR partition table and one FAT32 partition
+holding the files of a directory, using L<mkfs.fat(8)> and
+L<mcopy(1)>, when the server starts, and serves it read-only. Later
+changes to the directory do not reach the disk.",
+            "nbdkit floppy /srv/files label=FILES",
+        ),
+    ),
+    (
+        "ssh",
+        prose(
+            "serve a file on another host over SSH",
+            "Serves a file (or device) on a remote host, read and written over
+SFTP with the system's libssh. Each client connection opens its own
+SSH session. The host key is checked against F<known_hosts>; the login
+tries no password, then the password, then the keys of C<identity=>
+and of the SSH agent. With C<create=true> the remote file is made
+(or emptied) with C<create-size> bytes when the first client
+connects.",
+            "nbdkit ssh host=server.example.com /var/lib/disk.img\nnbdkit ssh host=h user=alice password=- disk.img",
+        ),
+    ),
 ];
 
 const FILTERS: &[(&str, Prose)] = &[

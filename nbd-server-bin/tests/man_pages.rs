@@ -198,3 +198,21 @@ fn help_names_the_pages() {
         assert!(help.contains(page), "--help does not mention {page}");
     }
 }
+
+/// nbdkit(1) names every built-in plugin in its PLUGINS section.
+#[test]
+fn nbdkit_page_names_every_plugin() {
+    let pod = std::fs::read_to_string(man_dir().join("nbdkit.1.pod")).unwrap();
+    let section = pod
+        .split("=head1 PLUGINS\n")
+        .nth(1)
+        .and_then(|s| s.split("=head1").next())
+        .expect("nbdkit.1.pod has a PLUGINS section");
+    for p in PLUGINS {
+        assert!(
+            section.contains(&format!("C<{}>", p.name)),
+            "nbdkit(1) does not name the {} plugin",
+            p.name
+        );
+    }
+}
