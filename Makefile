@@ -79,7 +79,7 @@ XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib man install install-man uninstall stage check demo bench clean \
+.PHONY: all cargo-build lib man install install-man uninstall uninstall-man stage check demo bench clean \
         deps-build deps-test FORCE
 
 all: lib man
@@ -127,6 +127,7 @@ man:
 	  echo "error: $(POD2MAN) not found (it comes with perl: make deps-build)" >&2; exit 1; }
 	@mkdir -p $(MAN_OUT)
 	$(CARGO) run -q -p nbd-capi-gen -- --man $(MAN_OUT)
+	$(MANGEN) $(MAN_OUT)
 	@for p in man/*.pod; do \
 	  cmp -s $$p $(MAN_OUT)/$${p##*/} || cp $$p $(MAN_OUT)/; done
 	@set -e; for pod in $(MAN_OUT)/*.pod; do \
@@ -142,6 +143,18 @@ man:
 	  mv -f $$page.tmp $$page; \
 	done
 	@echo "manual pages: $$(ls $(MAN_OUT) | grep -c '\.[1-9]$$') in $(MAN_OUT)"
+
+# The generator of the built-in plugins' and filters' pages
+# (nbd-server-bin/src/manpage.rs), built with the rest of the workspace.
+MANGEN      ?= $(CARGO) run --release -q -p nbd-server-bin --bin nbdkit-mangen $(CARGOFLAGS) --
+
+# Removes the pages named by man/ and MAN_OUT (not by pattern: Debian's
+# own nbdkit pages may live in the same MANDIR).
+uninstall-man:
+	@for pod in man/*.pod $(MAN_OUT)/*.pod; do \
+	  page=$$(basename $$pod .pod); \
+	  rm -f $(DESTDIR)$(MANDIR)/man$${page##*.}/$$page; \
+	done
 
 # `make && sudo make install` must not need cargo as root: install builds
 # only when the artefacts are missing (stage always builds first).
@@ -172,15 +185,12 @@ install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 
-uninstall:
+uninstall: uninstall-man
 	rm -f $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0 $(DESTDIR)$(LIBDIR)/libnbd.so.0 \
 	  $(DESTDIR)$(LIBDIR)/libnbd.so $(DESTDIR)$(LIBDIR)/libnbd.a \
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
 	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
 	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl
-	@for page in $(MAN_OUT)/*.[1-9]; do \
-	  [ -e "$$page" ] || continue; file=$${page##*/}; \
-	  rm -f $(DESTDIR)$(MANDIR)/man$${file##*.}/$$file; done
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 

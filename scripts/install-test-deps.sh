@@ -1,7 +1,8 @@
 #!/bin/bash
 # What `make check` needs: the peers (Debian's nbdkit, libnbd tools and
 # library, qemu, nbd-server; systemd for systemd-socket-activate and
-# systemd-analyze in the socket activation tests), compilers and
+# systemd-analyze in the socket activation tests), pod2man (perl) and man
+# (man-db) for the manual page tests, compilers and
 # pkg-config from Debian, and the pinned cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
@@ -9,7 +10,7 @@ set -euo pipefail
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
-  openssh-server openssh-client libssh-4 man-db groff-base
+  openssh-server openssh-client libssh-4 perl man-db groff-base
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}

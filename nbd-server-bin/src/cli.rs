@@ -23,7 +23,10 @@ nbdkit --dump-config
 nbdkit --help
 nbdkit --version
 
-Plugins: file (file=PATH), memory (size=SIZE).
+Manual pages: nbdkit(1) for the options, nbdkit-PLUGIN-plugin(1) and
+nbdkit-FILTER-filter(1) for each built-in plugin and filter (for
+example nbdkit-memory-plugin(1), nbdkit-cow-filter(1)), nbdkit-captive(1)
+for --run, nbdkit-service(1), nbdkit-tls(1), nbdkit-plugin(3).
 ";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,6 +9,8 @@ pub mod conn;
 pub mod filters;
 pub mod listen;
 pub mod log;
+pub mod manpage;
+pub mod manual;
 pub mod params;
 pub mod password;
 pub mod plugins;
