@@ -687,4 +687,20 @@ endianness. Requests must be aligned to the word size.",
             "nbdkit --filter=swab file disk.img swab-bits=32",
         ),
     ),
+    (
+        "ext2",
+        prose(
+            "serve a file inside an ext2, ext3 or ext4 filesystem",
+            "The layer below holds an ext2, ext3 or ext4 filesystem; clients see
+one file inside it, named by C<ext2file=>, or by their export name with
+C<ext2file=exportname>. Reads and writes go through the system's
+libext2fs, whose block I/O is sent to the layer below; the filesystem's
+metadata is written back when the connection closes.
+
+Connections take turns: a second client waits in its handshake until
+the first has gone, since two users of one filesystem would corrupt it.
+The file is reported as all data, whatever holes the image below has.",
+            "nbdkit --filter=ext2 file fs.img ext2file=/disks/disk.raw\nnbdkit --filter=ext2 --filter=partition file disk.img partition=1 ext2file=exportname",
+        ),
+    ),
 ];
