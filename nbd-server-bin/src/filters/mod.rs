@@ -44,6 +44,7 @@ pub mod exportname;
 pub mod extentlist;
 pub mod extents;
 pub mod fua;
+pub mod gzip;
 pub mod ip;
 pub mod limit;
 pub mod log;
@@ -135,6 +136,7 @@ pub const FILTERS: &[FilterSpec] = &[
     retry_request::FILTER,
     scan::FILTER,
     swab::FILTER,
+    gzip::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -193,6 +195,7 @@ mod tests {
         ("rate", include_str!("rate.rs")),
         ("pause", include_str!("pause.rs")),
         ("scan", include_str!("scan.rs")),
+        ("gzip", include_str!("gzip.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
