@@ -70,6 +70,7 @@ pub mod tls_fallback;
 pub mod truncate;
 pub mod window;
 pub mod xnbd_cache;
+pub mod xz;
 pub mod zeroes;
 
 use std::sync::Arc;
@@ -137,6 +138,7 @@ pub const FILTERS: &[FilterSpec] = &[
     scan::FILTER,
     swab::FILTER,
     gzip::FILTER,
+    xz::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -196,6 +198,7 @@ mod tests {
         ("pause", include_str!("pause.rs")),
         ("scan", include_str!("scan.rs")),
         ("gzip", include_str!("gzip.rs")),
+        ("xz", include_str!("xz.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
