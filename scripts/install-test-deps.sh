@@ -2,13 +2,14 @@
 # What `make check` needs: the peers (Debian's nbdkit, libnbd tools and
 # library, qemu, nbd-server; systemd for systemd-socket-activate and
 # systemd-analyze in the socket activation tests), compilers and
-# pkg-config from Debian, and the pinned cbindgen from crates.io (the header drift test regenerates
+# pkg-config from Debian, xz-utils and cryptsetup-bin (files for the xz and
+# luks filter tests), and the pinned cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
 "$(dirname "$0")/apt-ensure.sh" \
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
-  gnutls-bin libgnutls28-dev
+  gnutls-bin libgnutls28-dev xz-utils cryptsetup-bin
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
