@@ -10,6 +10,7 @@ pub mod filters;
 pub mod listen;
 pub mod log;
 pub mod params;
+pub mod password;
 pub mod plugins;
 pub mod process;
 pub mod tls;

@@ -48,6 +48,7 @@ pub mod gzip;
 pub mod ip;
 pub mod limit;
 pub mod log;
+pub mod luks;
 pub mod multi_conn;
 pub mod nocache;
 pub mod noextents;
@@ -139,6 +140,7 @@ pub const FILTERS: &[FilterSpec] = &[
     swab::FILTER,
     gzip::FILTER,
     xz::FILTER,
+    luks::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -199,6 +201,7 @@ mod tests {
         ("scan", include_str!("scan.rs")),
         ("gzip", include_str!("gzip.rs")),
         ("xz", include_str!("xz.rs")),
+        ("luks", include_str!("luks.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code
