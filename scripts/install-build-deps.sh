@@ -2,6 +2,6 @@
 # What `make` and `make demo` need besides the Rust toolchain: a C compiler
 # (to link libnbd.so.0 and the demo), make, pkg-config, and GnuTLS's
 # development files (libnbd.so.0 and nbdkit link the system GnuTLS for TLS),
-# and liblzma's (the xz filter reads the xz block index through it).
+# and liblzma's (the xz filter decodes xz blocks through it).
 set -euo pipefail
 exec "$(dirname "$0")/apt-ensure.sh" gcc make pkg-config libc6-dev libgnutls28-dev liblzma-dev
