@@ -205,12 +205,14 @@ fn diffuse(buf: &[u8], digest: Digest) -> Result<Vec<u8>> {
 /// returns the volume and the payload's offset in bytes.
 fn unlock(next: &dyn Backend, passphrase: &[u8]) -> Result<(Volume, u64)> {
     let size = next.size()?;
+    let not_luks = || luks_err("this disk does not contain a LUKS header");
+    if size < HEADER_SIZE as u64 {
+        return Err(not_luks());
+    }
     let mut h = vec![0u8; HEADER_SIZE];
-    if size < HEADER_SIZE as u64 || {
-        next.pread(&mut h, 0)?;
-        &h[..6] != MAGIC
-    } {
-        return Err(luks_err("this disk does not contain a LUKS header"));
+    next.pread(&mut h, 0)?;
+    if &h[..6] != MAGIC {
+        return Err(not_luks());
     }
     let version = u16::from_be_bytes([h[6], h[7]]);
     if version != 1 {
