@@ -10,7 +10,8 @@ set -euo pipefail
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
-  openssh-server openssh-client libssh-4 perl man-db groff-base
+  openssh-server openssh-client libssh-4 perl man-db groff-base \
+  liblzma-dev xz-utils cryptsetup-bin
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}

@@ -2,13 +2,15 @@
 //! (nbd-capi's `tls.rs`) and the server (nbd-server-bin's `tls.rs`).
 //! Credentials (`creds`), sessions with their transports (`session`),
 //! errors with the one mapping to errno (`error`), the wiping of secrets
-//! (`secret`) and how a message becomes records (`send`). The `extern "C"`
+//! (`secret`), how a message becomes records (`send`), and the digests,
+//! PBKDF2 and ciphers of disk encryption (`crypto`). The `extern "C"`
 //! declarations below are the only ones in the workspace, and private to
 //! this crate: other crates reach GnuTLS through the types only. Linked
 //! against the system's libgnutls30, as libnbd and nbdkit are.
 #![allow(non_camel_case_types)]
 
 pub mod creds;
+pub mod crypto;
 pub mod error;
 pub mod secret;
 pub mod send;
@@ -158,6 +160,40 @@ extern "C" {
         recv_ptr: gnutls_transport_ptr_t,
         send_ptr: gnutls_transport_ptr_t,
     );
+    // Crypto primitives (crypto.rs).
+    pub(crate) fn gnutls_hash_get_len(algorithm: c_int) -> c_uint;
+    pub(crate) fn gnutls_hash_fast(
+        algorithm: c_int,
+        text: *const c_void,
+        textlen: usize,
+        digest: *mut c_void,
+    ) -> c_int;
+    pub(crate) fn gnutls_pbkdf2(
+        mac: c_int,
+        key: *const gnutls_datum_t,
+        salt: *const gnutls_datum_t,
+        iter_count: c_uint,
+        output: *mut c_void,
+        length: usize,
+    ) -> c_int;
+    pub(crate) fn gnutls_cipher_init(
+        handle: *mut *mut c_void,
+        cipher: c_int,
+        key: *const gnutls_datum_t,
+        iv: *const gnutls_datum_t,
+    ) -> c_int;
+    pub(crate) fn gnutls_cipher_set_iv(handle: *mut c_void, iv: *mut c_void, ivlen: usize);
+    pub(crate) fn gnutls_cipher_encrypt(
+        handle: *mut c_void,
+        text: *mut c_void,
+        textlen: usize,
+    ) -> c_int;
+    pub(crate) fn gnutls_cipher_decrypt(
+        handle: *mut c_void,
+        text: *mut c_void,
+        textlen: usize,
+    ) -> c_int;
+    pub(crate) fn gnutls_cipher_deinit(handle: *mut c_void);
 }
 
 /// GnuTLS's message for an error code.

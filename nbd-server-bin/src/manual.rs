@@ -688,6 +688,40 @@ endianness. Requests must be aligned to the word size.",
         ),
     ),
     (
+        "gzip",
+        prose(
+            "serve the uncompressed contents of a gzip file",
+            "The layer below holds a gzip file; clients see its uncompressed
+contents, read-only. The first connection decompresses the whole file
+into a hidden temporary file under C<$TMPDIR> (default F</var/tmp>),
+which later connections read.",
+            "nbdkit --filter=gzip file disk.img.gz",
+        ),
+    ),
+    (
+        "xz",
+        prose(
+            "serve the uncompressed contents of an xz file",
+            "The layer below holds an xz file; clients see its uncompressed
+contents, read-only. Only the xz blocks that hold a read's range are
+decompressed, found through the file's block index, so the file must
+have been made with several blocks (C<xz --block-size>) to be served
+quickly. Each connection keeps its last few decoded blocks.",
+            "nbdkit --filter=xz file disk.img.xz",
+        ),
+    ),
+    (
+        "luks",
+        prose(
+            "decrypt a LUKS disk",
+            "The layer below is a LUKSv1 encrypted disk, as cryptsetup and
+qemu-img make them; clients see the decrypted disk, and what they write
+is encrypted on its way down. C<passphrase=> opens a key slot; it may be
+given as the secret itself, C<+FILE>, C<-FD> or C<-> to ask for it.",
+            "nbdkit --filter=luks file disk.luks passphrase=+/tmp/pw",
+        ),
+    ),
+    (
         "ext2",
         prose(
             "serve a file inside an ext2, ext3 or ext4 filesystem",

@@ -1,121 +1,89 @@
-//! Password parameters as nbdkit reads them (nbdkit_read_password in
-//! nbdkit-plugin(3)): `password=SECRET` is the password itself, `-` asks
-//! for it on the terminal, `+FILE` reads it from a file, and `-FD` from
-//! an inherited file descriptor (then closed). From a file or descriptor
-//! the password is everything up to the first newline.
+//! Passwords given as a parameter, with nbdkit_read_password(3)'s forms:
+//! `SECRET` is the password itself, `+FILE` reads it from a file, `-FD`
+//! from an inherited file descriptor (which is then closed), and `-`
+//! asks for it on the terminal with echo off. A trailing newline read
+//! from a file, descriptor or terminal is not part of the password.
 
 use std::fs::File;
-use std::io::{BufRead, Read, Write};
+use std::io::{self, BufRead as _, Read as _, Write as _};
 use std::os::unix::io::FromRawFd;
 
-/// The password `value` stands for.
-pub fn read_password(value: &str) -> Result<String, String> {
-    if value == "-" {
-        return prompt();
-    }
-    if let Some(path) = value.strip_prefix('+') {
-        let mut s = String::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .map_err(|e| format!("open: {path}: {e}"))?;
-        return Ok(first_line(s));
-    }
-    if let Some(fd) = value.strip_prefix('-') {
-        let fd: i32 = fd
-            .parse()
-            .map_err(|_| format!("could not parse file descriptor: {value}"))?;
-        // Standard input, output and error are the server's own.
-        if fd <= 2 {
-            return Err(format!(
-                "cannot use password=-{fd}: that is a standard stream"
-            ));
-        }
-        // SAFETY: the caller handed us this descriptor to read and close;
-        // fcntl checks that it is open before File takes it over.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(format!(
-                "password=-{fd}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let mut f = unsafe { File::from_raw_fd(fd) };
-        let mut s = String::new();
-        f.read_to_string(&mut s)
-            .map_err(|e| format!("read: password=-{fd}: {e}"))?;
-        return Ok(first_line(s));
-    }
-    Ok(value.to_string())
-}
-
-fn first_line(mut s: String) -> String {
-    if let Some(n) = s.find('\n') {
-        s.truncate(n);
-    }
-    s
-}
-
-/// Asks on the terminal, with echo off while the password is typed.
-fn prompt() -> Result<String, String> {
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|e| format!("password=-: no terminal to ask on: {e}"))?;
-    use std::os::unix::io::AsRawFd;
-    let fd = tty.as_raw_fd();
-    // SAFETY: termios calls on a descriptor we hold open; the struct is
-    // filled by tcgetattr before use.
-    let saved = unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut t) != 0 {
-            None
-        } else {
-            let old = t;
-            t.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(fd, libc::TCSAFLUSH, &t);
-            Some(old)
-        }
+/// The password `value` stands for; errors in nbdkit's words.
+pub fn read_password(value: &str) -> Result<Vec<u8>, String> {
+    let mut pw = if value == "-" {
+        from_terminal()?
+    } else if let Some(fd) = value.strip_prefix('-').and_then(|v| v.parse::<i32>().ok()) {
+        from_fd(fd)?
+    } else if let Some(path) = value.strip_prefix('+') {
+        std::fs::read(path).map_err(|e| format!("open {path}: {e}"))?
+    } else {
+        return Ok(value.as_bytes().to_vec());
     };
-    let mut out = &tty;
-    let _ = out.write_all(b"password: ");
-    let mut line = String::new();
-    let r = std::io::BufReader::new(&tty).read_line(&mut line);
-    if let Some(old) = saved {
-        // SAFETY: restores the settings read above on the same descriptor.
-        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &old) };
+    if pw.last() == Some(&b'\n') {
+        pw.pop();
     }
-    let _ = out.write_all(b"\n");
-    r.map_err(|e| format!("password=-: {e}"))?;
-    Ok(first_line(line))
+    Ok(pw)
+}
+
+fn from_fd(fd: i32) -> Result<Vec<u8>, String> {
+    if fd < 0 {
+        return Err(format!("invalid file descriptor: {fd}"));
+    }
+    // SAFETY: the user handed us this inherited descriptor to read the
+    // password from; it is ours to read and close, as in nbdkit.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let mut pw = Vec::new();
+    f.read_to_end(&mut pw)
+        .map_err(|e| format!("reading password from file descriptor {fd}: {e}"))?;
+    Ok(pw)
+}
+
+fn from_terminal() -> Result<Vec<u8>, String> {
+    let stdin = io::stdin();
+    // SAFETY: isatty and the termios calls only look at descriptor 0.
+    if unsafe { libc::isatty(0) } == 0 {
+        return Err("stdin is not a tty, cannot read password interactively".into());
+    }
+    let mut old = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr fills `old` on success, checked.
+    let have = unsafe { libc::tcgetattr(0, old.as_mut_ptr()) } == 0;
+    if have {
+        // SAFETY: initialised by the successful tcgetattr.
+        let mut quiet = unsafe { old.assume_init() };
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a valid termios for descriptor 0.
+        unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &quiet) };
+    }
+    print!("password: ");
+    let _ = io::stdout().flush();
+    let mut line = Vec::new();
+    let r = stdin.lock().read_until(b'\n', &mut line);
+    if have {
+        // SAFETY: puts back the settings read above.
+        unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, old.as_ptr()) };
+        println!();
+    }
+    r.map_err(|e| format!("reading password: {e}"))?;
+    Ok(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::io::IntoRawFd;
 
     #[test]
-    fn literal_file_and_descriptor() {
-        assert_eq!(read_password("s3cret").unwrap(), "s3cret");
+    fn literal_file_and_fd() {
+        assert_eq!(read_password("s3cret").unwrap(), b"s3cret");
         let dir = std::env::temp_dir().join(format!("pw-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("pw");
-        std::fs::write(&f, "from-file\nignored\n").unwrap();
-        assert_eq!(
-            read_password(&format!("+{}", f.display())).unwrap(),
-            "from-file"
-        );
+        std::fs::write(&f, "from file\n").unwrap();
+        let arg = format!("+{}", f.display());
+        assert_eq!(read_password(&arg).unwrap(), b"from file");
+        let fd = File::open(&f).unwrap().into_raw_fd();
+        assert_eq!(read_password(&format!("-{fd}")).unwrap(), b"from file");
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(read_password("+/nonexistent/pw").is_err());
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills the two-element array.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: the write end is ours; File closes it.
-        let mut w = unsafe { File::from_raw_fd(fds[1]) };
-        w.write_all(b"from-fd\n").unwrap();
-        drop(w);
-        assert_eq!(read_password(&format!("-{}", fds[0])).unwrap(), "from-fd");
-        // (Not read twice: once closed, its number may already belong to
-        // another test's file in this process.)
-        assert!(read_password("-1").is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -45,9 +45,11 @@ pub mod ext2;
 pub mod extentlist;
 pub mod extents;
 pub mod fua;
+pub mod gzip;
 pub mod ip;
 pub mod limit;
 pub mod log;
+pub mod luks;
 pub mod multi_conn;
 pub mod nocache;
 pub mod noextents;
@@ -70,6 +72,7 @@ pub mod tls_fallback;
 pub mod truncate;
 pub mod window;
 pub mod xnbd_cache;
+pub mod xz;
 pub mod zeroes;
 
 use std::sync::Arc;
@@ -137,6 +140,9 @@ pub const FILTERS: &[FilterSpec] = &[
     scan::FILTER,
     swab::FILTER,
     ext2::FILTER,
+    gzip::FILTER,
+    xz::FILTER,
+    luks::FILTER,
 ];
 
 /// The filter called `name`, or nbdkit-style words for its absence.
@@ -196,6 +202,9 @@ mod tests {
         ("pause", include_str!("pause.rs")),
         ("scan", include_str!("scan.rs")),
         ("ext2", include_str!("ext2/mod.rs")),
+        ("gzip", include_str!("gzip.rs")),
+        ("xz", include_str!("xz.rs")),
+        ("luks", include_str!("luks.rs")),
     ];
 
     /// Each filter declares, with a description, every key its code

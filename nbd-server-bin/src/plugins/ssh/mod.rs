@@ -84,7 +84,10 @@ impl SshPlugin {
         let host = p.take("host");
         let path = p.take("path");
         let password = match p.take("password") {
-            Some(v) => Some(crate::password::read_password(&v).map_err(|e| p.err(e))?),
+            Some(v) => {
+                let pw = crate::password::read_password(&v).map_err(|e| p.err(e))?;
+                Some(String::from_utf8(pw).map_err(|_| p.err("the password is not UTF-8"))?)
+            }
             None => None,
         };
         let timeout = match p.take("timeout") {
