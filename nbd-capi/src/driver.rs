@@ -752,7 +752,7 @@ impl Connection {
         }
     }
 
-    fn block_status(&mut self, cookie: u64, id: u32, extents: &[(u32, u32)]) {
+    fn block_status(&mut self, cookie: u64, id: u32, extents: &[(u64, u64)]) {
         let Some(cb) = self.cbs.get_mut(&cookie) else {
             return;
         };
@@ -771,12 +771,36 @@ impl Connection {
         let Some((_, name)) = self.ctx_names.iter().find(|(i, _)| *i == id) else {
             return;
         };
+        // The 32-bit callback, as libnbd narrows 64-bit extents for it: a
+        // length over 32 bits is cut to the largest block-aligned length
+        // below 4 GiB and ends the list (later extents are dropped); flags
+        // over 32 bits cannot be told and give the callback EOVERFLOW.
+        let align = self
+            .client
+            .export()
+            .and_then(|e| e.block_size)
+            .map_or(512, |(min, _, _)| min.max(1));
+        let mut overflow = false;
         self.entries.clear();
-        for (len, flags) in extents {
-            self.entries.push(*len);
-            self.entries.push(*flags);
+        for &(len, flags) in extents {
+            let flags = u32::try_from(flags).unwrap_or_else(|_| {
+                overflow = true;
+                u32::MAX
+            });
+            if let Ok(len) = u32::try_from(len) {
+                self.entries.push(len);
+                self.entries.push(flags);
+            } else {
+                self.entries.push(u32::MAX - u32::MAX % align);
+                self.entries.push(flags);
+                break;
+            }
         }
-        let mut error = cb.error;
+        let mut error = if overflow && cb.error == 0 {
+            libc::EOVERFLOW
+        } else {
+            cb.error
+        };
         if let Mid::Extent(x) = &mut cb.mid {
             if x.call(name, cb.offset, &mut self.entries, &mut error) == -1 && cb.error == 0 {
                 cb.error = if error != 0 { error } else { libc::EPROTO };

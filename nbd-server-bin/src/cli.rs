@@ -51,6 +51,8 @@ pub struct Cli {
     pub print_uri: bool,
     pub keep_alive: bool,
     pub no_sr: bool,
+    /// `--no-eh` (ours, not nbdkit's): refuse extended headers.
+    pub no_eh: bool,
     pub oldstyle: bool,
     /// `--tls=off|on|require` (None: off), `--tls-certificates`,
     /// `--tls-psk`, `--tls-verify-peer` (see `tls.rs`).
@@ -202,6 +204,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "print-uri" => c.print_uri = true,
                 "keep-alive" | "keepalive" => c.keep_alive = true,
                 "no-sr" => c.no_sr = true,
+                "no-eh" => c.no_eh = true,
                 "tls" => c.tls = Some(v),
                 "tls-certificates" => c.tls_certificates = Some(v),
                 "tls-psk" => c.tls_psk = Some(v),

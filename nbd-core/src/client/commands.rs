@@ -8,7 +8,7 @@ use super::{strict, Client, Command, CommandBuffer, Error, ExportInfo, Phase};
 use crate::errno::host;
 use crate::limits::MAX_CLIENT_REQUEST_LEN;
 use crate::wire::consts::tx_flags;
-use crate::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use crate::wire::request::{EncodedRequest, RequestHeader};
 use crate::wire::{CmdFlags, Command as Cmd};
 
 /// The state of NBD_CMD_DISC, which has no reply and no command slot.
@@ -18,7 +18,7 @@ pub(super) enum Disc {
     None,
     /// Asked for; goes out after every command queued before it.
     Queued {
-        header: [u8; REQUEST_HEADER_LEN],
+        header: EncodedRequest,
         sent: usize,
     },
     Sent,
@@ -98,15 +98,16 @@ impl<C: CommandBuffer> Client<C> {
         }
         let cookie = self.next_cookie;
         self.next_cookie += 1;
+        // check() bounded the length to 32 bits unless extended headers
+        // carry 64.
         let header = RequestHeader {
             flags: command.flags,
             kind: command.kind,
             cookie,
             offset: command.offset,
-            // check() bounded it to 32 bits.
-            length: command.length as u32,
+            length: command.length,
         }
-        .encode();
+        .encode_for(self.extended_headers());
         self.cmds.insert(
             cookie,
             InFlight {
@@ -185,6 +186,8 @@ impl<C: CommandBuffer> Client<C> {
         }
         let max = match kind {
             Cmd::Read | Cmd::Write => MAX_CLIENT_REQUEST_LEN,
+            // Extended headers carry 64-bit effect lengths.
+            _ if self.extended_headers() => u64::MAX,
             _ => u64::from(u32::MAX),
         };
         if c.length > max {
@@ -227,7 +230,7 @@ impl<C: CommandBuffer> Client<C> {
                 offset: 0,
                 length: 0,
             }
-            .encode();
+            .encode_for(self.extended_headers());
             self.disc = Disc::Queued { header, sent: 0 };
         }
         Ok(())
@@ -250,7 +253,7 @@ impl<C: CommandBuffer> Client<C> {
             let Some(c) = self.cmds.get(cookie) else {
                 continue;
             };
-            for part in [&c.header[..], payload_of(c)] {
+            for part in [c.header.as_bytes(), payload_of(c)] {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
@@ -264,7 +267,7 @@ impl<C: CommandBuffer> Client<C> {
             }
         }
         if let Disc::Queued { header, sent } = &self.disc {
-            out[n] = IoSlice::new(&header[*sent..]);
+            out[n] = IoSlice::new(&header.as_bytes()[*sent..]);
             n += 1;
         }
         n
@@ -293,7 +296,7 @@ impl<C: CommandBuffer> Client<C> {
             let total = self
                 .cmds
                 .get(&cookie)
-                .map_or(0, |c| REQUEST_HEADER_LEN + payload_of(c).len());
+                .map_or(0, |c| c.header.as_bytes().len() + payload_of(c).len());
             let left = total - self.send_pos;
             if n < left {
                 self.send_pos += n;
@@ -308,7 +311,7 @@ impl<C: CommandBuffer> Client<C> {
         }
         if let Disc::Queued { header, sent } = self.disc {
             let sent = sent + n;
-            self.disc = if sent >= header.len() {
+            self.disc = if sent >= header.as_bytes().len() {
                 Disc::Sent
             } else {
                 Disc::Queued { header, sent }

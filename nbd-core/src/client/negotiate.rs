@@ -13,7 +13,10 @@
 //!    with TLS required nothing but STARTTLS is sent before TLS is up, and
 //!    a server that cannot negotiate options (oldstyle, or newstyle without
 //!    the fixed bit) is refused outright;
-//! 1. STRUCTURED_REPLY, if asked for;
+//! 1. EXTENDED_HEADERS, if asked for (with structured replies); on ACK
+//!    structured replies come with it; on a refusal, or when only
+//!    structured replies are asked for, STRUCTURED_REPLY follows, and
+//!    without either replies stay simple, as libnbd 1.24 does;
 //! 2. SET_META_CONTEXT, if contexts were asked for and step 1 succeeded;
 //! 3. GO, which ends negotiation; a server that does not know GO gets
 //!    EXPORT_NAME instead, as does a server without fixed newstyle.
@@ -25,7 +28,7 @@
 //! the client pauses again, whereas a malformed reply is fatal as always.
 
 use super::state::TlsState;
-use super::state::{Dest, NegStep, ReplyStep, Stage};
+use super::state::{Dest, NegStep, Stage};
 use super::{Client, CommandBuffer, Error, Protocol, Tls};
 use crate::errno::host;
 use crate::limits::{MAX_EXPORT_SIZE, MAX_OPTION_LEN};
@@ -46,6 +49,7 @@ const MAX_REPLIES_PER_OPTION: usize = 65_536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Opt {
     StartTls,
+    ExtendedHeaders,
     StructuredReply,
     SetMetaContext,
     Go,
@@ -60,6 +64,7 @@ impl Opt {
     fn code(self) -> OptionCode {
         match self {
             Opt::StartTls => OptionCode::StartTls,
+            Opt::ExtendedHeaders => OptionCode::ExtendedHeaders,
             Opt::StructuredReply => OptionCode::StructuredReply,
             Opt::SetMetaContext => OptionCode::SetMetaContext,
             Opt::Go => OptionCode::Go,
@@ -207,12 +212,20 @@ impl<C: CommandBuffer> Client<C> {
             None if self.tls == TlsState::NotTried && self.config.tls != Tls::Disable => {
                 Opt::StartTls
             }
+            None if self.config.request_structured_replies
+                && self.config.request_extended_headers =>
+            {
+                Opt::ExtendedHeaders
+            }
             None if self.config.request_structured_replies => Opt::StructuredReply,
-            None | Some(Opt::StructuredReply) if self.config.opt_mode => {
+            Some(Opt::ExtendedHeaders) if !self.stage.facts().extended_headers => {
+                Opt::StructuredReply
+            }
+            None | Some(Opt::ExtendedHeaders | Opt::StructuredReply) if self.config.opt_mode => {
                 self.pause();
                 return;
             }
-            None | Some(Opt::StructuredReply) => meta_or_go,
+            None | Some(Opt::ExtendedHeaders | Opt::StructuredReply) => meta_or_go,
             Some(Opt::SetMetaContext) => after_meta,
             _ => return,
         };
@@ -259,8 +272,10 @@ impl<C: CommandBuffer> Client<C> {
             UserOption::Go | UserOption::Info => {
                 // Forget what an earlier INFO learnt: this answer replaces it.
                 let structured_replies = self.stage.facts().structured_replies;
+                let extended_headers = self.stage.facts().extended_headers;
                 self.stage = Stage::negotiating();
                 self.stage.facts_mut().structured_replies = structured_replies;
+                self.stage.facts_mut().extended_headers = extended_headers;
                 let first = if sr && !self.config.meta_contexts.is_empty() {
                     Opt::SetMetaContext
                 } else if o == UserOption::Info {
@@ -287,7 +302,9 @@ impl<C: CommandBuffer> Client<C> {
         let name = self.config.export_name.clone();
         match o {
             Opt::StartTls => encode_option(&mut self.out, o.code().to_wire(), &[]),
-            Opt::StructuredReply => encode_option(&mut self.out, o.code().to_wire(), &[]),
+            Opt::ExtendedHeaders | Opt::StructuredReply => {
+                encode_option(&mut self.out, o.code().to_wire(), &[])
+            }
             Opt::SetMetaContext => {
                 let payload = MetaContextRequest {
                     export_name: &name,
@@ -385,6 +402,19 @@ impl<C: CommandBuffer> Client<C> {
                 self.negotiation.current = None;
                 self.next_option();
             }
+            (Opt::ExtendedHeaders, ReplyType::Ack) => {
+                if !payload.is_empty() {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        "handshake: server's ACK to NBD_OPT_EXTENDED_HEADERS carries a payload",
+                    ));
+                }
+                // Extended headers imply structured replies.
+                self.stage.facts_mut().extended_headers = true;
+                self.stage.facts_mut().structured_replies = true;
+                self.next_option();
+            }
+            (Opt::ExtendedHeaders, t) if t.is_error() => self.next_option(),
             (Opt::StructuredReply, ReplyType::Ack) => {
                 self.stage.facts_mut().structured_replies = true;
                 self.next_option();
@@ -541,7 +571,7 @@ impl<C: CommandBuffer> Client<C> {
         let export = std::mem::take(self.stage.facts_mut());
         self.stage = Stage::Transmission(export);
         self.negotiation.paused = false;
-        self.expect(16, ReplyStep::ReplyStart);
+        self.expect_reply_header();
         self.user_done(Ok(0));
         Ok(())
     }

@@ -254,7 +254,7 @@ impl FakeServer {
         match h.kind {
             cmd::READ => {
                 if let Some(evil) = self.s.evil_read_reply {
-                    r = evil(h.cookie, h.offset, h.length);
+                    r = evil(h.cookie, h.offset, h.length as u32);
                 } else if self.structured && self.s.split_reads && len >= 2 {
                     let half = len / 2;
                     r.extend_from_slice(&reply::encode_offset_data_header(
@@ -298,7 +298,7 @@ impl FakeServer {
                     reply_done(),
                     h.cookie,
                     1,
-                    &[(h.length, allocation::HOLE | allocation::ZERO)],
+                    &[(h.length as u32, allocation::HOLE | allocation::ZERO)],
                 );
             }
             cmd::DISC => {
@@ -976,6 +976,8 @@ fn starttls_first_then_options_inside_tls() {
             l.server.options_seen,
             vec![
                 (opt::STARTTLS, false),
+                // Refused by this server: the client falls back.
+                (opt::EXTENDED_HEADERS, true),
                 (opt::STRUCTURED_REPLY, true),
                 (opt::SET_META_CONTEXT, true),
                 (opt::GO, true),

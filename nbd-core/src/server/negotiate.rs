@@ -135,8 +135,12 @@ pub trait Exports {
 pub struct Config {
     /// Handshake flags offered in the greeting (`--mask-handshake`).
     pub handshake_flags: u16,
-    /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`).
+    /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`). Since
+    /// extended headers imply structured replies, they are refused too.
     pub no_structured_replies: bool,
+    /// Refuse NBD_OPT_EXTENDED_HEADERS with ERR_UNSUP, so clients fall
+    /// back to structured replies (`NBDKIT_NO_EXTENDED_HEADERS=1`).
+    pub no_extended_headers: bool,
     /// NBD_OPT_STARTTLS (`--tls`).
     pub tls: Tls,
 }
@@ -160,6 +164,7 @@ impl Default for Config {
         Config {
             handshake_flags: handshake_flags::ALL,
             no_structured_replies: false,
+            no_extended_headers: false,
             tls: Tls::Off,
         }
     }
@@ -176,6 +181,8 @@ pub struct Negotiated {
     /// Transmission flags sent to the client.
     pub tx_flags: u16,
     pub structured_replies: bool,
+    /// 32-byte request and reply headers (they imply structured replies).
+    pub extended_headers: bool,
     /// The id of base:allocation, if the client selected it.
     pub meta_context: Option<u32>,
     pub no_zeroes: bool,
@@ -227,6 +234,8 @@ pub struct Negotiation {
     options: usize,
     structured: bool,
     no_structured_replies: bool,
+    extended: bool,
+    no_extended_headers: bool,
     meta: Option<(Vec<u8>, u32)>,
     result: Option<Negotiated>,
     close_reason: Option<String>,
@@ -253,6 +262,8 @@ impl Negotiation {
             options: 0,
             structured: false,
             no_structured_replies: cfg.no_structured_replies,
+            extended: false,
+            no_extended_headers: cfg.no_extended_headers,
             meta: None,
             result: None,
             close_reason: None,
@@ -332,6 +343,7 @@ impl Negotiation {
         }
         self.tls_active = true;
         self.structured = false;
+        self.extended = false;
         self.meta = None;
         self.next_option();
     }
@@ -575,6 +587,15 @@ impl Negotiation {
                         "structured replies are disabled (--no-sr)",
                     );
                 }
+                if self.extended {
+                    // proto.md: structured replies are part of extended
+                    // headers; asking for them alone cannot downgrade.
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrExtHeaderReqd,
+                        "extended headers already negotiated",
+                    );
+                }
                 if self.structured {
                     return self.reply_err(
                         option,
@@ -582,6 +603,32 @@ impl Negotiation {
                         "structured replies already negotiated",
                     );
                 }
+                self.structured = true;
+                self.reply(option, ReplyType::Ack, &[]);
+            }
+            OptionCode::ExtendedHeaders => {
+                if !payload.is_empty() {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
+                        "EXTENDED_HEADERS takes no payload",
+                    );
+                }
+                if self.no_extended_headers || self.no_structured_replies {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrUnsup,
+                        "extended headers are disabled",
+                    );
+                }
+                if self.extended {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
+                        "extended headers already negotiated",
+                    );
+                }
+                self.extended = true;
                 self.structured = true;
                 self.reply(option, ReplyType::Ack, &[]);
             }
@@ -694,6 +741,7 @@ impl Negotiation {
             details,
             tx_flags: tx,
             structured_replies: self.structured,
+            extended_headers: self.extended,
             meta_context,
             no_zeroes: self.no_zeroes,
             fixed_newstyle: self.fixed_newstyle,

@@ -15,6 +15,17 @@
 //!   BLOCK_STATUS fails with EINVAL (its reply could not describe anything).
 //! - Out-of-range requests fail with ENOSPC for WRITE, TRIM and
 //!   WRITE_ZEROES, EINVAL for the others.
+//! - With extended headers, TRIM, WRITE_ZEROES and CACHE may cover more
+//!   than 4 GiB. The [`Backend`] takes 32-bit counts (as nbdkit's plugin
+//!   API does), so such a request runs as consecutive pieces of
+//!   [`MAX_BACKEND_PIECE`] bytes; the first failure ends it. A
+//!   BLOCK_STATUS over more than that asks the backend about its first
+//!   piece only, which proto.md allows (a reply may describe less than was
+//!   asked, never nothing).
+//! - NBD_CMD_FLAG_PAYLOAD_LEN (extended headers only) is accepted on WRITE,
+//!   whose length is its payload's anyway. On any other command its payload
+//!   is read and thrown away (the stream stays in sync) and the command
+//!   fails with EINVAL: we do not offer NBD_FLAG_BLOCK_STATUS_PAYLOAD.
 
 use crate::errno::host::{EINVAL, EIO, ENOSPC, EPERM};
 use crate::limits::MAX_REQUEST_LEN;
@@ -28,12 +39,19 @@ use super::negotiate::Negotiated;
 /// Largest WRITE payload that is drained rather than closing the connection.
 pub const MAX_DRAIN_LEN: u32 = 2 * MAX_REQUEST_LEN;
 
+/// The largest count handed to one backend call: 4 GiB less 1 MiB, so
+/// that the pieces of an aligned request stay aligned to any block size
+/// up to 1 MiB.
+pub const MAX_BACKEND_PIECE: u32 = !((1 << 20) - 1);
+
 /// What the transmission phase needs to know about the negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxContext {
     pub size: u64,
     pub tx_flags: u16,
     pub structured_replies: bool,
+    /// 32-byte headers: 64-bit lengths, every reply a chunk.
+    pub extended_headers: bool,
     pub meta_context: Option<u32>,
 }
 
@@ -43,6 +61,7 @@ impl TxContext {
             size: n.details.size,
             tx_flags: n.tx_flags,
             structured_replies: n.structured_replies,
+            extended_headers: n.extended_headers,
             meta_context: n.meta_context,
         }
     }
@@ -65,14 +84,18 @@ pub enum Payload {
     Disconnect,
 }
 
-/// Decides, from the header alone, how to keep the stream in sync.
-pub fn payload(h: &RequestHeader) -> Payload {
-    if h.command() != Command::Write {
+/// Decides, from the header alone, how to keep the stream in sync: a
+/// WRITE carries its length in bytes, and with extended headers so does
+/// any request flagged NBD_CMD_FLAG_PAYLOAD_LEN (only WRITE's is kept).
+pub fn payload(h: &RequestHeader, t: &TxContext) -> Payload {
+    let flagged = t.extended_headers && h.cmd_flags().contains(CmdFlags::PAYLOAD_LEN);
+    let is_write = h.command() == Command::Write;
+    if !is_write && !flagged {
         Payload::None
-    } else if h.length <= MAX_REQUEST_LEN {
-        Payload::Receive(h.length)
-    } else if h.length <= MAX_DRAIN_LEN {
-        Payload::Discard(h.length)
+    } else if is_write && h.length <= u64::from(MAX_REQUEST_LEN) {
+        Payload::Receive(h.length as u32)
+    } else if h.length <= u64::from(MAX_DRAIN_LEN) {
+        Payload::Discard(h.length as u32)
     } else {
         Payload::Disconnect
     }
@@ -105,6 +128,14 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
     let f = h.cmd_flags();
     if !f.unknown().is_empty() {
         return invalid(EINVAL, "unknown command flag");
+    }
+    if f.contains(CmdFlags::PAYLOAD_LEN) {
+        if !t.extended_headers {
+            return invalid(EINVAL, "PAYLOAD_LEN flag without extended headers");
+        }
+        if k != Write {
+            return invalid(EINVAL, "PAYLOAD_LEN flag not supported on this command");
+        }
     }
     // proto.md: with SEND_FUA, FUA is valid on every command (and means
     // nothing on those that do not write).
@@ -154,10 +185,10 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
         }
         return Ok(());
     }
-    if matches!(k, Read | Write) && h.length > MAX_REQUEST_LEN {
+    if matches!(k, Read | Write) && h.length > u64::from(MAX_REQUEST_LEN) {
         return invalid(EINVAL, "request too large");
     }
-    let end = h.offset.checked_add(h.length as u64);
+    let end = h.offset.checked_add(h.length);
     if !matches!(end, Some(e) if e <= t.size) {
         return if writes {
             invalid(ENOSPC, "request beyond the end of the export")
@@ -190,20 +221,20 @@ pub fn execute(
         Command::Read => backend.pread(data, h.offset),
         Command::Write => backend.pwrite(data, h.offset, fua),
         Command::Flush => backend.flush(),
-        Command::Trim => backend.trim(h.length, h.offset, fua),
-        Command::Cache => backend.cache(h.length, h.offset),
-        Command::WriteZeroes => backend.zero(
-            h.length,
-            h.offset,
-            ZeroFlags {
+        Command::Trim => in_pieces(h, |count, offset| backend.trim(count, offset, fua)),
+        Command::Cache => in_pieces(h, |count, offset| backend.cache(count, offset)),
+        Command::WriteZeroes => {
+            let flags = ZeroFlags {
                 may_trim: !f.contains(CmdFlags::NO_HOLE),
                 fua,
                 fast: f.contains(CmdFlags::FAST_ZERO),
-            },
-        ),
+            };
+            in_pieces(h, |count, offset| backend.zero(count, offset, flags))
+        }
         Command::BlockStatus => {
-            extents.reset(h.offset, h.length, f.contains(CmdFlags::REQ_ONE));
-            backend.extents(h.length, h.offset, extents)?;
+            let count = piece_len(h.length);
+            extents.reset(h.offset, count, f.contains(CmdFlags::REQ_ONE));
+            backend.extents(count, h.offset, extents)?;
             if extents.is_empty() {
                 return Err(Error::new(EIO, "extents: backend returned no extents"));
             }
@@ -213,13 +244,34 @@ pub fn execute(
     }
 }
 
+/// The first piece of a request of `length` bytes.
+fn piece_len(length: u64) -> u32 {
+    length.min(u64::from(MAX_BACKEND_PIECE)) as u32
+}
+
+/// Runs `op` over the request's range in pieces the backend can take,
+/// stopping at the first failure.
+fn in_pieces(
+    h: &RequestHeader,
+    mut op: impl FnMut(u32, u64) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let (mut offset, mut left) = (h.offset, h.length);
+    while left > 0 {
+        let count = piece_len(left);
+        op(count, offset)?;
+        offset += u64::from(count);
+        left -= u64::from(count);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::errno::host::ENOTSUP;
     use crate::wire::consts::{cmd, cmd_flags};
 
-    fn hdr(kind: u16, flags: u16, offset: u64, length: u32) -> RequestHeader {
+    fn hdr(kind: u16, flags: u16, offset: u64, length: u64) -> RequestHeader {
         RequestHeader {
             flags,
             kind,
@@ -243,6 +295,7 @@ mod tests {
             size: 1 << 20,
             tx_flags: flags,
             structured_replies: true,
+            extended_headers: false,
             meta_context: Some(1),
         }
     }
@@ -302,16 +355,22 @@ mod tests {
             size: 1 << 40,
             ..big
         };
-        assert_eq!(errno(hdr(cmd::READ, 0, 0, MAX_REQUEST_LEN), &big), 0);
         assert_eq!(
-            errno(hdr(cmd::READ, 0, 0, MAX_REQUEST_LEN + 1), &big),
+            errno(hdr(cmd::READ, 0, 0, u64::from(MAX_REQUEST_LEN)), &big),
+            0
+        );
+        assert_eq!(
+            errno(hdr(cmd::READ, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
             EINVAL
         );
         assert_eq!(
-            errno(hdr(cmd::WRITE, 0, 0, MAX_REQUEST_LEN + 1), &big),
+            errno(hdr(cmd::WRITE, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
             EINVAL
         );
-        assert_eq!(errno(hdr(cmd::TRIM, 0, 0, MAX_REQUEST_LEN + 1), &big), 0);
+        assert_eq!(
+            errno(hdr(cmd::TRIM, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
+            0
+        );
         // Flush.
         assert_eq!(errno(hdr(cmd::FLUSH, 0, 0, 0), &t), 0);
         assert_eq!(errno(hdr(cmd::FLUSH, 0, 1, 0), &t), EINVAL);
@@ -336,6 +395,7 @@ mod tests {
         assert_eq!(errno(hdr(cmd::BLOCK_STATUS, 0, 0, 1), &t), EINVAL);
         let t = TxContext {
             structured_replies: false,
+            extended_headers: false,
             ..ctx(ALL_CAPS)
         };
         assert_eq!(errno(hdr(cmd::READ, cmd_flags::DF, 0, 1), &t), EINVAL);
@@ -344,16 +404,94 @@ mod tests {
 
     #[test]
     fn payload_rules() {
-        assert_eq!(payload(&hdr(cmd::READ, 0, 0, 1 << 30)), Payload::None);
-        assert_eq!(payload(&hdr(cmd::WRITE, 0, 0, 512)), Payload::Receive(512));
+        let t = ctx(ALL_CAPS);
+        let max = u64::from(MAX_REQUEST_LEN);
+        assert_eq!(payload(&hdr(cmd::READ, 0, 0, 1 << 30), &t), Payload::None);
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, MAX_REQUEST_LEN + 1)),
+            payload(&hdr(cmd::WRITE, 0, 0, 512), &t),
+            Payload::Receive(512)
+        );
+        assert_eq!(
+            payload(&hdr(cmd::WRITE, 0, 0, max + 1), &t),
             Payload::Discard(MAX_REQUEST_LEN + 1)
         );
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, MAX_DRAIN_LEN + 1)),
+            payload(&hdr(cmd::WRITE, 0, 0, u64::from(MAX_DRAIN_LEN) + 1), &t),
             Payload::Disconnect
         );
+        // PAYLOAD_LEN means a payload only with extended headers.
+        let bs = hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(payload(&bs, &t), Payload::None);
+        let ext = TxContext {
+            extended_headers: true,
+            ..t
+        };
+        assert_eq!(payload(&bs, &ext), Payload::Discard(12));
+        let w = hdr(cmd::WRITE, cmd_flags::PAYLOAD_LEN, 0, 512);
+        assert_eq!(payload(&w, &ext), Payload::Receive(512));
+    }
+
+    #[test]
+    fn extended_headers_rules() {
+        let t = ctx(ALL_CAPS);
+        let ext = TxContext {
+            extended_headers: true,
+            size: 1 << 40,
+            ..t
+        };
+        let w = hdr(cmd::WRITE, cmd_flags::PAYLOAD_LEN, 0, 512);
+        assert_eq!(errno(w, &t), EINVAL);
+        assert_eq!(errno(w, &ext), 0);
+        let bs = hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(errno(bs, &ext), EINVAL);
+        // 64-bit effect lengths for the commands that have no payload.
+        for k in [cmd::TRIM, cmd::WRITE_ZEROES, cmd::CACHE, cmd::BLOCK_STATUS] {
+            assert_eq!(errno(hdr(k, 0, 0, 5 << 30), &ext), 0);
+        }
+        assert_eq!(errno(hdr(cmd::READ, 0, 0, 5 << 30), &ext), EINVAL);
+    }
+
+    /// Records each backend call's (count, offset).
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(u32, u64)>>);
+    impl Backend for Recorder {
+        fn size(&self) -> crate::server::backend::Result<u64> {
+            Ok(1 << 40)
+        }
+        fn pread(&self, _: &mut [u8], _: u64) -> crate::server::backend::Result<()> {
+            Ok(())
+        }
+        fn trim(&self, count: u32, offset: u64, _: bool) -> crate::server::backend::Result<()> {
+            self.0.lock().unwrap().push((count, offset));
+            Ok(())
+        }
+        fn extents(
+            &self,
+            count: u32,
+            offset: u64,
+            sink: &mut Extents,
+        ) -> crate::server::backend::Result<()> {
+            self.0.lock().unwrap().push((count, offset));
+            sink.add(offset, u64::from(count), 0).map(|_| ())
+        }
+    }
+
+    #[test]
+    fn requests_over_4_gib_run_in_pieces() {
+        let r = Recorder::default();
+        let mut e = Extents::new();
+        let len = 9u64 << 30;
+        execute(&r, &hdr(cmd::TRIM, 0, 1 << 20, len), &mut [], &mut e).unwrap();
+        let calls = std::mem::take(&mut *r.0.lock().unwrap());
+        let piece = u64::from(MAX_BACKEND_PIECE);
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0], (MAX_BACKEND_PIECE, 1 << 20));
+        assert_eq!(calls[1], (MAX_BACKEND_PIECE, (1 << 20) + piece));
+        assert_eq!(u64::from(calls[2].0), len - 2 * piece);
+        assert_eq!(calls.iter().map(|c| u64::from(c.0)).sum::<u64>(), len);
+        // Block status describes the first piece only.
+        execute(&r, &hdr(cmd::BLOCK_STATUS, 0, 0, len), &mut [], &mut e).unwrap();
+        assert_eq!(e.as_slice(), &[(piece, 0)]);
     }
 
     struct Zeroes;
