@@ -89,6 +89,32 @@ pub struct nbd_extent_callback {
     pub free: Option<unsafe extern "C" fn(*mut c_void)>,
 }
 
+/// One extent as nbd_block_status_64's callback sees it (libnbd 1.18).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct nbd_extent {
+    pub length: u64,
+    pub flags: u64,
+}
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct nbd_extent64_callback {
+    pub callback: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            *const c_char,
+            u64,
+            *mut nbd_extent,
+            usize,
+            *mut c_int,
+        ) -> c_int,
+    >,
+    pub user_data: *mut c_void,
+    pub free: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
 #[repr(C)]
 #[allow(non_camel_case_types)]
 pub struct nbd_list_callback {

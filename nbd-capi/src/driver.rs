@@ -14,7 +14,7 @@
 //! session and ciphertext through the socket, still without blocking.
 
 use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
-use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
+use crate::consts::{nbd_extent, LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
 use nbd_core::client::CookieMap;
 use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
@@ -756,9 +756,9 @@ impl Connection {
         let Some(cb) = self.cbs.get_mut(&cookie) else {
             return;
         };
-        let Mid::Extent(_) = cb.mid else {
+        if !matches!(cb.mid, Mid::Extent(_) | Mid::Extent64(_)) {
             return;
-        };
+        }
         if !self.ctx_names.iter().any(|(i, _)| *i == id) {
             if let Some(e) = self.client.export() {
                 self.ctx_names = e
@@ -771,15 +771,29 @@ impl Connection {
         let Some((_, name)) = self.ctx_names.iter().find(|(i, _)| *i == id) else {
             return;
         };
+        if let Mid::Extent64(x) = &mut cb.mid {
+            // The 64-bit callback (nbd_block_status_64) sees the extents
+            // as the server sent them.
+            let mut wide: Vec<nbd_extent> = extents
+                .iter()
+                .map(|&(length, flags)| nbd_extent { length, flags })
+                .collect();
+            let mut error = cb.error;
+            if x.call(name, cb.offset, &mut wide, &mut error) == -1 && cb.error == 0 {
+                cb.error = if error != 0 { error } else { libc::EPROTO };
+            }
+            return;
+        }
         // The 32-bit callback, as libnbd narrows 64-bit extents for it: a
-        // length over 32 bits is cut to the largest block-aligned length
-        // below 4 GiB and ends the list (later extents are dropped); flags
+        // length over 32 bits is cut to the largest length below 4 GiB
+        // aligned to 512 bytes (or the server's larger minimum block size)
+        // and ends the list (later extents are dropped); flags
         // over 32 bits cannot be told and give the callback EOVERFLOW.
         let align = self
             .client
             .export()
             .and_then(|e| e.block_size)
-            .map_or(512, |(min, _, _)| min.max(1));
+            .map_or(512, |(min, _, _)| min.max(512));
         let mut overflow = false;
         self.entries.clear();
         for &(len, flags) in extents {

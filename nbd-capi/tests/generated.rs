@@ -42,12 +42,19 @@ fn version_script_is_current() {
 /// The reference list: `symbol<TAB>LIBNBD_x.y`, `#` comments. It lives in
 /// the project's shared folder beside the repository.
 fn reference() -> Option<Vec<(String, String)>> {
+    reference_named("libnbd-1.14-symbols.tsv", "NBD_REFERENCE_SYMBOLS")
+}
+
+/// libnbd 1.24's list, where the calls of later nodes are found.
+fn reference_1_24() -> Option<Vec<(String, String)>> {
+    reference_named("libnbd-1.24-symbols.tsv", "NBD_REFERENCE_SYMBOLS_1_24")
+}
+
+fn reference_named(file: &str, var: &str) -> Option<Vec<(String, String)>> {
     let candidates = [
-        std::env::var_os("NBD_REFERENCE_SYMBOLS").map(PathBuf::from),
-        Some(capi().join("../../shared/reference/libnbd-1.14-symbols.tsv")),
-        Some(PathBuf::from(
-            "/work/shared/reference/libnbd-1.14-symbols.tsv",
-        )),
+        std::env::var_os(var).map(PathBuf::from),
+        Some(capi().join("../../shared/reference").join(file)),
+        Some(Path::new("/work/shared/reference").join(file)),
     ];
     let path = candidates.into_iter().flatten().find(|p| p.exists())?;
     let text = std::fs::read_to_string(path).ok()?;
@@ -82,10 +89,20 @@ fn table_matches_reference_symbols() {
             Some(_) => {}
         }
     }
+    // A call not in 1.14 must be in 1.24's list, with the same node.
+    let later = reference_1_24().unwrap_or_default();
     for c in api::CALLS {
         let sym = format!("nbd_{}", c.name);
-        if !reference.iter().any(|(s, _)| *s == sym) {
-            problems.push(format!("{sym}: not in libnbd 1.14.2"));
+        if reference.iter().any(|(s, _)| *s == sym) {
+            continue;
+        }
+        match later.iter().find(|(s, _)| *s == sym) {
+            None => problems.push(format!("{sym}: not in libnbd 1.14.2 nor 1.24")),
+            Some((_, node)) if format!("LIBNBD_{}", c.version) != *node => problems.push(format!(
+                "{sym}: table says LIBNBD_{}, libnbd 1.24 {node}",
+                c.version
+            )),
+            Some(_) => {}
         }
     }
     // Every node of the reference is in the version script.

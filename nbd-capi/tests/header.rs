@@ -165,6 +165,9 @@ fn int_value(v: &str) -> Option<(u64, bool)> {
     Some((n, unsigned))
 }
 
+/// The version nodes of libnbd 1.14, whose header is Debian 12's.
+const NODES_1_14: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
+
 #[test]
 fn agrees_with_libnbd_header() {
     let Ok(real) = std::fs::read_to_string(REAL_HEADER) else {
@@ -177,7 +180,8 @@ fn agrees_with_libnbd_header() {
     // does after including ours fails to compile on any type mismatch.
     let protos = real_prototypes(&real);
     let mut src = String::from("#include <libnbd.h>\n");
-    for c in render::implemented() {
+    // Calls of later nodes (LIBNBD_1.18 on) are not in 1.14's header.
+    for c in render::implemented().filter(|c| NODES_1_14.contains(&c.version)) {
         let name = format!("nbd_{}", c.name);
         let (_, decl) = protos
             .iter()

@@ -94,6 +94,8 @@ pub enum Callback {
     Completion,
     Chunk,
     Extent,
+    /// nbd_extent64_callback (libnbd 1.18).
+    Extent64,
     List,
     Context,
     Debug,
@@ -238,7 +240,7 @@ const fn can(name: &'static str, version: &'static str) -> Call {
 
 /// Every version node of libnbd 1.14.2, oldest first. Each node inherits
 /// from the one before it in the version script.
-pub const VERSIONS: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
+pub const VERSIONS: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12", "1.18"];
 
 pub const CALLS: &[Call] = &[
     // Handles and errors.
@@ -1075,6 +1077,70 @@ pub const CALLS: &[Call] = &[
         &[Connecting, Negotiating, Connected, Closed, Dead],
         "uri",
     ),
+    // LIBNBD_1.18: extended headers.
+    call(
+        "set_request_extended_headers",
+        "1.18",
+        &[Bool("request")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call(
+        "get_request_extended_headers",
+        "1.18",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "get_extended_headers_negotiated",
+        "1.18",
+        &[],
+        Ret::Bool,
+        INFO,
+        "info",
+    ),
+    can("can_block_status_payload", "1.18"),
+    call("opt_extended_headers", "1.18", &[], Ret::Bool, NEG, "opt"),
+    call(
+        "aio_opt_extended_headers",
+        "1.18",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "block_status_64",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent64_callback", Cl::Extent64),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "aio_block_status_64",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent64_callback", Cl::Extent64),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    todo("block_status_filter", "1.18"),
+    todo("aio_block_status_filter", "1.18"),
 ];
 
 /// The table checks itself: names unique, versions known, implemented calls

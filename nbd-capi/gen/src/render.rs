@@ -37,6 +37,7 @@ fn closure_types(k: Callback) -> (&'static str, &'static str) {
         Callback::Completion => ("nbd_completion_callback", "Completion"),
         Callback::Chunk => ("nbd_chunk_callback", "Chunk"),
         Callback::Extent => ("nbd_extent_callback", "Extent"),
+        Callback::Extent64 => ("nbd_extent64_callback", "Extent64"),
         Callback::List => ("nbd_list_callback", "List"),
         Callback::Context => ("nbd_context_callback", "Context"),
         Callback::Debug => ("nbd_debug_callback", "Debug"),

@@ -233,6 +233,30 @@ pub fn aio_block_status(
     )
 }
 
+pub fn aio_block_status_64(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    extent64_callback: callbacks::Extent64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    let mid = Mid::Extent64(extent64_callback);
+    submit(
+        h,
+        g,
+        cmd::BLOCK_STATUS,
+        flags,
+        offset,
+        count,
+        none,
+        mid,
+        completion_callback,
+    )
+}
+
 /// Queues NBD_CMD_DISC after every command already queued; the handle is
 /// closed once it is out and every reply is in.
 pub fn aio_disconnect(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {

@@ -152,6 +152,30 @@ pub fn block_status(
     h.run_with(g, c, CmdBuf::none(), Some(cbs))
 }
 
+/// Block status with 64-bit extents (libnbd 1.18): `extent64_callback`
+/// once per meta context, with the lengths and flags as the server sent
+/// them.
+pub fn block_status_64(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    extent64_callback: callbacks::Extent64,
+    flags: u32,
+) -> Result<(), Error> {
+    let cbs = CmdCallbacks {
+        buf: std::ptr::null(),
+        len: 0,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Extent64(extent64_callback),
+        completion: callbacks::no_completion(),
+    };
+    let c = Command::new(cmd::BLOCK_STATUS, flags16(flags)?, offset, count);
+    h.run_with(g, c, CmdBuf::none(), Some(cbs))
+}
+
 fn flags16(flags: u32) -> Result<u16, Error> {
     u16::try_from(flags).map_err(|_| err(libc::EINVAL, format!("invalid flag: {flags}")))
 }

@@ -79,6 +79,9 @@ impl Opt {
 /// What the caller asked for in option mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserOption {
+    /// NBD_OPT_EXTENDED_HEADERS (nbd_opt_extended_headers): `Ok(1)` when
+    /// the server agreed, `Ok(0)` when it refused.
+    ExtendedHeaders,
     Go,
     Info,
     List,
@@ -285,6 +288,7 @@ impl<C: CommandBuffer> Client<C> {
                 };
                 self.start_option(first);
             }
+            UserOption::ExtendedHeaders => self.start_option(Opt::ExtendedHeaders),
             UserOption::List => self.start_option(Opt::List),
             UserOption::ListMetaContext => self.start_option(Opt::ListMetaContext),
             UserOption::Abort => {
@@ -412,9 +416,21 @@ impl<C: CommandBuffer> Client<C> {
                 // Extended headers imply structured replies.
                 self.stage.facts_mut().extended_headers = true;
                 self.stage.facts_mut().structured_replies = true;
-                self.next_option();
+                if self.negotiation.user.is_some() {
+                    self.user_done(Ok(1));
+                } else {
+                    self.next_option();
+                }
             }
-            (Opt::ExtendedHeaders, t) if t.is_error() => self.next_option(),
+            // A refusal leaves what was negotiated before as it was (a
+            // second request refused as a duplicate keeps them on).
+            (Opt::ExtendedHeaders, t) if t.is_error() => {
+                if self.negotiation.user.is_some() {
+                    self.user_done(Ok(0));
+                } else {
+                    self.next_option();
+                }
+            }
             (Opt::StructuredReply, ReplyType::Ack) => {
                 self.stage.facts_mut().structured_replies = true;
                 self.next_option();

@@ -19,9 +19,11 @@
 //!   than 4 GiB. The [`Backend`] takes 32-bit counts (as nbdkit's plugin
 //!   API does), so such a request runs as consecutive pieces of
 //!   [`MAX_BACKEND_PIECE`] bytes; the first failure ends it. A
-//!   BLOCK_STATUS over more than that asks the backend about its first
-//!   piece only, which proto.md allows (a reply may describe less than was
-//!   asked, never nothing).
+//!   BLOCK_STATUS over more than that asks the backend piece after piece
+//!   while each piece is answered whole (adjacent extents of one type
+//!   merge, so a hole can be reported longer than 4 GiB), at most
+//!   [`MAX_BLOCK_STATUS_PIECES`] times; the reply may then describe less
+//!   than was asked, which proto.md allows.
 //! - NBD_CMD_FLAG_PAYLOAD_LEN (extended headers only) is accepted on WRITE,
 //!   whose length is its payload's anyway. On any other command its payload
 //!   is read and thrown away (the stream stays in sync) and the command
@@ -38,6 +40,9 @@ use super::negotiate::Negotiated;
 
 /// Largest WRITE payload that is drained rather than closing the connection.
 pub const MAX_DRAIN_LEN: u32 = 2 * MAX_REQUEST_LEN;
+
+/// How many backend calls one BLOCK_STATUS may make (256 GiB's worth).
+pub const MAX_BLOCK_STATUS_PIECES: usize = 64;
 
 /// The largest count handed to one backend call: 4 GiB less 1 MiB, so
 /// that the pieces of an aligned request stay aligned to any block size
@@ -232,9 +237,17 @@ pub fn execute(
             in_pieces(h, |count, offset| backend.zero(count, offset, flags))
         }
         Command::BlockStatus => {
-            let count = piece_len(h.length);
-            extents.reset(h.offset, count, f.contains(CmdFlags::REQ_ONE));
-            backend.extents(count, h.offset, extents)?;
+            extents.reset_range(h.offset, h.length, f.contains(CmdFlags::REQ_ONE));
+            for _ in 0..MAX_BLOCK_STATUS_PIECES {
+                let at = extents.next_offset();
+                let count = piece_len(extents.end() - at);
+                backend.extents(count, at, extents)?;
+                // A backend that answered less than its piece has said
+                // what it knows; ask no more.
+                if !extents.wants_more() || extents.next_offset() < at + u64::from(count) {
+                    break;
+                }
+            }
             if extents.is_empty() {
                 return Err(Error::new(EIO, "extents: backend returned no extents"));
             }
@@ -489,9 +502,13 @@ mod tests {
         assert_eq!(calls[1], (MAX_BACKEND_PIECE, (1 << 20) + piece));
         assert_eq!(u64::from(calls[2].0), len - 2 * piece);
         assert_eq!(calls.iter().map(|c| u64::from(c.0)).sum::<u64>(), len);
-        // Block status describes the first piece only.
+        // Block status asks piece after piece; the answers merge into one
+        // extent longer than 4 GiB.
         execute(&r, &hdr(cmd::BLOCK_STATUS, 0, 0, len), &mut [], &mut e).unwrap();
-        assert_eq!(e.as_slice(), &[(piece, 0)]);
+        assert_eq!(e.as_slice(), &[(len, 0)]);
+        let calls = std::mem::take(&mut *r.0.lock().unwrap());
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1], (MAX_BACKEND_PIECE, piece));
     }
 
     struct Zeroes;
