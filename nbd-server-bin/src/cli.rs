@@ -380,6 +380,7 @@ mod tests {
             "--print-uri",
             "--keep-alive",
             "--no-sr",
+            "--no-eh",
             "-o",
             "-D",
             "nbdkit.backend.datapath=0",
@@ -389,7 +390,7 @@ mod tests {
         ]);
         assert_eq!(c.filters, vec!["a", "b"]);
         assert_eq!(c.log, Some(LogDest::Syslog));
-        assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.oldstyle);
+        assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.no_eh && c.oldstyle);
         assert_eq!(c.port.as_deref(), Some("4294967295"));
         assert_eq!(p(&["--dump-config"]), Ok(Action::DumpConfig));
         for bad in [
