@@ -50,6 +50,8 @@
 
 #define LIBNBD_CMD_FLAG_FAST_ZERO 16u
 
+#define LIBNBD_CMD_FLAG_PAYLOAD_LEN 32u
+
 #define LIBNBD_CMD_FLAG_MASK 31u
 
 #define LIBNBD_HANDSHAKE_FLAG_FIXED_NEWSTYLE 1u
@@ -365,6 +367,10 @@
 #define LIBNBD_HAVE_NBD_BLOCK_STATUS_64 1
 
 #define LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_64 1
+
+#define LIBNBD_HAVE_NBD_BLOCK_STATUS_FILTER 1
+
+#define LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_FILTER 1
 
 typedef struct nbd_handle nbd_handle;
 
@@ -748,6 +754,21 @@ int64_t nbd_aio_block_status_64(struct nbd_handle *h,
                                 struct nbd_extent64_callback extent64_callback,
                                 struct nbd_completion_callback completion_callback,
                                 uint32_t flags);
+
+int nbd_block_status_filter(struct nbd_handle *h,
+                            uint64_t count,
+                            uint64_t offset,
+                            char **contexts,
+                            struct nbd_extent64_callback extent64_callback,
+                            uint32_t flags);
+
+int64_t nbd_aio_block_status_filter(struct nbd_handle *h,
+                                    uint64_t count,
+                                    uint64_t offset,
+                                    char **contexts,
+                                    struct nbd_extent64_callback extent64_callback,
+                                    struct nbd_completion_callback completion_callback,
+                                    uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

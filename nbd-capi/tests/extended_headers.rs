@@ -319,3 +319,73 @@ fn qemu_nbd_speaks_extended_headers() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn block_status_filter(c: &Conn, count: u64, contexts: &[&str]) -> Result<Seen64, i32> {
+    let names: Vec<CString> = contexts.iter().map(|n| cstring(n)).collect();
+    let mut ptrs: Vec<*mut c_char> = names.iter().map(|n| n.as_ptr() as *mut c_char).collect();
+    ptrs.push(std::ptr::null_mut());
+    let mut seen: Seen64 = Vec::new();
+    let cb = nbd_extent64_callback {
+        callback: Some(collect64),
+        user_data: &mut seen as *mut Seen64 as *mut c_void,
+        free: None,
+    };
+    let r = unsafe { nbd_block_status_filter(c.0, count, 0, ptrs.as_mut_ptr(), cb, 0) };
+    if r == 0 {
+        Ok(seen)
+    } else {
+        Err(errno())
+    }
+}
+
+#[test]
+fn filtered_block_status_with_qemu_nbd_and_our_nbdkit() {
+    // qemu-nbd -A offers qemu:allocation-depth besides base:allocation:
+    // the filter picks one of the two.
+    let dir = scratch("filter");
+    let file = dir.join("disk.raw");
+    std::fs::File::create(&file).unwrap().set_len(GIB).unwrap();
+    let c = handle(true);
+    let depth = cstring("qemu:allocation-depth");
+    unsafe { assert_eq!(nbd_add_meta_context(c.0, depth.as_ptr()), 0) };
+    let argv: Vec<CString> = ["qemu-nbd", "-A", "-f", "raw", file.to_str().unwrap()]
+        .iter()
+        .map(|a| cstring(a))
+        .collect();
+    let mut ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+    ptrs.push(std::ptr::null_mut());
+    let r = unsafe { nbd_connect_systemd_socket_activation(c.0, ptrs.as_mut_ptr()) };
+    assert_eq!(r, 0, "qemu-nbd: {}", last_error());
+    assert_eq!(unsafe { nbd_can_block_status_payload(c.0) }, 1);
+    let all = block_status_64(&c, GIB, 0);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let only = block_status_filter(&c, GIB, &["qemu:allocation-depth"]).unwrap();
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0].0, "qemu:allocation-depth");
+    let only = block_status_filter(&c, GIB, &["base:allocation"]).unwrap();
+    assert_eq!(only.len(), 1, "{only:?}");
+    assert_eq!(only[0].0, "base:allocation");
+    assert_eq!(
+        block_status_filter(&c, GIB, &["base:nonesuch"]),
+        Err(libc::EINVAL)
+    );
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Our nbdkit: one context, so the filter can only keep it.
+    let c = handle(true);
+    connect_command(&c, &[our_nbdkit().to_str().unwrap(), "-s", "memory", "8G"]);
+    assert_eq!(unsafe { nbd_can_block_status_payload(c.0) }, 1);
+    let only = block_status_filter(&c, 8 * GIB, &["base:allocation"]).unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].2, vec![(8 * GIB, HOLE_ZERO)]);
+
+    // Without extended headers there is nothing to filter with.
+    let c = handle(false);
+    connect_command(&c, &[our_nbdkit().to_str().unwrap(), "-s", "memory", "8G"]);
+    assert_eq!(unsafe { nbd_can_block_status_payload(c.0) }, 0);
+    assert_eq!(
+        block_status_filter(&c, GIB, &["base:allocation"]),
+        Err(libc::ENOTSUP)
+    );
+}

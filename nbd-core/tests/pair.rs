@@ -323,7 +323,18 @@ impl Server {
                 self.closed = true;
                 return;
             }
-            let result = request::validate(&h, &t).and_then(|()| {
+            // As conn.rs: a filtered BLOCK_STATUS runs as what its payload
+            // stands for.
+            let (h, valid) = match request::validate(&h, &t) {
+                Ok(()) if h.command() == Command::BlockStatus && plen > 0 => {
+                    match request::with_payload(&h, &data, &t) {
+                        Ok(h2) => (h2, request::validate(&h2, &t)),
+                        Err(e) => (h, Err(e)),
+                    }
+                }
+                v => (h, v),
+            };
+            let result = valid.and_then(|()| {
                 if h.command() == Command::Read {
                     data = vec![0; h.length as usize];
                 }
@@ -862,4 +873,67 @@ fn disconnect_closes_cleanly() {
     let c = client::Command::new(Command::Flush.to_wire(), 0, 0, 0);
     let e = p.client.submit(c, Vec::new()).unwrap_err();
     assert_eq!(e.0.errno, host::EINVAL);
+}
+
+#[test]
+fn filtered_block_status_with_extended_headers() {
+    for split in [
+        Split::Whole,
+        Split::OneByte,
+        Split::Random { seed: 9, max: 5 },
+    ] {
+        let mut p = Pair::new(split, false);
+        p.connect();
+        let e = p.client.export().unwrap();
+        assert!(e.has_flag(tx_flags::BLOCK_STATUS_PAYLOAD));
+        p.run(Command::Trim, CmdFlags::empty(), 0, 2 * BLOCK, Vec::new());
+        let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, 4 * BLOCK);
+        let cookie = p
+            .client
+            .submit_block_status_filter(c, &[1], Vec::new())
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.drive();
+        let mut extents = Vec::new();
+        let mut ok = false;
+        for ev in p.events.drain(..) {
+            match ev {
+                Event::BlockStatus { extents: x, .. } => extents.extend(x),
+                Event::Completed {
+                    cookie: c, result, ..
+                } if c == cookie => ok = result.is_ok(),
+                _ => {}
+            }
+        }
+        assert!(ok);
+        let hz = u64::from(allocation::HOLE | allocation::ZERO);
+        assert_eq!(extents, vec![(2 * BLOCK, hz), (2 * BLOCK, 0)]);
+        // An id that was not negotiated is refused before anything is sent.
+        let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, 4 * BLOCK);
+        let e = p
+            .client
+            .submit_block_status_filter(c, &[7], Vec::new())
+            .unwrap_err()
+            .0;
+        assert_eq!(e.errno, host::EINVAL);
+    }
+    // Without extended headers there is no payload to filter with.
+    let server = negotiate::Config {
+        no_extended_headers: true,
+        ..negotiate::Config::default()
+    };
+    let mut p = Pair::with(Split::Whole, false, server);
+    p.connect();
+    assert!(!p
+        .client
+        .export()
+        .unwrap()
+        .has_flag(tx_flags::BLOCK_STATUS_PAYLOAD));
+    let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, BLOCK);
+    let e = p
+        .client
+        .submit_block_status_filter(c, &[1], Vec::new())
+        .unwrap_err()
+        .0;
+    assert_eq!(e.errno, host::ENOTSUP);
 }

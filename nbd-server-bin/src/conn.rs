@@ -680,6 +680,17 @@ fn worker(conn: &Arc<Conn>) {
             conn.kill();
             break;
         }
+        // A BLOCK_STATUS whose payload names its length and contexts runs
+        // as the request it stands for.
+        let (h, valid) = match (valid, payload) {
+            (Ok(()), Payload::Receive(_)) if h.kind == cmd::BLOCK_STATUS => {
+                match request::with_payload(&h, &data[..len], &conn.ctx) {
+                    Ok(h2) => (h2, request::validate(&h2, &conn.ctx)),
+                    Err(e) => (h, Err(e)),
+                }
+            }
+            (valid, _) => (h, valid),
+        };
         if conn.waiting.load(Ordering::SeqCst) == 0
             && conn.threads.load(Ordering::SeqCst) < srv.threads
         {

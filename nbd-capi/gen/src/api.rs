@@ -77,6 +77,8 @@ pub enum CmdFlag {
     Df,
     ReqOne,
     FastZero,
+    /// LIBNBD_CMD_FLAG_PAYLOAD_LEN (libnbd 1.18).
+    PayloadLen,
 }
 
 /// The enums of libnbd.h.
@@ -1139,8 +1141,35 @@ pub const CALLS: &[Call] = &[
         CONNECTED,
         "aio",
     ),
-    todo("block_status_filter", "1.18"),
-    todo("aio_block_status_filter", "1.18"),
+    call(
+        "block_status_filter",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            StringList("contexts"),
+            Closure("extent64_callback", Cl::Extent64),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne, F::PayloadLen])),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "aio_block_status_filter",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            StringList("contexts"),
+            Closure("extent64_callback", Cl::Extent64),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne, F::PayloadLen])),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
 ];
 
 /// The table checks itself: names unique, versions known, implemented calls

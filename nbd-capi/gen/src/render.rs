@@ -178,6 +178,7 @@ fn cmd_flag(f: CmdFlag) -> &'static str {
         CmdFlag::Df => "LIBNBD_CMD_FLAG_DF",
         CmdFlag::ReqOne => "LIBNBD_CMD_FLAG_REQ_ONE",
         CmdFlag::FastZero => "LIBNBD_CMD_FLAG_FAST_ZERO",
+        CmdFlag::PayloadLen => "LIBNBD_CMD_FLAG_PAYLOAD_LEN",
     }
 }
 

@@ -149,6 +149,8 @@ pub const LIBNBD_HAVE_NBD_OPT_EXTENDED_HEADERS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_OPT_EXTENDED_HEADERS: c_int = 1;
 pub const LIBNBD_HAVE_NBD_BLOCK_STATUS_64: c_int = 1;
 pub const LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_64: c_int = 1;
+pub const LIBNBD_HAVE_NBD_BLOCK_STATUS_FILTER: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_FILTER: c_int = 1;
 
 /// `nbd_create`, in node LIBNBD_1.0.
 #[no_mangle]
@@ -2287,6 +2289,45 @@ pub unsafe extern "C" fn nbd_aio_block_status_64(h: *mut nbd_handle, count: u64,
             g.check_state(&[State::Connected])?;
             wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
             calls::aio::aio_block_status_64(h, g, count, offset, extent64_callback, completion_callback, flags)
+        });
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_block_status_filter`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_block_status_filter(h: *mut nbd_handle, count: u64, offset: u64, contexts: *mut *mut c_char, extent64_callback: nbd_extent64_callback, flags: u32) -> c_int {
+    wrap::set_context("nbd_block_status_filter");
+    wrap::boundary::<ret::Err, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let h = ffi::handle(h)?;
+        let contexts = ffi::string_list(contexts, "contexts")?;
+        let trace = h.trace_enter(|| format!("count={} offset={} contexts={:?} extent64_callback=<fun> flags=0x{:x}", count, offset, contexts, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+            calls::data::block_status_filter(h, g, count, offset, contexts, extent64_callback, flags)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_block_status_filter`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_block_status_filter(h: *mut nbd_handle, count: u64, offset: u64, contexts: *mut *mut c_char, extent64_callback: nbd_extent64_callback, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_block_status_filter");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let contexts = ffi::string_list(contexts, "contexts")?;
+        let trace = h.trace_enter(|| format!("count={} offset={} contexts={:?} extent64_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, contexts, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+            calls::aio::aio_block_status_filter(h, g, count, offset, contexts, extent64_callback, completion_callback, flags)
         });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r

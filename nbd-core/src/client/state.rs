@@ -196,6 +196,9 @@ pub(super) struct InFlight<C> {
     pub(super) length: u64,
     pub(super) report_chunks: bool,
     pub(super) header: EncodedRequest,
+    /// What follows the header besides a WRITE's data: the payload of a
+    /// filtered BLOCK_STATUS (empty otherwise).
+    pub(super) payload: Vec<u8>,
     pub(super) ctx: C,
     /// Whether the request has gone out whole (a reply before that is a
     /// hostile server's).

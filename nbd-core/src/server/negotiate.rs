@@ -69,8 +69,9 @@ impl Caps {
     }
 
     /// The transmission flags. DF is offered when structured replies were
-    /// negotiated (reads are always sent as one chunk).
-    pub fn tx_flags(&self, structured_replies: bool) -> u16 {
+    /// negotiated (reads are always sent as one chunk), block status
+    /// filtered by a payload when extended headers were.
+    pub fn tx_flags(&self, structured_replies: bool, extended_headers: bool) -> u16 {
         let mut f = tx_flags::HAS_FLAGS;
         let mut set = |c: bool, bit: u16| {
             if c {
@@ -87,6 +88,7 @@ impl Caps {
         set(self.multi_conn, tx_flags::CAN_MULTI_CONN);
         set(self.cache, tx_flags::SEND_CACHE);
         set(self.fast_zero, tx_flags::SEND_FAST_ZERO);
+        set(extended_headers, tx_flags::BLOCK_STATUS_PAYLOAD);
         f
     }
 }
@@ -291,7 +293,7 @@ impl Negotiation {
                 return n;
             }
         };
-        let tx = details.caps.tx_flags(false);
+        let tx = details.caps.tx_flags(false, false);
         n.out
             .extend_from_slice(&encode_oldstyle_greeting(details.size, tx as u32));
         n.finish(Vec::new(), details, tx);
@@ -314,7 +316,7 @@ impl Negotiation {
             .and_then(|d| exports.open(b"").map(|()| d))
         {
             Ok(details) => {
-                let tx = details.caps.tx_flags(false);
+                let tx = details.caps.tx_flags(false, false);
                 n.finish(Vec::new(), details, tx);
             }
             Err(e) => n.close(format!("pre-negotiated connection: {e}")),
@@ -524,7 +526,7 @@ impl Negotiation {
                 if let Err(e) = exports.open(payload) {
                     return self.close(format!("cannot open export: {e}"));
                 }
-                let tx = details.caps.tx_flags(self.structured);
+                let tx = details.caps.tx_flags(self.structured, self.extended);
                 let no_zeroes = self.no_zeroes;
                 self.out
                     .extend_from_slice(&encode_export_name_reply(details.size, tx, no_zeroes));
@@ -655,7 +657,7 @@ impl Negotiation {
                 return self.reply_err(option, ReplyType::ErrUnknown, &e);
             }
         }
-        let tx = details.caps.tx_flags(self.structured);
+        let tx = details.caps.tx_flags(self.structured, self.extended);
         let mut p = InfoReply::Export {
             size: details.size,
             flags: tx,
@@ -1261,7 +1263,7 @@ mod tests {
         assert!(c.trim && !c.read_only);
         let c = Caps::from_backend(&B, true).unwrap();
         assert!(!c.trim && c.read_only);
-        assert_ne!(c.tx_flags(false) & tx_flags::READ_ONLY, 0);
+        assert_ne!(c.tx_flags(false, false) & tx_flags::READ_ONLY, 0);
     }
 }
 

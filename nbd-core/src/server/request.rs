@@ -25,9 +25,12 @@
 //!   [`MAX_BLOCK_STATUS_PIECES`] times; the reply may then describe less
 //!   than was asked, which proto.md allows.
 //! - NBD_CMD_FLAG_PAYLOAD_LEN (extended headers only) is accepted on WRITE,
-//!   whose length is its payload's anyway. On any other command its payload
-//!   is read and thrown away (the stream stays in sync) and the command
-//!   fails with EINVAL: we do not offer NBD_FLAG_BLOCK_STATUS_PAYLOAD.
+//!   whose length is its payload's anyway, and on BLOCK_STATUS, whose
+//!   payload (at most [`MAX_BLOCK_STATUS_PAYLOAD`] bytes) names the effect
+//!   length and the contexts wanted: [`with_payload`] turns it into the
+//!   request it stands for. On any other command its payload is read and
+//!   thrown away (the stream stays in sync) and the command fails with
+//!   EINVAL.
 
 use crate::errno::host::{EINVAL, EIO, ENOSPC, EPERM};
 use crate::limits::MAX_REQUEST_LEN;
@@ -40,6 +43,10 @@ use super::negotiate::Negotiated;
 
 /// Largest WRITE payload that is drained rather than closing the connection.
 pub const MAX_DRAIN_LEN: u32 = 2 * MAX_REQUEST_LEN;
+
+/// Largest BLOCK_STATUS payload we read: the effect length and 1022
+/// context ids, far more than the one context we serve.
+pub const MAX_BLOCK_STATUS_PAYLOAD: u32 = 4096;
 
 /// How many backend calls one BLOCK_STATUS may make (256 GiB's worth).
 pub const MAX_BLOCK_STATUS_PIECES: usize = 64;
@@ -95,15 +102,54 @@ pub enum Payload {
 pub fn payload(h: &RequestHeader, t: &TxContext) -> Payload {
     let flagged = t.extended_headers && h.cmd_flags().contains(CmdFlags::PAYLOAD_LEN);
     let is_write = h.command() == Command::Write;
+    let is_bs = h.command() == Command::BlockStatus;
     if !is_write && !flagged {
         Payload::None
-    } else if is_write && h.length <= u64::from(MAX_REQUEST_LEN) {
+    } else if (is_write && h.length <= u64::from(MAX_REQUEST_LEN))
+        || (is_bs && h.length <= u64::from(MAX_BLOCK_STATUS_PAYLOAD))
+    {
         Payload::Receive(h.length as u32)
     } else if h.length <= u64::from(MAX_DRAIN_LEN) {
         Payload::Discard(h.length as u32)
     } else {
         Payload::Disconnect
     }
+}
+
+/// The request a BLOCK_STATUS with NBD_CMD_FLAG_PAYLOAD_LEN stands for:
+/// the payload's effect length, without the flag. Every context id it
+/// names must be one the client negotiated (we serve one, so the filter
+/// can only keep it). Other requests come back unchanged.
+pub fn with_payload(
+    h: &RequestHeader,
+    payload: &[u8],
+    t: &TxContext,
+) -> Result<RequestHeader, Error> {
+    let filtered = h.command() == Command::BlockStatus
+        && t.extended_headers
+        && h.cmd_flags().contains(CmdFlags::PAYLOAD_LEN);
+    if !filtered {
+        return Ok(*h);
+    }
+    if h.length < 12 || !(h.length - 8).is_multiple_of(4) {
+        return Err(Error::new(
+            EINVAL,
+            "BLOCK_STATUS payload is not 8 + 4n bytes",
+        ));
+    }
+    let (effect, ids) = crate::wire::request::parse_block_status_payload(payload)
+        .map_err(|_| Error::new(EINVAL, "BLOCK_STATUS payload is malformed"))?;
+    if ids.iter().any(|id| Some(*id) != t.meta_context) {
+        return Err(Error::new(
+            EINVAL,
+            "BLOCK_STATUS payload names an unknown context",
+        ));
+    }
+    Ok(RequestHeader {
+        flags: h.flags & !CmdFlags::PAYLOAD_LEN.bits(),
+        length: effect,
+        ..*h
+    })
 }
 
 /// A command's name for messages.
@@ -138,8 +184,14 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
         if !t.extended_headers {
             return invalid(EINVAL, "PAYLOAD_LEN flag without extended headers");
         }
-        if k != Write {
+        let filtered = k == BlockStatus && t.has(tx_flags::BLOCK_STATUS_PAYLOAD);
+        if k != Write && !filtered {
             return invalid(EINVAL, "PAYLOAD_LEN flag not supported on this command");
+        }
+        if filtered {
+            // The rest is checked on the request the payload stands for
+            // (with_payload, then validate again).
+            return Ok(());
         }
     }
     // proto.md: with SEND_FUA, FUA is valid on every command (and means
@@ -439,7 +491,10 @@ mod tests {
             extended_headers: true,
             ..t
         };
-        assert_eq!(payload(&bs, &ext), Payload::Discard(12));
+        // Read (it is small), then judged by validate and with_payload.
+        assert_eq!(payload(&bs, &ext), Payload::Receive(12));
+        let trim = hdr(cmd::TRIM, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(payload(&trim, &ext), Payload::Discard(12));
         let w = hdr(cmd::WRITE, cmd_flags::PAYLOAD_LEN, 0, 512);
         assert_eq!(payload(&w, &ext), Payload::Receive(512));
     }
@@ -462,6 +517,54 @@ mod tests {
             assert_eq!(errno(hdr(k, 0, 0, 5 << 30), &ext), 0);
         }
         assert_eq!(errno(hdr(cmd::READ, 0, 0, 5 << 30), &ext), EINVAL);
+    }
+
+    #[test]
+    fn block_status_payload_stands_for_its_request() {
+        use crate::wire::request::encode_block_status_payload;
+        let ext = TxContext {
+            extended_headers: true,
+            tx_flags: ALL_CAPS | tx_flags::BLOCK_STATUS_PAYLOAD,
+            size: 1 << 40,
+            ..ctx(ALL_CAPS)
+        };
+        let p = encode_block_status_payload(5 << 30, &[1]);
+        let h = hdr(
+            cmd::BLOCK_STATUS,
+            cmd_flags::PAYLOAD_LEN | cmd_flags::REQ_ONE,
+            4096,
+            p.len() as u64,
+        );
+        assert_eq!(payload(&h, &ext), Payload::Receive(12));
+        assert_eq!(errno(h, &ext), 0);
+        let h2 = with_payload(&h, &p, &ext).unwrap();
+        assert_eq!(
+            (h2.length, h2.flags, h2.offset),
+            (5 << 30, cmd_flags::REQ_ONE, 4096)
+        );
+        assert_eq!(errno(h2, &ext), 0);
+        // Unknown context, bad lengths, and past the end.
+        let bad = encode_block_status_payload(512, &[1, 2]);
+        let hb = RequestHeader { length: 16, ..h };
+        assert_eq!(with_payload(&hb, &bad, &ext).unwrap_err().errno, EINVAL);
+        let hs = RequestHeader { length: 10, ..h };
+        assert_eq!(with_payload(&hs, &p[..10], &ext).unwrap_err().errno, EINVAL);
+        let far = encode_block_status_payload(1 << 41, &[1]);
+        let h3 = with_payload(&h, &far, &ext).unwrap();
+        assert_eq!(errno(h3, &ext), EINVAL);
+        // Not offered: the flag is refused, the payload discarded.
+        let plain = TxContext {
+            tx_flags: ALL_CAPS,
+            ..ext
+        };
+        assert_eq!(errno(h, &plain), EINVAL);
+        assert_eq!(
+            payload(
+                &hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 5000),
+                &ext
+            ),
+            Payload::Discard(5000)
+        );
     }
 
     /// Records each backend call's (count, offset).
