@@ -389,3 +389,36 @@ fn filtered_block_status_with_qemu_nbd_and_our_nbdkit() {
         Err(libc::ENOTSUP)
     );
 }
+
+#[test]
+fn extended_headers_are_negotiated_again_inside_tls() {
+    // Everything said before STARTTLS is forgotten on both sides; the
+    // client asks again inside TLS and the server agrees again.
+    let dir = scratch("tls");
+    let keys = dir.join("keys.psk");
+    std::fs::write(&keys, "alice:0123456789abcdef0123456789abcdef\n").unwrap();
+    let psk = format!("--tls-psk={}", keys.display());
+    let c = handle(true);
+    unsafe {
+        assert_eq!(nbd_set_tls(c.0, LIBNBD_TLS_REQUIRE), 0);
+        let k = cstring(keys.to_str().unwrap());
+        assert_eq!(nbd_set_tls_psk_file(c.0, k.as_ptr()), 0);
+        let u = cstring("alice");
+        assert_eq!(nbd_set_tls_username(c.0, u.as_ptr()), 0);
+    }
+    let nbdkit = our_nbdkit();
+    let argv = [
+        nbdkit.to_str().unwrap(),
+        "-s",
+        "--tls=require",
+        psk.as_str(),
+        "memory",
+        "8G",
+    ];
+    connect_command(&c, &argv);
+    assert_eq!(unsafe { nbd_get_tls_negotiated(c.0) }, 1);
+    assert_eq!(negotiated(&c), (1, 1));
+    big_zero_round_trip(&c);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

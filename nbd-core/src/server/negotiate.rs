@@ -1149,6 +1149,56 @@ mod tests {
     }
 
     #[test]
+    fn extended_headers_imply_structured_replies() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::EXTENDED_HEADERS, b"x");
+        i.extend(go(b"a", vec![]));
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        let r = replies(&out);
+        assert_eq!(r[0], (opt::EXTENDED_HEADERS, rep::ACK, vec![]));
+        // No downgrade to structured replies alone, no second time, and
+        // the option takes no payload.
+        assert_eq!(r[1].1, rep::ERR_EXT_HEADER_REQD);
+        assert_eq!(r[2].1, rep::ERR_INVALID);
+        assert_eq!(r[3].1, rep::ERR_INVALID);
+        let res = n.take_result().unwrap();
+        assert!(res.extended_headers && res.structured_replies);
+        assert_ne!(res.tx_flags & tx_flags::BLOCK_STATUS_PAYLOAD, 0);
+        assert_ne!(res.tx_flags & tx_flags::SEND_DF, 0);
+    }
+
+    #[test]
+    fn extended_headers_can_be_refused() {
+        for cfg in [
+            Config {
+                no_extended_headers: true,
+                ..Config::default()
+            },
+            Config {
+                no_structured_replies: true,
+                ..Config::default()
+            },
+        ] {
+            let mut n = Negotiation::new(cfg);
+            let _ = run(&mut n, &[0, 0, 0, 3]);
+            let mut i = Vec::new();
+            encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+            let (out, _) = run(&mut n, &i);
+            assert_eq!(replies(&out)[0].1, rep::ERR_UNSUP);
+            let (_, w) = run(&mut n, &go(b"", vec![]));
+            assert_eq!(w, Want::Done);
+            let res = n.take_result().unwrap();
+            assert!(!res.extended_headers);
+            assert_eq!(res.tx_flags & tx_flags::BLOCK_STATUS_PAYLOAD, 0);
+        }
+    }
+
+    #[test]
     fn oldstyle_greeting_ends_negotiation() {
         let mut n = Negotiation::oldstyle(&OneExport);
         let (out, w) = run(&mut n, &[]);
