@@ -496,7 +496,11 @@ impl<C: CommandBuffer> Client<C> {
                     self.user_done(Ok(0));
                 }
             }
-            (Opt::Go, ReplyType::ErrUnsup) => self.start_option(Opt::ExportName),
+            // EXPORT_NAME is no fallback once extended headers are on:
+            // proto.md forbids it then.
+            (Opt::Go, ReplyType::ErrUnsup) if !self.stage.facts().extended_headers => {
+                self.start_option(Opt::ExportName)
+            }
             (Opt::Go | Opt::Info, t) if t.is_error() => {
                 let e = option_error(t, payload);
                 if self.negotiation.user.is_some() {

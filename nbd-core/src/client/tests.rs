@@ -1424,3 +1424,19 @@ fn block_status_ext_with_a_wrong_count_is_fatal() {
         }),
     );
 }
+
+#[test]
+fn no_export_name_fallback_after_extended_headers() {
+    let mut l = Link::new(
+        Config::default(),
+        Script {
+            extended: true,
+            no_go: true,
+            ..Default::default()
+        },
+    );
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Dead);
+    let opts: Vec<u32> = l.server.options_seen.iter().map(|o| o.0).collect();
+    assert_eq!(opts, vec![opt::EXTENDED_HEADERS, opt::GO]);
+}

@@ -516,6 +516,11 @@ impl Negotiation {
         }
         match code {
             OptionCode::ExportName => {
+                // proto.md: a client with extended headers must use GO;
+                // EXPORT_NAME cannot be refused, so the connection ends.
+                if self.extended {
+                    return self.close("NBD_OPT_EXPORT_NAME after extended headers");
+                }
                 if payload.len() > MAX_STRING {
                     return self.close("export name too long");
                 }
@@ -1170,6 +1175,17 @@ mod tests {
         assert!(res.extended_headers && res.structured_replies);
         assert_ne!(res.tx_flags & tx_flags::BLOCK_STATUS_PAYLOAD, 0);
         assert_ne!(res.tx_flags & tx_flags::SEND_DF, 0);
+    }
+
+    #[test]
+    fn export_name_after_extended_headers_hangs_up() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::EXPORT_NAME, b"a");
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Closed);
+        assert!(n.take_result().is_none());
     }
 
     #[test]
