@@ -18,9 +18,13 @@ const GIB: u64 = 1 << 30;
 /// base:allocation's flags of a hole that reads as zeroes.
 const HOLE_ZERO: u64 = (LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO) as u64;
 
-/// Our nbdkit: the workspace's debug build, built first if missing (this
-/// test belongs to nbd-capi, so cargo does not build it for us).
+/// Our nbdkit: $OUR_NBDKIT (as `make check` sets it), else the
+/// workspace's debug build, built first if missing (this test belongs to
+/// nbd-capi, so cargo does not build it for us).
 fn our_nbdkit() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUR_NBDKIT") {
+        return PathBuf::from(p);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join("target/debug/nbdkit");
     if !bin.exists() {
