@@ -426,3 +426,68 @@ fn extended_headers_are_negotiated_again_inside_tls() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+extern "C" fn note_completion(user: *mut c_void, error: *mut c_int) -> c_int {
+    let seen = unsafe { &mut *(user as *mut Vec<c_int>) };
+    seen.push(unsafe { *error });
+    1
+}
+
+#[test]
+fn aio_forms_of_the_extended_calls() {
+    let nbdkit = our_nbdkit();
+    // nbd_aio_opt_extended_headers in option mode, with its completion.
+    let c = handle(false);
+    unsafe { assert_eq!(nbd_set_opt_mode(c.0, true), 0) };
+    connect_command(&c, &[nbdkit.to_str().unwrap(), "-s", "memory", "8G"]);
+    let mut done: Vec<c_int> = Vec::new();
+    let completion = nbd_completion_callback {
+        callback: Some(note_completion),
+        user_data: &mut done as *mut Vec<c_int> as *mut c_void,
+        free: None,
+    };
+    unsafe {
+        assert_eq!(
+            nbd_aio_opt_extended_headers(c.0, completion),
+            0,
+            "{}",
+            last_error()
+        );
+        while done.is_empty() {
+            assert_eq!(nbd_poll(c.0, -1), 1, "{}", last_error());
+        }
+        assert_eq!(done, vec![0]);
+        assert_eq!(nbd_get_extended_headers_negotiated(c.0), 1);
+        assert_eq!(nbd_opt_go(c.0), 0, "{}", last_error());
+    }
+    // nbd_aio_block_status_64 and nbd_aio_block_status_filter over 8 GiB.
+    let names = [cstring("base:allocation")];
+    let mut ptrs: Vec<*mut c_char> = names.iter().map(|n| n.as_ptr() as *mut c_char).collect();
+    ptrs.push(std::ptr::null_mut());
+    for filtered in [false, true] {
+        let mut seen: Seen64 = Vec::new();
+        let cb = nbd_extent64_callback {
+            callback: Some(collect64),
+            user_data: &mut seen as *mut Seen64 as *mut c_void,
+            free: None,
+        };
+        let none = nbd_completion_callback {
+            callback: None,
+            user_data: std::ptr::null_mut(),
+            free: None,
+        };
+        let cookie = unsafe {
+            if filtered {
+                nbd_aio_block_status_filter(c.0, 8 * GIB, 0, ptrs.as_mut_ptr(), cb, none, 0)
+            } else {
+                nbd_aio_block_status_64(c.0, 8 * GIB, 0, cb, none, 0)
+            }
+        };
+        assert!(cookie > 0, "{}", last_error());
+        while unsafe { nbd_aio_command_completed(c.0, cookie as u64) } == 0 {
+            assert_eq!(unsafe { nbd_poll(c.0, -1) }, 1, "{}", last_error());
+        }
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].2, vec![(8 * GIB, HOLE_ZERO)], "filtered {filtered}");
+    }
+}
