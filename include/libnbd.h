@@ -24,6 +24,7 @@
 #define LIBNBD_HAVE_NBD_COMPLETION_CALLBACK 1
 #define LIBNBD_HAVE_NBD_DEBUG_CALLBACK 1
 #define LIBNBD_HAVE_NBD_EXTENT_CALLBACK 1
+#define LIBNBD_HAVE_NBD_EXTENT64_CALLBACK 1
 #define LIBNBD_HAVE_NBD_LIST_CALLBACK 1
 #define LIBNBD_HAVE_NBD_CONTEXT_CALLBACK 1
 
@@ -48,6 +49,8 @@
 #define LIBNBD_CMD_FLAG_REQ_ONE 8u
 
 #define LIBNBD_CMD_FLAG_FAST_ZERO 16u
+
+#define LIBNBD_CMD_FLAG_PAYLOAD_LEN 32u
 
 #define LIBNBD_CMD_FLAG_MASK 31u
 
@@ -389,6 +392,26 @@
 
 #define LIBNBD_HAVE_NBD_SUPPORTS_VSOCK 1
 
+#define LIBNBD_HAVE_NBD_SET_REQUEST_EXTENDED_HEADERS 1
+
+#define LIBNBD_HAVE_NBD_GET_REQUEST_EXTENDED_HEADERS 1
+
+#define LIBNBD_HAVE_NBD_GET_EXTENDED_HEADERS_NEGOTIATED 1
+
+#define LIBNBD_HAVE_NBD_CAN_BLOCK_STATUS_PAYLOAD 1
+
+#define LIBNBD_HAVE_NBD_OPT_EXTENDED_HEADERS 1
+
+#define LIBNBD_HAVE_NBD_AIO_OPT_EXTENDED_HEADERS 1
+
+#define LIBNBD_HAVE_NBD_BLOCK_STATUS_64 1
+
+#define LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_64 1
+
+#define LIBNBD_HAVE_NBD_BLOCK_STATUS_FILTER 1
+
+#define LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_FILTER 1
+
 #define LIBNBD_HAVE_NBD_GET_SUBPROCESS_PID 1
 
 #define LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME 1
@@ -444,6 +467,17 @@ typedef struct nbd_completion_callback {
   void *user_data;
   void (*free)(void*);
 } nbd_completion_callback;
+
+typedef struct nbd_extent {
+  uint64_t length;
+  uint64_t flags;
+} nbd_extent;
+
+typedef struct nbd_extent64_callback {
+  int (*callback)(void*, const char*, uint64_t, struct nbd_extent*, size_t, int*);
+  void *user_data;
+  void (*free)(void*);
+} nbd_extent64_callback;
 
 #ifdef __cplusplus
 extern "C" {
@@ -805,6 +839,47 @@ uint64_t nbd_stats_bytes_received(struct nbd_handle *h);
 uint64_t nbd_stats_chunks_received(struct nbd_handle *h);
 
 int nbd_supports_vsock(struct nbd_handle *h);
+
+int nbd_set_request_extended_headers(struct nbd_handle *h, bool request);
+
+int nbd_get_request_extended_headers(struct nbd_handle *h);
+
+int nbd_get_extended_headers_negotiated(struct nbd_handle *h);
+
+int nbd_can_block_status_payload(struct nbd_handle *h);
+
+int nbd_opt_extended_headers(struct nbd_handle *h);
+
+int nbd_aio_opt_extended_headers(struct nbd_handle *h,
+                                 struct nbd_completion_callback completion_callback);
+
+int nbd_block_status_64(struct nbd_handle *h,
+                        uint64_t count,
+                        uint64_t offset,
+                        struct nbd_extent64_callback extent64_callback,
+                        uint32_t flags);
+
+int64_t nbd_aio_block_status_64(struct nbd_handle *h,
+                                uint64_t count,
+                                uint64_t offset,
+                                struct nbd_extent64_callback extent64_callback,
+                                struct nbd_completion_callback completion_callback,
+                                uint32_t flags);
+
+int nbd_block_status_filter(struct nbd_handle *h,
+                            uint64_t count,
+                            uint64_t offset,
+                            char **contexts,
+                            struct nbd_extent64_callback extent64_callback,
+                            uint32_t flags);
+
+int64_t nbd_aio_block_status_filter(struct nbd_handle *h,
+                                    uint64_t count,
+                                    uint64_t offset,
+                                    char **contexts,
+                                    struct nbd_extent64_callback extent64_callback,
+                                    struct nbd_completion_callback completion_callback,
+                                    uint32_t flags);
 
 int64_t nbd_get_subprocess_pid(struct nbd_handle *h);
 

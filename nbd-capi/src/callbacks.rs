@@ -68,6 +68,14 @@ type ChunkFn =
     unsafe extern "C" fn(*mut c_void, *const c_void, usize, u64, c_uint, *mut c_int) -> c_int;
 type ExtentFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, u64, *mut u32, usize, *mut c_int) -> c_int;
+type Extent64Fn = unsafe extern "C" fn(
+    *mut c_void,
+    *const c_char,
+    u64,
+    *mut nbd_extent,
+    usize,
+    *mut c_int,
+) -> c_int;
 type ListFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -> c_int;
 type ContextFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 type DebugFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -> c_int;
@@ -75,6 +83,7 @@ type DebugFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -
 take!(Completion, nbd_completion_callback, CompletionFn);
 take!(Chunk, nbd_chunk_callback, ChunkFn);
 take!(Extent, nbd_extent_callback, ExtentFn);
+take!(Extent64, nbd_extent64_callback, Extent64Fn);
 take!(List, nbd_list_callback, ListFn);
 take!(Context, nbd_context_callback, ContextFn);
 take!(Debug, nbd_debug_callback, DebugFn);
@@ -145,6 +154,31 @@ impl Extent {
     }
 }
 
+impl Extent64 {
+    pub fn call(
+        &mut self,
+        context: &CStr,
+        offset: u64,
+        entries: &mut [nbd_extent],
+        error: &mut c_int,
+    ) -> c_int {
+        match self.callback {
+            // SAFETY: entries is a live array of entries.len() extents.
+            Some(f) => unsafe {
+                f(
+                    self.user_data,
+                    context.as_ptr(),
+                    offset,
+                    entries.as_mut_ptr(),
+                    entries.len(),
+                    error,
+                )
+            },
+            None => 0,
+        }
+    }
+}
+
 /// List and debug callbacks have the same type: two strings (name and
 /// description, or context and message).
 impl List {
@@ -172,6 +206,8 @@ pub enum Mid {
     None,
     Chunk(Chunk),
     Extent(Extent),
+    /// nbd_block_status_64's callback (libnbd 1.18).
+    Extent64(Extent64),
 }
 
 /// A command's callbacks and what they need to know about it. Field order

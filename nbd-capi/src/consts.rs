@@ -19,6 +19,8 @@ pub const LIBNBD_CMD_FLAG_NO_HOLE: u32 = 0x02u32;
 pub const LIBNBD_CMD_FLAG_DF: u32 = 0x04u32;
 pub const LIBNBD_CMD_FLAG_REQ_ONE: u32 = 0x08u32;
 pub const LIBNBD_CMD_FLAG_FAST_ZERO: u32 = 0x10u32;
+/// libnbd 1.18's; outside 1.14's mask, which stays as 1.14's header has it.
+pub const LIBNBD_CMD_FLAG_PAYLOAD_LEN: u32 = 0x20u32;
 pub const LIBNBD_CMD_FLAG_MASK: u32 = 0x1fu32;
 
 pub const LIBNBD_HANDSHAKE_FLAG_FIXED_NEWSTYLE: u32 = 0x01u32;
@@ -89,6 +91,32 @@ pub struct nbd_extent_callback {
     pub free: Option<unsafe extern "C" fn(*mut c_void)>,
 }
 
+/// One extent as nbd_block_status_64's callback sees it (libnbd 1.18).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct nbd_extent {
+    pub length: u64,
+    pub flags: u64,
+}
+
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct nbd_extent64_callback {
+    pub callback: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            *const c_char,
+            u64,
+            *mut nbd_extent,
+            usize,
+            *mut c_int,
+        ) -> c_int,
+    >,
+    pub user_data: *mut c_void,
+    pub free: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
 #[repr(C)]
 #[allow(non_camel_case_types)]
 pub struct nbd_list_callback {
@@ -127,6 +155,11 @@ mod tests {
         assert_eq!(LIBNBD_CMD_FLAG_DF, cmd_flags::DF as u32);
         assert_eq!(LIBNBD_CMD_FLAG_REQ_ONE, cmd_flags::REQ_ONE as u32);
         assert_eq!(LIBNBD_CMD_FLAG_FAST_ZERO, cmd_flags::FAST_ZERO as u32);
-        assert_eq!(LIBNBD_CMD_FLAG_MASK, cmd_flags::ALL as u32);
+        assert_eq!(LIBNBD_CMD_FLAG_PAYLOAD_LEN, cmd_flags::PAYLOAD_LEN as u32);
+        // libnbd 1.14's mask predates PAYLOAD_LEN (extended headers).
+        assert_eq!(
+            LIBNBD_CMD_FLAG_MASK,
+            (cmd_flags::ALL & !cmd_flags::PAYLOAD_LEN) as u32
+        );
     }
 }

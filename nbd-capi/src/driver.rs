@@ -14,7 +14,7 @@
 //! session and ciphertext through the socket, still without blocking.
 
 use crate::callbacks::{CmdCallbacks, Mid, OptCallbacks};
-use crate::consts::{LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
+use crate::consts::{nbd_extent, LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
 use nbd_core::client::CookieMap;
 use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
@@ -758,13 +758,13 @@ impl Connection {
         }
     }
 
-    fn block_status(&mut self, cookie: u64, id: u32, extents: &[(u32, u32)]) {
+    fn block_status(&mut self, cookie: u64, id: u32, extents: &[(u64, u64)]) {
         let Some(cb) = self.cbs.get_mut(&cookie) else {
             return;
         };
-        let Mid::Extent(_) = cb.mid else {
+        if !matches!(cb.mid, Mid::Extent(_) | Mid::Extent64(_)) {
             return;
-        };
+        }
         if !self.ctx_names.iter().any(|(i, _)| *i == id) {
             if let Some(e) = self.client.export() {
                 self.ctx_names = e
@@ -777,12 +777,50 @@ impl Connection {
         let Some((_, name)) = self.ctx_names.iter().find(|(i, _)| *i == id) else {
             return;
         };
-        self.entries.clear();
-        for (len, flags) in extents {
-            self.entries.push(*len);
-            self.entries.push(*flags);
+        if let Mid::Extent64(x) = &mut cb.mid {
+            // The 64-bit callback (nbd_block_status_64) sees the extents
+            // as the server sent them.
+            let mut wide: Vec<nbd_extent> = extents
+                .iter()
+                .map(|&(length, flags)| nbd_extent { length, flags })
+                .collect();
+            let mut error = cb.error;
+            if x.call(name, cb.offset, &mut wide, &mut error) == -1 && cb.error == 0 {
+                cb.error = if error != 0 { error } else { libc::EPROTO };
+            }
+            return;
         }
-        let mut error = cb.error;
+        // The 32-bit callback, as libnbd narrows 64-bit extents for it: a
+        // length over 32 bits is cut to the largest length below 4 GiB
+        // aligned to 512 bytes (or the server's larger minimum block size)
+        // and ends the list (later extents are dropped); flags
+        // over 32 bits cannot be told and give the callback EOVERFLOW.
+        let align = self
+            .client
+            .export()
+            .and_then(|e| e.block_size)
+            .map_or(512, |(min, _, _)| min.max(512));
+        let mut overflow = false;
+        self.entries.clear();
+        for &(len, flags) in extents {
+            let flags = u32::try_from(flags).unwrap_or_else(|_| {
+                overflow = true;
+                u32::MAX
+            });
+            if let Ok(len) = u32::try_from(len) {
+                self.entries.push(len);
+                self.entries.push(flags);
+            } else {
+                self.entries.push(u32::MAX - u32::MAX % align);
+                self.entries.push(flags);
+                break;
+            }
+        }
+        let mut error = if overflow && cb.error == 0 {
+            libc::EOVERFLOW
+        } else {
+            cb.error
+        };
         if let Mid::Extent(x) = &mut cb.mid {
             if x.call(name, cb.offset, &mut self.entries, &mut error) == -1 && cb.error == 0 {
                 cb.error = if error != 0 { error } else { libc::EPROTO };

@@ -371,9 +371,22 @@ impl nbd_handle {
         g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
+        cbs: Option<CmdCallbacks>,
+    ) -> Result<(), Error> {
+        self.run_filtered(g, cmd, buf, &[], cbs)
+    }
+
+    /// [`Self::run_with`] for a block status filtered to the contexts
+    /// `filter` (none: not filtered).
+    pub fn run_filtered(
+        &self,
+        g: &mut Held<'_>,
+        cmd: Command,
+        buf: CmdBuf,
+        filter: &[u32],
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<(), Error> {
-        let cookie = submit(g, cmd, buf, &mut cbs)?;
+        let cookie = submit(g, cmd, buf, filter, &mut cbs)?;
         let done = self.wait(g, |c| c.take_done(cookie).map(Ok))?;
         done.result
     }
@@ -386,9 +399,21 @@ impl nbd_handle {
         g: &mut Held<'_>,
         cmd: Command,
         buf: CmdBuf,
+        cbs: Option<CmdCallbacks>,
+    ) -> Result<u64, Error> {
+        self.aio_filtered(g, cmd, buf, &[], cbs)
+    }
+
+    /// [`Self::aio`] for a block status filtered to the contexts `filter`.
+    pub fn aio_filtered(
+        &self,
+        g: &mut Held<'_>,
+        cmd: Command,
+        buf: CmdBuf,
+        filter: &[u32],
         mut cbs: Option<CmdCallbacks>,
     ) -> Result<u64, Error> {
-        let cookie = submit(g, cmd, buf, &mut cbs)?;
+        let cookie = submit(g, cmd, buf, filter, &mut cbs)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
             if c.polling && c.client.wants_write() {
@@ -498,13 +523,19 @@ fn submit(
     g: &mut Held<'_>,
     cmd: Command,
     mut buf: CmdBuf,
+    filter: &[u32],
     cbs: &mut Option<CmdCallbacks>,
 ) -> Result<u64, Error> {
     // nbd_set_pread_initialize: the generated wrapper has zeroed the
     // buffer before any check (wrap::initialize).
     buf.kind = cmd.kind;
     let conn = conn_mut(g)?;
-    let cookie = conn.client.submit(cmd, buf).map_err(|(e, _)| e)?;
+    let cookie = if filter.is_empty() {
+        conn.client.submit(cmd, buf)
+    } else {
+        conn.client.submit_block_status_filter(cmd, filter, buf)
+    }
+    .map_err(|(e, _)| e)?;
     if let Some(c) = cbs.take() {
         if !c.is_empty() {
             conn.cbs.insert(cookie, c);

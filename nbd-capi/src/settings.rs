@@ -18,6 +18,9 @@ pub struct Settings {
     pub export_name: CString,
     /// nbd_set_request_structured_replies / nbd_get_request_structured_replies.
     pub request_structured_replies: bool,
+    /// nbd_set_request_extended_headers / nbd_get_request_extended_headers
+    /// (libnbd 1.18: on by default).
+    pub request_extended_headers: bool,
     /// nbd_set_handshake_flags / nbd_get_handshake_flags.
     pub handshake_flags: u32,
     /// nbd_set_full_info / nbd_get_full_info.
@@ -78,6 +81,7 @@ impl Default for Settings {
         Settings {
             export_name: CString::default(),
             request_structured_replies: true,
+            request_extended_headers: true,
             handshake_flags: LIBNBD_HANDSHAKE_FLAG_MASK,
             full_info: false,
             request_block_size: true,
@@ -109,6 +113,7 @@ impl Settings {
         Config {
             export_name: self.export_name.as_bytes().to_vec(),
             request_structured_replies: self.request_structured_replies,
+            request_extended_headers: self.request_extended_headers,
             meta_contexts: self
                 .meta_contexts
                 .iter()

@@ -19,7 +19,7 @@ use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiatio
 use nbd_core::server::{reply, request, Backend, Error as BackendError, Extents, TxContext};
 use nbd_core::server::{Payload, ZeroFlags};
 use nbd_core::wire::consts::{allocation, tx_flags, CONTEXT_BASE_ALLOCATION};
-use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use nbd_core::wire::request::{RequestHeader, EXTENDED_REQUEST_HEADER_LEN, REQUEST_HEADER_LEN};
 use nbd_core::wire::{CmdFlags, Command};
 
 const SIZE: u64 = 1 << 20;
@@ -288,33 +288,53 @@ impl Server {
     /// Runs every complete request in `input`.
     fn requests(&mut self) {
         let Some(t) = self.tx else { return };
+        // The header's form is the negotiated one.
+        let hlen = if t.extended_headers {
+            EXTENDED_REQUEST_HEADER_LEN
+        } else {
+            REQUEST_HEADER_LEN
+        };
         loop {
-            if self.closed || self.input.len() < REQUEST_HEADER_LEN {
+            if self.closed || self.input.len() < hlen {
                 return;
             }
-            let hb: &[u8; REQUEST_HEADER_LEN] =
-                self.input[..REQUEST_HEADER_LEN].try_into().unwrap();
-            let h = RequestHeader::decode(hb).expect("client sent a good header");
-            let plen = match request::payload(&h) {
+            let h = if t.extended_headers {
+                RequestHeader::decode_extended(self.input[..hlen].try_into().unwrap())
+            } else {
+                RequestHeader::decode(self.input[..hlen].try_into().unwrap())
+            };
+            // A header of the wrong form or magic: hang up, as conn.rs does.
+            let Ok(h) = h else {
+                self.closed = true;
+                return;
+            };
+            let plen = match request::payload(&h, &t) {
                 Payload::None => 0,
                 Payload::Receive(n) => n as usize,
                 Payload::Discard(_) | Payload::Disconnect => {
                     panic!("client sent an oversized write")
                 }
             };
-            if self.input.len() < REQUEST_HEADER_LEN + plen {
+            if self.input.len() < hlen + plen {
                 return;
             }
-            let mut data: Vec<u8> = self
-                .input
-                .drain(..REQUEST_HEADER_LEN + plen)
-                .skip(REQUEST_HEADER_LEN)
-                .collect();
+            let mut data: Vec<u8> = self.input.drain(..hlen + plen).skip(hlen).collect();
             if h.command() == Command::Disc {
                 self.closed = true;
                 return;
             }
-            let result = request::validate(&h, &t).and_then(|()| {
+            // As conn.rs: a filtered BLOCK_STATUS runs as what its payload
+            // stands for.
+            let (h, valid) = match request::validate(&h, &t) {
+                Ok(()) if h.command() == Command::BlockStatus && plen > 0 => {
+                    match request::with_payload(&h, &data, &t) {
+                        Ok(h2) => (h2, request::validate(&h2, &t)),
+                        Err(e) => (h, Err(e)),
+                    }
+                }
+                v => (h, v),
+            };
+            let result = valid.and_then(|()| {
                 if h.command() == Command::Read {
                     data = vec![0; h.length as usize];
                 }
@@ -491,7 +511,7 @@ impl Pair {
 enum Outcome {
     Ok,
     Data(Vec<u8>),
-    Extents(Vec<(u32, u32)>),
+    Extents(Vec<(u64, u64)>),
     /// The server answered with this errno.
     Failed(i32),
     /// The client refused to send it.
@@ -500,13 +520,24 @@ enum Outcome {
 
 /// Every command through both machines; returns what the client saw and
 /// the backend's final state.
-fn session(split: Split, slow_zero: bool) -> (Vec<Outcome>, Vec<u8>, Vec<&'static str>) {
-    let mut p = Pair::new(split, slow_zero);
+/// With `extended` the two speak extended headers, else structured replies:
+/// the outcomes must be the same.
+fn session(
+    split: Split,
+    slow_zero: bool,
+    extended: bool,
+) -> (Vec<Outcome>, Vec<u8>, Vec<&'static str>) {
+    let server = negotiate::Config {
+        no_extended_headers: !extended,
+        ..negotiate::Config::default()
+    };
+    let mut p = Pair::with(split, slow_zero, server);
     p.connect();
     assert_eq!(p.client.protocol(), Some(Protocol::FixedNewstyle));
     let e = p.client.export().unwrap().clone();
     assert_eq!(e.size, SIZE);
     assert!(e.structured_replies);
+    assert_eq!(e.extended_headers, extended);
     assert_eq!(e.meta_contexts, vec![(1, b"base:allocation".to_vec())]);
     for f in [
         tx_flags::SEND_FLUSH,
@@ -581,6 +612,9 @@ fn session(split: Split, slow_zero: bool) -> (Vec<Outcome>, Vec<u8>, Vec<&'stati
     out.push(p.run(Command::Write, none, SIZE - 4, 8, vec![1; 8]));
     out.push(p.run(Command::Read, CmdFlags::FAST_ZERO, 0, 8, vec![0; 8]));
     out.push(p.run(Command::Unknown(42), none, 0, 0, Vec::new()));
+    // More than 4 GiB: only extended headers carry it to the server, which
+    // finds it past the end; without them the client cannot send it.
+    out.push(p.run(Command::Trim, none, 0, 5 << 30, Vec::new()));
     p.client.disconnect().unwrap();
     p.drive();
     assert_eq!(p.client.phase(), Phase::Closed);
@@ -601,7 +635,7 @@ fn splits() -> Vec<Split> {
 
 #[test]
 fn every_command_through_both_machines() {
-    let (out, data, log) = session(Split::Whole, false);
+    let (out, data, log) = session(Split::Whole, false, false);
     let pattern: Vec<u8> = (0..3 * BLOCK).map(|i| (i * 7 % 256) as u8).collect();
     let initial = |i: u64| (i % 251) as u8;
     assert_eq!(out[0], Outcome::Data((0..512).map(initial).collect()));
@@ -614,7 +648,8 @@ fn every_command_through_both_machines() {
     assert_eq!(out[7], Outcome::Ok);
     assert_eq!(out[8], Outcome::Ok);
     let hz = allocation::HOLE | allocation::ZERO;
-    let b = BLOCK as u32;
+    let hz = u64::from(hz);
+    let b = BLOCK;
     assert_eq!(
         out[9],
         Outcome::Extents(vec![(2 * b, 0), (2 * b, hz), (6 * b, 0), (b, hz), (b, 0)])
@@ -644,6 +679,7 @@ fn every_command_through_both_machines() {
     // The client never sends an unknown command (see
     // server_answers_unknown_commands_with_einval for the server's side).
     assert_eq!(out[16], Outcome::Refused(host::EINVAL));
+    assert_eq!(out[17], Outcome::Refused(host::ERANGE));
 
     assert_eq!(&data[BLOCK as usize..4 * BLOCK as usize], &pattern[..]);
     assert!(data[16 * BLOCK as usize..17 * BLOCK as usize]
@@ -661,16 +697,16 @@ fn every_command_through_both_machines() {
 
 #[test]
 fn fast_zero_failure_is_enotsup() {
-    let (out, data, _) = session(Split::Whole, true);
+    let (out, data, _) = session(Split::Whole, true, true);
     assert_eq!(out[7], Outcome::Failed(host::ENOTSUP));
     assert_eq!(data[24 * BLOCK as usize], (24 * BLOCK % 251) as u8);
 }
 
 #[test]
 fn byte_splits_give_the_same_results() {
-    let reference = session(Split::Whole, false);
+    let reference = session(Split::Whole, false, false);
     for split in splits() {
-        let got = session(split, false);
+        let got = session(split, false, false);
         assert!(got.0 == reference.0, "outcomes differ with {split:?}");
         assert!(
             got.1 == reference.1,
@@ -681,8 +717,35 @@ fn byte_splits_give_the_same_results() {
 }
 
 #[test]
+fn extended_headers_give_the_same_results_at_every_split() {
+    let (mut reference, data, log) = session(Split::Whole, false, false);
+    // The one difference: a trim over 4 GiB reaches the server, which
+    // refuses it as past the end, instead of being refused by the client.
+    assert_eq!(reference[17], Outcome::Refused(host::ERANGE));
+    reference[17] = Outcome::Failed(host::ENOSPC);
+    let reference = (reference, data, log);
+    for split in [Split::Whole, Split::OneByte].into_iter().chain(splits()) {
+        let got = session(split, false, true);
+        assert!(
+            got.0 == reference.0,
+            "outcomes differ with {split:?}: {:?}",
+            got.0
+        );
+        assert!(
+            got.1 == reference.1,
+            "backend contents differ with {split:?}"
+        );
+        assert_eq!(got.2, reference.2, "backend calls differ with {split:?}");
+    }
+}
+
+#[test]
 fn server_answers_unknown_commands_with_einval() {
-    let mut p = Pair::new(Split::Whole, false);
+    let server = negotiate::Config {
+        no_extended_headers: true,
+        ..negotiate::Config::default()
+    };
+    let mut p = Pair::with(Split::Whole, false, server);
     p.connect();
     // Straight to the server, behind the client's back.
     let h = RequestHeader {
@@ -702,6 +765,37 @@ fn server_answers_unknown_commands_with_einval() {
         other => panic!("{other:?}"),
     }
     assert_eq!(out.len(), 16);
+}
+
+#[test]
+fn extended_server_answers_everything_with_chunks() {
+    use nbd_core::wire::consts::chunk;
+    use nbd_core::wire::reply::parse_extended_reply_header;
+    let mut p = Pair::new(Split::Whole, false);
+    p.connect();
+    assert!(p.client.extended_headers());
+    // An unknown command, then a compact header, behind the client's back.
+    let h = RequestHeader {
+        flags: 0,
+        kind: 42,
+        cookie: 0x1234,
+        offset: 77,
+        length: 0,
+    };
+    let b = h.encode_extended();
+    assert_eq!(p.server.receive(&b), EXTENDED_REQUEST_HEADER_LEN);
+    let out: Vec<u8> = p.server.output.drain(..).collect();
+    let r = parse_extended_reply_header(out[..32].try_into().unwrap()).unwrap();
+    assert_eq!((r.kind, r.cookie, r.offset), (chunk::ERROR, 0x1234, 77));
+    let e = nbd_core::wire::reply::parse_error_chunk(r.kind, &out[32..]).unwrap();
+    assert_eq!(e.error, host::EINVAL as u32);
+    // proto.md: a compact header now is a broken client: the server hangs
+    // up rather than guess where the next request starts.
+    let mut compact = h.encode().to_vec();
+    compact.extend_from_slice(&[0; 4]);
+    p.server.receive(&compact);
+    assert!(p.server.closed);
+    assert!(p.server.output.is_empty());
 }
 
 /// A write, then 16 reads in flight at once, with simple or structured
@@ -779,4 +873,67 @@ fn disconnect_closes_cleanly() {
     let c = client::Command::new(Command::Flush.to_wire(), 0, 0, 0);
     let e = p.client.submit(c, Vec::new()).unwrap_err();
     assert_eq!(e.0.errno, host::EINVAL);
+}
+
+#[test]
+fn filtered_block_status_with_extended_headers() {
+    for split in [
+        Split::Whole,
+        Split::OneByte,
+        Split::Random { seed: 9, max: 5 },
+    ] {
+        let mut p = Pair::new(split, false);
+        p.connect();
+        let e = p.client.export().unwrap();
+        assert!(e.has_flag(tx_flags::BLOCK_STATUS_PAYLOAD));
+        p.run(Command::Trim, CmdFlags::empty(), 0, 2 * BLOCK, Vec::new());
+        let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, 4 * BLOCK);
+        let cookie = p
+            .client
+            .submit_block_status_filter(c, &[1], Vec::new())
+            .map_err(|(e, _)| e)
+            .unwrap();
+        p.drive();
+        let mut extents = Vec::new();
+        let mut ok = false;
+        for ev in p.events.drain(..) {
+            match ev {
+                Event::BlockStatus { extents: x, .. } => extents.extend(x),
+                Event::Completed {
+                    cookie: c, result, ..
+                } if c == cookie => ok = result.is_ok(),
+                _ => {}
+            }
+        }
+        assert!(ok);
+        let hz = u64::from(allocation::HOLE | allocation::ZERO);
+        assert_eq!(extents, vec![(2 * BLOCK, hz), (2 * BLOCK, 0)]);
+        // An id that was not negotiated is refused before anything is sent.
+        let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, 4 * BLOCK);
+        let e = p
+            .client
+            .submit_block_status_filter(c, &[7], Vec::new())
+            .unwrap_err()
+            .0;
+        assert_eq!(e.errno, host::EINVAL);
+    }
+    // Without extended headers there is no payload to filter with.
+    let server = negotiate::Config {
+        no_extended_headers: true,
+        ..negotiate::Config::default()
+    };
+    let mut p = Pair::with(Split::Whole, false, server);
+    p.connect();
+    assert!(!p
+        .client
+        .export()
+        .unwrap()
+        .has_flag(tx_flags::BLOCK_STATUS_PAYLOAD));
+    let c = client::Command::new(Command::BlockStatus.to_wire(), 0, 0, BLOCK);
+    let e = p
+        .client
+        .submit_block_status_filter(c, &[1], Vec::new())
+        .unwrap_err()
+        .0;
+    assert_eq!(e.errno, host::ENOTSUP);
 }

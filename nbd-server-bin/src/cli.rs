@@ -54,6 +54,8 @@ pub struct Cli {
     pub print_uri: bool,
     pub keep_alive: bool,
     pub no_sr: bool,
+    /// `--no-eh` (ours, not nbdkit's): refuse extended headers.
+    pub no_eh: bool,
     pub oldstyle: bool,
     /// `--tls=off|on|require` (None: off), `--tls-certificates`,
     /// `--tls-psk`, `--tls-verify-peer` (see `tls.rs`).
@@ -205,6 +207,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "print-uri" => c.print_uri = true,
                 "keep-alive" | "keepalive" => c.keep_alive = true,
                 "no-sr" => c.no_sr = true,
+                "no-eh" => c.no_eh = true,
                 "tls" => c.tls = Some(v),
                 "tls-certificates" => c.tls_certificates = Some(v),
                 "tls-psk" => c.tls_psk = Some(v),
@@ -380,6 +383,7 @@ mod tests {
             "--print-uri",
             "--keep-alive",
             "--no-sr",
+            "--no-eh",
             "-o",
             "-D",
             "nbdkit.backend.datapath=0",
@@ -389,7 +393,7 @@ mod tests {
         ]);
         assert_eq!(c.filters, vec!["a", "b"]);
         assert_eq!(c.log, Some(LogDest::Syslog));
-        assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.oldstyle);
+        assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.no_eh && c.oldstyle);
         assert_eq!(c.port.as_deref(), Some("4294967295"));
         assert_eq!(p(&["--dump-config"]), Ok(Action::DumpConfig));
         for bad in [

@@ -37,7 +37,7 @@ use nbd_core::server::reply::encode_reply;
 use nbd_core::server::request::{self, command_name, Payload, TxContext};
 use nbd_core::server::{Backend, Extents};
 use nbd_core::wire::consts::cmd;
-use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use nbd_core::wire::request::{RequestHeader, EXTENDED_REQUEST_HEADER_LEN, REQUEST_HEADER_LEN};
 
 use crate::tls::Stream;
 
@@ -51,6 +51,10 @@ pub struct Server {
     pub handshake_flags: u16,
     /// `--no-sr`: refuse structured replies.
     pub no_sr: bool,
+    /// Refuse extended headers (nbdkit's `--no-eh`, or
+    /// `NBD_NO_EXTENDED_HEADERS=1` for both servers): see
+    /// [`extended_headers_disabled_by_env`].
+    pub no_eh: bool,
     /// `--oldstyle`: the oldstyle handshake.
     pub oldstyle: bool,
     /// How many requests, and bytes of their data, all connections may
@@ -476,11 +480,12 @@ fn serve_opened(
     };
     debug!(
         srv,
-        "connection {id}: negotiated export \"{}\" size {} flags {:#x} structured replies {} meta context {:?}",
+        "connection {id}: negotiated export \"{}\" size {} flags {:#x} structured replies {} extended headers {} meta context {:?}",
         String::from_utf8_lossy(&neg.export_name),
         neg.details.size,
         neg.tx_flags,
         neg.structured_replies,
+        neg.extended_headers,
         neg.meta_context
     );
     let conn = Arc::new(Conn {
@@ -516,6 +521,14 @@ fn serve_opened(
     }
 }
 
+/// Whether `NBD_NO_EXTENDED_HEADERS` asks both servers (nbdkit and
+/// xnbd-server) to refuse NBD_OPT_EXTENDED_HEADERS, so that clients fall
+/// back to structured replies: for tests, and for clients whose extended
+/// headers misbehave. Any value but empty or "0" turns them off.
+pub fn extended_headers_disabled_by_env() -> bool {
+    std::env::var_os("NBD_NO_EXTENDED_HEADERS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 fn negotiate(
     srv: &Server,
     exports: &ConnExports,
@@ -531,6 +544,7 @@ fn negotiate(
         Negotiation::new(negotiate::Config {
             handshake_flags: srv.handshake_flags,
             no_structured_replies: srv.no_sr,
+            no_extended_headers: srv.no_eh,
             tls: crate::tls::policy(),
         })
     };
@@ -586,7 +600,13 @@ fn worker(conn: &Arc<Conn>) {
     let mut data: Vec<u8> = Vec::new();
     let mut extents = Extents::new();
     let mut out: Vec<u8> = Vec::with_capacity(256);
-    let mut hb = [0u8; REQUEST_HEADER_LEN];
+    // Big enough for either form; the negotiated one is read.
+    let mut hb = [0u8; EXTENDED_REQUEST_HEADER_LEN];
+    let hlen = if conn.ctx.extended_headers {
+        EXTENDED_REQUEST_HEADER_LEN
+    } else {
+        REQUEST_HEADER_LEN
+    };
     loop {
         conn.waiting.fetch_add(1, Ordering::SeqCst);
         let mut rd = conn.reader.lock();
@@ -594,7 +614,7 @@ fn worker(conn: &Arc<Conn>) {
         if conn.dead.load(Ordering::SeqCst) {
             break;
         }
-        if let Err(e) = rd.read_exact(&mut hb) {
+        if let Err(e) = rd.read_exact(&mut hb[..hlen]) {
             if e.kind() != io::ErrorKind::UnexpectedEof {
                 debug!(srv, "connection {}: read request: {e}", conn.id);
             }
@@ -602,7 +622,16 @@ fn worker(conn: &Arc<Conn>) {
             conn.kill();
             break;
         }
-        let h = match RequestHeader::decode(&hb) {
+        let h = if conn.ctx.extended_headers {
+            RequestHeader::decode_extended(&hb)
+        } else {
+            let compact: &[u8; REQUEST_HEADER_LEN] = hb[..hlen].try_into().unwrap_or(&[0; 28]);
+            RequestHeader::decode(compact)
+        };
+        // A header of the wrong form or magic: nothing after it can be
+        // trusted to start a request, so the connection ends (a hard
+        // disconnect, as proto.md allows).
+        let h = match h {
             Ok(h) => h,
             Err(e) => {
                 crate::log::error!("connection {}: {e}", conn.id);
@@ -618,16 +647,23 @@ fn worker(conn: &Arc<Conn>) {
             break;
         }
         let valid = request::validate(&h, &conn.ctx);
-        let len = h.length as usize;
+        // Only READ and WRITE lengths are ever used as buffer sizes, and
+        // validation (or payload()) bounds those; the others may be 64-bit.
+        let payload = request::payload(&h, &conn.ctx);
+        let len = match payload {
+            Payload::Receive(n) | Payload::Discard(n) => n as usize,
+            _ if h.kind == cmd::READ && valid.is_ok() => h.length as usize,
+            _ => 0,
+        };
         // The data this request will make us hold: a WRITE's payload, a
         // valid READ's reply. Waits (reading nothing more) until it fits.
-        let bytes = match (h.kind, request::payload(&h)) {
+        let bytes = match (h.kind, payload) {
             (cmd::WRITE, Payload::Receive(n)) => n as u64,
             (cmd::READ, _) if valid.is_ok() => len as u64,
             _ => 0,
         };
         let _held = srv.limits.hold(bytes);
-        let io_ok = match request::payload(&h) {
+        let io_ok = match payload {
             Payload::None => Ok(()),
             Payload::Receive(_) => {
                 if data.len() < len {
@@ -644,6 +680,17 @@ fn worker(conn: &Arc<Conn>) {
             conn.kill();
             break;
         }
+        // A BLOCK_STATUS whose payload names its length and contexts runs
+        // as the request it stands for.
+        let (h, valid) = match (valid, payload) {
+            (Ok(()), Payload::Receive(_)) if h.kind == cmd::BLOCK_STATUS => {
+                match request::with_payload(&h, &data[..len], &conn.ctx) {
+                    Ok(h2) => (h2, request::validate(&h2, &conn.ctx)),
+                    Err(e) => (h, Err(e)),
+                }
+            }
+            (valid, _) => (h, valid),
+        };
         if conn.waiting.load(Ordering::SeqCst) == 0
             && conn.threads.load(Ordering::SeqCst) < srv.threads
         {
@@ -820,6 +867,7 @@ mod tests {
             threads: 2,
             handshake_flags: nbd_core::wire::consts::handshake_flags::ALL,
             no_sr: false,
+            no_eh: false,
             oldstyle: false,
             limits: Default::default(),
         });

@@ -116,6 +116,7 @@ fn main() {
         threads: c.threads,
         handshake_flags: c.mask_handshake.unwrap_or(handshake_flags::ALL) & handshake_flags::ALL,
         no_sr: c.no_sr,
+        no_eh: c.no_eh || nbd_server_bin::conn::extended_headers_disabled_by_env(),
         oldstyle: c.oldstyle,
         limits: Default::default(),
     });

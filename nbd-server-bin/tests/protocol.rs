@@ -294,7 +294,7 @@ fn huge_write_closes() {
         kind: cmd::WRITE,
         cookie: 1,
         offset: 0,
-        length: u32::MAX,
+        length: u64::from(u32::MAX),
     };
     c.s.write_all(&h.encode()).unwrap();
     assert!(is_closed(&mut c.s));

@@ -1010,7 +1010,7 @@ fn connected_fd_serves_a_pre_negotiated_client() {
             kind,
             cookie,
             offset,
-            length,
+            length: length.into(),
         }
         .encode()
     };

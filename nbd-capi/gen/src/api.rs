@@ -77,6 +77,8 @@ pub enum CmdFlag {
     Df,
     ReqOne,
     FastZero,
+    /// LIBNBD_CMD_FLAG_PAYLOAD_LEN (libnbd 1.18).
+    PayloadLen,
 }
 
 /// The enums of libnbd.h.
@@ -94,6 +96,8 @@ pub enum Callback {
     Completion,
     Chunk,
     Extent,
+    /// nbd_extent64_callback (libnbd 1.18).
+    Extent64,
     List,
     Context,
     Debug,
@@ -1234,17 +1238,97 @@ pub const CALLS: &[Call] = &[
         )
     },
     call("supports_vsock", "1.16", &[], Ret::Bool, ANY, "connect"),
-    // libnbd 1.18: extended headers (not yet).
-    todo("opt_extended_headers", "1.18"),
-    todo("aio_opt_extended_headers", "1.18"),
-    todo("set_request_extended_headers", "1.18"),
-    todo("get_request_extended_headers", "1.18"),
-    todo("get_extended_headers_negotiated", "1.18"),
-    todo("can_block_status_payload", "1.18"),
-    todo("block_status_64", "1.18"),
-    todo("aio_block_status_64", "1.18"),
-    todo("block_status_filter", "1.18"),
-    todo("aio_block_status_filter", "1.18"),
+    // LIBNBD_1.18: extended headers.
+    call(
+        "set_request_extended_headers",
+        "1.18",
+        &[Bool("request")],
+        Ret::Err,
+        NEW,
+        "settings",
+    ),
+    call(
+        "get_request_extended_headers",
+        "1.18",
+        &[],
+        Ret::Bool,
+        ANY,
+        "settings",
+    ),
+    call(
+        "get_extended_headers_negotiated",
+        "1.18",
+        &[],
+        Ret::Bool,
+        INFO,
+        "info",
+    ),
+    can("can_block_status_payload", "1.18"),
+    call("opt_extended_headers", "1.18", &[], Ret::Bool, NEG, "opt"),
+    call(
+        "aio_opt_extended_headers",
+        "1.18",
+        &[Closure("completion_callback", Cl::Completion)],
+        Ret::Err,
+        NEG,
+        "opt",
+    ),
+    call(
+        "block_status_64",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent64_callback", Cl::Extent64),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "aio_block_status_64",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            Closure("extent64_callback", Cl::Extent64),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne])),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
+    call(
+        "block_status_filter",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            StringList("contexts"),
+            Closure("extent64_callback", Cl::Extent64),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne, F::PayloadLen])),
+        ],
+        Ret::Err,
+        CONNECTED,
+        "data",
+    ),
+    call(
+        "aio_block_status_filter",
+        "1.18",
+        &[
+            UInt64("count"),
+            UInt64("offset"),
+            StringList("contexts"),
+            Closure("extent64_callback", Cl::Extent64),
+            Closure("completion_callback", Cl::Completion),
+            Flags("flags", FlagSet::Cmd(&[F::ReqOne, F::PayloadLen])),
+        ],
+        Ret::Int64,
+        CONNECTED,
+        "aio",
+    ),
     // libnbd 1.22.
     call(
         "get_subprocess_pid",

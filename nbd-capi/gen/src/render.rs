@@ -38,6 +38,7 @@ pub(crate) fn closure_types(k: Callback) -> (&'static str, &'static str) {
         Callback::Completion => ("nbd_completion_callback", "Completion"),
         Callback::Chunk => ("nbd_chunk_callback", "Chunk"),
         Callback::Extent => ("nbd_extent_callback", "Extent"),
+        Callback::Extent64 => ("nbd_extent64_callback", "Extent64"),
         Callback::List => ("nbd_list_callback", "List"),
         Callback::Context => ("nbd_context_callback", "Context"),
         Callback::Debug => ("nbd_debug_callback", "Debug"),
@@ -179,6 +180,7 @@ pub(crate) fn cmd_flag(f: CmdFlag) -> &'static str {
         CmdFlag::Df => "LIBNBD_CMD_FLAG_DF",
         CmdFlag::ReqOne => "LIBNBD_CMD_FLAG_REQ_ONE",
         CmdFlag::FastZero => "LIBNBD_CMD_FLAG_FAST_ZERO",
+        CmdFlag::PayloadLen => "LIBNBD_CMD_FLAG_PAYLOAD_LEN",
     }
 }
 

@@ -233,6 +233,58 @@ pub fn aio_block_status(
     )
 }
 
+pub fn aio_block_status_64(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    extent64_callback: callbacks::Extent64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let none = CmdBuf::none();
+    let mid = Mid::Extent64(extent64_callback);
+    submit(
+        h,
+        g,
+        cmd::BLOCK_STATUS,
+        flags,
+        offset,
+        count,
+        none,
+        mid,
+        completion_callback,
+    )
+}
+
+// The C call's own arguments: nothing to group.
+#[allow(clippy::too_many_arguments)]
+pub fn aio_block_status_filter(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    contexts: Vec<&CStr>,
+    extent64_callback: callbacks::Extent64,
+    completion_callback: callbacks::Completion,
+    flags: u32,
+) -> Result<i64, Error> {
+    let ids = super::data::filter_ids(g, &contexts)?;
+    let cbs = CmdCallbacks {
+        buf: std::ptr::null(),
+        len: 0,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Extent64(extent64_callback),
+        completion: completion_callback,
+    };
+    let flags = flags16(flags & !LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+    let c = Command::new(cmd::BLOCK_STATUS, flags, offset, count);
+    h.aio_filtered(g, c, CmdBuf::none(), &ids, Some(cbs))
+        .map(|c| c as i64)
+}
+
 /// Queues NBD_CMD_DISC after every command already queued; the handle is
 /// closed once it is out and every reply is in.
 pub fn aio_disconnect(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {

@@ -1,11 +1,13 @@
 //! Commands: read, write, flush, trim, zero, cache, and shutting down.
 
 use crate::callbacks::{self, CmdCallbacks, Mid};
+use crate::consts::LIBNBD_CMD_FLAG_PAYLOAD_LEN;
 use crate::driver::CmdBuf;
 use crate::errors::{err, Error};
 use crate::handle::{nbd_handle, Held};
 use nbd_core::client::Command;
 use nbd_core::wire::consts::cmd;
+use std::ffi::CStr;
 
 /// Sends one command and waits for it. The core makes libnbd's checks in
 /// libnbd's order (state, command support, flags against what the server
@@ -150,6 +152,85 @@ pub fn block_status(
     };
     let c = Command::new(cmd::BLOCK_STATUS, flags16(flags)?, offset, count);
     h.run_with(g, c, CmdBuf::none(), Some(cbs))
+}
+
+/// Block status with 64-bit extents (libnbd 1.18): `extent64_callback`
+/// once per meta context, with the lengths and flags as the server sent
+/// them.
+pub fn block_status_64(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    extent64_callback: callbacks::Extent64,
+    flags: u32,
+) -> Result<(), Error> {
+    let cbs = CmdCallbacks {
+        buf: std::ptr::null(),
+        len: 0,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Extent64(extent64_callback),
+        completion: callbacks::no_completion(),
+    };
+    let c = Command::new(cmd::BLOCK_STATUS, flags16(flags)?, offset, count);
+    h.run_with(g, c, CmdBuf::none(), Some(cbs))
+}
+
+/// The ids of the negotiated meta contexts named in `contexts`, for
+/// nbd_block_status_filter: a name not negotiated is EINVAL, as is an
+/// empty list.
+pub fn filter_ids(g: &mut Held<'_>, contexts: &[&CStr]) -> Result<Vec<u32>, Error> {
+    let conn = crate::handle::conn_mut(g)?;
+    let Some(e) = conn.client.export() else {
+        return Err(err(libc::ENOTCONN, "not connected"));
+    };
+    if contexts.is_empty() {
+        return Err(err(libc::EINVAL, "filter must name at least one context"));
+    }
+    contexts
+        .iter()
+        .map(|name| {
+            e.meta_contexts
+                .iter()
+                .find(|(_, n)| n[..] == *name.to_bytes())
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    err(
+                        libc::EINVAL,
+                        format!("meta context {} was not negotiated", name.to_string_lossy()),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Block status for the contexts in `contexts` only (libnbd 1.18), with
+/// the 64-bit callback. PAYLOAD_LEN is set on the wire whatever `flags`
+/// says (libnbd's LIBNBD_STRICT_AUTO_FLAG behaviour).
+pub fn block_status_filter(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    count: u64,
+    offset: u64,
+    contexts: Vec<&CStr>,
+    extent64_callback: callbacks::Extent64,
+    flags: u32,
+) -> Result<(), Error> {
+    let ids = filter_ids(g, &contexts)?;
+    let cbs = CmdCallbacks {
+        buf: std::ptr::null(),
+        len: 0,
+        offset,
+        error: 0,
+        saw_chunk: false,
+        mid: Mid::Extent64(extent64_callback),
+        completion: callbacks::no_completion(),
+    };
+    let flags = flags16(flags & !LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+    let c = Command::new(cmd::BLOCK_STATUS, flags, offset, count);
+    h.run_filtered(g, c, CmdBuf::none(), &ids, Some(cbs))
 }
 
 fn flags16(flags: u32) -> Result<u16, Error> {

@@ -139,6 +139,19 @@ pub fn get_structured_replies_negotiated(_h: &nbd_handle, g: &mut Held<'_>) -> R
         .ok_or_else(|| err(libc::EINVAL, "not connected"))
 }
 
+/// Whether 32-byte headers are in use (libnbd 1.18); sticky, as libnbd's.
+pub fn get_extended_headers_negotiated(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    g.conn
+        .as_ref()
+        .map(|c| c.client.extended_headers())
+        .ok_or_else(|| err(libc::EINVAL, "not connected"))
+}
+
+/// Whether the server takes block status filtered by a payload.
+pub fn can_block_status_payload(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    flag(g, tx_flags::BLOCK_STATUS_PAYLOAD)
+}
+
 /// Whether the server agreed to the meta context `metacontext`.
 pub fn can_meta_context(
     _h: &nbd_handle,

@@ -79,6 +79,23 @@ fn cbs(
     })
 }
 
+/// NBD_OPT_EXTENDED_HEADERS in option mode: whether the server agreed.
+pub fn opt_extended_headers(h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    run(h, g, UserOption::ExtendedHeaders, None).map(|n| n != 0)
+}
+
+pub fn aio_opt_extended_headers(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    completion_callback: callbacks::Completion,
+) -> Result<(), Error> {
+    start_aio(
+        g,
+        UserOption::ExtendedHeaders,
+        cbs(None, None, completion_callback),
+    )
+}
+
 pub fn opt_go(h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
     run(h, g, UserOption::Go, None).map(|_| ())
 }

@@ -107,6 +107,19 @@ pub fn get_request_structured_replies(_h: &nbd_handle, g: &mut Held<'_>) -> Resu
     Ok(g.settings.request_structured_replies)
 }
 
+pub fn set_request_extended_headers(
+    _h: &nbd_handle,
+    g: &mut Held<'_>,
+    request: bool,
+) -> Result<(), Error> {
+    g.settings.request_extended_headers = request;
+    Ok(())
+}
+
+pub fn get_request_extended_headers(_h: &nbd_handle, g: &mut Held<'_>) -> Result<bool, Error> {
+    Ok(g.settings.request_extended_headers)
+}
+
 pub fn set_handshake_flags(_h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {
     g.settings.handshake_flags = flags;
     Ok(())

@@ -161,6 +161,16 @@ pub const LIBNBD_HAVE_NBD_STATS_CHUNKS_SENT: c_int = 1;
 pub const LIBNBD_HAVE_NBD_STATS_BYTES_RECEIVED: c_int = 1;
 pub const LIBNBD_HAVE_NBD_STATS_CHUNKS_RECEIVED: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SUPPORTS_VSOCK: c_int = 1;
+pub const LIBNBD_HAVE_NBD_SET_REQUEST_EXTENDED_HEADERS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_REQUEST_EXTENDED_HEADERS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_GET_EXTENDED_HEADERS_NEGOTIATED: c_int = 1;
+pub const LIBNBD_HAVE_NBD_CAN_BLOCK_STATUS_PAYLOAD: c_int = 1;
+pub const LIBNBD_HAVE_NBD_OPT_EXTENDED_HEADERS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_OPT_EXTENDED_HEADERS: c_int = 1;
+pub const LIBNBD_HAVE_NBD_BLOCK_STATUS_64: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_64: c_int = 1;
+pub const LIBNBD_HAVE_NBD_BLOCK_STATUS_FILTER: c_int = 1;
+pub const LIBNBD_HAVE_NBD_AIO_BLOCK_STATUS_FILTER: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_SUBPROCESS_PID: c_int = 1;
 pub const LIBNBD_HAVE_NBD_SET_TLS_HOSTNAME: c_int = 1;
 pub const LIBNBD_HAVE_NBD_GET_TLS_HOSTNAME: c_int = 1;
@@ -2501,6 +2511,178 @@ pub unsafe extern "C" fn nbd_supports_vsock(h: *mut nbd_handle) -> c_int {
             calls::connect::supports_vsock(h, g)
         });
         wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_set_request_extended_headers`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_request_extended_headers(h: *mut nbd_handle, request: bool) -> c_int {
+    wrap::set_context("nbd_set_request_extended_headers");
+    wrap::boundary::<ret::Err, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("request={}", request));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Created])?;
+            calls::settings::set_request_extended_headers(h, g, request)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_request_extended_headers`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_request_extended_headers(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_request_extended_headers");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            calls::settings::get_request_extended_headers(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_get_extended_headers_negotiated`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_extended_headers_negotiated(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_get_extended_headers_negotiated");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::get_extended_headers_negotiated(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_can_block_status_payload`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_can_block_status_payload(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_can_block_status_payload");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
+            calls::info::can_block_status_payload(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_opt_extended_headers`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_opt_extended_headers(h: *mut nbd_handle) -> c_int {
+    wrap::set_context("nbd_opt_extended_headers");
+    wrap::boundary::<ret::Bool, _>(|| {
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(String::new);
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::opt_extended_headers(h, g)
+        });
+        wrap::trace_leave::<ret::Bool>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_opt_extended_headers`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_opt_extended_headers(h: *mut nbd_handle, completion_callback: nbd_completion_callback) -> c_int {
+    wrap::set_context("nbd_aio_opt_extended_headers");
+    wrap::boundary::<ret::Err, _>(|| {
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| "completion_callback=<fun>".to_string());
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Negotiating])?;
+            calls::opt::aio_opt_extended_headers(h, g, completion_callback)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_block_status_64`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_block_status_64(h: *mut nbd_handle, count: u64, offset: u64, extent64_callback: nbd_extent64_callback, flags: u32) -> c_int {
+    wrap::set_context("nbd_block_status_64");
+    wrap::boundary::<ret::Err, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} extent64_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::data::block_status_64(h, g, count, offset, extent64_callback, flags)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_block_status_64`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_block_status_64(h: *mut nbd_handle, count: u64, offset: u64, extent64_callback: nbd_extent64_callback, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_block_status_64");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let trace = h.trace_enter(|| format!("count={} offset={} extent64_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE)?;
+            calls::aio::aio_block_status_64(h, g, count, offset, extent64_callback, completion_callback, flags)
+        });
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_block_status_filter`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_block_status_filter(h: *mut nbd_handle, count: u64, offset: u64, contexts: *mut *mut c_char, extent64_callback: nbd_extent64_callback, flags: u32) -> c_int {
+    wrap::set_context("nbd_block_status_filter");
+    wrap::boundary::<ret::Err, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let h = ffi::handle(h)?;
+        let contexts = ffi::string_list(contexts, "contexts")?;
+        let trace = h.trace_enter(|| format!("count={} offset={} contexts={:?} extent64_callback=<fun> flags=0x{:x}", count, offset, contexts, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+            calls::data::block_status_filter(h, g, count, offset, contexts, extent64_callback, flags)
+        });
+        wrap::trace_leave::<ret::Err>(h, trace, &r);
+        r
+    })
+}
+
+/// `nbd_aio_block_status_filter`, in node LIBNBD_1.18.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_aio_block_status_filter(h: *mut nbd_handle, count: u64, offset: u64, contexts: *mut *mut c_char, extent64_callback: nbd_extent64_callback, completion_callback: nbd_completion_callback, flags: u32) -> i64 {
+    wrap::set_context("nbd_aio_block_status_filter");
+    wrap::boundary::<ret::Int64, _>(|| {
+        let extent64_callback: callbacks::Extent64 = extent64_callback.into();
+        let completion_callback: callbacks::Completion = completion_callback.into();
+        let h = ffi::handle(h)?;
+        let contexts = ffi::string_list(contexts, "contexts")?;
+        let trace = h.trace_enter(|| format!("count={} offset={} contexts={:?} extent64_callback=<fun> completion_callback=<fun> flags=0x{:x}", count, offset, contexts, flags));
+        let r = h.with_lock(|g| {
+            g.check_state(&[State::Connected])?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_REQ_ONE | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+            calls::aio::aio_block_status_filter(h, g, count, offset, contexts, extent64_callback, completion_callback, flags)
+        });
+        wrap::trace_leave::<ret::Int64>(h, trace, &r);
         r
     })
 }

@@ -8,7 +8,7 @@ use super::{strict, Client, Command, CommandBuffer, Error, ExportInfo, Phase};
 use crate::errno::host;
 use crate::limits::MAX_CLIENT_REQUEST_LEN;
 use crate::wire::consts::tx_flags;
-use crate::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use crate::wire::request::{EncodedRequest, RequestHeader};
 use crate::wire::{CmdFlags, Command as Cmd};
 
 /// The state of NBD_CMD_DISC, which has no reply and no command slot.
@@ -18,7 +18,7 @@ pub(super) enum Disc {
     None,
     /// Asked for; goes out after every command queued before it.
     Queued {
-        header: [u8; REQUEST_HEADER_LEN],
+        header: EncodedRequest,
         sent: usize,
     },
     Sent,
@@ -36,6 +36,7 @@ fn allowed_flags(kind: Cmd) -> CmdFlags {
         Cmd::Read => CmdFlags::DF,
         Cmd::Write | Cmd::Trim => CmdFlags::FUA,
         Cmd::WriteZeroes => CmdFlags::FUA | CmdFlags::NO_HOLE | CmdFlags::FAST_ZERO,
+        // PAYLOAD_LEN is the client's to set (submit_block_status_filter).
         Cmd::BlockStatus => CmdFlags::REQ_ONE,
         Cmd::Flush | Cmd::Cache | Cmd::Disc | Cmd::Unknown(_) => CmdFlags::empty(),
     }
@@ -92,21 +93,89 @@ fn check_supported(e: &ExportInfo, c: &Command) -> Result<(), Error> {
 impl<C: CommandBuffer> Client<C> {
     /// Queues a command. On success returns its cookie (unique, from 1);
     /// on failure nothing was queued and `ctx` is handed back.
-    pub fn submit(&mut self, command: Command, mut ctx: C) -> Result<u64, (Error, C)> {
+    pub fn submit(&mut self, command: Command, ctx: C) -> Result<u64, (Error, C)> {
+        self.submit_with_payload(command, Vec::new(), ctx)
+    }
+
+    /// Queues a BLOCK_STATUS that asks only about the contexts `ids`
+    /// (nbd_block_status_filter): their ids go in a payload, flagged with
+    /// NBD_CMD_FLAG_PAYLOAD_LEN, so it needs extended headers and a server
+    /// that offers NBD_FLAG_BLOCK_STATUS_PAYLOAD (unless strict mode's
+    /// COMMANDS check is off), and every id must have been negotiated.
+    pub fn submit_block_status_filter(
+        &mut self,
+        mut command: Command,
+        ids: &[u32],
+        ctx: C,
+    ) -> Result<u64, (Error, C)> {
+        let Some(e) = self.stage.transmission() else {
+            return self.submit(command, ctx);
+        };
+        if !e.extended_headers {
+            return Err((
+                Error::new(host::ENOTSUP, "server did not negotiate extended headers"),
+                ctx,
+            ));
+        }
+        if self.config.strict & strict::COMMANDS != 0 && !e.has_flag(tx_flags::BLOCK_STATUS_PAYLOAD)
+        {
+            return Err((
+                Error::new(
+                    host::ENOTSUP,
+                    "server does not support filtered block status",
+                ),
+                ctx,
+            ));
+        }
+        if ids.is_empty()
+            || ids
+                .iter()
+                .any(|id| !e.meta_contexts.iter().any(|(i, _)| i == id))
+        {
+            return Err((
+                Error::new(
+                    host::EINVAL,
+                    "filter names a meta context that was not negotiated",
+                ),
+                ctx,
+            ));
+        }
+        command.kind = Cmd::BlockStatus.to_wire();
+        let payload = crate::wire::request::encode_block_status_payload(command.length, ids);
+        self.submit_with_payload(command, payload, ctx)
+    }
+
+    /// [`Client::submit`], with a payload after the header (flagged
+    /// PAYLOAD_LEN, the header's length then being the payload's).
+    fn submit_with_payload(
+        &mut self,
+        command: Command,
+        payload: Vec<u8>,
+        mut ctx: C,
+    ) -> Result<u64, (Error, C)> {
         if let Err(e) = self.check(&command, &mut ctx) {
             return Err((e, ctx));
         }
         let cookie = self.next_cookie;
         self.next_cookie += 1;
+        // check() bounded the length to 32 bits unless extended headers
+        // carry 64.
+        let (flags, length) = if payload.is_empty() {
+            (command.flags, command.length)
+        } else {
+            (
+                command.flags | CmdFlags::PAYLOAD_LEN.bits(),
+                payload.len() as u64,
+            )
+        };
         let header = RequestHeader {
-            flags: command.flags,
+            flags,
             kind: command.kind,
             cookie,
             offset: command.offset,
-            // check() bounded it to 32 bits.
-            length: command.length as u32,
+            length,
         }
-        .encode();
+        .encode_for(self.extended_headers());
         self.cmds.insert(
             cookie,
             InFlight {
@@ -115,6 +184,7 @@ impl<C: CommandBuffer> Client<C> {
                 length: command.length,
                 report_chunks: command.report_chunks,
                 header,
+                payload,
                 ctx,
                 sent: false,
                 error: None,
@@ -186,6 +256,8 @@ impl<C: CommandBuffer> Client<C> {
         }
         let max = match kind {
             Cmd::Read | Cmd::Write => MAX_CLIENT_REQUEST_LEN,
+            // Extended headers carry 64-bit effect lengths.
+            _ if self.extended_headers() => u64::MAX,
             _ => u64::from(u32::MAX),
         };
         if c.length > max {
@@ -228,7 +300,7 @@ impl<C: CommandBuffer> Client<C> {
                 offset: 0,
                 length: 0,
             }
-            .encode();
+            .encode_for(self.extended_headers());
             self.disc = Disc::Queued { header, sent: 0 };
             self.stats.chunks_sent += 1;
         }
@@ -252,7 +324,7 @@ impl<C: CommandBuffer> Client<C> {
             let Some(c) = self.cmds.get(cookie) else {
                 continue;
             };
-            for part in [&c.header[..], payload_of(c)] {
+            for part in [c.header.as_bytes(), payload_of(c)] {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
@@ -266,7 +338,7 @@ impl<C: CommandBuffer> Client<C> {
             }
         }
         if let Disc::Queued { header, sent } = &self.disc {
-            out[n] = IoSlice::new(&header[*sent..]);
+            out[n] = IoSlice::new(&header.as_bytes()[*sent..]);
             n += 1;
         }
         n
@@ -296,7 +368,7 @@ impl<C: CommandBuffer> Client<C> {
             let total = self
                 .cmds
                 .get(&cookie)
-                .map_or(0, |c| REQUEST_HEADER_LEN + payload_of(c).len());
+                .map_or(0, |c| c.header.as_bytes().len() + payload_of(c).len());
             let left = total - self.send_pos;
             if n < left {
                 self.send_pos += n;
@@ -311,7 +383,7 @@ impl<C: CommandBuffer> Client<C> {
         }
         if let Disc::Queued { header, sent } = self.disc {
             let sent = sent + n;
-            self.disc = if sent >= header.len() {
+            self.disc = if sent >= header.as_bytes().len() {
                 Disc::Sent
             } else {
                 Disc::Queued { header, sent }
@@ -341,7 +413,7 @@ fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
     if Cmd::from_wire(c.kind) == Cmd::Write {
         c.ctx.write_buf()
     } else {
-        &[]
+        &c.payload
     }
 }
 

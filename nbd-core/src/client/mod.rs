@@ -20,7 +20,8 @@
 //! so one `recv` can carry many of them.
 //!
 //! Negotiation (fixed newstyle, with oldstyle recognised) runs the options
-//! STARTTLS (when [`Config::tls`] asks for it), STRUCTURED_REPLY,
+//! STARTTLS (when [`Config::tls`] asks for it), EXTENDED_HEADERS (falling
+//! back to STRUCTURED_REPLY when refused),
 //! SET_META_CONTEXT and GO (falling back to EXPORT_NAME
 //! when the server does not know GO) before the client becomes ready.
 
@@ -74,6 +75,9 @@ pub struct Config {
     pub export_name: Vec<u8>,
     /// Ask for structured replies (nbd_set_request_structured_replies).
     pub request_structured_replies: bool,
+    /// Ask for extended headers first (nbd_set_request_extended_headers).
+    /// As in libnbd, ignored when structured replies are not asked for.
+    pub request_extended_headers: bool,
     /// Meta contexts to ask for with SET_META_CONTEXT (nbd_add_meta_context).
     pub meta_contexts: Vec<Vec<u8>>,
     /// Client flags we are willing to send (LIBNBD_HANDSHAKE_FLAG_*, which
@@ -134,6 +138,7 @@ impl Default for Config {
         Config {
             export_name: Vec::new(),
             request_structured_replies: true,
+            request_extended_headers: true,
             meta_contexts: Vec::new(),
             handshake_flags: crate::wire::consts::client_flags::ALL,
             full_info: false,
@@ -195,6 +200,8 @@ pub struct ExportInfo {
     pub canonical_name: Option<Vec<u8>>,
     pub description: Option<Vec<u8>>,
     pub structured_replies: bool,
+    /// Whether 32-byte headers are in use (they imply structured replies).
+    pub extended_headers: bool,
     /// Contexts the server agreed to, as (id, name).
     pub meta_contexts: Vec<(u32, Vec<u8>)>,
 }
@@ -279,7 +286,8 @@ pub enum Event<C> {
     BlockStatus {
         cookie: u64,
         context_id: u32,
-        extents: Vec<(u32, u32)>,
+        /// (length, flags); 64-bit only with extended headers.
+        extents: Vec<(u64, u64)>,
     },
     /// Option mode: the option the caller asked for is finished. `Ok`
     /// carries the number of list entries for LIST and LIST_META_CONTEXT.

@@ -13,7 +13,10 @@
 //!    with TLS required nothing but STARTTLS is sent before TLS is up, and
 //!    a server that cannot negotiate options (oldstyle, or newstyle without
 //!    the fixed bit) is refused outright;
-//! 1. STRUCTURED_REPLY, if asked for;
+//! 1. EXTENDED_HEADERS, if asked for (with structured replies); on ACK
+//!    structured replies come with it; on a refusal, or when only
+//!    structured replies are asked for, STRUCTURED_REPLY follows, and
+//!    without either replies stay simple, as libnbd 1.24 does;
 //! 2. SET_META_CONTEXT, if contexts were asked for and step 1 succeeded;
 //! 3. GO, which ends negotiation; a server that does not know GO gets
 //!    EXPORT_NAME instead, as does a server without fixed newstyle.
@@ -30,7 +33,7 @@
 //! selected is kept for GO.
 
 use super::state::TlsState;
-use super::state::{Dest, NegStep, ReplyStep, Stage};
+use super::state::{Dest, NegStep, Stage};
 use super::{Client, CommandBuffer, Error, Protocol, Tls};
 use crate::errno::host;
 use crate::limits::{MAX_EXPORT_SIZE, MAX_OPTION_LEN};
@@ -51,6 +54,7 @@ const MAX_REPLIES_PER_OPTION: usize = 65_536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Opt {
     StartTls,
+    ExtendedHeaders,
     StructuredReply,
     SetMetaContext,
     Go,
@@ -65,6 +69,7 @@ impl Opt {
     fn code(self) -> OptionCode {
         match self {
             Opt::StartTls => OptionCode::StartTls,
+            Opt::ExtendedHeaders => OptionCode::ExtendedHeaders,
             Opt::StructuredReply => OptionCode::StructuredReply,
             Opt::SetMetaContext => OptionCode::SetMetaContext,
             Opt::Go => OptionCode::Go,
@@ -79,6 +84,9 @@ impl Opt {
 /// What the caller asked for in option mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserOption {
+    /// NBD_OPT_EXTENDED_HEADERS (nbd_opt_extended_headers): `Ok(1)` when
+    /// the server agreed, `Ok(0)` when it refused.
+    ExtendedHeaders,
     Go,
     Info,
     List,
@@ -221,12 +229,20 @@ impl<C: CommandBuffer> Client<C> {
             None if self.tls == TlsState::NotTried && self.config.tls != Tls::Disable => {
                 Opt::StartTls
             }
+            None if self.config.request_structured_replies
+                && self.config.request_extended_headers =>
+            {
+                Opt::ExtendedHeaders
+            }
             None if self.config.request_structured_replies => Opt::StructuredReply,
-            None | Some(Opt::StructuredReply) if self.config.opt_mode => {
+            Some(Opt::ExtendedHeaders) if !self.stage.facts().extended_headers => {
+                Opt::StructuredReply
+            }
+            None | Some(Opt::ExtendedHeaders | Opt::StructuredReply) if self.config.opt_mode => {
                 self.pause();
                 return;
             }
-            None | Some(Opt::StructuredReply) => meta_or_go,
+            None | Some(Opt::ExtendedHeaders | Opt::StructuredReply) => meta_or_go,
             Some(Opt::SetMetaContext) => after_meta,
             _ => return,
         };
@@ -304,8 +320,10 @@ impl<C: CommandBuffer> Client<C> {
                 // request_meta_context they are the caller's own choice.
                 let structured_replies = self.stage.facts().structured_replies;
                 let contexts = std::mem::take(&mut self.stage.facts_mut().meta_contexts);
+                let extended_headers = self.stage.facts().extended_headers;
                 self.stage = Stage::negotiating();
                 self.stage.facts_mut().structured_replies = structured_replies;
+                self.stage.facts_mut().extended_headers = extended_headers;
                 self.stage.facts_mut().meta_contexts = contexts;
                 let first = if self.wants_meta_context() {
                     Opt::SetMetaContext
@@ -316,6 +334,7 @@ impl<C: CommandBuffer> Client<C> {
                 };
                 self.start_option(first);
             }
+            UserOption::ExtendedHeaders => self.start_option(Opt::ExtendedHeaders),
             UserOption::List => self.start_option(Opt::List),
             UserOption::ListMetaContext => self.start_option(Opt::ListMetaContext),
             UserOption::SetMetaContext => self.start_option(Opt::SetMetaContext),
@@ -338,7 +357,9 @@ impl<C: CommandBuffer> Client<C> {
         let name = self.config.export_name.clone();
         match o {
             Opt::StartTls => encode_option(&mut self.out, o.code().to_wire(), &[]),
-            Opt::StructuredReply => encode_option(&mut self.out, o.code().to_wire(), &[]),
+            Opt::ExtendedHeaders | Opt::StructuredReply => {
+                encode_option(&mut self.out, o.code().to_wire(), &[])
+            }
             Opt::SetMetaContext => {
                 // A new selection replaces the old one, whatever the outcome.
                 self.stage.facts_mut().meta_contexts.clear();
@@ -444,6 +465,31 @@ impl<C: CommandBuffer> Client<C> {
                 self.negotiation.current = None;
                 self.next_option();
             }
+            (Opt::ExtendedHeaders, ReplyType::Ack) => {
+                if !payload.is_empty() {
+                    return Err(Error::new(
+                        host::EPROTO,
+                        "handshake: server's ACK to NBD_OPT_EXTENDED_HEADERS carries a payload",
+                    ));
+                }
+                // Extended headers imply structured replies.
+                self.stage.facts_mut().extended_headers = true;
+                self.stage.facts_mut().structured_replies = true;
+                if self.negotiation.user.is_some() {
+                    self.user_done(Ok(1));
+                } else {
+                    self.next_option();
+                }
+            }
+            // A refusal leaves what was negotiated before as it was (a
+            // second request refused as a duplicate keeps them on).
+            (Opt::ExtendedHeaders, t) if t.is_error() => {
+                if self.negotiation.user.is_some() {
+                    self.user_done(Ok(0));
+                } else {
+                    self.next_option();
+                }
+            }
             (Opt::StructuredReply, ReplyType::Ack) => {
                 self.stage.facts_mut().structured_replies = true;
                 if self.user_is(UserOption::StructuredReply) {
@@ -536,7 +582,11 @@ impl<C: CommandBuffer> Client<C> {
                     self.user_done(Ok(0));
                 }
             }
-            (Opt::Go, ReplyType::ErrUnsup) => self.start_option(Opt::ExportName),
+            // EXPORT_NAME is no fallback once extended headers are on:
+            // proto.md forbids it then.
+            (Opt::Go, ReplyType::ErrUnsup) if !self.stage.facts().extended_headers => {
+                self.start_option(Opt::ExportName)
+            }
             (Opt::Go | Opt::Info, t) if t.is_error() => {
                 let e = option_error(t, payload);
                 if self.negotiation.user.is_some() {
@@ -638,7 +688,7 @@ impl<C: CommandBuffer> Client<C> {
         let export = std::mem::take(self.stage.facts_mut());
         self.stage = Stage::Transmission(export);
         self.negotiation.paused = false;
-        self.expect(16, ReplyStep::ReplyStart);
+        self.expect_reply_header();
         self.user_done(Ok(0));
         Ok(())
     }

@@ -11,8 +11,8 @@ use super::state::{Dest, ReplyStep};
 use super::{Client, CommandBuffer, Error, Event};
 use crate::errno::{host, NbdError};
 use crate::limits::MAX_BUFFERED_CHUNK;
-use crate::wire::reply::ChunkHeader;
 use crate::wire::reply::{self, ReplyStart};
+use crate::wire::reply::{ChunkHeader, EXTENDED_REPLY_HEADER_LEN};
 use crate::wire::{ChunkType, Command};
 
 fn proto(msg: impl Into<String>) -> Error {
@@ -20,6 +20,21 @@ fn proto(msg: impl Into<String>) -> Error {
 }
 
 impl<C: CommandBuffer> Client<C> {
+    /// Waits for the next reply's header, in the negotiated form: the 16
+    /// bytes simple and structured replies share, or a whole extended one.
+    pub(super) fn expect_reply_header(&mut self) {
+        if self.extended_headers() {
+            self.expect(EXTENDED_REPLY_HEADER_LEN, ReplyStep::ExtendedReplyStart);
+        } else {
+            self.expect(16, ReplyStep::ReplyStart);
+        }
+    }
+
+    /// Whether the connection uses extended headers.
+    pub fn extended_headers(&self) -> bool {
+        self.stage.facts().extended_headers
+    }
+
     pub(super) fn reply_step(&mut self, step: ReplyStep, b: &[u8]) -> Result<(), Error> {
         match step {
             ReplyStep::ReplyStart => {
@@ -51,6 +66,27 @@ impl<C: CommandBuffer> Client<C> {
                         self.expect(4, ReplyStep::ChunkLength);
                     }
                 }
+            }
+            ReplyStep::ExtendedReplyStart => {
+                let b: &[u8; EXTENDED_REPLY_HEADER_LEN] =
+                    b.try_into().map_err(|_| proto("short reply header"))?;
+                let h = reply::parse_extended_reply_header(b).map_err(Self::protocol_error)?;
+                self.sent_command(h.cookie)?;
+                // Every payload we accept fits 32 bits (a READ's data is at
+                // most 64 MiB, buffered chunks at most MAX_BUFFERED_CHUNK).
+                let length = u32::try_from(h.length).map_err(|_| {
+                    proto(format!(
+                        "server sent a chunk of {} bytes, more than we accept",
+                        h.length
+                    ))
+                })?;
+                self.chunk = ChunkHeader {
+                    flags: h.flags,
+                    kind: ChunkType::from_wire(h.kind),
+                    cookie: h.cookie,
+                    length,
+                };
+                self.chunk_start()?;
             }
             ReplyStep::ChunkLength => {
                 let length = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -95,7 +131,7 @@ impl<C: CommandBuffer> Client<C> {
             ReplyStep::SimpleReadDone => {
                 let cookie = self.chunk.cookie;
                 self.complete(cookie);
-                self.expect(16, ReplyStep::ReplyStart);
+                self.expect_reply_header();
             }
         }
         Ok(())
@@ -148,7 +184,7 @@ impl<C: CommandBuffer> Client<C> {
         } else {
             self.complete(cookie);
         }
-        self.expect(16, ReplyStep::ReplyStart);
+        self.expect_reply_header();
         Ok(())
     }
 
@@ -188,8 +224,22 @@ impl<C: CommandBuffer> Client<C> {
             _ => {
                 match kind {
                     ChunkType::OffsetHole if cmd_kind != Command::Read => return Err(bad_type()),
-                    ChunkType::BlockStatus if cmd_kind != Command::BlockStatus => {
+                    ChunkType::BlockStatus | ChunkType::BlockStatusExt
+                        if cmd_kind != Command::BlockStatus =>
+                    {
                         return Err(bad_type())
+                    }
+                    // proto.md: with extended headers only the 64-bit form,
+                    // without them only the 32-bit one.
+                    ChunkType::BlockStatus if self.extended_headers() => {
+                        return Err(proto(
+                            "server sent a 32-bit block status chunk after extended headers",
+                        ))
+                    }
+                    ChunkType::BlockStatusExt if !self.extended_headers() => {
+                        return Err(proto(
+                            "server sent a 64-bit block status chunk without extended headers",
+                        ))
                     }
                     _ => {}
                 }
@@ -225,9 +275,16 @@ impl<C: CommandBuffer> Client<C> {
                     }
                 }
             }
-            ChunkType::BlockStatus => {
-                let (id, extents) =
-                    reply::parse_block_status(payload).map_err(Self::protocol_error)?;
+            ChunkType::BlockStatus | ChunkType::BlockStatusExt => {
+                let (id, extents): (u32, Vec<(u64, u64)>) = if kind == ChunkType::BlockStatus {
+                    let (id, it) =
+                        reply::parse_block_status(payload).map_err(Self::protocol_error)?;
+                    (id, it.map(|(l, f)| (u64::from(l), u64::from(f))).collect())
+                } else {
+                    let (id, it) =
+                        reply::parse_block_status_ext(payload).map_err(Self::protocol_error)?;
+                    (id, it.collect())
+                };
                 let known = self
                     .stage
                     .transmission()
@@ -245,7 +302,6 @@ impl<C: CommandBuffer> Client<C> {
                     }
                     c.answered.push(id);
                 }
-                let extents = extents.collect();
                 self.events.push_back(Event::BlockStatus {
                     cookie,
                     context_id: id,
@@ -335,7 +391,7 @@ impl<C: CommandBuffer> Client<C> {
             self.complete(cookie);
         }
         if self.fatal.is_none() && !self.closed {
-            self.expect(16, ReplyStep::ReplyStart);
+            self.expect_reply_header();
         }
     }
 

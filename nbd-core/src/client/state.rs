@@ -20,7 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::{CommandBuffer, Config, Error, Event, ExportInfo, Phase, Protocol};
 use crate::errno::host::{ECONNRESET, EPROTO};
 use crate::wire::reply::ChunkHeader;
-use crate::wire::request::REQUEST_HEADER_LEN;
+use crate::wire::request::{EncodedRequest, EXTENDED_REQUEST_HEADER_LEN};
 use crate::wire::ChunkType;
 use crate::wire::WireError;
 
@@ -135,6 +135,8 @@ pub(super) enum NegStep {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ReplyStep {
     ReplyStart,
+    /// A whole 32-byte extended reply header.
+    ExtendedReplyStart,
     ChunkLength,
     DataOffset,
     ReadDataDone,
@@ -193,7 +195,10 @@ pub(super) struct InFlight<C> {
     pub(super) offset: u64,
     pub(super) length: u64,
     pub(super) report_chunks: bool,
-    pub(super) header: [u8; REQUEST_HEADER_LEN],
+    pub(super) header: EncodedRequest,
+    /// What follows the header besides a WRITE's data: the payload of a
+    /// filtered BLOCK_STATUS (empty otherwise).
+    pub(super) payload: Vec<u8>,
     pub(super) ctx: C,
     /// Whether the request has gone out whole (a reply before that is a
     /// hostile server's).
@@ -490,7 +495,7 @@ impl<C: CommandBuffer> Client<C> {
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
-        } else if self.rbuf.len() - self.rstart < need.max(REQUEST_HEADER_LEN)
+        } else if self.rbuf.len() - self.rstart < need.max(EXTENDED_REQUEST_HEADER_LEN)
             || self.rend == self.rbuf.len()
         {
             self.rbuf.copy_within(self.rstart..self.rend, 0);

@@ -41,6 +41,10 @@ struct Script {
     starttls: Option<u32>,
     /// Answer STARTTLS with this option's code instead (hostile).
     starttls_wrong_option: bool,
+    /// Agree to NBD_OPT_EXTENDED_HEADERS and speak them.
+    extended: bool,
+    /// Replace every block status reply with this raw reply (hostile).
+    evil_block_status: Option<EvilReply>,
 }
 
 struct FakeServer {
@@ -53,6 +57,7 @@ struct FakeServer {
     greeted: bool,
     got_flags: bool,
     structured: bool,
+    extended: bool,
     contexts: Vec<Vec<u8>>,
     pending: Vec<Vec<u8>>,
     closed: bool,
@@ -75,6 +80,7 @@ impl FakeServer {
             greeted: false,
             got_flags: false,
             structured: false,
+            extended: false,
             contexts: Vec::new(),
             pending: Vec::new(),
             closed: false,
@@ -149,20 +155,25 @@ impl FakeServer {
                 self.option(h.option, &payload);
                 continue;
             }
-            if self.inbuf.len() < 28 {
+            let hlen = if self.extended { 32 } else { 28 };
+            if self.inbuf.len() < hlen {
                 break;
             }
-            let h = RequestHeader::decode(self.inbuf[..28].try_into().unwrap()).unwrap();
+            let h = if self.extended {
+                RequestHeader::decode_extended(self.inbuf[..32].try_into().unwrap()).unwrap()
+            } else {
+                RequestHeader::decode(self.inbuf[..28].try_into().unwrap()).unwrap()
+            };
             let plen = if h.kind == cmd::WRITE {
                 h.length as usize
             } else {
                 0
             };
-            if self.inbuf.len() < 28 + plen {
+            if self.inbuf.len() < hlen + plen {
                 break;
             }
-            let payload = self.inbuf[28..28 + plen].to_vec();
-            self.inbuf.drain(..28 + plen);
+            let payload = self.inbuf[hlen..hlen + plen].to_vec();
+            self.inbuf.drain(..hlen + plen);
             self.request(h, &payload);
         }
         if self.s.reverse_batch > 0 && self.pending.len() >= self.s.reverse_batch {
@@ -180,6 +191,11 @@ impl FakeServer {
             }
             opt::STARTTLS if self.s.starttls.is_some() => {
                 encode_option_reply(&mut self.out, option, self.s.starttls.unwrap(), &[]);
+            }
+            opt::EXTENDED_HEADERS if self.s.extended => {
+                self.structured = true;
+                self.extended = true;
+                encode_option_reply(&mut self.out, option, rep::ACK, &[]);
             }
             opt::STRUCTURED_REPLY if !self.s.no_structured => {
                 self.structured = true;
@@ -249,12 +265,15 @@ impl FakeServer {
     }
 
     fn request(&mut self, h: RequestHeader, payload: &[u8]) {
+        if self.extended {
+            return self.extended_request(h, payload);
+        }
         let mut r = Vec::new();
         let (off, len) = (h.offset as usize, h.length as usize);
         match h.kind {
             cmd::READ => {
                 if let Some(evil) = self.s.evil_read_reply {
-                    r = evil(h.cookie, h.offset, h.length);
+                    r = evil(h.cookie, h.offset, h.length as u32);
                 } else if self.structured && self.s.split_reads && len >= 2 {
                     let half = len / 2;
                     r.extend_from_slice(&reply::encode_offset_data_header(
@@ -298,7 +317,7 @@ impl FakeServer {
                     reply_done(),
                     h.cookie,
                     1,
-                    &[(h.length, allocation::HOLE | allocation::ZERO)],
+                    &[(h.length as u32, allocation::HOLE | allocation::ZERO)],
                 );
             }
             cmd::DISC => {
@@ -312,6 +331,59 @@ impl FakeServer {
         } else {
             self.out.extend_from_slice(&r);
         }
+    }
+
+    /// The answer to a request once extended headers are in use: chunks
+    /// with 32-byte headers only.
+    fn extended_request(&mut self, h: RequestHeader, payload: &[u8]) {
+        use reply::{put_chunk_header, ChunkForm};
+        let form = ChunkForm::Extended {
+            request_offset: h.offset,
+        };
+        let mut r = Vec::new();
+        let end = (h.offset + h.length).min(self.disk.len() as u64) as usize;
+        let off = (h.offset as usize).min(end);
+        let evil = match h.kind {
+            cmd::READ => self.s.evil_read_reply,
+            cmd::BLOCK_STATUS => self.s.evil_block_status,
+            _ => None,
+        };
+        match h.kind {
+            _ if evil.is_some() => r = evil.unwrap()(h.cookie, h.offset, h.length as u32),
+            cmd::READ => {
+                put_chunk_header(
+                    &mut r,
+                    form,
+                    reply_done(),
+                    chunk::OFFSET_DATA,
+                    h.cookie,
+                    h.length + 8,
+                );
+                r.put_u64(h.offset);
+                r.extend_from_slice(&self.disk[off..end]);
+            }
+            cmd::BLOCK_STATUS => reply::encode_block_status_ext_chunk(
+                &mut r,
+                reply_done(),
+                h.cookie,
+                h.offset,
+                1,
+                &[(h.length, u64::from(allocation::HOLE | allocation::ZERO))],
+            ),
+            cmd::DISC => {
+                self.closed = true;
+                return;
+            }
+            k => {
+                match k {
+                    cmd::WRITE => self.disk[off..end].copy_from_slice(&payload[..end - off]),
+                    cmd::TRIM | cmd::WRITE_ZEROES => self.disk[off..end].fill(0),
+                    _ => {}
+                }
+                put_chunk_header(&mut r, form, reply_done(), chunk::NONE, h.cookie, 0);
+            }
+        }
+        self.out.extend_from_slice(&r);
     }
 
     /// Bytes for the client, honouring a planned hang-up. `None` = EOF.
@@ -976,6 +1048,8 @@ fn starttls_first_then_options_inside_tls() {
             l.server.options_seen,
             vec![
                 (opt::STARTTLS, false),
+                // Refused by this server: the client falls back.
+                (opt::EXTENDED_HEADERS, true),
                 (opt::STRUCTURED_REPLY, true),
                 (opt::SET_META_CONTEXT, true),
                 (opt::GO, true),
@@ -1158,6 +1232,215 @@ fn endless_extent_lists_are_refused() {
     assert!(l.client.fatal_error().unwrap().message.contains("twice"));
 }
 
+/// A client connected to a fake server that speaks extended headers, with
+/// base:allocation.
+fn extended(s: Script) -> Link {
+    let config = Config {
+        meta_contexts: vec![b"base:allocation".to_vec()],
+        ..Config::default()
+    };
+    let mut l = Link::new(
+        config,
+        Script {
+            extended: true,
+            size: 8 << 30,
+            ..s
+        },
+    );
+    l.run();
+    assert_eq!(
+        l.client.phase(),
+        Phase::Ready,
+        "{:?}",
+        l.client.fatal_error()
+    );
+    l
+}
+
+#[test]
+fn extended_headers_asked_first_and_structured_replies_skipped() {
+    let mut l = extended(Script::default());
+    let e = l.client.export().unwrap();
+    assert!(e.extended_headers && e.structured_replies);
+    let opts: Vec<u32> = l.server.options_seen.iter().map(|o| o.0).collect();
+    assert_eq!(
+        opts,
+        vec![opt::EXTENDED_HEADERS, opt::SET_META_CONTEXT, opt::GO]
+    );
+    // Every byte split of the replies, and 64-bit lengths both ways.
+    l.trickle = 1;
+    let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+    l.submit(Command::new(cmd::WRITE, 0, 512, 4096), data.clone());
+    let r = l.submit(Command::new(cmd::READ, 0, 512, 4096), vec![0; 4096]);
+    let z = l.submit(Command::new(cmd::WRITE_ZEROES, 0, 0, 5 << 30), Vec::new());
+    let b = l.submit(Command::new(cmd::BLOCK_STATUS, 0, 0, 6 << 30), Vec::new());
+    l.run();
+    let mut extents = Vec::new();
+    let mut done = Vec::new();
+    while let Some(e) = l.client.poll_event() {
+        match e {
+            Event::BlockStatus { extents: x, .. } => extents.extend(x),
+            Event::Completed {
+                cookie,
+                ctx,
+                result,
+            } => done.push((cookie, ctx, result)),
+            _ => {}
+        }
+    }
+    assert_eq!(done.len(), 4);
+    assert!(done.iter().all(|d| d.2.is_ok()), "{done:?}");
+    assert_eq!(done.iter().find(|d| d.0 == r).unwrap().1, data);
+    assert!(done.iter().any(|d| d.0 == z));
+    assert!(done.iter().any(|d| d.0 == b));
+    let hz = u64::from(allocation::HOLE | allocation::ZERO);
+    assert_eq!(extents, vec![(6 << 30, hz)]);
+    assert_eq!(l.client.phase(), Phase::Ready);
+}
+
+#[test]
+fn without_extended_headers_over_4_gib_is_erange() {
+    let mut l = connected(Script {
+        size: 8 << 30,
+        ..Default::default()
+    });
+    let e = l
+        .client
+        .submit(Command::new(cmd::WRITE_ZEROES, 0, 0, 5 << 30), Vec::new())
+        .unwrap_err()
+        .0;
+    assert_eq!(e.errno, host::ERANGE);
+}
+
+fn hostile_extended(read: Option<EvilReply>, bs: Option<EvilReply>) -> Link {
+    let mut l = extended(Script {
+        evil_read_reply: read,
+        evil_block_status: bs,
+        ..Default::default()
+    });
+    let kind = if read.is_some() {
+        cmd::READ
+    } else {
+        cmd::BLOCK_STATUS
+    };
+    let buf = if read.is_some() {
+        vec![0; 4096]
+    } else {
+        Vec::new()
+    };
+    l.submit(Command::new(kind, 0, 4096, 4096), buf);
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Dead);
+    assert_eq!(l.client.fatal_error().unwrap().errno, host::EPROTO);
+    let done = l.completions();
+    assert_eq!(done.len(), 1);
+    assert!(done[0].2.is_err());
+    l
+}
+
+#[test]
+fn compact_replies_after_extended_headers_are_fatal() {
+    hostile_extended(
+        Some(|cookie, _, len| {
+            let mut r = reply::encode_simple_reply(0, cookie).to_vec();
+            r.resize(r.len() + len as usize + 16, 0);
+            r
+        }),
+        None,
+    );
+    hostile_extended(
+        Some(|cookie, off, len| {
+            let mut r =
+                reply::encode_offset_data_header(chunk::FLAG_DONE, cookie, off, len).to_vec();
+            r.resize(r.len() + len as usize + 16, 0);
+            r
+        }),
+        None,
+    );
+}
+
+#[test]
+fn extended_chunk_longer_than_4_gib_is_fatal() {
+    let l = hostile_extended(
+        Some(|cookie, off, _| {
+            reply::encode_extended_chunk_header(
+                chunk::FLAG_DONE,
+                chunk::ERROR,
+                cookie,
+                off,
+                1 << 33,
+            )
+            .to_vec()
+        }),
+        None,
+    );
+    assert!(l
+        .client
+        .fatal_error()
+        .unwrap()
+        .message
+        .contains("more than we accept"));
+}
+
+#[test]
+fn narrow_block_status_after_extended_headers_is_fatal() {
+    hostile_extended(
+        None,
+        Some(|cookie, off, len| {
+            // A 32-bit BLOCK_STATUS chunk behind an extended header.
+            let mut v = reply::encode_extended_chunk_header(
+                chunk::FLAG_DONE,
+                chunk::BLOCK_STATUS,
+                cookie,
+                off,
+                12,
+            )
+            .to_vec();
+            v.put_u32(1);
+            v.put_u32(len);
+            v.put_u32(0);
+            v
+        }),
+    );
+}
+
+#[test]
+fn block_status_ext_with_a_wrong_count_is_fatal() {
+    hostile_extended(
+        None,
+        Some(|cookie, off, len| {
+            let mut v = Vec::new();
+            reply::encode_block_status_ext_chunk(
+                &mut v,
+                chunk::FLAG_DONE,
+                cookie,
+                off,
+                1,
+                &[(u64::from(len), 0)],
+            );
+            // Claim two extents where one is sent.
+            v[32 + 7] = 2;
+            v
+        }),
+    );
+}
+
+#[test]
+fn no_export_name_fallback_after_extended_headers() {
+    let mut l = Link::new(
+        Config::default(),
+        Script {
+            extended: true,
+            no_go: true,
+            ..Default::default()
+        },
+    );
+    l.run();
+    assert_eq!(l.client.phase(), Phase::Dead);
+    let opts: Vec<u32> = l.server.options_seen.iter().map(|o| o.0).collect();
+    assert_eq!(opts, vec![opt::EXTENDED_HEADERS, opt::GO]);
+}
+
 // ---- option mode: the caller's single steps (libnbd 1.16) ----
 
 fn opt_mode_without_structured_replies() -> Link {
@@ -1237,6 +1520,7 @@ fn opt_starttls_by_hand_refused_then_accepted() {
     // again, inside TLS, with nothing of the plain text kept.
     let cfg = Config {
         opt_mode: true,
+        request_extended_headers: false,
         ..Default::default()
     };
     let mut l = Link::new(
@@ -1270,7 +1554,12 @@ fn opt_starttls_by_hand_refused_then_accepted() {
 
 #[test]
 fn stats_count_bytes_and_chunks_as_libnbd() {
-    let mut l = Link::new(Config::default(), Script::default());
+    // Without extended headers, so that the request is 28 bytes.
+    let cfg = Config {
+        request_extended_headers: false,
+        ..Default::default()
+    };
+    let mut l = Link::new(cfg, Script::default());
     l.run();
     let s = l.client.stats();
     // Greeting received; STRUCTURED_REPLY and GO sent.

@@ -95,8 +95,14 @@ impl Extents {
 
     /// Prepares for a query of `count` bytes at `offset`.
     pub fn reset(&mut self, offset: u64, count: u32, req_one: bool) {
+        self.reset_range(offset, u64::from(count), req_one)
+    }
+
+    /// Prepares for a query of `length` bytes at `offset`: more than 4 GiB
+    /// with extended headers, asked of the backend a piece at a time.
+    pub fn reset_range(&mut self, offset: u64, length: u64, req_one: bool) {
         self.start = offset;
-        self.end = offset.saturating_add(count as u64);
+        self.end = offset.saturating_add(length);
         self.next = offset;
         self.req_one = req_one;
         self.full = false;
@@ -147,7 +153,8 @@ impl Extents {
     }
 
     /// The extents as (length, flags); their lengths sum to at most the
-    /// query's count and fit in 32 bits.
+    /// query's length (so they fit 32 bits unless the query was longer,
+    /// which only extended headers allow).
     pub fn as_slice(&self) -> &[(u64, u32)] {
         &self.list
     }

@@ -69,8 +69,9 @@ impl Caps {
     }
 
     /// The transmission flags. DF is offered when structured replies were
-    /// negotiated (reads are always sent as one chunk).
-    pub fn tx_flags(&self, structured_replies: bool) -> u16 {
+    /// negotiated (reads are always sent as one chunk), block status
+    /// filtered by a payload when extended headers were.
+    pub fn tx_flags(&self, structured_replies: bool, extended_headers: bool) -> u16 {
         let mut f = tx_flags::HAS_FLAGS;
         let mut set = |c: bool, bit: u16| {
             if c {
@@ -87,6 +88,7 @@ impl Caps {
         set(self.multi_conn, tx_flags::CAN_MULTI_CONN);
         set(self.cache, tx_flags::SEND_CACHE);
         set(self.fast_zero, tx_flags::SEND_FAST_ZERO);
+        set(extended_headers, tx_flags::BLOCK_STATUS_PAYLOAD);
         f
     }
 }
@@ -135,8 +137,12 @@ pub trait Exports {
 pub struct Config {
     /// Handshake flags offered in the greeting (`--mask-handshake`).
     pub handshake_flags: u16,
-    /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`).
+    /// Refuse NBD_OPT_STRUCTURED_REPLY with ERR_UNSUP (`--no-sr`). Since
+    /// extended headers imply structured replies, they are refused too.
     pub no_structured_replies: bool,
+    /// Refuse NBD_OPT_EXTENDED_HEADERS with ERR_UNSUP, so clients fall
+    /// back to structured replies (`NBDKIT_NO_EXTENDED_HEADERS=1`).
+    pub no_extended_headers: bool,
     /// NBD_OPT_STARTTLS (`--tls`).
     pub tls: Tls,
 }
@@ -160,6 +166,7 @@ impl Default for Config {
         Config {
             handshake_flags: handshake_flags::ALL,
             no_structured_replies: false,
+            no_extended_headers: false,
             tls: Tls::Off,
         }
     }
@@ -176,6 +183,8 @@ pub struct Negotiated {
     /// Transmission flags sent to the client.
     pub tx_flags: u16,
     pub structured_replies: bool,
+    /// 32-byte request and reply headers (they imply structured replies).
+    pub extended_headers: bool,
     /// The id of base:allocation, if the client selected it.
     pub meta_context: Option<u32>,
     pub no_zeroes: bool,
@@ -227,6 +236,8 @@ pub struct Negotiation {
     options: usize,
     structured: bool,
     no_structured_replies: bool,
+    extended: bool,
+    no_extended_headers: bool,
     meta: Option<(Vec<u8>, u32)>,
     result: Option<Negotiated>,
     close_reason: Option<String>,
@@ -253,6 +264,8 @@ impl Negotiation {
             options: 0,
             structured: false,
             no_structured_replies: cfg.no_structured_replies,
+            extended: false,
+            no_extended_headers: cfg.no_extended_headers,
             meta: None,
             result: None,
             close_reason: None,
@@ -280,7 +293,7 @@ impl Negotiation {
                 return n;
             }
         };
-        let tx = details.caps.tx_flags(false);
+        let tx = details.caps.tx_flags(false, false);
         n.out
             .extend_from_slice(&encode_oldstyle_greeting(details.size, tx as u32));
         n.finish(Vec::new(), details, tx);
@@ -303,7 +316,7 @@ impl Negotiation {
             .and_then(|d| exports.open(b"").map(|()| d))
         {
             Ok(details) => {
-                let tx = details.caps.tx_flags(false);
+                let tx = details.caps.tx_flags(false, false);
                 n.finish(Vec::new(), details, tx);
             }
             Err(e) => n.close(format!("pre-negotiated connection: {e}")),
@@ -332,6 +345,7 @@ impl Negotiation {
         }
         self.tls_active = true;
         self.structured = false;
+        self.extended = false;
         self.meta = None;
         self.next_option();
     }
@@ -502,6 +516,11 @@ impl Negotiation {
         }
         match code {
             OptionCode::ExportName => {
+                // proto.md: a client with extended headers must use GO;
+                // EXPORT_NAME cannot be refused, so the connection ends.
+                if self.extended {
+                    return self.close("NBD_OPT_EXPORT_NAME after extended headers");
+                }
                 if payload.len() > MAX_STRING {
                     return self.close("export name too long");
                 }
@@ -512,7 +531,7 @@ impl Negotiation {
                 if let Err(e) = exports.open(payload) {
                     return self.close(format!("cannot open export: {e}"));
                 }
-                let tx = details.caps.tx_flags(self.structured);
+                let tx = details.caps.tx_flags(self.structured, self.extended);
                 let no_zeroes = self.no_zeroes;
                 self.out
                     .extend_from_slice(&encode_export_name_reply(details.size, tx, no_zeroes));
@@ -575,6 +594,15 @@ impl Negotiation {
                         "structured replies are disabled (--no-sr)",
                     );
                 }
+                if self.extended {
+                    // proto.md: structured replies are part of extended
+                    // headers; asking for them alone cannot downgrade.
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrExtHeaderReqd,
+                        "extended headers already negotiated",
+                    );
+                }
                 if self.structured {
                     return self.reply_err(
                         option,
@@ -582,6 +610,32 @@ impl Negotiation {
                         "structured replies already negotiated",
                     );
                 }
+                self.structured = true;
+                self.reply(option, ReplyType::Ack, &[]);
+            }
+            OptionCode::ExtendedHeaders => {
+                if !payload.is_empty() {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
+                        "EXTENDED_HEADERS takes no payload",
+                    );
+                }
+                if self.no_extended_headers || self.no_structured_replies {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrUnsup,
+                        "extended headers are disabled",
+                    );
+                }
+                if self.extended {
+                    return self.reply_err(
+                        option,
+                        ReplyType::ErrInvalid,
+                        "extended headers already negotiated",
+                    );
+                }
+                self.extended = true;
                 self.structured = true;
                 self.reply(option, ReplyType::Ack, &[]);
             }
@@ -608,7 +662,7 @@ impl Negotiation {
                 return self.reply_err(option, ReplyType::ErrUnknown, &e);
             }
         }
-        let tx = details.caps.tx_flags(self.structured);
+        let tx = details.caps.tx_flags(self.structured, self.extended);
         let mut p = InfoReply::Export {
             size: details.size,
             flags: tx,
@@ -694,6 +748,7 @@ impl Negotiation {
             details,
             tx_flags: tx,
             structured_replies: self.structured,
+            extended_headers: self.extended,
             meta_context,
             no_zeroes: self.no_zeroes,
             fixed_newstyle: self.fixed_newstyle,
@@ -1099,6 +1154,67 @@ mod tests {
     }
 
     #[test]
+    fn extended_headers_imply_structured_replies() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::STRUCTURED_REPLY, &[]);
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::EXTENDED_HEADERS, b"x");
+        i.extend(go(b"a", vec![]));
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Done);
+        let r = replies(&out);
+        assert_eq!(r[0], (opt::EXTENDED_HEADERS, rep::ACK, vec![]));
+        // No downgrade to structured replies alone, no second time, and
+        // the option takes no payload.
+        assert_eq!(r[1].1, rep::ERR_EXT_HEADER_REQD);
+        assert_eq!(r[2].1, rep::ERR_INVALID);
+        assert_eq!(r[3].1, rep::ERR_INVALID);
+        let res = n.take_result().unwrap();
+        assert!(res.extended_headers && res.structured_replies);
+        assert_ne!(res.tx_flags & tx_flags::BLOCK_STATUS_PAYLOAD, 0);
+        assert_ne!(res.tx_flags & tx_flags::SEND_DF, 0);
+    }
+
+    #[test]
+    fn export_name_after_extended_headers_hangs_up() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+        encode_option(&mut i, opt::EXPORT_NAME, b"a");
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Closed);
+        assert!(n.take_result().is_none());
+    }
+
+    #[test]
+    fn extended_headers_can_be_refused() {
+        for cfg in [
+            Config {
+                no_extended_headers: true,
+                ..Config::default()
+            },
+            Config {
+                no_structured_replies: true,
+                ..Config::default()
+            },
+        ] {
+            let mut n = Negotiation::new(cfg);
+            let _ = run(&mut n, &[0, 0, 0, 3]);
+            let mut i = Vec::new();
+            encode_option(&mut i, opt::EXTENDED_HEADERS, &[]);
+            let (out, _) = run(&mut n, &i);
+            assert_eq!(replies(&out)[0].1, rep::ERR_UNSUP);
+            let (_, w) = run(&mut n, &go(b"", vec![]));
+            assert_eq!(w, Want::Done);
+            let res = n.take_result().unwrap();
+            assert!(!res.extended_headers);
+            assert_eq!(res.tx_flags & tx_flags::BLOCK_STATUS_PAYLOAD, 0);
+        }
+    }
+
+    #[test]
     fn oldstyle_greeting_ends_negotiation() {
         let mut n = Negotiation::oldstyle(&OneExport);
         let (out, w) = run(&mut n, &[]);
@@ -1213,7 +1329,7 @@ mod tests {
         assert!(c.trim && !c.read_only);
         let c = Caps::from_backend(&B, true).unwrap();
         assert!(!c.trim && c.read_only);
-        assert_ne!(c.tx_flags(false) & tx_flags::READ_ONLY, 0);
+        assert_ne!(c.tx_flags(false, false) & tx_flags::READ_ONLY, 0);
     }
 }
 

@@ -15,6 +15,22 @@
 //!   BLOCK_STATUS fails with EINVAL (its reply could not describe anything).
 //! - Out-of-range requests fail with ENOSPC for WRITE, TRIM and
 //!   WRITE_ZEROES, EINVAL for the others.
+//! - With extended headers, TRIM, WRITE_ZEROES and CACHE may cover more
+//!   than 4 GiB. The [`Backend`] takes 32-bit counts (as nbdkit's plugin
+//!   API does), so such a request runs as consecutive pieces of
+//!   [`MAX_BACKEND_PIECE`] bytes; the first failure ends it. A
+//!   BLOCK_STATUS over more than that asks the backend piece after piece
+//!   while each piece is answered whole (adjacent extents of one type
+//!   merge, so a hole can be reported longer than 4 GiB), at most
+//!   [`MAX_BLOCK_STATUS_PIECES`] times; the reply may then describe less
+//!   than was asked, which proto.md allows.
+//! - NBD_CMD_FLAG_PAYLOAD_LEN (extended headers only) is accepted on WRITE,
+//!   whose length is its payload's anyway, and on BLOCK_STATUS, whose
+//!   payload (at most [`MAX_BLOCK_STATUS_PAYLOAD`] bytes) names the effect
+//!   length and the contexts wanted: [`with_payload`] turns it into the
+//!   request it stands for. On any other command its payload is read and
+//!   thrown away (the stream stays in sync) and the command fails with
+//!   EINVAL.
 
 use crate::errno::host::{EINVAL, EIO, ENOSPC, EPERM};
 use crate::limits::MAX_REQUEST_LEN;
@@ -28,12 +44,26 @@ use super::negotiate::Negotiated;
 /// Largest WRITE payload that is drained rather than closing the connection.
 pub const MAX_DRAIN_LEN: u32 = 2 * MAX_REQUEST_LEN;
 
+/// Largest BLOCK_STATUS payload we read: the effect length and 1022
+/// context ids, far more than the one context we serve.
+pub const MAX_BLOCK_STATUS_PAYLOAD: u32 = 4096;
+
+/// How many backend calls one BLOCK_STATUS may make (256 GiB's worth).
+pub const MAX_BLOCK_STATUS_PIECES: usize = 64;
+
+/// The largest count handed to one backend call: 4 GiB less 1 MiB, so
+/// that the pieces of an aligned request stay aligned to any block size
+/// up to 1 MiB.
+pub const MAX_BACKEND_PIECE: u32 = !((1 << 20) - 1);
+
 /// What the transmission phase needs to know about the negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxContext {
     pub size: u64,
     pub tx_flags: u16,
     pub structured_replies: bool,
+    /// 32-byte headers: 64-bit lengths, every reply a chunk.
+    pub extended_headers: bool,
     pub meta_context: Option<u32>,
 }
 
@@ -43,6 +73,7 @@ impl TxContext {
             size: n.details.size,
             tx_flags: n.tx_flags,
             structured_replies: n.structured_replies,
+            extended_headers: n.extended_headers,
             meta_context: n.meta_context,
         }
     }
@@ -65,17 +96,60 @@ pub enum Payload {
     Disconnect,
 }
 
-/// Decides, from the header alone, how to keep the stream in sync.
-pub fn payload(h: &RequestHeader) -> Payload {
-    if h.command() != Command::Write {
+/// Decides, from the header alone, how to keep the stream in sync: a
+/// WRITE carries its length in bytes, and with extended headers so does
+/// any request flagged NBD_CMD_FLAG_PAYLOAD_LEN (only WRITE's is kept).
+pub fn payload(h: &RequestHeader, t: &TxContext) -> Payload {
+    let flagged = t.extended_headers && h.cmd_flags().contains(CmdFlags::PAYLOAD_LEN);
+    let is_write = h.command() == Command::Write;
+    let is_bs = h.command() == Command::BlockStatus;
+    if !is_write && !flagged {
         Payload::None
-    } else if h.length <= MAX_REQUEST_LEN {
-        Payload::Receive(h.length)
-    } else if h.length <= MAX_DRAIN_LEN {
-        Payload::Discard(h.length)
+    } else if (is_write && h.length <= u64::from(MAX_REQUEST_LEN))
+        || (is_bs && h.length <= u64::from(MAX_BLOCK_STATUS_PAYLOAD))
+    {
+        Payload::Receive(h.length as u32)
+    } else if h.length <= u64::from(MAX_DRAIN_LEN) {
+        Payload::Discard(h.length as u32)
     } else {
         Payload::Disconnect
     }
+}
+
+/// The request a BLOCK_STATUS with NBD_CMD_FLAG_PAYLOAD_LEN stands for:
+/// the payload's effect length, without the flag. Every context id it
+/// names must be one the client negotiated (we serve one, so the filter
+/// can only keep it). Other requests come back unchanged.
+pub fn with_payload(
+    h: &RequestHeader,
+    payload: &[u8],
+    t: &TxContext,
+) -> Result<RequestHeader, Error> {
+    let filtered = h.command() == Command::BlockStatus
+        && t.extended_headers
+        && h.cmd_flags().contains(CmdFlags::PAYLOAD_LEN);
+    if !filtered {
+        return Ok(*h);
+    }
+    if h.length < 12 || !(h.length - 8).is_multiple_of(4) {
+        return Err(Error::new(
+            EINVAL,
+            "BLOCK_STATUS payload is not 8 + 4n bytes",
+        ));
+    }
+    let (effect, ids) = crate::wire::request::parse_block_status_payload(payload)
+        .map_err(|_| Error::new(EINVAL, "BLOCK_STATUS payload is malformed"))?;
+    if ids.iter().any(|id| Some(*id) != t.meta_context) {
+        return Err(Error::new(
+            EINVAL,
+            "BLOCK_STATUS payload names an unknown context",
+        ));
+    }
+    Ok(RequestHeader {
+        flags: h.flags & !CmdFlags::PAYLOAD_LEN.bits(),
+        length: effect,
+        ..*h
+    })
 }
 
 /// A command's name for messages.
@@ -105,6 +179,20 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
     let f = h.cmd_flags();
     if !f.unknown().is_empty() {
         return invalid(EINVAL, "unknown command flag");
+    }
+    if f.contains(CmdFlags::PAYLOAD_LEN) {
+        if !t.extended_headers {
+            return invalid(EINVAL, "PAYLOAD_LEN flag without extended headers");
+        }
+        let filtered = k == BlockStatus && t.has(tx_flags::BLOCK_STATUS_PAYLOAD);
+        if k != Write && !filtered {
+            return invalid(EINVAL, "PAYLOAD_LEN flag not supported on this command");
+        }
+        if filtered {
+            // The rest is checked on the request the payload stands for
+            // (with_payload, then validate again).
+            return Ok(());
+        }
     }
     // proto.md: with SEND_FUA, FUA is valid on every command (and means
     // nothing on those that do not write).
@@ -154,10 +242,10 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
         }
         return Ok(());
     }
-    if matches!(k, Read | Write) && h.length > MAX_REQUEST_LEN {
+    if matches!(k, Read | Write) && h.length > u64::from(MAX_REQUEST_LEN) {
         return invalid(EINVAL, "request too large");
     }
-    let end = h.offset.checked_add(h.length as u64);
+    let end = h.offset.checked_add(h.length);
     if !matches!(end, Some(e) if e <= t.size) {
         return if writes {
             invalid(ENOSPC, "request beyond the end of the export")
@@ -190,20 +278,28 @@ pub fn execute(
         Command::Read => backend.pread(data, h.offset),
         Command::Write => backend.pwrite(data, h.offset, fua),
         Command::Flush => backend.flush(),
-        Command::Trim => backend.trim(h.length, h.offset, fua),
-        Command::Cache => backend.cache(h.length, h.offset),
-        Command::WriteZeroes => backend.zero(
-            h.length,
-            h.offset,
-            ZeroFlags {
+        Command::Trim => in_pieces(h, |count, offset| backend.trim(count, offset, fua)),
+        Command::Cache => in_pieces(h, |count, offset| backend.cache(count, offset)),
+        Command::WriteZeroes => {
+            let flags = ZeroFlags {
                 may_trim: !f.contains(CmdFlags::NO_HOLE),
                 fua,
                 fast: f.contains(CmdFlags::FAST_ZERO),
-            },
-        ),
+            };
+            in_pieces(h, |count, offset| backend.zero(count, offset, flags))
+        }
         Command::BlockStatus => {
-            extents.reset(h.offset, h.length, f.contains(CmdFlags::REQ_ONE));
-            backend.extents(h.length, h.offset, extents)?;
+            extents.reset_range(h.offset, h.length, f.contains(CmdFlags::REQ_ONE));
+            for _ in 0..MAX_BLOCK_STATUS_PIECES {
+                let at = extents.next_offset();
+                let count = piece_len(extents.end() - at);
+                backend.extents(count, at, extents)?;
+                // A backend that answered less than its piece has said
+                // what it knows; ask no more.
+                if !extents.wants_more() || extents.next_offset() < at + u64::from(count) {
+                    break;
+                }
+            }
             if extents.is_empty() {
                 return Err(Error::new(EIO, "extents: backend returned no extents"));
             }
@@ -213,13 +309,34 @@ pub fn execute(
     }
 }
 
+/// The first piece of a request of `length` bytes.
+fn piece_len(length: u64) -> u32 {
+    length.min(u64::from(MAX_BACKEND_PIECE)) as u32
+}
+
+/// Runs `op` over the request's range in pieces the backend can take,
+/// stopping at the first failure.
+fn in_pieces(
+    h: &RequestHeader,
+    mut op: impl FnMut(u32, u64) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let (mut offset, mut left) = (h.offset, h.length);
+    while left > 0 {
+        let count = piece_len(left);
+        op(count, offset)?;
+        offset += u64::from(count);
+        left -= u64::from(count);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::errno::host::ENOTSUP;
     use crate::wire::consts::{cmd, cmd_flags};
 
-    fn hdr(kind: u16, flags: u16, offset: u64, length: u32) -> RequestHeader {
+    fn hdr(kind: u16, flags: u16, offset: u64, length: u64) -> RequestHeader {
         RequestHeader {
             flags,
             kind,
@@ -243,6 +360,7 @@ mod tests {
             size: 1 << 20,
             tx_flags: flags,
             structured_replies: true,
+            extended_headers: false,
             meta_context: Some(1),
         }
     }
@@ -302,16 +420,22 @@ mod tests {
             size: 1 << 40,
             ..big
         };
-        assert_eq!(errno(hdr(cmd::READ, 0, 0, MAX_REQUEST_LEN), &big), 0);
         assert_eq!(
-            errno(hdr(cmd::READ, 0, 0, MAX_REQUEST_LEN + 1), &big),
+            errno(hdr(cmd::READ, 0, 0, u64::from(MAX_REQUEST_LEN)), &big),
+            0
+        );
+        assert_eq!(
+            errno(hdr(cmd::READ, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
             EINVAL
         );
         assert_eq!(
-            errno(hdr(cmd::WRITE, 0, 0, MAX_REQUEST_LEN + 1), &big),
+            errno(hdr(cmd::WRITE, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
             EINVAL
         );
-        assert_eq!(errno(hdr(cmd::TRIM, 0, 0, MAX_REQUEST_LEN + 1), &big), 0);
+        assert_eq!(
+            errno(hdr(cmd::TRIM, 0, 0, u64::from(MAX_REQUEST_LEN) + 1), &big),
+            0
+        );
         // Flush.
         assert_eq!(errno(hdr(cmd::FLUSH, 0, 0, 0), &t), 0);
         assert_eq!(errno(hdr(cmd::FLUSH, 0, 1, 0), &t), EINVAL);
@@ -336,6 +460,7 @@ mod tests {
         assert_eq!(errno(hdr(cmd::BLOCK_STATUS, 0, 0, 1), &t), EINVAL);
         let t = TxContext {
             structured_replies: false,
+            extended_headers: false,
             ..ctx(ALL_CAPS)
         };
         assert_eq!(errno(hdr(cmd::READ, cmd_flags::DF, 0, 1), &t), EINVAL);
@@ -344,16 +469,149 @@ mod tests {
 
     #[test]
     fn payload_rules() {
-        assert_eq!(payload(&hdr(cmd::READ, 0, 0, 1 << 30)), Payload::None);
-        assert_eq!(payload(&hdr(cmd::WRITE, 0, 0, 512)), Payload::Receive(512));
+        let t = ctx(ALL_CAPS);
+        let max = u64::from(MAX_REQUEST_LEN);
+        assert_eq!(payload(&hdr(cmd::READ, 0, 0, 1 << 30), &t), Payload::None);
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, MAX_REQUEST_LEN + 1)),
+            payload(&hdr(cmd::WRITE, 0, 0, 512), &t),
+            Payload::Receive(512)
+        );
+        assert_eq!(
+            payload(&hdr(cmd::WRITE, 0, 0, max + 1), &t),
             Payload::Discard(MAX_REQUEST_LEN + 1)
         );
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, MAX_DRAIN_LEN + 1)),
+            payload(&hdr(cmd::WRITE, 0, 0, u64::from(MAX_DRAIN_LEN) + 1), &t),
             Payload::Disconnect
         );
+        // PAYLOAD_LEN means a payload only with extended headers.
+        let bs = hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(payload(&bs, &t), Payload::None);
+        let ext = TxContext {
+            extended_headers: true,
+            ..t
+        };
+        // Read (it is small), then judged by validate and with_payload.
+        assert_eq!(payload(&bs, &ext), Payload::Receive(12));
+        let trim = hdr(cmd::TRIM, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(payload(&trim, &ext), Payload::Discard(12));
+        let w = hdr(cmd::WRITE, cmd_flags::PAYLOAD_LEN, 0, 512);
+        assert_eq!(payload(&w, &ext), Payload::Receive(512));
+    }
+
+    #[test]
+    fn extended_headers_rules() {
+        let t = ctx(ALL_CAPS);
+        let ext = TxContext {
+            extended_headers: true,
+            size: 1 << 40,
+            ..t
+        };
+        let w = hdr(cmd::WRITE, cmd_flags::PAYLOAD_LEN, 0, 512);
+        assert_eq!(errno(w, &t), EINVAL);
+        assert_eq!(errno(w, &ext), 0);
+        let bs = hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 12);
+        assert_eq!(errno(bs, &ext), EINVAL);
+        // 64-bit effect lengths for the commands that have no payload.
+        for k in [cmd::TRIM, cmd::WRITE_ZEROES, cmd::CACHE, cmd::BLOCK_STATUS] {
+            assert_eq!(errno(hdr(k, 0, 0, 5 << 30), &ext), 0);
+        }
+        assert_eq!(errno(hdr(cmd::READ, 0, 0, 5 << 30), &ext), EINVAL);
+    }
+
+    #[test]
+    fn block_status_payload_stands_for_its_request() {
+        use crate::wire::request::encode_block_status_payload;
+        let ext = TxContext {
+            extended_headers: true,
+            tx_flags: ALL_CAPS | tx_flags::BLOCK_STATUS_PAYLOAD,
+            size: 1 << 40,
+            ..ctx(ALL_CAPS)
+        };
+        let p = encode_block_status_payload(5 << 30, &[1]);
+        let h = hdr(
+            cmd::BLOCK_STATUS,
+            cmd_flags::PAYLOAD_LEN | cmd_flags::REQ_ONE,
+            4096,
+            p.len() as u64,
+        );
+        assert_eq!(payload(&h, &ext), Payload::Receive(12));
+        assert_eq!(errno(h, &ext), 0);
+        let h2 = with_payload(&h, &p, &ext).unwrap();
+        assert_eq!(
+            (h2.length, h2.flags, h2.offset),
+            (5 << 30, cmd_flags::REQ_ONE, 4096)
+        );
+        assert_eq!(errno(h2, &ext), 0);
+        // Unknown context, bad lengths, and past the end.
+        let bad = encode_block_status_payload(512, &[1, 2]);
+        let hb = RequestHeader { length: 16, ..h };
+        assert_eq!(with_payload(&hb, &bad, &ext).unwrap_err().errno, EINVAL);
+        let hs = RequestHeader { length: 10, ..h };
+        assert_eq!(with_payload(&hs, &p[..10], &ext).unwrap_err().errno, EINVAL);
+        let far = encode_block_status_payload(1 << 41, &[1]);
+        let h3 = with_payload(&h, &far, &ext).unwrap();
+        assert_eq!(errno(h3, &ext), EINVAL);
+        // Not offered: the flag is refused, the payload discarded.
+        let plain = TxContext {
+            tx_flags: ALL_CAPS,
+            ..ext
+        };
+        assert_eq!(errno(h, &plain), EINVAL);
+        assert_eq!(
+            payload(
+                &hdr(cmd::BLOCK_STATUS, cmd_flags::PAYLOAD_LEN, 0, 5000),
+                &ext
+            ),
+            Payload::Discard(5000)
+        );
+    }
+
+    /// Records each backend call's (count, offset).
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(u32, u64)>>);
+    impl Backend for Recorder {
+        fn size(&self) -> crate::server::backend::Result<u64> {
+            Ok(1 << 40)
+        }
+        fn pread(&self, _: &mut [u8], _: u64) -> crate::server::backend::Result<()> {
+            Ok(())
+        }
+        fn trim(&self, count: u32, offset: u64, _: bool) -> crate::server::backend::Result<()> {
+            self.0.lock().unwrap().push((count, offset));
+            Ok(())
+        }
+        fn extents(
+            &self,
+            count: u32,
+            offset: u64,
+            sink: &mut Extents,
+        ) -> crate::server::backend::Result<()> {
+            self.0.lock().unwrap().push((count, offset));
+            sink.add(offset, u64::from(count), 0).map(|_| ())
+        }
+    }
+
+    #[test]
+    fn requests_over_4_gib_run_in_pieces() {
+        let r = Recorder::default();
+        let mut e = Extents::new();
+        let len = 9u64 << 30;
+        execute(&r, &hdr(cmd::TRIM, 0, 1 << 20, len), &mut [], &mut e).unwrap();
+        let calls = std::mem::take(&mut *r.0.lock().unwrap());
+        let piece = u64::from(MAX_BACKEND_PIECE);
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0], (MAX_BACKEND_PIECE, 1 << 20));
+        assert_eq!(calls[1], (MAX_BACKEND_PIECE, (1 << 20) + piece));
+        assert_eq!(u64::from(calls[2].0), len - 2 * piece);
+        assert_eq!(calls.iter().map(|c| u64::from(c.0)).sum::<u64>(), len);
+        // Block status asks piece after piece; the answers merge into one
+        // extent longer than 4 GiB.
+        execute(&r, &hdr(cmd::BLOCK_STATUS, 0, 0, len), &mut [], &mut e).unwrap();
+        assert_eq!(e.as_slice(), &[(len, 0)]);
+        let calls = std::mem::take(&mut *r.0.lock().unwrap());
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1], (MAX_BACKEND_PIECE, piece));
     }
 
     struct Zeroes;

@@ -15,6 +15,12 @@ pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 /// Starts a structured reply chunk.
 pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+/// Starts every request once extended headers are negotiated (32 bytes,
+/// with a 64-bit length).
+pub const EXTENDED_REQUEST_MAGIC: u32 = 0x21e4_1c71;
+/// Starts every reply chunk once extended headers are negotiated (32
+/// bytes: the request's offset and a 64-bit payload length).
+pub const EXTENDED_REPLY_MAGIC: u32 = 0x6e8a_278c;
 
 /// Handshake flags (server to client, 16 bits).
 pub mod handshake_flags {
@@ -44,6 +50,9 @@ pub mod tx_flags {
     pub const SEND_RESIZE: u16 = 1 << 9;
     pub const SEND_CACHE: u16 = 1 << 10;
     pub const SEND_FAST_ZERO: u16 = 1 << 11;
+    /// BLOCK_STATUS may carry a payload naming the contexts to report
+    /// (extended headers only).
+    pub const BLOCK_STATUS_PAYLOAD: u16 = 1 << 12;
 }
 
 /// Option codes.
@@ -77,6 +86,7 @@ pub mod rep {
     pub const ERR_SHUTDOWN: u32 = ERR_BIT | 7;
     pub const ERR_BLOCK_SIZE_REQD: u32 = ERR_BIT | 8;
     pub const ERR_TOO_BIG: u32 = ERR_BIT | 9;
+    pub const ERR_EXT_HEADER_REQD: u32 = ERR_BIT | 10;
 
     /// Whether a reply type is an error.
     pub const fn is_error(t: u32) -> bool {
@@ -111,7 +121,9 @@ pub mod cmd_flags {
     pub const DF: u16 = 1 << 2;
     pub const REQ_ONE: u16 = 1 << 3;
     pub const FAST_ZERO: u16 = 1 << 4;
-    pub const ALL: u16 = FUA | NO_HOLE | DF | REQ_ONE | FAST_ZERO;
+    /// The header's length is the payload's length (extended headers only).
+    pub const PAYLOAD_LEN: u16 = 1 << 5;
+    pub const ALL: u16 = FUA | NO_HOLE | DF | REQ_ONE | FAST_ZERO | PAYLOAD_LEN;
 }
 
 /// Structured reply chunk flags and types.
@@ -122,6 +134,8 @@ pub mod chunk {
     pub const OFFSET_DATA: u16 = 1;
     pub const OFFSET_HOLE: u16 = 2;
     pub const BLOCK_STATUS: u16 = 5;
+    /// Block status with 64-bit lengths and flags (extended headers only).
+    pub const BLOCK_STATUS_EXT: u16 = 6;
     pub const ERROR: u16 = (1 << 15) + 1;
     pub const ERROR_OFFSET: u16 = (1 << 15) + 2;
 

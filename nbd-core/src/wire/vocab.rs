@@ -144,6 +144,7 @@ vocab! {
         ErrShutdown = rep::ERR_SHUTDOWN, "NBD_REP_ERR_SHUTDOWN";
         ErrBlockSizeReqd = rep::ERR_BLOCK_SIZE_REQD, "NBD_REP_ERR_BLOCK_SIZE_REQD";
         ErrTooBig = rep::ERR_TOO_BIG, "NBD_REP_ERR_TOO_BIG";
+        ErrExtHeaderReqd = rep::ERR_EXT_HEADER_REQD, "NBD_REP_ERR_EXT_HEADER_REQD";
     }
 }
 
@@ -162,6 +163,7 @@ vocab! {
         OffsetData = chunk::OFFSET_DATA, "NBD_REPLY_TYPE_OFFSET_DATA";
         OffsetHole = chunk::OFFSET_HOLE, "NBD_REPLY_TYPE_OFFSET_HOLE";
         BlockStatus = chunk::BLOCK_STATUS, "NBD_REPLY_TYPE_BLOCK_STATUS";
+        BlockStatusExt = chunk::BLOCK_STATUS_EXT, "NBD_REPLY_TYPE_BLOCK_STATUS_EXT";
         Error = chunk::ERROR, "NBD_REPLY_TYPE_ERROR";
         ErrorOffset = chunk::ERROR_OFFSET, "NBD_REPLY_TYPE_ERROR_OFFSET";
     }
@@ -185,16 +187,18 @@ impl CmdFlags {
     pub const DF: CmdFlags = CmdFlags(cmd_flags::DF);
     pub const REQ_ONE: CmdFlags = CmdFlags(cmd_flags::REQ_ONE);
     pub const FAST_ZERO: CmdFlags = CmdFlags(cmd_flags::FAST_ZERO);
+    pub const PAYLOAD_LEN: CmdFlags = CmdFlags(cmd_flags::PAYLOAD_LEN);
     /// Every flag proto.md defines.
     pub const ALL: CmdFlags = CmdFlags(cmd_flags::ALL);
 
     /// The flags' one name table.
-    const NAMES: [(CmdFlags, &'static str); 5] = [
+    const NAMES: [(CmdFlags, &'static str); 6] = [
         (CmdFlags::FUA, "NBD_CMD_FLAG_FUA"),
         (CmdFlags::NO_HOLE, "NBD_CMD_FLAG_NO_HOLE"),
         (CmdFlags::DF, "NBD_CMD_FLAG_DF"),
         (CmdFlags::REQ_ONE, "NBD_CMD_FLAG_REQ_ONE"),
         (CmdFlags::FAST_ZERO, "NBD_CMD_FLAG_FAST_ZERO"),
+        (CmdFlags::PAYLOAD_LEN, "NBD_CMD_FLAG_PAYLOAD_LEN"),
     ];
 
     pub const fn empty() -> Self {
@@ -293,14 +297,14 @@ mod tests {
 
     #[test]
     fn flags() {
-        let f = CmdFlags::FUA | CmdFlags::FAST_ZERO | CmdFlags(0x100);
+        let f = CmdFlags::FUA | CmdFlags::FAST_ZERO | CmdFlags(0x400);
         assert!(f.contains(CmdFlags::FUA));
         assert!(!f.contains(CmdFlags::DF));
-        assert_eq!(f.unknown(), CmdFlags(0x100));
+        assert_eq!(f.unknown(), CmdFlags(0x400));
         assert_eq!(
             f.names(),
-            vec!["NBD_CMD_FLAG_FUA", "NBD_CMD_FLAG_FAST_ZERO", "0x100"]
+            vec!["NBD_CMD_FLAG_FUA", "NBD_CMD_FLAG_FAST_ZERO", "0x400"]
         );
-        assert!((CmdFlags::ALL & CmdFlags(0x100)).is_empty());
+        assert!((CmdFlags::ALL & CmdFlags(0x400)).is_empty());
     }
 }

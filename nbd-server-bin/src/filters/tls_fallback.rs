@@ -355,7 +355,7 @@ mod tests {
             kind,
             cookie: 9,
             offset,
-            length,
+            length: length.into(),
         };
         s.write_all(&h.encode()).unwrap();
         s.write_all(payload).unwrap();
@@ -381,6 +381,7 @@ mod tests {
             threads: 4,
             handshake_flags: handshake_flags::ALL,
             no_sr: false,
+            no_eh: false,
             oldstyle: false,
             limits: Default::default(),
         });

@@ -90,7 +90,7 @@ pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
 }
 
 /// A finished command: its buffer and the block status it received.
-type Done = (Vec<u8>, Vec<(u32, u32)>);
+type Done = (Vec<u8>, Vec<(u64, u64)>);
 
 struct Conn {
     sock: File,
@@ -446,10 +446,12 @@ impl Backend for NbdConn {
         )?;
         let mut pos = offset;
         for (len, flags) in ext {
-            if !sink.add(pos, len as u64, flags)? {
+            // base:allocation's flags fit 32 bits; the length may not
+            // (extended headers), and the sink clips it to the query.
+            if !sink.add(pos, len, flags as u32)? {
                 return Ok(());
             }
-            pos += len as u64;
+            pos = pos.saturating_add(len);
         }
         if pos == offset {
             return Err(Error::new(libc::EIO, "nbd: server sent no extents"));

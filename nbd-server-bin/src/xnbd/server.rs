@@ -402,6 +402,7 @@ pub fn main() {
         threads: 16,
         handshake_flags: handshake_flags::ALL,
         no_sr: false,
+        no_eh: crate::conn::extended_headers_disabled_by_env(),
         oldstyle: c.oldstyle,
         limits,
     });

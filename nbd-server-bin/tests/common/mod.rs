@@ -234,7 +234,7 @@ impl Client {
             kind,
             cookie,
             offset,
-            length,
+            length: length.into(),
         };
         let mut b = h.encode().to_vec();
         b.extend_from_slice(payload);
