@@ -635,7 +635,7 @@ impl Connection {
 
     /// Hands the core's events to the callbacks they belong to, in order.
     /// Runs with the handle's lock held, as libnbd runs callbacks.
-    fn collect(&mut self) {
+    pub(crate) fn collect(&mut self) {
         while let Some(ev) = self.client.poll_event() {
             match ev {
                 // The buffer (ctx) is released here: the caller's memory is

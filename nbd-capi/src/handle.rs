@@ -414,7 +414,10 @@ impl nbd_handle {
         if matches!(conn.client.phase(), Phase::Closed | Phase::Dead) {
             return Ok(());
         }
-        conn.client.disconnect()?;
+        // After nbd_aio_disconnect, nbd_shutdown only waits (as libnbd).
+        if !conn.client.disconnect_requested() {
+            conn.client.disconnect()?;
+        }
         self.wait(g, |c| match c.client.phase() {
             Phase::Closed | Phase::Dead => Some(Ok(())),
             _ => None,

@@ -1,0 +1,364 @@
+//! libnbd's exact semantics in corners where ours used to differ (issue 11,
+//! section 3), through the exported functions, against Debian's nbdkit.
+
+mod common;
+
+use common::*;
+use nbd::*;
+use std::os::raw::{c_int, c_void};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+macro_rules! need_nbdkit {
+    () => {
+        if !have_nbdkit() {
+            eprintln!("skipped: {NBDKIT} is not installed");
+            return;
+        }
+    };
+}
+
+/// A fresh directory made by mkdtemp(3), removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let mut template = std::env::temp_dir()
+            .join("nbd-sem-XXXXXX")
+            .into_os_string()
+            .into_encoded_bytes();
+        template.push(0);
+        let p = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+        assert!(!p.is_null(), "mkdtemp failed");
+        template.pop();
+        TempDir(std::path::PathBuf::from(
+            String::from_utf8(template).unwrap(),
+        ))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The errors each command completed with, in completion order.
+#[derive(Default)]
+struct Completions(Mutex<Vec<c_int>>);
+
+impl Completions {
+    fn errors(&self) -> Vec<c_int> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+unsafe extern "C" fn record(p: *mut c_void, error: *mut c_int) -> c_int {
+    (*(p as *const Completions)).0.lock().unwrap().push(*error);
+    1
+}
+
+fn recording(c: &Completions) -> nbd_completion_callback {
+    nbd_completion_callback {
+        callback: Some(record),
+        user_data: c as *const Completions as *mut c_void,
+        free: None,
+    }
+}
+
+fn no_completion() -> nbd_completion_callback {
+    nbd_completion_callback {
+        callback: None,
+        user_data: std::ptr::null_mut(),
+        free: None,
+    }
+}
+
+/// Item 1: With pread-initialize on, the buffer is zeroed even when the read is
+/// refused for the handle's state or its arguments.
+#[test]
+fn refused_reads_still_zero_the_buffer() {
+    need_nbdkit!();
+    let h = unsafe { nbd_create() };
+    let mut buf = vec![0xffu8; 512];
+    // Not connected.
+    assert_eq!(
+        unsafe { nbd_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, 0) },
+        -1
+    );
+    assert!(buf.iter().all(|b| *b == 0), "nbd_pread left the buffer");
+    buf.fill(0xff);
+    let r = unsafe { nbd_aio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, no_completion(), 0) };
+    assert_eq!(r, -1);
+    assert!(buf.iter().all(|b| *b == 0), "nbd_aio_pread left the buffer");
+    unsafe { nbd_close(h) };
+
+    // Connected, but a bad flag or out of bounds.
+    let c = Conn::memory("1M");
+    buf.fill(0xff);
+    assert_eq!(
+        unsafe { nbd_pread(c.0, buf.as_mut_ptr().cast(), buf.len(), 0, 0x8000) },
+        -1
+    );
+    assert!(buf.iter().all(|b| *b == 0), "bad flag: buffer left");
+    buf.fill(0xff);
+    assert_eq!(
+        unsafe { nbd_pread(c.0, buf.as_mut_ptr().cast(), buf.len(), 1 << 30, 0) },
+        -1
+    );
+    assert_eq!(errno(), libc::EINVAL);
+    assert!(buf.iter().all(|b| *b == 0), "out of bounds: buffer left");
+}
+
+/// Item 2: Notifying a direction the handle is not waiting for is EINVAL.
+#[test]
+fn notify_for_a_direction_not_wanted_is_einval() {
+    need_nbdkit!();
+    let c = Conn::memory("1M");
+    // Idle and ready: waiting to read only.
+    let dir = unsafe { nbd_aio_get_direction(c.0) };
+    assert_eq!(dir, LIBNBD_AIO_DIRECTION_READ as u32);
+    assert_eq!(unsafe { nbd_aio_notify_write(c.0) }, -1);
+    assert_eq!(errno(), libc::EINVAL, "{}", last_error());
+    // The handle still works.
+    let mut buf = [0u8; 512];
+    assert_eq!(
+        unsafe { nbd_pread(c.0, buf.as_mut_ptr().cast(), 512, 0, 0) },
+        0,
+        "{}",
+        last_error()
+    );
+    // Not connected at all: neither direction.
+    let h = unsafe { nbd_create() };
+    assert_eq!(unsafe { nbd_aio_notify_read(h) }, -1);
+    assert_eq!(errno(), libc::EINVAL);
+    unsafe { nbd_close(h) };
+}
+
+/// Item 3: After nbd_aio_disconnect, even while NBD_CMD_DISC is still queued
+/// behind other commands, every new command and a second disconnect fail
+/// with EINVAL.
+#[test]
+fn nothing_after_disconnect() {
+    need_nbdkit!();
+    // One server thread: nbdkit reads NBD_CMD_DISC only after answering
+    // the writes (with more, it may answer a write ESHUTDOWN).
+    let c = Conn::command(&[
+        NBDKIT,
+        "-s",
+        "--exit-with-parent",
+        "-t",
+        "1",
+        "memory",
+        "64M",
+    ]);
+    let data = vec![0x5au8; 32 << 20];
+    let done = Completions::default();
+    for i in 0..2u64 {
+        let r = unsafe {
+            nbd_aio_pwrite(
+                c.0,
+                data.as_ptr().cast(),
+                data.len(),
+                i * data.len() as u64,
+                recording(&done),
+                0,
+            )
+        };
+        assert!(r > 0, "{}", last_error());
+    }
+    assert_eq!(unsafe { nbd_aio_disconnect(c.0, 0) }, 0, "{}", last_error());
+    let mut buf = [0u8; 512];
+    assert_eq!(
+        unsafe { nbd_aio_pread(c.0, buf.as_mut_ptr().cast(), 512, 0, no_completion(), 0) },
+        -1
+    );
+    assert_eq!(errno(), libc::EINVAL);
+    assert!(
+        last_error().contains("cannot request more commands after NBD_CMD_DISC"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(unsafe { nbd_flush(c.0, 0) }, -1);
+    assert_eq!(errno(), libc::EINVAL);
+    assert_eq!(unsafe { nbd_aio_disconnect(c.0, 0) }, -1);
+    assert_eq!(errno(), libc::EINVAL);
+    // nbd_shutdown does not ask again: it waits for the writes queued
+    // before the disconnect, which still complete, and for the close.
+    assert_eq!(unsafe { nbd_shutdown(c.0, 0) }, 0, "{}", last_error());
+    assert_eq!(done.errors(), vec![0, 0]);
+    assert_eq!(unsafe { nbd_aio_is_closed(c.0) }, 1);
+}
+
+/// Item 4: nbd_shutdown(ABANDON_PENDING) sends nothing still queued on the
+/// client side: those commands complete with ENOTCONN.
+#[test]
+fn shutdown_abandon_pending_sends_nothing_queued() {
+    need_nbdkit!();
+    let dir = TempDir::new();
+    let file = dir.path().join("disk");
+    const CHUNK: usize = 8 << 20;
+    const N: usize = 16;
+    std::fs::write(&file, vec![0u8; CHUNK * N]).unwrap();
+    let file_arg = format!("file={}", file.display());
+    let c = Conn::command(&[NBDKIT, "-s", "--exit-with-parent", "file", &file_arg]);
+    let data = vec![0xa5u8; CHUNK];
+    // One record per write, so completion order does not matter.
+    let done: Vec<Completions> = (0..N).map(|_| Completions::default()).collect();
+    for (i, done) in done.iter().enumerate() {
+        let r = unsafe {
+            nbd_aio_pwrite(
+                c.0,
+                data.as_ptr().cast(),
+                CHUNK,
+                (i * CHUNK) as u64,
+                recording(done),
+                0,
+            )
+        };
+        assert!(r > 0, "{}", last_error());
+    }
+    assert_eq!(
+        unsafe { nbd_shutdown(c.0, LIBNBD_SHUTDOWN_ABANDON_PENDING) },
+        0,
+        "{}",
+        last_error()
+    );
+    let each: Vec<Vec<c_int>> = done.iter().map(|d| d.errors()).collect();
+    assert!(
+        each.iter().all(|e| e.len() == 1),
+        "every command completed once: {each:?}"
+    );
+    let errors: Vec<c_int> = each.iter().map(|e| e[0]).collect();
+    let abandoned = errors.iter().filter(|e| **e == libc::ENOTCONN).count();
+    assert!(abandoned > 0, "nothing was abandoned: {errors:?}");
+    // errors[i] is the write at i * CHUNK. An abandoned one
+    // never reached the file; a successful one did. (nbdkit may answer a
+    // write it was reading when NBD_CMD_DISC came with ESHUTDOWN.)
+    drop(c);
+    let disk = std::fs::read(&file).unwrap();
+    for (i, chunk) in disk.chunks(CHUNK).enumerate() {
+        let written = chunk.iter().any(|b| *b != 0);
+        match errors[i] {
+            libc::ENOTCONN => assert!(!written, "abandoned write {i} arrived: {errors:?}"),
+            0 => assert!(written, "write {i} succeeded but is not there"),
+            _ => {}
+        }
+    }
+}
+
+/// An nbdkit listening on a Unix socket in `dir`, as a child we can kill.
+fn nbdkit_on_socket(dir: &std::path::Path, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let sock = dir.join("sock");
+    let child = Command::new(NBDKIT)
+        .args(["-f", "-U"])
+        .arg(&sock)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "nbdkit did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, sock)
+}
+
+/// Item 5: Commands stranded by a server that dies complete once each with
+/// ENOTCONN, not with the socket's error.
+#[test]
+fn stranded_commands_complete_with_enotconn() {
+    need_nbdkit!();
+    let dir = TempDir::new();
+    let (mut server, sock) = nbdkit_on_socket(
+        dir.path(),
+        &["--filter=delay", "memory", "1M", "delay-read=30"],
+    );
+    let h = unsafe { nbd_create() };
+    let path = cstring(sock.to_str().unwrap());
+    assert_eq!(
+        unsafe { nbd_connect_unix(h, path.as_ptr()) },
+        0,
+        "{}",
+        last_error()
+    );
+    let done = Completions::default();
+    let mut bufs = vec![[0u8; 512]; 3];
+    for b in bufs.iter_mut() {
+        let r = unsafe { nbd_aio_pread(h, b.as_mut_ptr().cast(), 512, 0, recording(&done), 0) };
+        assert!(r > 0, "{}", last_error());
+    }
+    // Let the requests reach the server, then kill it.
+    while unsafe { nbd_aio_get_direction(h) } & LIBNBD_AIO_DIRECTION_WRITE as u32 != 0 {
+        unsafe { nbd_poll(h, 100) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.errors().len() < 3 && Instant::now() < deadline {
+        if unsafe { nbd_poll(h, 1000) } == -1 {
+            break;
+        }
+    }
+    assert_eq!(done.errors(), vec![libc::ENOTCONN; 3]);
+    unsafe { nbd_close(h) };
+}
+
+/// Item 7: nbd_get_uri after nbd_connect_tcp builds nbd://HOST:PORT/.
+#[test]
+fn get_uri_after_connect_tcp() {
+    need_nbdkit!();
+    // nbdkit on a TCP port the kernel picks, handed over by socket
+    // activation, so no port is chosen in advance.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {NBDKIT} -f memory 1M"),
+    ]);
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep FD_CLOEXEC.
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = cmd.stdout(Stdio::null()).spawn().unwrap();
+    drop(listener);
+    let h = unsafe { nbd_create() };
+    let host = cstring("127.0.0.1");
+    let port_s = cstring(&port.to_string());
+    let r = unsafe { nbd_connect_tcp(h, host.as_ptr(), port_s.as_ptr()) };
+    let msg = last_error();
+    let uri = unsafe { nbd_get_uri(h) };
+    let got = if uri.is_null() {
+        format!("NULL: {}", last_error())
+    } else {
+        let s = unsafe { std::ffi::CStr::from_ptr(uri) }
+            .to_string_lossy()
+            .into_owned();
+        unsafe { libc::free(uri.cast()) };
+        s
+    };
+    unsafe { nbd_close(h) };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r, 0, "{msg}");
+    assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
+}
