@@ -311,23 +311,20 @@ fn stranded_commands_complete_with_enotconn() {
     unsafe { nbd_close(h) };
 }
 
-/// Item 7: nbd_get_uri after nbd_connect_tcp builds nbd://HOST:PORT/.
-#[test]
-fn get_uri_after_connect_tcp() {
-    need_nbdkit!();
-    // nbdkit on a TCP port the kernel picks, handed over by socket
-    // activation, so no port is chosen in advance.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+/// nbdkit on a TCP port the kernel picks, handed over by socket
+/// activation, so no port is chosen in advance. Returns it and the port.
+fn nbdkit_on_tcp() -> (Child, u16) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let fd = listener.as_raw_fd();
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
         "-c",
         &format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {NBDKIT} -f memory 1M"),
     ]);
-    // SAFETY: dup2 is async-signal-safe.
+    // SAFETY: dup2 and fcntl are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto itself would keep FD_CLOEXEC.
@@ -339,26 +336,76 @@ fn get_uri_after_connect_tcp() {
             Ok(())
         });
     }
-    let mut server = cmd.stdout(Stdio::null()).spawn().unwrap();
-    drop(listener);
+    let server = cmd.stdout(Stdio::null()).spawn().unwrap();
+    (server, port)
+}
+
+/// nbd_get_uri's answer, or why there is none.
+fn uri_of(h: *mut nbd_handle) -> String {
+    let uri = unsafe { nbd_get_uri(h) };
+    if uri.is_null() {
+        return format!("NULL: {}", last_error());
+    }
+    let s = unsafe { std::ffi::CStr::from_ptr(uri) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { libc::free(uri.cast()) };
+    s
+}
+
+/// Item 7: nbd_get_uri after nbd_connect_tcp builds nbd://HOST:PORT/.
+#[test]
+fn get_uri_after_connect_tcp() {
+    need_nbdkit!();
+    let (mut server, port) = nbdkit_on_tcp();
     let h = unsafe { nbd_create() };
     let host = cstring("127.0.0.1");
     let port_s = cstring(&port.to_string());
     let r = unsafe { nbd_connect_tcp(h, host.as_ptr(), port_s.as_ptr()) };
     let msg = last_error();
-    let uri = unsafe { nbd_get_uri(h) };
-    let got = if uri.is_null() {
-        format!("NULL: {}", last_error())
-    } else {
-        let s = unsafe { std::ffi::CStr::from_ptr(uri) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { libc::free(uri.cast()) };
-        s
-    };
+    let got = uri_of(h);
     unsafe { nbd_close(h) };
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(r, 0, "{msg}");
+    assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
+}
+
+/// Item 7: and after nbd_aio_connect with a TCP socket address.
+#[test]
+fn get_uri_after_aio_connect_sockaddr() {
+    need_nbdkit!();
+    let (mut server, port) = nbdkit_on_tcp();
+    let h = unsafe { nbd_create() };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let r = unsafe {
+        nbd_aio_connect(
+            h,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let msg = last_error();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r == 0 && unsafe { nbd_aio_is_connecting(h) } == 1 && Instant::now() < deadline {
+        if unsafe { nbd_poll(h, 1000) } == -1 {
+            break;
+        }
+    }
+    let ready = unsafe { nbd_aio_is_ready(h) };
+    let why = last_error();
+    let got = uri_of(h);
+    unsafe { nbd_close(h) };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r, 0, "{msg}");
+    assert_eq!(ready, 1, "{why}");
     assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
 }
