@@ -287,7 +287,31 @@ impl nbd_handle {
         f: impl FnOnce(&mut Held<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut g = self.lock();
-        f(&mut g)
+        let r = f(&mut g);
+        self.print_transitions(&mut g);
+        r
+    }
+
+    /// LIBNBD_DEBUG: prints the state transitions the connection recorded
+    /// since last time, and starts or stops recording them as debugging
+    /// is on or off (nbd_set_debug may change it at any time).
+    pub fn print_transitions(&self, g: &mut Inner) {
+        let on = self.debug_on();
+        let Some(conn) = g.conn.as_mut() else {
+            return;
+        };
+        match (&mut conn.transitions, on) {
+            (None, true) => {
+                let now = conn.state_name();
+                conn.transitions = Some(crate::transitions::Transitions::starting_at(now));
+            }
+            (Some(_), false) => conn.transitions = None,
+            _ => {}
+        }
+        let lines = conn.transitions.as_mut().map(|t| t.take());
+        for line in lines.into_iter().flatten() {
+            self.debug(&line);
+        }
     }
 
     /// Takes over a socket (connected, or with a non-blocking connect(2)
@@ -326,6 +350,9 @@ impl nbd_handle {
                     _ => None,
                 };
                 c.tls_params = g.settings.tls_params(host);
+                if self.debug_on() {
+                    c.transitions = Some(crate::transitions::Transitions::new());
+                }
                 g.conn = Some(c)
             }
             Err(e) => {
@@ -448,6 +475,8 @@ impl nbd_handle {
             } else {
                 conn.pump();
             }
+            self.print_transitions(g);
+            let conn = conn_mut(g)?;
             if let Some(r) = check(conn) {
                 self.cond.notify_all();
                 return r;

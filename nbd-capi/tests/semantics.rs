@@ -409,3 +409,102 @@ fn get_uri_after_aio_connect_sockaddr() {
     assert_eq!(ready, 1, "{why}");
     assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
 }
+
+/// The debug messages a handle sent to its callback, as (context, message).
+#[derive(Default)]
+struct DebugLog(Mutex<Vec<(String, String)>>);
+
+unsafe extern "C" fn on_debug(
+    p: *mut c_void,
+    context: *const std::os::raw::c_char,
+    msg: *const std::os::raw::c_char,
+) -> c_int {
+    let s = |p| {
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    (*(p as *const DebugLog))
+        .0
+        .lock()
+        .unwrap()
+        .push((s(context), s(msg)));
+    0
+}
+
+/// Item 8: with debugging on, state transitions are traced as libnbd
+/// traces them ("transition: A -> B", in the call that made them), not
+/// only calls.
+#[test]
+fn debug_traces_state_transitions() {
+    need_nbdkit!();
+    let log = DebugLog::default();
+    let h = unsafe { nbd_create() };
+    assert_eq!(unsafe { nbd_set_debug(h, true) }, 0);
+    let cb = nbd_debug_callback {
+        callback: Some(on_debug),
+        user_data: &log as *const DebugLog as *mut c_void,
+        free: None,
+    };
+    assert_eq!(unsafe { nbd_set_debug_callback(h, cb) }, 0);
+    let args: Vec<std::ffi::CString> = [NBDKIT, "-s", "--exit-with-parent", "memory", "1M"]
+        .iter()
+        .map(|a| cstring(a))
+        .collect();
+    let mut argv: Vec<*mut std::os::raw::c_char> =
+        args.iter().map(|a| a.as_ptr() as *mut _).collect();
+    argv.push(std::ptr::null_mut());
+    assert_eq!(
+        unsafe { nbd_connect_command(h, argv.as_mut_ptr()) },
+        0,
+        "{}",
+        last_error()
+    );
+    let mut buf = [0u8; 512];
+    assert_eq!(
+        unsafe { nbd_pread(h, buf.as_mut_ptr().cast(), 512, 0, 0) },
+        0
+    );
+    assert_eq!(unsafe { nbd_shutdown(h, 0) }, 0);
+    unsafe { nbd_close(h) };
+    let lines = log.0.lock().unwrap().clone();
+    let transitions: Vec<&(String, String)> = lines
+        .iter()
+        .filter(|(_, m)| m.starts_with("transition: "))
+        .collect();
+    let during = |call: &str| {
+        transitions
+            .iter()
+            .filter(|(c, _)| c == call)
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+    };
+    let connect = during("nbd_connect_command");
+    assert!(
+        connect
+            .first()
+            .is_some_and(|m| m.starts_with("transition: START -> ")),
+        "{lines:#?}"
+    );
+    // The handshake goes through several states before it is ready.
+    assert!(connect.len() >= 3, "{connect:#?}");
+    assert!(
+        connect.last().unwrap().ends_with("-> READY"),
+        "{connect:#?}"
+    );
+    // Each line is "A -> B" and the next starts where it ended.
+    for pair in connect.windows(2) {
+        let to = pair[0].rsplit(" -> ").next().unwrap();
+        assert!(
+            pair[1].starts_with(&format!("transition: {to} -> ")),
+            "{pair:?}"
+        );
+    }
+    assert!(!during("nbd_pread").is_empty(), "{lines:#?}");
+    assert!(
+        during("nbd_shutdown")
+            .last()
+            .is_some_and(|m| m.ends_with("-> CLOSED")),
+        "{lines:#?}"
+    );
+}

@@ -31,6 +31,7 @@ mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use negotiate::UserOption;
 pub use state::TlsState;

@@ -112,6 +112,13 @@ pub(super) struct Negotiation {
     queries: Option<Vec<Vec<u8>>>,
 }
 
+impl Negotiation {
+    /// The option under way, if any (for the debug trace, trace.rs).
+    pub(super) fn current_option(&self) -> Option<Opt> {
+        self.current
+    }
+}
+
 impl<C: CommandBuffer> Client<C> {
     pub(super) fn negotiate_step(&mut self, step: NegStep, b: &[u8]) -> Result<(), Error> {
         match step {
