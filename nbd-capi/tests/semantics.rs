@@ -48,6 +48,16 @@ impl Drop for TempDir {
     }
 }
 
+/// A child process killed and reaped when the test ends, pass or fail.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The errors each command completed with, in completion order.
 #[derive(Default)]
 struct Completions(Mutex<Vec<c_int>>);
@@ -357,7 +367,8 @@ fn uri_of(h: *mut nbd_handle) -> String {
 #[test]
 fn get_uri_after_connect_tcp() {
     need_nbdkit!();
-    let (mut server, port) = nbdkit_on_tcp();
+    let (server, port) = nbdkit_on_tcp();
+    let _server = Reaped(server);
     let h = unsafe { nbd_create() };
     let host = cstring("127.0.0.1");
     let port_s = cstring(&port.to_string());
@@ -365,8 +376,6 @@ fn get_uri_after_connect_tcp() {
     let msg = last_error();
     let got = uri_of(h);
     unsafe { nbd_close(h) };
-    let _ = server.kill();
-    let _ = server.wait();
     assert_eq!(r, 0, "{msg}");
     assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
 }
@@ -375,7 +384,8 @@ fn get_uri_after_connect_tcp() {
 #[test]
 fn get_uri_after_aio_connect_sockaddr() {
     need_nbdkit!();
-    let (mut server, port) = nbdkit_on_tcp();
+    let (server, port) = nbdkit_on_tcp();
+    let _server = Reaped(server);
     let h = unsafe { nbd_create() };
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -403,8 +413,6 @@ fn get_uri_after_aio_connect_sockaddr() {
     let why = last_error();
     let got = uri_of(h);
     unsafe { nbd_close(h) };
-    let _ = server.kill();
-    let _ = server.wait();
     assert_eq!(r, 0, "{msg}");
     assert_eq!(ready, 1, "{why}");
     assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
@@ -507,4 +515,138 @@ fn debug_traces_state_transitions() {
             .is_some_and(|m| m.ends_with("-> CLOSED")),
         "{lines:#?}"
     );
+}
+
+/// A server that speaks newstyle without the fixed-newstyle flag, on a
+/// Unix socket, for `conns` connections one after another. It reports
+/// each option it receives on stdout as `option CODE NAME`, serves
+/// NBD_OPT_EXPORT_NAME with a 1 MiB export, and then reads until the
+/// client goes.
+const UNFIXED_SERVER: &str = r#"
+import socket, struct, sys
+path, conns = sys.argv[1], int(sys.argv[2])
+ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ls.bind(path)
+ls.listen(1)
+print("listening", flush=True)
+def recv(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+for _ in range(conns):
+    c, _ = ls.accept()
+    try:
+        c.sendall(b"NBDMAGIC" + struct.pack(">QH", 0x49484156454F5054, 0))
+        recv(c, 4)
+        while True:
+            _, opt, n = struct.unpack(">QII", recv(c, 16))
+            data = recv(c, n)
+            print("option %d %s" % (opt, data.decode()), flush=True)
+            if opt == 1:
+                c.sendall(struct.pack(">QH", 1 << 20, 1) + bytes(124))
+                while c.recv(4096):
+                    pass
+                break
+    except EOFError:
+        pass
+    print("closed", flush=True)
+    c.close()
+"#;
+
+unsafe extern "C" fn list_entry(
+    _p: *mut c_void,
+    _name: *const std::os::raw::c_char,
+    _desc: *const std::os::raw::c_char,
+) -> c_int {
+    0
+}
+
+/// Item 6: option mode against a server without fixed newstyle stops in
+/// the negotiating state, as libnbd's does: LIST and INFO are ENOTSUP
+/// (nothing is sent), ABORT leaves the handle dead, GO sends the export
+/// name (NBD_OPT_EXPORT_NAME).
+#[test]
+fn option_mode_without_fixed_newstyle() {
+    if Command::new("python3").arg("-c").arg("").status().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    use std::io::BufRead;
+    let dir = TempDir::new();
+    let sock = dir.path().join("sock");
+    let mut server = Reaped(
+        Command::new("python3")
+            .arg("-c")
+            .arg(UNFIXED_SERVER)
+            .arg(&sock)
+            .arg("2")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(server.0.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let path = cstring(sock.to_str().unwrap());
+    let export = cstring("e1");
+
+    // First connection: LIST and INFO refused, then GO.
+    let h = unsafe { nbd_create() };
+    assert_eq!(unsafe { nbd_set_opt_mode(h, true) }, 0);
+    assert_eq!(unsafe { nbd_set_export_name(h, export.as_ptr()) }, 0);
+    assert_eq!(
+        unsafe { nbd_connect_unix(h, path.as_ptr()) },
+        0,
+        "{}",
+        last_error()
+    );
+    assert_eq!(unsafe { nbd_aio_is_negotiating(h) }, 1);
+    let proto = unsafe { std::ffi::CStr::from_ptr(nbd_get_protocol(h)) };
+    assert_eq!(proto.to_str().unwrap(), "newstyle");
+    let list = nbd_list_callback {
+        callback: Some(list_entry),
+        user_data: std::ptr::null_mut(),
+        free: None,
+    };
+    assert_eq!(unsafe { nbd_opt_list(h, list) }, -1);
+    assert_eq!(errno(), libc::ENOTSUP, "{}", last_error());
+    assert_eq!(unsafe { nbd_opt_info(h) }, -1);
+    assert_eq!(errno(), libc::ENOTSUP, "{}", last_error());
+    assert_eq!(unsafe { nbd_aio_is_negotiating(h) }, 1);
+    assert_eq!(unsafe { nbd_opt_go(h) }, 0, "{}", last_error());
+    assert_eq!(unsafe { nbd_aio_is_ready(h) }, 1);
+    assert_eq!(unsafe { nbd_get_size(h) }, 1 << 20);
+    unsafe { nbd_close(h) };
+    let mut lines = Vec::new();
+    loop {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+        if line.trim() == "closed" || line.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(lines, ["option 1 e1", "closed"]);
+
+    // Second connection: ABORT cannot be said; the handle is dead.
+    let h = unsafe { nbd_create() };
+    assert_eq!(unsafe { nbd_set_opt_mode(h, true) }, 0);
+    assert_eq!(
+        unsafe { nbd_connect_unix(h, path.as_ptr()) },
+        0,
+        "{}",
+        last_error()
+    );
+    assert_eq!(unsafe { nbd_aio_is_negotiating(h) }, 1);
+    unsafe { nbd_opt_abort(h) };
+    assert_eq!(unsafe { nbd_aio_is_dead(h) }, 1);
+    unsafe { nbd_close(h) };
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "closed", "the server got an option");
 }
