@@ -11,6 +11,10 @@ set -euo pipefail
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
   openssh-server openssh-client libssh-4
 
+# The reference libnbd 1.24.4 (header, nbdinfo, man pages), unpacked
+# under /opt/libnbd-1.24 from Debian unstable without installing anything.
+"$(dirname "$0")/fetch-libnbd-1.24.sh"
+
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
 if [[ -x $cbindgen ]] && [[ $("$cbindgen" --version) == "cbindgen $CBINDGEN_VERSION" ]]; then

@@ -169,12 +169,15 @@ fn int_value(v: &str) -> Option<(u64, bool)> {
 const OLD_NODES: &[&str] = &["1.0", "1.2", "1.4", "1.6", "1.8", "1.12"];
 
 /// Where to find libnbd 1.24.4's libnbd.h (from Debian unstable's
-/// libnbd-dev): this variable, else the project's shared reference folder.
+/// libnbd-dev): this variable, else where scripts/fetch-libnbd-1.24.sh
+/// unpacks it, else the project's shared reference folder.
 const NEWER_HEADER_ENV: &str = "NBD_LIBNBD_1_24_HEADER";
+const NEWER_HEADER_UNPACKED: &str = "/opt/libnbd-1.24/usr/include/libnbd.h";
 
 fn newer_header() -> Option<String> {
     let candidates = [
         std::env::var_os(NEWER_HEADER_ENV).map(PathBuf::from),
+        Some(PathBuf::from(NEWER_HEADER_UNPACKED)),
         Some(root().join("../shared/reference/libnbd-1.24.h")),
     ];
     candidates
