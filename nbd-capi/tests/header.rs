@@ -236,14 +236,28 @@ fn agrees_with_libnbd_header() {
     }
 
     // Constants: every non-HAVE LIBNBD_* macro of libnbd's header, with the
-    // same value and signedness.
+    // same value and signedness; where libnbd 1.24 changed the value (a
+    // mask that grew), with 1.24's when its header is at hand.
     let ours_defs = defines(&ours);
+    let newer_defs = newer_header().map(|t| defines(&t)).unwrap_or_default();
     for (name, value) in defines(&real) {
         if name.starts_with("LIBNBD_HAVE_") || name == "LIBNBD_H" || name == "LIBNBD_GCC_VERSION" {
             continue;
         }
         let Some((_, mine)) = ours_defs.iter().find(|(n, _)| *n == name) else {
             panic!("{name} missing from include/libnbd.h");
+        };
+        // 1.24's value, once ours has moved to it; until then 1.14's.
+        let value = match newer_defs.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) if int_value(v) != int_value(&value) => {
+                if int_value(mine) != int_value(v) {
+                    eprintln!("note: {name} is still libnbd 1.14's {value}, not 1.24's {v}");
+                    value
+                } else {
+                    v.clone()
+                }
+            }
+            _ => value,
         };
         match (int_value(&value), int_value(mine)) {
             (Some(a), Some(b)) => assert_eq!(a, b, "{name}: libnbd {value}, ours {mine}"),
@@ -276,11 +290,20 @@ fn abi_layout_matches_libnbd() {
         panic!("{REAL_HEADER} missing: install libnbd-dev");
     };
     let mut body = String::new();
+    // A constant whose value libnbd 1.24 changed is checked against 1.24
+    // by agrees_with_libnbd_header, not against Debian 12's here.
+    let newer_defs = newer_header().map(|t| defines(&t)).unwrap_or_default();
+    let changed_since = |name: &str, value: &str| {
+        newer_defs
+            .iter()
+            .any(|(n, v)| n == name && int_value(v) != int_value(value))
+    };
     for (name, value) in defines(&real) {
         if name.starts_with("LIBNBD_HAVE_")
             || name == "LIBNBD_H"
             || name == "LIBNBD_GCC_VERSION"
             || name.starts_with("LIBNBD_ATTRIBUTE")
+            || changed_since(&name, &value)
         {
             continue;
         }
@@ -345,7 +368,7 @@ fn abi_layout_matches_libnbd() {
     };
     let theirs = run(Path::new("/usr/include"));
     let ours = run(&root().join("include"));
-    assert!(theirs.lines().count() > 40, "too few lines:\n{theirs}");
+    assert!(theirs.lines().count() > 30, "too few lines:\n{theirs}");
     for (t, o) in theirs.lines().zip(ours.lines()) {
         assert_eq!(t, o, "libnbd.h (left) and ours (right) differ");
     }

@@ -130,7 +130,9 @@ pub fn aio_connect_uri(h: &nbd_handle, g: &mut Held<'_>, uri: &CStr) -> Result<(
     match connect::apply_uri(h, g, uri)? {
         Endpoint::Unix { socket } => aio_connect_unix(h, g, &socket),
         Endpoint::Tcp { host, port } => aio_connect_tcp(h, g, &host, &port),
-        ep @ Endpoint::Vsock { .. } => attach_opened(h, g, |g| connect::open_endpoint(g, &ep)),
+        ep @ (Endpoint::Vsock { .. } | Endpoint::Ssh(_)) => {
+            attach_opened(h, g, |g| connect::open_endpoint(g, &ep))
+        }
     }
 }
 
