@@ -106,6 +106,35 @@ fn refused_reads_still_zero_the_buffer() {
     let r = unsafe { nbd_aio_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, no_completion(), 0) };
     assert_eq!(r, -1);
     assert!(buf.iter().all(|b| *b == 0), "nbd_aio_pread left the buffer");
+    let no_chunk = || nbd_chunk_callback {
+        callback: None,
+        user_data: std::ptr::null_mut(),
+        free: None,
+    };
+    buf.fill(0xff);
+    let r = unsafe { nbd_pread_structured(h, buf.as_mut_ptr().cast(), 512, 0, no_chunk(), 0) };
+    assert_eq!(r, -1);
+    assert!(
+        buf.iter().all(|b| *b == 0),
+        "nbd_pread_structured left the buffer"
+    );
+    buf.fill(0xff);
+    let r = unsafe {
+        nbd_aio_pread_structured(
+            h,
+            buf.as_mut_ptr().cast(),
+            512,
+            0,
+            no_chunk(),
+            no_completion(),
+            0,
+        )
+    };
+    assert_eq!(r, -1);
+    assert!(
+        buf.iter().all(|b| *b == 0),
+        "nbd_aio_pread_structured left the buffer"
+    );
     unsafe { nbd_close(h) };
 
     // Connected, but a bad flag or out of bounds.

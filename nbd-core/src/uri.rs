@@ -1020,6 +1020,8 @@ mod tests {
             "nbd+unix:///e?socket=/tmp/s",
             "nbds+unix://alice@/e?socket=/tmp/s&tls-certificates=/c&tls-psk-file=/k",
             "nbd+vsock://3:4000/x",
+            "nbd+ssh://alice@h:2222/e?nbd-port=10809",
+            "nbds+ssh://h/?socket=/run/s",
         ] {
             let u = ok(s);
             let parts = UriParts {
