@@ -402,7 +402,16 @@ impl nbd_handle {
     ) -> Result<(), Error> {
         let cookie = submit(g, cmd, buf, &mut cbs)?;
         let done = self.wait(g, |c| c.take_done(cookie).map(Ok))?;
-        done.result
+        match done.result {
+            // A command stranded by the connection's end completes with
+            // ENOTCONN (what its callbacks see); the sync call reports why
+            // the connection ended, as libnbd's does from its poll.
+            Err(e) if e.errno == libc::ENOTCONN => match g.conn.as_ref() {
+                Some(c) if c.client.fatal_error().is_some() => Err(fatal(c)),
+                _ => Err(e),
+            },
+            r => r,
+        }
     }
 
     /// Queues one command and starts sending it: the AIO calls. Returns

@@ -350,6 +350,40 @@ fn stranded_commands_complete_with_enotconn() {
     unsafe { nbd_close(h) };
 }
 
+/// Item 5, the sync side: a sync call whose server dies while it waits
+/// reports why the connection ended (as libnbd's poll does), not the
+/// ENOTCONN its command completed with.
+#[test]
+fn sync_call_reports_why_the_connection_ended() {
+    need_nbdkit!();
+    let dir = TempDir::new();
+    let (server, sock) = nbdkit_on_socket(
+        dir.path(),
+        &["--filter=delay", "memory", "1M", "delay-read=30"],
+    );
+    let pid = server.id() as libc::pid_t;
+    let _server = Reaped(server);
+    let h = unsafe { nbd_create() };
+    let path = cstring(sock.to_str().unwrap());
+    assert_eq!(
+        unsafe { nbd_connect_unix(h, path.as_ptr()) },
+        0,
+        "{}",
+        last_error()
+    );
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut buf = [0u8; 512];
+    let r = unsafe { nbd_pread(h, buf.as_mut_ptr().cast(), 512, 0, 0) };
+    let (e, msg) = (errno(), last_error());
+    killer.join().unwrap();
+    unsafe { nbd_close(h) };
+    assert_eq!(r, -1);
+    assert!(e != 0 && e != libc::ENOTCONN, "errno {e}: {msg}");
+}
+
 /// nbdkit on a TCP port the kernel picks, handed over by socket
 /// activation, so no port is chosen in advance. Returns it and the port.
 fn nbdkit_on_tcp() -> (Child, u16) {
