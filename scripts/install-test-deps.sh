@@ -13,6 +13,10 @@ set -euo pipefail
   openssh-server openssh-client libssh-4 perl man-db groff-base \
   liblzma-dev xz-utils cryptsetup-bin
 
+# The reference libnbd 1.24.4 (header, nbdinfo, man pages), unpacked
+# under /opt/libnbd-1.24 from Debian unstable without installing anything.
+"$(dirname "$0")/fetch-libnbd-1.24.sh"
+
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
 if [[ -x $cbindgen ]] && [[ $("$cbindgen" --version) == "cbindgen $CBINDGEN_VERSION" ]]; then

@@ -156,6 +156,9 @@ pub struct Connection {
     pub tls_params: crate::tls::Params,
     /// The TLS session, from the server's ACK to STARTTLS on.
     tls: Option<crate::tls::Session>,
+    /// LIBNBD_DEBUG: the state transitions, recorded only while debugging
+    /// is on (the handle sets it and prints them).
+    pub transitions: Option<crate::transitions::Transitions>,
 }
 
 /// Bytes as hex, for error messages about what a server sent.
@@ -202,6 +205,7 @@ impl Connection {
             entries: Vec::new(),
             tls_params: Default::default(),
             tls: None,
+            transitions: None,
         })
     }
 
@@ -635,7 +639,27 @@ impl Connection {
 
     /// Hands the core's events to the callbacks they belong to, in order.
     /// Runs with the handle's lock held, as libnbd runs callbacks.
-    fn collect(&mut self) {
+    pub(crate) fn collect(&mut self) {
+        self.collect_events();
+        if self.transitions.is_some() {
+            let now = self.state_name();
+            if let Some(t) = self.transitions.as_mut() {
+                t.saw(now);
+            }
+        }
+    }
+
+    /// The state for the debug trace: the core's, or libnbd's name while
+    /// connect(2) is still under way.
+    pub fn state_name(&self) -> String {
+        if self.connect_pending && self.client.fatal_error().is_none() {
+            "CONNECT.CONNECTING".into()
+        } else {
+            self.client.state_name()
+        }
+    }
+
+    fn collect_events(&mut self) {
         while let Some(ev) = self.client.poll_event() {
             match ev {
                 // The buffer (ctx) is released here: the caller's memory is

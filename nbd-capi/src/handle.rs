@@ -287,7 +287,31 @@ impl nbd_handle {
         f: impl FnOnce(&mut Held<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut g = self.lock();
-        f(&mut g)
+        let r = f(&mut g);
+        self.print_transitions(&mut g);
+        r
+    }
+
+    /// LIBNBD_DEBUG: prints the state transitions the connection recorded
+    /// since last time, and starts or stops recording them as debugging
+    /// is on or off (nbd_set_debug may change it at any time).
+    pub fn print_transitions(&self, g: &mut Inner) {
+        let on = self.debug_on();
+        let Some(conn) = g.conn.as_mut() else {
+            return;
+        };
+        match (&mut conn.transitions, on) {
+            (None, true) => {
+                let now = conn.state_name();
+                conn.transitions = Some(crate::transitions::Transitions::starting_at(now));
+            }
+            (Some(_), false) => conn.transitions = None,
+            _ => {}
+        }
+        let lines = conn.transitions.as_mut().map(|t| t.take());
+        for line in lines.into_iter().flatten() {
+            self.debug(&line);
+        }
     }
 
     /// Takes over a socket (connected, or with a non-blocking connect(2)
@@ -326,6 +350,9 @@ impl nbd_handle {
                     _ => None,
                 };
                 c.tls_params = g.settings.tls_params(host);
+                if self.debug_on() {
+                    c.transitions = Some(crate::transitions::Transitions::new());
+                }
                 g.conn = Some(c)
             }
             Err(e) => {
@@ -388,7 +415,16 @@ impl nbd_handle {
     ) -> Result<(), Error> {
         let cookie = submit(g, cmd, buf, filter, &mut cbs)?;
         let done = self.wait(g, |c| c.take_done(cookie).map(Ok))?;
-        done.result
+        match done.result {
+            // A command stranded by the connection's end completes with
+            // ENOTCONN (what its callbacks see); the sync call reports why
+            // the connection ended, as libnbd's does from its poll.
+            Err(e) if e.errno == libc::ENOTCONN => match g.conn.as_ref() {
+                Some(c) if c.client.fatal_error().is_some() => Err(fatal(c)),
+                _ => Err(e),
+            },
+            r => r,
+        }
     }
 
     /// Queues one command and starts sending it: the AIO calls. Returns
@@ -439,7 +475,10 @@ impl nbd_handle {
         if matches!(conn.client.phase(), Phase::Closed | Phase::Dead) {
             return Ok(());
         }
-        conn.client.disconnect()?;
+        // After nbd_aio_disconnect, nbd_shutdown only waits (as libnbd).
+        if !conn.client.disconnect_requested() {
+            conn.client.disconnect()?;
+        }
         self.wait(g, |c| match c.client.phase() {
             Phase::Closed | Phase::Dead => Some(Ok(())),
             _ => None,
@@ -470,6 +509,8 @@ impl nbd_handle {
             } else {
                 conn.pump();
             }
+            self.print_transitions(g);
+            let conn = conn_mut(g)?;
             if let Some(r) = check(conn) {
                 self.cond.notify_all();
                 return r;

@@ -21,6 +21,7 @@ pub mod handle;
 pub(crate) mod settings;
 /// cbindgen:ignore
 pub(crate) mod tls;
+pub mod transitions;
 pub mod wrap;
 
 #[rustfmt::skip]

@@ -9,7 +9,14 @@
 //! nbds+unix://...
 //! nbd+vsock://[user@]CID[:PORT]/export      AF_VSOCK (CID default 2)
 //! nbds+vsock://...
+//! nbd+ssh://[user@]host[:sshport]/export     ssh(1) to host, then nc(1)
+//! nbds+ssh://...                            there to the NBD server
 //! ```
+//!
+//! Schemes are matched in any case (libnbd 1.24). libnbd 1.24's query
+//! parameters are read too: `nbd-port` (the NBD server's port, overriding
+//! the authority's; for ssh, the port nc connects to on the remote side),
+//! `tls-hostname`, `tls-priority` (when permitted) and `compress` (ssh).
 //!
 //! The export name is the path less its leading `/`, percent-decoded. The
 //! query parameters acted on are `socket`, `tls-certificates` and
@@ -71,6 +78,7 @@ pub enum Transport {
     Tcp,
     Unix,
     Vsock,
+    Ssh,
 }
 
 /// Where a connection goes: what nbd_connect_tcp/unix/vsock were given.
@@ -89,6 +97,8 @@ pub enum Endpoint {
         cid: u32,
         port: u32,
     },
+    /// `nbd+ssh://`: tunnelled through the local ssh(1).
+    Ssh(SshTarget),
 }
 
 impl Endpoint {
@@ -97,8 +107,79 @@ impl Endpoint {
             Endpoint::Tcp { .. } => Transport::Tcp,
             Endpoint::Unix { .. } => Transport::Unix,
             Endpoint::Vsock { .. } => Transport::Vsock,
+            Endpoint::Ssh(_) => Transport::Ssh,
         }
     }
+}
+
+/// Where an `nbd+ssh://` URI goes (libnbd ≥ 1.22): the local ssh(1)
+/// logs in to `host` and runs nc(1) there, to the NBD server's Unix
+/// `socket` if given, else to its TCP `nbd_port` on the remote localhost.
+/// Everything that reaches the remote shell has been checked for shell
+/// metacharacters, and the host can never be read as an ssh option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Never empty, never starting with `-`.
+    pub host: CString,
+    /// The ssh server's port (the URI authority's), if given.
+    pub ssh_port: Option<u32>,
+    /// The ssh user (the URI authority's userinfo), without `%`.
+    pub user: Option<CString>,
+    /// `socket=`: the NBD server's Unix socket on the remote host.
+    pub socket: Option<CString>,
+    /// `nbd-port=` or 10809: the NBD server's TCP port on the remote host.
+    pub nbd_port: CString,
+    /// `compress=true`: ssh -C.
+    pub compress: bool,
+}
+
+impl SshTarget {
+    /// The ssh(1) command line: options, then `--` so that nothing after
+    /// it is an option, the host, and the remote command.
+    pub fn argv(&self) -> Vec<CString> {
+        let arg = |s: &str| CString::new(s).expect("no NUL in a constant");
+        let mut v = vec![arg("ssh")];
+        if self.compress {
+            v.push(arg("-C"));
+        }
+        if let Some(p) = self.ssh_port {
+            v.push(arg("-p"));
+            v.push(arg(&p.to_string()));
+        }
+        if let Some(u) = &self.user {
+            let mut o = b"User=".to_vec();
+            o.extend_from_slice(u.to_bytes());
+            v.push(arg("-o"));
+            v.push(CString::new(o).expect("from a CString"));
+        }
+        v.push(arg("--"));
+        v.push(self.host.clone());
+        v.push(arg("nc"));
+        match &self.socket {
+            Some(sock) => {
+                v.push(arg("-U"));
+                v.push(sock.clone());
+            }
+            None => {
+                v.push(arg("localhost"));
+                v.push(self.nbd_port.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Characters a value passed on to the remote shell must not contain
+/// (libnbd's list, and blanks, which would split the word).
+const SHELL_METACHARACTERS: &[u8] = b"\\\"`$';&|<>!(){}[]*?~ \t\n\r";
+
+fn check_shell_safe(name: &str, v: &[u8]) -> Result<(), Error> {
+    if v.iter().any(|c| SHELL_METACHARACTERS.contains(c)) {
+        return Err(einval(format!(
+            "parameter '{name}' rejected because it contains shell metacharacters"
+        )));
+    }
+    Ok(())
 }
 
 /// A parsed NBD URI.
@@ -124,6 +205,8 @@ pub struct NbdUri {
     /// `tls-priority=PRIORITY` (libnbd 1.24; refused unless the caller
     /// allows it, see [`Permitted::tls_priority`]).
     pub tls_priority: Option<CString>,
+    /// `tls-hostname=NAME` (libnbd 1.22): nbd_set_tls_hostname.
+    pub tls_hostname: Option<CString>,
     /// Every other query parameter, decoded, in order.
     pub ignored: Vec<(String, String)>,
 }
@@ -135,6 +218,8 @@ const SCHEMES: &[(&str, Transport, bool)] = &[
     ("nbds+unix", Transport::Unix, true),
     ("nbd+vsock", Transport::Vsock, false),
     ("nbds+vsock", Transport::Vsock, true),
+    ("nbd+ssh", Transport::Ssh, false),
+    ("nbds+ssh", Transport::Ssh, true),
 ];
 
 fn einval(msg: impl Into<String>) -> Error {
@@ -220,13 +305,16 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     let unparsable = || einval(format!("unable to parse URI: {text}"));
     let s = std::str::from_utf8(raw).map_err(|_| unparsable())?;
 
-    // The scheme, exactly (libnbd compares case-sensitively), then the
+    // The scheme, in any case (as libnbd 1.24 compares it), then the
     // scheme://[authority][/absname][?queries] form.
     let Some(colon) = s.find(':') else {
         return Err(einval(format!("unknown NBD URI scheme: (none) in {s}")));
     };
     let name = &s[..colon];
-    let Some(&(scheme, transport, tls)) = SCHEMES.iter().find(|(n, _, _)| *n == name) else {
+    let Some(&(scheme, transport, tls)) = SCHEMES
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    else {
         return Err(einval(format!("unknown NBD URI scheme: {name}")));
     };
     if !s[colon..].starts_with("://") {
@@ -275,6 +363,9 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     let mut tls_username = None;
     let mut tls_verify_peer = None;
     let mut tls_priority = None;
+    let mut tls_hostname = None;
+    let mut nbd_port: Option<Vec<u8>> = None;
+    let mut compress = false;
     let mut ignored = Vec::new();
     for (n, v) in parse_query(url.query().unwrap_or(""))? {
         match n.as_slice() {
@@ -283,18 +374,10 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
             b"tls-psk-file" => tls_psk_file = Some(c_string(v, "tls-psk-file")?),
             b"tls-username" => tls_username = Some(c_string(v, "tls-username")?),
             b"tls-priority" => tls_priority = Some(c_string(v, "tls-priority")?),
-            b"tls-verify-peer" => {
-                tls_verify_peer = Some(match v.as_slice() {
-                    b"1" | b"true" | b"yes" | b"on" => true,
-                    b"0" | b"false" | b"no" | b"off" => false,
-                    _ => {
-                        return Err(einval(format!(
-                            "could not parse tls-verify-peer in NBD URI: {}",
-                            String::from_utf8_lossy(&v)
-                        )))
-                    }
-                })
-            }
+            b"tls-hostname" => tls_hostname = Some(c_string(v, "tls-hostname")?),
+            b"nbd-port" => nbd_port = Some(v),
+            b"compress" => compress = parse_bool("compress", &v)?,
+            b"tls-verify-peer" => tls_verify_peer = Some(parse_bool("tls-verify-peer", &v)?),
             _ => ignored.push((
                 String::from_utf8_lossy(&n).into_owned(),
                 String::from_utf8_lossy(&v).into_owned(),
@@ -323,6 +406,36 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
             };
             Endpoint::Unix { socket }
         }
+        Transport::Ssh => {
+            if host.is_empty() {
+                return Err(einval("SSH transport requires a server name"));
+            }
+            // After `--` ssh reads no options, but a host that looks like
+            // one is refused before anything runs.
+            if host.starts_with('-') {
+                return Err(einval(format!(
+                    "SSH server name cannot begin with '-': {host}"
+                )));
+            }
+            if let Some(u) = &user {
+                if u.to_bytes().contains(&b'%') {
+                    return Err(einval("invalid SSH username, cannot contain '%'"));
+                }
+            }
+            if let Some(sock) = &socket {
+                check_shell_safe("socket", sock.to_bytes())?;
+            }
+            let nbd_port = nbd_port.unwrap_or_else(|| DEFAULT_PORT.to_string().into_bytes());
+            check_shell_safe("nbd-port", &nbd_port)?;
+            Endpoint::Ssh(SshTarget {
+                host: c_string(host.into_bytes(), "host")?,
+                ssh_port: port,
+                user: user.clone(),
+                socket,
+                nbd_port: c_string(nbd_port, "nbd-port")?,
+                compress,
+            })
+        }
         _ if socket.is_some() => {
             return Err(einval(format!(
                 "socket parameter is incompatible with \"{scheme}:\" \
@@ -335,12 +448,13 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
             } else {
                 host
             };
+            let port = match nbd_port {
+                Some(p) => p,
+                None => port.unwrap_or(DEFAULT_PORT).to_string().into_bytes(),
+            };
             Endpoint::Tcp {
                 host: c_string(host.into_bytes(), "host")?,
-                port: c_string(
-                    port.unwrap_or(DEFAULT_PORT).to_string().into_bytes(),
-                    "port",
-                )?,
+                port: c_string(port, "port")?,
             }
         }
         Transport::Vsock => {
@@ -350,10 +464,19 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
                 host.parse::<u32>()
                     .map_err(|_| einval(format!("cannot parse vsock CID from NBD URI: {host}")))?
             };
-            Endpoint::Vsock {
-                cid,
-                port: port.unwrap_or(DEFAULT_PORT),
-            }
+            let port = match nbd_port {
+                Some(p) => std::str::from_utf8(&p)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        einval(format!(
+                            "cannot parse vsock port from nbd-port: {}",
+                            String::from_utf8_lossy(&p)
+                        ))
+                    })?,
+                None => port.unwrap_or(DEFAULT_PORT),
+            };
+            Endpoint::Vsock { cid, port }
         }
     };
 
@@ -368,8 +491,21 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
         tls_username,
         tls_verify_peer,
         tls_priority,
+        tls_hostname,
         ignored,
     })
+}
+
+/// A boolean query parameter, in libnbd's spellings.
+fn parse_bool(name: &str, v: &[u8]) -> Result<bool, Error> {
+    match v {
+        b"1" | b"true" | b"yes" | b"on" => Ok(true),
+        b"0" | b"false" | b"no" | b"off" => Ok(false),
+        _ => Err(einval(format!(
+            "could not parse {name} parameter, expecting {name}=true|false: {}",
+            String::from_utf8_lossy(v)
+        ))),
+    }
 }
 
 /// Whether a URI may, must or must not ask for TLS.
@@ -386,6 +522,7 @@ pub struct Permitted {
     pub tcp: bool,
     pub unix: bool,
     pub vsock: bool,
+    pub ssh: bool,
     pub tls: TlsRule,
     /// Query parameters naming local files (`tls-certificates`,
     /// `tls-psk-file`).
@@ -401,6 +538,7 @@ impl Permitted {
         tcp: true,
         unix: true,
         vsock: true,
+        ssh: true,
         tls: TlsRule::Optional,
         local_file: false,
         tls_priority: false,
@@ -411,6 +549,7 @@ impl Permitted {
             Transport::Tcp => self.tcp,
             Transport::Unix => self.unix,
             Transport::Vsock => self.vsock,
+            Transport::Ssh => self.ssh,
         }
     }
 }
@@ -510,6 +649,22 @@ pub fn render(ep: &Endpoint, p: &UriParts<'_>) -> Result<String, Error> {
         }
         Endpoint::Vsock { cid, port } => {
             out = format!("nbd{s}+vsock://{user}{cid}:{port}");
+        }
+        Endpoint::Ssh(t) => {
+            // The ssh user, not the TLS one, belongs in the authority.
+            let user = match &t.user {
+                Some(u) => format!("{}@", percent_encode(u.to_bytes(), SUB_DELIMS)),
+                None => String::new(),
+            };
+            let port = t.ssh_port.map(|p| format!(":{p}")).unwrap_or_default();
+            out = format!(
+                "nbd{s}+ssh://{user}{}{port}",
+                percent_encode(t.host.to_bytes(), SUB_DELIMS)
+            );
+            match &t.socket {
+                Some(sock) => query.push(("socket", sock.to_bytes())),
+                None => query.push(("nbd-port", t.nbd_port.to_bytes())),
+            }
         }
     }
     let keep: Vec<u8> = SUB_DELIMS.iter().copied().chain(*b":@/").collect();
@@ -696,7 +851,8 @@ mod tests {
             (e.kind, e.message.as_str()),
             (Invalid, "unknown NBD URI scheme: foo")
         );
-        assert_eq!(bad("NBD://x").message, "unknown NBD URI scheme: NBD");
+        // Schemes are matched in any case since libnbd 1.24.
+        assert_eq!(bad("NBDX://x").message, "unknown NBD URI scheme: NBDX");
         assert_eq!(bad("nbd").kind, Invalid);
         assert_eq!(bad("").kind, Invalid);
         assert_eq!(bad("nbd:").message, "URI must begin with 'nbd://'");
@@ -864,6 +1020,8 @@ mod tests {
             "nbd+unix:///e?socket=/tmp/s",
             "nbds+unix://alice@/e?socket=/tmp/s&tls-certificates=/c&tls-psk-file=/k",
             "nbd+vsock://3:4000/x",
+            "nbd+ssh://alice@h:2222/e?nbd-port=10809",
+            "nbds+ssh://h/?socket=/run/s",
         ] {
             let u = ok(s);
             let parts = UriParts {
@@ -875,5 +1033,107 @@ mod tests {
             };
             assert_eq!(render(&u.endpoint, &parts).unwrap(), s);
         }
+    }
+
+    fn ssh_of(u: &NbdUri) -> &SshTarget {
+        match &u.endpoint {
+            Endpoint::Ssh(t) => t,
+            e => panic!("not ssh: {e:?}"),
+        }
+    }
+
+    fn argv(t: &SshTarget) -> Vec<String> {
+        t.argv()
+            .iter()
+            .map(|a| a.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn schemes_in_any_case() {
+        assert_eq!(ok("NBD://h/e").endpoint, tcp("h", "10809"));
+        assert!(ok("NbdS+Unix:///?socket=/s").tls);
+        assert_eq!(ok("nBd+SSH://h/").endpoint.transport(), Transport::Ssh);
+    }
+
+    #[test]
+    fn nbd_port_overrides_the_authority() {
+        assert_eq!(ok("nbd://h:1/?nbd-port=2").endpoint, tcp("h", "2"));
+        assert_eq!(
+            ok("nbd+vsock://3:1/?nbd-port=4294967295").endpoint,
+            Endpoint::Vsock {
+                cid: 3,
+                port: u32::MAX
+            }
+        );
+        assert!(bad("nbd+vsock://3/?nbd-port=x")
+            .message
+            .contains("nbd-port"));
+    }
+
+    #[test]
+    fn tls_hostname_and_username() {
+        let u = ok("nbds://alice@h/?tls-hostname=cert.example&tls-username=bob");
+        assert_eq!(u.tls_hostname, Some(c("cert.example")));
+        assert_eq!(u.tls_username, Some(c("bob")));
+        assert_eq!(u.user, Some(c("alice")));
+    }
+
+    #[test]
+    fn ssh_command_line() {
+        let u = ok("nbd+ssh://alice@server:2222/exp?socket=/run/nbd.sock&compress=true");
+        assert_eq!(u.export_name, c("exp"));
+        assert_eq!(
+            argv(ssh_of(&u)),
+            [
+                "ssh",
+                "-C",
+                "-p",
+                "2222",
+                "-o",
+                "User=alice",
+                "--",
+                "server",
+                "nc",
+                "-U",
+                "/run/nbd.sock"
+            ]
+        );
+        let u = ok("nbds+ssh://server/?nbd-port=10810");
+        assert!(u.tls);
+        assert_eq!(
+            argv(ssh_of(&u)),
+            ["ssh", "--", "server", "nc", "localhost", "10810"]
+        );
+        assert_eq!(
+            argv(ssh_of(&ok("nbd+ssh://server"))),
+            ["ssh", "--", "server", "nc", "localhost", "10809"]
+        );
+    }
+
+    #[test]
+    fn ssh_refuses_what_could_inject() {
+        for u in [
+            "nbd+ssh://-oProxyCommand=touch%20x/",
+            "nbd+ssh://-oProxyCommand=x/",
+            "nbd+ssh:///",
+            "nbd+ssh://a%25b@h/",
+            "nbd+ssh://h/?socket=/s%3Brm",
+            "nbd+ssh://h/?socket=$(x)",
+            "nbd+ssh://h/?nbd-port=1%20x",
+            "nbd+ssh://h/?nbd-port=`x`",
+            "nbd+ssh://h/?compress=maybe",
+        ] {
+            assert_eq!(bad(u).kind, Invalid, "{u}");
+        }
+    }
+
+    #[test]
+    fn ssh_is_a_transport_to_permit() {
+        let u = ok("nbd+ssh://h/");
+        let mut p = Permitted::DEFAULT;
+        assert!(check_allowed(&u, &p).is_ok());
+        p.ssh = false;
+        assert_eq!(check_allowed(&u, &p).unwrap_err().kind, NotPermitted);
     }
 }

@@ -354,11 +354,27 @@ fn notify(g: &mut Held<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// libnbd's state machine accepts a read (write) notification only in a
+/// state that waits for the socket to become readable (writable): any
+/// other is EINVAL and changes nothing.
+fn expect_direction(g: &mut Held<'_>, what: &str, event: libc::c_short) -> Result<(), Error> {
+    let conn = live(g, what)?;
+    if conn.direction() & event == 0 {
+        return Err(err(
+            libc::EINVAL,
+            format!("{what} is invalid: the connection is not waiting for it"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn aio_notify_read(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    expect_direction(g, "external event notify_read", libc::POLLIN)?;
     notify(g)
 }
 
 pub fn aio_notify_write(_h: &nbd_handle, g: &mut Held<'_>) -> Result<(), Error> {
+    expect_direction(g, "external event notify_write", libc::POLLOUT)?;
     notify(g)
 }
 

@@ -55,6 +55,10 @@ pub fn aio_connect(
         // SAFETY: addr is non-NULL (checked by the wrapper) and at least
         // long enough for its family (checked above).
         let family = unsafe { (*addr).sa_family };
+        // SAFETY: as above.
+        if let Some(ep) = unsafe { endpoint_of(addr, len) } {
+            connect::remember(g, ep);
+        }
         let fd = socket(i32::from(family))?;
         // SAFETY: the caller gave len bytes of address.
         unsafe { start_connect(&fd, addr, len)? };
@@ -62,6 +66,51 @@ pub fn aio_connect(
     })();
     let fd = r.map_err(|e| failed(g, e))?;
     h.attach_async(g, fd, None)
+}
+
+/// What nbd_get_uri will name for a socket address given to
+/// nbd_aio_connect, as libnbd does: an IPv4 or IPv6 address and port in
+/// numeric form, or a Unix socket's path. None for anything else.
+///
+/// # Safety
+/// `addr` points to a socket address of `len` bytes.
+unsafe fn endpoint_of(addr: *const libc::sockaddr, len: libc::socklen_t) -> Option<Endpoint> {
+    let len = len as usize;
+    // SAFETY (all reads): the family says which structure it is and the
+    // length is checked against it first; read_unaligned as the caller's
+    // buffer need not be aligned for it.
+    match i32::from(unsafe { (*addr).sa_family }) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            let sin = unsafe { addr.cast::<libc::sockaddr_in>().read_unaligned() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            tcp(ip.to_string(), u16::from_be(sin.sin_port))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            let sin6 = unsafe { addr.cast::<libc::sockaddr_in6>().read_unaligned() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            tcp(ip.to_string(), u16::from_be(sin6.sin6_port))
+        }
+        libc::AF_UNIX => {
+            let base = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+            let path_len = len.checked_sub(base)?.min(108);
+            let path = unsafe { std::slice::from_raw_parts(addr.cast::<u8>().add(base), path_len) };
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            // An abstract socket (leading NUL) has no path to name.
+            if end == 0 {
+                return None;
+            }
+            let socket = std::ffi::CString::new(&path[..end]).ok()?;
+            Some(Endpoint::Unix { socket })
+        }
+        _ => None,
+    }
+}
+
+fn tcp(host: String, port: u16) -> Option<Endpoint> {
+    Some(Endpoint::Tcp {
+        host: std::ffi::CString::new(host).ok()?,
+        port: std::ffi::CString::new(port.to_string()).ok()?,
+    })
 }
 
 /// Hands a socket (and subprocess) from the connect module's `open_*`
@@ -81,7 +130,9 @@ pub fn aio_connect_uri(h: &nbd_handle, g: &mut Held<'_>, uri: &CStr) -> Result<(
     match connect::apply_uri(h, g, uri)? {
         Endpoint::Unix { socket } => aio_connect_unix(h, g, &socket),
         Endpoint::Tcp { host, port } => aio_connect_tcp(h, g, &host, &port),
-        ep @ Endpoint::Vsock { .. } => attach_opened(h, g, |g| connect::open_endpoint(g, &ep)),
+        ep @ (Endpoint::Vsock { .. } | Endpoint::Ssh(_)) => {
+            attach_opened(h, g, |g| connect::open_endpoint(g, &ep))
+        }
     }
 }
 

@@ -96,11 +96,17 @@ pub fn zero(
     )
 }
 
-/// Disconnects and waits for the server to close. The sync API has nothing
-/// queued but unsent when this runs (every sync call waits for its reply),
-/// so LIBNBD_SHUTDOWN_ABANDON_PENDING has nothing to abandon; commands other
-/// threads have in flight complete before the disconnect goes out.
-pub fn shutdown(h: &nbd_handle, g: &mut Held<'_>, _flags: u32) -> Result<(), Error> {
+/// Disconnects and waits for the server to close. Commands queued before
+/// it are sent first, unless LIBNBD_SHUTDOWN_ABANDON_PENDING: then those
+/// not yet started on the wire are never sent and complete with ENOTCONN
+/// (AIO commands the socket could not take yet).
+pub fn shutdown(h: &nbd_handle, g: &mut Held<'_>, flags: u32) -> Result<(), Error> {
+    if flags & crate::consts::LIBNBD_SHUTDOWN_ABANDON_PENDING != 0 {
+        if let Ok(conn) = crate::handle::conn_mut(g) {
+            conn.client.abandon_unsent();
+            conn.collect();
+        }
+    }
     h.shutdown(g)
 }
 

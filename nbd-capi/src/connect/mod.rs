@@ -86,6 +86,21 @@ pub fn open_vsock(g: &mut Inner, cid: u32, port: u32) -> Result<Opened, Error> {
     })
 }
 
+/// `nbd+ssh://`: the local ssh(1) with the command line the URI parser
+/// built (`SshTarget::argv`, which ends the options with `--` and has
+/// checked what reaches the remote shell), as a subprocess on a
+/// socketpair, as nbd_connect_command runs its server.
+pub fn open_ssh(g: &mut Inner, t: &uri::SshTarget) -> Result<Opened, Error> {
+    remember(g, Endpoint::Ssh(t.clone()));
+    let argv = t.argv();
+    let refs: Vec<&CStr> = argv.iter().map(|a| a.as_c_str()).collect();
+    let (sock, pid) = sock::command(&refs)?;
+    Ok(Opened {
+        sock,
+        child: Some(pid),
+    })
+}
+
 pub fn open_command(_g: &mut Inner, argv: &[&CStr]) -> Result<Opened, Error> {
     let (sock, pid) = sock::command(argv)?;
     Ok(Opened {

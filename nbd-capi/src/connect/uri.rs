@@ -4,10 +4,10 @@
 
 pub use nbd_core::uri::*;
 
-use super::{endpoint, open_tcp, open_unix, open_vsock, Opened};
+use super::{endpoint, open_ssh, open_tcp, open_unix, open_vsock, Opened};
 use crate::consts::{
-    LIBNBD_ALLOW_TRANSPORT_TCP, LIBNBD_ALLOW_TRANSPORT_UNIX, LIBNBD_ALLOW_TRANSPORT_VSOCK,
-    LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
+    LIBNBD_ALLOW_TRANSPORT_SSH, LIBNBD_ALLOW_TRANSPORT_TCP, LIBNBD_ALLOW_TRANSPORT_UNIX,
+    LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
 use crate::errors::{err, Error};
 use crate::handle::{nbd_handle, Inner};
@@ -31,6 +31,7 @@ pub fn permitted(s: &Settings) -> Permitted {
         tcp: t & LIBNBD_ALLOW_TRANSPORT_TCP != 0,
         unix: t & LIBNBD_ALLOW_TRANSPORT_UNIX != 0,
         vsock: t & LIBNBD_ALLOW_TRANSPORT_VSOCK != 0,
+        ssh: t & LIBNBD_ALLOW_TRANSPORT_SSH != 0,
         tls: match s.uri_allow_tls {
             LIBNBD_TLS_DISABLE => TlsRule::Forbidden,
             LIBNBD_TLS_REQUIRE => TlsRule::Required,
@@ -66,8 +67,17 @@ pub fn apply_uri(h: &nbd_handle, g: &mut Inner, raw: &CStr) -> Result<Endpoint, 
         if let Some(f) = &u.tls_psk_file {
             s.tls_psk_file = Some(f.clone());
         }
-        if let Some(user) = u.tls_username.as_ref().or(u.user.as_ref()) {
+        // Over ssh the URI's user is the ssh login; only tls-username
+        // names the TLS user. Elsewhere tls-username overrides it.
+        let tls_user = match u.endpoint {
+            Endpoint::Ssh(_) => u.tls_username.as_ref(),
+            _ => u.tls_username.as_ref().or(u.user.as_ref()),
+        };
+        if let Some(user) = tls_user {
             s.tls_username = Some(user.clone());
+        }
+        if let Some(name) = &u.tls_hostname {
+            s.tls_hostname = Some(name.clone());
         }
         if let Some(v) = u.tls_verify_peer {
             s.tls_verify_peer = v;
@@ -91,6 +101,7 @@ pub fn open_endpoint(g: &mut Inner, ep: &Endpoint) -> Result<Opened, Error> {
         Endpoint::Tcp { host, port } => open_tcp(g, host, port),
         Endpoint::Unix { socket } => open_unix(g, socket),
         Endpoint::Vsock { cid, port } => open_vsock(g, *cid, *port),
+        Endpoint::Ssh(t) => open_ssh(g, t),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::IoSlice;
 
 use super::state::InFlight;
-use super::{strict, Client, Command, CommandBuffer, Error, ExportInfo, Phase};
+use super::{strict, Client, Command, CommandBuffer, Error, Event, ExportInfo, Phase};
 use crate::errno::host;
 use crate::limits::MAX_CLIENT_REQUEST_LEN;
 use crate::wire::consts::tx_flags;
@@ -212,7 +212,7 @@ impl<C: CommandBuffer> Client<C> {
             Phase::Ready | Phase::Processing => {}
         }
         if self.disc != Disc::None {
-            return Err(Error::new(host::EINVAL, "disconnect has been requested"));
+            return Err(after_disconnect());
         }
         let Some(e) = self.stage.transmission() else {
             return Err(Error::new(host::ENOTCONN, "not connected"));
@@ -292,7 +292,12 @@ impl<C: CommandBuffer> Client<C> {
                 return Err(Error::new(host::EINVAL, "connection is already closed"))
             }
         }
-        if self.disc == Disc::None {
+        // libnbd: a second request is refused, even while the first is
+        // still queued behind other commands.
+        if self.disc != Disc::None {
+            return Err(after_disconnect());
+        }
+        {
             let header = RequestHeader {
                 flags: 0,
                 kind: Cmd::Disc.to_wire(),
@@ -392,6 +397,34 @@ impl<C: CommandBuffer> Client<C> {
         }
     }
 
+    /// nbd_shutdown(LIBNBD_SHUTDOWN_ABANDON_PENDING): every command not
+    /// yet started on the wire is dropped unsent and completes with
+    /// ENOTCONN, as libnbd aborts its commands still to issue. A command
+    /// partly sent must be finished, or the stream would be torn.
+    pub fn abandon_unsent(&mut self) {
+        let keep = usize::from(self.send_pos > 0);
+        let abandoned: Vec<u64> = self.send_queue.drain(keep..).collect();
+        for cookie in abandoned {
+            if let Some(c) = self.cmds.remove(&cookie) {
+                // Not sent after all (counted when it was queued).
+                self.stats.chunks_sent -= 1;
+                self.events.push_back(Event::Completed {
+                    cookie,
+                    ctx: c.ctx,
+                    result: Err(Error::new(
+                        host::ENOTCONN,
+                        "command abandoned by nbd_shutdown before it was sent",
+                    )),
+                });
+            }
+        }
+    }
+
+    /// Whether NBD_CMD_DISC has been asked for (queued or sent).
+    pub fn disconnect_requested(&self) -> bool {
+        self.disc != Disc::None
+    }
+
     /// Whether NBD_CMD_DISC has gone out: the driver may shut down its
     /// write side.
     pub fn disconnect_sent(&self) -> bool {
@@ -415,6 +448,14 @@ fn payload_of<C: CommandBuffer>(c: &InFlight<C>) -> &[u8] {
     } else {
         &c.payload
     }
+}
+
+/// libnbd's refusal of any command once NBD_CMD_DISC has been requested.
+fn after_disconnect() -> Error {
+    Error::new(
+        host::EINVAL,
+        "cannot request more commands after NBD_CMD_DISC",
+    )
 }
 
 #[cfg(test)]

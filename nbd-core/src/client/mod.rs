@@ -32,6 +32,7 @@ mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use negotiate::UserOption;
 pub use state::TlsState;

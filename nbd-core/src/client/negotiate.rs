@@ -120,6 +120,13 @@ pub(super) struct Negotiation {
     queries: Option<Vec<Vec<u8>>>,
 }
 
+impl Negotiation {
+    /// The option under way, if any (for the debug trace, trace.rs).
+    pub(super) fn current_option(&self) -> Option<Opt> {
+        self.current
+    }
+}
+
 impl<C: CommandBuffer> Client<C> {
     pub(super) fn negotiate_step(&mut self, step: NegStep, b: &[u8]) -> Result<(), Error> {
         match step {
@@ -158,7 +165,13 @@ impl<C: CommandBuffer> Client<C> {
                 } else {
                     self.protocol = Some(Protocol::Newstyle);
                     self.refuse_plain_text("server is not using fixed newstyle")?;
-                    self.start_option(Opt::ExportName);
+                    // Option mode still stops for the caller, as libnbd's
+                    // does; only GO (sent as EXPORT_NAME) or ABORT can follow.
+                    if self.config.opt_mode {
+                        self.pause();
+                    } else {
+                        self.start_option(Opt::ExportName);
+                    }
                 }
             }
             NegStep::OptionReplyHeader => {
@@ -301,6 +314,9 @@ impl<C: CommandBuffer> Client<C> {
                 "not in option mode, or an option is already under way",
             ));
         }
+        if self.protocol == Some(Protocol::Newstyle) {
+            return self.start_unfixed_option(o);
+        }
         let sr = self.stage.facts().structured_replies;
         let meta = matches!(o, UserOption::ListMetaContext | UserOption::SetMetaContext);
         if meta && !sr {
@@ -348,6 +364,33 @@ impl<C: CommandBuffer> Client<C> {
             }
         }
         Ok(())
+    }
+
+    /// Option mode against a server without fixed newstyle, which knows
+    /// no option but NBD_OPT_EXPORT_NAME: GO is sent as EXPORT_NAME (the
+    /// export, or the end of the connection if the server refuses it),
+    /// ABORT cannot be said and leaves the connection dead, and anything
+    /// else is ENOTSUP with nothing sent, as in libnbd.
+    fn start_unfixed_option(&mut self, o: UserOption) -> Result<(), Error> {
+        match o {
+            UserOption::Go => {
+                self.negotiation.paused = false;
+                self.negotiation.user = Some(o);
+                self.start_option(Opt::ExportName);
+                Ok(())
+            }
+            UserOption::Abort => {
+                self.die(Error::new(
+                    host::ENOTSUP,
+                    "handshake: server is not using fixed newstyle",
+                ));
+                Ok(())
+            }
+            _ => Err(Error::new(
+                host::ENOTSUP,
+                "server is not using fixed newstyle protocol",
+            )),
+        }
     }
 
     fn start_option(&mut self, o: Opt) {

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CommandBuffer, Config, Error, Event, ExportInfo, Phase, Protocol};
-use crate::errno::host::{ECONNRESET, EPROTO};
+use crate::errno::host::{ECONNRESET, ENOTCONN, EPROTO};
 use crate::wire::reply::ChunkHeader;
 use crate::wire::request::{EncodedRequest, EXTENDED_REQUEST_HEADER_LEN};
 use crate::wire::ChunkType;
@@ -679,16 +679,23 @@ impl<C: CommandBuffer> Client<C> {
         self.fatal = Some(err);
     }
 
+    /// Every command still queued or in flight completes, once: with the
+    /// error it already had (an error chunk), else with ENOTCONN whatever
+    /// ended the connection, as libnbd does (the connection's own error,
+    /// ECONNRESET or EPIPE from the socket, stays the handle's).
     fn complete_all(&mut self, err: Error) {
         self.send_queue.clear();
         let mut cookies: Vec<u64> = self.cmds.keys().copied().collect();
         cookies.sort_unstable();
         for cookie in cookies {
             if let Some(c) = self.cmds.remove(&cookie) {
+                let error = c
+                    .error
+                    .unwrap_or_else(|| Error::new(ENOTCONN, err.message.clone()));
                 self.events.push_back(Event::Completed {
                     cookie,
                     ctx: c.ctx,
-                    result: Err(err.clone()),
+                    result: Err(error),
                 });
             }
         }

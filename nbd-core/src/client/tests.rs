@@ -793,7 +793,9 @@ fn hang_up_mid_reply_fails_commands_in_flight() {
     let done = l.completions();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].0, c);
-    assert_eq!(done[0].2.as_ref().unwrap_err().errno, host::ECONNRESET);
+    // The command: ENOTCONN, as libnbd; the connection: the socket's error.
+    assert_eq!(done[0].2.as_ref().unwrap_err().errno, host::ENOTCONN);
+    assert_eq!(l.client.fatal_error().unwrap().errno, host::ECONNRESET);
 }
 
 fn hostile_read(evil: fn(u64, u64, u32) -> Vec<u8>) -> Link {

@@ -85,6 +85,7 @@ pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
         }
         Endpoint::Unix { socket } => Target::Unix(text(socket)?),
         Endpoint::Vsock { .. } => return Err(format!("vsock is not supported yet: {uri}")),
+        Endpoint::Ssh(_) => return Err(format!("ssh is not supported yet: {uri}")),
     };
     Ok((target, export))
 }
