@@ -113,6 +113,7 @@ impl Drop for Remote {
 struct XnbdProxy {
     args: Vec<String>,
     child: Option<Child>,
+    port: u16,
 }
 
 impl XnbdProxy {
@@ -130,6 +131,7 @@ impl XnbdProxy {
                 s(ctl),
             ],
             child: None,
+            port: 0,
         }
     }
 }
@@ -141,7 +143,11 @@ impl Target for XnbdProxy {
         let (child, port) = start_on_port(cmd, true);
         let pid = child.id();
         self.child = Some(child);
+        self.port = port;
         (pid, tcp_client(port))
+    }
+    fn connect(&self) -> Client {
+        tcp_client(self.port)
     }
     fn reap(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -24,7 +24,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use nbd_core::wire::consts::{cmd, cmd_flags};
+use nbd_core::wire::consts::{cmd, cmd_flags, tx_flags};
 
 use crate::common::*;
 
@@ -130,6 +130,10 @@ pub struct Model {
     failure: Option<String>,
     /// Requests acknowledged, for the log.
     acks: u64,
+    /// Blocks with a write in flight, on any connection: one at a time per
+    /// block, so that the order of a block's writes is their order of
+    /// sending.
+    busy: HashSet<u64>,
 }
 
 impl Model {
@@ -142,6 +146,7 @@ impl Model {
             next_seq: 1,
             failure: None,
             acks: 0,
+            busy: HashSet::new(),
         }
     }
 
@@ -211,11 +216,12 @@ pub enum Op {
 
 /// Writes random blocks, FUA now and then, FLUSH now and then, `DEPTH`
 /// requests in flight, until the connection breaks; records what was
-/// acknowledged in `model`.
+/// acknowledged in `model`. Several writers may share one model when the
+/// server advertises multi-conn: then a FLUSH on one connection covers the
+/// writes acknowledged on every connection before it was sent.
 pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut inflight: HashMap<u64, Op> = HashMap::new();
-    let mut busy: HashSet<u64> = HashSet::new();
     loop {
         while inflight.len() < DEPTH {
             let mut m = model.lock().unwrap();
@@ -230,7 +236,7 @@ pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
             } else {
                 let block = loop {
                     let b = rng.below(NBLOCKS);
-                    if !busy.contains(&b) {
+                    if !m.busy.contains(&b) {
                         break b;
                     }
                 };
@@ -238,6 +244,7 @@ pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
                 m.next_seq += 1;
                 // Sent, so possibly on the disk from now on.
                 m.candidates[block as usize].push(seq);
+                m.busy.insert(block);
                 drop(m);
                 let fua = rng.below(4) == 0;
                 let flags = if fua { cmd_flags::FUA } else { 0 };
@@ -247,7 +254,6 @@ pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
                 })) else {
                     return;
                 };
-                busy.insert(block);
                 (c, Op::Write { block, seq, fua })
             };
             inflight.insert(cookie, op);
@@ -270,7 +276,7 @@ pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
         m.acks += 1;
         match op {
             Op::Write { block, seq, fua } => {
-                busy.remove(&block);
+                m.busy.remove(&block);
                 if m.promise == Promise::EveryAck || fua {
                     m.durable(block, seq);
                 } else {
@@ -297,6 +303,8 @@ pub fn sigkill(pid: u32) {
 /// client to it, and its pid to kill.
 pub trait Target {
     fn start(&mut self) -> (u32, Client);
+    /// Another client of the running server.
+    fn connect(&self) -> Client;
     /// Reaps the killed server.
     fn reap(&mut self);
 }
@@ -315,6 +323,9 @@ impl Target for Nbdkit {
         let pid = srv.pid();
         self.srv = Some(srv);
         (pid, c)
+    }
+    fn connect(&self) -> Client {
+        self.srv.as_ref().expect("started").client()
     }
     fn reap(&mut self) {
         self.srv = None;
@@ -344,18 +355,30 @@ pub fn crash_loop(
     let mut acks = 0;
     for i in 0..iterations() {
         let (pid, c) = target.start();
+        // Two connections where a flush on one covers both.
+        let mut clients = vec![c];
+        if clients[0].flags & tx_flags::CAN_MULTI_CONN != 0 {
+            clients.push(target.connect());
+        }
         let helper = during(&mut rng);
-        let wseed = rng.next();
-        let m = model.clone();
-        let w = std::thread::Builder::new()
-            .name(WRITER.into())
-            .spawn(move || writer(c, m, wseed))
-            .unwrap();
+        let writers: Vec<_> = clients
+            .into_iter()
+            .map(|c| {
+                let wseed = rng.next();
+                let m = model.clone();
+                std::thread::Builder::new()
+                    .name(WRITER.into())
+                    .spawn(move || writer(c, m, wseed))
+                    .unwrap()
+            })
+            .collect();
         let wait = Duration::from_millis(20 + rng.below(400));
         std::thread::sleep(wait);
         sigkill(pid);
         target.reap();
-        let _ = w.join();
+        for w in writers {
+            let _ = w.join();
+        }
         if let Some(mut h) = helper {
             let _ = h.kill();
             let _ = h.wait();
@@ -364,6 +387,7 @@ pub fn crash_loop(
         let disk = read_disk(&mut c);
         {
             let mut m = model.lock().unwrap();
+            m.busy.clear();
             if let Some(f) = m.failure.take() {
                 panic!("{what}, round {i}: {f}");
             }
