@@ -4,7 +4,8 @@
 //! read as the remote's data or as a write that may have landed, and
 //! every write acknowledged with FUA or before an acknowledged FLUSH must
 //! be there; never zeros, never stale data over a durable write. See
-//! crash/mod.rs for the loop and what a SIGKILL can show.
+//! crash/mod.rs for the loop and what a SIGKILL can show. Also
+//! `xnbd-server --target`, which writes its image itself.
 
 mod common;
 mod crash;
@@ -110,16 +111,18 @@ impl Drop for Remote {
     }
 }
 
-struct XnbdProxy {
+/// xnbd-server on a port it picks, started again with the same arguments
+/// after each kill.
+struct Xnbd {
     args: Vec<String>,
     child: Option<Child>,
     port: u16,
 }
 
-impl XnbdProxy {
-    fn new(remote_port: u16, cache: &Path, bitmap: &Path, ctl: &Path) -> XnbdProxy {
+impl Xnbd {
+    fn new(remote_port: u16, cache: &Path, bitmap: &Path, ctl: &Path) -> Xnbd {
         let s = |p: &Path| p.to_str().unwrap().to_string();
-        XnbdProxy {
+        Xnbd {
             args: vec![
                 "--lport".into(),
                 "0".into(),
@@ -136,7 +139,24 @@ impl XnbdProxy {
     }
 }
 
-impl Target for XnbdProxy {
+impl Xnbd {
+    /// Not a proxy: `xnbd-server --target IMAGE`, which writes the image
+    /// itself.
+    fn target(img: &Path) -> Xnbd {
+        Xnbd {
+            args: vec![
+                "--lport".into(),
+                "0".into(),
+                "--target".into(),
+                img.to_str().unwrap().into(),
+            ],
+            child: None,
+            port: 0,
+        }
+    }
+}
+
+impl Target for Xnbd {
     fn start(&mut self) -> (u32, Client) {
         let mut cmd = Command::new(XNBD_SERVER);
         cmd.args(&self.args);
@@ -157,7 +177,7 @@ impl Target for XnbdProxy {
     }
 }
 
-impl Drop for XnbdProxy {
+impl Drop for Xnbd {
     fn drop(&mut self) {
         self.reap();
     }
@@ -189,7 +209,7 @@ fn xnbd_proxy_keeps_flushed_writes_and_never_serves_stale_blocks() {
         d.path().join("bitmap"),
         d.path().join("ctl"),
     );
-    let mut t = XnbdProxy::new(remote.1, &cache, &bitmap, &ctl);
+    let mut t = Xnbd::new(remote.1, &cache, &bitmap, &ctl);
     // Every other round, xnbd-bgctl --cache-all runs beside the writer,
     // a few blocks per request so that it is still running at the kill.
     let mut round = 0;
@@ -229,7 +249,7 @@ fn xnbd_cache_all_killed_leaves_no_false_bits() {
         d.path().join("bitmap"),
         d.path().join("ctl"),
     );
-    let mut t = XnbdProxy::new(remote.1, &cache, &bitmap, &ctl);
+    let mut t = Xnbd::new(remote.1, &cache, &bitmap, &ctl);
     let mut rng = Rng::new(seed());
     quiet_writers();
     let (mut seen_claims, mut partial_rounds) = (0, 0);
@@ -285,4 +305,11 @@ fn xnbd_cache_all_killed_leaves_no_false_bits() {
     eprintln!(
         "at most {seen_claims} blocks claimed at a kill; {partial_rounds} kills in the middle"
     );
+}
+
+#[test]
+fn xnbd_target_keeps_flushed_and_fua_writes() {
+    let (_d, img) = disk("crash-xnbd-target");
+    let mut t = Xnbd::target(&img);
+    crash_loop("xnbd target", &mut t, Promise::FlushOrFua, |_| None);
 }
