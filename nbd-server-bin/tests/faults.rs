@@ -101,6 +101,20 @@ fn enospc_reaches_the_client_and_acknowledged_writes_stay_whole() {
         assert!(c.read(*off, CHUNK as u32) == *data, "write at {off} lost");
         assert!(c2.read(*off, CHUNK as u32) == *data, "write at {off} lost");
     }
+    // Write-zeroes that must allocate (NO_HOLE) fails the same way; one
+    // that may punch a hole needs no space.
+    let far = 6 << 20;
+    let r = c.cmd(
+        cmd::WRITE_ZEROES,
+        cmd_flags::NO_HOLE,
+        far,
+        CHUNK as u32,
+        &[],
+    );
+    assert_eq!(r.error, NBD_ENOSPC, "zero with NO_HOLE on a full disk");
+    let r = c.cmd(cmd::WRITE_ZEROES, 0, far, CHUNK as u32, &[]);
+    assert_eq!(r.error, 0, "zero that may trim on a full disk");
+    assert!(c.read(far, CHUNK as u32).iter().all(|&b| b == 0));
     // Space already allocated can be rewritten.
     let (off, _) = acked[0];
     let again = pattern(CHUNK, 200);
