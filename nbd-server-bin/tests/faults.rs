@@ -320,3 +320,61 @@ fn xnbd_cache_write_enospc_leaves_the_block_uncached() {
     c.disconnect();
     c2.disconnect();
 }
+
+/// The xnbd-cache filter (as in xnbd's proxy) over a layer whose reads
+/// fail: the client gets EIO, the block is not marked cached (so it is
+/// never served as the zeros of an unwritten cache image), and once reads
+/// work again it is fetched and served as the layer below holds it.
+#[test]
+fn xnbd_cache_fetch_eio_marks_nothing_cached() {
+    let d = TempDir::new("faults-xnbd-eio");
+    let below = d.path().join("below.img");
+    let base = pattern(1 << 20, 13);
+    std::fs::write(&below, &base).unwrap();
+    let bad = d.path().join("remote-is-bad");
+    let bitmap_path = d.path().join("bitmap");
+    let cache = format!("cache={}", d.path().join("cache.img").display());
+    let bitmap = format!("bitmap={}", bitmap_path.display());
+    let bad_arg = format!("error-pread-file={}", bad.display());
+    let srv = Server::start(&[
+        "--filter=xnbd-cache",
+        "--filter=error",
+        "file",
+        below.to_str().unwrap(),
+        &cache,
+        &bitmap,
+        "error=EIO",
+        "error-pread-rate=1",
+        &bad_arg,
+    ]);
+    let mut c = srv.client();
+    assert!(c.read(0, 4096) == base[..4096]);
+    std::fs::write(&bad, b"").unwrap();
+    assert_eq!(c.cmd(cmd::READ, 0, 8192, 8192, &[]).error, NBD_EIO);
+    // A partial write of an uncached block needs the block first: it
+    // fails too, and writes nothing.
+    let r = c.cmd(cmd::WRITE, 0, 65536 + 100, 10, &[9u8; 10]);
+    assert_eq!(r.error, NBD_EIO);
+    // Cached blocks are still served; a whole-block write needs no fetch.
+    assert!(c.read(0, 4096) == base[..4096]);
+    c.write(4096 * 40, &[3u8; 4096]);
+    assert_eq!(c.cmd(cmd::FLUSH, 0, 0, 0, &[]).error, 0);
+    let words: Vec<u64> = std::fs::read(&bitmap_path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
+        .collect();
+    // Blocks 0 (read) and 40 (written) only: not 2 and 3 (the failed
+    // read), not 16 (the failed write).
+    assert_eq!(words[0], 1 | (1 << 40), "bitmap word 0: {:#x}", words[0]);
+    assert!(words[1..].iter().all(|&w| w == 0));
+    std::fs::remove_file(&bad).unwrap();
+    let mut c2 = srv.client();
+    assert!(c2.read(8192, 8192) == base[8192..16384]);
+    assert!(c2.read(65536, 4096) == base[65536..65536 + 4096]);
+    assert!(c2.read(4096 * 40, 4096) == [3u8; 4096]);
+    c.disconnect();
+    c2.disconnect();
+    drop(srv);
+    assert!(std::fs::read(&below).unwrap() == base, "below was written");
+}
