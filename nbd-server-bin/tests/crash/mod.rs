@@ -134,6 +134,10 @@ pub struct Model {
     /// block, so that the order of a block's writes is their order of
     /// sending.
     busy: HashSet<u64>,
+    /// The writes that were write-zeroes: their block reads as zeros.
+    zeroes: HashSet<u64>,
+    /// Blocks found zeroed after a restart, for the log.
+    zero_reads: u64,
 }
 
 impl Model {
@@ -147,6 +151,8 @@ impl Model {
             failure: None,
             acks: 0,
             busy: HashSet::new(),
+            zeroes: HashSet::new(),
+            zero_reads: 0,
         }
     }
 
@@ -166,7 +172,14 @@ impl Model {
         let mut bad = Vec::new();
         for b in 0..NBLOCKS {
             let data = &disk[(b * BS) as usize..((b + 1) * BS) as usize];
-            let got = decode(b, data);
+            // All zeros: the newest write-zeroes that may have landed.
+            let got = if data.iter().all(|&x| x == 0) {
+                let c = &self.candidates[b as usize];
+                self.zero_reads += 1;
+                c.iter().rev().find(|s| self.zeroes.contains(s)).copied()
+            } else {
+                decode(b, data)
+            };
             let ok = match (self.promise, got) {
                 (_, None) => false,
                 (Promise::Nothing, Some(s)) => s == 0,
@@ -214,7 +227,7 @@ pub enum Op {
     Flush { covers: Vec<(u64, u64)> },
 }
 
-/// Writes random blocks, FUA now and then, FLUSH now and then, `DEPTH`
+/// Writes random blocks (and zeroes some), FUA now and then, FLUSH now and then, `DEPTH`
 /// requests in flight, until the connection breaks; records what was
 /// acknowledged in `model`. Several writers may share one model when the
 /// server advertises multi-conn: then a FLUSH on one connection covers the
@@ -245,13 +258,29 @@ pub fn writer(mut c: Client, model: Arc<Mutex<Model>>, seed: u64) {
                 // Sent, so possibly on the disk from now on.
                 m.candidates[block as usize].push(seq);
                 m.busy.insert(block);
+                // One write in ten is a write-zeroes, half of them allowed
+                // to punch a hole.
+                let zero = rng.below(10) == 0;
+                if zero {
+                    m.zeroes.insert(seq);
+                }
                 drop(m);
                 let fua = rng.below(4) == 0;
-                let flags = if fua { cmd_flags::FUA } else { 0 };
-                let data = block_data(block, seq);
-                let Ok(c) = catch_unwind(AssertUnwindSafe(|| {
-                    c.send(cmd::WRITE, flags, block * BS, BS as u32, &data)
-                })) else {
+                let mut flags = if fua { cmd_flags::FUA } else { 0 };
+                let sent = if zero {
+                    if rng.below(2) == 0 {
+                        flags |= cmd_flags::NO_HOLE;
+                    }
+                    catch_unwind(AssertUnwindSafe(|| {
+                        c.send(cmd::WRITE_ZEROES, flags, block * BS, BS as u32, &[])
+                    }))
+                } else {
+                    let data = block_data(block, seq);
+                    catch_unwind(AssertUnwindSafe(|| {
+                        c.send(cmd::WRITE, flags, block * BS, BS as u32, &data)
+                    }))
+                };
+                let Ok(c) = sent else {
                     return;
                 };
                 (c, Op::Write { block, seq, fua })
@@ -352,7 +381,7 @@ pub fn crash_loop(
     quiet_writers();
     let mut rng = Rng::new(seed());
     let model = Arc::new(Mutex::new(Model::new(promise)));
-    let mut acks = 0;
+    let (mut acks, mut zero_reads) = (0, 0);
     for i in 0..iterations() {
         let (pid, c) = target.start();
         // Two connections where a flush on one covers both.
@@ -392,6 +421,7 @@ pub fn crash_loop(
                 panic!("{what}, round {i}: {f}");
             }
             acks = m.acks;
+            zero_reads = m.zero_reads;
             m.verify(&disk, &format!("{what}, round {i} (killed after {wait:?})"));
         }
         // The verifying server dies the same way: its reads are no writes.
@@ -400,7 +430,10 @@ pub fn crash_loop(
     }
     // Enough happened for the test to mean something.
     assert!(acks > 50, "{what}: only {acks} requests acknowledged");
-    eprintln!("{what}: {acks} requests acknowledged, all durable ones found");
+    eprintln!(
+        "{what}: {acks} requests acknowledged, all durable ones found \
+         ({zero_reads} blocks read back zeroed)"
+    );
 }
 
 /// A private directory with the test disk in it.
