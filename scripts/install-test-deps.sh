@@ -8,7 +8,7 @@ set -euo pipefail
 "$(dirname "$0")/apt-ensure.sh" \
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
-  gnutls-bin libgnutls28-dev
+  gnutls-bin libgnutls28-dev nbdkit-plugin-dev
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
