@@ -111,8 +111,13 @@ fn main() {
         c.tls_verify_peer,
     )
     .unwrap_or_else(|e| die(e));
-    let chain =
-        chain::build(&c.plugin, &c.filters, &c.params, c.readonly).unwrap_or_else(|e| die(e));
+    // An empty error: a loaded plugin reported it already.
+    let chain = chain::build(&c.plugin, &c.filters, &c.params, c.readonly).unwrap_or_else(|e| {
+        if e.is_empty() {
+            exit(1)
+        }
+        die(e)
+    });
     let srv = Arc::new(Server {
         chain,
         readonly: c.readonly,

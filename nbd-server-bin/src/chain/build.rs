@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::cplugin;
 use crate::filters;
-use crate::params::{split_params, Params};
+use crate::params::{is_config_key, split_params, Params};
 use crate::plugins;
 
 use super::{Chain, Filter, Plugin};
@@ -32,7 +32,8 @@ pub fn build(
             "{plugin}: this plugin does not need command line configuration"
         ));
     }
-    let pairs = split_params(plugin, bottom.magic().as_deref(), args)?;
+    let args = bottom.script_arg(args);
+    let pairs = split_params(plugin, bottom.magic().as_deref(), &args)?;
     let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
     for (k, v) in pairs {
         let i = fspecs
@@ -53,8 +54,8 @@ pub fn build(
             p.finish()?;
             plugin
         }
-        Bottom::Shared(lib) => {
-            cplugin::configure(&lib, &plugin_pairs)?;
+        Bottom::Shared(mut lib) => {
+            cplugin::configure(&mut lib, &plugin_pairs)?;
             let own = cplugin::CPlugin::own_thread_model(&lib)?;
             let model = check_thread_model(own, fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
             cplugin::ready(*lib, model)?
@@ -94,6 +95,19 @@ impl Bottom {
             Bottom::BuiltIn(spec) => !spec.params.is_empty(),
             Bottom::Shared(lib) => cplugin::has_config(lib),
         }
+    }
+
+    /// nbdkit's rule for a loaded plugin without a magic key (sh, cc,
+    /// python …): a bare first parameter is its `script`.
+    fn script_arg(&self, args: &[String]) -> Vec<String> {
+        let mut args = args.to_vec();
+        if let (Bottom::Shared(lib), Some(first)) = (self, args.first_mut()) {
+            let bare = !first.split_once('=').is_some_and(|(k, _)| is_config_key(k));
+            if bare && cplugin::magic_config_key(lib).is_none() {
+                *first = format!("script={first}");
+            }
+        }
+        args
     }
 
     fn magic(&self) -> Option<String> {

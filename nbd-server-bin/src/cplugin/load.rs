@@ -51,6 +51,8 @@ pub struct Library {
     /// The plugin's own struct, for the size it declared.
     pub struct_size: u64,
     handle: *mut c_void,
+    /// Strings handed to the plugin's `config`, which it may keep.
+    kept: Vec<CString>,
 }
 
 // The handle is only used to look up symbols (dlsym is thread-safe).
@@ -153,7 +155,13 @@ impl Library {
             s,
             struct_size,
             handle,
+            kept: Vec::new(),
         })
+    }
+
+    /// Keeps `s` alive as long as the library.
+    pub fn keep(&mut self, s: CString) {
+        self.kept.push(s);
     }
 
     /// The address of the plugin's symbol `name` (`-D` debug flags).

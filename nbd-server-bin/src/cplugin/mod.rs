@@ -78,29 +78,36 @@ pub fn has_config(lib: &Library) -> bool {
 }
 
 /// Hands each `key=value` to the plugin's `config`, then calls
-/// `config_complete`. An error was reported by the plugin itself.
-pub fn configure(lib: &Library, pairs: &[(String, String)]) -> Result<(), String> {
+/// `config_complete`. A failure was reported by the plugin itself, so the
+/// error is empty: the server exits 1 with no words of its own, as
+/// nbdkit.
+pub fn configure(lib: &mut Library, pairs: &[(String, String)]) -> Result<(), String> {
     let _call = Call::enter(None);
     for (k, v) in pairs {
         let Some(config) = lib.s.config else {
             return Err(format!(
                 "{}: this plugin does not need command line configuration",
-                lib.name
+                lib.path
             ));
         };
         let (ck, cv) = (
             CString::new(k.as_str()).map_err(|_| format!("{k}: invalid key"))?,
             CString::new(v.as_str()).map_err(|_| format!("{k}: invalid value"))?,
         );
-        // SAFETY: the plugin's callback with two C strings.
-        if unsafe { config(ck.as_ptr(), cv.as_ptr()) } == -1 {
-            return Err(format!("{}: config failed for {k}={v}", lib.name));
+        // SAFETY: the plugin's callback with two C strings. Plugins keep
+        // these pointers (nbdkit passes its argv, which lives as long as
+        // the process), so the strings are kept as long as the library.
+        let r = unsafe { config(ck.as_ptr(), cv.as_ptr()) };
+        lib.keep(ck);
+        lib.keep(cv);
+        if r == -1 {
+            return Err(String::new());
         }
     }
     if let Some(cc) = lib.s.config_complete {
         // SAFETY: the plugin's callback.
         if unsafe { cc() } == -1 {
-            return Err(format!("{}: config_complete failed", lib.name));
+            return Err(String::new());
         }
     }
     Ok(())

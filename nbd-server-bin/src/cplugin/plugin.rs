@@ -225,6 +225,7 @@ impl Plugin for CPlugin {
             fua: OnceLock::new(),
             zero_native: OnceLock::new(),
             cache: OnceLock::new(),
+            extents: OnceLock::new(),
         }))
     }
 }
@@ -242,6 +243,7 @@ struct CHandle {
     fua: OnceLock<c_int>,
     zero_native: OnceLock<bool>,
     cache: OnceLock<c_int>,
+    extents: OnceLock<bool>,
 }
 
 // The plugin's handle is an opaque pointer that nbdkit, too, passes to
@@ -325,6 +327,15 @@ impl CHandle {
             None => s.zero.is_some() || s.zero_v1.is_some(),
         };
         Ok(*self.zero_native.get_or_init(|| z))
+    }
+
+    fn extents_supported(&self) -> Result<bool> {
+        if let Some(e) = self.extents.get() {
+            return Ok(*e);
+        }
+        let s = self.s();
+        let e = self.ask(s.can_extents, s.extents.is_some())?;
+        Ok(*self.extents.get_or_init(|| e))
     }
 
     fn cache_level(&self) -> Result<c_int> {
@@ -469,8 +480,7 @@ impl Backend for CHandle {
         self.ask(self.s().can_multi_conn, false)
     }
     fn can_extents(&self) -> Result<bool> {
-        let s = self.s();
-        self.ask(s.can_extents, s.extents.is_some())
+        self.extents_supported()
     }
     fn can_cache(&self) -> Result<bool> {
         Ok(self.cache_level()? != LEVEL_NONE)
@@ -597,8 +607,10 @@ impl Backend for CHandle {
     }
 
     fn extents(&self, count: u32, offset: u64, sink: &mut Extents) -> Result<()> {
-        let Some(cb) = self.s().extents else {
-            return sink.add(offset, count as u64, 0).map(|_| ());
+        // Without extents the server answers for the plugin: all data.
+        let cb = match self.s().extents {
+            Some(cb) if self.extents_supported()? => cb,
+            _ => return sink.add(offset, count as u64, 0).map(|_| ()),
         };
         let mut list =
             ExtentsList::new(offset, offset + count as u64).map_err(|m| Error::new(EINVAL, m))?;
