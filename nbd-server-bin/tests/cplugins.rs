@@ -618,3 +618,73 @@ fn our_binary_exports_every_function_debians_plugins_and_filters_call() {
         "declared by the headers, not exported: {undeclared:?}"
     );
 }
+
+/// A plugin built against an older header: its struct ends before
+/// `magic_config_key`, so the callbacks after it (can_multi_conn,
+/// export_description …) do not exist even though this test's compiler
+/// laid them out. Both servers must ignore them.
+#[test]
+fn a_shorter_struct_means_the_trailing_callbacks_are_absent() {
+    require("nbdinfo", "libnbd-bin");
+    let dir = TempDir::new("cplugin-short");
+    let src = dir.path().join("short.c");
+    let so = dir.path().join("short.so");
+    std::fs::write(
+        &src,
+        r#"
+#define NBDKIT_API_VERSION 2
+#include <stddef.h>
+#include <string.h>
+#include <nbdkit-plugin.h>
+static void *t_open (int readonly) { return NBDKIT_HANDLE_NOT_NEEDED; }
+static int64_t t_get_size (void *h) { return 1 << 20; }
+static int t_pread (void *h, void *buf, uint32_t n, uint64_t off, uint32_t flags)
+{ memset (buf, 's', n); return 0; }
+static int t_pwrite (void *h, const void *buf, uint32_t n, uint64_t off, uint32_t flags)
+{ return 0; }
+static int t_yes (void *h) { return 1; }
+static const char *t_description (void *h) { return "beyond the struct"; }
+static struct nbdkit_plugin plugin = {
+  .name = "short", .open = t_open, .get_size = t_get_size,
+  .pread = t_pread, .pwrite = t_pwrite,
+  /* Past the end of the declared struct: */
+  .magic_config_key = "size", .can_multi_conn = t_yes, .can_cache = t_yes,
+  .export_description = t_description,
+};
+struct nbdkit_plugin *plugin_init (void)
+{
+  plugin._struct_size = offsetof (struct nbdkit_plugin, magic_config_key);
+  plugin._api_version = 2;
+  plugin._thread_model = NBDKIT_THREAD_MODEL_PARALLEL;
+  return &plugin;
+}
+"#,
+    )
+    .unwrap();
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cc: {o:?}");
+    let so_s = so.display().to_string();
+    let mut outs = Vec::new();
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = run_with(
+            bin,
+            &[&so_s],
+            "timeout 60 nbdinfo \"$uri\" | grep -E 'description|can_multi_conn|can_cache|is_read_only' | sort",
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(!out.contains("beyond the struct"), "{bin}: {out}");
+        assert!(out.contains("can_multi_conn: false"), "{bin}: {out}");
+        assert!(out.contains("is_read_only: false"), "{bin}: {out}");
+        // And no magic key: a bare parameter is refused.
+        let o = run_with(bin, &[&so_s, "1M"], "true");
+        assert_eq!(o.status.code(), Some(1), "{bin}: {o:?}");
+        outs.push(out);
+    }
+    assert_eq!(outs[0], outs[1]);
+}

@@ -154,3 +154,64 @@ pub struct Export {
     pub name: *mut c_char,
     pub description: *mut c_char,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    /// Our layout against the C compiler's for Debian's header: the size
+    /// and the offset of fields spread over the struct (both API views
+    /// of the data callbacks).
+    #[test]
+    fn layout_matches_nbdkit_plugin_h() {
+        let header = std::path::Path::new("/usr/include/nbdkit-plugin.h");
+        assert!(
+            header.exists(),
+            "nbdkit-plugin.h is missing: apt-get install nbdkit-plugin-dev"
+        );
+        let dir = std::env::temp_dir().join(format!("nbd-rs-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("layout.c");
+        let exe = dir.join("layout");
+        std::fs::write(
+            &src,
+            "#define NBDKIT_API_VERSION 2\n#include <stdio.h>\n#include <stddef.h>\n\
+             #include <nbdkit-plugin.h>\n#define O(f) printf(\"%zu \", offsetof(struct nbdkit_plugin, f))\n\
+             int main(void) { printf(\"%zu \", sizeof(struct nbdkit_plugin)); O(name); O(config_help); \
+             O(_pread_v1); O(errno_is_preserved); O(pread); O(zero); O(magic_config_key); \
+             O(extents); O(thread_model); O(list_exports); O(cleanup); O(block_size); return 0; }\n",
+        )
+        .unwrap();
+        let st = std::process::Command::new("cc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = std::process::Command::new(&exe).output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let c: Vec<usize> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let ours = [
+            STRUCT_SIZE,
+            offset_of!(PluginStruct, name),
+            offset_of!(PluginStruct, config_help),
+            offset_of!(PluginStruct, pread_v1),
+            offset_of!(PluginStruct, errno_is_preserved),
+            offset_of!(PluginStruct, pread),
+            offset_of!(PluginStruct, zero),
+            offset_of!(PluginStruct, magic_config_key),
+            offset_of!(PluginStruct, extents),
+            offset_of!(PluginStruct, thread_model),
+            offset_of!(PluginStruct, list_exports),
+            offset_of!(PluginStruct, cleanup),
+            offset_of!(PluginStruct, block_size),
+        ];
+        assert_eq!(c, ours);
+    }
+}
