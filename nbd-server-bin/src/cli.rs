@@ -58,6 +58,8 @@ pub struct Cli {
     pub tls_certificates: Option<String>,
     pub tls_psk: Option<String>,
     pub tls_verify_peer: bool,
+    /// `-D NAME.FLAG=N`, as given: debug flags of loaded plugins.
+    pub debug_flags: Vec<String>,
 }
 
 /// Where error messages go (`--log`).
@@ -216,14 +218,16 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     c.threads = if t == 0 { 16 } else { t };
                 }
                 "mask-handshake" => c.mask_handshake = Some(parse_num("--mask-handshake", &v)?),
-                // Debug flags of plugins, filters and the server: nbdkit
-                // ignores flags nobody declared, and we declare none.
+                // Debug flags of plugins, filters and the server: a loaded
+                // plugin's are set in it (cplugin::set_debug_flags); our
+                // own layers declare none.
                 "D" | "debug" => {
                     if !v.contains('=') {
                         return Err(format!(
                             "-D (Debug Flag) must have the format NAME.FLAG=N: {v}"
                         ));
                     }
+                    c.debug_flags.push(v);
                 }
                 "r" | "readonly" | "read-only" => c.readonly = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,

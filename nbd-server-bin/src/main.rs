@@ -91,6 +91,7 @@ fn main() {
     log::set_verbose(c.verbose);
     // With -s the client is on stdin/stdout: plugins must not read them.
     cplugin::set_stdio_safe(!c.single);
+    cplugin::set_debug_flags(&c.debug_flags);
     // Before any thread exists: this edits the environment.
     let activated = listen::activation().unwrap_or_else(|e| die(e));
     if activated.is_some()

@@ -688,3 +688,59 @@ struct nbdkit_plugin *plugin_init (void)
     }
     assert_eq!(outs[0], outs[1]);
 }
+
+/// `-D NAME.FLAG=N` sets the loaded plugin's global `NAME_debug_FLAG`
+/// (dots in FLAG as underscores), and warns about a flag it lacks.
+#[test]
+fn debug_flags_set_the_plugins_globals() {
+    require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("cplugin-debug");
+    let src = dir.path().join("flagged.c");
+    let so = dir.path().join("flagged.so");
+    std::fs::write(
+        &src,
+        r#"
+#include <string.h>
+#include <nbdkit-plugin.h>
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+int flagged_debug_fill_byte = 'a';
+static void *t_open (int readonly) { return NBDKIT_HANDLE_NOT_NEEDED; }
+static int64_t t_get_size (void *h) { return 4; }
+static int t_pread (void *h, void *buf, uint32_t n, uint64_t off)
+{ memset (buf, flagged_debug_fill_byte, n); return 0; }
+static struct nbdkit_plugin plugin = {
+  .name = "flagged", .open = t_open, .get_size = t_get_size, .pread = t_pread,
+};
+NBDKIT_REGISTER_PLUGIN (plugin)
+"#,
+    )
+    .unwrap();
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cc: {o:?}");
+    let so_s = so.display().to_string();
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let read = |flags: &[&str]| {
+            let mut args: Vec<&str> = flags.to_vec();
+            args.push(&so_s);
+            let o = run_with(bin, &args, "timeout 60 nbdcopy \"$uri\" -");
+            assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+            (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+        };
+        assert_eq!(read(&[]).0, b"aaaa", "{bin}");
+        assert_eq!(read(&["-D", "flagged.fill.byte=0x62"]).0, b"bbbb", "{bin}");
+        assert_eq!(read(&["-D", "flagged.fill_byte=99"]).0, b"cccc", "{bin}");
+        let (data, err) = read(&["-D", "flagged.nosuch=1"]);
+        assert_eq!(data, b"aaaa", "{bin}");
+        assert!(
+            err.contains(
+                "warning: -D flagged.nosuch: flagged does not contain a global variable called flagged_debug_nosuch"
+            ),
+            "{bin}: {err}"
+        );
+    }
+}

@@ -54,9 +54,65 @@ pub(crate) fn loaded_name() -> Option<String> {
     NAME.get().cloned()
 }
 
-/// Opens the plugin's shared object and calls its `load`.
+/// The `-D NAME.FLAG=N` options of the command line.
+static DEBUG_FLAGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records the command line's `-D` options, for the plugin loaded later.
+pub fn set_debug_flags(flags: &[String]) {
+    *DEBUG_FLAGS.lock() = flags.to_vec();
+}
+
+/// Sets the plugin's debug flags (nbdkit-plugin(3), "Debug Flags"): for
+/// `-D NAME.FLAG=N` naming this plugin, its global `int
+/// NAME_debug_FLAG` (dots in FLAG read as underscores) becomes N. A flag
+/// the plugin does not have is a warning, as in nbdkit.
+fn apply_debug_flags(lib: &Library) -> Result<(), String> {
+    for f in DEBUG_FLAGS.lock().iter() {
+        let Some((name_flag, value)) = f.split_once('=') else {
+            continue;
+        };
+        let Some((name, flag)) = name_flag.split_once('.') else {
+            continue;
+        };
+        if name != lib.name {
+            continue;
+        }
+        let symbol = format!("{name}_debug_{}", flag.replace('.', "_"));
+        let Some(p) = lib.symbol(&symbol) else {
+            crate::log::log_info(format_args!(
+                "warning: -D {name_flag}: {name} does not contain a global variable called {symbol}"
+            ));
+            continue;
+        };
+        let v: c_int = parse_c_int(value)
+            .ok_or_else(|| format!("-D {name_flag}: could not parse number: \"{value}\""))?;
+        // SAFETY: a debug flag is a global C int of the plugin.
+        unsafe { *(p as *mut c_int) = v };
+    }
+    Ok(())
+}
+
+/// An int as nbdkit_parse_int reads it: decimal, 0x hex or 0 octal.
+fn parse_c_int(s: &str) -> Option<c_int> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        t.parse::<i64>().ok()?
+    };
+    c_int::try_from(if neg { -v } else { v }).ok()
+}
+
+/// Opens the plugin's shared object, sets its debug flags and calls its
+/// `load`.
 pub fn open(path: &std::path::Path) -> Result<Library, String> {
     let lib = Library::open(path)?;
+    apply_debug_flags(&lib)?;
     let _ = NAME.set(lib.name.clone());
     crate::log::debug!("registered plugin {} (name {})", lib.path, lib.name);
     if let Some(load) = lib.s.load {
