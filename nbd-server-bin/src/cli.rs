@@ -60,6 +60,8 @@ pub struct Cli {
     pub tls_verify_peer: bool,
     /// `-D NAME.FLAG=N`, as given: debug flags of loaded plugins.
     pub debug_flags: Vec<String>,
+    /// `--dump-plugin`: print the plugin's facts instead of serving.
+    pub dump_plugin: bool,
 }
 
 /// Where error messages go (`--log`).
@@ -230,6 +232,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     c.debug_flags.push(v);
                 }
                 "r" | "readonly" | "read-only" => c.readonly = true,
+                "dump-plugin" => c.dump_plugin = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,
                 "s" | "single" => c.single = true,
                 "exit-with-parent" => c.exit_with_parent = true,

@@ -92,6 +92,12 @@ fn main() {
     // With -s the client is on stdin/stdout: plugins must not read them.
     cplugin::set_stdio_safe(!c.single);
     cplugin::set_debug_flags(&c.debug_flags);
+    if c.dump_plugin {
+        match cplugin::dump_plugin(&c.plugin) {
+            Ok(()) => exit(0),
+            Err(e) => die(e),
+        }
+    }
     // Before any thread exists: this edits the environment.
     let activated = listen::activation().unwrap_or_else(|e| die(e));
     if activated.is_some()

@@ -153,6 +153,9 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
         ),
         ("sh", vec![s(&script)], true, &[]),
         ("cc", vec![s(&csrc), "size=1M".into()], true, &["cc"]),
+        ("example1", vec![], true, &[]),
+        ("example2", vec![format!("file={}", s(&f2))], true, &[]),
+        ("example3", vec!["size=2M".into()], true, &[]),
     ];
 
     let mut table = vec![format!(
@@ -743,4 +746,40 @@ NBDKIT_REGISTER_PLUGIN (plugin)
             "{bin}: {err}"
         );
     }
+}
+
+/// `--dump-plugin` of every plugin .so Debian ships (example4 is a Perl
+/// script, not a .so) prints the same lines through both servers:
+/// nbdkit's keys in nbdkit's order, then the plugin's own.
+#[test]
+fn dump_plugin_prints_what_debians_nbdkit_prints() {
+    let mut n = 0;
+    for e in std::fs::read_dir(DEBIAN_PLUGINS).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(short) = name
+            .strip_prefix("nbdkit-")
+            .and_then(|x| x.strip_suffix("-plugin.so"))
+        else {
+            continue;
+        };
+        let theirs = Command::new(DEBIAN_NBDKIT)
+            .args([short, "--dump-plugin"])
+            .output()
+            .unwrap();
+        let ours = Command::new(BIN)
+            .arg(&p)
+            .arg("--dump-plugin")
+            .output()
+            .unwrap();
+        assert!(theirs.status.success(), "{short}: {theirs:?}");
+        assert!(ours.status.success(), "{short}: {ours:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{short}"
+        );
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} plugins");
 }

@@ -19,6 +19,7 @@
 
 mod abi;
 mod context;
+mod dump;
 mod exports;
 mod lists;
 mod load;
@@ -34,6 +35,7 @@ pub use abi::{
     thread_model_name, THREAD_MODEL_PARALLEL, THREAD_MODEL_SERIALIZE_ALL_REQUESTS,
     THREAD_MODEL_SERIALIZE_CONNECTIONS, THREAD_MODEL_SERIALIZE_REQUESTS,
 };
+pub use dump::dump_plugin;
 pub use exports::set_stdio_safe;
 pub use load::{find, is_short_name, plugindir, Library, DEBIAN_PLUGINDIR};
 pub use plugin::CPlugin;
