@@ -62,6 +62,8 @@ pub struct Cli {
     pub debug_flags: Vec<String>,
     /// `--dump-plugin`: print the plugin's facts instead of serving.
     pub dump_plugin: bool,
+    /// `--version` with a plugin: print its version and the filters'.
+    pub version: bool,
 }
 
 /// Where error messages go (`--log`).
@@ -178,7 +180,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             let v = value.unwrap_or_default();
             match name.as_str() {
                 "h" | "help" => return Ok(Action::Help),
-                "V" | "version" => return Ok(Action::Version),
+                "V" | "version" => c.version = true,
                 "dump-config" => return Ok(Action::DumpConfig),
                 "U" | "unix" => c.unix = Some(v),
                 "p" | "port" => c.port = Some(v),
@@ -242,6 +244,11 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 _ => return Err(format!("unrecognized option '{a}'")),
             }
         }
+    }
+    // `--version` alone is the server's; after a plugin name it names the
+    // plugin's and filters' versions too (`Cli::version`).
+    if c.version && positional.is_empty() {
+        return Ok(Action::Version);
     }
     let mut pos = positional.into_iter();
     c.plugin = pos

@@ -92,6 +92,18 @@ fn main() {
     // With -s the client is on stdin/stdout: plugins must not read them.
     cplugin::set_stdio_safe(!c.single);
     cplugin::set_debug_flags(&c.debug_flags);
+    if c.version {
+        // The filters', then the plugin's, as nbdkit; a name that is not
+        // a plugin or filter fails.
+        let mut lines = vec![VERSION.to_string()];
+        for f in &c.filters {
+            nbd_server_bin::filters::find(f).unwrap_or_else(|e| die(e));
+            lines.push(format!("{f} {NBDKIT_VERSION}"));
+        }
+        lines.push(cplugin::plugin_version(&c.plugin).unwrap_or_else(|e| die(e)));
+        println!("{}", lines.join("\n"));
+        exit(0);
+    }
     if c.dump_plugin {
         match cplugin::dump_plugin(&c.plugin) {
             Ok(()) => exit(0),

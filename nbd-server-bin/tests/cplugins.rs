@@ -783,3 +783,37 @@ fn dump_plugin_prints_what_debians_nbdkit_prints() {
     }
     assert!(n >= 20, "only {n} plugins");
 }
+
+/// `nbdkit PLUGIN --version` names the plugin's version, and the
+/// filters', as Debian's; a plugin or filter that does not exist fails.
+#[test]
+fn version_after_a_plugin_names_it() {
+    let example1 = plugin_so("example1");
+    let cases: [(&[&str], bool); 5] = [
+        (&["memory", "--version"], true),
+        (&["--version", "--filter=cow", "memory"], true),
+        (&[&example1, "--version"], true),
+        (&["nosuchplugin", "--version"], false),
+        (&["--filter=nosuchfilter", "memory", "--version"], false),
+    ];
+    for (args, ok) in cases {
+        let ours = Command::new(BIN).args(args).output().unwrap();
+        let theirs = Command::new(DEBIAN_NBDKIT).args(args).output().unwrap();
+        assert_eq!(ours.status.success(), ok, "{args:?}: {ours:?}");
+        assert_eq!(theirs.status.success(), ok, "{args:?}: {theirs:?}");
+        if ok {
+            // The first line is each server's own version.
+            let tail = |o: &std::process::Output| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(tail(&ours), tail(&theirs), "{args:?}");
+            assert!(!tail(&ours).is_empty(), "{args:?}");
+        } else {
+            assert!(ours.stdout.is_empty(), "{args:?}: {ours:?}");
+        }
+    }
+}

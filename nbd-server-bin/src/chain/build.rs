@@ -85,7 +85,7 @@ impl Bottom {
             Ok(spec) => Ok(Bottom::BuiltIn(spec)),
             Err(e) => match cplugin::find(name) {
                 Some(path) => cplugin::open(&path).map(|l| Bottom::Shared(Box::new(l))),
-                None => Err(e),
+                None => Err(cplugin::not_found(name, &e)),
             },
         }
     }

@@ -32,9 +32,7 @@ pub fn dump_plugin(name: &str) -> Result<(), String> {
         print!("{out}");
         return Ok(());
     }
-    let path = load::find(name).ok_or_else(|| {
-        format!("cannot open plugin \"{name}\": not built in, and no nbdkit-{name}-plugin.so found")
-    })?;
+    let path = load::find(name).ok_or_else(|| not_found(name))?;
     let lib = super::open(&path)?;
     print!("{}", facts(&lib)?);
     let _ = std::io::stdout().flush();
@@ -51,6 +49,32 @@ pub fn dump_plugin(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `nbdkit PLUGIN --version`'s line for the plugin: its name and
+/// version (ours for a built-in plugin; a loaded one's own, if it says).
+pub fn plugin_version(name: &str) -> Result<String, String> {
+    if let Ok(spec) = plugins::find(name) {
+        return Ok(format!("{} {VERSION}", spec.name));
+    }
+    let path = load::find(name).ok_or_else(|| not_found(name))?;
+    let lib = super::open(&path)?;
+    let line = match load::c_str(lib.s.version) {
+        Some(v) => format!("{} {v}", lib.name),
+        None => lib.name.clone(),
+    };
+    let _call = super::context::Call::enter(None);
+    if let Some(unload) = lib.s.unload {
+        // SAFETY: the plugin's unload, once, after its load.
+        unsafe { unload() };
+    }
+    Ok(line)
+}
+
+/// The error for a plugin that is neither built in nor found: the
+/// built-in lookup's words, which list our plugins.
+fn not_found(name: &str) -> String {
+    load::not_found(name, &plugins::find(name).err().unwrap_or_default())
 }
 
 /// nbdkit's lines for a loaded plugin.

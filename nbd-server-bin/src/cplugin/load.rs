@@ -41,6 +41,15 @@ pub fn find(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The words for a plugin that is neither built in (`builtin_error`,
+/// which lists ours) nor found as a shared object.
+pub fn not_found(name: &str, builtin_error: &str) -> String {
+    format!(
+        "{builtin_error}; nor is nbdkit-{name}-plugin.so in {} or {DEBIAN_PLUGINDIR}",
+        plugindir()
+    )
+}
+
 /// A loaded plugin: the library stays open for the life of the process
 /// (nbdkit unloads only at exit), and the struct is our copy of the one
 /// `plugin_init` returned, zero-extended to the full layout.
