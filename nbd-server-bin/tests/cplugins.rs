@@ -817,3 +817,100 @@ fn version_after_a_plugin_names_it() {
         }
     }
 }
+
+/// What a plugin learns about its connection through the server's
+/// functions (nbdkit_export_name, nbdkit_is_tls, nbdkit_peer_name and
+/// nbdkit_peer_pid/uid) and its lists (nbdkit_add_export,
+/// nbdkit_use_default_export, nbdkit_add_extent), the same through both
+/// servers. The plugin serves its findings as the export's contents.
+#[test]
+fn a_plugin_sees_its_connection_and_fills_lists() {
+    require("nbdinfo", "libnbd-bin");
+    let dir = TempDir::new("cplugin-conn");
+    let src = dir.path().join("conn.c");
+    let so = dir.path().join("conn.so");
+    std::fs::write(
+        &src,
+        r#"
+#define NBDKIT_API_VERSION 2
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <nbdkit-plugin.h>
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+struct h { char text[512]; };
+static struct h the;
+static void *t_open (int readonly)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int family = nbdkit_peer_name ((struct sockaddr *) &ss, &len) == 0 ? ss.ss_family : -1;
+  const char *interned = nbdkit_printf_intern ("%s-%d", "interned", 42);
+  snprintf (the.text, sizeof the.text,
+            "export=%s tls=%d family=%d pid_ok=%d uid=%lld %s\n",
+            nbdkit_export_name (), nbdkit_is_tls (), family,
+            nbdkit_peer_pid () > 0, (long long) nbdkit_peer_uid (), interned);
+  return &the;
+}
+static int64_t t_get_size (void *h) { return strlen (((struct h *) h)->text); }
+static int t_pread (void *h, void *buf, uint32_t n, uint64_t off, uint32_t flags)
+{ memcpy (buf, ((struct h *) h)->text + off, n); return 0; }
+static int t_list_exports (int readonly, int is_tls, struct nbdkit_exports *e)
+{
+  if (nbdkit_add_export (e, "first", "the first one") == -1) return -1;
+  if (nbdkit_add_export (e, "second", NULL) == -1) return -1;
+  return nbdkit_use_default_export (e);
+}
+static const char *t_default_export (int readonly, int is_tls) { return "first"; }
+static int t_can_extents (void *h) { return 1; }
+static int t_extents (void *h, uint32_t n, uint64_t off, uint32_t flags,
+                      struct nbdkit_extents *e)
+{
+  /* Two extents per 8 bytes, starting before the request. */
+  for (uint64_t o = off & ~7; o < off + n; o += 8) {
+    if (nbdkit_add_extent (e, o, 4, 0) == -1) return -1;
+    if (nbdkit_add_extent (e, o + 4, 4, NBDKIT_EXTENT_ZERO) == -1) return -1;
+  }
+  return 0;
+}
+static struct nbdkit_plugin plugin = {
+  .name = "conn", .open = t_open, .get_size = t_get_size, .pread = t_pread,
+  .list_exports = t_list_exports, .default_export = t_default_export,
+  .can_extents = t_can_extents, .extents = t_extents,
+};
+NBDKIT_REGISTER_PLUGIN (plugin)
+"#,
+    )
+    .unwrap();
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cc: {o:?}");
+    let so_s = so.display().to_string();
+    let script = "set -e; T='timeout 60'; \
+                  $T nbdcopy --no-extents \"nbd+unix:///second?socket=$unixsocket\" -; \
+                  $T nbdcopy --no-extents \"$uri\" -; \
+                  $T nbdinfo --list \"$uri\" | grep -E '^export=|description:'; \
+                  $T nbdinfo --map \"nbd+unix:///second?socket=$unixsocket\"";
+    let mut outs = Vec::new();
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = run_with(bin, &[&so_s], script);
+        assert!(o.status.success(), "{bin}: {o:?}");
+        outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    let ours = &outs[0];
+    let uid = unsafe { libc::getuid() };
+    assert!(
+        ours.starts_with(&format!(
+            "export=second tls=0 family=1 pid_ok=1 uid={uid} interned-42\n\
+             export=first tls=0 family=1"
+        )),
+        "{ours}"
+    );
+    assert!(ours.contains("export=\"second\""), "{ours}");
+    assert!(ours.contains("description: the first one"), "{ours}");
+    assert_eq!(outs[0], outs[1], "ours vs Debian's");
+}
