@@ -64,6 +64,8 @@ pub struct Cli {
     pub dump_plugin: bool,
     /// `--version` with a plugin: print its version and the filters'.
     pub version: bool,
+    /// `--help` with a plugin: the usage, then the plugin's parameters.
+    pub help: bool,
 }
 
 /// Where error messages go (`--log`).
@@ -179,7 +181,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             };
             let v = value.unwrap_or_default();
             match name.as_str() {
-                "h" | "help" => return Ok(Action::Help),
+                "h" | "help" => c.help = true,
                 "V" | "version" => c.version = true,
                 "dump-config" => return Ok(Action::DumpConfig),
                 "U" | "unix" => c.unix = Some(v),
@@ -247,6 +249,9 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
     }
     // `--version` alone is the server's; after a plugin name it names the
     // plugin's and filters' versions too (`Cli::version`).
+    if c.help && positional.is_empty() {
+        return Ok(Action::Help);
+    }
     if c.version && positional.is_empty() {
         return Ok(Action::Version);
     }
@@ -352,7 +357,8 @@ mod tests {
         let c = cli(&["--mask-handshake=0", "-s", "memory", "1"]);
         assert_eq!(c.mask_handshake, Some(0));
         assert_eq!(p(&["--version"]), Ok(Action::Version));
-        assert_eq!(p(&["memory", "--help"]), Ok(Action::Help));
+        assert_eq!(p(&["--help"]), Ok(Action::Help));
+        assert!(cli(&["memory", "--help"]).help);
         assert!(p(&["--bogus", "memory"]).is_err());
         assert!(p(&[]).is_err());
         assert!(p(&["-U"]).is_err());

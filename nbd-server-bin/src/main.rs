@@ -92,6 +92,13 @@ fn main() {
     // With -s the client is on stdin/stdout: plugins must not read them.
     cplugin::set_stdio_safe(!c.single);
     cplugin::set_debug_flags(&c.debug_flags);
+    if c.help {
+        // The usage, then the plugin's own help, as nbdkit.
+        print!("{}", cli::USAGE);
+        let help = cplugin::plugin_help(&c.plugin).unwrap_or_else(|e| die(e));
+        print!("\n{help}");
+        exit(0);
+    }
     if c.version {
         // The filters', then the plugin's, as nbdkit; a name that is not
         // a plugin or filter fails.

@@ -914,3 +914,34 @@ NBDKIT_REGISTER_PLUGIN (plugin)
     assert!(ours.contains("description: the first one"), "{ours}");
     assert_eq!(outs[0], outs[1], "ours vs Debian's");
 }
+
+/// `nbdkit PLUGIN --help` ends with the plugin's part, as Debian's
+/// prints it: its name and long name, its path, its config_help.
+#[test]
+fn help_after_a_plugin_prints_its_config_help() {
+    let plugin_part = |o: std::process::Output| {
+        assert!(o.status.success(), "{o:?}");
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        let at = s.find("\nplugin: ").unwrap_or_else(|| panic!("{s}"));
+        s[at..].to_string()
+    };
+    let mut n = 0;
+    for e in std::fs::read_dir(DEBIAN_PLUGINS).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(short) = name
+            .strip_prefix("nbdkit-")
+            .and_then(|x| x.strip_suffix("-plugin.so"))
+        else {
+            continue;
+        };
+        let theirs = Command::new(DEBIAN_NBDKIT)
+            .args([short, "--help"])
+            .output()
+            .unwrap();
+        let ours = Command::new(BIN).arg(&p).arg("--help").output().unwrap();
+        assert_eq!(plugin_part(ours), plugin_part(theirs), "{short}");
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} plugins");
+}

@@ -71,6 +71,38 @@ pub fn plugin_version(name: &str) -> Result<String, String> {
     Ok(line)
 }
 
+/// `nbdkit PLUGIN --help`'s part for the plugin: its name (and long
+/// name), where it comes from, and its `config_help` (for a built-in
+/// plugin, its declared keys).
+pub fn plugin_help(name: &str) -> Result<String, String> {
+    if let Ok(spec) = plugins::find(name) {
+        let mut out = format!("plugin: {}\n(built in)\n", spec.name);
+        for (k, help) in spec.params {
+            out.push_str(&format!("{k}=...  {help}\n"));
+        }
+        return Ok(out);
+    }
+    let path = load::find(name).ok_or_else(|| not_found(name))?;
+    let lib = super::open(&path)?;
+    let mut out = match load::c_str(lib.s.longname) {
+        Some(l) => format!("plugin: {} ({l})\n", lib.name),
+        None => format!("plugin: {}\n", lib.name),
+    };
+    out.push_str(&format!("({})\n", lib.path));
+    if let Some(h) = load::c_str(lib.s.config_help) {
+        out.push_str(&h);
+        if !h.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    let _call = super::context::Call::enter(None);
+    if let Some(unload) = lib.s.unload {
+        // SAFETY: the plugin's unload, once, after its load.
+        unsafe { unload() };
+    }
+    Ok(out)
+}
+
 /// The error for a plugin that is neither built in nor found: the
 /// built-in lookup's words, which list our plugins.
 fn not_found(name: &str) -> String {

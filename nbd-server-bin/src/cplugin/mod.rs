@@ -35,7 +35,7 @@ pub use abi::{
     thread_model_name, THREAD_MODEL_PARALLEL, THREAD_MODEL_SERIALIZE_ALL_REQUESTS,
     THREAD_MODEL_SERIALIZE_CONNECTIONS, THREAD_MODEL_SERIALIZE_REQUESTS,
 };
-pub use dump::{dump_plugin, plugin_version};
+pub use dump::{dump_plugin, plugin_help, plugin_version};
 pub use exports::set_stdio_safe;
 pub use load::{find, is_short_name, not_found, plugindir, Library, DEBIAN_PLUGINDIR};
 pub use plugin::CPlugin;
