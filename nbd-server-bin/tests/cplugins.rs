@@ -104,8 +104,9 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
 
     // (plugin, arguments, compare contents, programs it needs). Left
     // out, as they need an outside service: curl, nbd, ssh, torrent, cdi.
-    // tmpdisk and linuxdisk make file systems with random UUIDs: their
-    // size, flags and extents are compared, not their bytes.
+    // tmpdisk and linuxdisk make file systems with random UUIDs, and iso
+    // stamps its image with the time it was made: their size, flags and
+    // extents are compared, not their bytes.
     let cases: Vec<(&str, Vec<String>, bool, &[&str])> = vec![
         ("null", vec!["size=1M".into()], true, &[]),
         ("zero", vec![], true, &[]),
@@ -133,7 +134,7 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
         ("split", vec![s(&f1), s(&f2)], true, &[]),
         ("partitioning", vec![s(&f1), s(&f2)], true, &[]),
         ("floppy", vec![s(&tree)], true, &[]),
-        ("iso", vec![s(&tree)], true, &["xorriso"]),
+        ("iso", vec![s(&tree)], false, &["xorriso"]),
         ("linuxdisk", vec![s(&tree)], false, &["mke2fs"]),
         ("tmpdisk", vec!["size=1M".into()], false, &["mkfs"]),
         (
