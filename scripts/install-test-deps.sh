@@ -11,7 +11,7 @@ set -euo pipefail
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
   openssh-server openssh-client libssh-4 perl man-db groff-base \
-  liblzma-dev xz-utils cryptsetup-bin
+  liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev
 
 # The reference libnbd 1.24.4 (header, nbdinfo, man pages), unpacked
 # under /opt/libnbd-1.24 from Debian unstable without installing anything.

@@ -63,6 +63,14 @@ pub struct Cli {
     pub tls_certificates: Option<String>,
     pub tls_psk: Option<String>,
     pub tls_verify_peer: bool,
+    /// `-D NAME.FLAG=N`, as given: debug flags of loaded plugins.
+    pub debug_flags: Vec<String>,
+    /// `--dump-plugin`: print the plugin's facts instead of serving.
+    pub dump_plugin: bool,
+    /// `--version` with a plugin: print its version and the filters'.
+    pub version: bool,
+    /// `--help` with a plugin: the usage, then the plugin's parameters.
+    pub help: bool,
 }
 
 /// Where error messages go (`--log`).
@@ -178,8 +186,8 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             };
             let v = value.unwrap_or_default();
             match name.as_str() {
-                "h" | "help" => return Ok(Action::Help),
-                "V" | "version" => return Ok(Action::Version),
+                "h" | "help" => c.help = true,
+                "V" | "version" => c.version = true,
                 "dump-config" => return Ok(Action::DumpConfig),
                 "U" | "unix" => c.unix = Some(v),
                 "p" | "port" => c.port = Some(v),
@@ -222,16 +230,19 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     c.threads = if t == 0 { 16 } else { t };
                 }
                 "mask-handshake" => c.mask_handshake = Some(parse_num("--mask-handshake", &v)?),
-                // Debug flags of plugins, filters and the server: nbdkit
-                // ignores flags nobody declared, and we declare none.
+                // Debug flags of plugins, filters and the server: a loaded
+                // plugin's are set in it (cplugin::set_debug_flags); our
+                // own layers declare none.
                 "D" | "debug" => {
                     if !v.contains('=') {
                         return Err(format!(
                             "-D (Debug Flag) must have the format NAME.FLAG=N: {v}"
                         ));
                     }
+                    c.debug_flags.push(v);
                 }
                 "r" | "readonly" | "read-only" => c.readonly = true,
+                "dump-plugin" => c.dump_plugin = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,
                 "s" | "single" => c.single = true,
                 "exit-with-parent" => c.exit_with_parent = true,
@@ -241,6 +252,14 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 _ => return Err(format!("unrecognized option '{a}'")),
             }
         }
+    }
+    // `--version` alone is the server's; after a plugin name it names the
+    // plugin's and filters' versions too (`Cli::version`).
+    if c.help && positional.is_empty() {
+        return Ok(Action::Help);
+    }
+    if c.version && positional.is_empty() {
+        return Ok(Action::Version);
     }
     let mut pos = positional.into_iter();
     c.plugin = pos
@@ -344,7 +363,8 @@ mod tests {
         let c = cli(&["--mask-handshake=0", "-s", "memory", "1"]);
         assert_eq!(c.mask_handshake, Some(0));
         assert_eq!(p(&["--version"]), Ok(Action::Version));
-        assert_eq!(p(&["memory", "--help"]), Ok(Action::Help));
+        assert_eq!(p(&["--help"]), Ok(Action::Help));
+        assert!(cli(&["memory", "--help"]).help);
         assert!(p(&["--bogus", "memory"]).is_err());
         assert!(p(&[]).is_err());
         assert!(p(&["-U"]).is_err());

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod cli;
 pub mod conn;
+pub mod cplugin;
 pub mod filters;
 pub mod listen;
 pub mod log;

@@ -10,7 +10,7 @@
 
 use nbd_server_bin::process::signals::{self, Signals};
 use nbd_server_bin::process::{daemon, pidfile};
-use nbd_server_bin::{chain, cli, conn, listen, log, tls};
+use nbd_server_bin::{chain, cli, conn, cplugin, listen, log, tls};
 
 use std::ffi::CString;
 use std::io::Write;
@@ -52,6 +52,7 @@ fn cleanup() {
 }
 
 fn exit(code: i32) -> ! {
+    cplugin::shut_down();
     cleanup();
     std::process::exit(code)
 }
@@ -65,6 +66,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 type RunVars = Vec<(&'static str, String)>;
 
 fn main() {
+    cplugin::keep_exported_functions();
     let parent = nix::unistd::getppid();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let c = match cli::parse(&args) {
@@ -87,6 +89,34 @@ fn main() {
         log::set_dest(d);
     }
     log::set_verbose(c.verbose);
+    // With -s the client is on stdin/stdout: plugins must not read them.
+    cplugin::set_stdio_safe(!c.single);
+    cplugin::set_debug_flags(&c.debug_flags);
+    if c.help {
+        // The usage, then the plugin's own help, as nbdkit.
+        print!("{}", cli::USAGE);
+        let help = cplugin::plugin_help(&c.plugin).unwrap_or_else(|e| die(e));
+        print!("\n{help}");
+        exit(0);
+    }
+    if c.version {
+        // The filters', then the plugin's, as nbdkit; a name that is not
+        // a plugin or filter fails.
+        let mut lines = vec![VERSION.to_string()];
+        for f in &c.filters {
+            nbd_server_bin::filters::find(f).unwrap_or_else(|e| die(e));
+            lines.push(format!("{f} {NBDKIT_VERSION}"));
+        }
+        lines.push(cplugin::plugin_version(&c.plugin).unwrap_or_else(|e| die(e)));
+        println!("{}", lines.join("\n"));
+        exit(0);
+    }
+    if c.dump_plugin {
+        match cplugin::dump_plugin(&c.plugin) {
+            Ok(()) => exit(0),
+            Err(e) => die(e),
+        }
+    }
     // Before any thread exists: this edits the environment.
     let activated = listen::activation().unwrap_or_else(|e| die(e));
     if activated.is_some()
@@ -107,8 +137,13 @@ fn main() {
         c.tls_verify_peer,
     )
     .unwrap_or_else(|e| die(e));
-    let chain =
-        chain::build(&c.plugin, &c.filters, &c.params, c.readonly).unwrap_or_else(|e| die(e));
+    // An empty error: a loaded plugin reported it already.
+    let chain = chain::build(&c.plugin, &c.filters, &c.params, c.readonly).unwrap_or_else(|e| {
+        if e.is_empty() {
+            exit(1)
+        }
+        die(e)
+    });
     let srv = Arc::new(Server {
         chain,
         readonly: c.readonly,
@@ -198,8 +233,9 @@ fn main() {
     signal_loop(&signals);
 }
 
-/// `--dump-config`: key=value lines, as nbdkit's (plugins and filters are
-/// built in, so there are no plugin or filter directories).
+/// `--dump-config`: key=value lines, as nbdkit's. `plugindir` is where
+/// plugins given by name are looked for (after the built-in ones, and
+/// before Debian's directory).
 fn dump_config() {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("nbdkit"));
     let bindir = exe
@@ -214,9 +250,11 @@ fn dump_config() {
         ("binary", exe.display().to_string()),
         ("bindir", bindir.clone()),
         ("exit_with_parent", "yes".into()),
+        ("filterdir", cplugin::filterdir()),
         ("host_cpu", std::env::consts::ARCH.into()),
         ("host_os", "linux-gnu".into()),
         ("name", "nbdkit".into()),
+        ("plugindir", cplugin::plugindir()),
         ("sbindir", bindir),
         ("selinux", "no".into()),
         ("sysconfdir", "/etc".into()),

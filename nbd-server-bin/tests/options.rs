@@ -153,6 +153,9 @@ fn dump_config() {
     assert_eq!(kv["exit_with_parent"], "yes");
     assert_eq!(kv["name"], "nbdkit");
     assert!(kv.contains_key("bindir") && kv.contains_key("host_cpu"));
+    // Where plugins and filters named on the command line are looked for.
+    assert!(kv["plugindir"].ends_with("/nbdkit/plugins"), "{s}");
+    assert!(kv["filterdir"].ends_with("/nbdkit/filters"), "{s}");
 }
 
 fn one_error_line(args: &[&str], needle: &str) {

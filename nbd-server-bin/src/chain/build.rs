@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::cplugin;
 use crate::filters;
-use crate::params::{split_params, Params};
+use crate::params::{is_config_key, split_params, Params};
 use crate::plugins;
 
-use super::{Chain, Filter};
+use super::{Chain, Filter, Plugin};
 
 /// Builds plugin `plugin` with `filters` over it (command-line order, the
 /// first outermost). Each `key=value` of `args` goes to the outermost
@@ -20,18 +21,19 @@ pub fn build(
     args: &[String],
     readonly: bool,
 ) -> Result<Arc<Chain>, String> {
-    let spec = plugins::find(plugin)?;
+    let bottom = Bottom::find(plugin)?;
     let fspecs = filters
         .iter()
         .map(|f| filters::find(f))
         .collect::<Result<Vec<_>, _>>()?;
-    if spec.params.is_empty() && !args.is_empty() && filters.is_empty() {
+    if !bottom.takes_params() && !args.is_empty() && filters.is_empty() {
         // nbdkit's words for a plugin without a config callback.
         return Err(format!(
             "{plugin}: this plugin does not need command line configuration"
         ));
     }
-    let pairs = split_params(plugin, spec.magic, args)?;
+    let args = bottom.script_arg(args);
+    let pairs = split_params(plugin, bottom.magic().as_deref(), &args)?;
     let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
     for (k, v) in pairs {
         let i = fspecs
@@ -40,10 +42,25 @@ pub fn build(
             .unwrap_or(fspecs.len());
         layer_pairs[i].push((k, v));
     }
-    check_thread_model(fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
-    let mut p = Params::new(spec.name, layer_pairs.pop().unwrap_or_default());
-    let plugin = (spec.open)(&mut p, readonly)?;
-    p.finish()?;
+    let plugin_pairs = layer_pairs.pop().unwrap_or_default();
+    let plugin: Arc<dyn Plugin> = match bottom {
+        Bottom::BuiltIn(spec) => {
+            check_thread_model(
+                cplugin::THREAD_MODEL_PARALLEL,
+                fspecs.iter().map(|f| f.name).zip(&layer_pairs),
+            )?;
+            let mut p = Params::new(spec.name, plugin_pairs);
+            let plugin = (spec.open)(&mut p, readonly)?;
+            p.finish()?;
+            plugin
+        }
+        Bottom::Shared(mut lib) => {
+            cplugin::configure(&mut lib, &plugin_pairs)?;
+            let own = cplugin::CPlugin::own_thread_model(&lib)?;
+            let model = check_thread_model(own, fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
+            cplugin::ready(*lib, model)?
+        }
+    };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
     for (f, pairs) in fspecs.into_iter().zip(layer_pairs) {
         let mut p = Params::new(f.name, pairs);
@@ -53,14 +70,67 @@ pub fn build(
     Ok(Arc::new(Chain::new(plugin, layers)))
 }
 
-/// nbdkit's check when the server gets ready: with connections served one
-/// at a time (the noparallel filter's `serialize=connections`), a
-/// plain-text client that stays connected would lock out every TLS
-/// client, so the filter refuses such a stack. `layers`: each filter's
-/// name and parameters.
+/// The plugin at the bottom of the chain: one of ours, or a shared object
+/// written against nbdkit-plugin.h.
+enum Bottom {
+    BuiltIn(&'static plugins::PluginSpec),
+    Shared(Box<cplugin::Library>),
+}
+
+impl Bottom {
+    /// A built-in plugin of that name first; else a path, or
+    /// `nbdkit-NAME-plugin.so` in our plugin directory or Debian's.
+    fn find(name: &str) -> Result<Bottom, String> {
+        match plugins::find(name) {
+            Ok(spec) => Ok(Bottom::BuiltIn(spec)),
+            Err(e) => match cplugin::find(name) {
+                Some(path) => cplugin::open(&path).map(|l| Bottom::Shared(Box::new(l))),
+                None => Err(cplugin::not_found(name, &e)),
+            },
+        }
+    }
+
+    fn takes_params(&self) -> bool {
+        match self {
+            Bottom::BuiltIn(spec) => !spec.params.is_empty(),
+            Bottom::Shared(lib) => cplugin::has_config(lib),
+        }
+    }
+
+    /// nbdkit's rule for a loaded plugin without a magic key (sh, cc,
+    /// python …): a bare first parameter is its `script`.
+    fn script_arg(&self, args: &[String]) -> Vec<String> {
+        let mut args = args.to_vec();
+        if let (Bottom::Shared(lib), Some(first)) = (self, args.first_mut()) {
+            let bare = !first.split_once('=').is_some_and(|(k, _)| is_config_key(k));
+            if bare && cplugin::magic_config_key(lib).is_none() {
+                *first = format!("script={first}");
+            }
+        }
+        args
+    }
+
+    fn magic(&self) -> Option<String> {
+        match self {
+            Bottom::BuiltIn(spec) => spec.magic.map(str::to_string),
+            Bottom::Shared(lib) => cplugin::magic_config_key(lib),
+        }
+    }
+}
+
+/// The thread model the chain runs with, as nbdkit computes it when the
+/// server gets ready: the lowest of the plugin's (`plugin_model`) and each
+/// filter's. Our filters are all parallel except noparallel, whose
+/// `serialize=` mode is its thread model. `layers`: each filter's name and
+/// parameters.
+///
+/// With connections served one at a time, a plain-text client that stays
+/// connected would lock out every TLS client, so the tls-fallback filter
+/// refuses such a stack, in nbdkit's words.
 pub fn check_thread_model<'a>(
-    mut layers: impl Iterator<Item = (&'a str, &'a Vec<(String, String)>)> + Clone,
-) -> std::result::Result<(), String> {
+    plugin_model: i32,
+    layers: impl Iterator<Item = (&'a str, &'a Vec<(String, String)>)> + Clone,
+) -> std::result::Result<i32, String> {
     let mode = |pairs: &Vec<(String, String)>, key: &str| {
         pairs
             .iter()
@@ -68,17 +138,29 @@ pub fn check_thread_model<'a>(
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     };
-    let serialized = layers.clone().any(|(name, pairs)| {
-        name == "noparallel"
-            && mode(pairs, "serialise")
-                .or_else(|| mode(pairs, "serialize"))
-                .as_deref()
-                == Some("connections")
-    });
-    if serialized && layers.any(|(name, _)| name == "tls-fallback") {
+    let filter_model = |(name, pairs): (&str, &Vec<(String, String)>)| {
+        if name != "noparallel" {
+            return cplugin::THREAD_MODEL_PARALLEL;
+        }
+        match mode(pairs, "serialise")
+            .or_else(|| mode(pairs, "serialize"))
+            .as_deref()
+        {
+            Some("connections") => cplugin::THREAD_MODEL_SERIALIZE_CONNECTIONS,
+            Some("all-requests") => cplugin::THREAD_MODEL_SERIALIZE_ALL_REQUESTS,
+            _ => cplugin::THREAD_MODEL_SERIALIZE_REQUESTS,
+        }
+    };
+    let model = layers
+        .clone()
+        .map(filter_model)
+        .fold(plugin_model, i32::min);
+    if model == cplugin::THREAD_MODEL_SERIALIZE_CONNECTIONS
+        && layers.clone().any(|(name, _)| name == "tls-fallback")
+    {
         return Err("the tls-fallback filter requires parallel connection support".into());
     }
-    Ok(())
+    Ok(model)
 }
 
 #[cfg(test)]

@@ -57,7 +57,8 @@ impl Chain {
 
     /// The server is in its final process (see [`Filter::after_fork`]).
     pub fn after_fork(&self) -> std::result::Result<(), String> {
-        self.filters.iter().try_for_each(|f| f.after_fork())
+        self.filters.iter().try_for_each(|f| f.after_fork())?;
+        self.plugin.after_fork()
     }
 
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.

@@ -18,6 +18,12 @@ use nbd_core::server::backend::{Backend, ConnectionInfo, Result};
 /// have defaults for a plugin with one export and no say about who may
 /// connect.
 pub trait Plugin: Send + Sync {
+    /// The server is in its final process (after daemonising), before the
+    /// first connection: a plugin starts its background threads here.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// A client connected, before any byte of the handshake; `Err` closes
     /// the connection.
     fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
