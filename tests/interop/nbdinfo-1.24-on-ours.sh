@@ -84,12 +84,44 @@ if [[ -s $TMP/missing ]]; then
 elif run full now "$uri"; then
   echo "--- nbdinfo 1.24 on our libnbd, against our nbdkit:"
   indent "$TMP/full.out"
-  if [[ $rc -eq 0 ]] && grep -q '^protocol: ' "$TMP/full.out" &&
+  if [[ $rc -eq 0 ]] && grep -q '^protocol: .*using extended packets' "$TMP/full.out" &&
      grep -q 'export-size: 1048576' "$TMP/full.out"; then
-    pass "nbdinfo 1.24 (LD_BIND_NOW=1; loader initialised $our_lib) against our nbdkit"
+    pass "nbdinfo 1.24 (LD_BIND_NOW=1; loader initialised $our_lib) against our nbdkit: extended headers"
   else
-    fail "nbdinfo 1.24 against our nbdkit" "exit $rc"
+    fail "nbdinfo 1.24 against our nbdkit (extended packets expected)" "exit $rc"
     show_tail "$TMP/full.err" 15
+  fi
+
+  # Our nbdkit with extended headers turned off: structured replies.
+  sock2=$TMP/noeh.sock
+  NBD_NO_EXTENDED_HEADERS=1 "$OUR_NBDKIT" -f -U "$sock2" memory 1M >"$TMP/noeh.log" 2>&1 &
+  BG_PIDS+=($!)
+  for _ in $(seq 100); do [[ -S $sock2 ]] && break; sleep 0.1; done
+  if run noeh now "nbd+unix:///?socket=$sock2"; then
+    if [[ $rc -eq 0 ]] && grep -q '^protocol: .*using structured packets' "$TMP/noeh.out"; then
+      pass "nbdinfo 1.24 on our libnbd, our nbdkit without extended headers: $(grep '^protocol' "$TMP/noeh.out")"
+    else
+      fail "nbdinfo 1.24, our nbdkit without extended headers" "exit $rc: $(grep '^protocol' "$TMP/noeh.out")"
+    fi
+  fi
+
+  # qemu-nbd 10 speaks extended headers too.
+  if command -v qemu-nbd >/dev/null; then
+    img=$TMP/q.img sock3=$TMP/q.sock
+    truncate -s 1M "$img"
+    qemu-nbd -f raw -k "$sock3" "$img" >"$TMP/qemu.log" 2>&1 &
+    BG_PIDS+=($!)
+    for _ in $(seq 100); do [[ -S $sock3 ]] && break; sleep 0.1; done
+    if run qemu now "nbd+unix:///?socket=$sock3"; then
+      if [[ $rc -eq 0 ]] && grep -q '^protocol: .*using extended packets' "$TMP/qemu.out"; then
+        pass "nbdinfo 1.24 on our libnbd against qemu-nbd: $(grep '^protocol' "$TMP/qemu.out")"
+      else
+        fail "nbdinfo 1.24 on our libnbd against qemu-nbd" "exit $rc: $(grep '^protocol' "$TMP/qemu.out")"
+        show_tail "$TMP/qemu.err" 10
+      fi
+    fi
+  else
+    skip "nbdinfo 1.24 against qemu-nbd" "qemu-nbd not installed"
   fi
 fi
 script_exit
