@@ -1,8 +1,8 @@
 //! The constants and callback types of libnbd.h. cbindgen writes them into
 //! `include/libnbd.h`: the `u32` ones as unsigned literals (libnbd's `U`
 //! suffix), the `c_int` ones as plain ints, as in libnbd 1.14's header.
-//! The three string constants cbindgen cannot express are in the trailer
-//! of `cbindgen.toml`.
+//! The string constants cbindgen cannot express (the meta context
+//! namespaces and names) are in `after_includes` of `cbindgen.toml`.
 
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
@@ -13,15 +13,18 @@ pub const LIBNBD_TLS_REQUIRE: c_int = 2;
 pub const LIBNBD_SIZE_MINIMUM: c_int = 0;
 pub const LIBNBD_SIZE_PREFERRED: c_int = 1;
 pub const LIBNBD_SIZE_MAXIMUM: c_int = 2;
+/// libnbd 1.24's: not advertised by the server but the largest write
+/// payload this handle sends (see `nbd_core::client::ExportInfo::payload_maximum`).
+pub const LIBNBD_SIZE_PAYLOAD: c_int = 3;
 
 pub const LIBNBD_CMD_FLAG_FUA: u32 = 0x01u32;
 pub const LIBNBD_CMD_FLAG_NO_HOLE: u32 = 0x02u32;
 pub const LIBNBD_CMD_FLAG_DF: u32 = 0x04u32;
 pub const LIBNBD_CMD_FLAG_REQ_ONE: u32 = 0x08u32;
 pub const LIBNBD_CMD_FLAG_FAST_ZERO: u32 = 0x10u32;
-/// libnbd 1.18's; outside 1.14's mask, which stays as 1.14's header has it.
+/// libnbd 1.18's (extended headers); in the mask since then, as in 1.24.
 pub const LIBNBD_CMD_FLAG_PAYLOAD_LEN: u32 = 0x20u32;
-pub const LIBNBD_CMD_FLAG_MASK: u32 = 0x1fu32;
+pub const LIBNBD_CMD_FLAG_MASK: u32 = 0x3fu32;
 
 pub const LIBNBD_HANDSHAKE_FLAG_FIXED_NEWSTYLE: u32 = 0x01u32;
 pub const LIBNBD_HANDSHAKE_FLAG_NO_ZEROES: u32 = 0x02u32;
@@ -32,7 +35,12 @@ pub const LIBNBD_STRICT_FLAGS: u32 = 0x02u32;
 pub const LIBNBD_STRICT_BOUNDS: u32 = 0x04u32;
 pub const LIBNBD_STRICT_ZERO_SIZE: u32 = 0x08u32;
 pub const LIBNBD_STRICT_ALIGN: u32 = 0x10u32;
-pub const LIBNBD_STRICT_MASK: u32 = 0x1fu32;
+/// libnbd 1.24's: refuse a write larger than LIBNBD_SIZE_PAYLOAD.
+pub const LIBNBD_STRICT_PAYLOAD: u32 = 0x20u32;
+/// libnbd 1.24's: set or clear LIBNBD_CMD_FLAG_PAYLOAD_LEN on the wire as
+/// the negotiated headers need, whatever the caller passed.
+pub const LIBNBD_STRICT_AUTO_FLAG: u32 = 0x40u32;
+pub const LIBNBD_STRICT_MASK: u32 = 0x7fu32;
 
 pub const LIBNBD_ALLOW_TRANSPORT_TCP: u32 = 0x01u32;
 pub const LIBNBD_ALLOW_TRANSPORT_UNIX: u32 = 0x02u32;
@@ -53,6 +61,9 @@ pub const LIBNBD_READ_ERROR: c_int = 3;
 
 pub const LIBNBD_STATE_HOLE: c_int = 1;
 pub const LIBNBD_STATE_ZERO: c_int = 2;
+
+/// "qemu:dirty-bitmap:" contexts: the block changed since the bitmap began.
+pub const LIBNBD_STATE_DIRTY: c_int = 1;
 
 /// Callback parameters are passed by value: a function, its user data and
 /// a function to free the user data (see CALLBACKS in libnbd(3)).
@@ -157,10 +168,6 @@ mod tests {
         assert_eq!(LIBNBD_CMD_FLAG_REQ_ONE, cmd_flags::REQ_ONE as u32);
         assert_eq!(LIBNBD_CMD_FLAG_FAST_ZERO, cmd_flags::FAST_ZERO as u32);
         assert_eq!(LIBNBD_CMD_FLAG_PAYLOAD_LEN, cmd_flags::PAYLOAD_LEN as u32);
-        // libnbd 1.14's mask predates PAYLOAD_LEN (extended headers).
-        assert_eq!(
-            LIBNBD_CMD_FLAG_MASK,
-            (cmd_flags::ALL & !cmd_flags::PAYLOAD_LEN) as u32
-        );
+        assert_eq!(LIBNBD_CMD_FLAG_MASK, cmd_flags::ALL as u32);
     }
 }

@@ -700,7 +700,7 @@ pub const CALLS: &[Call] = &[
         &[
             BytesIn("buf", "count"),
             UInt64("offset"),
-            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::PayloadLen])),
         ],
         Ret::Err,
         CONNECTED,
@@ -910,7 +910,7 @@ pub const CALLS: &[Call] = &[
             BytesIn("buf", "count"),
             UInt64("offset"),
             Closure("completion_callback", Cl::Completion),
-            Flags("flags", FlagSet::Cmd(&[F::Fua])),
+            Flags("flags", FlagSet::Cmd(&[F::Fua, F::PayloadLen])),
         ],
         Ret::Int64,
         CONNECTED,

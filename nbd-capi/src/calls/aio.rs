@@ -279,7 +279,7 @@ pub fn aio_block_status_filter(
         mid: Mid::Extent64(extent64_callback),
         completion: completion_callback,
     };
-    let flags = flags16(flags & !LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+    let flags = flags16(flags)?;
     let c = Command::new(cmd::BLOCK_STATUS, flags, offset, count);
     h.aio_filtered(g, c, CmdBuf::none(), &ids, Some(cbs))
         .map(|c| c as i64)

@@ -1,7 +1,6 @@
 //! Commands: read, write, flush, trim, zero, cache, and shutting down.
 
 use crate::callbacks::{self, CmdCallbacks, Mid};
-use crate::consts::LIBNBD_CMD_FLAG_PAYLOAD_LEN;
 use crate::driver::CmdBuf;
 use crate::errors::{err, Error};
 use crate::handle::{nbd_handle, Held};
@@ -213,8 +212,8 @@ pub fn filter_ids(g: &mut Held<'_>, contexts: &[&CStr]) -> Result<Vec<u32>, Erro
 }
 
 /// Block status for the contexts in `contexts` only (libnbd 1.18), with
-/// the 64-bit callback. PAYLOAD_LEN is set on the wire whatever `flags`
-/// says (libnbd's LIBNBD_STRICT_AUTO_FLAG behaviour).
+/// the 64-bit callback. The core sets PAYLOAD_LEN on the wire whatever
+/// `flags` says unless LIBNBD_STRICT_AUTO_FLAG was cleared.
 pub fn block_status_filter(
     h: &nbd_handle,
     g: &mut Held<'_>,
@@ -234,7 +233,7 @@ pub fn block_status_filter(
         mid: Mid::Extent64(extent64_callback),
         completion: callbacks::no_completion(),
     };
-    let flags = flags16(flags & !LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
+    let flags = flags16(flags)?;
     let c = Command::new(cmd::BLOCK_STATUS, flags, offset, count);
     h.run_filtered(g, c, CmdBuf::none(), &ids, Some(cbs))
 }

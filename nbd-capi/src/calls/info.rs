@@ -1,6 +1,8 @@
 //! What the server told us about the export, and about this library.
 
-use crate::consts::{LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED};
+use crate::consts::{
+    LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PAYLOAD, LIBNBD_SIZE_PREFERRED,
+};
 use crate::errors::{err, Error};
 use crate::handle::{nbd_handle, Held};
 use nbd_core::client::{ExportInfo, Protocol};
@@ -118,14 +120,16 @@ pub fn get_export_description(_h: &nbd_handle, g: &mut Held<'_>) -> Result<CStri
     with_export(g, |e| info_string(e.description.as_ref(), "a description"))?
 }
 
-/// LIBNBD_SIZE_*: 0 when the server advertised no constraints.
+/// LIBNBD_SIZE_*: 0 when the server advertised no constraints, except
+/// LIBNBD_SIZE_PAYLOAD, the client's own write limit, never 0.
 pub fn get_block_size(_h: &nbd_handle, g: &mut Held<'_>, size_type: c_int) -> Result<i64, Error> {
-    let bs = with_export(g, |e| e.block_size)?;
+    let (bs, payload) = with_export(g, |e| (e.block_size, e.payload_maximum()))?;
     let (min, pref, max) = bs.unwrap_or((0, 0, 0));
     match size_type {
         LIBNBD_SIZE_MINIMUM => Ok(i64::from(min)),
         LIBNBD_SIZE_PREFERRED => Ok(i64::from(pref)),
         LIBNBD_SIZE_MAXIMUM => Ok(i64::from(max)),
+        LIBNBD_SIZE_PAYLOAD => Ok(payload as i64),
         _ => Err(err(libc::EINVAL, format!("unknown size_type: {size_type}"))),
     }
 }

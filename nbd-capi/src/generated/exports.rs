@@ -1367,7 +1367,7 @@ pub unsafe extern "C" fn nbd_pwrite(h: *mut nbd_handle, buf: *const c_void, coun
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} flags=0x{:x}", buf.len(), offset, flags));
         let r = h.with_lock(|g| {
             g.check_state(&[State::Connected])?;
-            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
             calls::data::pwrite(h, g, buf, offset, flags)
         });
         wrap::trace_leave::<ret::Err>(h, trace, &r);
@@ -1766,7 +1766,7 @@ pub unsafe extern "C" fn nbd_aio_pwrite(h: *mut nbd_handle, buf: *const c_void, 
         let trace = h.trace_enter(|| format!("buf=<buf> count={} offset={} completion_callback=<fun> flags=0x{:x}", buf.len(), offset, flags));
         let r = h.with_lock(|g| {
             g.check_state(&[State::Connected])?;
-            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA)?;
+            wrap::check_cmd_flags(g, "flags", flags, LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_PAYLOAD_LEN)?;
             calls::aio::aio_pwrite(h, g, buf, offset, completion_callback, flags)
         });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);

@@ -34,10 +34,12 @@ impl Disc {
 fn allowed_flags(kind: Cmd) -> CmdFlags {
     match kind {
         Cmd::Read => CmdFlags::DF,
-        Cmd::Write | Cmd::Trim => CmdFlags::FUA,
+        // PAYLOAD_LEN is a caller's flag for the two commands that carry a
+        // payload; with strict::AUTO_FLAG the client sets it right anyway.
+        Cmd::Write => CmdFlags::FUA | CmdFlags::PAYLOAD_LEN,
+        Cmd::Trim => CmdFlags::FUA,
         Cmd::WriteZeroes => CmdFlags::FUA | CmdFlags::NO_HOLE | CmdFlags::FAST_ZERO,
-        // PAYLOAD_LEN is the client's to set (submit_block_status_filter).
-        Cmd::BlockStatus => CmdFlags::REQ_ONE,
+        Cmd::BlockStatus => CmdFlags::REQ_ONE | CmdFlags::PAYLOAD_LEN,
         Cmd::Flush | Cmd::Cache | Cmd::Disc | Cmd::Unknown(_) => CmdFlags::empty(),
     }
 }
@@ -160,13 +162,11 @@ impl<C: CommandBuffer> Client<C> {
         self.next_cookie += 1;
         // check() bounded the length to 32 bits unless extended headers
         // carry 64.
-        let (flags, length) = if payload.is_empty() {
-            (command.flags, command.length)
+        let flags = self.wire_flags(&command, !payload.is_empty());
+        let length = if payload.is_empty() || flags & CmdFlags::PAYLOAD_LEN.bits() == 0 {
+            command.length
         } else {
-            (
-                command.flags | CmdFlags::PAYLOAD_LEN.bits(),
-                payload.len() as u64,
-            )
+            payload.len() as u64
         };
         let header = RequestHeader {
             flags,
@@ -195,6 +195,26 @@ impl<C: CommandBuffer> Client<C> {
         self.send_queue.push_back(cookie);
         self.stats.chunks_sent += 1;
         Ok(cookie)
+    }
+
+    /// The flags a command goes out with. With strict::AUTO_FLAG (the
+    /// default) NBD_CMD_FLAG_PAYLOAD_LEN is set exactly where the server
+    /// expects it, whatever the caller passed: on a request with a payload
+    /// of its own (filtered block status), and on every write once
+    /// extended headers are in use (their write length is the payload's
+    /// either way, so the flag only states it). Without AUTO_FLAG the
+    /// caller's flag goes out as given, even where it confuses the server.
+    fn wire_flags(&self, c: &Command, has_payload: bool) -> u16 {
+        let payload_len = CmdFlags::PAYLOAD_LEN.bits();
+        if self.config.strict & strict::AUTO_FLAG == 0 {
+            return c.flags;
+        }
+        let is_write = Cmd::from_wire(c.kind) == Cmd::Write;
+        if has_payload || (is_write && self.extended_headers()) {
+            c.flags | payload_len
+        } else {
+            c.flags & !payload_len
+        }
     }
 
     /// libnbd's checks, in its order: state, command support, flags, zero
@@ -253,6 +273,17 @@ impl<C: CommandBuffer> Client<C> {
                 host::EINVAL
             };
             return Err(Error::new(errno, "request out of bounds"));
+        }
+        // strict::PAYLOAD: a write no larger than the server takes (the
+        // 64 MiB limit below holds whether or not it is on).
+        if kind == Cmd::Write && strict & strict::PAYLOAD != 0 && c.length > e.payload_maximum() {
+            return Err(Error::new(
+                host::ERANGE,
+                format!(
+                    "request too large: maximum payload size is {}",
+                    e.payload_maximum()
+                ),
+            ));
         }
         let max = match kind {
             Cmd::Read | Cmd::Write => MAX_CLIENT_REQUEST_LEN,
@@ -556,5 +587,68 @@ mod tests {
         // No constraint advertised: nothing to check.
         let mut c = ready(0, None, strict::ALL);
         assert_eq!(errno(&mut c, cmd::READ, 0, 1, 3), 0);
+    }
+
+    #[test]
+    fn payload_maximum_follows_the_servers_maximum_within_1m_to_64m() {
+        let with_max = |max| ExportInfo {
+            block_size: Some((1, 4096, max)),
+            ..Default::default()
+        };
+        assert_eq!(ExportInfo::default().payload_maximum(), 64 << 20);
+        assert_eq!(with_max(0).payload_maximum(), 64 << 20);
+        assert_eq!(with_max(512 << 10).payload_maximum(), 1 << 20);
+        assert_eq!(with_max(2 << 20).payload_maximum(), 2 << 20);
+        assert_eq!(with_max(u32::MAX).payload_maximum(), 64 << 20);
+    }
+
+    #[test]
+    fn payload_bit() {
+        // ready() advertises a 32 MiB maximum on a 1 MiB export: bounds
+        // off to reach the size checks.
+        let all = strict::ALL & !strict::BOUNDS;
+        let mut c = ready(0, Some(1), all);
+        assert_eq!(
+            errno(&mut c, cmd::WRITE, 0, 0, (32 << 20) + 1),
+            host::ERANGE
+        );
+        assert_eq!(errno(&mut c, cmd::WRITE, 0, 0, 32 << 20), 0);
+        // Reads are not payloads: only the 64 MiB limit applies.
+        assert_eq!(errno(&mut c, cmd::READ, 0, 0, (32 << 20) + 1), 0);
+        let mut c = ready(0, Some(1), all & !strict::PAYLOAD);
+        assert_eq!(errno(&mut c, cmd::WRITE, 0, 0, (32 << 20) + 1), 0);
+        assert_eq!(
+            errno(&mut c, cmd::WRITE, 0, 0, (64 << 20) + 1),
+            host::ERANGE
+        );
+    }
+
+    #[test]
+    fn auto_flag_bit() {
+        let len = cmd_flags::PAYLOAD_LEN;
+        let write = |flags| Command::new(cmd::WRITE, flags, 0, 512);
+        let read = Command::new(cmd::READ, len, 0, 512);
+        let extended = |strict| {
+            let mut c = ready(0, None, strict);
+            if let super::super::state::Stage::Transmission(e) = &mut c.stage {
+                e.extended_headers = true;
+            }
+            c
+        };
+        // Compact headers: never PAYLOAD_LEN on a write; always on a
+        // request with its own payload.
+        let c = ready(0, None, strict::ALL);
+        assert_eq!(c.wire_flags(&write(len), false), 0);
+        assert_eq!(c.wire_flags(&read, false), 0);
+        assert_eq!(c.wire_flags(&write(0), true), len);
+        // Extended headers: always on a write.
+        let c = extended(strict::ALL);
+        assert_eq!(c.wire_flags(&write(0), false), len);
+        assert_eq!(c.wire_flags(&write(len), false), len);
+        // Off: the caller's flags, as given.
+        let c = ready(0, None, strict::ALL & !strict::AUTO_FLAG);
+        assert_eq!(c.wire_flags(&write(len), false), len);
+        let c = extended(strict::ALL & !strict::AUTO_FLAG);
+        assert_eq!(c.wire_flags(&write(0), false), 0);
     }
 }

@@ -39,6 +39,7 @@ pub use state::TlsState;
 pub use state::{Client, CookieHasher, CookieMap};
 pub use stats::Stats;
 
+use crate::limits::MAX_CLIENT_REQUEST_LEN;
 use std::fmt;
 
 /// Where a command's data lives. The driver decides: the C API wraps the
@@ -131,7 +132,12 @@ pub mod strict {
     pub const ZERO_SIZE: u32 = 0x08;
     /// Refuse requests not aligned to the server's minimum block size.
     pub const ALIGN: u32 = 0x10;
-    pub const ALL: u32 = 0x1f;
+    /// Refuse writes larger than [`super::ExportInfo::payload_maximum`].
+    pub const PAYLOAD: u32 = 0x20;
+    /// Set or clear NBD_CMD_FLAG_PAYLOAD_LEN on writes and filtered block
+    /// status as the negotiated headers need, whatever the caller passed.
+    pub const AUTO_FLAG: u32 = 0x40;
+    pub const ALL: u32 = 0x7f;
 }
 
 impl Default for Config {
@@ -210,6 +216,18 @@ pub struct ExportInfo {
 impl ExportInfo {
     pub fn has_flag(&self, f: u16) -> bool {
         self.flags & f != 0
+    }
+
+    /// The largest write payload the client sends with strict::PAYLOAD on
+    /// (libnbd 1.24's LIBNBD_SIZE_PAYLOAD): the server's maximum block
+    /// size, clamped as libnbd 1.24 documents it: never under 1 MiB,
+    /// never over the client's own 64 MiB limit; 64 MiB when no maximum was advertised.
+    pub fn payload_maximum(&self) -> u64 {
+        const FLOOR: u64 = 1024 * 1024;
+        match self.block_size {
+            Some((_, _, max)) if max > 0 => u64::from(max).clamp(FLOOR, MAX_CLIENT_REQUEST_LEN),
+            _ => MAX_CLIENT_REQUEST_LEN,
+        }
     }
 }
 
