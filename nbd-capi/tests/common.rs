@@ -5,7 +5,8 @@
 use nbd::*;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub const NBDKIT: &str = "/usr/bin/nbdkit";
 
@@ -55,4 +56,25 @@ impl Drop for Conn {
 
 pub fn cstring(s: &str) -> CString {
     CString::new(s).unwrap()
+}
+
+/// Our nbdkit: $OUR_NBDKIT (as `make check` sets it), else the
+/// workspace's debug build, built first if missing (this test belongs to
+/// nbd-capi, so cargo does not build it for us).
+pub fn our_nbdkit() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUR_NBDKIT") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/debug/nbdkit");
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "nbd-server-bin", "--bin", "nbdkit"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(ok.success(), "building our nbdkit failed");
+    }
+    bin
 }

@@ -12,32 +12,10 @@ use common::*;
 use nbd::*;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const GIB: u64 = 1 << 30;
 /// base:allocation's flags of a hole that reads as zeroes.
 const HOLE_ZERO: u64 = (LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO) as u64;
-
-/// Our nbdkit: $OUR_NBDKIT (as `make check` sets it), else the
-/// workspace's debug build, built first if missing (this test belongs to
-/// nbd-capi, so cargo does not build it for us).
-fn our_nbdkit() -> PathBuf {
-    if let Some(p) = std::env::var_os("OUR_NBDKIT") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/debug/nbdkit");
-    if !bin.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "nbd-server-bin", "--bin", "nbdkit"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(ok.success(), "building our nbdkit failed");
-    }
-    bin
-}
 
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {

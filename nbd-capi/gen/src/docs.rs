@@ -383,7 +383,14 @@ nbd_close (nbd);"#,
              C<ENOTSUP>) before sending them, rather than letting the server \
              judge them. The default is all of them. Turning \
              checks off is useful for testing how a server copes with bad \
-             requests; regular programs leave the default.",
+             requests; regular programs leave the default. Besides the \
+             checks of libnbd 1.14, C<LIBNBD_STRICT_PAYLOAD> refuses with \
+             C<ERANGE> a write larger than C<LIBNBD_SIZE_PAYLOAD> of \
+             L<nbd_get_block_size(3)>, and C<LIBNBD_STRICT_AUTO_FLAG> puts \
+             C<LIBNBD_CMD_FLAG_PAYLOAD_LEN> on the wire exactly where the \
+             negotiated headers need it (writes under extended headers, \
+             filtered block status) whatever the caller passed; with it off \
+             the caller's flag is sent as given.",
         ),
     ),
     (
@@ -1304,9 +1311,16 @@ printf ("%" PRIi64 " bytes\n", size);"#,
              request should be aligned to, with C<LIBNBD_SIZE_PREFERRED> the \
              size that performs best, with C<LIBNBD_SIZE_MAXIMUM> the largest \
              payload of a read or write. The server sends them only when \
-             asked, see L<nbd_set_request_block_size(3)>.",
+             asked, see L<nbd_set_request_block_size(3)>. \
+             C<LIBNBD_SIZE_PAYLOAD> is not the server's but the client's: the \
+             largest write it sends while C<LIBNBD_STRICT_PAYLOAD> is on (see \
+             L<nbd_set_strict_mode(3)>), the server's maximum brought within \
+             1 MiB to 64 MiB, or 64 MiB when the server announced none.",
         )
-        .returns("It returns 0 when the server did not announce the size."),
+        .returns(
+            "It returns 0 when the server did not announce the size \
+             (never for C<LIBNBD_SIZE_PAYLOAD>).",
+        ),
     ),
     // ------------------------------------------------------------ commands
     (

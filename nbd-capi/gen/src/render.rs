@@ -196,6 +196,7 @@ pub(crate) fn enum_values(e: EnumSet) -> &'static [&'static str] {
             "LIBNBD_SIZE_MINIMUM",
             "LIBNBD_SIZE_PREFERRED",
             "LIBNBD_SIZE_MAXIMUM",
+            "LIBNBD_SIZE_PAYLOAD",
         ],
     }
 }

@@ -1310,7 +1310,7 @@ pub unsafe extern "C" fn nbd_get_block_size(h: *mut nbd_handle, size_type: c_int
         let trace = h.trace_enter(|| format!("size_type={}", size_type));
         let r = h.with_lock(|g| {
             g.check_state(&[State::Negotiating, State::Connected, State::Closed])?;
-            wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM])?;
+            wrap::check_enum("size_type", size_type, &[LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PREFERRED, LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_PAYLOAD])?;
             calls::info::get_block_size(h, g, size_type)
         });
         wrap::trace_leave::<ret::Int64>(h, trace, &r);
