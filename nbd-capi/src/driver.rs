@@ -156,6 +156,8 @@ pub struct Connection {
     pub tls_params: crate::tls::Params,
     /// The TLS session, from the server's ACK to STARTTLS on.
     tls: Option<crate::tls::Session>,
+    /// Our write side has been shut down (after NBD_CMD_DISC went out).
+    writes_shut: bool,
     /// LIBNBD_DEBUG: the state transitions, recorded only while debugging
     /// is on (the handle sets it and prints them).
     pub transitions: Option<crate::transitions::Transitions>,
@@ -191,10 +193,17 @@ impl Connection {
         // SAFETY: w is a new fd we own.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
         let connect_pending = !is_connected(sock.as_raw_fd());
+        let mut client = Client::new(config);
+        // As libnbd on a plain socket: after NBD_CMD_DISC, shut down our
+        // write side and close only once the server has hung up
+        // (`shut_writes_after_disconnect`). Not under TLS, where the server
+        // may wait for a close_notify we do not send.
+        client.set_wait_for_server_close(true);
         Ok(Connection {
             sock,
             wake,
-            client: Client::new(config),
+            client,
+            writes_shut: false,
             done: VecDeque::with_capacity(16),
             cbs: CookieMap::with_capacity_and_hasher(16, Default::default()),
             opt: None,
@@ -316,7 +325,10 @@ impl Connection {
                 return true;
             }
             match crate::tls::Session::new(&self.tls_params) {
-                Ok(t) => self.tls = Some(t),
+                Ok(t) => {
+                    self.tls = Some(t);
+                    self.client.set_wait_for_server_close(false);
+                }
                 Err(e) => {
                     self.client.fail(e);
                     return true;
@@ -584,6 +596,20 @@ impl Connection {
                 }
             }
         }
+        self.shut_writes_after_disconnect();
+    }
+
+    /// Once NBD_CMD_DISC is out we send nothing more: shutdown(SHUT_WR)
+    /// tells the server at once (as libnbd does), so that it sees EOF and
+    /// closes; the client then reads the server's EOF and is closed.
+    fn shut_writes_after_disconnect(&mut self) {
+        if self.writes_shut || !self.client.disconnect_sent() {
+            return;
+        }
+        self.writes_shut = true;
+        // SAFETY: plain syscall on our socket. A failure (the server has
+        // gone already) shows up as EOF or an error on the next recv.
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_WR) };
     }
 
     /// Reads until the socket is drained; returns whether anything came.
