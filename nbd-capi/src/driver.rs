@@ -545,7 +545,11 @@ impl Connection {
             if self.client.tls_handshake_wanted() {
                 break; // waiting for the socket
             }
+            let sent = self.client.stats().bytes_sent;
             self.write_ready();
+            if self.awaits_answer_to(sent) {
+                break;
+            }
             let read = self.read_ready();
             self.collect();
             // Reading may have queued more to send (the next option of
@@ -612,11 +616,33 @@ impl Connection {
         unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_WR) };
     }
 
+    /// Whether we are in the handshake on a plain socket, and have just
+    /// sent something (more than `sent_before` bytes out in total) that
+    /// the server has to answer. The server speaks only when spoken to
+    /// there, so a recv(2) now would be a wasted EAGAIN: poll(2) for the
+    /// answer instead (every caller of `pump` polls, or lets its user
+    /// poll, for what the client wants next).
+    fn awaits_answer_to(&self, sent_before: u64) -> bool {
+        self.tls.is_none()
+            && self.handshaking()
+            && self.client.stats().bytes_sent > sent_before
+            && !self.client.wants_write()
+    }
+
+    fn handshaking(&self) -> bool {
+        matches!(self.client.phase(), Phase::Connecting | Phase::Negotiating)
+    }
+
     /// Reads until the socket is drained; returns whether anything came.
+    /// In the handshake the client asks for each message's exact size, so
+    /// a full read does not mean more is waiting: once a message has come
+    /// that we must answer, or that ends the handshake, the server has
+    /// nothing more to say until we speak, and we stop reading.
     fn read_ready(&mut self) -> bool {
         if self.tls.is_some() {
             return self.tls_read_ready();
         }
+        let handshaking = self.handshaking();
         let mut progress = false;
         while self.client.wants_read() {
             let buf = self.client.recv_buf();
@@ -638,6 +664,9 @@ impl Connection {
             progress = true;
             if n == 0 || n < want {
                 break; // EOF, or the socket is drained
+            }
+            if handshaking && (self.client.wants_write() || !self.handshaking()) {
+                break; // our turn to speak, or the handshake is over
             }
         }
         progress
