@@ -183,7 +183,9 @@ impl Connection {
     /// Takes over a socket and starts the handshake. The socket may still
     /// be connecting (a non-blocking connect(2) that said EINPROGRESS):
     /// then the handshake starts once it is writable.
-    pub fn new(sock: OwnedFd, config: Config) -> Result<Self, Error> {
+    /// `connected`: the caller knows the socket is connected (the sync
+    /// connect calls), which saves asking the kernel.
+    pub fn new(sock: OwnedFd, config: Config, connected: bool) -> Result<Self, Error> {
         set_nonblocking(sock.as_raw_fd())?;
         // SAFETY: plain syscall; the result is checked.
         let w = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -192,7 +194,7 @@ impl Connection {
         }
         // SAFETY: w is a new fd we own.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
-        let connect_pending = !is_connected(sock.as_raw_fd());
+        let connect_pending = !connected && !is_connected(sock.as_raw_fd());
         let mut client = Client::new(config);
         // As libnbd on a plain socket: after NBD_CMD_DISC, shut down our
         // write side and close only once the server has hung up
@@ -988,13 +990,13 @@ fn is_connected(fd: RawFd) -> bool {
     r == 0 || last_errno() != libc::ENOTCONN
 }
 
+/// Sets O_NONBLOCK with one ioctl(FIONBIO) rather than fcntl's
+/// F_GETFL + F_SETFL: it changes that one flag and nothing else.
 pub fn set_nonblocking(fd: RawFd) -> Result<(), Error> {
-    // SAFETY: plain fcntl calls on an fd we own; results checked.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return Err(err(last_errno(), "fcntl"));
-        }
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one int; fd is ours; the result is checked.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
+        return Err(err(last_errno(), "ioctl FIONBIO"));
     }
     Ok(())
 }
