@@ -16,11 +16,14 @@
 #      our libnbd.so.0 reading from our nbdkit vs nbdcopy on Debian's libnbd
 #      reading from Debian's nbdkit, both --tls=require, the file export to
 #      null over a Unix socket
+#  (f) bench/connect: create / connect_uri / shutdown / close cycles on
+#      our libnbd vs Debian's against Debian's nbdkit memory, and the
+#      server's CPU per connection
 # Results go to stdout only.  Not part of make check.
 #
 # Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
 # requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests), BENCH_AIO_DEPTH
-# (64), BENCH_AIO_OPS (200000), BENCH_ONLY (the sections to run, e.g.
+# (64), BENCH_AIO_OPS (200000), BENCH_CONNECT_CYCLES (2000), BENCH_ONLY (the sections to run, e.g.
 # "a e"; default all).
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -227,6 +230,55 @@ fi
 row "(e) TLS (PSK) nbdcopy read $SIZE -> null (pair)" GB/s \
   "$(rate "$bytes" "${RES[tls-ours]:-}")" "$(rate "$bytes" "${RES[tls-theirs]:-}")"
 fi # (e)
+
+# ---------------------------------------------------------------- (f)
+# bench/connect: $CONNECT_CYCLES cycles of nbd_create, nbd_connect_uri
+# (nbd+unix), nbd_shutdown, nbd_close against Debian's nbdkit memory; our
+# libnbd vs Debian's, rounds interleaved. Besides the rate, the server's
+# CPU time (utime + stime of the serving nbdkit, read from /proc inside
+# --run) per connection, shown as connections per
+# server CPU second so that higher is better like every other row.
+if want f; then
+echo "# (f) bench/connect: create / connect_uri / shutdown / close, Debian's nbdkit memory"
+build_c_ours bench/connect.c "$TMP/connect-ours" >"$TMP/cc-conn-ours.log" 2>&1 ||
+  echo "  cannot build connect on our libnbd: $(tail -n 3 "$TMP/cc-conn-ours.log")" >&2
+build_c_real bench/connect.c "$TMP/connect-real" >"$TMP/cc-conn-real.log" 2>&1 ||
+  echo "  cannot build connect on Debian's libnbd: $(tail -n 3 "$TMP/cc-conn-real.log")" >&2
+# connect_run LIB: prints "CYCLES_PER_SEC SERVER_US_PER_CONNECTION".
+connect_run() {
+  local lib=$1 bin envp out stat
+  if [[ $lib == ours ]]; then bin=$TMP/connect-ours; envp=$(ours_env)
+  else bin=$TMP/connect-real; envp=$(real_env); fi
+  [[ -x $bin ]] || return 1
+  # nbdkit --run forks: the parent runs the command, the child (its
+  # sibling here) serves.
+  stat='read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u s _ < /proc/$(pgrep -P $PPID -x nbdkit)/stat'
+  out=$(to "$DEBIAN_NBDKIT" -U - memory 1M --run \
+    "$stat; t0=\$((u + s)); $envp $bin \"\$unixsocket\" uri $CONNECT_CYCLES || exit 1; $stat; echo SRVTICKS \$((u + s - t0))" 2>&1) ||
+    { echo "  connect ($lib) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
+  awk -v n="$CONNECT_CYCLES" -v hz="$(getconf CLK_TCK)" '
+    /^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "per_sec") r = kv[2] } }
+    $1 == "SRVTICKS" { us = $2 * 1e6 / hz / n }
+    END { if (r != "") printf "%s %.0f\n", r, us }' <<<"$out"
+}
+CONNECT_CYCLES=${BENCH_CONNECT_CYCLES:-2000}
+declare -A CONN_RATE CONN_CPU
+for ((i = 0; i < RUNS; i++)); do
+  for lib in ours real; do
+    if v=$(connect_run "$lib") && [[ -n $v ]]; then
+      CONN_RATE[$lib]+="${v% *} "; CONN_CPU[$lib]+="${v#* } "
+    fi
+  done
+done
+for lib in ours real; do
+  echo "  connect-$lib: ${CONN_RATE[$lib]:-}cycles/s; server CPU ${CONN_CPU[$lib]:-}us per connection"
+  RES[conn-$lib]=$(printf '%s\n' ${CONN_RATE[$lib]:-} | median)
+  us=$(printf '%s\n' ${CONN_CPU[$lib]:-} | median)
+  RES[conncpu-$lib]=$([[ -n $us && $us != 0 ]] && awk -v u="$us" 'BEGIN { printf "%.0f", 1e6 / u }')
+done
+row "(f) connect + handshake + close (library)" cycles/s "${RES[conn-ours]:-}" "${RES[conn-real]:-}"
+row "(f) connections per server CPU second (library)" conn/s "${RES[conncpu-ours]:-}" "${RES[conncpu-real]:-}"
+fi # (f)
 
 echo
 printf '%-46s %12s %12s %8s %s\n' "workload" "ours" "Debian's" "ratio" "unit"

@@ -156,6 +156,8 @@ pub struct Connection {
     pub tls_params: crate::tls::Params,
     /// The TLS session, from the server's ACK to STARTTLS on.
     tls: Option<crate::tls::Session>,
+    /// Our write side has been shut down (after NBD_CMD_DISC went out).
+    writes_shut: bool,
     /// LIBNBD_DEBUG: the state transitions, recorded only while debugging
     /// is on (the handle sets it and prints them).
     pub transitions: Option<crate::transitions::Transitions>,
@@ -181,7 +183,9 @@ impl Connection {
     /// Takes over a socket and starts the handshake. The socket may still
     /// be connecting (a non-blocking connect(2) that said EINPROGRESS):
     /// then the handshake starts once it is writable.
-    pub fn new(sock: OwnedFd, config: Config) -> Result<Self, Error> {
+    /// `connected`: the caller knows the socket is connected (the sync
+    /// connect calls), which saves asking the kernel.
+    pub fn new(sock: OwnedFd, config: Config, connected: bool) -> Result<Self, Error> {
         set_nonblocking(sock.as_raw_fd())?;
         // SAFETY: plain syscall; the result is checked.
         let w = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -190,11 +194,18 @@ impl Connection {
         }
         // SAFETY: w is a new fd we own.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
-        let connect_pending = !is_connected(sock.as_raw_fd());
+        let connect_pending = !connected && !is_connected(sock.as_raw_fd());
+        let mut client = Client::new(config);
+        // As libnbd on a plain socket: after NBD_CMD_DISC, shut down our
+        // write side and close only once the server has hung up
+        // (`shut_writes_after_disconnect`). Not under TLS, where the server
+        // may wait for a close_notify we do not send.
+        client.set_wait_for_server_close(true);
         Ok(Connection {
             sock,
             wake,
-            client: Client::new(config),
+            client,
+            writes_shut: false,
             done: VecDeque::with_capacity(16),
             cbs: CookieMap::with_capacity_and_hasher(16, Default::default()),
             opt: None,
@@ -316,7 +327,10 @@ impl Connection {
                 return true;
             }
             match crate::tls::Session::new(&self.tls_params) {
-                Ok(t) => self.tls = Some(t),
+                Ok(t) => {
+                    self.tls = Some(t);
+                    self.client.set_wait_for_server_close(false);
+                }
                 Err(e) => {
                     self.client.fail(e);
                     return true;
@@ -533,7 +547,11 @@ impl Connection {
             if self.client.tls_handshake_wanted() {
                 break; // waiting for the socket
             }
+            let sent = self.client.stats().bytes_sent;
             self.write_ready();
+            if self.awaits_answer_to(sent) {
+                break;
+            }
             let read = self.read_ready();
             self.collect();
             // Reading may have queued more to send (the next option of
@@ -584,13 +602,49 @@ impl Connection {
                 }
             }
         }
+        self.shut_writes_after_disconnect();
+    }
+
+    /// Once NBD_CMD_DISC is out we send nothing more: shutdown(SHUT_WR)
+    /// tells the server at once (as libnbd does), so that it sees EOF and
+    /// closes; the client then reads the server's EOF and is closed.
+    fn shut_writes_after_disconnect(&mut self) {
+        if self.writes_shut || !self.client.disconnect_sent() {
+            return;
+        }
+        self.writes_shut = true;
+        // SAFETY: plain syscall on our socket. A failure (the server has
+        // gone already) shows up as EOF or an error on the next recv.
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_WR) };
+    }
+
+    /// Whether we are in the handshake on a plain socket, and have just
+    /// sent something (more than `sent_before` bytes out in total) that
+    /// the server has to answer. The server speaks only when spoken to
+    /// there, so a recv(2) now would be a wasted EAGAIN: poll(2) for the
+    /// answer instead (every caller of `pump` polls, or lets its user
+    /// poll, for what the client wants next).
+    fn awaits_answer_to(&self, sent_before: u64) -> bool {
+        self.tls.is_none()
+            && self.handshaking()
+            && self.client.stats().bytes_sent > sent_before
+            && !self.client.wants_write()
+    }
+
+    fn handshaking(&self) -> bool {
+        matches!(self.client.phase(), Phase::Connecting | Phase::Negotiating)
     }
 
     /// Reads until the socket is drained; returns whether anything came.
+    /// In the handshake the client asks for each message's exact size, so
+    /// a full read does not mean more is waiting: once a message has come
+    /// that we must answer, or that ends the handshake, the server has
+    /// nothing more to say until we speak, and we stop reading.
     fn read_ready(&mut self) -> bool {
         if self.tls.is_some() {
             return self.tls_read_ready();
         }
+        let handshaking = self.handshaking();
         let mut progress = false;
         while self.client.wants_read() {
             let buf = self.client.recv_buf();
@@ -612,6 +666,9 @@ impl Connection {
             progress = true;
             if n == 0 || n < want {
                 break; // EOF, or the socket is drained
+            }
+            if handshaking && (self.client.wants_write() || !self.handshaking()) {
+                break; // our turn to speak, or the handshake is over
             }
         }
         progress
@@ -933,13 +990,13 @@ fn is_connected(fd: RawFd) -> bool {
     r == 0 || last_errno() != libc::ENOTCONN
 }
 
+/// Sets O_NONBLOCK with one ioctl(FIONBIO) rather than fcntl's
+/// F_GETFL + F_SETFL: it changes that one flag and nothing else.
 pub fn set_nonblocking(fd: RawFd) -> Result<(), Error> {
-    // SAFETY: plain fcntl calls on an fd we own; results checked.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return Err(err(last_errno(), "fcntl"));
-        }
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one int; fd is ours; the result is checked.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
+        return Err(err(last_errno(), "ioctl FIONBIO"));
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ impl nbd_handle {
         sock: OwnedFd,
         child: Option<libc::pid_t>,
     ) -> Result<(), Error> {
-        self.attach_locked(g, sock, child)?;
+        self.attach_locked(g, sock, child, false)?;
         if let Some(c) = g.conn.as_mut() {
             c.flush_writes();
         }
@@ -336,12 +336,13 @@ impl nbd_handle {
         g: &mut Held<'_>,
         sock: OwnedFd,
         child: Option<libc::pid_t>,
+        connected: bool,
     ) -> Result<(), Error> {
         if child.is_some() {
             g.child = child;
         }
         let config = g.settings.core_config();
-        match Connection::new(sock, config) {
+        match Connection::new(sock, config, connected) {
             Ok(mut c) => {
                 // Even with TLS disabled: nbd_opt_starttls may still ask
                 // for it in option mode.
@@ -366,13 +367,16 @@ impl nbd_handle {
 
     /// Takes over a socket and runs the handshake to the end (to the
     /// negotiating state in option mode): attach_async, then wait.
+    /// `connected`: the socket is known to be connected (we connected it);
+    /// otherwise the kernel is asked, and a connect under way is waited for.
     pub fn attach(
         &self,
         g: &mut Held<'_>,
         sock: OwnedFd,
         child: Option<libc::pid_t>,
+        connected: bool,
     ) -> Result<(), Error> {
-        self.attach_locked(g, sock, child)?;
+        self.attach_locked(g, sock, child, connected)?;
         self.wait_connected(g)
     }
 

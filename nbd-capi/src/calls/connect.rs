@@ -11,14 +11,36 @@ use crate::errors::{err, Error};
 use crate::handle::{nbd_handle, Held, Inner};
 use std::ffi::CStr;
 
-/// Opens with `open`, then runs the handshake to the end.
+/// Opens with `open`, then runs the handshake to the end. Every socket
+/// opened here is connected when `open` returns (a blocking connect(2) or
+/// a socketpair); only a caller's socket (nbd_connect_socket) goes
+/// through [`connect_with_checked`].
 fn connect_with(
     h: &nbd_handle,
     g: &mut Held<'_>,
     open: impl FnOnce(&mut Inner) -> Result<Opened, Error>,
 ) -> Result<(), Error> {
+    connect_opened(h, g, open, true)
+}
+
+/// [`connect_with`] for a socket that may still be connecting: the
+/// kernel is asked.
+fn connect_with_checked(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    open: impl FnOnce(&mut Inner) -> Result<Opened, Error>,
+) -> Result<(), Error> {
+    connect_opened(h, g, open, false)
+}
+
+fn connect_opened(
+    h: &nbd_handle,
+    g: &mut Held<'_>,
+    open: impl FnOnce(&mut Inner) -> Result<Opened, Error>,
+    connected: bool,
+) -> Result<(), Error> {
     match open(g) {
-        Ok(o) => h.attach(g, o.sock, o.child),
+        Ok(o) => h.attach(g, o.sock, o.child, connected),
         Err(e) => {
             g.set_dead(&e);
             Err(e)
@@ -53,7 +75,7 @@ pub fn connect_tcp(
 /// The caller's connected socket; ours from now on (closed with the
 /// handle, or at once if connecting fails).
 pub fn connect_socket(h: &nbd_handle, g: &mut Held<'_>, sock: libc::c_int) -> Result<(), Error> {
-    connect_with(h, g, |g| connect::open_socket(g, sock))
+    connect_with_checked(h, g, |g| connect::open_socket(g, sock))
 }
 
 /// Runs `argv` with its stdin and stdout on one end of a socketpair and

@@ -462,10 +462,25 @@ impl<C: CommandBuffer> Client<C> {
         self.disc == Disc::Sent
     }
 
+    /// Whether, after NBD_CMD_DISC, the connection stays open until the
+    /// server hangs up (see [`Client::close_if_disconnected`]). A driver
+    /// that shuts down its write side once DISC is out (as libnbd does on
+    /// a plain socket) asks for this: the server then sees its EOF, tears
+    /// the connection down and closes, and only then does the client close
+    /// its socket, so the server never has a new connection to serve while
+    /// it is still tearing down the last one.
+    pub fn set_wait_for_server_close(&mut self, wait: bool) {
+        self.wait_for_server_close = wait;
+    }
+
     /// After NBD_CMD_DISC has gone out and the last reply is in, there is
-    /// nothing left to wait for: like libnbd, we do not wait for the
-    /// server to close first.
+    /// nothing left to receive: the connection is closed at once, or, if
+    /// the driver waits for the server to hang up, when its EOF comes
+    /// (`on_eof`; anything else the server sends kills the connection).
     pub(super) fn close_if_disconnected(&mut self) {
+        if self.wait_for_server_close {
+            return;
+        }
         if self.disc == Disc::Sent && self.cmds.is_empty() && self.fatal.is_none() {
             self.closed = true;
             self.rx = super::state::Rx::Idle;

@@ -236,6 +236,10 @@ pub struct Client<C> {
     pub(super) config: Config,
     pub(super) fatal: Option<Error>,
     pub(super) closed: bool,
+    /// After NBD_CMD_DISC: wait for the server to hang up (true, as libnbd
+    /// does on a plain socket) or count the connection closed as soon as
+    /// the request and every reply are through (false).
+    pub(super) wait_for_server_close: bool,
     pub(super) protocol: Option<Protocol>,
     /// Negotiating or transmitting, with what each stage knows.
     pub(super) stage: Stage,
@@ -279,6 +283,7 @@ impl<C: CommandBuffer> Client<C> {
             config,
             fatal: None,
             closed: false,
+            wait_for_server_close: false,
             protocol: None,
             stage: Stage::negotiating(),
             negotiation: Default::default(),

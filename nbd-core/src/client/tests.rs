@@ -1578,3 +1578,34 @@ fn stats_count_bytes_and_chunks_as_libnbd() {
     l.run();
     assert_eq!(l.client.stats().chunks_sent, 4);
 }
+
+/// A client that waits for the server to hang up after NBD_CMD_DISC (as
+/// our libnbd does on plain sockets) is not closed when DISC has merely
+/// gone out, only once the server's EOF arrives; without the wait it is
+/// closed as soon as DISC is out.
+#[test]
+fn disconnect_waits_for_server_close_when_asked() {
+    for wait in [true, false] {
+        let mut l = connected(Script::default());
+        l.client.set_wait_for_server_close(wait);
+        l.client.disconnect().unwrap();
+        // Send DISC by hand, without letting the server answer yet.
+        let mut iov = [IoSlice::new(&[]); 8];
+        let n = l.client.send_bufs(&mut iov);
+        let bytes: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+        l.client.send_done(bytes.len());
+        assert!(l.client.disconnect_sent());
+        if wait {
+            assert_eq!(l.client.phase(), Phase::Ready);
+            assert!(l.client.wants_read(), "must read until the server's EOF");
+            l.server.step(&bytes);
+            l.run();
+        }
+        assert_eq!(
+            l.client.phase(),
+            Phase::Closed,
+            "wait={wait}: {:?}",
+            l.client.fatal_error()
+        );
+    }
+}
