@@ -12,11 +12,26 @@ pub const MAX_STRING: usize = 4096;
 /// this is a multiple of MAX_STRING, but still bounded.
 pub const MAX_OPTION_LEN: usize = 64 * 1024;
 
-/// How many options a server lets a client send before it gives up on it.
-pub const MAX_OPTIONS: usize = 256;
+/// An option longer than this cannot be one a client means: the server
+/// hangs up at once rather than read and discard it (between
+/// MAX_OPTION_LEN and this, it is discarded and refused with ERR_TOO_BIG).
+pub const MAX_OPTION_DRAIN: usize = 1024 * 1024;
 
-/// Largest READ or WRITE payload our server accepts (nbdkit's limit too).
-pub const MAX_REQUEST_LEN: u32 = 32 * 1024 * 1024;
+/// How many options a server lets a client send before it gives up on it
+/// (nbdkit's MAX_NR_OPTIONS). NBD_OPT_LIST adds as many again per export
+/// listed, so that a client can ask about each.
+pub const MAX_OPTIONS: usize = 32;
+
+/// Largest READ or WRITE payload our server accepts: libnbd's largest
+/// request, and nbdkit's limit. It is the maximum block size we advertise.
+/// A WRITE longer than this ends the connection (its payload is not read).
+pub const MAX_REQUEST_LEN: u32 = 64 * 1024 * 1024;
+
+/// Bytes of READ and WRITE data one server connection may hold at once.
+/// A request that would go beyond it waits, with nothing more read from
+/// that connection, until earlier ones have been answered (a request
+/// alone always fits).
+pub const MAX_CONN_IN_FLIGHT: u64 = 64 * 1024 * 1024;
 
 /// Largest request the client will send: libnbd's limit is 64 MiB, and a
 /// larger one fails with ERANGE before anything is sent.

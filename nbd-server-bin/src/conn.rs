@@ -32,6 +32,8 @@ use parking_lot::{Condvar, Mutex};
 use nbd_core::server::backend::{ConnectionInfo, Peer};
 
 use crate::chain::{Chain, Opened};
+use crate::payload_pool::{PayloadPool, Pooled, SMALL_PAYLOAD};
+use nbd_core::limits::MAX_CONN_IN_FLIGHT;
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
 use nbd_core::server::reply::encode_reply;
 use nbd_core::server::request::{self, command_name, Payload, TxContext};
@@ -308,6 +310,12 @@ struct Conn {
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<()>>>,
     id: usize,
+    /// The READ and WRITE bytes this connection holds: at most
+    /// MAX_CONN_IN_FLIGHT (a worker that would exceed it waits, with the
+    /// read lock, so nothing more is read from the client meanwhile).
+    in_flight: Limits,
+    /// Buffers for payloads larger than SMALL_PAYLOAD.
+    pool: PayloadPool,
 }
 
 impl Conn {
@@ -508,6 +516,8 @@ fn serve_opened(
         threads: AtomicUsize::new(1),
         handles: Mutex::new(Vec::new()),
         id,
+        in_flight: Limits::new(0, MAX_CONN_IN_FLIGHT),
+        pool: PayloadPool::new(MAX_CONN_IN_FLIGHT as usize),
     });
     worker(&conn);
     loop {
@@ -662,17 +672,36 @@ fn worker(conn: &Arc<Conn>) {
             (cmd::READ, _) if valid.is_ok() => len as u64,
             _ => 0,
         };
+        let _conn_held = conn.in_flight.hold(bytes);
         let _held = srv.limits.hold(bytes);
+        // The request's data: small payloads in this worker's own
+        // buffer, large ones in a buffer of the connection's pool (given
+        // back when this iteration ends).
+        let mut pooled = Pooled::new(&conn.pool);
+        let buf: io::Result<&mut [u8]> = if matches!(payload, Payload::Discard(_)) {
+            Ok(&mut [])
+        } else if len > SMALL_PAYLOAD {
+            pooled.take(len)
+        } else {
+            if data.len() < len {
+                data.resize(len, 0);
+            }
+            Ok(&mut data[..len])
+        };
+        let buf = match buf {
+            Ok(b) => b,
+            Err(e) => {
+                crate::log::error!("connection {}: payload buffer: {e}", conn.id);
+                drop(rd);
+                conn.kill();
+                break;
+            }
+        };
         let io_ok = match payload {
             Payload::None => Ok(()),
-            Payload::Receive(_) => {
-                if data.len() < len {
-                    data.resize(len, 0);
-                }
-                rd.read_exact(&mut data[..len])
-            }
+            Payload::Receive(_) => rd.read_exact(buf),
             Payload::Discard(_) => rd.discard(len),
-            Payload::Disconnect => Err(io::Error::other("write request too large to skip")),
+            Payload::Disconnect => Err(io::Error::other("write request too large")),
         };
         drop(rd);
         if let Err(e) = io_ok {
@@ -684,7 +713,7 @@ fn worker(conn: &Arc<Conn>) {
         // as the request it stands for.
         let (h, valid) = match (valid, payload) {
             (Ok(()), Payload::Receive(_)) if h.kind == cmd::BLOCK_STATUS => {
-                match request::with_payload(&h, &data[..len], &conn.ctx) {
+                match request::with_payload(&h, buf, &conn.ctx) {
                     Ok(h2) => (h2, request::validate(&h2, &conn.ctx)),
                     Err(e) => (h, Err(e)),
                 }
@@ -699,13 +728,10 @@ fn worker(conn: &Arc<Conn>) {
         }
 
         let buf_len = if h.kind == cmd::READ || h.kind == cmd::WRITE {
-            len
+            buf.len()
         } else {
             0
         };
-        if data.len() < buf_len {
-            data.resize(buf_len, 0);
-        }
         let result = if h.kind == cmd::READ && len > 0 && valid.is_ok() {
             // A read the plugin may answer by lending its pages, which
             // are then sent straight from its memory under the write
@@ -736,7 +762,7 @@ fn worker(conn: &Arc<Conn>) {
                     }
                 }
             };
-            let mut r = nbd_core::server::Read::lending(&mut data[..len], h.offset, &mut send);
+            let mut r = nbd_core::server::Read::lending(buf, h.offset, &mut send);
             let res = backend.read(&mut r);
             let lent = r.was_lent();
             let started = writer.is_some();
@@ -756,7 +782,7 @@ fn worker(conn: &Arc<Conn>) {
             }
             res
         } else {
-            valid.and_then(|()| request::execute(backend, &h, &mut data[..buf_len], &mut extents))
+            valid.and_then(|()| request::execute(backend, &h, &mut buf[..buf_len], &mut extents))
         };
         if let Err(e) = &result {
             // A layer that explains its failure has it logged as an
@@ -779,7 +805,7 @@ fn worker(conn: &Arc<Conn>) {
             }
         }
         let with_data = encode_reply(&mut out, &h, &conn.ctx, &result, &extents);
-        let payload: &[u8] = if with_data { &data[..len] } else { &[] };
+        let payload: &[u8] = if with_data { buf } else { &[] };
         let mut w = conn.writer.lock();
         if let Err(e) = write_all2(&mut w, &out, payload) {
             drop(w);

@@ -14,6 +14,7 @@ pub mod manpage;
 pub mod manual;
 pub mod params;
 pub mod password;
+pub mod payload_pool;
 pub mod plugins;
 pub mod process;
 pub mod tls;

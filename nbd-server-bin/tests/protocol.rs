@@ -215,7 +215,8 @@ fn too_many_options_close() {
         send_option(&mut s, 1000, &[]);
         assert_eq!(option_reply(&mut s).1, rep::ERR_UNSUP);
     }
-    send_option(&mut s, 1000, &[]);
+    // The server has hung up: this write may fail.
+    let _ = s.write_all(&[0u8; 16]);
     assert!(is_closed(&mut s));
     second_client_works(&mut srv);
 }
@@ -258,13 +259,10 @@ fn request_errors_keep_the_connection() {
         c.cmd(cmd::WRITE, cmd_flags::REQ_ONE, 0, 1, &[0]).error,
         EINVAL as u32
     );
-    // Too large: READ refused; WRITE refused and its payload drained.
+    // Too large: READ refused (a WRITE that long closes: tests/limits.rs).
     let r = c.cmd(cmd::READ, 0, 0, MAX_REQUEST_LEN + 1, &[]);
     assert_eq!(r.error, EINVAL as u32);
     assert!(!r.message.is_empty());
-    let big = vec![0x11u8; MAX_REQUEST_LEN as usize + 4096];
-    let r = c.cmd(cmd::WRITE, 0, 0, big.len() as u32, &big);
-    assert_eq!(r.error, EINVAL as u32);
     c.write(0, b"in sync");
     assert_eq!(c.read(0, 7), b"in sync");
     c.disconnect();

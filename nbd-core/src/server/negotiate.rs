@@ -19,7 +19,7 @@
 //! implements: listing is cheap, and describing an export (INFO, GO) is
 //! where the binary opens its backend for the connection, as nbdkit does.
 
-use crate::limits::{MAX_OPTIONS, MAX_OPTION_LEN, MAX_REQUEST_LEN, MAX_STRING};
+use crate::limits::{MAX_OPTIONS, MAX_OPTION_DRAIN, MAX_OPTION_LEN, MAX_REQUEST_LEN, MAX_STRING};
 use crate::wire::codec::Reader;
 use crate::wire::consts::{client_flags, handshake_flags, info, tx_flags, CONTEXT_BASE_ALLOCATION};
 use crate::wire::handshake::{
@@ -233,7 +233,12 @@ pub struct Negotiation {
     offered: u16,
     fixed_newstyle: bool,
     no_zeroes: bool,
+    /// Options received, and how many the client may send (MAX_OPTIONS,
+    /// raised by LIST).
     options: usize,
+    options_allowed: usize,
+    /// LIST has raised `options_allowed` once already.
+    listed: bool,
     structured: bool,
     no_structured_replies: bool,
     extended: bool,
@@ -262,6 +267,8 @@ impl Negotiation {
             fixed_newstyle: false,
             no_zeroes: false,
             options: 0,
+            options_allowed: MAX_OPTIONS,
+            listed: false,
             structured: false,
             no_structured_replies: cfg.no_structured_replies,
             extended: false,
@@ -461,8 +468,8 @@ impl Negotiation {
                     Err(e) => return self.close(e.to_string()),
                 };
                 self.options += 1;
-                if self.options > MAX_OPTIONS {
-                    return self.close("too many options");
+                if hdr.len as usize > MAX_OPTION_DRAIN {
+                    return self.close(format!("option of {} bytes", hdr.len));
                 }
                 if hdr.len as usize > MAX_OPTION_LEN {
                     if OptionCode::from_wire(hdr.option) == OptionCode::ExportName {
@@ -500,6 +507,12 @@ impl Negotiation {
             }
             Phase::StartTls | Phase::Done | Phase::Closed => {}
         }
+        // As nbdkit: once the client has used its allowance of options
+        // without picking an export, the connection ends after the last
+        // answer (the next option is not read).
+        if self.phase == Phase::OptHeader && self.options >= self.options_allowed {
+            self.close("too many options without picking an export");
+        }
     }
 
     fn handle_option(&mut self, option: u32, payload: &[u8], exports: &dyn Exports) {
@@ -523,6 +536,9 @@ impl Negotiation {
                 }
                 if payload.len() > MAX_STRING {
                     return self.close("export name too long");
+                }
+                if payload.contains(&0) {
+                    return self.close("export name contains NUL");
                 }
                 let details = match exports.lookup(payload) {
                     Ok(d) => d,
@@ -551,6 +567,11 @@ impl Negotiation {
                     Ok(list) => list,
                     Err(e) => return self.reply_err(option, ReplyType::ErrPlatform, &e),
                 };
+                if !self.listed {
+                    // Room to ask INFO (and more) about each export.
+                    self.listed = true;
+                    self.options_allowed += MAX_OPTIONS * list.len();
+                }
                 for (name, desc) in list {
                     let p = encode_rep_server(&name, &desc);
                     self.reply(option, ReplyType::Server, &p);
@@ -651,6 +672,9 @@ impl Negotiation {
             Ok(r) => r,
             Err(e) => return self.reply_err(option, ReplyType::ErrInvalid, &e.to_string()),
         };
+        if req.export_name.contains(&0) {
+            return self.reply_err(option, ReplyType::ErrInvalid, "export name contains NUL");
+        }
         let details = match exports.lookup(req.export_name) {
             Ok(d) => d,
             Err(e) => return self.reply_err(option, ReplyType::ErrUnknown, &e),
@@ -716,6 +740,9 @@ impl Negotiation {
             Ok(r) => r,
             Err(e) => return self.reply_err(option, ReplyType::ErrInvalid, &e.to_string()),
         };
+        if req.export_name.contains(&0) || req.queries.iter().any(|q| q.contains(&0)) {
+            return self.reply_err(option, ReplyType::ErrInvalid, "string contains NUL");
+        }
         let base = CONTEXT_BASE_ALLOCATION.as_bytes();
         if OptionCode::from_wire(option) == OptionCode::ListMetaContext {
             let all = req.queries.is_empty();
@@ -1072,14 +1099,57 @@ mod tests {
     fn too_many_options_disconnect() {
         let (mut n, _) = start(3);
         let mut i = Vec::new();
-        for _ in 0..MAX_OPTIONS {
+        for _ in 0..MAX_OPTIONS - 1 {
             encode_option(&mut i, 99, &[]);
         }
         let (out, w) = run(&mut n, &i);
         assert_eq!(w, Want::Read);
-        assert_eq!(replies(&out).len(), MAX_OPTIONS);
+        assert_eq!(replies(&out).len(), MAX_OPTIONS - 1);
+        // The last one allowed is answered, then the connection ends.
+        let mut i = Vec::new();
+        encode_option(&mut i, 99, &[]);
+        let (out, w) = run(&mut n, &i);
+        assert_eq!(replies(&out).len(), 1);
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn list_allows_more_options_per_export() {
+        let (mut n, _) = start(3);
         let mut i = Vec::new();
         encode_option(&mut i, opt::LIST, &[]);
+        // Two exports listed: 32 more options each.
+        for _ in 0..MAX_OPTIONS * 3 - 2 {
+            encode_option(&mut i, 99, &[]);
+        }
+        let (_, w) = run(&mut n, &i);
+        assert_eq!(w, Want::Read);
+        let (_, w) = run(&mut n, &go(b"a", vec![]));
+        assert_eq!(w, Want::Done);
+    }
+
+    #[test]
+    fn absurd_option_length_disconnects_at_once() {
+        let (mut n, _) = start(3);
+        let mut i = Vec::new();
+        OptionHeader {
+            option: opt::LIST,
+            len: MAX_OPTION_DRAIN as u32 + 1,
+        }
+        .encode(&mut i);
+        let (out, w) = run(&mut n, &i);
+        assert!(out.is_empty());
+        assert_eq!(w, Want::Closed);
+    }
+
+    #[test]
+    fn nul_in_names_is_invalid() {
+        let (mut n, _) = start(3);
+        let (out, w) = run(&mut n, &go(b"a\0", vec![]));
+        assert_eq!(w, Want::Read);
+        assert_eq!(replies(&out)[0].1, rep::ERR_INVALID);
+        let mut i = Vec::new();
+        encode_option(&mut i, opt::EXPORT_NAME, b"a\0");
         let (out, w) = run(&mut n, &i);
         assert!(out.is_empty());
         assert_eq!(w, Want::Closed);

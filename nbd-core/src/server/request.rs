@@ -5,16 +5,14 @@
 //!
 //! Decisions where proto.md leaves room:
 //!
-//! - A WRITE whose length exceeds `MAX_REQUEST_LEN` (32 MiB) is refused
-//!   with EINVAL; its payload is drained (read and discarded in small
-//!   pieces) when it is at most `MAX_DRAIN_LEN` (64 MiB, libnbd's largest
-//!   request), and the connection is closed when it is larger, because
-//!   keeping the stream in sync would cost reading up to 4 GiB.
-//! - Zero-length READ, WRITE, TRIM, WRITE_ZEROES and CACHE within the
-//!   export succeed without calling the backend; a zero-length
-//!   BLOCK_STATUS fails with EINVAL (its reply could not describe anything).
-//! - Out-of-range requests fail with ENOSPC for WRITE, TRIM and
-//!   WRITE_ZEROES, EINVAL for the others.
+//! - A WRITE whose length exceeds `MAX_REQUEST_LEN` (64 MiB, libnbd's
+//!   largest request) closes the connection: proto.md lets a server
+//!   disconnect, and keeping the stream in sync would cost reading (and
+//!   throwing away) up to 4 GiB. A READ that long fails with EINVAL.
+//! - As in nbdkit, a request must cover at least one byte: zero-length
+//!   and out-of-range requests fail with ENOSPC for WRITE and
+//!   WRITE_ZEROES, EINVAL for the others (READ, TRIM, CACHE,
+//!   BLOCK_STATUS). FLUSH must have offset and length 0.
 //! - With extended headers, TRIM, WRITE_ZEROES and CACHE may cover more
 //!   than 4 GiB. The [`Backend`] takes 32-bit counts (as nbdkit's plugin
 //!   API does), so such a request runs as consecutive pieces of
@@ -40,9 +38,6 @@ use crate::wire::{CmdFlags, Command};
 
 use super::backend::{Backend, Error, Extents, ZeroFlags};
 use super::negotiate::Negotiated;
-
-/// Largest WRITE payload that is drained rather than closing the connection.
-pub const MAX_DRAIN_LEN: u32 = 2 * MAX_REQUEST_LEN;
 
 /// Largest BLOCK_STATUS payload we read: the effect length and 1022
 /// context ids, far more than the one context we serve.
@@ -90,9 +85,11 @@ pub enum Payload {
     None,
     /// A WRITE payload of this many bytes, to be read into a buffer.
     Receive(u32),
-    /// A WRITE payload too large to accept: read and discard it.
+    /// A payload the command cannot take (NBD_CMD_FLAG_PAYLOAD_LEN on a
+    /// command other than WRITE or BLOCK_STATUS, or too long for
+    /// BLOCK_STATUS): read and discard it.
     Discard(u32),
-    /// A WRITE payload too large even to discard: close the connection.
+    /// A payload longer than any request may carry: close the connection.
     Disconnect,
 }
 
@@ -109,7 +106,7 @@ pub fn payload(h: &RequestHeader, t: &TxContext) -> Payload {
         || (is_bs && h.length <= u64::from(MAX_BLOCK_STATUS_PAYLOAD))
     {
         Payload::Receive(h.length as u32)
-    } else if h.length <= u64::from(MAX_DRAIN_LEN) {
+    } else if !is_write && h.length <= u64::from(MAX_REQUEST_LEN) {
         Payload::Discard(h.length as u32)
     } else {
         Payload::Disconnect
@@ -245,16 +242,19 @@ pub fn validate(h: &RequestHeader, t: &TxContext) -> Result<(), Error> {
     if matches!(k, Read | Write) && h.length > u64::from(MAX_REQUEST_LEN) {
         return invalid(EINVAL, "request too large");
     }
+    // nbdkit's errno for a range it cannot serve: ENOSPC for the
+    // commands that store data or zeroes, EINVAL for the others.
+    let range_errno = if matches!(k, Write | WriteZeroes) {
+        ENOSPC
+    } else {
+        EINVAL
+    };
+    if h.length == 0 {
+        return invalid(range_errno, "zero-length request");
+    }
     let end = h.offset.checked_add(h.length);
     if !matches!(end, Some(e) if e <= t.size) {
-        return if writes {
-            invalid(ENOSPC, "request beyond the end of the export")
-        } else {
-            invalid(EINVAL, "request beyond the end of the export")
-        };
-    }
-    if k == BlockStatus && h.length == 0 {
-        return invalid(EINVAL, "zero-length BLOCK_STATUS");
+        return invalid(range_errno, "request beyond the end of the export");
     }
     Ok(())
 }
@@ -410,10 +410,19 @@ mod tests {
         assert_eq!(errno(hdr(cmd::CACHE, 0, size, 1), &t), EINVAL);
         assert_eq!(errno(hdr(cmd::BLOCK_STATUS, 0, size, 1), &t), EINVAL);
         assert_eq!(errno(hdr(cmd::WRITE, 0, size, 1), &t), ENOSPC);
-        assert_eq!(errno(hdr(cmd::TRIM, 0, size - 1, 2), &t), ENOSPC);
+        assert_eq!(errno(hdr(cmd::TRIM, 0, size - 1, 2), &t), EINVAL);
         assert_eq!(errno(hdr(cmd::WRITE_ZEROES, 0, u64::MAX, 2), &t), ENOSPC);
-        assert_eq!(errno(hdr(cmd::READ, 0, size, 0), &t), 0);
-        assert_eq!(errno(hdr(cmd::BLOCK_STATUS, 0, 0, 0), &t), EINVAL);
+        // Zero length, as nbdkit.
+        for (k, e) in [
+            (cmd::READ, EINVAL),
+            (cmd::WRITE, ENOSPC),
+            (cmd::TRIM, EINVAL),
+            (cmd::CACHE, EINVAL),
+            (cmd::WRITE_ZEROES, ENOSPC),
+            (cmd::BLOCK_STATUS, EINVAL),
+        ] {
+            assert_eq!(errno(hdr(k, 0, 0, 0), &t), e, "command {k}");
+        }
         // Too large.
         let big = ctx(ALL_CAPS);
         let big = TxContext {
@@ -477,11 +486,11 @@ mod tests {
             Payload::Receive(512)
         );
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, max + 1), &t),
-            Payload::Discard(MAX_REQUEST_LEN + 1)
+            payload(&hdr(cmd::WRITE, 0, 0, max), &t),
+            Payload::Receive(MAX_REQUEST_LEN)
         );
         assert_eq!(
-            payload(&hdr(cmd::WRITE, 0, 0, u64::from(MAX_DRAIN_LEN) + 1), &t),
+            payload(&hdr(cmd::WRITE, 0, 0, max + 1), &t),
             Payload::Disconnect
         );
         // PAYLOAD_LEN means a payload only with extended headers.

@@ -52,9 +52,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
+        Server::start_bin(Path::new(BIN), args)
+    }
+
+    /// As `start`, for another nbdkit binary (Debian's, to compare).
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Server {
         let dir = TempDir::new("srv");
         let sock = dir.path().join("sock");
-        let child = Command::new(BIN)
+        let child = Command::new(bin)
             .arg("-f")
             .arg("-U")
             .arg(&sock)
@@ -181,6 +186,16 @@ impl Client {
     /// Handshake with GO on the default export.
     pub fn connect(mut s: UnixStream, structured: bool, meta: bool) -> Client {
         greet(&mut s, client_flags::ALL);
+        Client::negotiate(s, structured, meta)
+    }
+
+    /// GO with structured replies and base:allocation, on a connection
+    /// already greeted (and perhaps with options behind it).
+    pub fn connect_after_greeting(s: UnixStream) -> Client {
+        Client::negotiate(s, true, true)
+    }
+
+    fn negotiate(mut s: UnixStream, structured: bool, meta: bool) -> Client {
         if structured {
             send_option(&mut s, opt::STRUCTURED_REPLY, &[]);
             assert_eq!(option_reply(&mut s).1, rep::ACK);
