@@ -87,6 +87,72 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))
 }
 
+/// One command line of the control protocol, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Query,
+    /// At most this many blocks per request to the remote; 0: the default.
+    CacheAll(u64),
+    Switch {
+        force: bool,
+    },
+    Reconnect {
+        host: String,
+        port: u16,
+        export: String,
+    },
+}
+
+impl Request {
+    /// Reads one command line (its `\n` included or not). The error is
+    /// the message sent back after `error: `.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("not a port number: {p}"))
+        };
+        Ok(match words.as_slice() {
+            ["query"] => Request::Query,
+            ["cache-all"] => Request::CacheAll(0),
+            ["cache-all", n] => match n.parse::<u64>() {
+                Ok(n) if n > 0 => Request::CacheAll(n),
+                _ => return Err(format!("not a block count: {n}")),
+            },
+            ["switch"] => Request::Switch { force: false },
+            ["switch", "force"] => Request::Switch { force: true },
+            ["reconnect", host, p] => Request::Reconnect {
+                host: host.to_string(),
+                port: port(p)?,
+                export: String::new(),
+            },
+            ["reconnect", host, p, export] => Request::Reconnect {
+                host: host.to_string(),
+                port: port(p)?,
+                export: export.to_string(),
+            },
+            _ => return Err(format!("unknown command: {}", line.trim())),
+        })
+    }
+
+    /// The line that asks for this request, without its `\n`.
+    pub fn line(&self) -> String {
+        match self {
+            Request::Query => "query".into(),
+            Request::CacheAll(0) => "cache-all".into(),
+            Request::CacheAll(n) => format!("cache-all {n}"),
+            Request::Switch { force: false } => "switch".into(),
+            Request::Switch { force: true } => "switch force".into(),
+            Request::Reconnect { host, port, export } if export.is_empty() => {
+                format!("reconnect {host} {port}")
+            }
+            Request::Reconnect { host, port, export } => {
+                format!("reconnect {host} {port} {export}")
+            }
+        }
+    }
+}
+
 impl Control {
     /// Serves control clients forever, each on its own thread.
     pub fn serve(self: Arc<Self>, l: UnixListener) {
@@ -114,19 +180,12 @@ impl Control {
             return;
         }
         let mut out = s;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let r = match words.as_slice() {
-            ["query"] => self.query(&mut out),
-            ["cache-all"] => self.cache_all(&mut out, 0),
-            ["cache-all", n] => match n.parse::<u64>() {
-                Ok(n) if n > 0 => self.cache_all(&mut out, n),
-                _ => Err(format!("not a block count: {n}")),
-            },
-            ["switch"] => self.cache.switch(false),
-            ["switch", "force"] => self.cache.switch(true),
-            ["reconnect", host, port] => self.reconnect(host, port, ""),
-            ["reconnect", host, port, export] => self.reconnect(host, port, export),
-            _ => Err(format!("unknown command: {}", line.trim())),
+        let r = match Request::parse(&line) {
+            Ok(Request::Query) => self.query(&mut out),
+            Ok(Request::CacheAll(n)) => self.cache_all(&mut out, n),
+            Ok(Request::Switch { force }) => self.cache.switch(force),
+            Ok(Request::Reconnect { host, port, export }) => self.reconnect(&host, port, &export),
+            Err(e) => Err(e),
         };
         let last = match r {
             Ok(()) => "ok\n".to_string(),
@@ -135,10 +194,7 @@ impl Control {
         let _ = out.write_all(last.as_bytes());
     }
 
-    fn reconnect(&self, host: &str, port: &str, export: &str) -> Result<(), String> {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("not a port number: {port}"))?;
+    fn reconnect(&self, host: &str, port: u16, export: &str) -> Result<(), String> {
         let mut p = crate::params::Params::new(
             "nbd",
             vec![
@@ -206,5 +262,48 @@ impl Control {
             return Err(format!("{} of {m} blocks are still missing", m - n));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::Request;
+
+    #[test]
+    fn lines_read_as_requests_and_back() {
+        for (line, r) in [
+            ("query\n", Request::Query),
+            ("cache-all", Request::CacheAll(0)),
+            ("cache-all 16\n", Request::CacheAll(16)),
+            ("switch", Request::Switch { force: false }),
+            ("switch force\n", Request::Switch { force: true }),
+            (
+                "reconnect h 10809",
+                Request::Reconnect {
+                    host: "h".into(),
+                    port: 10809,
+                    export: String::new(),
+                },
+            ),
+            (
+                "reconnect h 1 disk\n",
+                Request::Reconnect {
+                    host: "h".into(),
+                    port: 1,
+                    export: "disk".into(),
+                },
+            ),
+        ] {
+            assert_eq!(Request::parse(line).as_ref(), Ok(&r), "{line:?}");
+            assert_eq!(Request::parse(&r.line()), Ok(r));
+        }
+        for (line, err) in [
+            ("cache-all 0", "not a block count: 0"),
+            ("reconnect h 65536", "not a port number: 65536"),
+            ("switch now\n", "unknown command: switch now"),
+            ("", "unknown command: "),
+        ] {
+            assert_eq!(Request::parse(line), Err(err.to_string()), "{line:?}");
+        }
     }
 }
