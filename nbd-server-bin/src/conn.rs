@@ -651,10 +651,15 @@ fn worker(conn: &Arc<Conn>) {
             spawn_worker(conn);
         }
 
-        let buf_len = if h.kind == cmd::READ || h.kind == cmd::WRITE {
-            len
-        } else {
-            0
+        // The data buffer this request needs: a valid READ's reply, or
+        // the WRITE payload just received. An invalid READ (too large, past
+        // the end) is answered with an error and needs none; sizing the
+        // buffer by its length would let a client make every worker hold
+        // up to 4 GiB.
+        let buf_len = match h.kind {
+            cmd::READ if valid.is_ok() => len,
+            cmd::WRITE if matches!(request::payload(&h), Payload::Receive(_)) => len,
+            _ => 0,
         };
         if data.len() < buf_len {
             data.resize(buf_len, 0);
@@ -926,6 +931,59 @@ mod tests {
             &log[1..],
             ["open 7 a", "close 7", "open 7 b", "close 7", "open 7 b", "close 7"]
         );
+    }
+
+    /// Resident memory of this process, in bytes.
+    fn resident() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Found by fuzz/ (server_stream): an invalid READ (here 1.5 GiB,
+    /// over the maximum) is answered with an error without the worker
+    /// growing its data buffer to the request's length, which it kept for
+    /// the connection's life (up to 4 GiB per worker).
+    #[test]
+    fn invalid_read_allocates_nothing() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks::default());
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let before = resident();
+        let len: u32 = 0x6000_0000;
+        let req = RequestHeader {
+            flags: 0,
+            kind: cmd::READ,
+            cookie: 1,
+            offset: 0,
+            length: len,
+        };
+        s.write_all(&req.encode()).unwrap();
+        let mut r = [0u8; 16];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(r[..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_ne!(
+            u32::from_be_bytes(r[4..8].try_into().unwrap()),
+            0,
+            "an error"
+        );
+        // The connection (and its worker's buffer) is still alive here.
+        let grown = resident().saturating_sub(before);
+        assert!(
+            grown < u64::from(len) / 4,
+            "resident memory grew by {grown} bytes"
+        );
+        drop(s);
+        h.join().unwrap();
     }
 
     #[test]
