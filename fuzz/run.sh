@@ -32,7 +32,7 @@ for t in $targets; do
   echo "fuzz: $t for ${secs}s"
   if ! cargo $tc fuzz run $build -s "$san" "$t" "work/$t" "corpus/$t" -- \
       -max_total_time="$secs" -dict=nbd.dict -timeout=30 \
-      -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1 \
+      -malloc_limit_mb=256 -rss_limit_mb=1024 -print_final_stats=1 \
       $FUZZ_FLAGS >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $t FAILED (log: fuzz/$log, reproducer in fuzz/artifacts/$t/)" >&2

@@ -212,6 +212,20 @@ struct RequestReader {
 const READ_BUF: usize = 64 * 1024;
 
 impl RequestReader {
+    /// Reads a request header; `Ok(false)` when the client closed its end
+    /// before the first byte of one (a clean end, unlike a cut header).
+    fn read_header(&mut self, dst: &mut [u8]) -> io::Result<bool> {
+        if self.pos == self.end {
+            let r = retry(|| self.f.read(&mut self.buf))?;
+            if r == 0 {
+                return Ok(false);
+            }
+            self.pos = 0;
+            self.end = r;
+        }
+        self.read_exact(dst).map(|()| true)
+    }
+
     fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
         let n = (self.end - self.pos).min(dst.len());
         dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -594,13 +608,24 @@ fn worker(conn: &Arc<Conn>) {
         if conn.dead.load(Ordering::SeqCst) {
             break;
         }
-        if let Err(e) = rd.read_exact(&mut hb) {
-            if e.kind() != io::ErrorKind::UnexpectedEof {
-                debug!(srv, "connection {}: read request: {e}", conn.id);
+        match rd.read_header(&mut hb) {
+            Ok(true) => {}
+            Ok(false) => {
+                // The client closed its end between requests: as after
+                // NBD_CMD_DISC (and as in nbdkit), the requests in flight
+                // finish and their replies are sent.
+                conn.dead.store(true, Ordering::SeqCst);
+                debug!(srv, "connection {}: client closed its end", conn.id);
+                break;
             }
-            drop(rd);
-            conn.kill();
-            break;
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    debug!(srv, "connection {}: read request: {e}", conn.id);
+                }
+                drop(rd);
+                conn.kill();
+                break;
+            }
         }
         let h = match RequestHeader::decode(&hb) {
             Ok(h) => h,
@@ -755,12 +780,15 @@ mod tests {
     struct Hooks {
         refuse_preconnect: bool,
         refuse_open: bool,
+        /// How long each read takes.
+        read_delay: std::time::Duration,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     /// The handle of one connection: logs its close when dropped.
     struct HooksHandle {
         id: u64,
+        read_delay: std::time::Duration,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
@@ -769,6 +797,7 @@ mod tests {
             Ok(4096)
         }
         fn pread(&self, buf: &mut [u8], _: u64) -> nbd_core::server::backend::Result<()> {
+            std::thread::sleep(self.read_delay);
             buf.fill(0);
             Ok(())
         }
@@ -802,6 +831,7 @@ mod tests {
             }
             Ok(Box::new(HooksHandle {
                 id: info.id,
+                read_delay: self.read_delay,
                 log: Arc::clone(&self.log),
             }))
         }
@@ -931,6 +961,41 @@ mod tests {
             &log[1..],
             ["open 7 a", "close 7", "open 7 b", "close 7", "open 7 b", "close 7"]
         );
+    }
+
+    /// Found writing fuzz/'s server_stream checker: a client that sends its requests
+    /// and then closes its end (shutdown SHUT_WR) still gets every reply,
+    /// as after NBD_CMD_DISC and as nbdkit does. A second worker that read
+    /// the end of the stream used to shut the socket down while the first
+    /// was still serving, and that reply was lost.
+    #[test]
+    fn replies_are_sent_after_the_client_closes_its_end() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks {
+            read_delay: std::time::Duration::from_millis(300),
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let req = RequestHeader {
+            flags: 0,
+            kind: cmd::READ,
+            cookie: 9,
+            offset: 0,
+            length: 512,
+        };
+        s.write_all(&req.encode()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 16 + 512, "the reply to the READ");
+        assert_eq!(
+            u32::from_be_bytes(got[..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_eq!(&got[4..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        h.join().unwrap();
     }
 
     /// Resident memory of this process, in bytes.
