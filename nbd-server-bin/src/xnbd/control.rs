@@ -153,6 +153,22 @@ impl Request {
     }
 }
 
+/// The longest command line read; a longer one is refused, so a client
+/// that never sends a newline cannot make the server hold its bytes.
+pub const MAX_LINE: usize = 4096;
+
+/// Reads the client's command line, at most [`MAX_LINE`] bytes of it.
+fn read_command(rd: impl BufRead) -> Result<String, String> {
+    let mut line = Vec::new();
+    rd.take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?;
+    if line.len() > MAX_LINE {
+        return Err(format!("command line longer than {MAX_LINE} bytes"));
+    }
+    String::from_utf8(line).map_err(|_| "command line is not UTF-8".to_string())
+}
+
 impl Control {
     /// Serves control clients forever, each on its own thread.
     pub fn serve(self: Arc<Self>, l: UnixListener) {
@@ -171,16 +187,13 @@ impl Control {
     }
 
     fn handle(&self, s: UnixStream) {
-        let mut line = String::new();
-        let mut rd = BufReader::new(match s.try_clone() {
+        let rd = BufReader::new(match s.try_clone() {
             Ok(r) => r,
             Err(_) => return,
         });
-        if rd.read_line(&mut line).is_err() {
-            return;
-        }
+        let line = read_command(rd);
         let mut out = s;
-        let r = match Request::parse(&line) {
+        let r = match line.and_then(|l| Request::parse(&l)) {
             Ok(Request::Query) => self.query(&mut out),
             Ok(Request::CacheAll(n)) => self.cache_all(&mut out, n),
             Ok(Request::Switch { force }) => self.cache.switch(force),
@@ -267,7 +280,21 @@ impl Control {
 
 #[cfg(test)]
 mod request_tests {
-    use super::Request;
+    use super::{read_command, Request, MAX_LINE};
+
+    /// A client that sends no newline gets an error after MAX_LINE bytes
+    /// (the server used to read, and hold, the line until the client
+    /// stopped).
+    #[test]
+    fn command_lines_are_bounded() {
+        let endless = std::io::repeat(b'q');
+        let r = read_command(std::io::BufReader::new(endless));
+        assert_eq!(r, Err(format!("command line longer than {MAX_LINE} bytes")));
+        let long = format!("query{}\n", " ".repeat(MAX_LINE - 6));
+        assert_eq!(read_command(long.as_bytes()), Ok(long.clone()));
+        assert_eq!(read_command(&b"query\nrest"[..]), Ok("query\n".into()));
+        assert!(read_command(&b"\xff\n"[..]).is_err());
+    }
 
     #[test]
     fn lines_read_as_requests_and_back() {
