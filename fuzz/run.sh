@@ -34,7 +34,8 @@ for t in $targets; do
       -max_total_time="$secs" -dict=nbd.dict -timeout=30 \
       -malloc_limit_mb=256 -rss_limit_mb=1024 -print_final_stats=1 \
       $FUZZ_FLAGS >"$log" 2>&1; then
-    tail -40 "$log"
+    # Without the input's Debug dump, which can be long.
+    sed '/^Output of `std::fmt::Debug`:/,/^Reproduce with:/d' "$log" | grep -v '^ *[0-9]*: \|^ *at ' | tail -30 | cut -c1-2000
     echo "fuzz: $t FAILED (log: fuzz/$log, reproducer in fuzz/artifacts/$t/)" >&2
     exit 1
   fi
