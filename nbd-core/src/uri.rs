@@ -259,7 +259,11 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     };
     let url = url::Url::parse(&rest).map_err(|_| unparsable())?;
 
-    let path = url.path();
+    // The path as written, not url.path(): the url crate removes `.` and
+    // `..` segments (even as %2E), so `nbd://h/a/../b` would name export
+    // `b`. libnbd takes the path verbatim: that export is `a/../b`.
+    let tail = &s[after + auth_len..];
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
     let export = path.strip_prefix('/').unwrap_or(path);
     let export_name = c_string(
         percent_decode(export).ok_or_else(unparsable)?,
@@ -538,6 +542,32 @@ mod tests {
             host: c(host),
             port: c(port),
         }
+    }
+
+    /// Found by fuzz/ (uri): `.` and `..` path segments are part of the
+    /// export name, as in libnbd 1.14 (checked against it); they used to be
+    /// removed, so such a name rendered by nbd_get_uri did not parse back.
+    #[test]
+    fn dot_segments_are_part_of_the_export_name() {
+        for (uri, export) in [
+            ("nbd://h/a/./b", "a/./b"),
+            ("nbd://h/%2E%2E/x", "../x"),
+            ("nbd+unix:///a/../b?socket=/s", "a/../b"),
+            ("nbd://h/.", "."),
+            ("nbd://h//x", "/x"),
+        ] {
+            assert_eq!(ok(uri).export_name, c(export), "{uri}");
+        }
+        let u = ok("nbd://h/%2E%2E/x");
+        let parts = UriParts {
+            tls: false,
+            user: None,
+            export_name: u.export_name.to_bytes(),
+            tls_certificates: None,
+            tls_psk_file: None,
+        };
+        let again = ok(&render(&u.endpoint, &parts).unwrap());
+        assert_eq!(again.export_name, c("../x"));
     }
 
     #[test]
