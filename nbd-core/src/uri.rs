@@ -474,8 +474,11 @@ pub fn render(ep: &Endpoint, p: &UriParts<'_>) -> Result<String, Error> {
     match ep {
         Endpoint::Tcp { host, port } => {
             let h = host.to_bytes();
-            let host = if h.contains(&b':') {
-                // An IPv6 literal.
+            let ipv6 =
+                std::str::from_utf8(h).is_ok_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+            let host = if ipv6 {
+                // Bracketed. Any other name with a colon (a decoded %3A)
+                // has it percent-encoded below.
                 format!("[{}]", String::from_utf8_lossy(h))
             } else {
                 percent_encode(h, SUB_DELIMS)
@@ -568,6 +571,27 @@ mod tests {
         };
         let again = ok(&render(&u.endpoint, &parts).unwrap());
         assert_eq!(again.export_name, c("../x"));
+    }
+
+    /// Found by fuzz/ (uri): a host name with a colon that is not an IPv6
+    /// address (`%3a` decoded) was rendered bracketed, as `[xo9:e]`, which
+    /// does not parse. It is rendered percent-encoded now.
+    #[test]
+    fn a_host_name_with_a_colon_renders_back() {
+        let u = ok("nbd://xo9%3ae/e2");
+        assert_eq!(u.endpoint, tcp("xo9:e", "10809"));
+        let parts = UriParts {
+            tls: false,
+            user: None,
+            export_name: b"e2",
+            tls_certificates: None,
+            tls_psk_file: None,
+        };
+        let text = render(&u.endpoint, &parts).unwrap();
+        assert_eq!(text, "nbd://xo9%3Ae:10809/e2");
+        assert_eq!(ok(&text).endpoint, u.endpoint);
+        let v6 = render(&tcp("::1", "10809"), &parts).unwrap();
+        assert_eq!(v6, "nbd://[::1]:10809/e2");
     }
 
     #[test]
