@@ -10,6 +10,8 @@
 #   make check           deps, cargo test, staged install, C tests, interop
 #   make demo            connect a C program on our libnbd to our nbdkit
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
+#   make fuzz            every fuzz target for FUZZ_SECONDS (60) each (cargo-fuzz)
+#   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS (5) each
 #   make clean
 #
 # Standard variables are honoured: DESTDIR, PREFIX (alias prefix),
@@ -80,7 +82,7 @@ STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
 .PHONY: all cargo-build lib man install install-man uninstall uninstall-man stage check demo bench clean \
-        deps-build deps-test FORCE
+        deps-build deps-test fuzz fuzz-smoke FORCE
 
 all: lib man
 
@@ -223,6 +225,18 @@ demo: deps-build
 bench:
 	$(MAKE) --no-print-directory stage
 	$(TEST_ENV) bench/run.sh
+
+# Fuzzing (fuzz/, a cargo workspace of its own; needs `cargo install
+# cargo-fuzz`). See fuzz/run.sh for FUZZ_SANITIZER, FUZZ_TOOLCHAIN, ...
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_TARGETS       ?=
+
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(B)

@@ -350,7 +350,11 @@ pub fn parse(raw: &[u8]) -> Result<NbdUri, Error> {
     };
     let url = url::Url::parse(&rest).map_err(|_| unparsable())?;
 
-    let path = url.path();
+    // The path as written, not url.path(): the url crate removes `.` and
+    // `..` segments (even as %2E), so `nbd://h/a/../b` would name export
+    // `b`. libnbd takes the path verbatim: that export is `a/../b`.
+    let tail = &s[after + auth_len..];
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
     let export = path.strip_prefix('/').unwrap_or(path);
     let export_name = c_string(
         percent_decode(export).ok_or_else(unparsable)?,
@@ -626,8 +630,11 @@ pub fn render(ep: &Endpoint, p: &UriParts<'_>) -> Result<String, Error> {
     match ep {
         Endpoint::Tcp { host, port } => {
             let h = host.to_bytes();
-            let host = if h.contains(&b':') {
-                // An IPv6 literal.
+            let ipv6 =
+                std::str::from_utf8(h).is_ok_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+            let host = if ipv6 {
+                // Bracketed. Any other name with a colon (a decoded %3A)
+                // has it percent-encoded below.
                 format!("[{}]", String::from_utf8_lossy(h))
             } else {
                 percent_encode(h, SUB_DELIMS)
@@ -710,6 +717,53 @@ mod tests {
             host: c(host),
             port: c(port),
         }
+    }
+
+    /// Found by fuzz/ (uri): `.` and `..` path segments are part of the
+    /// export name, as in libnbd 1.14 (checked against it); they used to be
+    /// removed, so such a name rendered by nbd_get_uri did not parse back.
+    #[test]
+    fn dot_segments_are_part_of_the_export_name() {
+        for (uri, export) in [
+            ("nbd://h/a/./b", "a/./b"),
+            ("nbd://h/%2E%2E/x", "../x"),
+            ("nbd+unix:///a/../b?socket=/s", "a/../b"),
+            ("nbd://h/.", "."),
+            ("nbd://h//x", "/x"),
+        ] {
+            assert_eq!(ok(uri).export_name, c(export), "{uri}");
+        }
+        let u = ok("nbd://h/%2E%2E/x");
+        let parts = UriParts {
+            tls: false,
+            user: None,
+            export_name: u.export_name.to_bytes(),
+            tls_certificates: None,
+            tls_psk_file: None,
+        };
+        let again = ok(&render(&u.endpoint, &parts).unwrap());
+        assert_eq!(again.export_name, c("../x"));
+    }
+
+    /// Found by fuzz/ (uri): a host name with a colon that is not an IPv6
+    /// address (`%3a` decoded) was rendered bracketed, as `[xo9:e]`, which
+    /// does not parse. It is rendered percent-encoded now.
+    #[test]
+    fn a_host_name_with_a_colon_renders_back() {
+        let u = ok("nbd://xo9%3ae/e2");
+        assert_eq!(u.endpoint, tcp("xo9:e", "10809"));
+        let parts = UriParts {
+            tls: false,
+            user: None,
+            export_name: b"e2",
+            tls_certificates: None,
+            tls_psk_file: None,
+        };
+        let text = render(&u.endpoint, &parts).unwrap();
+        assert_eq!(text, "nbd://xo9%3Ae:10809/e2");
+        assert_eq!(ok(&text).endpoint, u.endpoint);
+        let v6 = render(&tcp("::1", "10809"), &parts).unwrap();
+        assert_eq!(v6, "nbd://[::1]:10809/e2");
     }
 
     #[test]

@@ -218,6 +218,20 @@ struct RequestReader {
 const READ_BUF: usize = 64 * 1024;
 
 impl RequestReader {
+    /// Reads a request header; `Ok(false)` when the client closed its end
+    /// before the first byte of one (a clean end, unlike a cut header).
+    fn read_header(&mut self, dst: &mut [u8]) -> io::Result<bool> {
+        if self.pos == self.end {
+            let r = retry(|| self.f.read(&mut self.buf))?;
+            if r == 0 {
+                return Ok(false);
+            }
+            self.pos = 0;
+            self.end = r;
+        }
+        self.read_exact(dst).map(|()| true)
+    }
+
     fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
         let n = (self.end - self.pos).min(dst.len());
         dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -624,13 +638,24 @@ fn worker(conn: &Arc<Conn>) {
         if conn.dead.load(Ordering::SeqCst) {
             break;
         }
-        if let Err(e) = rd.read_exact(&mut hb[..hlen]) {
-            if e.kind() != io::ErrorKind::UnexpectedEof {
-                debug!(srv, "connection {}: read request: {e}", conn.id);
+        match rd.read_header(&mut hb[..hlen]) {
+            Ok(true) => {}
+            Ok(false) => {
+                // The client closed its end between requests: as after
+                // NBD_CMD_DISC (and as in nbdkit), the requests in flight
+                // finish and their replies are sent.
+                conn.dead.store(true, Ordering::SeqCst);
+                debug!(srv, "connection {}: client closed its end", conn.id);
+                break;
             }
-            drop(rd);
-            conn.kill();
-            break;
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    debug!(srv, "connection {}: read request: {e}", conn.id);
+                }
+                drop(rd);
+                conn.kill();
+                break;
+            }
         }
         let h = if conn.ctx.extended_headers {
             RequestHeader::decode_extended(&hb)
@@ -830,12 +855,15 @@ mod tests {
     struct Hooks {
         refuse_preconnect: bool,
         refuse_open: bool,
+        /// How long each read takes.
+        read_delay: std::time::Duration,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     /// The handle of one connection: logs its close when dropped.
     struct HooksHandle {
         id: u64,
+        read_delay: std::time::Duration,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
@@ -844,6 +872,7 @@ mod tests {
             Ok(4096)
         }
         fn pread(&self, buf: &mut [u8], _: u64) -> nbd_core::server::backend::Result<()> {
+            std::thread::sleep(self.read_delay);
             buf.fill(0);
             Ok(())
         }
@@ -877,6 +906,7 @@ mod tests {
             }
             Ok(Box::new(HooksHandle {
                 id: info.id,
+                read_delay: self.read_delay,
                 log: Arc::clone(&self.log),
             }))
         }
@@ -1007,6 +1037,94 @@ mod tests {
             &log[1..],
             ["open 7 a", "close 7", "open 7 b", "close 7", "open 7 b", "close 7"]
         );
+    }
+
+    /// Found writing fuzz/'s server_stream checker: a client that sends its requests
+    /// and then closes its end (shutdown SHUT_WR) still gets every reply,
+    /// as after NBD_CMD_DISC and as nbdkit does. A second worker that read
+    /// the end of the stream used to shut the socket down while the first
+    /// was still serving, and that reply was lost.
+    #[test]
+    fn replies_are_sent_after_the_client_closes_its_end() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks {
+            read_delay: std::time::Duration::from_millis(300),
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let req = RequestHeader {
+            flags: 0,
+            kind: cmd::READ,
+            cookie: 9,
+            offset: 0,
+            length: 512,
+        };
+        s.write_all(&req.encode()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 16 + 512, "the reply to the READ");
+        assert_eq!(
+            u32::from_be_bytes(got[..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_eq!(&got[4..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        h.join().unwrap();
+    }
+
+    /// Resident memory of this process, in bytes.
+    fn resident() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Found by fuzz/ (server_stream): an invalid READ (here 1.5 GiB,
+    /// over the maximum) is answered with an error without the worker
+    /// growing its data buffer to the request's length, which it kept for
+    /// the connection's life (up to 4 GiB per worker).
+    #[test]
+    fn invalid_read_allocates_nothing() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks::default());
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let before = resident();
+        let len: u32 = 0x6000_0000;
+        let req = RequestHeader {
+            flags: 0,
+            kind: cmd::READ,
+            cookie: 1,
+            offset: 0,
+            length: u64::from(len),
+        };
+        s.write_all(&req.encode()).unwrap();
+        let mut r = [0u8; 16];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(r[..4].try_into().unwrap()),
+            SIMPLE_REPLY_MAGIC
+        );
+        assert_ne!(
+            u32::from_be_bytes(r[4..8].try_into().unwrap()),
+            0,
+            "an error"
+        );
+        // The connection (and its worker's buffer) is still alive here.
+        let grown = resident().saturating_sub(before);
+        assert!(
+            grown < u64::from(len) / 4,
+            "resident memory grew by {grown} bytes"
+        );
+        drop(s);
+        h.join().unwrap();
     }
 
     #[test]

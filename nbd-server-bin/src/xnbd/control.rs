@@ -87,6 +87,88 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))
 }
 
+/// One command line of the control protocol, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Query,
+    /// At most this many blocks per request to the remote; 0: the default.
+    CacheAll(u64),
+    Switch {
+        force: bool,
+    },
+    Reconnect {
+        host: String,
+        port: u16,
+        export: String,
+    },
+}
+
+impl Request {
+    /// Reads one command line (its `\n` included or not). The error is
+    /// the message sent back after `error: `.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("not a port number: {p}"))
+        };
+        Ok(match words.as_slice() {
+            ["query"] => Request::Query,
+            ["cache-all"] => Request::CacheAll(0),
+            ["cache-all", n] => match n.parse::<u64>() {
+                Ok(n) if n > 0 => Request::CacheAll(n),
+                _ => return Err(format!("not a block count: {n}")),
+            },
+            ["switch"] => Request::Switch { force: false },
+            ["switch", "force"] => Request::Switch { force: true },
+            ["reconnect", host, p] => Request::Reconnect {
+                host: host.to_string(),
+                port: port(p)?,
+                export: String::new(),
+            },
+            ["reconnect", host, p, export] => Request::Reconnect {
+                host: host.to_string(),
+                port: port(p)?,
+                export: export.to_string(),
+            },
+            _ => return Err(format!("unknown command: {}", line.trim())),
+        })
+    }
+
+    /// The line that asks for this request, without its `\n`.
+    pub fn line(&self) -> String {
+        match self {
+            Request::Query => "query".into(),
+            Request::CacheAll(0) => "cache-all".into(),
+            Request::CacheAll(n) => format!("cache-all {n}"),
+            Request::Switch { force: false } => "switch".into(),
+            Request::Switch { force: true } => "switch force".into(),
+            Request::Reconnect { host, port, export } if export.is_empty() => {
+                format!("reconnect {host} {port}")
+            }
+            Request::Reconnect { host, port, export } => {
+                format!("reconnect {host} {port} {export}")
+            }
+        }
+    }
+}
+
+/// The longest command line read; a longer one is refused, so a client
+/// that never sends a newline cannot make the server hold its bytes.
+pub const MAX_LINE: usize = 4096;
+
+/// Reads the client's command line, at most [`MAX_LINE`] bytes of it.
+fn read_command(rd: impl BufRead) -> Result<String, String> {
+    let mut line = Vec::new();
+    rd.take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?;
+    if line.len() > MAX_LINE {
+        return Err(format!("command line longer than {MAX_LINE} bytes"));
+    }
+    String::from_utf8(line).map_err(|_| "command line is not UTF-8".to_string())
+}
+
 impl Control {
     /// Serves control clients forever, each on its own thread.
     pub fn serve(self: Arc<Self>, l: UnixListener) {
@@ -105,28 +187,18 @@ impl Control {
     }
 
     fn handle(&self, s: UnixStream) {
-        let mut line = String::new();
-        let mut rd = BufReader::new(match s.try_clone() {
+        let rd = BufReader::new(match s.try_clone() {
             Ok(r) => r,
             Err(_) => return,
         });
-        if rd.read_line(&mut line).is_err() {
-            return;
-        }
+        let line = read_command(rd);
         let mut out = s;
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let r = match words.as_slice() {
-            ["query"] => self.query(&mut out),
-            ["cache-all"] => self.cache_all(&mut out, 0),
-            ["cache-all", n] => match n.parse::<u64>() {
-                Ok(n) if n > 0 => self.cache_all(&mut out, n),
-                _ => Err(format!("not a block count: {n}")),
-            },
-            ["switch"] => self.cache.switch(false),
-            ["switch", "force"] => self.cache.switch(true),
-            ["reconnect", host, port] => self.reconnect(host, port, ""),
-            ["reconnect", host, port, export] => self.reconnect(host, port, export),
-            _ => Err(format!("unknown command: {}", line.trim())),
+        let r = match line.and_then(|l| Request::parse(&l)) {
+            Ok(Request::Query) => self.query(&mut out),
+            Ok(Request::CacheAll(n)) => self.cache_all(&mut out, n),
+            Ok(Request::Switch { force }) => self.cache.switch(force),
+            Ok(Request::Reconnect { host, port, export }) => self.reconnect(&host, port, &export),
+            Err(e) => Err(e),
         };
         let last = match r {
             Ok(()) => "ok\n".to_string(),
@@ -135,10 +207,7 @@ impl Control {
         let _ = out.write_all(last.as_bytes());
     }
 
-    fn reconnect(&self, host: &str, port: &str, export: &str) -> Result<(), String> {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("not a port number: {port}"))?;
+    fn reconnect(&self, host: &str, port: u16, export: &str) -> Result<(), String> {
         let mut p = crate::params::Params::new(
             "nbd",
             vec![
@@ -206,5 +275,62 @@ impl Control {
             return Err(format!("{} of {m} blocks are still missing", m - n));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::{read_command, Request, MAX_LINE};
+
+    /// A client that sends no newline gets an error after MAX_LINE bytes
+    /// (the server used to read, and hold, the line until the client
+    /// stopped).
+    #[test]
+    fn command_lines_are_bounded() {
+        let endless = std::io::repeat(b'q');
+        let r = read_command(std::io::BufReader::new(endless));
+        assert_eq!(r, Err(format!("command line longer than {MAX_LINE} bytes")));
+        let long = format!("query{}\n", " ".repeat(MAX_LINE - 6));
+        assert_eq!(read_command(long.as_bytes()), Ok(long.clone()));
+        assert_eq!(read_command(&b"query\nrest"[..]), Ok("query\n".into()));
+        assert!(read_command(&b"\xff\n"[..]).is_err());
+    }
+
+    #[test]
+    fn lines_read_as_requests_and_back() {
+        for (line, r) in [
+            ("query\n", Request::Query),
+            ("cache-all", Request::CacheAll(0)),
+            ("cache-all 16\n", Request::CacheAll(16)),
+            ("switch", Request::Switch { force: false }),
+            ("switch force\n", Request::Switch { force: true }),
+            (
+                "reconnect h 10809",
+                Request::Reconnect {
+                    host: "h".into(),
+                    port: 10809,
+                    export: String::new(),
+                },
+            ),
+            (
+                "reconnect h 1 disk\n",
+                Request::Reconnect {
+                    host: "h".into(),
+                    port: 1,
+                    export: "disk".into(),
+                },
+            ),
+        ] {
+            assert_eq!(Request::parse(line).as_ref(), Ok(&r), "{line:?}");
+            assert_eq!(Request::parse(&r.line()), Ok(r));
+        }
+        for (line, err) in [
+            ("cache-all 0", "not a block count: 0"),
+            ("reconnect h 65536", "not a port number: 65536"),
+            ("switch now\n", "unknown command: switch now"),
+            ("", "unknown command: "),
+        ] {
+            assert_eq!(Request::parse(line), Err(err.to_string()), "{line:?}");
+        }
     }
 }
