@@ -12,6 +12,8 @@
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
 #   make clean
 #
+# PROFILE=debug (default release) builds the Rust code without optimisation.
+#
 # Standard variables are honoured: DESTDIR, PREFIX (alias prefix),
 # EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, INSTALL,
 # INSTALL_PROGRAM, INSTALL_DATA, CC, CFLAGS, LDFLAGS, CARGO, CARGOFLAGS,
@@ -43,15 +45,20 @@ CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 POD2MAN  ?= pod2man
 
-# The libnbd API level we implement: the Version in libnbd.pc.
-LIBNBD_VERSION ?= 1.14.2
+# The libnbd API level we implement: the Version in libnbd.pc, read from
+# the one place that sets it (nbd_get_version's string in nbd-capi).
+LIBNBD_VERSION ?= $(shell sed -n 's/^pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"\(.*\)\\0");/\1/p' nbd-capi/src/calls/info.rs)
 # Native libraries the Rust staticlib needs (Libs.private, static linking);
 # GnuTLS for TLS (nbd-capi/src/tls.rs).
 LIBS_PRIVATE ?= -lgnutls -lgcc_s -lutil -lrt -lpthread -lm -ldl
 SO_LIBS ?= -lgnutls -lpthread -ldl -lm -lgcc_s -lc
 
 # ---------------------------------------------------------------- artefacts
-RUST_OUT   := $(CARGO_TARGET_DIR)/release
+# PROFILE=debug builds without optimisation (quicker to compile, for
+# testing the install and packaging steps); release is the default.
+PROFILE    ?= release
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+RUST_OUT   := $(CARGO_TARGET_DIR)/$(PROFILE)
 STATICLIB  := $(RUST_OUT)/libnbd.a
 NBDKIT_BIN := $(RUST_OUT)/nbdkit
 SYMS       := nbd-capi/libnbd.syms
@@ -87,7 +94,7 @@ all: lib man
 cargo-build:
 	@command -v $(CARGO) >/dev/null || { \
 	  echo "error: $(CARGO) not found (install the Rust toolchain, or add ~/.cargo/bin to PATH)" >&2; exit 1; }
-	$(CARGO) build --release --workspace $(CARGOFLAGS)
+	$(CARGO) build $(CARGO_PROFILE_FLAG) --workspace $(CARGOFLAGS)
 	@test -f $(STATICLIB) || { echo "error: cargo did not produce $(STATICLIB)" >&2; exit 1; }
 	@for b in $(NBDKIT_BIN) $(RUST_OUT)/xnbd-server $(RUST_OUT)/xnbd-bgctl; do \
 	  test -f $$b || { echo "error: cargo did not produce $$b" >&2; exit 1; }; done
@@ -146,7 +153,7 @@ man:
 
 # The generator of the built-in plugins' and filters' pages
 # (nbd-server-bin/src/manpage.rs), built with the rest of the workspace.
-MANGEN      ?= $(CARGO) run --release -q -p nbd-server-bin --bin nbdkit-mangen $(CARGOFLAGS) --
+MANGEN      ?= $(CARGO) run $(CARGO_PROFILE_FLAG) -q -p nbd-server-bin --bin nbdkit-mangen $(CARGOFLAGS) --
 
 # Removes the pages named by man/ and MAN_OUT (not by pattern: Debian's
 # own nbdkit pages may live in the same MANDIR).
