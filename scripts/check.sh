@@ -10,6 +10,7 @@
 #  4. tests-c: compile checks, then every test run with our libnbd and with
 #     Debian's, each against our nbdkit and Debian's (our libnbd proves it
 #     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
+#  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage
 #  5. tests/interop/*.sh
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -139,6 +140,32 @@ if $staged; then
     want=$(grep -v '^#' "$ref" | sort)
     echo "    ABI coverage (information, not a test): $(comm -12 <(echo "$want") <(echo "$have") | grep -c .) of $(echo "$want" | grep -c .) libnbd $v symbols at their version node"
   done
+fi
+
+# run_script_test SCRIPT: run a test script that prints PASS/FAIL/SKIP
+# lines, count them, and fail if it died without saying why.
+run_script_test() {
+  local s=$1 log rc
+  log=$LOGS/$(basename "$(dirname "$s")")-$(basename "$s" .sh).log
+  echo "--- $s"
+  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
+  rc=$?
+  cat "$log"
+  n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
+  n_fail=$((n_fail + $(grep -c '^FAIL: ' "$log")))
+  n_skip=$((n_skip + $(grep -c '^SKIP: ' "$log")))
+  if [[ $rc -ne 0 ]] && ! grep -q '^FAIL: ' "$log"; then
+    fail "$s" "exit $rc without a FAIL line (timed out or crashed?); log $log"
+  fi
+}
+
+# Consumer projects (autoconf/automake, CMake, meson, LIBNBD_HAVE_*) built
+# against the staged install only, and run.
+section "consumer projects on the staged install"
+if $staged; then
+  run_script_test tests/consumers/run.sh
+else
+  skip "tests/consumers/run.sh" "no staged install: the build failed"
 fi
 
 # ------------------------------------------------------------------ 4. tests-c
@@ -326,17 +353,7 @@ for s in tests/interop/*.sh; do
   if ! $staged; then
     skip "$s" "no build of ours to test: make stage failed"; continue
   fi
-  log=$LOGS/interop-$(basename "$s" .sh).log
-  echo "--- $s"
-  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
-  rc=$?
-  cat "$log"
-  n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
-  n_fail=$((n_fail + $(grep -c '^FAIL: ' "$log")))
-  n_skip=$((n_skip + $(grep -c '^SKIP: ' "$log")))
-  if [[ $rc -ne 0 ]] && ! grep -q '^FAIL: ' "$log"; then
-    fail "$s" "exit $rc without a FAIL line (timed out or crashed?); log $log"
-  fi
+  run_script_test "$s"
 done
 
 echo
