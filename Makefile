@@ -15,7 +15,7 @@
 # PROFILE=debug (default release) builds the Rust code without optimisation.
 #
 # Standard variables are honoured: DESTDIR, PREFIX (alias prefix),
-# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, INSTALL,
+# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, BASHCOMPDIR, INSTALL,
 # INSTALL_PROGRAM, INSTALL_DATA, CC, CFLAGS, LDFLAGS, CARGO, CARGOFLAGS,
 # CARGO_TARGET_DIR.
 
@@ -30,6 +30,7 @@ INCLUDEDIR   ?= $(PREFIX)/include
 SBINDIR      ?= $(EXEC_PREFIX)/sbin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR       ?= $(PREFIX)/share/man
+BASHCOMPDIR  ?= $(PREFIX)/share/bash-completion/completions
 DESTDIR      ?=
 
 INSTALL         ?= install
@@ -86,10 +87,18 @@ XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib man install install-man uninstall uninstall-man stage check demo bench clean \
+.PHONY: all cargo-build lib man completion install install-man uninstall uninstall-man stage check demo bench clean \
         deps-build deps-test FORCE
 
-all: lib man
+all: lib man completion
+
+# nbdkit's bash completion: the template with the built-in plugins' and
+# filters' names and parameters, read from their generated manual pages.
+COMPLETION := $(B)/bash-completion/nbdkit
+completion: man
+	@mkdir -p $(B)/bash-completion
+	scripts/gen-nbdkit-completion.sh $(MAN_OUT) nbd-server-bin/completion/nbdkit.bash > $(COMPLETION).tmp
+	mv -f $(COMPLETION).tmp $(COMPLETION)
 
 cargo-build:
 	@command -v $(CARGO) >/dev/null || { \
@@ -165,7 +174,7 @@ uninstall-man:
 
 # `make && sudo make install` must not need cargo as root: install builds
 # only when the artefacts are missing (stage always builds first).
-INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN))),,all)
+INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN)),$(wildcard $(COMPLETION))),,all)
 
 # Every page of MAN_OUT goes to MANDIR/manS, S being its section.
 install-man: $(if $(wildcard $(MAN_OUT)/libnbd.3),,man)
@@ -187,6 +196,8 @@ install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
 	$(INSTALL_PROGRAM) $(NBDKIT_BIN) $(DESTDIR)$(SBINDIR)/nbdkit
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-server $(DESTDIR)$(SBINDIR)/xnbd-server
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-bgctl $(DESTDIR)$(SBINDIR)/xnbd-bgctl
+	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL_DATA) $(COMPLETION) $(DESTDIR)$(BASHCOMPDIR)/nbdkit
 	@# A real (non-DESTDIR) install as root refreshes the loader cache so
 	@# that the new libnbd.so.0 is found; packagers use DESTDIR.
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
@@ -197,7 +208,7 @@ uninstall: uninstall-man
 	  $(DESTDIR)$(LIBDIR)/libnbd.so $(DESTDIR)$(LIBDIR)/libnbd.a \
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
 	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
-	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl
+	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl $(DESTDIR)$(BASHCOMPDIR)/nbdkit
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 

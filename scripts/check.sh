@@ -10,7 +10,8 @@
 #  4. tests-c: compile checks, then every test run with our libnbd and with
 #     Debian's, each against our nbdkit and Debian's (our libnbd proves it
 #     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
-#  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage
+#  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage;
+#      tests/completion/run.sh: the installed bash completion for nbdkit
 #  5. tests/interop/*.sh
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -164,8 +165,10 @@ run_script_test() {
 section "consumer projects on the staged install"
 if $staged; then
   run_script_test tests/consumers/run.sh
+  run_script_test tests/completion/run.sh
 else
   skip "tests/consumers/run.sh" "no staged install: the build failed"
+  skip "tests/completion/run.sh" "no staged install: the build failed"
 fi
 
 # ------------------------------------------------------------------ 4. tests-c

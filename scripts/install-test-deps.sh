@@ -5,7 +5,8 @@
 # (man-db) for the manual page tests, compilers and pkg-config from
 # Debian, the build systems of the consumer projects (autoconf, automake,
 # CMake, meson, ninja: tests/consumers), the Debian packaging tools
-# (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), and the pinned
+# (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), bash-completion
+# (tests/completion), and the pinned
 # cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
@@ -16,7 +17,7 @@ set -euo pipefail
   openssh-server openssh-client libssh-4 perl man-db groff-base \
   liblzma-dev xz-utils cryptsetup-bin \
   autoconf automake cmake meson ninja-build \
-  dpkg-dev debhelper fakeroot lintian
+  dpkg-dev debhelper fakeroot lintian bash-completion
 
 CBINDGEN_VERSION=0.27.0
 cbindgen=${CBINDGEN:-$HOME/.cargo/bin/cbindgen}
