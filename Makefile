@@ -72,6 +72,11 @@ SO_NAME    := $(B)/lib/libnbd.so.0
 SO_DEV     := $(B)/lib/libnbd.so
 STATIC_OUT := $(B)/lib/libnbd.a
 PC_OUT     := $(B)/libnbd.pc
+# nbdkit-plugin-dev: our headers for C plugins and filters, and nbdkit.pc.
+NBDKIT_HEADERS := include/nbdkit-common.h include/nbdkit-plugin.h \
+                  include/nbdkit-filter.h include/nbdkit-version.h
+NBDKIT_PC_IN   := pkgconfig/nbdkit.pc.in
+NBDKIT_PC_OUT  := $(B)/nbdkit.pc
 
 # Manual pages. Their sources are POD: hand-written ones in man/NAME.S.pod,
 # generated ones (nbd_NAME.3.pod, from nbd-capi's API table) written by
@@ -136,6 +141,15 @@ $(PC_OUT): $(PC_IN) FORCE
 	    -e 's|@libs_private@|$(LIBS_PRIVATE)|g' \
 	    $(PC_IN) > $@.tmp && mv -f $@.tmp $@
 
+$(NBDKIT_PC_OUT): $(NBDKIT_PC_IN) FORCE
+	@mkdir -p $(B)
+	sed -e 's|@prefix@|$(PREFIX)|g' \
+	    -e 's|@exec_prefix@|$(EXEC_PREFIX)|g' \
+	    -e 's|@libdir@|$(LIBDIR)|g' \
+	    -e 's|@includedir@|$(INCLUDEDIR)|g' \
+	    -e 's|@nbdkit_version@|$(NBDKIT_VERSION)|g' \
+	    $(NBDKIT_PC_IN) > $@.tmp && mv -f $@.tmp $@
+
 # The pages are rewritten only when their POD changed, so that pod2man runs
 # only for those. The page's section is its file name's last extension.
 man:
@@ -184,7 +198,7 @@ install-man: $(if $(wildcard $(MAN_OUT)/libnbd.3),,man)
 	  $(INSTALL_DATA) $$page $(DESTDIR)$(MANDIR)/man$$section/ || exit 1; \
 	done; echo "installed the manual pages of $(MAN_OUT) under $(DESTDIR)$(MANDIR)"
 
-install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
+install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT) $(NBDKIT_PC_OUT)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(SBINDIR)
 	$(INSTALL_PROGRAM) $(SO_REAL) $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0
@@ -193,6 +207,8 @@ install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
 	$(INSTALL_DATA) $(STATIC_OUT) $(DESTDIR)$(LIBDIR)/libnbd.a
 	$(INSTALL_DATA) $(HEADER) $(DESTDIR)$(INCLUDEDIR)/libnbd.h
 	$(INSTALL_DATA) $(PC_OUT) $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc
+	$(INSTALL_DATA) $(NBDKIT_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL_DATA) $(NBDKIT_PC_OUT) $(DESTDIR)$(PKGCONFIGDIR)/nbdkit.pc
 	$(INSTALL_PROGRAM) $(NBDKIT_BIN) $(DESTDIR)$(SBINDIR)/nbdkit
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-server $(DESTDIR)$(SBINDIR)/xnbd-server
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-bgctl $(DESTDIR)$(SBINDIR)/xnbd-bgctl
@@ -207,6 +223,8 @@ uninstall: uninstall-man
 	rm -f $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0 $(DESTDIR)$(LIBDIR)/libnbd.so.0 \
 	  $(DESTDIR)$(LIBDIR)/libnbd.so $(DESTDIR)$(LIBDIR)/libnbd.a \
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(NBDKIT_HEADERS))) \
+	  $(DESTDIR)$(PKGCONFIGDIR)/nbdkit.pc \
 	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
 	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl $(DESTDIR)$(BASHCOMPDIR)/nbdkit
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \

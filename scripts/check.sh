@@ -11,7 +11,9 @@
 #     Debian's, each against our nbdkit and Debian's (our libnbd proves it
 #     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
 #  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage;
-#      tests/completion/run.sh: the installed bash completion for nbdkit
+#      tests/completion/run.sh: the installed bash completion for nbdkit;
+#      tests/plugin-headers/run.sh: our nbdkit-plugin.h/-filter.h against
+#      nbdkit 1.32.5's layout, and plugins built with them in Debian's nbdkit
 #  5. tests/interop/*.sh
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -166,9 +168,11 @@ section "consumer projects on the staged install"
 if $staged; then
   run_script_test tests/consumers/run.sh
   run_script_test tests/completion/run.sh
+  run_script_test tests/plugin-headers/run.sh
 else
   skip "tests/consumers/run.sh" "no staged install: the build failed"
   skip "tests/completion/run.sh" "no staged install: the build failed"
+  skip "tests/plugin-headers/run.sh" "no staged install: the build failed"
 fi
 
 # ------------------------------------------------------------------ 4. tests-c
