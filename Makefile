@@ -8,6 +8,7 @@
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib ...
 #   make uninstall
 #   make check           deps, cargo test, staged install, C tests, interop
+#   make deb             Debian packages in build/deb (debian/; README)
 #   make demo            connect a C program on our libnbd to our nbdkit
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
 #   make clean
@@ -92,7 +93,7 @@ XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib man completion install install-man uninstall uninstall-man stage check demo bench clean \
+.PHONY: all cargo-build lib man completion deb install install-man uninstall uninstall-man stage check demo bench clean \
         deps-build deps-test FORCE
 
 all: lib man completion
@@ -242,6 +243,25 @@ stage:
 TEST_ENV = REPO=$(CURDIR) MAKE="$(MAKE)" CC="$(CC)" CARGO="$(CARGO)" \
   OUR_NBDKIT=$(NBDKIT_BIN) STAGE=$(STAGE) OUR_LIBDIR=$(STAGE_LIBDIR) \
   TESTC_BIN=$(CURDIR)/$(B)/tests-c DEBIAN_NBDKIT=/usr/bin/nbdkit
+
+# Debian packages (debian/, README "Debian packages"): built by
+# dpkg-buildpackage from a copy of the tree in build/deb/src, so that its
+# outputs (the .debs, .buildinfo, .changes) land in build/deb and not
+# beside the repository. Their own cargo target directory keeps the
+# copy's build apart from this tree's.
+DEB_DIR              := $(CURDIR)/$(B)/deb
+DEB_CARGO_TARGET_DIR ?= $(DEB_DIR)/target
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || { \
+	  echo "error: dpkg-buildpackage and debhelper are needed (apt-get install dpkg-dev debhelper fakeroot)" >&2; exit 1; }
+	rm -rf $(DEB_DIR)/src
+	rm -f $(DEB_DIR)/*.deb $(DEB_DIR)/*.ddeb $(DEB_DIR)/*.buildinfo $(DEB_DIR)/*.changes
+	mkdir -p $(DEB_DIR)/src
+	tar --exclude=./target --exclude=./build --exclude=./.git -cf - . | tar -xf - -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	  CARGO_TARGET_DIR=$(DEB_CARGO_TARGET_DIR) NBDRS_PROFILE=$(PROFILE) \
+	  dpkg-buildpackage -b -us -uc
+	@ls -1 $(DEB_DIR)/*.deb
 
 deps-build:
 	scripts/install-build-deps.sh
