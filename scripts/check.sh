@@ -13,7 +13,8 @@
 #  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage;
 #      tests/completion/run.sh: the installed bash completion for nbdkit;
 #      tests/plugin-headers/run.sh: our nbdkit-plugin.h/-filter.h against
-#      nbdkit 1.32.5's layout, and plugins built with them in Debian's nbdkit
+#      nbdkit 1.32.5's layout, and plugins built with them in Debian's nbdkit;
+#      tests/conventions/run.sh: --version and --help formats
 #  5. tests/interop/*.sh
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -169,10 +170,12 @@ if $staged; then
   run_script_test tests/consumers/run.sh
   run_script_test tests/completion/run.sh
   run_script_test tests/plugin-headers/run.sh
+  run_script_test tests/conventions/run.sh
 else
   skip "tests/consumers/run.sh" "no staged install: the build failed"
   skip "tests/completion/run.sh" "no staged install: the build failed"
   skip "tests/plugin-headers/run.sh" "no staged install: the build failed"
+  skip "tests/conventions/run.sh" "no staged install: the build failed"
 fi
 
 # ------------------------------------------------------------------ 4. tests-c
