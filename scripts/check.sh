@@ -73,7 +73,8 @@ if $staged; then
   missing=()
   for f in usr/lib/libnbd.so.0.0.0 usr/lib/libnbd.so.0 usr/lib/libnbd.so \
            usr/lib/libnbd.a usr/include/libnbd.h usr/lib/pkgconfig/libnbd.pc \
-           usr/sbin/nbdkit; do
+           usr/sbin/nbdkit usr/include/nbdkit-plugin.h usr/include/nbdkit-filter.h \
+           usr/lib/pkgconfig/nbdkit.pc usr/share/bash-completion/completions/nbdkit; do
     [[ -e $STAGE/$f ]] || missing+=("$f")
   done
   [[ $(readlink "$STAGE/usr/lib/libnbd.so.0") == libnbd.so.0.0.0 ]] ||
