@@ -91,7 +91,7 @@ fi
 
 # ------------------------------------------------------------ lintian
 if command -v lintian >/dev/null; then
-  lintian --no-tag-display-limit "${deb_of[@]}" >"$TMP/lintian.log" 2>&1
+  lintian --tag-display-limit 0 "${deb_of[@]}" >"$TMP/lintian.log" 2>&1
   errors=$(grep -c '^E: ' "$TMP/lintian.log")
   if [[ $errors -eq 0 ]]; then
     pass "lintian: no error on the ${#deb_of[@]} packages ($(grep -c '^W: ' "$TMP/lintian.log") warnings)"
