@@ -8,14 +8,17 @@
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib ...
 #   make uninstall
 #   make check           deps, cargo test, staged install, C tests, interop
+#   make deb             Debian packages in build/deb (debian/; README)
 #   make demo            connect a C program on our libnbd to our nbdkit
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
 #   make fuzz            every fuzz target for FUZZ_SECONDS (60) each (cargo-fuzz)
 #   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS (5) each
 #   make clean
 #
+# PROFILE=debug (default release) builds the Rust code without optimisation.
+#
 # Standard variables are honoured: DESTDIR, PREFIX (alias prefix),
-# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, INSTALL,
+# EXEC_PREFIX, LIBDIR, INCLUDEDIR, SBINDIR, PKGCONFIGDIR, MANDIR, BASHCOMPDIR, INSTALL,
 # INSTALL_PROGRAM, INSTALL_DATA, CC, CFLAGS, LDFLAGS, CARGO, CARGOFLAGS,
 # CARGO_TARGET_DIR.
 
@@ -30,6 +33,7 @@ INCLUDEDIR   ?= $(PREFIX)/include
 SBINDIR      ?= $(EXEC_PREFIX)/sbin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 MANDIR       ?= $(PREFIX)/share/man
+BASHCOMPDIR  ?= $(PREFIX)/share/bash-completion/completions
 DESTDIR      ?=
 
 INSTALL         ?= install
@@ -45,15 +49,20 @@ CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 POD2MAN  ?= pod2man
 
-# The libnbd API level we implement: the Version in libnbd.pc.
-LIBNBD_VERSION ?= 1.14.2
+# The libnbd API level we implement: the Version in libnbd.pc, read from
+# the one place that sets it (nbd_get_version's string in nbd-capi).
+LIBNBD_VERSION ?= $(shell sed -n 's/^pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"\(.*\)\\0");/\1/p' nbd-capi/src/calls/info.rs)
 # Native libraries the Rust staticlib needs (Libs.private, static linking);
 # GnuTLS for TLS (nbd-capi/src/tls.rs).
 LIBS_PRIVATE ?= -lgnutls -lgcc_s -lutil -lrt -lpthread -lm -ldl
 SO_LIBS ?= -lgnutls -lpthread -ldl -lm -lgcc_s -lc
 
 # ---------------------------------------------------------------- artefacts
-RUST_OUT   := $(CARGO_TARGET_DIR)/release
+# PROFILE=debug builds without optimisation (quicker to compile, for
+# testing the install and packaging steps); release is the default.
+PROFILE    ?= release
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+RUST_OUT   := $(CARGO_TARGET_DIR)/$(PROFILE)
 STATICLIB  := $(RUST_OUT)/libnbd.a
 NBDKIT_BIN := $(RUST_OUT)/nbdkit
 SYMS       := nbd-capi/libnbd.syms
@@ -66,6 +75,11 @@ SO_NAME    := $(B)/lib/libnbd.so.0
 SO_DEV     := $(B)/lib/libnbd.so
 STATIC_OUT := $(B)/lib/libnbd.a
 PC_OUT     := $(B)/libnbd.pc
+# nbdkit-plugin-dev: our headers for C plugins and filters, and nbdkit.pc.
+NBDKIT_HEADERS := include/nbdkit-common.h include/nbdkit-plugin.h \
+                  include/nbdkit-filter.h include/nbdkit-version.h
+NBDKIT_PC_IN   := pkgconfig/nbdkit.pc.in
+NBDKIT_PC_OUT  := $(B)/nbdkit.pc
 
 # Manual pages. Their sources are POD: hand-written ones in man/NAME.S.pod,
 # generated ones (nbd_NAME.3.pod, from nbd-capi's API table) written by
@@ -81,15 +95,23 @@ XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib man install install-man uninstall uninstall-man stage check demo bench clean \
+.PHONY: all cargo-build lib man completion deb install install-man uninstall uninstall-man stage check demo bench clean \
         deps-build deps-test fuzz fuzz-smoke FORCE
 
-all: lib man
+all: lib man completion
+
+# nbdkit's bash completion: the template with the built-in plugins' and
+# filters' names and parameters, read from their generated manual pages.
+COMPLETION := $(B)/bash-completion/nbdkit
+completion: man
+	@mkdir -p $(B)/bash-completion
+	scripts/gen-nbdkit-completion.sh $(MAN_OUT) nbd-server-bin/completion/nbdkit.bash > $(COMPLETION).tmp
+	mv -f $(COMPLETION).tmp $(COMPLETION)
 
 cargo-build:
 	@command -v $(CARGO) >/dev/null || { \
 	  echo "error: $(CARGO) not found (install the Rust toolchain, or add ~/.cargo/bin to PATH)" >&2; exit 1; }
-	$(CARGO) build --release --workspace $(CARGOFLAGS)
+	$(CARGO) build $(CARGO_PROFILE_FLAG) --workspace $(CARGOFLAGS)
 	@test -f $(STATICLIB) || { echo "error: cargo did not produce $(STATICLIB)" >&2; exit 1; }
 	@for b in $(NBDKIT_BIN) $(RUST_OUT)/xnbd-server $(RUST_OUT)/xnbd-bgctl; do \
 	  test -f $$b || { echo "error: cargo did not produce $$b" >&2; exit 1; }; done
@@ -122,6 +144,15 @@ $(PC_OUT): $(PC_IN) FORCE
 	    -e 's|@libs_private@|$(LIBS_PRIVATE)|g' \
 	    $(PC_IN) > $@.tmp && mv -f $@.tmp $@
 
+$(NBDKIT_PC_OUT): $(NBDKIT_PC_IN) FORCE
+	@mkdir -p $(B)
+	sed -e 's|@prefix@|$(PREFIX)|g' \
+	    -e 's|@exec_prefix@|$(EXEC_PREFIX)|g' \
+	    -e 's|@libdir@|$(LIBDIR)|g' \
+	    -e 's|@includedir@|$(INCLUDEDIR)|g' \
+	    -e 's|@nbdkit_version@|$(NBDKIT_VERSION)|g' \
+	    $(NBDKIT_PC_IN) > $@.tmp && mv -f $@.tmp $@
+
 # The pages are rewritten only when their POD changed, so that pod2man runs
 # only for those. The page's section is its file name's last extension.
 man:
@@ -148,7 +179,7 @@ man:
 
 # The generator of the built-in plugins' and filters' pages
 # (nbd-server-bin/src/manpage.rs), built with the rest of the workspace.
-MANGEN      ?= $(CARGO) run --release -q -p nbd-server-bin --bin nbdkit-mangen $(CARGOFLAGS) --
+MANGEN      ?= $(CARGO) run $(CARGO_PROFILE_FLAG) -q -p nbd-server-bin --bin nbdkit-mangen $(CARGOFLAGS) --
 
 # Removes the pages named by man/ and MAN_OUT (not by pattern: Debian's
 # own nbdkit pages may live in the same MANDIR).
@@ -160,7 +191,7 @@ uninstall-man:
 
 # `make && sudo make install` must not need cargo as root: install builds
 # only when the artefacts are missing (stage always builds first).
-INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN))),,all)
+INSTALL_BUILD := $(if $(and $(wildcard $(SO_REAL)),$(wildcard $(NBDKIT_BIN)),$(wildcard $(COMPLETION))),,all)
 
 # Every page of MAN_OUT goes to MANDIR/manS, S being its section.
 install-man: $(if $(wildcard $(MAN_OUT)/libnbd.3),,man)
@@ -170,7 +201,7 @@ install-man: $(if $(wildcard $(MAN_OUT)/libnbd.3),,man)
 	  $(INSTALL_DATA) $$page $(DESTDIR)$(MANDIR)/man$$section/ || exit 1; \
 	done; echo "installed the manual pages of $(MAN_OUT) under $(DESTDIR)$(MANDIR)"
 
-install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
+install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT) $(NBDKIT_PC_OUT)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(SBINDIR)
 	$(INSTALL_PROGRAM) $(SO_REAL) $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0
@@ -179,9 +210,13 @@ install: $(INSTALL_BUILD) install-man $(HEADER) $(PC_OUT)
 	$(INSTALL_DATA) $(STATIC_OUT) $(DESTDIR)$(LIBDIR)/libnbd.a
 	$(INSTALL_DATA) $(HEADER) $(DESTDIR)$(INCLUDEDIR)/libnbd.h
 	$(INSTALL_DATA) $(PC_OUT) $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc
+	$(INSTALL_DATA) $(NBDKIT_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL_DATA) $(NBDKIT_PC_OUT) $(DESTDIR)$(PKGCONFIGDIR)/nbdkit.pc
 	$(INSTALL_PROGRAM) $(NBDKIT_BIN) $(DESTDIR)$(SBINDIR)/nbdkit
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-server $(DESTDIR)$(SBINDIR)/xnbd-server
 	$(INSTALL_PROGRAM) $(RUST_OUT)/xnbd-bgctl $(DESTDIR)$(SBINDIR)/xnbd-bgctl
+	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL_DATA) $(COMPLETION) $(DESTDIR)$(BASHCOMPDIR)/nbdkit
 	@# A real (non-DESTDIR) install as root refreshes the loader cache so
 	@# that the new libnbd.so.0 is found; packagers use DESTDIR.
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
@@ -191,8 +226,10 @@ uninstall: uninstall-man
 	rm -f $(DESTDIR)$(LIBDIR)/libnbd.so.0.0.0 $(DESTDIR)$(LIBDIR)/libnbd.so.0 \
 	  $(DESTDIR)$(LIBDIR)/libnbd.so $(DESTDIR)$(LIBDIR)/libnbd.a \
 	  $(DESTDIR)$(INCLUDEDIR)/libnbd.h $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(NBDKIT_HEADERS))) \
+	  $(DESTDIR)$(PKGCONFIGDIR)/nbdkit.pc \
 	  $(DESTDIR)$(SBINDIR)/nbdkit $(DESTDIR)$(SBINDIR)/xnbd-server \
-	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl
+	  $(DESTDIR)$(SBINDIR)/xnbd-bgctl $(DESTDIR)$(BASHCOMPDIR)/nbdkit
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "$(LDCONFIG)"; $(LDCONFIG) || true; fi
 
@@ -208,6 +245,25 @@ stage:
 TEST_ENV = REPO=$(CURDIR) MAKE="$(MAKE)" CC="$(CC)" CARGO="$(CARGO)" \
   OUR_NBDKIT=$(NBDKIT_BIN) STAGE=$(STAGE) OUR_LIBDIR=$(STAGE_LIBDIR) \
   TESTC_BIN=$(CURDIR)/$(B)/tests-c DEBIAN_NBDKIT=/usr/bin/nbdkit
+
+# Debian packages (debian/, README "Debian packages"): built by
+# dpkg-buildpackage from a copy of the tree in build/deb/src, so that its
+# outputs (the .debs, .buildinfo, .changes) land in build/deb and not
+# beside the repository. Their own cargo target directory keeps the
+# copy's build apart from this tree's.
+DEB_DIR              := $(CURDIR)/$(B)/deb
+DEB_CARGO_TARGET_DIR ?= $(DEB_DIR)/target
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || { \
+	  echo "error: dpkg-buildpackage and debhelper are needed (apt-get install dpkg-dev debhelper fakeroot)" >&2; exit 1; }
+	rm -rf $(DEB_DIR)/src
+	rm -f $(DEB_DIR)/*.deb $(DEB_DIR)/*.ddeb $(DEB_DIR)/*.buildinfo $(DEB_DIR)/*.changes
+	mkdir -p $(DEB_DIR)/src
+	tar --exclude=./target --exclude=./build --exclude=./.git -cf - . | tar -xf - -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	  CARGO_TARGET_DIR=$(DEB_CARGO_TARGET_DIR) NBDRS_PROFILE=$(PROFILE) \
+	  dpkg-buildpackage -b -us -uc
+	@ls -1 $(DEB_DIR)/*.deb
 
 deps-build:
 	scripts/install-build-deps.sh

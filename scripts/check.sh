@@ -10,6 +10,11 @@
 #  4. tests-c: compile checks, then every test run with our libnbd and with
 #     Debian's, each against our nbdkit and Debian's (our libnbd proves it
 #     was loaded through EXPECT_LIBNBD; see tests-c/testlib.h)
+#  4b. tests/consumers/run.sh: autoconf, CMake, meson projects on the stage;
+#      tests/completion/run.sh: the installed bash completion for nbdkit;
+#      tests/plugin-headers/run.sh: our nbdkit-plugin.h/-filter.h against
+#      nbdkit 1.32.5's layout, and plugins built with them in Debian's nbdkit;
+#      tests/conventions/run.sh: --version and --help formats
 #  5. tests/interop/*.sh
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -68,7 +73,8 @@ if $staged; then
   missing=()
   for f in usr/lib/libnbd.so.0.0.0 usr/lib/libnbd.so.0 usr/lib/libnbd.so \
            usr/lib/libnbd.a usr/include/libnbd.h usr/lib/pkgconfig/libnbd.pc \
-           usr/sbin/nbdkit; do
+           usr/sbin/nbdkit usr/include/nbdkit-plugin.h usr/include/nbdkit-filter.h \
+           usr/lib/pkgconfig/nbdkit.pc usr/share/bash-completion/completions/nbdkit; do
     [[ -e $STAGE/$f ]] || missing+=("$f")
   done
   [[ $(readlink "$STAGE/usr/lib/libnbd.so.0") == libnbd.so.0.0.0 ]] ||
@@ -139,6 +145,38 @@ if $staged; then
     want=$(grep -v '^#' "$ref" | sort)
     echo "    ABI coverage (information, not a test): $(comm -12 <(echo "$want") <(echo "$have") | grep -c .) of $(echo "$want" | grep -c .) libnbd $v symbols at their version node"
   done
+fi
+
+# run_script_test SCRIPT: run a test script that prints PASS/FAIL/SKIP
+# lines, count them, and fail if it died without saying why.
+run_script_test() {
+  local s=$1 log rc
+  log=$LOGS/$(basename "$(dirname "$s")")-$(basename "$s" .sh).log
+  echo "--- $s"
+  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
+  rc=$?
+  cat "$log"
+  n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
+  n_fail=$((n_fail + $(grep -c '^FAIL: ' "$log")))
+  n_skip=$((n_skip + $(grep -c '^SKIP: ' "$log")))
+  if [[ $rc -ne 0 ]] && ! grep -q '^FAIL: ' "$log"; then
+    fail "$s" "exit $rc without a FAIL line (timed out or crashed?); log $log"
+  fi
+}
+
+# Consumer projects (autoconf/automake, CMake, meson, LIBNBD_HAVE_*) built
+# against the staged install only, and run.
+section "consumer projects on the staged install"
+if $staged; then
+  run_script_test tests/consumers/run.sh
+  run_script_test tests/completion/run.sh
+  run_script_test tests/plugin-headers/run.sh
+  run_script_test tests/conventions/run.sh
+else
+  skip "tests/consumers/run.sh" "no staged install: the build failed"
+  skip "tests/completion/run.sh" "no staged install: the build failed"
+  skip "tests/plugin-headers/run.sh" "no staged install: the build failed"
+  skip "tests/conventions/run.sh" "no staged install: the build failed"
 fi
 
 # ------------------------------------------------------------------ 4. tests-c
@@ -326,17 +364,7 @@ for s in tests/interop/*.sh; do
   if ! $staged; then
     skip "$s" "no build of ours to test: make stage failed"; continue
   fi
-  log=$LOGS/interop-$(basename "$s" .sh).log
-  echo "--- $s"
-  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
-  rc=$?
-  cat "$log"
-  n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
-  n_fail=$((n_fail + $(grep -c '^FAIL: ' "$log")))
-  n_skip=$((n_skip + $(grep -c '^SKIP: ' "$log")))
-  if [[ $rc -ne 0 ]] && ! grep -q '^FAIL: ' "$log"; then
-    fail "$s" "exit $rc without a FAIL line (timed out or crashed?); log $log"
-  fi
+  run_script_test "$s"
 done
 
 echo

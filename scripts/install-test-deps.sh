@@ -2,8 +2,12 @@
 # What `make check` needs: the peers (Debian's nbdkit, libnbd tools and
 # library, qemu, nbd-server; systemd for systemd-socket-activate and
 # systemd-analyze in the socket activation tests), pod2man (perl) and man
-# (man-db) for the manual page tests, compilers and
-# pkg-config from Debian, and the pinned cbindgen from crates.io (the header drift test regenerates
+# (man-db) for the manual page tests, compilers and pkg-config from
+# Debian, the build systems of the consumer projects (autoconf, automake,
+# CMake, meson, ninja: tests/consumers), the Debian packaging tools
+# (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), bash-completion
+# (tests/completion), and the pinned
+# cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
 "$(dirname "$0")/apt-ensure.sh" \
@@ -11,7 +15,9 @@ set -euo pipefail
   pkg-config valgrind gcc g++ make systemd fdisk tar libcurl4 \
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
   openssh-server openssh-client libssh-4 perl man-db groff-base \
-  liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev
+  liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev \
+  autoconf automake cmake meson ninja-build \
+  dpkg-dev debhelper fakeroot lintian bash-completion
 
 # The reference libnbd 1.24.4 (header, nbdinfo, man pages), unpacked
 # under /opt/libnbd-1.24 from Debian unstable without installing anything.

@@ -99,7 +99,7 @@ fn about_the_library() {
         let h = nbd_create();
         assert_eq!(
             CStr::from_ptr(nbd_get_version(h)).to_str().unwrap(),
-            "1.14.2"
+            "1.24.4"
         );
         assert_eq!(
             CStr::from_ptr(nbd_get_package_name(h)).to_str().unwrap(),

@@ -39,6 +39,14 @@ fn version_script_is_current() {
     assert_same(&capi().join("libnbd.syms"), &render::syms());
 }
 
+#[test]
+fn debian_symbols_file_is_current() {
+    assert_same(
+        &capi().join("../debian/libnbd0.symbols"),
+        &render::debian_symbols(),
+    );
+}
+
 /// A reference list: `symbol<TAB>LIBNBD_x.y`, `#` comments. They live in
 /// the project's shared folder beside the repository.
 fn reference(file: &str) -> Option<Vec<(String, String)>> {

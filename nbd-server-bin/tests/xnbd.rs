@@ -478,10 +478,31 @@ fn cache_all_switch_then_the_remote_dies() {
         "{o:?}"
     );
     let o = run(Command::new(XNBD_BGCTL).args(["--cache-all", "--progress", s(&ctl)]));
+    // Not a terminal (a pipe): plain lines, no bar, no carriage returns.
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("2049 / 2049 blocks (100%)"),
+        err.contains("caching: 2049 / 2049 blocks (100%)\n"),
         "{o:?}"
     );
+    assert!(
+        !err.contains('\r') && err.lines().all(|l| l.starts_with("caching: ")),
+        "{o:?}"
+    );
+    // On a terminal (script(1) gives it one): the bar, redrawn in place.
+    if let Ok(o) = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{XNBD_BGCTL} --progress --cache-all {}", s(&ctl)),
+            "/dev/null",
+        ])
+        .env("COLUMNS", "60")
+        .output()
+    {
+        let tty = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{o:?}");
+        assert!(tty.contains("\rcaching [###"), "{tty:?}");
+        assert!(tty.contains("] 100% 2049 / 2049 blocks"), "{tty:?}");
+    }
     let q = run(Command::new(XNBD_BGCTL).args(["--query", s(&ctl)]));
     assert!(String::from_utf8_lossy(&q.stdout).contains("cached blocks: 2049 / 2049 (100%)"));
     run(Command::new(XNBD_BGCTL).args(["--switch", s(&ctl)]));

@@ -3,6 +3,9 @@
 //! Run from anywhere in the workspace: `cargo run -p nbd-capi-gen`. The files
 //! are committed; nbd-capi's tests fail when they drift from the table.
 //!
+//! The plain run also writes `debian/libnbd0.symbols`, the libnbd0
+//! package's symbols file; `--symbols FILE` writes it to FILE only.
+//!
 //! `cargo run -p nbd-capi-gen -- --man DIR` writes instead the POD source of
 //! every nbd_NAME(3) page into DIR (`make man` turns them into roff). Files
 //! whose text did not change are left alone, so make rebuilds only what
@@ -30,14 +33,21 @@ fn main() {
             vec![
                 (capi.join("src/generated/exports.rs"), render::exports_rs()),
                 (capi.join("libnbd.syms"), render::syms()),
+                (
+                    capi.join("../debian/libnbd0.symbols"),
+                    render::debian_symbols(),
+                ),
             ]
         }
         [flag, dir] if flag == "--man" => render_man::pages()
             .into_iter()
             .map(|(name, pod)| (Path::new(dir).join(name), pod))
             .collect(),
+        [flag, file] if flag == "--symbols" => {
+            vec![(PathBuf::from(file), render::debian_symbols())]
+        }
         _ => {
-            eprintln!("usage: nbd-capi-gen [--man DIR]");
+            eprintln!("usage: nbd-capi-gen [--man DIR | --symbols FILE]");
             std::process::exit(2);
         }
     };

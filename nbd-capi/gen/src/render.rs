@@ -431,6 +431,29 @@ pub fn syms() -> String {
     out
 }
 
+/// `debian/libnbd0.symbols`: the symbols file of the libnbd0 package
+/// (deb-symbols(5)). Each exported call, and each version node, carries
+/// the libnbd version that introduced it, so that a program using only
+/// 1.0's calls depends on `libnbd0 (>= 1.0)` and one using nbd_is_uri on
+/// `libnbd0 (>= 1.22)`.
+pub fn debian_symbols() -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {BANNER}.");
+    let _ = writeln!(out, "libnbd.so.0 libnbd0 #MINVER#");
+    let _ = writeln!(out, "* Build-Depends-Package: libnbd-dev");
+    for v in VERSIONS {
+        let _ = writeln!(out, " LIBNBD_{v}@LIBNBD_{v} {v}");
+    }
+    let mut rows: Vec<(String, &str)> = implemented()
+        .map(|c| (format!("nbd_{}", c.name), c.version))
+        .collect();
+    rows.sort();
+    for (name, v) in rows {
+        let _ = writeln!(out, " {name}@LIBNBD_{v} {v}");
+    }
+    out
+}
+
 /// Checks generated wrappers (the text of `exports.rs`) for the locking
 /// rule: every call on a live handle takes the handle lock exactly once,
 /// with `h.with_lock`, and runs all of its checks and its body inside that

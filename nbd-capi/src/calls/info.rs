@@ -19,8 +19,9 @@ const fn cstr(b: &'static [u8]) -> &'static CStr {
 
 /// The version of libnbd whose API and ABI this library implements. Programs
 /// print it (`nbdinfo --version`) and compare it to decide which calls they
-/// may use, so it is libnbd's number, not this crate's.
-pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"1.14.2\0");
+/// may use, so it is libnbd's number, not this crate's: the release whose
+/// 165 calls we export. The Makefile reads libnbd.pc's Version from here.
+pub(crate) const LIBNBD_VERSION: &CStr = cstr(b"1.24.4\0");
 
 /// The package name programs print next to the version.
 pub(crate) const PACKAGE_NAME: &CStr = cstr(b"libnbd\0");

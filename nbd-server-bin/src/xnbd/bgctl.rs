@@ -10,6 +10,7 @@
 //!
 //! Exit status 0 on success, 1 with one line on standard error otherwise.
 
+use super::progress::{percent, Progress};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
@@ -21,7 +22,8 @@ Usage:
   xnbd-bgctl [--exportname NAME] --reconnect CONTROL_SOCKET REMOTE_HOST REMOTE_PORT
 
 Options:
-  --progress                show progress on standard error
+  --progress                show progress on standard error: a bar on a
+                            terminal, else a line per percent
   --blocks-per-request N    fetch at most N blocks (4096 bytes each) per
                             request to the remote (default and most: 256)
   --force                   switch even if blocks are not cached yet
@@ -134,30 +136,25 @@ pub fn main() {
     s.write_all(format!("{line}\n").as_bytes())
         .unwrap_or_else(|e| die(format!("{sock}: {e}")));
     let mut kv = Vec::new();
-    let mut shown = false;
+    let mut display = Progress::on_stderr();
     for l in BufReader::new(s).lines() {
         let l = l.unwrap_or_else(|e| die(format!("{sock}: {e}")));
         if l == "ok" {
-            if shown {
-                eprintln!();
-            }
+            display.finish();
             if cmd == Cmd::Query {
                 print_query(&kv);
             }
             return;
         }
         if let Some(e) = l.strip_prefix("error: ") {
-            if shown {
-                eprintln!();
-            }
+            display.finish();
             die(e);
         }
         if let Some(p) = l.strip_prefix("progress ") {
             if progress {
                 let mut w = p.split(' ').filter_map(|x| x.parse::<u64>().ok());
                 if let (Some(n), Some(m)) = (w.next(), w.next()) {
-                    eprint!("\rcaching: {n} / {m} blocks ({}%)", percent(n, m));
-                    shown = true;
+                    display.update(n, m);
                 }
             }
             continue;
@@ -167,15 +164,6 @@ pub fn main() {
         }
     }
     die(format!("{sock}: the server closed the connection"));
-}
-
-/// The percentage of `n` of `m`, rounded down (100 for an empty disk).
-pub fn percent(n: u64, m: u64) -> u64 {
-    if m == 0 {
-        100
-    } else {
-        (n as u128 * 100 / m as u128) as u64
-    }
 }
 
 /// `n` as a percentage of a limit `m` (> 0), rounded down; over 100 when
@@ -221,15 +209,4 @@ fn print_query(kv: &[(String, String)]) {
         usage(num("buffer"), num("max_buffer"), " bytes"),
     ));
     print!("{out}");
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn percent_rounds_down() {
-        assert_eq!(super::percent(0, 3), 0);
-        assert_eq!(super::percent(2, 3), 66);
-        assert_eq!(super::percent(3, 3), 100);
-        assert_eq!(super::percent(0, 0), 100);
-    }
 }

@@ -4,4 +4,5 @@
 
 pub mod bgctl;
 pub mod control;
+pub mod progress;
 pub mod server;
