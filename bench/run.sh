@@ -19,6 +19,8 @@
 #  (f) bench/connect: create / connect_uri / shutdown / close cycles on
 #      our libnbd vs Debian's against Debian's nbdkit memory, and the
 #      server's CPU per connection
+#  (g) bench/aioread on our libnbd and our nbdkit, with extended headers
+#      (first column) and with them turned off in the server (second)
 # Results go to stdout only.  Not part of make check.
 #
 # Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
@@ -198,6 +200,35 @@ aio_median aio-srv-theirs real "$DEBIAN_NBDKIT"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (library)" IOPS "${RES[aio-lib-ours]:-}" "${RES[aio-lib-real]:-}"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (server)" IOPS "${RES[aio-srv-ours]:-}" "${RES[aio-srv-theirs]:-}"
 fi # (d)
+
+# (g) The cost of extended headers: our library on our nbdkit, the same
+# AIO 4 KiB random reads, with extended headers (32-byte requests and
+# replies) in the first column and structured replies (the server started
+# with NBD_NO_EXTENDED_HEADERS=1) in the second, runs interleaved.
+if want g; then
+echo "# (g) extended headers against structured replies, ours on ours (bench/aioread)"
+if [[ -n $(our_so) ]] && { [[ -x $TMP/aioread-ours ]] ||
+     build_c_ours bench/aioread.c "$TMP/aioread-ours" >"$TMP/cc-aio-ours.log" 2>&1; }; then
+  eh_iops() { # NO_EH (0 or 1)
+    local out
+    out=$(NBD_NO_EXTENDED_HEADERS=$1 to "$OUR_NBDKIT" -U - memory 1G --run \
+      "$(ours_env) $TMP/aioread-ours \"\$unixsocket\" $AIO_DEPTH $AIO_OPS" 2>&1) ||
+      { echo "  aioread (NBD_NO_EXTENDED_HEADERS=$1) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
+    awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "iops") print kv[2] } }' <<<"$out"
+  }
+  ehs=() srs=()
+  for ((i = 0; i < RUNS; i++)); do
+    v=$(eh_iops 0) && ehs+=("$v")
+    v=$(eh_iops 1) && srs+=("$v")
+  done
+  [[ ${#ehs[@]} -gt 0 ]] && RES[eh-on]=$(printf '%s\n' "${ehs[@]}" | median)
+  [[ ${#srs[@]} -gt 0 ]] && RES[eh-off]=$(printf '%s\n' "${srs[@]}" | median)
+  echo "  extended: ${ehs[*]}  structured: ${srs[*]} IOPS"
+else
+  echo "  cannot build aioread on our libnbd" >&2
+fi
+row "(g) 4 KiB AIO reads: extended / structured (ours)" IOPS "${RES[eh-on]:-}" "${RES[eh-off]:-}"
+fi # (g)
 
 # ---------------------------------------------------------------- (c)
 if want c; then
