@@ -70,6 +70,8 @@ impl<C: CommandBuffer> Client<C> {
             ReplyStep::ExtendedReplyStart => {
                 let b: &[u8; EXTENDED_REPLY_HEADER_LEN] =
                     b.try_into().map_err(|_| proto("short reply header"))?;
+                // Each extended reply is one chunk, as libnbd counts them.
+                self.stats.chunks_received += 1;
                 let h = reply::parse_extended_reply_header(b).map_err(Self::protocol_error)?;
                 self.sent_command(h.cookie)?;
                 // Every payload we accept fits 32 bits (a READ's data is at

@@ -1609,3 +1609,25 @@ fn disconnect_waits_for_server_close_when_asked() {
         );
     }
 }
+
+#[test]
+fn stats_count_extended_replies_as_chunks() {
+    let mut l = Link::new(
+        Config::default(),
+        Script {
+            extended: true,
+            ..Default::default()
+        },
+    );
+    l.run();
+    assert!(l.client.extended_headers());
+    let s = l.client.stats();
+    let c = l.submit(Command::new(cmd::WRITE, 0, 0, 1024), vec![7; 1024]);
+    l.run();
+    assert!(l.completions().iter().any(|d| d.0 == c));
+    let t = l.client.stats();
+    assert_eq!(t.chunks_sent, s.chunks_sent + 1);
+    assert_eq!(t.chunks_received, s.chunks_received + 1);
+    assert_eq!(t.bytes_sent, s.bytes_sent + 32 + 1024);
+    assert_eq!(t.bytes_received, s.bytes_received + 32);
+}
