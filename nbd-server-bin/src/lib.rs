@@ -17,5 +17,6 @@ pub mod password;
 pub mod payload_pool;
 pub mod plugins;
 pub mod process;
+pub mod scratch;
 pub mod tls;
 pub mod xnbd;

@@ -7,12 +7,9 @@
 //! connection reads from. The layer below is opened read-only and is
 //! asked nothing after that.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read as _};
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,10 +25,7 @@ pub const FILTER: FilterSpec = FilterSpec {
     name: "gzip",
     params: &[],
     open: |_, _| {
-        let tmpdir = std::env::var_os("TMPDIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let tmpdir = crate::scratch::tmpdir();
         Ok(Arc::new(Gzip {
             tmpdir,
             plain: Mutex::new(None),
@@ -155,7 +149,8 @@ fn uncompress(next: &dyn Backend, tmpdir: &Path) -> Result<Plain> {
     let below = BelowReader { next, pos: 0, size };
     // Reads of 128K from below, as nbdkit's buffer.
     let mut gz = flate2::read::GzDecoder::new(io::BufReader::with_capacity(128 << 10, below));
-    let file = hidden_file(tmpdir).map_err(|e| io_error(&tmpdir.display().to_string(), e))?;
+    let file = crate::scratch::hidden_file(tmpdir, "gzip")
+        .map_err(|e| io_error(&tmpdir.display().to_string(), e))?;
     let mut buf = vec![0u8; 128 << 10];
     let mut out = 0u64;
     loop {
@@ -170,24 +165,6 @@ fn uncompress(next: &dyn Backend, tmpdir: &Path) -> Result<Plain> {
         out += n as u64;
     }
     Ok(Plain { file, size: out })
-}
-
-/// A new file in `dir` that no one else can open: made with mkstemp and
-/// unlinked at once.
-fn hidden_file(dir: &Path) -> io::Result<File> {
-    let mut template = dir.join("gzipXXXXXX").into_os_string().into_vec();
-    template.push(0);
-    // SAFETY: a NUL-terminated, writable template, as mkstemp wants.
-    let fd = unsafe { libc::mkstemp(template.as_mut_ptr().cast()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor mkstemp just opened and no one else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
-    template.pop();
-    let path = PathBuf::from(OsString::from_vec(template));
-    std::fs::remove_file(&path)?;
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use super::made_image::{find_program, temp_file, tmpdir, MadeImage};
+use crate::scratch::{temp_file, tmpdir};
+
+use super::made_image::{find_program, MadeImage};
 use super::one_partition::{write_mbr_one, SECTOR, START};
 use super::PluginSpec;
 
@@ -108,7 +110,8 @@ fn make(mkfs: &str, dir: &Path, label: &str, size: Option<u64>) -> Result<Arc<Ma
     };
     let fs_sectors = fs_bytes / SECTOR;
     let total = START + fs_sectors;
-    let (file, path) = temp_file(&tmpdir(), "floppy")?;
+    let (file, path) = temp_file(&tmpdir(), "floppy")
+        .map_err(|e| format!("mkstemp: {}: {e}", tmpdir().display()))?;
     let made = file
         .set_len(total * SECTOR)
         .map_err(|e| format!("ftruncate: {e}"))

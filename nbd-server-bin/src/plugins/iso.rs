@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use super::disk_command::quote;
-use super::made_image::{find_program, run_shell, temp_file, tmpdir, MadeImage};
+use crate::scratch::{hidden_file, tmpdir};
+
+use super::made_image::{find_program, run_shell, MadeImage};
 use super::PluginSpec;
 
 pub const PLUGIN: PluginSpec = PluginSpec {
@@ -61,8 +63,9 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             script.push(' ');
             script.push_str(&quote(d));
         }
-        let (file, path) = temp_file(&tmpdir(), "iso").map_err(|e| p.err(e))?;
-        let _ = std::fs::remove_file(&path);
+        let path = tmpdir();
+        let file = hidden_file(&path, "iso")
+            .map_err(|e| p.err(format!("mkstemp: {}: {e}", path.display())))?;
         run_shell("iso", &script, &[], Some(&file)).map_err(|e| p.err(e))?;
         Ok(Arc::new(MadeImage::new(file, path)))
     },

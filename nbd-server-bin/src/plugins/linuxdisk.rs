@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use super::made_image::{find_program, temp_file, tmpdir, MadeImage};
+use crate::scratch::{temp_file, tmpdir};
+
+use super::made_image::{find_program, MadeImage};
 use super::one_partition::{write_gpt_one, GPT_TAIL, SECTOR, START};
 use super::PluginSpec;
 
@@ -104,7 +106,8 @@ fn make(
         fs_bytes = fs_bytes.div_ceil(4096) * 4096;
         let fs_sectors = fs_bytes / SECTOR;
         let total = START + fs_sectors + GPT_TAIL;
-        let (file, path) = temp_file(&tmpdir(), "linuxdisk")?;
+        let (file, path) = temp_file(&tmpdir(), "linuxdisk")
+            .map_err(|e| format!("mkstemp: {}: {e}", tmpdir().display()))?;
         let made = file
             .set_len(total * SECTOR)
             .map_err(|e| format!("ftruncate: {e}"))

@@ -3,14 +3,12 @@
 //! from a directory, kept in an unlinked temporary file and served
 //! read-only to every connection.
 //!
-//! The file is made under `$TMPDIR` (else /var/tmp), as nbdkit makes it,
-//! and unlinked at once: nothing is left behind however the server ends.
+//! The file is a scratch file (`crate::scratch`), unlinked as soon as
+//! the program has made it: nothing is left behind however the server
+//! ends.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::os::unix::ffi::OsStringExt;
-use std::os::unix::io::FromRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -19,32 +17,6 @@ use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Result};
 use crate::chain::Plugin;
 
 use super::disk_command::DiskFile;
-
-/// Where nbdkit puts such images: `$TMPDIR`, else /var/tmp.
-pub fn tmpdir() -> PathBuf {
-    std::env::var_os("TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
-}
-
-/// A new file `DIR/PREFIXXXXXXX` only we can open, and its name. The
-/// caller unlinks it once it is made.
-pub fn temp_file(dir: &Path, prefix: &str) -> std::result::Result<(File, PathBuf), String> {
-    let template = dir.join(format!("{prefix}XXXXXX"));
-    let mut buf = template.clone().into_os_string().into_vec();
-    buf.push(0);
-    // SAFETY: mkstemp rewrites the X's of a NUL-terminated buffer we own
-    // and returns a new descriptor, which the File takes over.
-    let fd = unsafe { libc::mkstemp(buf.as_mut_ptr() as *mut libc::c_char) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("mkstemp: {}: {e}", template.display()));
-    }
-    buf.pop();
-    // SAFETY: fd is new and ours alone.
-    let file = unsafe { File::from_raw_fd(fd) };
-    Ok((file, PathBuf::from(OsString::from_vec(buf))))
-}
 
 /// Runs `script` with `/bin/sh -c`, standard output going to `stdout`
 /// (or /dev/null), standard input from /dev/null; `what` names it in

@@ -51,9 +51,7 @@ impl TmpDisk {
         let fs_type = p.take("type");
         let label = p.take("label");
         let cmd = DiskCommand::new(command, size, fs_type, label, p.take_rest())?;
-        let tmpdir = std::env::var_os("TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let tmpdir = crate::scratch::tmpdir();
         Ok(TmpDisk {
             cmd,
             tmpdir,
