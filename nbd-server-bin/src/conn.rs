@@ -33,6 +33,7 @@ use nbd_core::server::backend::{ConnectionInfo, Peer};
 
 use crate::chain::{Chain, Opened};
 use crate::payload_pool::{PayloadPool, Pooled, SMALL_PAYLOAD};
+use crate::reply_batch::ReplyBatch;
 use nbd_core::limits::MAX_CONN_IN_FLIGHT;
 use nbd_core::server::negotiate::{self, Caps, ExportDetails, Exports, Negotiation, Want};
 use nbd_core::server::reply::encode_reply;
@@ -260,6 +261,12 @@ impl RequestReader {
         Ok(())
     }
 
+    /// How many bytes are here already: reading more than this waits
+    /// for the client (or at least costs a system call).
+    fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+
     fn discard(&mut self, mut n: usize) -> io::Result<()> {
         let mut scratch = [0u8; 8192];
         while n > 0 {
@@ -311,12 +318,29 @@ fn write_all_slices(f: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
+/// What the thread whose turn it is to read holds: the requests still
+/// to read, and the replies to the requests it served inline, not yet
+/// sent (see [`ReplyBatch`]).
+struct ReadSide {
+    requests: RequestReader,
+    replies: ReplyBatch,
+}
+
+/// The largest request (its data, or the range it names) served inline
+/// on a chain that answers from memory: small enough that serving it
+/// delays the requests behind it by a few microseconds at most.
+const INLINE_MAX: u64 = 64 * 1024;
+
 struct Conn {
     srv: Arc<Server>,
     /// The chain opened for the export this connection negotiated.
     backend: Opened,
     ctx: TxContext,
-    reader: Mutex<RequestReader>,
+    reader: Mutex<ReadSide>,
+    /// The chain answers from memory and nothing counts requests against
+    /// [`Limits`]: small requests are served by the thread that read
+    /// them, with no hand-off (see [`worker`]).
+    inline: bool,
     writer: Mutex<Stream>,
     sock: RawFd,
     dead: AtomicBool,
@@ -517,12 +541,16 @@ fn serve_opened(
             Some(o) => o,
             None => return,
         },
-        reader: Mutex::new(RequestReader {
-            f: rd,
-            buf: vec![0u8; READ_BUF].into_boxed_slice(),
-            pos: 0,
-            end: 0,
+        reader: Mutex::new(ReadSide {
+            requests: RequestReader {
+                f: rd,
+                buf: vec![0u8; READ_BUF].into_boxed_slice(),
+                pos: 0,
+                end: 0,
+            },
+            replies: ReplyBatch::new(),
         }),
+        inline: srv.chain.answers_from_memory() && !srv.limits.counted,
         writer: Mutex::new(wr),
         sock,
         dead: AtomicBool::new(false),
@@ -618,12 +646,79 @@ fn spawn_worker(conn: &Arc<Conn>) {
     }
 }
 
-fn worker(conn: &Arc<Conn>) {
+/// Sends the replies collected in `batch`; false (and the connection is
+/// ended) when the client is gone.
+fn send_batch(conn: &Conn, batch: &mut ReplyBatch) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let mut w = conn.writer.lock();
+    match batch.flush_to(&mut *w) {
+        Ok(()) => true,
+        Err(e) => {
+            drop(w);
+            debug!(conn.srv, "connection {}: write reply: {e}", conn.id);
+            conn.kill();
+            false
+        }
+    }
+}
+
+/// Logs a failed request: a layer that explains its failure has it
+/// logged as an error, as nbdkit_error does in nbdkit (the error
+/// filter's "injecting EIO error into pread", a plugin's failed read);
+/// the request itself is a debug message.
+fn log_failure(conn: &Conn, h: &RequestHeader, result: &nbd_core::server::backend::Result<()>) {
+    let Err(e) = result else { return };
+    if !e.message.is_empty() {
+        crate::log::error!("{e}");
+    }
+    if crate::log::verbose() {
+        debug!(
+            conn.srv,
+            "connection {}: {} offset {} length {}: {}",
+            conn.id,
+            command_name(h.kind),
+            h.offset,
+            h.length,
+            e
+        );
+    }
+}
+
+/// One request read, and what reading it found.
+struct ReadRequest {
+    h: RequestHeader,
+    valid: nbd_core::server::backend::Result<()>,
+    payload: Payload,
+    /// The bytes of data it moves: a WRITE's payload (or one to
+    /// discard), a valid READ's reply.
+    len: usize,
+}
+
+/// What the thread holding the read side does next.
+enum Next {
+    /// Serve this request off the read side (it may block, or is large).
+    Serve(ReadRequest),
+    /// The connection is over for this thread.
+    Stop,
+}
+
+/// Reads requests while it is this thread's turn, serving inline those
+/// that the chain answers at once (see [`Conn::inline`]), until one must
+/// be served off the read side or the connection ends. Replies to the
+/// inline requests are batched, and the batch is sent before anything
+/// could wait: before a read the buffer cannot satisfy, and before
+/// returning.
+fn read_requests(
+    conn: &Conn,
+    side: &mut ReadSide,
+    data: &mut Vec<u8>,
+    extents: &mut Extents,
+    out: &mut Vec<u8>,
+) -> Next {
     let srv = &*conn.srv;
     let backend = &conn.backend;
-    let mut data: Vec<u8> = Vec::new();
-    let mut extents = Extents::new();
-    let mut out: Vec<u8> = Vec::with_capacity(256);
     // Big enough for either form; the negotiated one is read.
     let mut hb = [0u8; EXTENDED_REQUEST_HEADER_LEN];
     let hlen = if conn.ctx.extended_headers {
@@ -632,13 +727,14 @@ fn worker(conn: &Arc<Conn>) {
         REQUEST_HEADER_LEN
     };
     loop {
-        conn.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut rd = conn.reader.lock();
-        conn.waiting.fetch_sub(1, Ordering::SeqCst);
         if conn.dead.load(Ordering::SeqCst) {
-            break;
+            send_batch(conn, &mut side.replies);
+            return Next::Stop;
         }
-        match rd.read_header(&mut hb[..hlen]) {
+        if side.requests.buffered() < hlen && !send_batch(conn, &mut side.replies) {
+            return Next::Stop;
+        }
+        match side.requests.read_header(&mut hb[..hlen]) {
             Ok(true) => {}
             Ok(false) => {
                 // The client closed its end between requests: as after
@@ -646,15 +742,14 @@ fn worker(conn: &Arc<Conn>) {
                 // finish and their replies are sent.
                 conn.dead.store(true, Ordering::SeqCst);
                 debug!(srv, "connection {}: client closed its end", conn.id);
-                break;
+                return Next::Stop;
             }
             Err(e) => {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     debug!(srv, "connection {}: read request: {e}", conn.id);
                 }
-                drop(rd);
                 conn.kill();
-                break;
+                return Next::Stop;
             }
         }
         let h = if conn.ctx.extended_headers {
@@ -670,16 +765,16 @@ fn worker(conn: &Arc<Conn>) {
             Ok(h) => h,
             Err(e) => {
                 crate::log::error!("connection {}: {e}", conn.id);
-                drop(rd);
                 conn.kill();
-                break;
+                return Next::Stop;
             }
         };
         if h.kind == cmd::DISC {
             // Let requests in flight finish; read nothing more.
             conn.dead.store(true, Ordering::SeqCst);
             debug!(srv, "connection {}: client sent NBD_CMD_DISC", conn.id);
-            break;
+            send_batch(conn, &mut side.replies);
+            return Next::Stop;
         }
         let valid = request::validate(&h, &conn.ctx);
         // Only READ and WRITE lengths are ever used as buffer sizes, and
@@ -689,6 +784,89 @@ fn worker(conn: &Arc<Conn>) {
             Payload::Receive(n) | Payload::Discard(n) => n as usize,
             _ if h.kind == cmd::READ && valid.is_ok() => h.length as usize,
             _ => 0,
+        };
+        // Served inline: a small request of a chain that answers at once,
+        // with no payload but a WRITE's (a BLOCK_STATUS payload, or one
+        // to discard, is rare and takes the general path).
+        let inline = conn.inline
+            && h.length <= INLINE_MAX
+            && match payload {
+                Payload::None => true,
+                Payload::Receive(_) => h.kind == cmd::WRITE,
+                _ => false,
+            };
+        if !inline {
+            // Whoever reads next may take long to come back: the replies
+            // collected so far go now.
+            if !send_batch(conn, &mut side.replies) {
+                return Next::Stop;
+            }
+            return Next::Serve(ReadRequest {
+                h,
+                valid,
+                payload,
+                len,
+            });
+        }
+        if let Payload::Receive(n) = payload {
+            let n = n as usize;
+            if side.requests.buffered() < n && !send_batch(conn, &mut side.replies) {
+                return Next::Stop;
+            }
+            if data.len() < n {
+                data.resize(n, 0);
+            }
+            if let Err(e) = side.requests.read_exact(&mut data[..n]) {
+                debug!(srv, "connection {}: reading payload: {e}", conn.id);
+                conn.kill();
+                return Next::Stop;
+            }
+        }
+        let mark = side.replies.len();
+        let result = if h.kind == cmd::READ && len > 0 && valid.is_ok() {
+            // The success header, then the data read straight into the
+            // batch; taken back if the read fails.
+            encode_reply(out, &h, &conn.ctx, &Ok(()), extents);
+            side.replies.push(out);
+            let r = backend.pread(side.replies.grow(len), h.offset);
+            if r.is_err() {
+                side.replies.truncate(mark);
+            }
+            r
+        } else {
+            let n = if h.kind == cmd::WRITE { len } else { 0 };
+            valid.and_then(|()| request::execute(backend, &h, &mut data[..n], extents))
+        };
+        log_failure(conn, &h, &result);
+        if side.replies.len() == mark {
+            // Not a READ's data: its reply carries no data.
+            encode_reply(out, &h, &conn.ctx, &result, extents);
+            side.replies.push(out);
+        }
+        if side.replies.is_full() && !send_batch(conn, &mut side.replies) {
+            return Next::Stop;
+        }
+    }
+}
+
+fn worker(conn: &Arc<Conn>) {
+    let srv = &*conn.srv;
+    let backend = &conn.backend;
+    let mut data: Vec<u8> = Vec::new();
+    let mut extents = Extents::new();
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        conn.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut rd = conn.reader.lock();
+        conn.waiting.fetch_sub(1, Ordering::SeqCst);
+        let ReadRequest {
+            h,
+            valid,
+            payload,
+            len,
+        } = match read_requests(conn, &mut rd, &mut data, &mut extents, &mut out) {
+            Next::Serve(r) => r,
+            Next::Stop => break,
         };
         // The data this request will make us hold: a WRITE's payload, a
         // valid READ's reply. Waits (reading nothing more) until it fits.
@@ -724,8 +902,8 @@ fn worker(conn: &Arc<Conn>) {
         };
         let io_ok = match payload {
             Payload::None => Ok(()),
-            Payload::Receive(_) => rd.read_exact(buf),
-            Payload::Discard(_) => rd.discard(len),
+            Payload::Receive(_) => rd.requests.read_exact(buf),
+            Payload::Discard(_) => rd.requests.discard(len),
             Payload::Disconnect => Err(io::Error::other("write request too large")),
         };
         drop(rd);
@@ -809,26 +987,7 @@ fn worker(conn: &Arc<Conn>) {
         } else {
             valid.and_then(|()| request::execute(backend, &h, &mut buf[..buf_len], &mut extents))
         };
-        if let Err(e) = &result {
-            // A layer that explains its failure has it logged as an
-            // error, as nbdkit_error does in nbdkit (the error filter's
-            // "injecting EIO error into pread", a plugin's failed read);
-            // the request itself is a debug message.
-            if !e.message.is_empty() {
-                crate::log::error!("{e}");
-            }
-            if crate::log::verbose() {
-                debug!(
-                    srv,
-                    "connection {}: {} offset {} length {}: {}",
-                    conn.id,
-                    command_name(h.kind),
-                    h.offset,
-                    h.length,
-                    e
-                );
-            }
-        }
+        log_failure(conn, &h, &result);
         let with_data = encode_reply(&mut out, &h, &conn.ctx, &result, &extents);
         let payload: &[u8] = if with_data { buf } else { &[] };
         let mut w = conn.writer.lock();

@@ -17,6 +17,7 @@ pub mod password;
 pub mod payload_pool;
 pub mod plugins;
 pub mod process;
+pub mod reply_batch;
 pub mod scratch;
 pub mod tls;
 pub mod xnbd;

@@ -22,6 +22,16 @@ pub trait Filter: Send + Sync {
         Ok(())
     }
 
+    /// Whether this filter's requests never wait by themselves: it only
+    /// moves, checks or reshapes requests and answers (offset, truncate,
+    /// nozero...), with no I/O, sleep or long-held lock of its own. A
+    /// chain whose filters all say so, over a plugin that says so (see
+    /// [`super::Plugin::never_blocks`]), is served inline. False unless
+    /// the filter says so.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// A client connected, before any byte of the handshake.
     fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
         next.preconnect(info)

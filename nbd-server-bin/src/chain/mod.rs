@@ -61,6 +61,13 @@ impl Chain {
         self.plugin.after_fork()
     }
 
+    /// Whether the chain answers every request without blocking: the
+    /// plugin and every filter over it say they never block. Such a
+    /// chain's small requests are served on the thread that read them.
+    pub fn answers_from_memory(&self) -> bool {
+        self.plugin.never_blocks() && self.filters.iter().all(|f| f.never_blocks())
+    }
+
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.
     pub fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
         self.below(0).preconnect(info)

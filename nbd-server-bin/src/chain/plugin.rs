@@ -24,6 +24,15 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// Whether every request is answered from memory or computed, never
+    /// waiting for a disk, the network, another process or a lock held
+    /// for long. The server then serves small requests on the thread that
+    /// read them, with no hand-off to a worker (see conn.rs). False unless
+    /// the plugin says so.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// A client connected, before any byte of the handshake; `Err` closes
     /// the connection.
     fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {

@@ -229,3 +229,35 @@ fn capabilities_are_asked_once_per_connection() {
     assert!(a.can_write().unwrap());
     assert_eq!(d.can_write_asked.load(Ordering::SeqCst), 2);
 }
+
+/// Only a chain whose plugin and every filter say they never block
+/// answers from memory (and has its small requests served inline).
+#[test]
+fn answers_from_memory_needs_every_layer() {
+    let chain = |plugin: &str, filters: &[&str], args: &[&str]| {
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        super::build(plugin, &filters, &args, false)
+            .unwrap()
+            .answers_from_memory()
+    };
+    assert!(chain("memory", &[], &["size=1M"]));
+    assert!(chain(
+        "null",
+        &["offset", "truncate"],
+        &["size=1M", "offset=512"]
+    ));
+    assert!(chain("pattern", &["nozero", "fua"], &["size=1M"]));
+    assert!(!chain("memory", &["delay"], &["size=1M", "rdelay=1"]));
+    assert!(!chain(
+        "memory",
+        &["offset", "log"],
+        &["size=1M", "logfile=/dev/null"]
+    ));
+    let (f, disk) = crate::scratch::temp_file(&std::env::temp_dir(), "chain-test").unwrap();
+    f.set_len(512).unwrap();
+    let file = format!("file={}", disk.display());
+    let file_chain = chain("file", &[], &[&file]);
+    std::fs::remove_file(&disk).unwrap();
+    assert!(!file_chain);
+}

@@ -118,6 +118,11 @@ impl BlockSizePolicy {
 }
 
 impl Filter for BlockSizePolicy {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

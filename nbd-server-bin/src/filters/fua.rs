@@ -85,6 +85,11 @@ impl Fua {
 }
 
 impl Filter for Fua {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

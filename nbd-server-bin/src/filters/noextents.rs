@@ -20,6 +20,11 @@ pub const FILTER: FilterSpec = FilterSpec {
 pub struct NoExtents;
 
 impl Filter for NoExtents {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

@@ -20,6 +20,11 @@ pub const FILTER: FilterSpec = FilterSpec {
 pub struct NoFilter;
 
 impl Filter for NoFilter {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

@@ -77,6 +77,11 @@ impl NoZero {
 }
 
 impl Filter for NoZero {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

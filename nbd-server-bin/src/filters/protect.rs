@@ -106,6 +106,11 @@ impl Protect {
 }
 
 impl Filter for Protect {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

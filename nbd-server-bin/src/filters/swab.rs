@@ -68,6 +68,11 @@ impl Swab {
 }
 
 impl Filter for Swab {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

@@ -60,6 +60,11 @@ pub fn read_at(name: &str, next: &dyn Backend, offset: u64, len: usize) -> Resul
 }
 
 impl Filter for WindowFilter {
+    /// Only reshapes requests and answers: never blocks by itself.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

@@ -209,6 +209,11 @@ impl Backend for Handle {
 }
 
 impl Plugin for Info {
+    /// Answers from memory (or computes its data): never blocks.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         // An export name ends at its first NUL, as a C string does.
         let name = info.export_name.split(|&b| b == 0).next().unwrap_or(&[]);

@@ -342,6 +342,11 @@ impl Backend for Memory {
 
 /// The same disk for every connection.
 impl Plugin for Memory {
+    /// Answers from memory (or computes its data): never blocks.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         Ok(Box::new(self))
     }
@@ -482,6 +487,11 @@ impl Backend for MallocDisk {
 
 /// The same disk for every connection.
 impl Plugin for MallocDisk {
+    /// Answers from memory (or computes its data): never blocks.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         Ok(Box::new(self))
     }

@@ -58,6 +58,11 @@ impl Backend for Pattern {
 
 /// The same disk for every connection.
 impl Plugin for Pattern {
+    /// Answers from memory (or computes its data): never blocks.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         Ok(Box::new(self))
     }

@@ -59,6 +59,11 @@ impl Backend for Random {
 
 /// The same disk for every connection.
 impl Plugin for Random {
+    /// Answers from memory (or computes its data): never blocks.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         Ok(Box::new(self))
     }
