@@ -13,62 +13,79 @@
 use std::io::{self, Write};
 
 /// A batch at least this large is sent before the next request is read:
-/// enough for 60 replies of 4 KiB, small enough to stay in cache.
-pub const BATCH_LIMIT: usize = 256 * 1024;
+/// 16 replies of 4 KiB share one write, and the client gets the first of
+/// them after 16 requests' service time at most, so it can send more
+/// while the server serves the rest (with a 256 KiB limit a client that
+/// sent 64 requests at once waited for all 64 before it could refill).
+pub const BATCH_LIMIT: usize = 64 * 1024;
 
-/// The encoded replies not yet sent.
+/// The encoded replies not yet sent: the first `len` bytes of `buf`.
+/// `buf` only grows (zero-filled once), so that appending a READ's data
+/// space costs no fill per request.
 #[derive(Default)]
 pub struct ReplyBatch {
     buf: Vec<u8>,
+    len: usize,
 }
 
 impl ReplyBatch {
     pub fn new() -> ReplyBatch {
         ReplyBatch {
-            buf: Vec::with_capacity(BATCH_LIMIT + 64 * 1024),
+            // Room for a last reply of up to 64 KiB past the limit.
+            buf: vec![0; BATCH_LIMIT + 64 * 1024 + 64],
+            len: 0,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// Whether the batch should be sent before anything more is added.
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= BATCH_LIMIT
+        self.len >= BATCH_LIMIT
     }
 
     /// Appends `bytes` (a reply header, or a whole reply).
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.grow(bytes.len()).copy_from_slice(bytes);
     }
 
     /// Appends `n` bytes for the caller to fill (a READ's data, read by
-    /// the backend straight into the batch) and returns them.
+    /// the backend straight into the batch) and returns them. They hold
+    /// whatever an earlier batch left there.
     pub fn grow(&mut self, n: usize) -> &mut [u8] {
-        let at = self.buf.len();
-        self.buf.resize(at + n, 0);
-        &mut self.buf[at..]
+        let at = self.len;
+        if self.buf.len() < at + n {
+            self.buf.resize(at + n, 0);
+        }
+        self.len = at + n;
+        &mut self.buf[at..at + n]
     }
 
     /// Drops everything appended after the batch was `mark` bytes long:
     /// a reply begun before its request failed.
     pub fn truncate(&mut self, mark: usize) {
-        self.buf.truncate(mark);
+        self.len = self.len.min(mark);
+    }
+
+    /// The bytes to send.
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 
     /// Sends the whole batch to `w` and empties it. On an error the batch
     /// is emptied too: the connection is over, nothing more goes out.
     pub fn flush_to(&mut self, w: &mut impl Write) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
-        let r = write_all(w, &self.buf);
-        self.buf.clear();
+        let r = write_all(w, self.bytes());
+        self.len = 0;
         r
     }
 }
@@ -159,7 +176,7 @@ mod tests {
         b.grow(4096);
         b.truncate(mark);
         b.push(b"error");
-        assert_eq!(b.buf, b"firsterror");
+        assert_eq!(b.bytes(), b"firsterror");
     }
 
     #[test]
