@@ -18,5 +18,6 @@ pub mod payload_pool;
 pub mod plugins;
 pub mod process;
 pub mod scratch;
+pub mod sendfile;
 pub mod tls;
 pub mod xnbd;
