@@ -336,6 +336,8 @@ struct Conn {
     /// connection (not TLS), unless NBDKIT_NO_SENDFILE, and until the
     /// kernel refuses it for this socket.
     sendfile: AtomicBool,
+    /// The shortest read sent with sendfile(2).
+    sendfile_min: usize,
 }
 
 impl Conn {
@@ -540,6 +542,7 @@ fn serve_opened(
         in_flight: Limits::new(0, MAX_CONN_IN_FLIGHT),
         pool: PayloadPool::new(MAX_CONN_IN_FLIGHT as usize),
         sendfile: AtomicBool::new(plain && !sendfile::disabled_by_env()),
+        sendfile_min: sendfile::threshold(),
     });
     worker(&conn);
     loop {
@@ -836,7 +839,7 @@ struct Sending<'a> {
 
 /// Runs a valid READ so that the plugin may send its data without it
 /// passing through `buf`: from a file range with sendfile(2) (plain
-/// connections, reads of at least SENDFILE_MIN), or from pages it lends;
+/// connections, reads of at least `sendfile_min`), or from pages it lends;
 /// otherwise the data lands in `buf` and the caller sends the reply.
 fn read_in_place<'a>(
     conn: &'a Conn,
@@ -901,7 +904,7 @@ fn read_in_place<'a>(
         r.map_err(|e| *failed = Some(e)).is_ok()
     };
     let mut r = nbd_core::server::Read::lending(buf, h.offset, &mut lend);
-    if count >= sendfile::SENDFILE_MIN && conn.sendfile.load(Ordering::Relaxed) {
+    if count >= conn.sendfile_min && conn.sendfile.load(Ordering::Relaxed) {
         r = r.sending_files(&mut from_file);
     }
     let res = conn.backend.read(&mut r);

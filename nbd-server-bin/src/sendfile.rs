@@ -7,7 +7,8 @@
 //! every byte in user space, and for reads of at least [`SENDFILE_MIN`]
 //! bytes, below which the extra system call (the reply header is written
 //! first, then the data is sent) costs more than the copy it saves.
-//! `NBDKIT_NO_SENDFILE=1` turns it off, to compare the two paths.
+//! `NBDKIT_NO_SENDFILE=1` turns it off, to compare the two paths, and
+//! `NBDKIT_SENDFILE_MIN=BYTES` moves the threshold.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -24,6 +25,16 @@ const MAX_CHUNK: usize = 0x7fff_f000;
 /// "0".
 pub fn disabled_by_env() -> bool {
     std::env::var_os("NBDKIT_NO_SENDFILE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The shortest read sent with sendfile(2): [`SENDFILE_MIN`], or
+/// `NBDKIT_SENDFILE_MIN` (bytes), which bench/file-reads.sh sets to
+/// measure both paths at every request size.
+pub fn threshold() -> usize {
+    std::env::var("NBDKIT_SENDFILE_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SENDFILE_MIN)
 }
 
 /// Sends `count` bytes of `file` at `offset` to `out` (a socket or a

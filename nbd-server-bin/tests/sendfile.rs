@@ -413,6 +413,13 @@ fn strace_shows_sendfile_for_large_reads_only() {
     drop(c);
     assert_eq!(srv.sendfile_calls(), 0, "reads under 32 KiB are copied");
 
+    // NBDKIT_SENDFILE_MIN moves the threshold (for bench/file-reads.sh).
+    let srv = Traced::start(&[("NBDKIT_SENDFILE_MIN", "4096")], &["file", file]);
+    let mut c = Reads::connect(&srv.sock, Form::Structured);
+    c.check(&data, &[(3, 4 * KIB), (5, 4095)], 8);
+    drop(c);
+    assert_eq!(srv.sendfile_calls(), 1, "NBDKIT_SENDFILE_MIN=4096");
+
     // Large reads: sent from the file, at least one call each.
     let srv = Traced::start(&[], &["file", file]);
     let mut c = Reads::connect(&srv.sock, Form::Simple);
