@@ -1,6 +1,6 @@
 //! Reads the file plugin sends with sendfile(2): the bytes a client gets
-//! are the file's, whatever the size and offset (around the 32 KiB
-//! threshold, unaligned, up to the end of the file), in simple,
+//! are the file's, whatever the size and offset (around the threshold,
+//! SENDFILE_MIN, unaligned, up to the end of the file), in simple,
 //! structured and extended-header replies, with 64 requests in flight and
 //! over several connections at once. strace shows the path is taken for
 //! large reads only, and not with NBDKIT_NO_SENDFILE=1 or over TLS; a file
@@ -22,6 +22,7 @@ use nbd_core::wire::consts::{chunk, client_flags, cmd, opt, rep};
 use nbd_core::wire::option::{GoRequest, InfoReply};
 use nbd_core::wire::reply::{parse_extended_reply_header, parse_reply_start, ReplyStart};
 use nbd_core::wire::request::RequestHeader;
+use nbd_server_bin::sendfile::SENDFILE_MIN;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -220,16 +221,17 @@ fn disk(dir: &Path) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
-/// Sizes around the 32 KiB threshold and well above it, at aligned and
+/// Sizes around the threshold and well above it, at aligned and
 /// unaligned offsets, and ending at the end of the file.
 fn ranges() -> Vec<(u64, usize)> {
     let sizes = [
         1,
         511,
         4 * KIB,
-        32 * KIB - 1,
+        SENDFILE_MIN - 1,
+        SENDFILE_MIN,
+        SENDFILE_MIN + 1,
         32 * KIB,
-        32 * KIB + 1,
         64 * KIB + 7,
         MIB,
         MIB + 3,
@@ -409,9 +411,17 @@ fn strace_shows_sendfile_for_large_reads_only() {
     // Small reads: copied.
     let srv = Traced::start(&[], &["file", file]);
     let mut c = Reads::connect(&srv.sock, Form::Structured);
-    c.check(&data, &[(0, 4 * KIB), (5, 32 * KIB - 1), (70_000, 512)], 8);
+    c.check(
+        &data,
+        &[(0, 4 * KIB), (5, SENDFILE_MIN - 1), (70_000, 512)],
+        8,
+    );
     drop(c);
-    assert_eq!(srv.sendfile_calls(), 0, "reads under 32 KiB are copied");
+    assert_eq!(
+        srv.sendfile_calls(),
+        0,
+        "reads under SENDFILE_MIN are copied"
+    );
 
     // NBDKIT_SENDFILE_MIN moves the threshold (for bench/file-reads.sh).
     let srv = Traced::start(&[("NBDKIT_SENDFILE_MIN", "4096")], &["file", file]);
