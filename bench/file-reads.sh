@@ -13,9 +13,7 @@
 #
 # Knobs: OUR_NBDKIT (default: the release build; set it to
 # target/debug/nbdkit for a debug build), BENCH_RUNS (3),
-# BENCH_FILE_SIZE (1G, the export for 64 KiB requests and up),
-# BENCH_FILE_SMALL (256M, the export for 4 KiB requests),
-# BENCH_SIZES ("4K 16K 64K 256K 1M 4M").
+# BENCH_FILE_SIZE (1G, the export), BENCH_SIZES ("4K 8K 16K 64K 1M 4M").
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$REPO" || exit 1
@@ -24,9 +22,8 @@ make_tmpdir
 TEST_TIMEOUT=${BENCH_TIMEOUT:-600}
 
 RUNS=${BENCH_RUNS:-3}
-BIG=${BENCH_FILE_SIZE:-1G}
-SMALL=${BENCH_FILE_SMALL:-256M}
-SIZES=${BENCH_SIZES:-4K 16K 64K 256K 1M 4M}
+FILE_SIZE=${BENCH_FILE_SIZE:-1G}
+SIZES=${BENCH_SIZES:-4K 8K 16K 64K 1M 4M}
 TICK=$(getconf CLK_TCK)
 
 for bin in "$OUR_NBDKIT" "$DEBIAN_NBDKIT"; do
@@ -34,18 +31,17 @@ for bin in "$OUR_NBDKIT" "$DEBIAN_NBDKIT"; do
 done
 command -v nbdcopy >/dev/null || { echo "missing nbdcopy (libnbd-bin)" >&2; exit 1; }
 
-# Files on the disk's file system (not tmpfs), read once so that they are
+# A file on the disk's file system (not tmpfs), read once so that it is
 # in the page cache.
-for f in big small; do
-  size=$BIG; [[ $f == small ]] && size=$SMALL
-  head -c "$(numfmt --from=iec "$size")" /dev/urandom >"$TMP/$f.img" || exit 1
-  cat "$TMP/$f.img" >/dev/null
-done
+file=$TMP/disk.img
+head -c "$(numfmt --from=iec "$FILE_SIZE")" /dev/urandom >"$file" || exit 1
+cat "$file" >/dev/null
+bytes=$(stat -c %s "$file")
 
 echo "# file plugin reads: $(nproc) cores, $RUNS runs each (median)"
 echo "# our nbdkit: $OUR_NBDKIT"
 echo "# Debian's:   $DEBIAN_NBDKIT $($DEBIAN_NBDKIT --version | head -n 1 | awk '{print $2}')"
-echo "# exports: $BIG for 64K and up, $SMALL for 4K; page cache warm"
+echo "# export: $FILE_SIZE file, page cache warm; nbdcopy to null: per request size"
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }'; }
 
@@ -76,8 +72,6 @@ one_run() {
 printf '%-6s %-22s %10s %14s\n' size server "GB/s" "CPU s/GiB"
 for size in $SIZES; do
   rsize=$(numfmt --from=iec "$size")
-  file=$TMP/big.img; (( rsize < 65536 )) && file=$TMP/small.img
-  bytes=$(stat -c %s "$file")
   for mode in sendfile copy debian; do
     nbdkit=$OUR_NBDKIT env=NBDKIT_SENDFILE_MIN=1
     case $mode in

@@ -889,19 +889,12 @@ fn read_in_place<'a>(
     let mut from_file = |fd: BorrowedFd<'_>, at: u64| -> bool {
         let st = &mut *state.borrow_mut();
         begin(st);
-        let Sending {
-            out,
-            writer: Some(w),
-            first,
-            failed,
-        } = st
-        else {
-            return false;
-        };
-        *first = false;
-        let r = write_all_slices(w, &[out.as_slice()])
-            .and_then(|()| sendfile::send_file_range(conn.sock, fd, at, count, &conn.sendfile));
-        r.map_err(|e| *failed = Some(e)).is_ok()
+        st.first = false;
+        // Under the write lock (held in `st.writer`), straight to the
+        // socket: a plain connection's writer is nothing but its
+        // descriptor.
+        let r = sendfile::send_reply(conn.sock, st.out, fd, at, count, &conn.sendfile);
+        r.map_err(|e| st.failed = Some(e)).is_ok()
     };
     let mut r = nbd_core::server::Read::lending(buf, h.offset, &mut lend);
     if count >= conn.sendfile_min && conn.sendfile.load(Ordering::Relaxed) {

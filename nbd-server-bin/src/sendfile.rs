@@ -38,6 +38,51 @@ pub fn threshold() -> usize {
         .unwrap_or(SENDFILE_MIN)
 }
 
+/// Sends a READ's reply: `header` (the simple reply, or the data chunk's
+/// header), then `count` bytes of `file` at `offset`, as
+/// [`send_file_range`] does. On a TCP socket the header is sent with
+/// MSG_MORE, so that it leaves in the same segment as the data's start
+/// rather than alone (connections have TCP_NODELAY).
+pub fn send_reply(
+    out: RawFd,
+    header: &[u8],
+    file: BorrowedFd<'_>,
+    offset: u64,
+    count: usize,
+    works: &AtomicBool,
+) -> io::Result<()> {
+    send_more(out, header)?;
+    send_file_range(out, file, offset, count, works)
+}
+
+/// Writes `data` whole, telling a socket that more follows.
+fn send_more(out: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: sends from `data`, which has `data.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                out,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => wait_writable(out)?,
+            // Not a socket (-s on a pipe): a plain write.
+            Some(libc::ENOTSOCK) => return write_all(out, data),
+            _ => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Sends `count` bytes of `file` at `offset` to `out` (a socket or a
 /// pipe, blocking or not), after whatever was written to `out` before.
 ///
@@ -222,6 +267,32 @@ mod tests {
         let mut got = Vec::new();
         b.read_to_end(&mut got).unwrap();
         assert_eq!(got, [5u8; 800]);
+    }
+
+    /// A reply to a pipe (`-s` on a pipe): the header is written, not
+    /// sent, and sendfile(2) fills the pipe.
+    #[test]
+    fn a_reply_into_a_pipe() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let f = file_of(&data);
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills two descriptors, which the Files own.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (mut r, w) = unsafe {
+            use std::os::fd::FromRawFd;
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        };
+        let t = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            got
+        });
+        let works = AtomicBool::new(true);
+        send_reply(w.as_raw_fd(), b"HEADER", f.as_fd(), 7, 250_000, &works).unwrap();
+        drop(w);
+        let got = t.join().unwrap();
+        assert_eq!(&got[..6], b"HEADER");
+        assert_eq!(&got[6..], &data[7..250_007]);
     }
 
     /// What the connection falls back to when sendfile(2) refuses the

@@ -324,6 +324,61 @@ fn nbdcopy_copies_the_file_exactly() {
     }
 }
 
+/// Over TCP (where the reply header is sent with MSG_MORE, to leave with
+/// the data), socket activation (nbdcopy's `[ CMD ]`) and `nbdkit -s` on
+/// a socket pair (libnbd's connect_command, from Python): the copy is the
+/// file every time.
+#[test]
+fn copies_over_tcp_socket_activation_and_stdin() {
+    let nbdcopy = require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("sendfile-tcp");
+    let (path, data) = disk(dir.path());
+    let out = dir.path().join("copy.img");
+    let (_, o) = on_free_port(|port| {
+        Command::new(BIN)
+            .args(["-p", port, "-i", "127.0.0.1", "--run"])
+            .arg(format!(
+                "nbdcopy --request-size=1048576 \"$uri\" {}",
+                out.display()
+            ))
+            .args(["file", path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&out).unwrap() == data, "over TCP");
+    std::fs::remove_file(&out).unwrap();
+
+    let st = Command::new(&nbdcopy)
+        .args(["--request-size=65536", "--", "[", BIN, "file"])
+        .arg(&path)
+        .arg("]")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "nbdcopy [ nbdkit file ]");
+    assert!(std::fs::read(&out).unwrap() == data, "socket activation");
+    std::fs::remove_file(&out).unwrap();
+
+    let script = format!(
+        "import nbd\n\
+         h = nbd.NBD()\n\
+         h.connect_command([{BIN:?}, '-s', 'file', {:?}])\n\
+         size = h.get_size()\n\
+         with open({:?}, 'wb') as f:\n\
+         \x20   for off in range(0, size, 1 << 20):\n\
+         \x20       f.write(h.pread(min(1 << 20, size - off), off))\n",
+        path.to_str().unwrap(),
+        out.to_str().unwrap()
+    );
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python3-libnbd: {o:?}");
+    assert!(std::fs::read(&out).unwrap() == data, "over nbdkit -s");
+}
+
 /// Our nbdkit under `strace -f -e trace=sendfile`, on a Unix socket; its
 /// pid from -P so that it can be stopped (strace then exits too).
 struct Traced {
