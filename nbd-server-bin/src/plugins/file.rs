@@ -10,7 +10,8 @@
 //! else FALLOC_FL_ZERO_RANGE (BLKZEROOUT on block devices), falling back to
 //! writing zeroes unless the client asked for a fast zero; extents come from
 //! SEEK_DATA/SEEK_HOLE. A file we may not open for writing is served
-//! read-only.
+//! read-only. Reads name their file range (`pread_file`), so that the
+//! server may send them with sendfile(2) instead of reading them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
