@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The shortest read sent with sendfile(2); shorter ones are copied.
 /// Measured (BENCHMARKS.md, "File plugin reads"): sendfile costs the
-/// server less CPU per byte from 16 KiB up, more at 8 KiB and below.
-pub const SENDFILE_MIN: usize = 16 * 1024;
+/// server less CPU per byte than copying in every run from 32 KiB up;
+/// the two tie at 16 KiB, and sendfile costs more at 8 KiB and below
+/// (it makes three system calls, the reply header, the size check and
+/// sendfile, where copying makes two).
+pub const SENDFILE_MIN: usize = 32 * 1024;
 
 /// The most one sendfile(2) call moves on Linux.
 const MAX_CHUNK: usize = 0x7fff_f000;
