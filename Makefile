@@ -11,6 +11,7 @@
 #   make deb             Debian packages in build/deb (debian/; README)
 #   make demo            connect a C program on our libnbd to our nbdkit
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
+#   make bench-file-reads  file plugin reads: sendfile vs copying vs Debian's
 #   make fuzz            every fuzz target for FUZZ_SECONDS (60) each (cargo-fuzz)
 #   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS (5) each
 #   make clean
@@ -95,7 +96,7 @@ XNBD_VERSION   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head 
 STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
-.PHONY: all cargo-build lib man completion deb install install-man uninstall uninstall-man stage check demo bench clean \
+.PHONY: all cargo-build lib man completion deb install install-man uninstall uninstall-man stage check demo bench bench-file-reads clean \
         deps-build deps-test fuzz fuzz-smoke FORCE
 
 all: lib man completion
@@ -281,6 +282,9 @@ demo: deps-build
 bench:
 	$(MAKE) --no-print-directory stage
 	$(TEST_ENV) bench/run.sh
+
+bench-file-reads: cargo-build
+	$(TEST_ENV) bench/file-reads.sh
 
 # Fuzzing (fuzz/, a cargo workspace of its own; needs `cargo install
 # cargo-fuzz`). See fuzz/run.sh for FUZZ_SANITIZER, FUZZ_TOOLCHAIN, ...

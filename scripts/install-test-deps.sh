@@ -6,7 +6,7 @@
 # Debian, the build systems of the consumer projects (autoconf, automake,
 # CMake, meson, ninja: tests/consumers), the Debian packaging tools
 # (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), bash-completion
-# (tests/completion), and the pinned
+# (tests/completion), strace (tests/sendfile.rs counts system calls), and the pinned
 # cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
@@ -17,7 +17,7 @@ set -euo pipefail
   openssh-server openssh-client libssh-4 perl man-db groff-base \
   liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev \
   autoconf automake cmake meson ninja-build \
-  dpkg-dev debhelper fakeroot lintian bash-completion
+  dpkg-dev debhelper fakeroot lintian bash-completion strace
 
 # The reference libnbd 1.24.4 (header, nbdinfo, man pages), unpacked
 # under /opt/libnbd-1.24 from Debian unstable without installing anything.

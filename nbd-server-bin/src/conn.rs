@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::BorrowedFd;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use nbd_core::server::{Backend, Extents};
 use nbd_core::wire::consts::cmd;
 use nbd_core::wire::request::{RequestHeader, EXTENDED_REQUEST_HEADER_LEN, REQUEST_HEADER_LEN};
 
+use crate::sendfile;
 use crate::tls::Stream;
 
 /// What every connection shares.
@@ -354,6 +356,12 @@ struct Conn {
     in_flight: Limits,
     /// Buffers for payloads larger than SMALL_PAYLOAD.
     pool: PayloadPool,
+    /// Whether reads may be sent from the file with sendfile(2): a plain
+    /// connection (not TLS), unless NBDKIT_NO_SENDFILE, and until the
+    /// kernel refuses it for this socket.
+    sendfile: AtomicBool,
+    /// The shortest read sent with sendfile(2).
+    sendfile_min: usize,
 }
 
 impl Conn {
@@ -524,6 +532,7 @@ fn serve_opened(
         Some(n) => n,
         None => return,
     };
+    let plain = matches!(wr, Stream::Plain(_));
     debug!(
         srv,
         "connection {id}: negotiated export \"{}\" size {} flags {:#x} structured replies {} extended headers {} meta context {:?}",
@@ -560,6 +569,8 @@ fn serve_opened(
         id,
         in_flight: Limits::new(0, MAX_CONN_IN_FLIGHT),
         pool: PayloadPool::new(MAX_CONN_IN_FLIGHT as usize),
+        sendfile: AtomicBool::new(plain && !sendfile::disabled_by_env()),
+        sendfile_min: sendfile::threshold(),
     });
     worker(&conn);
     loop {
@@ -936,54 +947,17 @@ fn worker(conn: &Arc<Conn>) {
             0
         };
         let result = if h.kind == cmd::READ && len > 0 && valid.is_ok() {
-            // A read the plugin may answer by lending its pages, which
-            // are then sent straight from its memory under the write
-            // lock; otherwise it fills `data`, sent below.
-            let mut writer = None;
-            let mut failed = None;
-            let mut send = |parts: &[&[u8]]| -> bool {
-                let w = writer.get_or_insert_with(|| {
-                    encode_reply(&mut out, &h, &conn.ctx, &Ok(()), &extents);
-                    (conn.writer.lock(), true)
-                });
-                let r = if w.1 {
-                    w.1 = false;
-                    let mut all: [&[u8]; 17] = [&[]; 17];
-                    all[0] = &out;
-                    let n = parts.len().min(16);
-                    all[1..=n].copy_from_slice(&parts[..n]);
-                    write_all_slices(&mut w.0, &all[..=n])
-                        .and_then(|()| write_all_slices(&mut w.0, &parts[n..]))
-                } else {
-                    write_all_slices(&mut w.0, parts)
-                };
-                match r {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failed = Some(e);
-                        false
+            match read_in_place(conn, &h, buf, &mut out, &extents) {
+                InPlace::Sent => continue,
+                InPlace::Broken(e) => {
+                    if let Some(e) = e {
+                        debug!(srv, "connection {}: write reply: {e}", conn.id);
                     }
-                }
-            };
-            let mut r = nbd_core::server::Read::lending(buf, h.offset, &mut send);
-            let res = backend.read(&mut r);
-            let lent = r.was_lent();
-            let started = writer.is_some();
-            drop(writer);
-            if lent || started {
-                // A reply has been sent, or begun and cut short.
-                if let Some(e) = failed {
-                    debug!(srv, "connection {}: write reply: {e}", conn.id);
                     conn.kill();
                     break;
                 }
-                if !lent {
-                    conn.kill();
-                    break;
-                }
-                continue;
+                InPlace::NotSent(res) => res,
             }
-            res
         } else {
             valid.and_then(|()| request::execute(backend, &h, &mut buf[..buf_len], &mut extents))
         };
@@ -997,6 +971,105 @@ fn worker(conn: &Arc<Conn>) {
             conn.kill();
             break;
         }
+    }
+}
+
+/// How a READ that the backend could answer in place went.
+enum InPlace {
+    /// The whole reply was sent: lent pages, or a range of a file.
+    Sent,
+    /// Nothing was sent: the data is in the buffer, or the read failed.
+    NotSent(nbd_core::server::backend::Result<()>),
+    /// The reply was begun and cut short (the error, when writing
+    /// failed): the client's stream can only end here.
+    Broken(Option<io::Error>),
+}
+
+/// A reply being sent while the backend serves the read: the header goes
+/// out with the first data, and the write lock is held from then until
+/// the reply is complete, so no other reply comes between.
+struct Sending<'a> {
+    out: &'a mut Vec<u8>,
+    writer: Option<parking_lot::MutexGuard<'a, Stream>>,
+    /// The header is still to be written.
+    first: bool,
+    failed: Option<io::Error>,
+}
+
+/// Runs a valid READ so that the plugin may send its data without it
+/// passing through `buf`: from a file range with sendfile(2) (plain
+/// connections, reads of at least `sendfile_min`), or from pages it lends;
+/// otherwise the data lands in `buf` and the caller sends the reply.
+fn read_in_place<'a>(
+    conn: &'a Conn,
+    h: &RequestHeader,
+    buf: &mut [u8],
+    out: &'a mut Vec<u8>,
+    extents: &Extents,
+) -> InPlace {
+    let count = buf.len();
+    let state = RefCell::new(Sending {
+        out,
+        writer: None,
+        first: true,
+        failed: None,
+    });
+    // Writes the header, once, under the write lock taken here.
+    let begin = |st: &mut Sending<'a>| {
+        if st.writer.is_none() {
+            encode_reply(st.out, h, &conn.ctx, &Ok(()), extents);
+            st.writer = Some(conn.writer.lock());
+        }
+    };
+    let mut lend = |parts: &[&[u8]]| -> bool {
+        let st = &mut *state.borrow_mut();
+        begin(st);
+        let Sending {
+            out,
+            writer: Some(w),
+            first,
+            failed,
+        } = st
+        else {
+            return false;
+        };
+        let r = if std::mem::take(first) {
+            // The header and the first slices in one vectored write.
+            let mut all: [&[u8]; 17] = [&[]; 17];
+            all[0] = out;
+            let n = parts.len().min(16);
+            all[1..=n].copy_from_slice(&parts[..n]);
+            write_all_slices(w, &all[..=n]).and_then(|()| write_all_slices(w, &parts[n..]))
+        } else {
+            write_all_slices(w, parts)
+        };
+        r.map_err(|e| *failed = Some(e)).is_ok()
+    };
+    let mut from_file = |fd: BorrowedFd<'_>, at: u64| -> bool {
+        let st = &mut *state.borrow_mut();
+        begin(st);
+        st.first = false;
+        // Under the write lock (held in `st.writer`), straight to the
+        // socket: a plain connection's writer is nothing but its
+        // descriptor.
+        let r = sendfile::send_reply(conn.sock, st.out, fd, at, count, &conn.sendfile);
+        r.map_err(|e| st.failed = Some(e)).is_ok()
+    };
+    let mut r = nbd_core::server::Read::lending(buf, h.offset, &mut lend);
+    if count >= conn.sendfile_min && conn.sendfile.load(Ordering::Relaxed) {
+        r = r.sending_files(&mut from_file);
+    }
+    let res = conn.backend.read(&mut r);
+    let sent = r.was_lent();
+    let st = state.into_inner();
+    let started = st.writer.is_some();
+    drop(st.writer);
+    match (sent, started, st.failed) {
+        (_, _, Some(e)) => InPlace::Broken(Some(e)),
+        (true, _, None) => InPlace::Sent,
+        // A lending plugin stopped half way through.
+        (false, true, None) => InPlace::Broken(None),
+        (false, false, None) => InPlace::NotSent(res),
     }
 }
 

@@ -19,5 +19,6 @@ pub mod plugins;
 pub mod process;
 pub mod reply_batch;
 pub mod scratch;
+pub mod sendfile;
 pub mod tls;
 pub mod xnbd;

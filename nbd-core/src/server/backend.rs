@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 use crate::errno::host;
 /// Read-only file system: what a write to a read-only plugin fails with.
@@ -228,8 +229,15 @@ pub struct Read<'a> {
     pub offset: u64,
     buf: &'a mut [u8],
     lend: Option<&'a mut Lend<'a>>,
+    send_file: Option<&'a mut SendFile<'a>>,
     lent: bool,
 }
+
+/// Where a read answered from a file goes (see [`Backend::pread_file`]):
+/// called once with the file's descriptor and the offset in it of the
+/// read's data; sends those bytes (with sendfile(2), say) and returns
+/// `false` when they could not be delivered.
+pub type SendFile<'a> = dyn FnMut(BorrowedFd<'_>, u64) -> bool + 'a;
 
 impl<'a> Read<'a> {
     /// A read into `buf`.
@@ -238,6 +246,7 @@ impl<'a> Read<'a> {
             offset,
             buf,
             lend: None,
+            send_file: None,
             lent: false,
         }
     }
@@ -249,8 +258,17 @@ impl<'a> Read<'a> {
             offset,
             buf,
             lend: Some(send),
+            send_file: None,
             lent: false,
         }
+    }
+
+    /// Lets a plugin whose data is a file's bytes answer by naming the
+    /// file range instead (see [`Backend::pread_file`]); tried before
+    /// lending. Like lending, taking [`Read::buf`] turns it off.
+    pub fn sending_files(mut self, send: &'a mut SendFile<'a>) -> Self {
+        self.send_file = Some(send);
+        self
     }
 
     /// The number of bytes to read.
@@ -262,10 +280,12 @@ impl<'a> Read<'a> {
     /// copied into it.
     pub fn buf(&mut self) -> &mut [u8] {
         self.lend = None;
+        self.send_file = None;
         self.buf
     }
 
-    /// Whether the data was sent by lending (the buffer was not filled).
+    /// Whether the data was sent by lending or from a file (the buffer
+    /// was not filled).
     pub fn was_lent(&self) -> bool {
         self.lent
     }
@@ -350,10 +370,32 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// Reads as `r` asks: lent when `r` allows it and the backend can
-    /// lend, else into `r`'s buffer. A chain of layers overrides this to
-    /// pass `r` down; a plugin keeps the default.
+    /// Optional: the `count` bytes at `offset` are, unchanged, the bytes
+    /// of an open file at the returned offset, so the server may send
+    /// them from the file (sendfile(2)) without reading them into memory.
+    /// `None` (the default): they are not, or not all of them are there
+    /// now (a file shorter than the range): the read goes on by lending
+    /// or [`Backend::pread`], which report such a failure.
+    fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
+        let _ = (count, offset);
+        None
+    }
+
+    /// Reads as `r` asks: from a file when `r` allows it and the backend
+    /// names one, else lent when `r` allows it and the backend can lend,
+    /// else into `r`'s buffer. A chain of layers overrides this to pass
+    /// `r` down; a plugin keeps the default.
     fn read(&self, r: &mut Read<'_>) -> Result<()> {
+        if let Some(send) = r.send_file.take() {
+            if let Some((fd, at)) = self.pread_file(r.count(), r.offset) {
+                // As with lending, a failure to deliver is the sink's
+                // to report: the read itself is done.
+                send(fd, at);
+                r.lend = None;
+                r.lent = true;
+                return Ok(());
+            }
+        }
         if let Some(send) = r.lend.take() {
             if let Some(res) = self.pread_lend(r.count(), r.offset, send) {
                 r.lent = res.is_ok();
@@ -450,6 +492,9 @@ impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
         send: &mut dyn FnMut(&[&[u8]]) -> bool,
     ) -> Option<Result<()>> {
         (**self).pread_lend(count, offset, send)
+    }
+    fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
+        (**self).pread_file(count, offset)
     }
     fn read(&self, r: &mut Read<'_>) -> Result<()> {
         (**self).read(r)
@@ -550,5 +595,43 @@ mod tests {
         e.reset(0, 42, false);
         Plugin.extents(42, 0, &mut e).unwrap();
         assert_eq!(e.as_slice(), &[(42, 0)]);
+    }
+
+    /// A plugin whose data is a file's, 100 bytes into it.
+    struct FromFile(std::fs::File);
+    impl Backend for FromFile {
+        fn size(&self) -> Result<u64> {
+            Ok(42)
+        }
+        fn pread(&self, buf: &mut [u8], _: u64) -> Result<()> {
+            buf.fill(7);
+            Ok(())
+        }
+        fn pread_file(&self, _: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
+            use std::os::fd::AsFd;
+            Some((self.0.as_fd(), offset + 100))
+        }
+    }
+
+    #[test]
+    fn reads_name_the_file_until_a_layer_takes_the_buffer() {
+        let p = FromFile(std::fs::File::open("/dev/null").unwrap());
+        let mut buf = [0u8; 4];
+        let mut at = Vec::new();
+        let mut lend = |_: &[&[u8]]| panic!("lent instead of named");
+        let mut file = |_: BorrowedFd<'_>, offset: u64| {
+            at.push(offset);
+            true
+        };
+        let mut r = Read::lending(&mut buf, 5, &mut lend).sending_files(&mut file);
+        p.read(&mut r).unwrap();
+        assert!(r.was_lent());
+        assert_eq!(at, [105]);
+        let mut file2 = |_: BorrowedFd<'_>, _: u64| panic!("named after the buffer was taken");
+        let mut r = Read::new(&mut buf, 5).sending_files(&mut file2);
+        r.buf();
+        p.read(&mut r).unwrap();
+        assert!(!r.was_lent());
+        assert_eq!(buf, [7; 4]);
     }
 }

@@ -10,10 +10,12 @@
 //! else FALLOC_FL_ZERO_RANGE (BLKZEROOUT on block devices), falling back to
 //! writing zeroes unless the client asked for a fast zero; extents come from
 //! SEEK_DATA/SEEK_HOLE. A file we may not open for writing is served
-//! read-only.
+//! read-only. Reads name their file range (`pread_file`), so that the
+//! server may send them with sendfile(2) instead of reading them.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
@@ -378,6 +380,24 @@ impl Backend for FilePlugin {
         Ok(())
     }
 
+    /// The data is the file's own, so the server may send it straight
+    /// from the page cache: unless cache=none asks us to drop what we
+    /// read (done after a pread), or the range reaches past the end of a
+    /// file that shrank since the connection opened (then pread reports
+    /// the short read, as nbdkit does).
+    fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
+        if self.cache_none {
+            return None;
+        }
+        if !self.block_device {
+            let len = self.file.metadata().ok()?.len();
+            if offset.checked_add(u64::from(count))? > len {
+                return None;
+            }
+        }
+        Some((self.file.as_fd(), offset))
+    }
+
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.file
             .write_all_at(buf, offset)
@@ -624,6 +644,9 @@ impl Backend for FileConn {
         send: &mut dyn FnMut(&[&[u8]]) -> bool,
     ) -> Option<Result<()>> {
         self.file.pread_lend(count, offset, send)
+    }
+    fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
+        self.file.pread_file(count, offset)
     }
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.file.pwrite(buf, offset, fua)
