@@ -104,8 +104,7 @@ fn main() {
         // a plugin or filter fails.
         let mut lines = vec![VERSION.to_string()];
         for f in &c.filters {
-            nbd_server_bin::filters::find(f).unwrap_or_else(|e| die(e));
-            lines.push(format!("{f} {NBDKIT_VERSION}"));
+            lines.push(nbd_server_bin::chain::filter_version(f).unwrap_or_else(|e| die(e)));
         }
         lines.push(cplugin::plugin_version(&c.plugin).unwrap_or_else(|e| die(e)));
         println!("{}", lines.join("\n"));
