@@ -523,6 +523,7 @@ impl Filter for CFilter {
             open_next: std::ptr::null_mut(),
             info: info.clone(),
             open_error: None,
+            opened_readonly: info.readonly,
             backend: BackendObj {
                 below: Some((next.chain_below(), info.clone())),
             },
@@ -587,6 +588,8 @@ struct ContextObj {
     open_next: *mut c_void,
     info: ConnectionInfo,
     open_error: Option<Error>,
+    /// `next_open` opened the layers below read-only.
+    opened_readonly: bool,
     backend: BackendObj,
     current: AtomicPtr<NextOps>,
 }
@@ -605,6 +608,7 @@ unsafe extern "C" fn next_open(ctx: *mut c_void, readonly: c_int, name: *const c
     if !name.is_null() {
         info.export_name = CStr::from_ptr(name).to_bytes().to_vec();
     }
+    ctx.opened_readonly = info.readonly;
     match next.open(&info) {
         Ok(()) => 0,
         Err(e) => {
@@ -667,13 +671,41 @@ impl CFilterHandle {
         Ok(())
     }
 
+    /// A capability: the filter's callback, else (as nbdkit's default
+    /// for a NULL callback) the next layer's answer through the
+    /// `nbdkit_next` object, whose rules for a read-only next layer
+    /// apply. `yes`: the answer counts as yes (levels).
     fn ask(
         &self,
         cb: Option<unsafe extern "C" fn(*mut NextOps, *mut c_void) -> c_int>,
-    ) -> Option<Result<c_int>> {
-        // SAFETY: the filter's callback with its next layer and handle.
-        cb.map(|cb| self.status(|n, h| unsafe { cb(n, h) }))
+        op: fn(&NextOps) -> unsafe extern "C" fn(*mut NextOps) -> c_int,
+        yes: fn(c_int) -> bool,
+    ) -> Result<bool> {
+        let r = match cb {
+            // SAFETY: the filter's callback with its next layer and handle.
+            Some(cb) => self.status(|n, h| unsafe { cb(n, h) })?,
+            None => {
+                let n = self.ctx.current.load(Ordering::Acquire);
+                if n.is_null() {
+                    return Err(Error::new(libc::EIO, "filter: next layer not open"));
+                }
+                // SAFETY: a live next object of this connection.
+                match unsafe { op(&*n)(n) } {
+                    -1 => return Err(Error::errno(libc::EIO)),
+                    r => r,
+                }
+            }
+        };
+        Ok(yes(r))
     }
+}
+
+fn nonzero(r: c_int) -> bool {
+    r != 0
+}
+
+fn zero_level(r: c_int) -> bool {
+    r != ZERO_NONE
 }
 
 fn fua_flag(fua: bool) -> u32 {
@@ -684,10 +716,12 @@ fn fua_flag(fua: bool) -> u32 {
     }
 }
 
+/// Each layer's answers follow nbdkit's backend.c rules: trim, zero and
+/// FUA need writing, fast zero needs zero.
 impl FilterHandle for CFilterHandle {
     fn attach(&self, next: Lower) {
         if self.ctx.current.load(Ordering::Acquire).is_null() {
-            let n = NextObj::new_raw(Box::new(next));
+            let n = NextObj::new_raw(Box::new(next), self.ctx.opened_readonly);
             self.ctx.current.store(n, Ordering::Release);
         }
     }
@@ -748,65 +782,47 @@ impl FilterHandle for CFilterHandle {
         Ok((a != 0 || b != 0 || c != 0).then_some((a, b, c)))
     }
 
-    fn can_write(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_write) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_write(),
-        }
+    fn can_write(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().can_write, |o| o.can_write, nonzero)
     }
-    fn can_flush(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_flush) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_flush(),
-        }
+    fn can_flush(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().can_flush, |o| o.can_flush, nonzero)
     }
     fn can_fua(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_fua) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_fua(),
+        if !self.can_write(next)? {
+            return Ok(false);
         }
+        self.ask(self.s().can_fua, |o| o.can_fua, nonzero)
     }
     fn can_trim(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_trim) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_trim(),
+        if !self.can_write(next)? {
+            return Ok(false);
         }
+        self.ask(self.s().can_trim, |o| o.can_trim, nonzero)
     }
     fn can_zero(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_zero) {
-            Some(r) => r.map(|r| r != ZERO_NONE),
-            None => next.can_zero(),
+        if !self.can_write(next)? {
+            return Ok(false);
         }
+        self.ask(self.s().can_zero, |o| o.can_zero, zero_level)
     }
     fn can_fast_zero(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_fast_zero) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_fast_zero(),
+        if !self.can_zero(next)? {
+            return Ok(false);
         }
+        self.ask(self.s().can_fast_zero, |o| o.can_fast_zero, nonzero)
     }
-    fn can_multi_conn(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_multi_conn) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_multi_conn(),
-        }
+    fn can_multi_conn(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().can_multi_conn, |o| o.can_multi_conn, nonzero)
     }
-    fn can_extents(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_extents) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_extents(),
-        }
+    fn can_extents(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().can_extents, |o| o.can_extents, nonzero)
     }
-    fn can_cache(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().can_cache) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.can_cache(),
-        }
+    fn can_cache(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().can_cache, |o| o.can_cache, nonzero)
     }
-    fn is_rotational(&self, next: &dyn Backend) -> Result<bool> {
-        match self.ask(self.s().is_rotational) {
-            Some(r) => r.map(|r| r != 0),
-            None => next.is_rotational(),
-        }
+    fn is_rotational(&self, _next: &dyn Backend) -> Result<bool> {
+        self.ask(self.s().is_rotational, |o| o.is_rotational, nonzero)
     }
     fn export_description(&self, next: &dyn Backend) -> Result<Option<String>> {
         let Some(cb) = self.s().export_description else {
@@ -936,8 +952,9 @@ pub unsafe extern "C" fn nbdkit_next_context_open(
     if !exportname.is_null() {
         info.export_name = CStr::from_ptr(exportname).to_bytes().to_vec();
     }
+    let info_readonly = info.readonly;
     match chain.open(info) {
-        Ok(opened) => NextObj::new_raw(Box::new(opened)),
+        Ok(opened) => NextObj::new_raw(Box::new(opened), info_readonly),
         Err(e) => {
             crate::log::error!("{}", e.message);
             *libc::__errno_location() = e.errno;

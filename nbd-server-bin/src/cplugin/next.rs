@@ -23,13 +23,21 @@ use super::lists::ExtentsList;
 pub struct NextObj {
     ops: NextOps,
     target: Box<dyn Backend>,
+    /// The layers below were opened read-only: as in nbdkit's backend.c,
+    /// they cannot write, so they cannot trim, zero or FUA either,
+    /// whatever they would answer.
+    readonly: bool,
 }
 
 impl NextObj {
-    /// A new object on the heap, for `target`; the caller owns it (see
-    /// [`NextObj::free`]).
-    pub fn new_raw(target: Box<dyn Backend>) -> *mut NextOps {
-        Box::into_raw(Box::new(NextObj { ops: OPS, target })) as *mut NextOps
+    /// A new object on the heap, for `target` (opened read-only or not);
+    /// the caller owns it (see [`NextObj::free`]).
+    pub fn new_raw(target: Box<dyn Backend>, readonly: bool) -> *mut NextOps {
+        Box::into_raw(Box::new(NextObj {
+            ops: OPS,
+            target,
+            readonly,
+        })) as *mut NextOps
     }
 
     /// Frees an object made by [`NextObj::new_raw`] (NULL is nothing),
@@ -121,7 +129,19 @@ unsafe extern "C" fn block_size(
     }
 }
 unsafe extern "C" fn can_write(n: *mut NextOps) -> c_int {
+    if (*(n as *const NextObj)).readonly {
+        return 0;
+    }
     yes_no(target(n).can_write())
+}
+
+/// nbdkit's rule for what needs writing: without it, the answer is "no"
+/// (or the error asking it gave).
+unsafe fn unless_writable(n: *mut NextOps) -> Option<c_int> {
+    match can_write(n) {
+        1 => None,
+        r => Some(r),
+    }
 }
 unsafe extern "C" fn can_flush(n: *mut NextOps) -> c_int {
     yes_no(target(n).can_flush())
@@ -130,18 +150,33 @@ unsafe extern "C" fn is_rotational(n: *mut NextOps) -> c_int {
     yes_no(target(n).is_rotational())
 }
 unsafe extern "C" fn can_trim(n: *mut NextOps) -> c_int {
+    if let Some(r) = unless_writable(n) {
+        return r;
+    }
     yes_no(target(n).can_trim())
 }
 unsafe extern "C" fn can_zero(n: *mut NextOps) -> c_int {
+    if let Some(r) = unless_writable(n) {
+        return r;
+    }
     level(target(n).can_zero(), ZERO_NATIVE, ZERO_NONE)
 }
 unsafe extern "C" fn can_fast_zero(n: *mut NextOps) -> c_int {
+    // A layer that cannot zero cannot zero fast.
+    match can_zero(n) {
+        ZERO_NONE => return 0,
+        -1 => return -1,
+        _ => {}
+    }
     yes_no(target(n).can_fast_zero())
 }
 unsafe extern "C" fn can_extents(n: *mut NextOps) -> c_int {
     yes_no(target(n).can_extents())
 }
 unsafe extern "C" fn can_fua(n: *mut NextOps) -> c_int {
+    if let Some(r) = unless_writable(n) {
+        return r;
+    }
     level(target(n).can_fua(), LEVEL_NATIVE, LEVEL_NONE)
 }
 unsafe extern "C" fn can_multi_conn(n: *mut NextOps) -> c_int {
