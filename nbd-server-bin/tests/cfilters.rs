@@ -359,9 +359,11 @@ fn debian_filters_serve_the_same_through_our_nbdkit() {
             |e| format!("failed: {}", e.lines().last().unwrap_or("")),
             |o| {
                 let lines: Vec<&str> = o.lines().collect();
+                // nbdinfo's JSON, or the one client's first word.
                 let size = lines
                     .iter()
                     .find_map(|l| l.trim().strip_prefix("\"export-size\": "))
+                    .or_else(|| lines.first().and_then(|l| l.split_whitespace().next()))
                     .unwrap_or("")
                     .trim_end_matches(',');
                 let extents = lines
@@ -402,4 +404,295 @@ fn debian_filters_serve_the_same_through_our_nbdkit() {
         table.join("\n"),
         failures.join("\n\n")
     );
+}
+
+/// A filter this test compiles against our include/nbdkit-filter.h. It
+/// records its life's callbacks in order, passes on the keys that are not
+/// its own, and counts how many preads are in it at once (each sleeps a
+/// little, so that parallel requests overlap). `unload` writes the record
+/// to `orderlog=`.
+const ORDER_FILTER: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <nbdkit-filter.h>
+
+static char *log_path;
+static char events[8192];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int in_pread, max_in_pread;
+
+static void
+event (const char *e)
+{
+  pthread_mutex_lock (&lock);
+  if (strlen (events) + strlen (e) + 2 < sizeof events) {
+    strcat (events, e);
+    strcat (events, " ");
+  }
+  pthread_mutex_unlock (&lock);
+}
+
+static void order_load (void) { event ("load"); }
+
+static void
+order_unload (void)
+{
+  FILE *f = fopen (log_path, "w");
+  if (f) {
+    fprintf (f, "%s\nmax_in_pread=%d\n", events, max_in_pread);
+    fclose (f);
+  }
+  free (log_path);
+}
+
+static int
+order_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+              const char *key, const char *value)
+{
+  if (strcmp (key, "orderlog") == 0) {
+    log_path = strdup (value);
+    return 0;
+  }
+  event ("config-passed-on");
+  return next (nxdata, key, value);
+}
+
+static int
+order_config_complete (nbdkit_next_config_complete *next,
+                       nbdkit_backend *nxdata)
+{
+  if (log_path == NULL) {
+    nbdkit_error ("orderlog= is required");
+    return -1;
+  }
+  event ("config_complete");
+  return next (nxdata);
+}
+
+static int
+order_get_ready (int thread_model)
+{
+  char s[64];
+  snprintf (s, sizeof s, "get_ready(%d)", thread_model);
+  event (s);
+  return 0;
+}
+
+static int
+order_after_fork (nbdkit_backend *backend)
+{
+  event ("after_fork");
+  return 0;
+}
+
+static void order_cleanup (nbdkit_backend *backend) { event ("cleanup"); }
+
+static int
+order_preconnect (nbdkit_next_preconnect *next, nbdkit_backend *nxdata,
+                  int readonly)
+{
+  event ("preconnect");
+  return next (nxdata, readonly);
+}
+
+static void *
+order_open (nbdkit_next_open *next, nbdkit_context *context,
+            int readonly, const char *exportname, int is_tls)
+{
+  event ("open");
+  if (next (context, readonly, exportname) == -1)
+    return NULL;
+  event ("next-opened");
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+static void order_close (void *handle) { event ("close"); }
+
+static int
+order_prepare (nbdkit_next *next, void *handle, int readonly)
+{
+  char s[64];
+  snprintf (s, sizeof s, "prepare(size=%ld)", (long) next->get_size (next));
+  event (s);
+  return 0;
+}
+
+static int
+order_finalize (nbdkit_next *next, void *handle)
+{
+  event ("finalize");
+  return 0;
+}
+
+static int
+order_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  struct timespec ts = { 0, 5000000 };
+  int r;
+
+  pthread_mutex_lock (&lock);
+  if (++in_pread > max_in_pread)
+    max_in_pread = in_pread;
+  pthread_mutex_unlock (&lock);
+  nanosleep (&ts, NULL);
+  r = next->pread (next, buf, count, offset, flags, err);
+  pthread_mutex_lock (&lock);
+  in_pread--;
+  pthread_mutex_unlock (&lock);
+  return r;
+}
+
+static struct nbdkit_filter filter = {
+  .name = "order",
+  .longname = "the life-cycle order test filter",
+  .load = order_load,
+  .unload = order_unload,
+  .config = order_config,
+  .config_complete = order_config_complete,
+  .get_ready = order_get_ready,
+  .after_fork = order_after_fork,
+  .cleanup = order_cleanup,
+  .preconnect = order_preconnect,
+  .open = order_open,
+  .close = order_close,
+  .prepare = order_prepare,
+  .finalize = order_finalize,
+  .pread = order_pread,
+};
+
+NBDKIT_REGISTER_FILTER (filter)
+"#;
+
+/// Compiles ORDER_FILTER into `dir`; its path.
+fn order_filter(dir: &Path) -> String {
+    require("cc", "gcc");
+    let src = dir.join("order.c");
+    let so = dir.join("nbdkit-order-filter.so");
+    std::fs::write(&src, ORDER_FILTER).unwrap();
+    let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", include, "-o"])
+        .arg(&so)
+        .arg(&src)
+        .arg("-lpthread")
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc order.c");
+    so.display().to_string()
+}
+
+/// Runs `bin` with ARGS and the client command `cmd`; the filter's record.
+fn order_record(bin: &str, args: &[&str], cmd: &str, log: &Path) -> String {
+    let _ = std::fs::remove_file(log);
+    let o = run_with(bin, args, cmd);
+    assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+    std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{bin}: {}: {e}", log.display()))
+}
+
+/// The filter's life, through both servers, for one client connection:
+/// the same callbacks in the same order (and its `config` passes the
+/// plugin's key on to it).
+#[test]
+fn a_c_filters_life_in_nbdkits_order() {
+    let dir = TempDir::new("cfilter-order");
+    let so = order_filter(dir.path());
+    let log = dir.path().join("order.log");
+    let logarg = format!("orderlog={}", log.display());
+    let args = ["--filter", &so, "memory", "size=1M", &logarg];
+    let cmd = "/usr/bin/python3 -m nbd -u \"$uri\" -c 'h.pread(4096, 0)'";
+    let ours = order_record(BIN, &args, cmd, &log);
+    let theirs = order_record(DEBIAN_NBDKIT, &args, cmd, &log);
+    println!("ours:     {ours}Debian's: {theirs}");
+    let events = |r: &str| r.lines().next().unwrap_or("").to_string();
+    assert_eq!(events(&ours), events(&theirs));
+    assert!(
+        events(&ours).contains(
+            "after_fork preconnect open next-opened prepare(size=1048576) finalize close cleanup"
+        ),
+        "{ours}"
+    );
+    assert!(events(&ours).starts_with("load config-passed-on config_complete get_ready(3)"));
+}
+
+/// The chain's thread model is the lowest of every layer's: Debian's
+/// noparallel filter .so (serialize=requests, from its thread_model
+/// callback) below the test's filter serializes the requests the test's
+/// filter sees, under parallel requests of one client, through both
+/// servers; without it, they overlap.
+#[test]
+fn a_filters_thread_model_lowers_the_chains() {
+    require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("cfilter-model");
+    let so = order_filter(dir.path());
+    let log = dir.path().join("order.log");
+    let logarg = format!("orderlog={}", log.display());
+    let noparallel = filter_so("noparallel");
+    let cmd =
+        "nbdcopy --no-extents --connections=1 --requests=8 --request-size=4096 \"$uri\" null:";
+    let max = |r: &str| {
+        r.lines()
+            .find_map(|l| l.strip_prefix("max_in_pread="))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let serialized = [
+            "--filter",
+            &so,
+            "--filter",
+            &noparallel,
+            "memory",
+            "size=1M",
+            &logarg,
+            "serialize=requests",
+        ];
+        let r = order_record(bin, &serialized, cmd, &log);
+        assert!(r.contains("get_ready(2)"), "{bin}: {r}");
+        assert_eq!(max(&r), 1, "{bin}: {r}");
+        let parallel = ["--filter", &so, "memory", "size=1M", &logarg];
+        let r = order_record(bin, &parallel, cmd, &log);
+        assert!(r.contains("get_ready(3)"), "{bin}: {r}");
+        assert!(max(&r) > 1, "{bin}: {r}");
+    }
+}
+
+/// `--filter=NAME --version` names the filter's version (a .so by path
+/// too), and fails for a filter that does not exist, as Debian's.
+#[test]
+fn version_names_loaded_filters_and_fails_for_missing_ones() {
+    let xz = filter_so("xz");
+    let cases: [(&[&str], bool); 4] = [
+        (&["--filter", &xz, "memory", "--version"], true),
+        (
+            &["--filter=xz", "--filter=offset", "memory", "--version"],
+            true,
+        ),
+        (&["--filter=nosuch", "memory", "--version"], false),
+        (
+            &[
+                "--filter=/nonexistent/nbdkit-x-filter.so",
+                "memory",
+                "--version",
+            ],
+            false,
+        ),
+    ];
+    for (args, ok) in cases {
+        let ours = Command::new(BIN).args(args).output().unwrap();
+        let theirs = Command::new(DEBIAN_NBDKIT).args(args).output().unwrap();
+        assert_eq!(ours.status.success(), ok, "{args:?}: {ours:?}");
+        assert_eq!(theirs.status.success(), ok, "{args:?}: {theirs:?}");
+        let tail = |o: &std::process::Output| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tail(&ours), tail(&theirs), "{args:?}");
+    }
 }
