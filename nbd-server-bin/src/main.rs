@@ -111,7 +111,9 @@ fn main() {
         exit(0);
     }
     if c.dump_plugin {
-        match cplugin::dump_plugin(&c.plugin) {
+        let filters_model =
+            nbd_server_bin::chain::filters_thread_model(&c.filters).unwrap_or_else(|e| die(e));
+        match cplugin::dump_plugin(&c.plugin, filters_model) {
             Ok(()) => exit(0),
             Err(e) => die(e),
         }

@@ -696,3 +696,27 @@ fn version_names_loaded_filters_and_fails_for_missing_ones() {
         assert_eq!(tail(&ours), tail(&theirs), "{args:?}");
     }
 }
+
+/// `--dump-plugin` after filters given as .so files prints the thread
+/// model their `thread_model` lowers it to, as Debian's.
+#[test]
+fn dump_plugin_shows_the_thread_model_filters_lower() {
+    let memory_so = plugin_so("memory");
+    for f in ["xz", "ext2", "noparallel", "offset"] {
+        let so = filter_so(f);
+        for plugin in ["memory", memory_so.as_str()] {
+            let args = ["--filter", &so, plugin, "--dump-plugin"];
+            let model = |bin: &str| {
+                let o = Command::new(bin).args(args).output().unwrap();
+                assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find(|l| l.starts_with("thread_model="))
+                    .map(str::to_string)
+            };
+            let ours = model(BIN);
+            assert!(ours.is_some(), "{args:?}");
+            assert_eq!(ours, model(DEBIAN_NBDKIT), "{args:?}");
+        }
+    }
+}

@@ -119,6 +119,24 @@ impl Layer {
     }
 }
 
+/// The lowest thread model of the filters `names`, before any is
+/// configured (`--dump-plugin`): a C filter's `thread_model`, noparallel's
+/// default for ours.
+pub fn filters_thread_model(names: &[String]) -> Result<i32, String> {
+    let none = Vec::new();
+    let mut model = cplugin::THREAD_MODEL_PARALLEL;
+    for name in names {
+        model = model.min(match Layer::find(name)? {
+            Layer::BuiltIn(spec) => check_thread_model(
+                cplugin::THREAD_MODEL_PARALLEL,
+                std::iter::once((spec.name, &none)),
+            )?,
+            Layer::Shared(lib) => lib.thread_model()?,
+        });
+    }
+    Ok(model)
+}
+
 /// `nbdkit --filter=NAME --version`'s line for a filter (which must
 /// exist): its name and version.
 pub fn filter_version(name: &str) -> Result<String, String> {
