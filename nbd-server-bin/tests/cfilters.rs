@@ -720,3 +720,33 @@ fn dump_plugin_shows_the_thread_model_filters_lower() {
         }
     }
 }
+
+/// Debian's retry filter .so reopens the layers below it after a failure
+/// (nbdkit_next_context_open, nbdkit_context_set_next,
+/// nbdkit_next_context_close): over a built-in error filter failing half
+/// the reads, every read comes through in the end, with the same bytes
+/// as without errors, through both servers.
+#[test]
+fn the_retry_filter_reopens_the_layers_below() {
+    require("nbdcopy", "libnbd-bin");
+    let retry = filter_so("retry");
+    let plain: Vec<&str> = vec!["data", DATA[1], "size=16K"];
+    let mut failing = vec!["--filter", &retry, "--filter=error"];
+    failing.extend(&plain);
+    failing.extend([
+        "retries=50",
+        "retry-delay=1",
+        "retry-exponential=no",
+        "error-pread-rate=50%",
+        "error=EIO",
+    ]);
+    let cmd = "nbdcopy --no-extents --request-size=4096 --requests=1 \"$uri\" - | md5sum";
+    let md5 = |bin: &str, args: &[&str]| {
+        let o = run_with(bin, args, cmd);
+        assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let expected = md5(BIN, &plain);
+    assert_eq!(md5(BIN, &failing), expected);
+    assert_eq!(md5(DEBIAN_NBDKIT, &failing), expected);
+}
