@@ -104,15 +104,16 @@ fn main() {
         // a plugin or filter fails.
         let mut lines = vec![VERSION.to_string()];
         for f in &c.filters {
-            nbd_server_bin::filters::find(f).unwrap_or_else(|e| die(e));
-            lines.push(format!("{f} {NBDKIT_VERSION}"));
+            lines.push(nbd_server_bin::chain::filter_version(f).unwrap_or_else(|e| die(e)));
         }
         lines.push(cplugin::plugin_version(&c.plugin).unwrap_or_else(|e| die(e)));
         println!("{}", lines.join("\n"));
         exit(0);
     }
     if c.dump_plugin {
-        match cplugin::dump_plugin(&c.plugin) {
+        let filters_model =
+            nbd_server_bin::chain::filters_thread_model(&c.filters).unwrap_or_else(|e| die(e));
+        match cplugin::dump_plugin(&c.plugin, filters_model) {
             Ok(()) => exit(0),
             Err(e) => die(e),
         }

@@ -22,9 +22,9 @@ pub fn build(
     readonly: bool,
 ) -> Result<Arc<Chain>, String> {
     let bottom = Bottom::find(plugin)?;
-    let fspecs = filters
+    let mut fspecs = filters
         .iter()
-        .map(|f| filters::find(f))
+        .map(|f| Layer::find(f))
         .collect::<Result<Vec<_>, _>>()?;
     if !bottom.takes_params() && !args.is_empty() && filters.is_empty() {
         // nbdkit's words for a plugin without a config callback.
@@ -33,41 +33,117 @@ pub fn build(
         ));
     }
     let args = bottom.script_arg(args);
-    let pairs = split_params(plugin, bottom.magic().as_deref(), &args)?;
-    let mut layer_pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); fspecs.len() + 1];
-    for (k, v) in pairs {
-        let i = fspecs
-            .iter()
-            .position(|f| f.knows(&k))
-            .unwrap_or(fspecs.len());
-        layer_pairs[i].push((k, v));
+    // Down the chain from the outermost filter: a built-in filter takes
+    // the keys it declares, a C filter sees every key and passes on what
+    // it does not take, as in nbdkit; the plugin gets the rest.
+    let mut pending = split_params(plugin, bottom.magic().as_deref(), &args)?;
+    let mut layer_pairs: Vec<Vec<(String, String)>> = Vec::with_capacity(fspecs.len());
+    for f in fspecs.iter_mut() {
+        match f {
+            Layer::BuiltIn(spec) => {
+                let (mine, rest) = pending.into_iter().partition(|(k, _)| spec.knows(k));
+                layer_pairs.push(mine);
+                pending = rest;
+            }
+            Layer::Shared(lib) => {
+                pending = lib.configure(pending)?;
+                layer_pairs.push(Vec::new());
+            }
+        }
     }
-    let plugin_pairs = layer_pairs.pop().unwrap_or_default();
-    let plugin: Arc<dyn Plugin> = match bottom {
+    let plugin_pairs = pending;
+    let mut c_filters_model = cplugin::THREAD_MODEL_PARALLEL;
+    for f in &fspecs {
+        if let Layer::Shared(lib) = f {
+            c_filters_model = c_filters_model.min(lib.thread_model()?);
+        }
+    }
+    let builtins = || {
+        fspecs
+            .iter()
+            .zip(&layer_pairs)
+            .filter_map(|(f, p)| match f {
+                Layer::BuiltIn(spec) => Some((spec.name, p)),
+                Layer::Shared(_) => None,
+            })
+    };
+    let (plugin, model): (Arc<dyn Plugin>, i32) = match bottom {
         Bottom::BuiltIn(spec) => {
-            check_thread_model(
-                cplugin::THREAD_MODEL_PARALLEL,
-                fspecs.iter().map(|f| f.name).zip(&layer_pairs),
-            )?;
+            let model = check_thread_model(c_filters_model, builtins())?;
             let mut p = Params::new(spec.name, plugin_pairs);
             let plugin = (spec.open)(&mut p, readonly)?;
             p.finish()?;
-            plugin
+            (plugin, model)
         }
         Bottom::Shared(mut lib) => {
             cplugin::configure(&mut lib, &plugin_pairs)?;
             let own = cplugin::CPlugin::own_thread_model(&lib)?;
-            let model = check_thread_model(own, fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
-            cplugin::ready(*lib, model)?
+            let model = check_thread_model(own.min(c_filters_model), builtins())?;
+            (cplugin::ready(*lib, model)?, model)
         }
     };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
     for (f, pairs) in fspecs.into_iter().zip(layer_pairs) {
-        let mut p = Params::new(f.name, pairs);
-        layers.push((f.open)(&mut p, readonly)?);
-        p.finish()?;
+        match f {
+            Layer::BuiltIn(spec) => {
+                let mut p = Params::new(spec.name, pairs);
+                layers.push((spec.open)(&mut p, readonly)?);
+                p.finish()?;
+            }
+            Layer::Shared(lib) => layers.push(cplugin::CFilter::ready(*lib, model)?),
+        }
     }
     Ok(Arc::new(Chain::new(plugin, layers)))
+}
+
+/// A filter of the chain: one of ours, or a shared object written against
+/// nbdkit-filter.h.
+enum Layer {
+    BuiltIn(&'static filters::FilterSpec),
+    Shared(Box<cplugin::FilterLibrary>),
+}
+
+impl Layer {
+    /// A built-in filter of that name first; else a path, or
+    /// `nbdkit-NAME-filter.so` in our filter directory or Debian's.
+    fn find(name: &str) -> Result<Layer, String> {
+        match filters::find(name) {
+            Ok(spec) => Ok(Layer::BuiltIn(spec)),
+            Err(e) => match cplugin::find_filter(name) {
+                Some(path) => {
+                    cplugin::FilterLibrary::open(&path).map(|l| Layer::Shared(Box::new(l)))
+                }
+                None => Err(cplugin::filter_not_found(name, &e)),
+            },
+        }
+    }
+}
+
+/// The lowest thread model of the filters `names`, before any is
+/// configured (`--dump-plugin`): a C filter's `thread_model`, noparallel's
+/// default for ours.
+pub fn filters_thread_model(names: &[String]) -> Result<i32, String> {
+    let none = Vec::new();
+    let mut model = cplugin::THREAD_MODEL_PARALLEL;
+    for name in names {
+        model = model.min(match Layer::find(name)? {
+            Layer::BuiltIn(spec) => check_thread_model(
+                cplugin::THREAD_MODEL_PARALLEL,
+                std::iter::once((spec.name, &none)),
+            )?,
+            Layer::Shared(lib) => lib.thread_model()?,
+        });
+    }
+    Ok(model)
+}
+
+/// `nbdkit --filter=NAME --version`'s line for a filter (which must
+/// exist): its name and version.
+pub fn filter_version(name: &str) -> Result<String, String> {
+    match Layer::find(name)? {
+        Layer::BuiltIn(spec) => Ok(format!("{} {}", spec.name, cplugin::NBDKIT_VERSION)),
+        Layer::Shared(lib) => Ok(lib.version_line()),
+    }
 }
 
 /// The plugin at the bottom of the chain: one of ours, or a shared object
@@ -119,8 +195,8 @@ impl Bottom {
 }
 
 /// The thread model the chain runs with, as nbdkit computes it when the
-/// server gets ready: the lowest of the plugin's (`plugin_model`) and each
-/// filter's. Our filters are all parallel except noparallel, whose
+/// server gets ready: the lowest of the plugin's and the C filters'
+/// (`plugin_model`) and each built-in filter's. Our filters are all parallel except noparallel, whose
 /// `serialize=` mode is its thread model. `layers`: each filter's name and
 /// parameters.
 ///

@@ -74,6 +74,23 @@ pub trait FilterHandle: Send + Sync {
         Ok(())
     }
 
+    /// Runs before `prepare` with the layers below as an owned handle, for
+    /// a filter whose callers may keep their `next` for the connection's
+    /// whole life (a C filter's `nbdkit_next` pointer). The same rule as
+    /// for [`FilterHandle::keep_next`] holds: drop it by the end of
+    /// `close`.
+    fn attach(&self, next: Lower) {
+        let _ = next;
+    }
+
+    /// Runs when the connection ends, for every handle whose `prepare`
+    /// succeeded, the outermost first and before any handle's `close`
+    /// (nbdkit's `finalize`).
+    fn finalize(&self, next: &dyn Backend) -> Result<()> {
+        let _ = next;
+        Ok(())
+    }
+
     /// Runs after `prepare` with the layers below as an owned handle, for
     /// a filter that calls them from a thread of its own, outside any
     /// request (the scan filter's prefetching). A handle that keeps
@@ -84,7 +101,8 @@ pub trait FilterHandle: Send + Sync {
     }
 
     /// Runs exactly once, when the connection ends, for every handle that
-    /// was opened, the outermost first (nbdkit's `finalize` and `close`).
+    /// was opened, the outermost first (nbdkit's `close`; its `finalize`
+    /// work may be done here too).
     fn close(&self, info: &ConnectionInfo) {
         let _ = info;
     }
@@ -168,6 +186,12 @@ pub trait FilterHandle: Send + Sync {
 impl<T: FilterHandle + ?Sized> FilterHandle for Arc<T> {
     fn prepare(&self, next: &dyn Backend, info: &ConnectionInfo) -> Result<()> {
         (**self).prepare(next, info)
+    }
+    fn attach(&self, next: Lower) {
+        (**self).attach(next)
+    }
+    fn finalize(&self, next: &dyn Backend) -> Result<()> {
+        (**self).finalize(next)
     }
     fn keep_next(&self, next: Lower) {
         (**self).keep_next(next)

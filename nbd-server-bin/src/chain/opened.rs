@@ -7,7 +7,7 @@
 //! load after the first time. Errors are not remembered: the question is
 //! asked again.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nbd_core::errno::host;
@@ -65,6 +65,9 @@ struct Layers {
     plugin: Option<Box<dyn Backend>>,
     /// One per layer: the filters, then the plugin.
     caps: Vec<Caps>,
+    /// The filters from this index down were prepared (and so are
+    /// finalized at the end).
+    prepared_from: AtomicUsize,
 }
 
 /// What a filter's `open` gets to open the layers below it.
@@ -77,6 +80,16 @@ impl OpenNext<'_> {
     /// Opens the layers below for this connection, on `info.export_name`.
     pub fn open(&mut self, info: &ConnectionInfo) -> Result<()> {
         open_layer(self.opened, self.layer, info)
+    }
+
+    /// The layers below as a chain of their own, for a filter that opens
+    /// more connections to them (`nbdkit_next_context_open`).
+    pub fn chain_below(&self) -> Arc<Chain> {
+        let c = &self.opened.chain;
+        Arc::new(Chain::new(
+            Arc::clone(&c.plugin),
+            c.filters[self.layer..].to_vec(),
+        ))
     }
 }
 
@@ -112,6 +125,7 @@ impl Opened {
             filters: (0..n).map(|_| None).collect(),
             plugin: None,
             caps: (0..=n).map(|_| Caps::new()).collect(),
+            prepared_from: AtomicUsize::new(n),
         };
         let info = layers.info.clone();
         if let Err(e) = open_layer(&mut layers, 0, &info) {
@@ -127,7 +141,12 @@ impl Opened {
         let l = &o.layers;
         for i in (0..n).rev() {
             if let Some(h) = &l.filters[i] {
+                h.attach(Lower {
+                    layers: Arc::clone(l),
+                    layer: i + 1,
+                });
                 h.prepare(&l.next(i + 1), &l.info)?;
+                l.prepared_from.store(i, Ordering::Relaxed);
                 h.keep_next(Lower {
                     layers: Arc::clone(l),
                     layer: i + 1,
@@ -162,6 +181,15 @@ impl Layers {
 
 impl Drop for Opened {
     fn drop(&mut self) {
+        let l = &self.layers;
+        let from = l.prepared_from.load(Ordering::Relaxed);
+        for (i, h) in l.filters.iter().enumerate().skip(from) {
+            if let Some(h) = h {
+                if let Err(e) = h.finalize(&l.next(i + 1)) {
+                    crate::log::error!("finalize: {}", e.message);
+                }
+            }
+        }
         for h in self.layers.filters.iter().flatten() {
             h.close(&self.layers.info);
         }

@@ -4,6 +4,7 @@
 //! parallel, API 2 plugin with the callbacks they have.
 
 use std::io::Write;
+use std::os::raw::c_int;
 
 use super::abi::thread_model_name;
 use super::{load, CPlugin, Library};
@@ -11,16 +12,19 @@ use crate::plugins;
 
 const VERSION: &str = "1.32.5";
 
-/// Prints the facts of plugin `name` (built in, or loaded).
-pub fn dump_plugin(name: &str) -> Result<(), String> {
+/// Prints the facts of plugin `name` (built in, or loaded). Filters on
+/// the command line lower the thread model printed to `filters_model`,
+/// as nbdkit's.
+pub fn dump_plugin(name: &str, filters_model: c_int) -> Result<(), String> {
     if let Ok(spec) = plugins::find(name) {
         let exe = std::env::current_exe().unwrap_or_default();
         let mut out = format!(
             "path={}\nname={}\nversion={VERSION}\napi_version=2\nstruct_size={}\n\
-             max_thread_model=parallel\nthread_model=parallel\nerrno_is_preserved=1\n",
+             max_thread_model=parallel\nthread_model={}\nerrno_is_preserved=1\n",
             exe.display(),
             spec.name,
-            super::abi::STRUCT_SIZE
+            super::abi::STRUCT_SIZE,
+            thread_model_name(filters_model)
         );
         if let Some(m) = spec.magic {
             out.push_str(&format!("magic_config_key={m}\n"));
@@ -34,7 +38,7 @@ pub fn dump_plugin(name: &str) -> Result<(), String> {
     }
     let path = load::find(name).ok_or_else(|| not_found(name))?;
     let lib = super::open(&path)?;
-    print!("{}", facts(&lib)?);
+    print!("{}", facts(&lib, filters_model)?);
     let _ = std::io::stdout().flush();
     let _call = super::context::Call::enter(None);
     // SAFETY: the plugin's callbacks: dump_plugin prints its own lines;
@@ -110,7 +114,7 @@ fn not_found(name: &str) -> String {
 }
 
 /// nbdkit's lines for a loaded plugin.
-fn facts(lib: &Library) -> Result<String, String> {
+fn facts(lib: &Library, filters_model: c_int) -> Result<String, String> {
     let s = &lib.s;
     let mut out = format!("path={}\nname={}\n", lib.path, lib.name);
     if let Some(v) = load::c_str(s.version) {
@@ -121,7 +125,7 @@ fn facts(lib: &Library) -> Result<String, String> {
         s._api_version,
         lib.struct_size,
         thread_model_name(s._thread_model),
-        thread_model_name(CPlugin::own_thread_model(lib)?),
+        thread_model_name(CPlugin::own_thread_model(lib)?.min(filters_model)),
         (s.errno_is_preserved != 0) as i32
     ));
     if let Some(m) = load::c_str(s.magic_config_key) {

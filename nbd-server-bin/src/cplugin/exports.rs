@@ -9,9 +9,8 @@
 //! (the plugin calls free(3)); "interned" ones belong to the server
 //! (`context::intern`).
 //!
-//! Filters as shared objects are not loaded yet; the functions only
-//! filters call (`nbdkit_next_context_open` …) exist so that every
-//! plugin and filter of Debian's resolves its symbols, and fail.
+//! The functions only filters call are with the filter code: the extents
+//! helpers in `next.rs`, the contexts in `filter.rs`.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -715,70 +714,4 @@ pub unsafe extern "C" fn nbdkit_add_export(
 pub unsafe extern "C" fn nbdkit_use_default_export(x: *mut c_void) -> c_int {
     (*(x as *mut ExportsList)).use_default = true;
     0
-}
-
-// ---- filter-only functions (filters as .so are not loaded yet) ------
-
-fn no_filters(what: &str) {
-    report(
-        format!("{what}: filters as shared objects are not supported by this nbdkit"),
-        libc::ENOTSUP,
-    );
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_extents_full(
-    _next: *mut c_void,
-    _count: u32,
-    _offset: u64,
-    _flags: u32,
-    _err: *mut c_int,
-) -> *mut c_void {
-    no_filters("nbdkit_extents_full");
-    std::ptr::null_mut()
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_extents_aligned(
-    _next: *mut c_void,
-    _count: u32,
-    _offset: u64,
-    _flags: u32,
-    _align: u32,
-    _extents: *mut c_void,
-    _err: *mut c_int,
-) -> c_int {
-    no_filters("nbdkit_extents_aligned");
-    -1
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_context_get_backend(_context: *mut c_void) -> *mut c_void {
-    no_filters("nbdkit_context_get_backend");
-    std::ptr::null_mut()
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_next_context_open(
-    _backend: *mut c_void,
-    _readonly: c_int,
-    _exportname: *const c_char,
-    _shared: c_int,
-) -> *mut c_void {
-    no_filters("nbdkit_next_context_open");
-    std::ptr::null_mut()
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_next_context_close(_next: *mut c_void) {
-    no_filters("nbdkit_next_context_close");
-}
-
-#[no_mangle]
-pub extern "C" fn nbdkit_context_set_next(
-    _context: *mut c_void,
-    _next: *mut c_void,
-) -> *mut c_void {
-    no_filters("nbdkit_context_set_next");
-    std::ptr::null_mut()
 }

@@ -92,6 +92,13 @@ impl ExtentsList {
         }
         Ok(())
     }
+
+    /// Keeps the first `n` extents only; the next one added must start
+    /// where they end (`nbdkit_extents_aligned` cutting a list short).
+    pub fn truncate(&mut self, n: usize) {
+        self.list.truncate(n);
+        self.next = self.list.last().map(|e| e.offset + e.length);
+    }
 }
 
 /// `struct nbdkit_exports`: (name, description) pairs, and whether the

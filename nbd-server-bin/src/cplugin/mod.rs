@@ -11,6 +11,10 @@
 //! - `lists.rs`: the extents and exports lists plugins fill.
 //! - `exports.rs` and `shim.c`: the `nbdkit_*` functions the plugins
 //!   call, exported by the `nbdkit` binary (see build.rs).
+//! - `filter_abi.rs`, `filter.rs`, `next.rs`: filters written against
+//!   `nbdkit-filter.h` (their struct, the loaded filter as a layer of our
+//!   chain, and the `nbdkit_next` object through which they call the
+//!   layers below).
 //!
 //! The life of a plugin, as nbdkit's: `load` once dlopened; `config` for
 //! each `key=value` and `config_complete`; `thread_model`; `get_ready`;
@@ -21,8 +25,11 @@ mod abi;
 mod context;
 mod dump;
 mod exports;
+mod filter;
+mod filter_abi;
 mod lists;
 mod load;
+mod next;
 mod plugin;
 
 use std::ffi::CString;
@@ -37,10 +44,14 @@ pub use abi::{
 };
 pub use dump::{dump_plugin, plugin_help, plugin_version};
 pub use exports::set_stdio_safe;
+pub use filter::{filter_not_found, find_filter, CFilter, FilterLibrary, DEBIAN_FILTERDIR};
 pub use load::{find, is_short_name, not_found, plugindir, Library, DEBIAN_PLUGINDIR};
 pub use plugin::CPlugin;
 
 use context::Call;
+
+/// The nbdkit version we are: what filters must be built for.
+pub const NBDKIT_VERSION: &str = "1.32.5";
 
 /// Our own filter directory, `$(LIBDIR)/nbdkit/filters`.
 pub fn filterdir() -> String {
@@ -187,11 +198,15 @@ pub fn ready(lib: Library, model: c_int) -> Result<Arc<CPlugin>, String> {
 }
 
 /// At exit: the plugin's `cleanup` and `unload` (once).
+/// At exit: the filters' `cleanup`, then the plugin's `cleanup` and
+/// `unload`, then the filters' `unload` (once).
 pub fn shut_down() {
+    filter::clean_up_filters();
     let p = LOADED.lock().take();
     if let Some(p) = p {
         p.shut_down();
     }
+    filter::unload_filters();
 }
 
 /// Keeps every exported `nbdkit_*` function in the `nbdkit` binary: the
@@ -255,12 +270,12 @@ pub fn keep_exported_functions() -> usize {
         nbdkit_get_export as *const (),
         nbdkit_add_export as *const (),
         nbdkit_use_default_export as *const (),
-        nbdkit_extents_full as *const (),
-        nbdkit_extents_aligned as *const (),
-        nbdkit_context_get_backend as *const (),
-        nbdkit_next_context_open as *const (),
-        nbdkit_next_context_close as *const (),
-        nbdkit_context_set_next as *const (),
+        next::nbdkit_extents_full as *const (),
+        next::nbdkit_extents_aligned as *const (),
+        filter::nbdkit_context_get_backend as *const (),
+        filter::nbdkit_next_context_open as *const (),
+        filter::nbdkit_next_context_close as *const (),
+        filter::nbdkit_context_set_next as *const (),
     ];
     std::hint::black_box(table).len()
 }
