@@ -43,22 +43,22 @@ pub fn build(
         layer_pairs[i].push((k, v));
     }
     let plugin_pairs = layer_pairs.pop().unwrap_or_default();
-    let plugin: Arc<dyn Plugin> = match bottom {
+    let (plugin, model): (Arc<dyn Plugin>, i32) = match bottom {
         Bottom::BuiltIn(spec) => {
-            check_thread_model(
+            let model = check_thread_model(
                 cplugin::THREAD_MODEL_PARALLEL,
                 fspecs.iter().map(|f| f.name).zip(&layer_pairs),
             )?;
             let mut p = Params::new(spec.name, plugin_pairs);
             let plugin = (spec.open)(&mut p, readonly)?;
             p.finish()?;
-            plugin
+            (plugin, model)
         }
         Bottom::Shared(mut lib) => {
             cplugin::configure(&mut lib, &plugin_pairs)?;
             let own = cplugin::CPlugin::own_thread_model(&lib)?;
             let model = check_thread_model(own, fspecs.iter().map(|f| f.name).zip(&layer_pairs))?;
-            cplugin::ready(*lib, model)?
+            (cplugin::ready(*lib, model)?, model)
         }
     };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
@@ -67,7 +67,9 @@ pub fn build(
         layers.push((f.open)(&mut p, readonly)?);
         p.finish()?;
     }
-    Ok(Arc::new(Chain::new(plugin, layers)))
+    Ok(Arc::new(
+        Chain::new(plugin, layers).with_thread_model(model),
+    ))
 }
 
 /// The plugin at the bottom of the chain: one of ours, or a shared object
