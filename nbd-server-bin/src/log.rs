@@ -98,13 +98,27 @@ pub fn verbose() -> bool {
 
 /// An error message: `nbdkit: error: MSG` on stderr, or to syslog.
 pub fn log_error(msg: std::fmt::Arguments<'_>) {
-    if to_file("error: ", msg) {
+    log_error_in("", msg)
+}
+
+/// An error message from a thread that serves a connection, named as
+/// nbdkit names such threads: the plugin's name, with the connection's
+/// number when it has one (not under `-s`), as in
+/// `nbdkit: perl[2]: error: MSG`.
+/// `thread` empty: not named (`nbdkit: error: MSG`).
+pub fn log_error_in(thread: &str, msg: std::fmt::Arguments<'_>) {
+    let kind = if thread.is_empty() {
+        "error: ".to_string()
+    } else {
+        format!("{thread}: error: ")
+    };
+    if to_file(&kind, msg) {
         return;
     }
     match DEST.load(Ordering::SeqCst) {
-        SYSLOG => syslog(3, &format!("error: {msg}")),
+        SYSLOG => syslog(3, &format!("{kind}{msg}")),
         NULL => {}
-        _ => eprintln!("{}: error: {msg}", program()),
+        _ => eprintln!("{}: {kind}{msg}", program()),
     }
 }
 
