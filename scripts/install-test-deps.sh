@@ -16,6 +16,8 @@ set -euo pipefail
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
   openssh-server openssh-client libssh-4 perl man-db groff-base \
   liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev \
+  nbdkit-plugin-python nbdkit-plugin-perl nbdkit-plugin-lua nbdkit-plugin-ruby \
+  nbdkit-plugin-tcl \
   autoconf automake cmake meson ninja-build \
   dpkg-dev debhelper fakeroot lintian bash-completion
 
