@@ -6,7 +6,8 @@
 # Debian, the build systems of the consumer projects (autoconf, automake,
 # CMake, meson, ninja: tests/consumers), the Debian packaging tools
 # (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), bash-completion
-# (tests/completion), and the pinned
+# (tests/completion), nbdkit's language plugins
+# (nbd-server-bin/tests/language_plugins.rs), and the pinned
 # cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
