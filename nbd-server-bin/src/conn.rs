@@ -620,6 +620,11 @@ fn spawn_worker(conn: &Arc<Conn>) {
 
 fn worker(conn: &Arc<Conn>) {
     let srv = &*conn.srv;
+    // nbdkit runs parallel requests on numbered worker threads, and a
+    // plugin's messages from them say which (`file.0: error: ...`).
+    let _name = srv.chain.parallel_requests().then(|| {
+        crate::log::WorkerName::set(conn.threads.load(Ordering::SeqCst).saturating_sub(1))
+    });
     let backend = &conn.backend;
     let mut data: Vec<u8> = Vec::new();
     let mut extents = Extents::new();

@@ -101,6 +101,35 @@ pub fn log_error(msg: std::fmt::Arguments<'_>) {
     log_error_in("", msg)
 }
 
+thread_local! {
+    /// This thread's number among its connection's request workers, when
+    /// requests run on workers (see [`WorkerName`]).
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// While alive, this thread is worker `n` of its connection: nbdkit
+/// names a plugin's messages from its request workers `NAME.N`, and
+/// those from the connection's own thread `NAME[CONNECTION]`.
+pub struct WorkerName(());
+
+impl WorkerName {
+    pub fn set(n: usize) -> WorkerName {
+        WORKER.with(|w| w.set(Some(n)));
+        WorkerName(())
+    }
+}
+
+impl Drop for WorkerName {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(None));
+    }
+}
+
+/// This thread's worker number, if it is serving requests as one.
+pub fn worker() -> Option<usize> {
+    WORKER.with(|w| w.get())
+}
+
 /// An error message from a thread that serves a connection, named as
 /// nbdkit names such threads: the plugin's name, with the connection's
 /// number when it has one (not under `-s`), as in

@@ -64,15 +64,10 @@ fn malloc_string(s: &[u8]) -> *mut c_char {
 /// The formatted message of `nbdkit_error`/`nbdkit_verror` (from shim.c).
 #[no_mangle]
 pub unsafe extern "C" fn nbdkit_rs_error(msg: *const c_char) {
-    // Within a connection, nbdkit names the message by the plugin and the
-    // connection's number (none under -s, whose connection is 0).
-    let thread = context::with_connection(|c| match (c, super::loaded_name()) {
-        (Some(c), Some(name)) if c.id > 0 => format!("{name}[{}]", c.id),
-        (Some(_), Some(name)) => name,
-        _ => String::new(),
-    });
+    // Within a connection nbdkit names the message by the plugin and the
+    // connection or worker (context::thread_name).
     crate::log::log_error_in(
-        &thread,
+        &context::thread_name(),
         format_args!("{}", CStr::from_ptr(msg).to_string_lossy()),
     );
 }

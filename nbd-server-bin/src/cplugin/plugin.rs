@@ -426,6 +426,13 @@ impl Backend for CHandle {
         // status (-1 is an error) and the size.
         self.call(|h| {
             size = unsafe { cb(h) };
+            if size < -1 {
+                // Neither a size nor the error value: nbdkit's words.
+                crate::log::log_error_in(
+                    &context::thread_name(),
+                    format_args!(".get_size function returned invalid value ({size})"),
+                );
+            }
             if size < 0 {
                 -1
             } else {
@@ -619,11 +626,14 @@ impl Backend for CHandle {
         // SAFETY: the plugin's callback, with a list that outlives it.
         self.call(|h| unsafe { cb(h, count, offset, flags, ptr) })?;
         if list.list.is_empty() {
-            crate::log::error!("extents: plugin must return at least one extent");
-            return Err(Error::new(
-                EINVAL,
-                "extents: plugin must return at least one extent",
-            ));
+            // Logged here, under the thread's name, as nbdkit does; the
+            // error carries no message, so it is not logged twice.
+            let _call = Call::enter(Some(&self.info));
+            crate::log::log_error_in(
+                &context::thread_name(),
+                format_args!("extents: plugin must return at least one extent"),
+            );
+            return Err(Error::errno(EINVAL));
         }
         for e in &list.list {
             if !sink.add(e.offset, e.length, e.kind)? {
