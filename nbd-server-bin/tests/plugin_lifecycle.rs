@@ -34,6 +34,7 @@ const C_SOURCE: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <nbdkit-plugin.h>
 
@@ -73,6 +74,13 @@ static int64_t l_get_size (void *h) { return 1 << 20; }
 static int l_pread (void *h, void *buf, uint32_t n, uint64_t off, uint32_t f)
 {
   memset (buf, 'L', n);
+  /* A slow read, for a signal to arrive while it runs. */
+  if (off == 8192) {
+    struct timespec ts = { 1, 0 };
+    event ("pread_start");
+    nanosleep (&ts, NULL);
+    event ("pread_end");
+  }
   return 0;
 }
 static int l_flush (void *h, uint32_t f) { event ("flush"); return 0; }
@@ -407,5 +415,49 @@ fn with_s_and_serialized_requests_the_connection_is_served_on_the_main_thread() 
     });
     for name in ["open", "flush", "close"] {
         assert!(find(&events, name).main, "{name}: {events:?}");
+    }
+}
+
+#[test]
+fn unload_waits_for_a_callback_still_running() {
+    let dir = TempDir::new("lifecycle-inflight");
+    let so = compile(dir.path(), "PARALLEL").display().to_string();
+    let (theirs, ours) = both(dir.path(), "in-flight", true, &|bin, dir, log| {
+        let sock = dir.join(format!("{}.sock", log.display()));
+        let mut server = Command::new(bin)
+            .env("LIFECYCLE_LOG", log)
+            .arg("-f")
+            .arg("-U")
+            .arg(&sock)
+            .arg(&so)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(|| sock.exists()), "{bin}: no socket");
+        let uri = format!("nbd+unix:///?socket={}", sock.display());
+        // A read the plugin takes a second over; the client may see it
+        // fail when the server goes.
+        let mut client = Command::new("timeout")
+            .args(["60", "/usr/bin/python3", "-c"])
+            .arg("import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nh.pread(512, 8192)\n")
+            .arg(&uri)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(|| read_log(log)
+            .iter()
+            .any(|e| e.name == "pread_start")));
+        let pid = server.id() as i32;
+        // SAFETY: kill(2) with a pid and a signal number.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = server.wait();
+        let _ = client.wait();
+        pid
+    });
+    for events in [&theirs, &ours] {
+        let n = names(events);
+        let end = n.iter().position(|e| *e == "pread_end");
+        let unload = n.iter().position(|e| *e == "unload");
+        assert!(end.is_some() && end < unload, "{n:?}");
     }
 }
