@@ -6,7 +6,9 @@
 # Debian, the build systems of the consumer projects (autoconf, automake,
 # CMake, meson, ninja: tests/consumers), the Debian packaging tools
 # (dpkg-dev, debhelper, fakeroot, lintian: tests/deb), bash-completion
-# (tests/completion), strace (tests/sendfile.rs counts system calls), and the pinned
+# (tests/completion), strace (tests/sendfile.rs counts system calls),
+# nbdkit's language plugins (nbd-server-bin/tests/language_plugins.rs),
+# and the pinned
 # cbindgen from crates.io (the header drift test regenerates
 # include/libnbd.h with it; it is not packaged in Debian 12).
 set -euo pipefail
@@ -16,6 +18,8 @@ set -euo pipefail
   gnutls-bin libgnutls28-dev xorriso dosfstools mtools e2fsprogs libext2fs2 \
   openssh-server openssh-client libssh-4 perl man-db groff-base \
   liblzma-dev xz-utils cryptsetup-bin nbdkit-plugin-dev \
+  nbdkit-plugin-python nbdkit-plugin-perl nbdkit-plugin-lua nbdkit-plugin-ruby \
+  nbdkit-plugin-tcl \
   autoconf automake cmake meson ninja-build \
   dpkg-dev debhelper fakeroot lintian bash-completion strace
 

@@ -729,6 +729,11 @@ fn read_requests(
     out: &mut Vec<u8>,
 ) -> Next {
     let srv = &*conn.srv;
+    // nbdkit runs parallel requests on numbered worker threads, and a
+    // plugin's messages from them say which (`file.0: error: ...`).
+    let _name = srv.chain.parallel_requests().then(|| {
+        crate::log::WorkerName::set(conn.threads.load(Ordering::SeqCst).saturating_sub(1))
+    });
     let backend = &conn.backend;
     // Big enough for either form; the negotiated one is read.
     let mut hb = [0u8; EXTENDED_REQUEST_HEADER_LEN];

@@ -98,13 +98,56 @@ pub fn verbose() -> bool {
 
 /// An error message: `nbdkit: error: MSG` on stderr, or to syslog.
 pub fn log_error(msg: std::fmt::Arguments<'_>) {
-    if to_file("error: ", msg) {
+    log_error_in("", msg)
+}
+
+thread_local! {
+    /// This thread's number among its connection's request workers, when
+    /// requests run on workers (see [`WorkerName`]).
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// While alive, this thread is worker `n` of its connection: nbdkit
+/// names a plugin's messages from its request workers `NAME.N`, and
+/// those from the connection's own thread `NAME[CONNECTION]`.
+pub struct WorkerName(());
+
+impl WorkerName {
+    pub fn set(n: usize) -> WorkerName {
+        WORKER.with(|w| w.set(Some(n)));
+        WorkerName(())
+    }
+}
+
+impl Drop for WorkerName {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(None));
+    }
+}
+
+/// This thread's worker number, if it is serving requests as one.
+pub fn worker() -> Option<usize> {
+    WORKER.with(|w| w.get())
+}
+
+/// An error message from a thread that serves a connection, named as
+/// nbdkit names such threads: the plugin's name, with the connection's
+/// number when it has one (not under `-s`), as in
+/// `nbdkit: perl[2]: error: MSG`.
+/// `thread` empty: not named (`nbdkit: error: MSG`).
+pub fn log_error_in(thread: &str, msg: std::fmt::Arguments<'_>) {
+    let kind = if thread.is_empty() {
+        "error: ".to_string()
+    } else {
+        format!("{thread}: error: ")
+    };
+    if to_file(&kind, msg) {
         return;
     }
     match DEST.load(Ordering::SeqCst) {
-        SYSLOG => syslog(3, &format!("error: {msg}")),
+        SYSLOG => syslog(3, &format!("{kind}{msg}")),
         NULL => {}
-        _ => eprintln!("{}: error: {msg}", program()),
+        _ => eprintln!("{}: {kind}{msg}", program()),
     }
 }
 

@@ -20,6 +20,7 @@ use std::os::unix::io::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use nix::unistd::Pid;
@@ -50,6 +51,10 @@ fn cleanup() {
         };
     }
 }
+
+/// The exit status `signal_loop` leaves with: that of the `--run`
+/// command once it has ended, else 0.
+static EXIT_STATUS: AtomicI32 = AtomicI32::new(0);
 
 fn exit(code: i32) -> ! {
     cplugin::shut_down();
@@ -145,11 +150,18 @@ fn main() {
         }
         die(e)
     });
+    // Below the parallel thread model a connection's requests run on its
+    // own thread, as nbdkit's (see `Chain::parallel_requests`).
+    let threads = if chain.parallel_requests() {
+        c.threads
+    } else {
+        1
+    };
     let srv = Arc::new(Server {
         chain,
         readonly: c.readonly,
         export_name: c.exportname.clone(),
-        threads: c.threads,
+        threads,
         handshake_flags: c.mask_handshake.unwrap_or(handshake_flags::ALL) & handshake_flags::ALL,
         no_sr: c.no_sr,
         no_eh: c.no_eh || nbd_server_bin::conn::extended_headers_disabled_by_env(),
@@ -465,10 +477,13 @@ fn exit_with_parent(on: bool, parent: Pid) {
     }
 }
 
-/// Waits for an exit signal, then cleans up and exits.
+/// Waits for an exit signal, then cleans up and exits. On the main
+/// thread this is where the plugin's `cleanup` and `unload` run: plugins
+/// that embed an interpreter (python, perl, tcl) initialised it on the
+/// main thread in `load` and must tear it down there.
 fn signal_loop(signals: &Signals) -> ! {
     signals.wait();
-    exit(0)
+    exit(EXIT_STATUS.load(Ordering::SeqCst))
 }
 
 /// Quotes `s` for /bin/sh: single quotes, with embedded ones as '\''.
@@ -520,6 +535,10 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
                 1
             }
         };
-        exit(code);
+        // The main thread exits, in `signal_loop`, as nbdkit's server
+        // does when its captive command ends (nbdkit sends it SIGTERM).
+        EXIT_STATUS.store(code, Ordering::SeqCst);
+        // SAFETY: kill(2) on our own pid with a signal number.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     });
 }

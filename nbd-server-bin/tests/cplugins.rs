@@ -1,10 +1,11 @@
 //! Plugins written in C against nbdkit-plugin.h, loaded by our nbdkit
 //! from their shared objects:
 //!
-//! - every plugin .so of Debian's nbdkit package that needs no outside
-//!   service serves the same size, flags, extents and bytes through our
-//!   nbdkit as through Debian's, with the same arguments (a table in the
-//!   output);
+//! - every plugin .so in Debian's plugin directory (nbdkit's package and
+//!   the language plugins) serves the same size, flags, extents and bytes
+//!   through our nbdkit as through Debian's, with the same arguments, or
+//!   the table in the output says why it is left out (an outside service
+//!   such as sshd or a BitTorrent swarm);
 //! - a plugin this test writes and compiles against Debian's header, in
 //!   API versions 1 and 2 and every thread model, counts concurrent calls
 //!   under parallel clients, and records the order of its life's
@@ -101,9 +102,32 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
     let ondemand = d.join("ondemand");
     std::fs::create_dir(&ondemand).unwrap();
     let s = |p: &Path| p.display().to_string();
+    // The nbd plugin's server: our nbdkit on a Unix socket in a tempdir.
+    let upstream = Server::start(&["pattern", "3M"]);
+    let language = |script: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/language_plugins")
+            .join(script)
+            .display()
+            .to_string()
+    };
 
-    // (plugin, arguments, compare contents, programs it needs). Left
-    // out, as they need an outside service: curl, nbd, ssh, torrent, cdi.
+    // Every plugin .so of Debian's directory has a case below or a
+    // reason here.
+    let skipped: &[(&str, &str)] = &[
+        (
+            "ssh",
+            "needs an sshd, which listens on a TCP port (tests/plugin_ssh.rs starts one)",
+        ),
+        ("torrent", "needs a BitTorrent tracker and a seeding peer"),
+        ("cdi", "needs podman and a container registry"),
+        (
+            "ruby",
+            "serves only under -s under Debian's nbdkit: tests/language_plugins.rs",
+        ),
+    ];
+
+    // (plugin, arguments, compare contents, programs it needs).
     // tmpdisk and linuxdisk make file systems with random UUIDs, and iso
     // stamps its image with the time it was made: their size, flags and
     // extents are compared, not their bytes.
@@ -157,7 +181,37 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
         ("example1", vec![], true, &[]),
         ("example2", vec![format!("file={}", s(&f2))], true, &[]),
         ("example3", vec!["size=2M".into()], true, &[]),
+        ("curl", vec![format!("file://{}", s(&f1))], true, &[]),
+        (
+            "nbd",
+            vec![format!("socket={}", s(&upstream.sock))],
+            true,
+            &[],
+        ),
+        // The scripts of tests/language_plugins.rs.
+        ("python", vec![language("disk.py")], true, &[]),
+        ("perl", vec![language("disk.pl")], true, &[]),
+        ("lua", vec![language("disk.lua")], true, &[]),
+        ("tcl", vec![language("disk.tcl")], true, &[]),
     ];
+    let mut uncovered = Vec::new();
+    for entry in std::fs::read_dir(DEBIAN_PLUGINS).unwrap() {
+        let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(name) = file
+            .strip_prefix("nbdkit-")
+            .and_then(|f| f.strip_suffix("-plugin.so"))
+        else {
+            // Scripts (example4, S3) are not shared objects.
+            continue;
+        };
+        if !cases.iter().any(|c| c.0 == name) && !skipped.iter().any(|c| c.0 == name) {
+            uncovered.push(name.to_string());
+        }
+    }
+    assert!(
+        uncovered.is_empty(),
+        "plugins with neither a case nor a reason: {uncovered:?}"
+    );
 
     let mut table = vec![format!(
         "{:<14} {:>10} {:>8} {:<34} result",
@@ -222,6 +276,9 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
         if !same {
             failures.push(format!("{name}: Debian's {theirs:?}\nours {ours:?}"));
         }
+    }
+    for (name, why) in skipped {
+        table.push(format!("{name:<14} skipped: {why}"));
     }
     println!("{}", table.join("\n"));
     assert!(

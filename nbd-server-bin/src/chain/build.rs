@@ -93,7 +93,9 @@ pub fn build(
             Layer::Shared(lib) => layers.push(cplugin::CFilter::ready(*lib, model)?),
         }
     }
-    Ok(Arc::new(Chain::new(plugin, layers)))
+    Ok(Arc::new(
+        Chain::new(plugin, layers).with_thread_model(model),
+    ))
 }
 
 /// A filter of the chain: one of ours, or a shared object written against

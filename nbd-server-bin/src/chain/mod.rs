@@ -38,12 +38,34 @@ pub struct Chain {
     /// Outermost first.
     filters: Vec<Arc<dyn Filter>>,
     plugin: Arc<dyn Plugin>,
+    /// The lowest thread model of the plugin and the filters (nbdkit's
+    /// THREAD_MODEL_* numbers), as `build::check_thread_model` found it.
+    thread_model: i32,
 }
 
 impl Chain {
     /// `filters` outermost first.
     pub fn new(plugin: Arc<dyn Plugin>, filters: Vec<Arc<dyn Filter>>) -> Chain {
-        Chain { filters, plugin }
+        Chain {
+            filters,
+            plugin,
+            thread_model: crate::cplugin::THREAD_MODEL_PARALLEL,
+        }
+    }
+
+    /// The chain with the thread model `model` in force.
+    pub fn with_thread_model(mut self, model: i32) -> Chain {
+        self.thread_model = model;
+        self
+    }
+
+    /// Whether requests may run in parallel within one connection. When
+    /// not, nbdkit serves each connection's requests on the connection's
+    /// own thread (it starts no workers), and plugins written in
+    /// languages with per-thread interpreter state (perl, ruby, tcl)
+    /// depend on it.
+    pub fn parallel_requests(&self) -> bool {
+        self.thread_model >= crate::cplugin::THREAD_MODEL_PARALLEL
     }
 
     /// A chain of the plugin alone.

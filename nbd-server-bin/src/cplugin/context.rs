@@ -45,6 +45,21 @@ pub fn with_connection<T>(f: impl FnOnce(Option<&ConnectionInfo>) -> T) -> T {
     CONNECTION.with(|c| f(c.borrow().as_ref()))
 }
 
+/// The name nbdkit gives the current thread in a plugin's messages: a
+/// request worker's `NAME.W`, else within a connection `NAME[N]` (just
+/// `NAME` under -s, whose connection is 0), else none.
+pub fn thread_name() -> String {
+    let Some(name) = super::loaded_name() else {
+        return String::new();
+    };
+    with_connection(|c| match (c, crate::log::worker()) {
+        (Some(_), Some(w)) => format!("{name}.{w}"),
+        (Some(c), None) if c.id > 0 => format!("{name}[{}]", c.id),
+        (Some(_), None) => name,
+        (None, _) => String::new(),
+    })
+}
+
 /// `nbdkit_set_error`.
 pub fn set_error(errno: c_int) {
     SET_ERROR.with(|e| e.set(errno));

@@ -63,7 +63,12 @@ fn malloc_string(s: &[u8]) -> *mut c_char {
 /// The formatted message of `nbdkit_error`/`nbdkit_verror` (from shim.c).
 #[no_mangle]
 pub unsafe extern "C" fn nbdkit_rs_error(msg: *const c_char) {
-    crate::log::error!("{}", CStr::from_ptr(msg).to_string_lossy());
+    // Within a connection nbdkit names the message by the plugin and the
+    // connection or worker (context::thread_name).
+    crate::log::log_error_in(
+        &context::thread_name(),
+        format_args!("{}", CStr::from_ptr(msg).to_string_lossy()),
+    );
 }
 
 /// The formatted message of `nbdkit_debug`/`nbdkit_vdebug`: shown with

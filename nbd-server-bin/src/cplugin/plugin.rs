@@ -6,7 +6,7 @@
 use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Result, ZeroFlags};
 
@@ -31,7 +31,16 @@ pub struct CPlugin {
     /// and the signal that it let go.
     connection_busy: Mutex<bool>,
     connection_freed: Condvar,
+    /// Whether `unload` has run. Every callback holds this for reading
+    /// while it runs, and `shut_down` for writing: the plugin is not
+    /// unloaded under a callback still running on a connection's thread
+    /// (nbdkit's lock_unload), and nothing calls it afterwards.
+    unloaded: RwLock<bool>,
 }
+
+/// The error of a callback asked for after the plugin was unloaded (a
+/// connection still open while the server exits).
+const ESHUTDOWN: i32 = libc::ESHUTDOWN;
 
 /// The errno a failed callback means (nbdkit's get_error): what the plugin
 /// gave `nbdkit_set_error`, else `errno` if the plugin declares it
@@ -76,11 +85,20 @@ impl CPlugin {
             all_requests: Mutex::new(()),
             connection_busy: Mutex::new(false),
             connection_freed: Condvar::new(),
+            unloaded: RwLock::new(false),
         }
     }
 
     pub fn thread_model(&self) -> c_int {
         self.model
+    }
+
+    /// Keeps the plugin loaded while a callback runs; `None` once it was
+    /// unloaded. Recursive, so that a waiting `shut_down` cannot block a
+    /// thread that already holds it.
+    fn loaded(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let g = self.unloaded.read_recursive();
+        (!*g).then_some(g)
     }
 
     fn errno_is_preserved(&self) -> bool {
@@ -90,6 +108,9 @@ impl CPlugin {
     /// Calls a connection-less callback returning an int status, with
     /// `info` as the current connection.
     fn status(&self, info: Option<&ConnectionInfo>, f: impl FnOnce() -> c_int) -> Result<c_int> {
+        let Some(_loaded) = self.loaded() else {
+            return Err(Error::errno(ESHUTDOWN));
+        };
         let _call = Call::enter(info);
         let r = f();
         let saved = errno_now();
@@ -109,8 +130,14 @@ impl CPlugin {
         }
     }
 
-    /// At exit: `cleanup`, then `unload`, as nbdkit.
+    /// At exit: `cleanup`, then `unload`, as nbdkit, once every callback
+    /// running has returned.
     pub fn shut_down(&self) {
+        let mut unloaded = self.unloaded.write();
+        if *unloaded {
+            return;
+        }
+        *unloaded = true;
         let _call = Call::enter(None);
         // SAFETY: the plugin's callbacks, once, at exit.
         unsafe {
@@ -179,6 +206,9 @@ impl Plugin for CPlugin {
         let Some(cb) = self.lib.s.default_export else {
             return Ok(None);
         };
+        let Some(_loaded) = self.loaded() else {
+            return Err(Error::errno(ESHUTDOWN));
+        };
         let _call = Call::enter(Some(info));
         // SAFETY: the plugin's callback.
         let p = unsafe { cb(info.readonly as c_int, info.tls as c_int) };
@@ -202,6 +232,10 @@ impl Plugin for CPlugin {
         }
         let open = self.lib.s.open.expect("checked when loaded");
         let h = {
+            let Some(_loaded) = self.loaded() else {
+                self.release_connection();
+                return Err(Error::errno(ESHUTDOWN));
+            };
             let _all = (self.model <= THREAD_MODEL_SERIALIZE_ALL_REQUESTS)
                 .then(|| self.all_requests.lock());
             let _call = Call::enter(Some(info));
@@ -265,6 +299,9 @@ impl CHandle {
     /// Runs one callback `f` under the thread model's lock, with this
     /// connection current; a result of -1 is the plugin's error.
     fn call(&self, f: impl FnOnce(*mut c_void) -> c_int) -> Result<c_int> {
+        let Some(_loaded) = self.plugin.loaded() else {
+            return Err(Error::errno(ESHUTDOWN));
+        };
         let model = self.plugin.model;
         let _all =
             (model <= THREAD_MODEL_SERIALIZE_ALL_REQUESTS).then(|| self.plugin.all_requests.lock());
@@ -426,6 +463,13 @@ impl Backend for CHandle {
         // status (-1 is an error) and the size.
         self.call(|h| {
             size = unsafe { cb(h) };
+            if size < -1 {
+                // Neither a size nor the error value: nbdkit's words.
+                crate::log::log_error_in(
+                    &context::thread_name(),
+                    format_args!(".get_size function returned invalid value ({size})"),
+                );
+            }
             if size < 0 {
                 -1
             } else {
@@ -619,11 +663,14 @@ impl Backend for CHandle {
         // SAFETY: the plugin's callback, with a list that outlives it.
         self.call(|h| unsafe { cb(h, count, offset, flags, ptr) })?;
         if list.list.is_empty() {
-            crate::log::error!("extents: plugin must return at least one extent");
-            return Err(Error::new(
-                EINVAL,
-                "extents: plugin must return at least one extent",
-            ));
+            // Logged here, under the thread's name, as nbdkit does; the
+            // error carries no message, so it is not logged twice.
+            let _call = Call::enter(Some(&self.info));
+            crate::log::log_error_in(
+                &context::thread_name(),
+                format_args!("extents: plugin must return at least one extent"),
+            );
+            return Err(Error::errno(EINVAL));
         }
         for e in &list.list {
             if !sink.add(e.offset, e.length, e.kind)? {
