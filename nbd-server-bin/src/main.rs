@@ -53,6 +53,7 @@ fn cleanup() {
 
 fn exit(code: i32) -> ! {
     cplugin::shut_down();
+    nbd_server_bin::plugins::sh::shut_down();
     cleanup();
     std::process::exit(code)
 }

@@ -45,13 +45,13 @@ pub fn build(
     let plugin_pairs = layer_pairs.pop().unwrap_or_default();
     let plugin: Arc<dyn Plugin> = match bottom {
         Bottom::BuiltIn(spec) => {
-            check_thread_model(
-                cplugin::THREAD_MODEL_PARALLEL,
-                fspecs.iter().map(|f| f.name).zip(&layer_pairs),
-            )?;
             let mut p = Params::new(spec.name, plugin_pairs);
             let plugin = (spec.open)(&mut p, readonly)?;
             p.finish()?;
+            check_thread_model(
+                plugin.thread_model(),
+                fspecs.iter().map(|f| f.name).zip(&layer_pairs),
+            )?;
             plugin
         }
         Bottom::Shared(mut lib) => {

@@ -36,7 +36,7 @@ pub use abi::{
     THREAD_MODEL_SERIALIZE_CONNECTIONS, THREAD_MODEL_SERIALIZE_REQUESTS,
 };
 pub use dump::{dump_plugin, plugin_help, plugin_version};
-pub use exports::set_stdio_safe;
+pub use exports::{set_stdio_safe, stdio_safe};
 pub use load::{find, is_short_name, not_found, plugindir, Library, DEBIAN_PLUGINDIR};
 pub use plugin::CPlugin;
 
