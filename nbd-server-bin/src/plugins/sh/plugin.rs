@@ -506,7 +506,12 @@ impl Backend for ScriptHandle {
             Outcome::Missing => Ok(!self.script_can_zero()?),
         }
     }
+    /// Never with serialize_connections, whatever the script says: a
+    /// second connection would wait for the first to end (nbdkit's rule).
     fn can_multi_conn(&self) -> Result<bool> {
+        if self.plugin.model() == THREAD_MODEL_SERIALIZE_CONNECTIONS {
+            return Ok(false);
+        }
         self.boolean("can_multi_conn", false)
     }
     fn can_extents(&self) -> Result<bool> {
