@@ -13,6 +13,18 @@ const VERSION: &str = "1.32.5";
 
 /// Prints the facts of plugin `name` (built in, or loaded).
 pub fn dump_plugin(name: &str) -> Result<(), String> {
+    if name == "cc" {
+        let exe = std::env::current_exe().unwrap_or_default();
+        print!(
+            "path={}\nname=cc\nversion={VERSION}\napi_version=2\nstruct_size={}\n\
+             max_thread_model=parallel\nthread_model=parallel\nerrno_is_preserved=1\n\
+             has_config=1\nhas_config_complete=1\nhas_config_help=1\n{}",
+            exe.display(),
+            super::abi::STRUCT_SIZE,
+            super::cc::dump_lines()
+        );
+        return Ok(());
+    }
     if let Ok(spec) = plugins::find(name) {
         let exe = std::env::current_exe().unwrap_or_default();
         let mut out = format!(
@@ -54,6 +66,9 @@ pub fn dump_plugin(name: &str) -> Result<(), String> {
 /// `nbdkit PLUGIN --version`'s line for the plugin: its name and
 /// version (ours for a built-in plugin; a loaded one's own, if it says).
 pub fn plugin_version(name: &str) -> Result<String, String> {
+    if name == "cc" {
+        return Ok(format!("cc {VERSION}"));
+    }
     if let Ok(spec) = plugins::find(name) {
         return Ok(format!("{} {VERSION}", spec.name));
     }
@@ -75,6 +90,12 @@ pub fn plugin_version(name: &str) -> Result<String, String> {
 /// name), where it comes from, and its `config_help` (for a built-in
 /// plugin, its declared keys).
 pub fn plugin_help(name: &str) -> Result<String, String> {
+    if name == "cc" {
+        return Ok(format!(
+            "plugin: cc (nbdkit C compiler plugin)\n(built in)\n{}",
+            super::cc::CONFIG_HELP
+        ));
+    }
     if let Ok(spec) = plugins::find(name) {
         let mut out = format!("plugin: {}\n(built in)\n", spec.name);
         for (k, help) in spec.params {

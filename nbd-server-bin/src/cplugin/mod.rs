@@ -9,6 +9,8 @@
 //! - `context.rs`: what the plugin's calls back into the server see: the
 //!   connection being served and the errno it set.
 //! - `lists.rs`: the extents and exports lists plugins fill.
+//! - `cc.rs`: the cc plugin, which compiles C source at start-up and
+//!   loads the result as any other.
 //! - `exports.rs` and `shim.c`: the `nbdkit_*` functions the plugins
 //!   call, exported by the `nbdkit` binary (see build.rs).
 //!
@@ -18,6 +20,7 @@
 //! `open` … `close`; at exit `cleanup` then `unload`.
 
 mod abi;
+pub mod cc;
 mod context;
 mod dump;
 mod exports;
