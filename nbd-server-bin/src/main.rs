@@ -113,7 +113,7 @@ fn main() {
         exit(0);
     }
     if c.dump_plugin {
-        match cplugin::dump_plugin(&c.plugin) {
+        match cplugin::dump_plugin(&c.plugin, &c.params) {
             Ok(()) => exit(0),
             Err(e) => die(e),
         }

@@ -411,3 +411,99 @@ fn sh_startup_and_required_methods() {
         assert!(!o.status.success(), "{bin}");
     }
 }
+
+/// `--dump-plugin` with and without a script prints Debian's lines (but
+/// the path, which is our binary): the script's thread model after its
+/// parameters, `max_known_status`, and the script's own `dump_plugin`.
+#[test]
+fn dump_plugin_as_debian() {
+    if !Path::new(DEBIAN_NBDKIT).exists() {
+        return;
+    }
+    let dir = TempDir::new("sh-dump");
+    let d = dir.path();
+    let s = script(d, "disk.sh");
+    let s = s.to_str().unwrap();
+    let dp = d.join("dump.sh");
+    std::fs::write(
+        &dp,
+        "#!/bin/sh\ncase \"$1\" in\n  dump_plugin) echo mine=1 ;;\n  \
+         thread_model) echo serialize_requests ;;\n  *) exit 2 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dp = dp.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["sh"],
+        &["sh", dp],
+        &["sh", s],
+        &["sh", s, "thread_model=serialize_connections"],
+        &["eval"],
+        &["eval", "dump_plugin=echo x=1", "thread_model=echo parallel"],
+    ];
+    let without_path = |o: Output| {
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("path="))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    for case in cases {
+        let dump = |bin: &str| {
+            Command::new(bin)
+                .current_dir(d)
+                .args(*case)
+                .arg("--dump-plugin")
+                .output()
+                .unwrap()
+        };
+        let ours = without_path(dump(BIN));
+        assert_eq!(ours, without_path(dump(DEBIAN_NBDKIT)), "{case:?}");
+        assert!(ours.contains("max_known_status=3\n"), "{ours}");
+    }
+}
+
+/// The script's thread model holds under a client with many requests in
+/// flight: without a `thread_model` method one read at a time (nbdkit's
+/// safe default), with `parallel` several at once, as under Debian's.
+#[test]
+fn sh_thread_model_is_kept() {
+    require("nbdcopy", "libnbd-bin");
+    let dir = TempDir::new("sh-threads");
+    let d = dir.path();
+    let s = script(d, "concurrency.sh");
+    let s = s.to_str().unwrap();
+    let most = |bin: &str, model: Option<&str>| -> u32 {
+        let log = d.join("log");
+        let _ = std::fs::remove_file(&log);
+        let log_arg = format!("log={}", log.display());
+        let mut args = vec!["sh", s, &log_arg];
+        let m = model.map(|m| format!("model={m}"));
+        if let Some(m) = &m {
+            args.push(m);
+        }
+        let o = run_in(
+            bin,
+            d,
+            &args,
+            "timeout 60 nbdcopy --requests=8 --request-size=65536 --connections=1 \"$uri\" null:",
+        );
+        assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 16, "{text}");
+        text.lines()
+            .map(|l| l.trim().parse::<u32>().unwrap())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(most(BIN, None), 1, "serialize_all_requests broken");
+    assert_eq!(most(BIN, Some("serialize_requests")), 1);
+    // The client does send reads in parallel, and a parallel script gets
+    // them so.
+    assert!(most(BIN, Some("parallel")) > 1);
+    if Path::new(DEBIAN_NBDKIT).exists() {
+        assert_eq!(most(DEBIAN_NBDKIT, None), 1);
+    }
+}

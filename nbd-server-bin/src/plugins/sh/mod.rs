@@ -172,8 +172,12 @@ fn write_script(path: &Path, text: &[u8]) -> Result<(), String> {
 /// in order, goes to its `config` method. A later bare value means the
 /// script's own magic key (from its `magic_config_key` method).
 fn open_sh(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
+    configure_sh(p.take_rest())?.ready()
+}
+
+/// sh up to its `config` calls.
+fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     let tmpdir = make_tmpdir("/tmp/nbdkitXXXXXX")?;
-    let pairs = p.take_rest();
     let mut pairs = pairs.into_iter();
     let script = match pairs.next() {
         Some((k, v)) if k == "script" => script_path(&v, &tmpdir)?,
@@ -197,7 +201,7 @@ fn open_sh(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
         };
         plugin.config(&k, &v, false)?;
     }
-    plugin.ready()
+    Ok(plugin)
 }
 
 /// The script's path, absolute (nbdkit_absolute_path) since the server
@@ -234,10 +238,15 @@ fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
 /// The eval plugin: each method key becomes `$tmpdir/METHOD`; any other
 /// key goes, in command-line order, to the `config` method given so far.
 fn open_eval(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
+    configure_eval(p.take_rest())?.ready()
+}
+
+/// eval up to its `config` calls.
+fn configure_eval(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     let tmpdir = make_tmpdir("/tmp/nbdkitevalXXXXXX")?;
     write_script(&tmpdir.join("missing"), b"exit 2\n")?;
     let mut given = BTreeSet::new();
-    for (k, v) in p.take_rest() {
+    for (k, v) in pairs {
         if EVAL_PARAMS.iter().any(|(m, _)| *m == k) {
             if given.contains(&k) {
                 return Err(format!(
@@ -275,7 +284,26 @@ fn open_eval(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
         given,
     };
     set_unload(methods.script("unload"));
-    ScriptPlugin::new(tmpdir, methods).ready()
+    Ok(ScriptPlugin::new(tmpdir, methods))
+}
+
+/// For `nbdkit sh|eval [ARGS] --dump-plugin`, as nbdkit: the script's
+/// thread model and what its `dump_plugin` method prints, once the
+/// parameters went to `config` (no `config_complete`). Without a script,
+/// sh is parallel, and eval (whose methods all run `missing`)
+/// serialize_all_requests.
+pub fn dump(name: &str, args: &[String]) -> Result<(i32, String), String> {
+    let spec = if name == "sh" { &SH } else { &EVAL };
+    let pairs = crate::params::split_params(name, spec.magic, args)?;
+    if name == "sh" && pairs.is_empty() {
+        return Ok((crate::cplugin::THREAD_MODEL_PARALLEL, String::new()));
+    }
+    let plugin = if name == "sh" {
+        configure_sh(pairs)?
+    } else {
+        configure_eval(pairs)?
+    };
+    plugin.dump()
 }
 
 /// The first line of `out` without its newline (the form of a handle,

@@ -140,6 +140,17 @@ impl ScriptPlugin {
         Ok(Arc::new(self))
     }
 
+    /// For `--dump-plugin`: the script's thread model, and what its
+    /// `dump_plugin` method prints (nothing when it has none or fails).
+    pub fn dump(&self) -> std::result::Result<(i32, String), String> {
+        let model = self.ask_thread_model()?;
+        let out = match self.run("dump_plugin", &[], b"") {
+            Ok(Outcome::Ok(o)) => String::from_utf8_lossy(&o).into_owned(),
+            _ => String::new(),
+        };
+        Ok((model, out))
+    }
+
     /// The script's `thread_model`; without one (or with an answer it
     /// does not know), the safe serialize_all_requests, as nbdkit.
     fn ask_thread_model(&self) -> std::result::Result<i32, String> {
