@@ -238,6 +238,17 @@ for i in range(16):
         print(i, "ok")
     except nbd.Error as x:
         print(i, errno.errorcode.get(x.errno, x.errno))
+for what, f in [("pwrite", lambda: h.pwrite(b"x" * 512, 0)),
+                ("pwrite fua", lambda: h.pwrite(b"x" * 512, 0, nbd.CMD_FLAG_FUA)),
+                ("flush", lambda: h.flush()),
+                ("trim", lambda: h.trim(512, 0)),
+                ("zero", lambda: h.zero(512, 0)),
+                ("cache", lambda: h.cache(512, 0))]:
+    try:
+        f()
+        print(what, "ok")
+    except nbd.Error as x:
+        print(what, errno.errorcode.get(x.errno, x.errno))
 "#,
     )
     .unwrap();
@@ -260,13 +271,51 @@ for i in range(16):
     assert_eq!(o, t);
     // Not all the same errno: the words were read.
     for want in [
-        "0 ok", "1 EPERM", "2 ENOSPC", "3 EIO", "7 EINVAL", "8 ENOMEM",
+        "0 ok",
+        "1 EPERM",
+        "2 ENOSPC",
+        "3 EIO",
+        "7 EINVAL",
+        "8 ENOMEM",
+        "pwrite ENOSPC",
+        "trim EPERM",
     ] {
         assert!(o.lines().any(|l| l == want), "{want} in:\n{o}");
     }
     // The message after the errno word is logged, in nbdkit's words.
     let log = String::from_utf8_lossy(&ours.stderr);
     assert!(log.contains("errors.sh: Out of space"), "{log}");
+}
+
+/// A capability method that fails (exit code 1) fails the connection
+/// under both servers alike, and so does a `can_fua` that prints
+/// nonsense.
+#[test]
+fn sh_failing_capabilities_as_debian() {
+    if !needs_clients() {
+        return;
+    }
+    let dir = TempDir::new("sh-caps");
+    let d = dir.path();
+    let s = script(d, "disk.sh");
+    let s = s.to_str().unwrap();
+    for case in [
+        "can_write=error",
+        "can_trim=error",
+        "can_fua=sometimes",
+        "can_cache=error",
+    ] {
+        let args = ["sh", s, case];
+        let cmd = "timeout 60 nbdinfo --size \"$uri\"";
+        let theirs = run_in(DEBIAN_NBDKIT, d, &args, cmd);
+        let ours = run_in(BIN, d, &args, cmd);
+        assert_eq!(
+            ours.status.success(),
+            theirs.status.success(),
+            "{case}: ours {ours:?}\nDebian's {theirs:?}"
+        );
+        assert_eq!(ours.stdout, theirs.stdout, "{case}");
+    }
 }
 
 /// eval: the same disk as fragments on the command line; `can_write`

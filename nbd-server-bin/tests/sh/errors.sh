@@ -1,9 +1,17 @@
 #!/bin/bash -
 # A 16 KiB disk whose reads fail in a different way at each 512-byte
-# block, for comparing the errno each failure reaches the client with.
+# block, and whose other data methods fail each with its own errno, for
+# comparing the errno each failure reaches the client with.
 case "$1" in
     get_size) echo 16K ;;
     thread_model) echo parallel ;;
+    can_write|can_flush|can_trim|can_zero) exit 0 ;;
+    can_fua|can_cache) echo native ;;
+    pwrite) cat >/dev/null; echo "ENOSPC disk full" >&2; exit 1 ;;
+    flush) echo "EIO flush failed" >&2; exit 1 ;;
+    trim) echo "EPERM no trimming" >&2; exit 1 ;;
+    zero) echo "EOVERFLOW zero too far" >&2; exit 1 ;;
+    cache) echo "ENOMEM cache" >&2; exit 1 ;;
     pread)
         case $(( $4 / 512 )) in
             0) head -c "$3" /dev/zero ;;
