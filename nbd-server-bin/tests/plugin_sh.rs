@@ -345,6 +345,11 @@ fn eval_methods_and_missing_as_debian() {
         vec![&get_size, &pread],
         // Data methods without their can_*: eval says yes for them.
         vec![&get_size, &pread, &pwrite, flush, trim, zero],
+        vec![
+            &get_size,
+            &pread,
+            "extents=echo 0 32K; echo 32K 32K hole,zero",
+        ],
         // missing= answers every method not given.
         vec![
             &get_size,
@@ -366,7 +371,13 @@ fn eval_methods_and_missing_as_debian() {
         let mut args = vec!["eval", config];
         args.extend(case);
         args.push("size=64K");
-        same_under_both(d, &args, false);
+        let out = same_under_both(d, &args, false);
+        if args.iter().any(|a| a.starts_with("extents=")) {
+            assert!(
+                out.contains("extents 0 [(0, [32768, 0, 32768, 3])]"),
+                "{out}"
+            );
+        }
     }
 }
 

@@ -266,13 +266,13 @@ fn configure_eval(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> 
         ScriptPlugin::new(tmpdir.clone(), so_far).config(&k, &v, true)?;
     }
     // The `can_*` a C plugin would get from the server for a method it
-    // has (nbdkit 1.32's eval pairs extents with can_flush here).
+    // has.
     for (method, can) in [
         ("pwrite", "can_write"),
         ("flush", "can_flush"),
         ("trim", "can_trim"),
         ("zero", "can_zero"),
-        ("extents", "can_flush"),
+        ("extents", "can_extents"),
     ] {
         if given.contains(method) && !given.contains(can) {
             write_script(&tmpdir.join(can), b"exit 0\n")?;
