@@ -58,6 +58,7 @@ static EXIT_STATUS: AtomicI32 = AtomicI32::new(0);
 
 fn exit(code: i32) -> ! {
     cplugin::shut_down();
+    nbd_server_bin::plugins::sh::shut_down();
     cleanup();
     std::process::exit(code)
 }
@@ -118,7 +119,7 @@ fn main() {
     if c.dump_plugin {
         let filters_model =
             nbd_server_bin::chain::filters_thread_model(&c.filters).unwrap_or_else(|e| die(e));
-        match cplugin::dump_plugin(&c.plugin, filters_model) {
+        match cplugin::dump_plugin(&c.plugin, &c.params, filters_model) {
             Ok(()) => exit(0),
             Err(e) => die(e),
         }

@@ -284,6 +284,40 @@ connects.",
             "nbdkit ssh host=server.example.com /var/lib/disk.img\nnbdkit ssh host=h user=alice password=- disk.img",
         ),
     ),
+    (
+        "sh",
+        prose(
+            "a plugin written as a shell script or any executable",
+            "Each plugin method runs the script as C<SCRIPT METHOD ARGS...>: the
+method's arguments as words (a connection's handle first, as printed by
+C<open>), the data of a write on its standard input, and what it prints
+on standard output as the method's answer. Exit code 0 is success, 1
+an error (standard error starts with the errno name, such as
+C<ENOSPC>, then the message), 2 a method the script does not have, 3
+\"false\" for the C<can_*> methods. C<can_fua> and C<can_cache> print
+C<none>, C<emulate> or C<native>; C<extents> prints C<offset length
+type> lines; C<list_exports> prints names in the forms C<NAMES>,
+C<INTERLEAVED> or C<NAMES+DESCRIPTIONS>. The script finds a private
+directory in C<$tmpdir>, removed when the server exits. Without a
+C<thread_model> method the script runs one method at a time. The
+script C<-> is read from standard input.",
+            "nbdkit sh ./disk.sh\nnbdkit sh ./disk.sh file=disk.img",
+        ),
+    ),
+    (
+        "eval",
+        prose(
+            "a plugin written as shell fragments on the command line",
+            "Each method is a fragment of /bin/sh given as C<METHOD=SCRIPT>, run
+as a script of the sh plugin would be (same arguments, exit codes and
+C<$tmpdir>). A method not given runs C<missing=> (by default C<exit
+2>). A data method given without its C<can_*> gets one that says yes
+(C<pwrite> makes C<can_write>, C<flush> C<can_flush>, C<trim>
+C<can_trim>, C<zero> C<can_zero>). Keys that are not method names go
+to C<config>.",
+            "nbdkit eval get_size='echo 64M' pread='dd if=/dev/zero count=$3 iflag=count_bytes'",
+        ),
+    ),
 ];
 
 const FILTERS: &[(&str, Prose)] = &[

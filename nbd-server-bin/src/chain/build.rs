@@ -69,10 +69,11 @@ pub fn build(
     };
     let (plugin, model): (Arc<dyn Plugin>, i32) = match bottom {
         Bottom::BuiltIn(spec) => {
-            let model = check_thread_model(c_filters_model, builtins())?;
             let mut p = Params::new(spec.name, plugin_pairs);
             let plugin = (spec.open)(&mut p, readonly)?;
             p.finish()?;
+            let model =
+                check_thread_model(plugin.thread_model().min(c_filters_model), builtins())?;
             (plugin, model)
         }
         Bottom::Shared(mut lib) => {
@@ -80,6 +81,13 @@ pub fn build(
             let own = cplugin::CPlugin::own_thread_model(&lib)?;
             let model = check_thread_model(own.min(c_filters_model), builtins())?;
             (cplugin::ready(*lib, model)?, model)
+        }
+        Bottom::Cc => {
+            let (mut lib, pairs) = cplugin::cc::compile(plugin_pairs)?;
+            cplugin::configure(&mut lib, &pairs)?;
+            let own = cplugin::CPlugin::own_thread_model(&lib)?;
+            let model = check_thread_model(own.min(c_filters_model), builtins())?;
+            (cplugin::ready(lib, model)?, model)
         }
     };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
@@ -149,16 +157,21 @@ pub fn filter_version(name: &str) -> Result<String, String> {
 }
 
 /// The plugin at the bottom of the chain: one of ours, or a shared object
-/// written against nbdkit-plugin.h.
+/// written against nbdkit-plugin.h, or C source that the cc plugin
+/// compiles into one once it has its parameters.
 enum Bottom {
     BuiltIn(&'static plugins::PluginSpec),
     Shared(Box<cplugin::Library>),
+    Cc,
 }
 
 impl Bottom {
     /// A built-in plugin of that name first; else a path, or
     /// `nbdkit-NAME-plugin.so` in our plugin directory or Debian's.
     fn find(name: &str) -> Result<Bottom, String> {
+        if name == "cc" {
+            return Ok(Bottom::Cc);
+        }
         match plugins::find(name) {
             Ok(spec) => Ok(Bottom::BuiltIn(spec)),
             Err(e) => match cplugin::find(name) {
@@ -172,6 +185,7 @@ impl Bottom {
         match self {
             Bottom::BuiltIn(spec) => !spec.params.is_empty(),
             Bottom::Shared(lib) => cplugin::has_config(lib),
+            Bottom::Cc => true,
         }
     }
 
@@ -179,9 +193,14 @@ impl Bottom {
     /// python …): a bare first parameter is its `script`.
     fn script_arg(&self, args: &[String]) -> Vec<String> {
         let mut args = args.to_vec();
-        if let (Bottom::Shared(lib), Some(first)) = (self, args.first_mut()) {
+        let no_magic = match self {
+            Bottom::Shared(lib) => cplugin::magic_config_key(lib).is_none(),
+            Bottom::Cc => true,
+            Bottom::BuiltIn(_) => false,
+        };
+        if let (true, Some(first)) = (no_magic, args.first_mut()) {
             let bare = !first.split_once('=').is_some_and(|(k, _)| is_config_key(k));
-            if bare && cplugin::magic_config_key(lib).is_none() {
+            if bare {
                 *first = format!("script={first}");
             }
         }
@@ -192,6 +211,7 @@ impl Bottom {
         match self {
             Bottom::BuiltIn(spec) => spec.magic.map(str::to_string),
             Bottom::Shared(lib) => cplugin::magic_config_key(lib),
+            Bottom::Cc => None,
         }
     }
 }

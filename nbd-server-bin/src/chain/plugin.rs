@@ -18,6 +18,13 @@ use nbd_core::server::backend::{Backend, ConnectionInfo, Result};
 /// have defaults for a plugin with one export and no say about who may
 /// connect.
 pub trait Plugin: Send + Sync {
+    /// The plugin's thread model (nbdkit's `NBDKIT_THREAD_MODEL_*`),
+    /// which filters may lower further. Our own plugins are parallel; a
+    /// script plugin says what its script asks for.
+    fn thread_model(&self) -> i32 {
+        crate::cplugin::THREAD_MODEL_PARALLEL
+    }
+
     /// The server is in its final process (after daemonising), before the
     /// first connection: a plugin starts its background threads here.
     fn after_fork(&self) -> std::result::Result<(), String> {

@@ -15,7 +15,23 @@ const VERSION: &str = "1.32.5";
 /// Prints the facts of plugin `name` (built in, or loaded). Filters on
 /// the command line lower the thread model printed to `filters_model`,
 /// as nbdkit's.
-pub fn dump_plugin(name: &str, filters_model: c_int) -> Result<(), String> {
+pub fn dump_plugin(name: &str, params: &[String], filters_model: c_int) -> Result<(), String> {
+    if name == "sh" || name == "eval" {
+        return dump_script_plugin(name, params);
+    }
+    if name == "cc" {
+        let exe = std::env::current_exe().unwrap_or_default();
+        print!(
+            "path={}\nname=cc\nversion={VERSION}\napi_version=2\nstruct_size={}\n\
+             max_thread_model=parallel\nthread_model={}\nerrno_is_preserved=1\n\
+             has_config=1\nhas_config_complete=1\nhas_config_help=1\n{}",
+            exe.display(),
+            super::abi::STRUCT_SIZE,
+            super::abi::thread_model_name(filters_model),
+            super::cc::dump_lines()
+        );
+        return Ok(());
+    }
     if let Ok(spec) = plugins::find(name) {
         let exe = std::env::current_exe().unwrap_or_default();
         let mut out = format!(
@@ -58,6 +74,9 @@ pub fn dump_plugin(name: &str, filters_model: c_int) -> Result<(), String> {
 /// `nbdkit PLUGIN --version`'s line for the plugin: its name and
 /// version (ours for a built-in plugin; a loaded one's own, if it says).
 pub fn plugin_version(name: &str) -> Result<String, String> {
+    if name == "cc" {
+        return Ok(format!("cc {VERSION}"));
+    }
     if let Ok(spec) = plugins::find(name) {
         return Ok(format!("{} {VERSION}", spec.name));
     }
@@ -79,6 +98,12 @@ pub fn plugin_version(name: &str) -> Result<String, String> {
 /// name), where it comes from, and its `config_help` (for a built-in
 /// plugin, its declared keys).
 pub fn plugin_help(name: &str) -> Result<String, String> {
+    if name == "cc" {
+        return Ok(format!(
+            "plugin: cc (nbdkit C compiler plugin)\n(built in)\n{}",
+            super::cc::CONFIG_HELP
+        ));
+    }
     if let Ok(spec) = plugins::find(name) {
         let mut out = format!("plugin: {}\n(built in)\n", spec.name);
         for (k, help) in spec.params {
@@ -181,4 +206,69 @@ fn facts(lib: &Library, filters_model: c_int) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// The callbacks nbdkit's sh and eval plugins have, in `has_*` order.
+const SCRIPT_CALLBACKS: &[&str] = &[
+    "load",
+    "unload",
+    "dump_plugin",
+    "config",
+    "config_complete",
+    "config_help",
+    "thread_model",
+    "get_ready",
+    "after_fork",
+    "preconnect",
+    "list_exports",
+    "default_export",
+    "open",
+    "close",
+    "export_description",
+    "get_size",
+    "block_size",
+    "can_write",
+    "can_flush",
+    "is_rotational",
+    "can_trim",
+    "can_zero",
+    "can_fast_zero",
+    "can_extents",
+    "can_fua",
+    "can_multi_conn",
+    "can_cache",
+    "pread",
+    "pwrite",
+    "flush",
+    "trim",
+    "zero",
+    "extents",
+    "cache",
+];
+
+/// `nbdkit sh|eval [ARGS] --dump-plugin`: nbdkit's lines for the
+/// script plugin (the thread model is the script's, asked after its
+/// parameters went to `config`), `max_known_status=3` (exit codes above 3
+/// are errors), then what the script's `dump_plugin` prints.
+fn dump_script_plugin(name: &str, params: &[String]) -> Result<(), String> {
+    let (model, own) = plugins::sh::dump(name, params)?;
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut out = format!(
+        "path={}\nname={name}\nversion={VERSION}\napi_version=2\nstruct_size={}\n\
+         max_thread_model=parallel\nthread_model={}\nerrno_is_preserved=1\n",
+        exe.display(),
+        super::abi::STRUCT_SIZE,
+        thread_model_name(model)
+    );
+    if name == "sh" {
+        out.push_str("magic_config_key=script\n");
+    }
+    for cb in SCRIPT_CALLBACKS {
+        out.push_str(&format!("has_{cb}=1\n"));
+    }
+    out.push_str("max_known_status=3\n");
+    out.push_str(&own);
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+    Ok(())
 }

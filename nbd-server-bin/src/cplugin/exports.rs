@@ -31,6 +31,11 @@ pub fn set_stdio_safe(safe: bool) {
     STDIO_SAFE.store(safe, Ordering::SeqCst);
 }
 
+/// Whether plugins may use standard input and output (not with `-s`).
+pub fn stdio_safe() -> bool {
+    STDIO_SAFE.load(Ordering::SeqCst)
+}
+
 /// nbdkit_error's report, then errno set as nbdkit leaves it.
 fn report(msg: impl std::fmt::Display, errno: c_int) {
     crate::log::error!("{msg}");

@@ -9,6 +9,8 @@
 //! - `context.rs`: what the plugin's calls back into the server see: the
 //!   connection being served and the errno it set.
 //! - `lists.rs`: the extents and exports lists plugins fill.
+//! - `cc.rs`: the cc plugin, which compiles C source at start-up and
+//!   loads the result as any other.
 //! - `exports.rs` and `shim.c`: the `nbdkit_*` functions the plugins
 //!   call, exported by the `nbdkit` binary (see build.rs).
 //! - `filter_abi.rs`, `filter.rs`, `next.rs`: filters written against
@@ -22,6 +24,7 @@
 //! `open` … `close`; at exit `cleanup` then `unload`.
 
 mod abi;
+pub mod cc;
 mod context;
 mod dump;
 mod exports;
@@ -43,7 +46,7 @@ pub use abi::{
     THREAD_MODEL_SERIALIZE_CONNECTIONS, THREAD_MODEL_SERIALIZE_REQUESTS,
 };
 pub use dump::{dump_plugin, plugin_help, plugin_version};
-pub use exports::set_stdio_safe;
+pub use exports::{set_stdio_safe, stdio_safe};
 pub use filter::{filter_not_found, find_filter, CFilter, FilterLibrary, DEBIAN_FILTERDIR};
 pub use load::{find, is_short_name, not_found, plugindir, Library, DEBIAN_PLUGINDIR};
 pub use plugin::CPlugin;

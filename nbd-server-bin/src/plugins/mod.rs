@@ -41,6 +41,7 @@ pub mod partitioning;
 pub mod pattern;
 mod prng;
 pub mod random;
+pub mod sh;
 pub mod sparse_random;
 pub mod split;
 pub mod ssh;
@@ -88,6 +89,8 @@ pub const PLUGINS: &[PluginSpec] = &[
     linuxdisk::PLUGIN,
     floppy::PLUGIN,
     ssh::PLUGIN,
+    sh::SH,
+    sh::EVAL,
 ];
 
 /// The plugin called `name`, or nbdkit-style words for its absence.
@@ -150,10 +153,18 @@ mod tests {
             ("linuxdisk.rs", include_str!("linuxdisk.rs"), &["linuxdisk"]),
             ("floppy.rs", include_str!("floppy.rs"), &["floppy"]),
             ("ssh/mod.rs", include_str!("ssh/mod.rs"), &["ssh"]),
+            ("sh/mod.rs", include_str!("sh/mod.rs"), &["sh", "eval"]),
         ];
         let mut seen = Vec::new();
         for (file, src, names) in sources {
-            let taken = literal_keys(src);
+            let mut taken = literal_keys(src);
+            // sh's `script` is its first pair, and eval's keys are its
+            // method names: taken in command-line order with the rest,
+            // which go to the script's config method.
+            if *file == "sh/mod.rs" {
+                taken.insert("script".into());
+                taken.extend(sh::EVAL.params.iter().map(|(k, _)| k.to_string()));
+            }
             let mut declared = std::collections::BTreeSet::new();
             for n in *names {
                 let spec = PLUGINS.iter().find(|p| p.name == *n).unwrap();
