@@ -9,7 +9,7 @@
 //! plus, for WRITE, the payload `request::payload` says is read. A request
 //! is accepted when its header and payload were read in full.
 
-use nbd_core::server::request::{payload, Payload};
+use nbd_core::server::request::{payload, Payload, TxContext};
 use nbd_core::wire::consts::{
     client_flags, cmd, handshake_flags, opt, rep, NBDMAGIC, OPTION_REPLY_MAGIC, SIMPLE_REPLY_MAGIC,
     STRUCTURED_REPLY_MAGIC,
@@ -82,6 +82,15 @@ pub fn check(
     };
     o.transmission = true;
 
+    // The server_stream target refuses extended headers (`no_eh`), so
+    // requests are always in the compact form.
+    let ctx = TxContext {
+        size: 0,
+        tx_flags: 0,
+        structured_replies: structured,
+        extended_headers: false,
+        meta_context: None,
+    };
     // Requests the server accepted: (cookie, kind, length).
     let mut accepted = Vec::new();
     let mut end = End::Clean;
@@ -97,7 +106,7 @@ pub fn check(
         if h.kind == cmd::DISC {
             break;
         }
-        let need = match payload(&h) {
+        let need = match payload(&h, &ctx) {
             Payload::None => 0,
             Payload::Receive(n) | Payload::Discard(n) => n as usize,
             Payload::Disconnect => {
@@ -148,7 +157,7 @@ pub fn check(
 /// finish. An error starting with "cut" is a reply that ends early.
 fn replies(
     out: &mut Cur,
-    open: &mut Vec<(u64, u16, u32)>,
+    open: &mut Vec<(u64, u16, u64)>,
     structured: bool,
     o: &mut Outcome,
 ) -> Result<(), String> {
