@@ -151,13 +151,14 @@ if $staged; then
   done
 fi
 
-# run_script_test SCRIPT: run a test script that prints PASS/FAIL/SKIP
-# lines, count them, and fail if it died without saying why.
+# run_script_test SCRIPT [LIMIT]: run a test script that prints PASS/FAIL/SKIP
+# lines, count them, and fail if it died without saying why (or ran over
+# LIMIT seconds, default 1200).
 run_script_test() {
-  local s=$1 log rc
+  local s=$1 limit=${2:-1200} log rc
   log=$LOGS/$(basename "$(dirname "$s")")-$(basename "$s" .sh).log
   echo "--- $s"
-  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
+  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 "$limit" bash "$s" >"$log" 2>&1
   rc=$?
   cat "$log"
   n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
@@ -378,7 +379,8 @@ done
 CHECK_SOAK_SECONDS=${CHECK_SOAK_SECONDS:-60}
 section "load and soak (tests/soak, ${CHECK_SOAK_SECONDS}s per pairing)"
 if $staged; then
-  SOAK_SECONDS=$CHECK_SOAK_SECONDS run_script_test tests/soak/run.sh
+  # Three pairings, and the watchdogs' margins.
+  SOAK_SECONDS=$CHECK_SOAK_SECONDS run_script_test tests/soak/run.sh $((3 * CHECK_SOAK_SECONDS + 900))
 else
   skip "tests/soak/run.sh" "no build of ours to test: make stage failed"
 fi
