@@ -288,7 +288,8 @@ bench:
 # our nbdkit from this PROFILE's build, crossed with Debian's.
 SOAK_SECONDS ?= 600
 soak: lib
-	$(TEST_ENV) OUR_LIBDIR=$(CURDIR)/$(B)/lib SOAK_SECONDS=$(SOAK_SECONDS) tests/soak/run.sh
+	$(TEST_ENV) OUR_LIBDIR=$(CURDIR)/$(B)/lib SOAK_SECONDS=$(SOAK_SECONDS) SOAK_PROGRESS=1 \
+	  tests/soak/run.sh
 
 # Fuzzing (fuzz/, a cargo workspace of its own; needs `cargo install
 # cargo-fuzz`). See fuzz/run.sh for FUZZ_SANITIZER, FUZZ_TOOLCHAIN, ...

@@ -17,6 +17,8 @@
 #   SOAK_PAIRINGS     which pairings (all three)
 #   SOAK_DISK_MB      export size in MiB (64)
 #   SOAK_SELF_CHECK   0 to skip the self-check (1)
+#   SOAK_PROGRESS     1 to show the clients' progress lines as they come
+#                     (make soak sets it); otherwise only their results
 #   OUR_NBDKIT        our nbdkit
 #   OUR_LIBDIR        directory holding our libnbd.so.0 (build/lib for
 #                     `make soak`, the stage for `make check`)
@@ -32,6 +34,7 @@ SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_PAIRINGS=${SOAK_PAIRINGS:-ours-ours ours-debian debian-ours}
 SOAK_DISK_MB=${SOAK_DISK_MB:-64}
 SOAK_SELF_CHECK=${SOAK_SELF_CHECK:-1}
+SOAK_PROGRESS=${SOAK_PROGRESS:-0}
 SOAK_PY=$REPO/tests/soak/soak.py
 PY=/usr/bin/python3
 
@@ -86,8 +89,9 @@ soak_run() {
   # The outer timeout is a second watchdog behind soak.py's own.
   timeout -k 10 $((secs + 180)) env "$@" LD_LIBRARY_PATH="$libdir" \
     $PY "$SOAK_PY" --socket "$sock" --seconds "$secs" --label "$label" \
-    --server-pid "$pid" --expect-libnbd "$expect" "${tls_client[@]}" >"$log" 2>&1
-  rc=$?
+    --server-pid "$pid" --expect-libnbd "$expect" "${tls_client[@]}" 2>&1 |
+    if [[ $SOAK_PROGRESS == 1 && $label != selfcheck ]]; then tee "$log"; else cat >"$log"; fi
+  rc=${PIPESTATUS[0]}
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "$label: the server died during the run:" >>"$log"
     cat "$TMP/$label.server.log" >>"$log"
@@ -121,7 +125,8 @@ for pairing in $SOAK_PAIRINGS; do
     what="soak [libnbd: $lib, nbdkit: $server, TLS: $tls] ${half}s, 8 connections x 64 in flight"
     soak_run "$label" "$lib" "$server" "$tls" "$half"
     rc=$?
-    grep -E '^SOAK-RESULT |server RSS over time| loaded from ' "$TMP/$label.log"
+    [[ $SOAK_PROGRESS == 1 ]] ||
+      grep -E '^SOAK-RESULT |server RSS over time| loaded from ' "$TMP/$label.log"
     if [[ $rc -eq 0 ]] && grep -qx "SOAK-OK $label" "$TMP/$label.log" &&
        grep -q ' errors=0 ' "$TMP/$label.log"; then
       pass "$what"

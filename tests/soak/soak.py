@@ -354,6 +354,8 @@ class Soak:
             for h in self.handles:
                 while h.aio_in_flight() < a.depth and self.issue(h):
                     pass
+            # Reported below: how full the queues are after a refill.
+            filled = self.in_flight
             self.pump(1000)
             if self.check_stall():
                 break
@@ -362,7 +364,7 @@ class Soak:
                 self.sample_rss(now - start)
                 rss = f", server RSS {self.rss[-1][1]} KiB" if self.rss and self.rss[-1][1] else ""
                 print(f"{a.label}: t={now - start:5.0f}s ops={total} "
-                      f"({(total - ops_at_last) / interval:.0f}/s), in flight {self.in_flight}{rss}",
+                      f"({(total - ops_at_last) / interval:.0f}/s), in flight {filled}{rss}",
                       flush=True)
                 ops_at_last = total
                 next_report += interval
