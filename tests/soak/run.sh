@@ -9,8 +9,10 @@
 # keys made here with psktool). Every run starts a fresh memory disk, and
 # the server's RSS is sampled from /proc/PID/status.
 #
-# Before the pairings, a self-check: with SOAK_CORRUPT_MODEL=1 the client
-# corrupts its own model and must then fail, proving reads are verified.
+# Before the pairings, two self-checks: with SOAK_CORRUPT_MODEL=1 the
+# client corrupts its own model and must then fail, proving reads are
+# verified; against a server that stops answering (nbdkit's delay filter)
+# the client's watchdog must end the run with a failure.
 #
 # Environment (defaults from scripts/testlib.sh where not said):
 #   SOAK_SECONDS      seconds per pairing (600), split between plain and TLS
@@ -62,6 +64,9 @@ psktool -u alice -p "$TMP/keys.psk" >/dev/null 2>&1 ||
 # soak_run LABEL LIB SERVER TLS SECONDS [ENV...]: one fresh server, one
 # soak.py run against it. LIB and SERVER are ours|debian, TLS is plain|psk.
 # Leaves the client's output in $TMP/LABEL.log and returns its status.
+# Self-checks set server_filters (--filter= options), server_params (their
+# parameters, after the plugin's) and client_extra (soak.py options).
+server_filters=() server_params=() client_extra=()
 soak_run() {
   local label=$1 lib=$2 server=$3 tls=$4 secs=$5
   shift 5
@@ -76,7 +81,7 @@ soak_run() {
     tls_server=(--tls=require --tls-psk="$TMP/keys.psk")
     tls_client=(--tls-psk "$TMP/keys.psk" --tls-user alice)
   fi
-  "$nbdkit" -f -U "$sock" "${tls_server[@]}" memory "${SOAK_DISK_MB}M" \
+  "$nbdkit" -f -U "$sock" "${tls_server[@]}" "${server_filters[@]}" memory "${SOAK_DISK_MB}M" "${server_params[@]}" \
     >"$TMP/$label.server.log" 2>&1 &
   pid=$!
   BG_PIDS+=("$pid")
@@ -89,8 +94,8 @@ soak_run() {
   # The outer timeout is a second watchdog behind soak.py's own.
   timeout -k 10 $((secs + 180)) env "$@" LD_LIBRARY_PATH="$libdir" \
     $PY "$SOAK_PY" --socket "$sock" --seconds "$secs" --label "$label" \
-    --server-pid "$pid" --expect-libnbd "$expect" "${tls_client[@]}" 2>&1 |
-    if [[ $SOAK_PROGRESS == 1 && $label != selfcheck ]]; then tee "$log"; else cat >"$log"; fi
+    --server-pid "$pid" --expect-libnbd "$expect" "${tls_client[@]}" "${client_extra[@]}" 2>&1 |
+    if [[ $SOAK_PROGRESS == 1 && $label != selfcheck* ]]; then tee "$log"; else cat >"$log"; fi
   rc=${PIPESTATUS[0]}
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "$label: the server died during the run:" >>"$log"
@@ -111,6 +116,20 @@ if [[ $SOAK_SELF_CHECK != 0 ]]; then
   else
     fail "soak self-check: SOAK_CORRUPT_MODEL=1 must fail with a mismatch" "exit $rc"
     indent "$TMP/selfcheck.log" | tail -n 20
+  fi
+  # Every request takes 10 s (flushes excepted), so after the first few
+  # flushes nothing completes for longer than the 3 s allowed.
+  server_filters=(--filter=delay) server_params=(delay-read=10 delay-write=10 delay-zero=10)
+  client_extra=(--stall-seconds 3)
+  soak_run selfcheck-stall ours ours plain 2
+  rc=$?
+  server_filters=() server_params=() client_extra=()
+  if [[ $rc -ne 0 && $rc -ne 124 && $rc -ne 137 ]] &&
+     grep -q 'ERROR watchdog: .* none completed for 3 s' "$TMP/selfcheck-stall.log"; then
+    pass "soak self-check: a server that stops answering fails the run (watchdog)"
+  else
+    fail "soak self-check: the watchdog must fail a stalled run" "exit $rc"
+    indent "$TMP/selfcheck-stall.log" | tail -n 20
   fi
 fi
 

@@ -29,7 +29,10 @@ import math
 import os
 import random
 import select
+import shutil
+import subprocess
 import sys
+import threading
 import time
 
 import nbd
@@ -204,7 +207,11 @@ class Soak:
     def start_read(self, h, off, length, a, b):
         for s in range(a, b):
             self.rbusy[s] += 1
-        buf = nbd.Buffer(length)
+        # A bytearray, not an nbd.Buffer: python3-libnbd 1.14 never frees
+        # an nbd.Buffer passed to an AIO call (whichever libnbd.so runs
+        # under it), which at 10,000 requests/s exhausts memory in
+        # minutes. A bytearray is released when the command retires.
+        buf = bytearray(length)
         t0 = time.monotonic()
 
         def done(err):
@@ -214,7 +221,7 @@ class Soak:
             if err.value != 0:
                 self.fail(f"read {length}@{off}: error {err.value} ({os.strerror(err.value)})")
                 return 1
-            got = buf.to_bytearray()
+            got = buf
             want = self.model[off:off + length]
             if got != want:
                 i = next(i for i in range(length) if got[i] != want[i])
@@ -231,7 +238,7 @@ class Soak:
         for s in range(a, b):
             self.wbusy[s] = 1
         data = self.rng.randbytes(length)
-        buf = nbd.Buffer.from_bytearray(bytearray(data))
+        buf = bytearray(data)  # not an nbd.Buffer: see start_read
         t0 = time.monotonic()
 
         def done(err):
@@ -308,6 +315,7 @@ class Soak:
     # ------------------------------------------------------------ poll loop
     def pump(self, timeout_ms):
         """One round of poll over every connection, and the notifications."""
+        self.watch.beat = time.monotonic()
         p = select.poll()
         by_fd = {}
         for h in self.handles:
@@ -339,6 +347,7 @@ class Soak:
         a = self.args
         interval = a.rss_interval or max(1.0, min(10.0, a.seconds / 6))
         self.rss = []
+        self.client_rss_start = rss_kib(os.getpid())
         start = time.monotonic()
         self.sample_rss(0.0)
         next_report = start + interval
@@ -363,6 +372,7 @@ class Soak:
                 total = sum(self.ops.values())
                 self.sample_rss(now - start)
                 rss = f", server RSS {self.rss[-1][1]} KiB" if self.rss and self.rss[-1][1] else ""
+                rss += f", client RSS {rss_kib(os.getpid())} KiB"
                 print(f"{a.label}: t={now - start:5.0f}s ops={total} "
                       f"({(total - ops_at_last) / interval:.0f}/s), in flight {filled}{rss}",
                       flush=True)
@@ -375,12 +385,17 @@ class Soak:
         self.sample_rss(time.monotonic() - start)
         if not self.errors:
             self.verify_whole_disk()
-        for h in self.handles:
-            try:
-                h.shutdown()
-            except nbd.Error as e:
-                self.fail(f"shutdown: {e}")
-        # The handles close when the last reference goes.
+        # A clean disconnect only after a clean run: nbd_shutdown waits
+        # for the requests still in flight, which after a stall may never
+        # come back.
+        if not self.errors:
+            for h in self.handles:
+                self.watch.beat = time.monotonic()
+                try:
+                    h.shutdown()
+                except nbd.Error as e:
+                    self.fail(f"shutdown: {e}")
+        # The handles close (nbd_close) when the last reference goes.
         self.handles = []
 
     def sample_rss(self, t):
@@ -392,6 +407,7 @@ class Soak:
         h = self.handles[-1]
         chunk = 4 << 20
         for off in range(0, self.size, chunk):
+            self.watch.beat = time.monotonic()
             n = min(chunk, self.size - off)
             got = h.pread(n, off)
             if got != self.model[off:off + n]:
@@ -427,10 +443,55 @@ class Soak:
         }
         if rss:
             fields.update(rss_start_kib=rss[0], rss_end_kib=rss[-1], rss_max_kib=max(rss))
+        # The client's own memory: a library that never frees what a
+        # request holds (buffers, callbacks) shows here first.
+        fields.update(client_rss_start_kib=self.client_rss_start, client_rss_end_kib=rss_kib(os.getpid()))
         print("SOAK-RESULT " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
         if rss and len(self.rss) > 2:
             print(f"{a.label}: server RSS over time (s:KiB): "
                   + " ".join(f"{t:.0f}:{kib}" for t, kib in self.rss if kib is not None), flush=True)
+
+
+class StuckWatch(threading.Thread):
+    """Ends the run when the main loop has not come round for
+    `limit` seconds: it is then stuck inside a libnbd call (the Python
+    binding releases the GIL in them, so this thread still runs), where
+    the in-loop stall check cannot see it. Prints where the main thread
+    is (its system call, and gdb's backtrace when gdb is installed)
+    before exiting with status 3."""
+
+    def __init__(self, label, limit):
+        super().__init__(daemon=True)
+        self.label, self.limit = label, limit
+        self.beat = time.monotonic()
+
+    def run(self):
+        while True:
+            time.sleep(1)
+            stuck = time.monotonic() - self.beat
+            if stuck > self.limit:
+                self.report(stuck)
+                os._exit(3)
+
+    def report(self, stuck):
+        pid = os.getpid()
+        print(f"{self.label}: ERROR watchdog: the main loop has been inside one libnbd "
+              f"call for {stuck:.0f} s", flush=True)
+        for name in ("syscall", "wchan"):
+            try:
+                with open(f"/proc/{pid}/task/{pid}/{name}") as f:
+                    print(f"{self.label}: main thread {name}: {f.read().strip()}", flush=True)
+            except OSError:
+                pass
+        gdb = shutil.which("gdb")
+        if gdb:
+            try:
+                bt = subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                                    capture_output=True, text=True, timeout=60).stdout
+                print("\n".join(line for line in bt.splitlines() if line.startswith(("#", "Thread"))),
+                      flush=True)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
 
 
 def main():
@@ -450,6 +511,8 @@ def main():
 
     soak = Soak(args)
     soak.version = version
+    soak.watch = StuckWatch(args.label, args.stall_seconds)
+    soak.watch.start()
     try:
         soak.connect()
     except nbd.Error as e:
