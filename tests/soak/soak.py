@@ -55,6 +55,9 @@ def parse_args():
     p.add_argument("--rss-interval", type=float, default=None, help="seconds between progress/RSS lines")
     p.add_argument("--stall-seconds", type=float, default=30,
                    help="fail when requests are in flight and none completes for this long")
+    p.add_argument("--max-rss-mib", type=int, default=None,
+                   help="fail when the server or this client exceeds this resident size "
+                        "(default: twice the export plus 512 MiB)")
     p.add_argument("--tls-psk", default=None, help="PSK key file: connect with TLS required")
     p.add_argument("--tls-user", default="alice")
     p.add_argument("--expect-libnbd", default=None,
@@ -371,6 +374,8 @@ class Soak:
             if now >= next_report:
                 total = sum(self.ops.values())
                 self.sample_rss(now - start)
+                if self.over_memory_limit():
+                    break
                 rss = f", server RSS {self.rss[-1][1]} KiB" if self.rss and self.rss[-1][1] else ""
                 rss += f", client RSS {rss_kib(os.getpid())} KiB"
                 print(f"{a.label}: t={now - start:5.0f}s ops={total} "
@@ -397,6 +402,18 @@ class Soak:
                     self.fail(f"shutdown: {e}")
         # The handles close (nbd_close) when the last reference goes.
         self.handles = []
+
+    def over_memory_limit(self):
+        """Memory must stay bounded over a run: a server or client whose
+        resident size keeps growing fails it (and never takes the machine
+        down with it)."""
+        limit = self.args.max_rss_mib or (2 * self.size >> 20) + 512
+        for who, kib in (("server", self.rss[-1][1] if self.rss else None),
+                         ("client", rss_kib(os.getpid()))):
+            if kib is not None and kib > limit << 10:
+                self.fail(f"{who} resident memory {kib >> 10} MiB is over the limit of {limit} MiB")
+                return True
+        return False
 
     def sample_rss(self, t):
         if self.args.server_pid:
