@@ -12,6 +12,8 @@
 #   make demo            connect a C program on our libnbd to our nbdkit
 #   make bench           ours vs Debian's nbdkit / libnbd (not part of check)
 #   make bench-file-reads  file plugin reads: sendfile vs copying vs Debian's
+#   make soak            load and soak, ours crossed with Debian's, plain and TLS,
+#                        SOAK_SECONDS (600) per pairing (check runs 60 s each)
 #   make fuzz            every fuzz target for FUZZ_SECONDS (60) each (cargo-fuzz)
 #   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS (5) each
 #   make clean
@@ -97,7 +99,7 @@ STAGE        := $(CURDIR)/$(B)/stage
 STAGE_LIBDIR := $(STAGE)/usr/lib
 
 .PHONY: all cargo-build lib man completion deb install install-man uninstall uninstall-man stage check demo bench bench-file-reads clean \
-        deps-build deps-test fuzz fuzz-smoke FORCE
+        deps-build deps-test fuzz fuzz-smoke soak FORCE
 
 all: lib man completion
 
@@ -285,6 +287,13 @@ bench:
 
 bench-file-reads: cargo-build
 	$(TEST_ENV) bench/file-reads.sh
+
+# Load and soak (tests/soak/run.sh): our libnbd.so.0 from build/lib and
+# our nbdkit from this PROFILE's build, crossed with Debian's.
+SOAK_SECONDS ?= 600
+soak: lib
+	$(TEST_ENV) OUR_LIBDIR=$(CURDIR)/$(B)/lib SOAK_SECONDS=$(SOAK_SECONDS) SOAK_PROGRESS=1 \
+	  tests/soak/run.sh
 
 # Fuzzing (fuzz/, a cargo workspace of its own; needs `cargo install
 # cargo-fuzz`). See fuzz/run.sh for FUZZ_SANITIZER, FUZZ_TOOLCHAIN, ...

@@ -173,6 +173,31 @@ def option_replies(s2c):
     return pieces
 
 
+def extended_headers_seed():
+    """A server_stream seed with extended headers, which Debian's peers
+    (nbdkit 1.32, libnbd 1.14) cannot record: EXTENDED_HEADERS, GO, then
+    32-byte requests (magic, flags, type, cookie, offset, 64-bit length)
+    with a WRITE's payload, and a disconnect."""
+    def option(code, data=b""):
+        return struct.pack(">QII", IHAVEOPT, code, len(data)) + data
+
+    def request(kind, cookie, offset, length, payload=b""):
+        return struct.pack(">IHHQQQ", 0x21E41C71, 0, kind, cookie, offset, length) + payload
+
+    name = b"fuzz"
+    c2s = struct.pack(">I", 3)  # FIXED_NEWSTYLE | NO_ZEROES
+    c2s += option(11)  # NBD_OPT_EXTENDED_HEADERS
+    c2s += option(7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))  # GO
+    c2s += request(1, 1, 4096, 512, bytes(range(256)) * 2)  # WRITE
+    c2s += request(0, 2, 4096, 512)  # READ
+    c2s += request(6, 3, 0, 8192)  # WRITE_ZEROES
+    c2s += request(3, 4, 0, 0)  # FLUSH
+    c2s += request(0, 5, 0, 8192)  # READ
+    c2s += request(2, 6, 0, 0)  # DISC
+    # Mode byte 0: newstyle, read-write, one worker, extended headers on.
+    write("server_stream", "newstyle-extended-headers", bytes([0]) + c2s)
+
+
 def main():
     for t in ("client_replies", "server_stream", "wire_decoders"):
         shutil.rmtree(os.path.join(CORPUS, t), ignore_errors=True)
@@ -224,6 +249,7 @@ def main():
                     wire.update(options_and_requests(c2s) + option_replies(s2c))
             srv.terminate()
             srv.wait()
+        extended_headers_seed()
         for k, piece in enumerate(sorted(wire)):
             if piece:
                 write("wire_decoders", f"recorded-{k:03}", piece)

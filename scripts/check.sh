@@ -16,6 +16,10 @@
 #      nbdkit 1.32.5's layout, and plugins built with them in Debian's nbdkit;
 #      tests/conventions/run.sh: --version and --help formats
 #  5. tests/interop/*.sh
+#  6. tests/soak/run.sh for CHECK_SOAK_SECONDS (60) per pairing of our
+#     libnbd/nbdkit with Debian's, plain and TLS, on the release build
+#  7. make fuzz-smoke: every fuzz target for FUZZ_SMOKE_SECONDS (5)
+#     (CHECK_FUZZ=0 skips it)
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$REPO" || exit 1
@@ -147,13 +151,14 @@ if $staged; then
   done
 fi
 
-# run_script_test SCRIPT: run a test script that prints PASS/FAIL/SKIP
-# lines, count them, and fail if it died without saying why.
+# run_script_test SCRIPT [LIMIT]: run a test script that prints PASS/FAIL/SKIP
+# lines, count them, and fail if it died without saying why (or ran over
+# LIMIT seconds, default 1200).
 run_script_test() {
-  local s=$1 log rc
+  local s=$1 limit=${2:-1200} log rc
   log=$LOGS/$(basename "$(dirname "$s")")-$(basename "$s" .sh).log
   echo "--- $s"
-  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 1200 bash "$s" >"$log" 2>&1
+  TEST_TIMEOUT=$TEST_TIMEOUT timeout -k 10 "$limit" bash "$s" >"$log" 2>&1
   rc=$?
   cat "$log"
   n_pass=$((n_pass + $(grep -c '^PASS: ' "$log")))
@@ -366,6 +371,46 @@ for s in tests/interop/*.sh; do
   fi
   run_script_test "$s"
 done
+
+# ------------------------------------------------------------------ 6. soak
+# The load and soak test (tests/soak/run.sh; `make soak` runs it longer) on
+# the release build staged above: three pairings, each half plain and half
+# TLS, after the self-check that a corrupted model fails.
+CHECK_SOAK_SECONDS=${CHECK_SOAK_SECONDS:-60}
+section "load and soak (tests/soak, ${CHECK_SOAK_SECONDS}s per pairing)"
+if $staged; then
+  # Three pairings, and the watchdogs' margins.
+  SOAK_SECONDS=$CHECK_SOAK_SECONDS run_script_test tests/soak/run.sh $((3 * CHECK_SOAK_SECONDS + 900))
+else
+  skip "tests/soak/run.sh" "no build of ours to test: make stage failed"
+fi
+
+# ------------------------------------------------------------------ 7. fuzz
+# Every fuzz target for a few seconds (fuzz/run.sh, coverage-guided on the
+# stable toolchain): one PASS line per target that ran clean, a FAIL line
+# for the one that stopped the run (fuzz/run.sh stops at the first).
+section "fuzz smoke (make fuzz-smoke)"
+if [[ ${CHECK_FUZZ:-1} == 0 ]]; then
+  skip "make fuzz-smoke" "CHECK_FUZZ=0"
+elif ! "$CARGO" fuzz --version >/dev/null 2>&1; then
+  fail "make fuzz-smoke" "cargo-fuzz is not installed (scripts/install-test-deps.sh installs it)"
+else
+  log=$LOGS/fuzz-smoke.log
+  timeout -k 10 3000 "$MAKE" --no-print-directory -C "$REPO" fuzz-smoke >"$log" 2>&1
+  rc=$?
+  ran=$(awk '/^fuzz: .* for [0-9]+s$/ { t = $2 } /Done [0-9]+ runs/ && t != "" {
+           for (i = 1; i <= NF; i++) if ($i == "Done") print t, $(i + 1), $(i + 4); t = "" }' "$log")
+  while read -r t runs secs; do
+    [[ -n $t ]] && pass "fuzz smoke: $t ($runs inputs in ${secs}s, no finding)"
+  done <<<"$ran"
+  if [[ $rc -ne 0 ]]; then
+    failed=$(sed -n 's/^fuzz: \(.*\) FAILED.*/\1/p' "$log")
+    fail "make fuzz-smoke${failed:+: $failed}" "exit $rc; log $log"
+    show_tail "$log" 30
+  elif [[ -z $ran ]]; then
+    fail "make fuzz-smoke" "no target reported a run; log $log"
+  fi
+fi
 
 echo
 echo "$n_pass passed, $n_fail failed, $n_skip skipped"

@@ -10,7 +10,8 @@
 # nbdkit's language plugins (nbd-server-bin/tests/language_plugins.rs),
 # and the pinned
 # cbindgen from crates.io (the header drift test regenerates
-# include/libnbd.h with it; it is not packaged in Debian 12).
+# include/libnbd.h with it; it is not packaged in Debian 12), and the
+# pinned cargo-fuzz (make fuzz-smoke, a step of make check).
 set -euo pipefail
 "$(dirname "$0")/apt-ensure.sh" \
   nbdkit libnbd-bin python3-libnbd nbd-server libnbd-dev qemu-utils \
@@ -34,4 +35,13 @@ if [[ -x $cbindgen ]] && [[ $("$cbindgen" --version) == "cbindgen $CBINDGEN_VERS
 else
   echo "installing cbindgen $CBINDGEN_VERSION (cargo install)"
   cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"
+fi
+
+CARGO_FUZZ_VERSION=0.13.2
+cargo_fuzz=${CARGO_FUZZ:-$HOME/.cargo/bin/cargo-fuzz}
+if [[ -x $cargo_fuzz ]] && [[ $("$cargo_fuzz" --version) == "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install)"
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi

@@ -1,7 +1,8 @@
 //! The server against a hostile client: the real connection code
 //! (`nbd_server_bin::conn::serve`) over the real backend chain with the
 //! memory plugin, on a socket pair. The first byte picks the server's
-//! settings (read-only, --no-sr, --oldstyle, one worker or four), the
+//! settings (read-only, --no-sr, --oldstyle, one worker or four, --no-eh),
+//! the
 //! rest is what the client sends, after which the client half-closes.
 //! Invariants: no panic, no allocation over -malloc_limit_mb, the server
 //! ends, and every request it accepted is answered exactly once (see
@@ -45,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         threads,
         handshake_flags: handshake_flags::ALL,
         no_sr: mode & 2 != 0,
+        no_eh: mode & 16 != 0,
         oldstyle,
         limits: Default::default(),
     });

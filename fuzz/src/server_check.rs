@@ -5,16 +5,17 @@
 //!
 //! The client's bytes are arbitrary, so the checker follows the server's
 //! own reading rules: negotiation reads option by option (the server's
-//! replies tell where transmission starts), then each request is a header
-//! plus, for WRITE, the payload `request::payload` says is read. A request
-//! is accepted when its header and payload were read in full.
+//! replies tell where transmission starts, and whether in the compact or
+//! the extended form), then each request is a header plus the payload
+//! `request::payload` says is read. A request is accepted when its header
+//! and payload were read in full.
 
-use nbd_core::server::request::{payload, Payload};
+use nbd_core::server::request::{payload, Payload, TxContext};
 use nbd_core::wire::consts::{
-    client_flags, cmd, handshake_flags, opt, rep, NBDMAGIC, OPTION_REPLY_MAGIC, SIMPLE_REPLY_MAGIC,
-    STRUCTURED_REPLY_MAGIC,
+    client_flags, cmd, handshake_flags, opt, rep, EXTENDED_REPLY_MAGIC, NBDMAGIC,
+    OPTION_REPLY_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC,
 };
-use nbd_core::wire::request::{RequestHeader, REQUEST_HEADER_LEN};
+use nbd_core::wire::request::{RequestHeader, EXTENDED_REQUEST_HEADER_LEN, REQUEST_HEADER_LEN};
 
 /// A cursor over bytes.
 struct Cur<'a> {
@@ -77,27 +78,45 @@ pub fn check(
     let mut inp = Cur { b: input, i: 0 };
     let mut out = Cur { b: output, i: 0 };
     let mut o = Outcome::default();
-    let Some(structured) = negotiation(&mut inp, &mut out, oldstyle)? else {
+    let Some(form) = negotiation(&mut inp, &mut out, oldstyle)? else {
         return Ok(o);
     };
     o.transmission = true;
 
+    // Only the header form matters to `payload`.
+    let ctx = TxContext {
+        size: 0,
+        tx_flags: 0,
+        structured_replies: form.structured,
+        extended_headers: form.extended,
+        meta_context: None,
+    };
     // Requests the server accepted: (cookie, kind, length).
     let mut accepted = Vec::new();
     let mut end = End::Clean;
     while inp.rest() > 0 {
-        let Some(hb) = inp.take(REQUEST_HEADER_LEN) else {
+        let header_len = if form.extended {
+            EXTENDED_REQUEST_HEADER_LEN
+        } else {
+            REQUEST_HEADER_LEN
+        };
+        let Some(hb) = inp.take(header_len) else {
             end = End::Violation;
             break;
         };
-        let Ok(h) = RequestHeader::decode(hb.try_into().unwrap()) else {
+        let decoded = if form.extended {
+            RequestHeader::decode_extended(hb.try_into().unwrap())
+        } else {
+            RequestHeader::decode(hb.try_into().unwrap())
+        };
+        let Ok(h) = decoded else {
             end = End::Violation;
             break;
         };
         if h.kind == cmd::DISC {
             break;
         }
-        let need = match payload(&h) {
+        let need = match payload(&h, &ctx) {
             Payload::None => 0,
             Payload::Receive(n) | Payload::Discard(n) => n as usize,
             Payload::Disconnect => {
@@ -128,7 +147,7 @@ pub fn check(
     // violation, a parallel server's hang-up may cut a reply short.
     let lenient = end == End::Violation && parallel;
     let mut open = accepted.clone();
-    if let Err(e) = replies(&mut out, &mut open, structured, &mut o) {
+    if let Err(e) = replies(&mut out, &mut open, form, &mut o) {
         if !(lenient && e.starts_with("cut")) {
             return Err(e);
         }
@@ -148,14 +167,15 @@ pub fn check(
 /// finish. An error starting with "cut" is a reply that ends early.
 fn replies(
     out: &mut Cur,
-    open: &mut Vec<(u64, u16, u32)>,
-    structured: bool,
+    open: &mut Vec<(u64, u16, u64)>,
+    form: Form,
     o: &mut Outcome,
 ) -> Result<(), String> {
     while out.rest() > 0 {
         let magic = out.u32().ok_or("cut reply magic")?;
         let (cookie, done, data) = match magic {
-            SIMPLE_REPLY_MAGIC => {
+            // With extended headers every reply is an extended chunk.
+            SIMPLE_REPLY_MAGIC if !form.extended => {
                 let error = out.u32().ok_or("cut simple reply")?;
                 let cookie = out.u64().ok_or("cut simple reply")?;
                 let req = open.iter().find(|r| r.0 == cookie);
@@ -165,12 +185,22 @@ fn replies(
                 };
                 (cookie, true, data)
             }
-            STRUCTURED_REPLY_MAGIC if structured => {
+            STRUCTURED_REPLY_MAGIC if form.structured && !form.extended => {
                 let flags = out.u16().ok_or("cut chunk header")?;
                 let _kind = out.u16().ok_or("cut chunk header")?;
                 let cookie = out.u64().ok_or("cut chunk header")?;
                 let len = out.u32().ok_or("cut chunk header")?;
                 (cookie, flags & 1 != 0, len as usize)
+            }
+            EXTENDED_REPLY_MAGIC if form.extended => {
+                let flags = out.u16().ok_or("cut extended chunk header")?;
+                let _kind = out.u16().ok_or("cut extended chunk header")?;
+                let cookie = out.u64().ok_or("cut extended chunk header")?;
+                let _offset = out.u64().ok_or("cut extended chunk header")?;
+                let len = out.u64().ok_or("cut extended chunk header")?;
+                let len = usize::try_from(len)
+                    .map_err(|_| format!("an extended chunk of {len} bytes"))?;
+                (cookie, flags & 1 != 0, len)
             }
             m => return Err(format!("reply magic {m:#x} at byte {}", out.i - 4)),
         };
@@ -189,12 +219,20 @@ fn replies(
     Ok(())
 }
 
-/// Follows negotiation. `Ok(Some(structured))` when transmission starts,
+/// The reply and request forms negotiated.
+#[derive(Clone, Copy, Debug, Default)]
+struct Form {
+    structured: bool,
+    /// Extended headers: 32-byte requests, every reply an extended chunk.
+    extended: bool,
+}
+
+/// Follows negotiation. `Ok(Some(form))` when transmission starts,
 /// `Ok(None)` when the server (rightly) closed before it.
-fn negotiation(inp: &mut Cur, out: &mut Cur, oldstyle: bool) -> Result<Option<bool>, String> {
+fn negotiation(inp: &mut Cur, out: &mut Cur, oldstyle: bool) -> Result<Option<Form>, String> {
     if oldstyle {
         // NBDMAGIC, the oldstyle magic, size, flags, 124 zeroes.
-        return Ok(out.take(152).map(|_| false));
+        return Ok(out.take(152).map(|_| Form::default()));
     }
     let Some(g) = out.take(18) else {
         return Ok(None);
@@ -208,7 +246,7 @@ fn negotiation(inp: &mut Cur, out: &mut Cur, oldstyle: bool) -> Result<Option<bo
     };
     let no_zeroes =
         cflags & client_flags::NO_ZEROES != 0 && sflags & handshake_flags::NO_ZEROES != 0;
-    let mut structured = false;
+    let mut form = Form::default();
     loop {
         let Some(_magic) = inp.u64() else {
             return Ok(None);
@@ -223,7 +261,7 @@ fn negotiation(inp: &mut Cur, out: &mut Cur, oldstyle: bool) -> Result<Option<bo
             // Size, flags, and the zeroes unless both sides dropped them;
             // or nothing, when the server refuses the export by hanging up.
             let want = if no_zeroes { 10 } else { 134 };
-            return Ok(out.take(want).map(|_| structured));
+            return Ok(out.take(want).map(|_| form));
         }
         // Replies to this option, up to its final one.
         loop {
@@ -242,8 +280,12 @@ fn negotiation(inp: &mut Cur, out: &mut Cur, oldstyle: bool) -> Result<Option<bo
             }
             if rtype == rep::ACK {
                 match code {
-                    opt::STRUCTURED_REPLY => structured = true,
-                    opt::GO => return Ok(Some(structured)),
+                    opt::STRUCTURED_REPLY => form.structured = true,
+                    opt::EXTENDED_HEADERS => {
+                        form.extended = true;
+                        form.structured = true;
+                    }
+                    opt::GO => return Ok(Some(form)),
                     _ => {}
                 }
                 break;
