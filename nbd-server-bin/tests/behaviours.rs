@@ -476,6 +476,44 @@ fn data_assignments_and_variables() {
     bad(&["data", "$a", "a=$a"], "too deep");
 }
 
+/// `<(SCRIPT)` inserts what the shell script writes, stored as a file's
+/// bytes; `[:N]` stops an endless script after N bytes.
+#[test]
+fn data_scripts() {
+    let cases = [
+        "<(printf abc)",
+        "( <(echo x) ) <(echo a)*3 <(printf \"(a)\")",
+        "<(printf '\\0\\0\\0\\0') @8192 <(head -c 5 /dev/zero)[:1] @16384 1",
+        "<(i=0; while :; do printf %04d $i; i=$((i+1)); done)[:12]",
+        "<(printf abcd)[:10] <(printf abcd)[2:]",
+        "<(head -c 70000 /dev/zero) 1",
+    ];
+    for d in cases {
+        let args = ["data", d];
+        assert_eq!(read_all(&args), read_all_with(DEBIAN_NBDKIT, &args), "{d}");
+        assert_eq!(map(&args), map_with(DEBIAN_NBDKIT, &args), "{d}");
+    }
+    assert_eq!(
+        read_all(&[
+            "data",
+            "<(i=0; while :; do printf %04d $i; i=$((i+1)); done)[:12]"
+        ]),
+        b"000000010002"
+    );
+    // Refused at start-up by both: a failing script, an unterminated
+    // one, a slice beyond the output.
+    for (d, needle) in [
+        ("<(printf abc; exit 3)", "failed"),
+        ("<(printf abc", "unterminated"),
+        ("<(printf abcd)[2:10]", "out of range"),
+        ("<(printf abcd)[6:]", "out of range"),
+    ] {
+        bad(&["data", d], needle);
+        let o = run_with(DEBIAN_NBDKIT, &["data", d], "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's with {d}: {o:?}");
+    }
+}
+
 /// retry=N waits for a server that starts late; shared=true makes one
 /// connection at start-up for every client.
 #[test]
