@@ -589,3 +589,35 @@ fn nbd_retry_and_shared() {
     bad(&["nbd", "socket=/a", "retry=x"], "retry");
     bad(&["nbd", "socket=/a", "shared=maybe"], "shared");
 }
+
+/// A delay in progress ends when its client hangs up, so under
+/// `noparallel serialize=connections` the next client is served at once
+/// instead of after the 30 s the first client's read would have taken.
+#[test]
+fn delay_ends_when_the_client_hangs_up() {
+    require("nbdinfo", "libnbd-bin");
+    let args = [
+        "--filter=noparallel",
+        "--filter=delay",
+        "memory",
+        "1M",
+        "serialize=connections",
+        "rdelay=30",
+    ];
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let srv = Server::start_bin(std::path::Path::new(bin), &args);
+        let mut first = srv.client();
+        first.send(nbd_core::wire::consts::cmd::READ, 0, 0, 512, &[]);
+        // Give the read time to reach the delay (if it has not, the
+        // server sees the hang-up between requests, which passes too).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+        // Served well before the first client's 30 s delay would end.
+        let o = std::process::Command::new("timeout")
+            .args(["20", "nbdinfo", "--size", &srv.uri()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: second client not served: {o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
+    }
+}
