@@ -345,6 +345,9 @@ struct Conn {
     inline: bool,
     writer: Mutex<Stream>,
     sock: RawFd,
+    /// Where the client's bytes come from (the socket, or stdin with -s):
+    /// sleeps in a request watch it for a hang-up (see hangup.rs).
+    client_fd: RawFd,
     dead: AtomicBool,
     waiting: AtomicUsize,
     threads: AtomicUsize,
@@ -526,6 +529,10 @@ fn serve_opened(
     pre_negotiated: bool,
 ) {
     let sock = wr.as_raw_fd();
+    let client_fd = rd.as_raw_fd();
+    // A delay-open, or a sleep in a request, ends if the client hangs up.
+    // Not while closing (after this function): delay-close runs in full.
+    let _watching = crate::hangup::watch_client(client_fd);
     // Plain text until the client's STARTTLS, if it sends one.
     let (mut rd, mut wr) = (Stream::Plain(rd), Stream::Plain(wr));
     let neg = match negotiate(srv, exports, &mut rd, &mut wr, pre_negotiated) {
@@ -562,6 +569,7 @@ fn serve_opened(
         inline: srv.chain.answers_from_memory() && !srv.limits.counted,
         writer: Mutex::new(wr),
         sock,
+        client_fd,
         dead: AtomicBool::new(false),
         waiting: AtomicUsize::new(0),
         threads: AtomicUsize::new(1),
@@ -648,7 +656,10 @@ fn spawn_worker(conn: &Arc<Conn>) {
     let r = std::thread::Builder::new()
         .name(format!("nbdkit-c{}", conn.id))
         .stack_size(THREAD_STACK)
-        .spawn(move || worker(&c));
+        .spawn(move || {
+            let _watching = crate::hangup::watch_client(c.client_fd);
+            worker(&c)
+        });
     match r {
         Ok(h) => conn.handles.lock().push(h),
         Err(_) => {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conn;
 pub mod cplugin;
 pub mod filters;
+pub mod hangup;
 pub mod listen;
 pub mod log;
 pub mod manpage;

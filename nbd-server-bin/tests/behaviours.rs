@@ -476,6 +476,44 @@ fn data_assignments_and_variables() {
     bad(&["data", "$a", "a=$a"], "too deep");
 }
 
+/// `<(SCRIPT)` inserts what the shell script writes, stored as a file's
+/// bytes; `[:N]` stops an endless script after N bytes.
+#[test]
+fn data_scripts() {
+    let cases = [
+        "<(printf abc)",
+        "( <(echo x) ) <(echo a)*3 <(printf \"(a)\")",
+        "<(printf '\\0\\0\\0\\0') @8192 <(head -c 5 /dev/zero)[:1] @16384 1",
+        "<(i=0; while :; do printf %04d $i; i=$((i+1)); done)[:12]",
+        "<(printf abcd)[:10] <(printf abcd)[2:]",
+        "<(head -c 70000 /dev/zero) 1",
+    ];
+    for d in cases {
+        let args = ["data", d];
+        assert_eq!(read_all(&args), read_all_with(DEBIAN_NBDKIT, &args), "{d}");
+        assert_eq!(map(&args), map_with(DEBIAN_NBDKIT, &args), "{d}");
+    }
+    assert_eq!(
+        read_all(&[
+            "data",
+            "<(i=0; while :; do printf %04d $i; i=$((i+1)); done)[:12]"
+        ]),
+        b"000000010002"
+    );
+    // Refused at start-up by both: a failing script, an unterminated
+    // one, a slice beyond the output.
+    for (d, needle) in [
+        ("<(printf abc; exit 3)", "failed"),
+        ("<(printf abc", "unterminated"),
+        ("<(printf abcd)[2:10]", "out of range"),
+        ("<(printf abcd)[6:]", "out of range"),
+    ] {
+        bad(&["data", d], needle);
+        let o = run_with(DEBIAN_NBDKIT, &["data", d], "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's with {d}: {o:?}");
+    }
+}
+
 /// retry=N waits for a server that starts late; shared=true makes one
 /// connection at start-up for every client.
 #[test]
@@ -550,4 +588,36 @@ fn nbd_retry_and_shared() {
     );
     bad(&["nbd", "socket=/a", "retry=x"], "retry");
     bad(&["nbd", "socket=/a", "shared=maybe"], "shared");
+}
+
+/// A delay in progress ends when its client hangs up, so under
+/// `noparallel serialize=connections` the next client is served at once
+/// instead of after the 30 s the first client's read would have taken.
+#[test]
+fn delay_ends_when_the_client_hangs_up() {
+    require("nbdinfo", "libnbd-bin");
+    let args = [
+        "--filter=noparallel",
+        "--filter=delay",
+        "memory",
+        "1M",
+        "serialize=connections",
+        "rdelay=30",
+    ];
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let srv = Server::start_bin(std::path::Path::new(bin), &args);
+        let mut first = srv.client();
+        first.send(nbd_core::wire::consts::cmd::READ, 0, 0, 512, &[]);
+        // Give the read time to reach the delay (if it has not, the
+        // server sees the hang-up between requests, which passes too).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+        // Served well before the first client's 30 s delay would end.
+        let o = std::process::Command::new("timeout")
+            .args(["20", "nbdinfo", "--size", &srv.uri()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: second client not served: {o:?}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
+    }
 }

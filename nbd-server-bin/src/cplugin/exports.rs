@@ -572,23 +572,22 @@ pub extern "C" fn nbdkit_shutdown() {
     crate::process::shutdown::request();
 }
 
-/// Sleeps; fails with ESHUTDOWN when the server is shutting down.
+/// Sleeps; fails with ESHUTDOWN when the server is shutting down or the
+/// client of this thread's connection hangs up, as nbdkit's does.
 #[no_mangle]
 pub extern "C" fn nbdkit_nanosleep(sec: c_uint, nsec: c_uint) -> c_int {
     let total =
         std::time::Duration::new(sec as u64, 0) + std::time::Duration::from_nanos(nsec as u64);
-    let end = std::time::Instant::now() + total;
-    // In slices, so that a shutdown ends the sleep early, as nbdkit's.
-    loop {
-        if crate::process::shutdown::requested() {
+    match crate::hangup::sleep(total) {
+        Ok(()) => 0,
+        Err(crate::hangup::CutShort::Shutdown) => {
             report("nbdkit_nanosleep: interrupted by shutdown", libc::ESHUTDOWN);
-            return -1;
+            -1
         }
-        let now = std::time::Instant::now();
-        if now >= end {
-            return 0;
+        Err(crate::hangup::CutShort::HungUp) => {
+            report("nbdkit_nanosleep: the client hung up", libc::ESHUTDOWN);
+            -1
         }
-        std::thread::sleep((end - now).min(std::time::Duration::from_millis(100)));
     }
 }
 

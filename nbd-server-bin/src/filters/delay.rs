@@ -54,10 +54,20 @@ pub struct Delay {
     fast_zero: bool,
 }
 
-fn sleep(d: Duration) {
-    if !d.is_zero() {
-        std::thread::sleep(d);
+/// Waits `d`; cut short (ESHUTDOWN, as nbdkit's delay fails then) when
+/// the client hangs up or the server shuts down, so a dead connection is
+/// not kept open for the rest of its delays.
+fn sleep(d: Duration) -> Result<()> {
+    if d.is_zero() {
+        return Ok(());
     }
+    // nbdkit's words, logged as its nbdkit_nanosleep logs them.
+    crate::hangup::sleep(d).map_err(|_| {
+        Error::new(
+            libc::ESHUTDOWN,
+            "aborting sleep because of connection close or error",
+        )
+    })
 }
 
 impl Delay {
@@ -105,7 +115,7 @@ impl Filter for Delay {
         info: &ConnectionInfo,
         next: &mut OpenNext<'_>,
     ) -> Result<Box<dyn FilterHandle>> {
-        sleep(self.d.open);
+        sleep(self.d.open)?;
         next.open(info)?;
         Ok(Box::new(self))
     }
@@ -113,27 +123,27 @@ impl Filter for Delay {
 
 impl FilterHandle for Delay {
     fn close(&self, _info: &ConnectionInfo) {
-        sleep(self.d.close);
+        let _ = sleep(self.d.close);
     }
     // The read is passed on after the sleep: a lent read and a copied one
     // sleep once each.
     fn pread(&self, next: &dyn Backend, r: &mut Read<'_>) -> Result<()> {
-        sleep(self.d.read);
+        sleep(self.d.read)?;
         next.read(r)
     }
     fn pwrite(&self, next: &dyn Backend, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
-        sleep(self.d.write);
+        sleep(self.d.write)?;
         next.pwrite(buf, offset, fua)
     }
     fn zero(&self, next: &dyn Backend, count: u32, offset: u64, flags: ZeroFlags) -> Result<()> {
         if flags.fast && !self.fast_zero {
             return Err(Error::new(libc::ENOTSUP, "delay: fast zero refused"));
         }
-        sleep(self.d.zero);
+        sleep(self.d.zero)?;
         next.zero(count, offset, flags)
     }
     fn trim(&self, next: &dyn Backend, count: u32, offset: u64, fua: bool) -> Result<()> {
-        sleep(self.d.trim);
+        sleep(self.d.trim)?;
         next.trim(count, offset, fua)
     }
     fn extents(
@@ -143,11 +153,11 @@ impl FilterHandle for Delay {
         offset: u64,
         sink: &mut Extents,
     ) -> Result<()> {
-        sleep(self.d.extents);
+        sleep(self.d.extents)?;
         next.extents(count, offset, sink)
     }
     fn cache(&self, next: &dyn Backend, count: u32, offset: u64) -> Result<()> {
-        sleep(self.d.cache);
+        sleep(self.d.cache)?;
         next.cache(count, offset)
     }
 }

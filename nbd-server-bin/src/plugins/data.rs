@@ -9,8 +9,9 @@
 //! by groups), `$VAR` (a `VAR=` parameter on the command line, else an
 //! environment variable, in this same format, as a nested group: every
 //! parameter other than data=, raw=, base64=, size= and allocator= is such
-//! a variable, as in nbdkit) and `#` comments. `<(script)` is refused
-//! with a clear error. `raw=` gives the bytes
+//! a variable, as in nbdkit), `<(SCRIPT)` (the output of `/bin/sh -c
+//! SCRIPT`, treated as a file's bytes; `<(SCRIPT)[:N]` reads only N bytes,
+//! so an endless script works) and `#` comments. `raw=` gives the bytes
 //! directly, `base64=` in base64. `size=` pads or truncates; otherwise the
 //! size is the furthest position reached. The disk lives in a sparse
 //! memory disk: writes are allowed and lost at exit.
@@ -53,6 +54,9 @@ enum Expr {
     Bytes(Vec<u8>),
     /// `<FILE`: read when evaluated, only the part a slice needs.
     File(String),
+    /// `<(SCRIPT)`: the script's standard output, read when evaluated,
+    /// only as far as a slice needs.
+    Script(String),
     Abs(u64),
     Rel(i64),
     Align(u64),
@@ -205,7 +209,9 @@ impl<'a> Parser<'a> {
                 b'<' => {
                     self.i += 1;
                     if self.s.get(self.i) == Some(&b'(') {
-                        return Err("<(SCRIPT) is not supported by this nbdkit".into());
+                        self.i += 1;
+                        v.push(Expr::Script(self.script()?));
+                        continue;
                     }
                     let f = self.word();
                     if f.is_empty() {
@@ -252,6 +258,28 @@ impl<'a> Parser<'a> {
                 }
             }
         }
+    }
+
+    /// The text of `<(SCRIPT)` after its `(`, up to the matching `)`:
+    /// the script may hold parentheses in matching pairs, as nbdkit says.
+    fn script(&mut self) -> Result<String, String> {
+        let start = self.i;
+        let mut depth = 1;
+        while let Some(&c) = self.s.get(self.i) {
+            self.i += 1;
+            match c {
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        let text = &self.s[start..self.i - 1];
+                        return Ok(String::from_utf8_lossy(text).into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err("unterminated '<(' script".into())
     }
 
     fn word_bytes(w: &str) -> Result<Vec<u8>, String> {
@@ -527,6 +555,61 @@ fn read_file(f: &str, a: Option<u64>, b: Option<u64>) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
+/// Runs `<(SCRIPT)` through `/bin/sh -c` and returns its output, or only
+/// its `[a:b]` slice. As in nbdkit, `[:b]` stops reading at b bytes (an
+/// endless script is stopped there, and its exit status then does not
+/// matter) and gives what there is if the script wrote less; any other
+/// slice must lie within the output.
+fn run_script(script: &str, a: Option<u64>, b: Option<u64>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    if cfg!(feature = "fuzzing") {
+        // A fuzzer's `<(` must not run commands.
+        return Err("<(SCRIPT): scripts are not run when fuzzing".into());
+    }
+    let err = |e: std::io::Error| format!("<({script}): {e}");
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(err)?;
+    let mut out = Vec::new();
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let limit = b.unwrap_or(MAX_DENSE + 1);
+    let read = (&mut stdout).take(limit).read_to_end(&mut out);
+    // Closing the pipe ends a script still writing (SIGPIPE).
+    drop(stdout);
+    let cut_short = out.len() as u64 == limit;
+    if cut_short {
+        // Only the slice was wanted: a script that keeps going is killed.
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(err)?;
+    read.map_err(err)?;
+    if b.is_none() && cut_short {
+        return Err(format!("<({script}): the output is larger than 1 GiB"));
+    }
+    if !cut_short && !status.success() {
+        return Err(format!("<({script}): external command failed ({status})"));
+    }
+    let len = out.len() as u64;
+    let start = a.unwrap_or(0);
+    let end = match b {
+        // `[:b]` (or `[0:b]`) takes what there is, as nbdkit does.
+        Some(b) if start == 0 => b.min(len),
+        Some(b) => b,
+        None => len,
+    };
+    if start > end || end > len {
+        return Err(format!(
+            "<({script})[{start}:{end}]: the slice is out of range"
+        ));
+    }
+    Ok(out[start as usize..end as usize].to_vec())
+}
+
 /// The bytes of a `( ... )` group (or of a `$VAR`), in a scope of its own.
 fn group(g: &[Expr], scope: &Scope<'_>) -> Result<Piece, String> {
     let mut inner = scope.child();
@@ -553,6 +636,12 @@ fn piece(e: &Expr, scope: &mut Scope<'_>) -> Result<Piece, String> {
         Expr::Bytes(b) => Ok(bytes(b.clone())),
         Expr::File(f) => Ok(Piece {
             bytes: read_file(f, None, None)?,
+            file: true,
+        }),
+        // A script's output is stored as a file's bytes are, as nbdkit
+        // does: even zeroes from it are allocated.
+        Expr::Script(s) => Ok(Piece {
+            bytes: run_script(s, None, None)?,
             file: true,
         }),
         Expr::Group(g) => group(g, scope),
@@ -590,6 +679,12 @@ fn piece(e: &Expr, scope: &mut Scope<'_>) -> Result<Piece, String> {
             if let Expr::File(f) = &**inner {
                 return Ok(Piece {
                     bytes: read_file(f, *a, *b)?,
+                    file: true,
+                });
+            }
+            if let Expr::Script(s) = &**inner {
+                return Ok(Piece {
+                    bytes: run_script(s, *a, *b)?,
                     file: true,
                 });
             }
@@ -726,6 +821,8 @@ mod tests {
         assert!(img("-> \\a").is_err());
         assert!(img("(1").is_err());
         assert!(img("foo").is_err());
+        assert_eq!(img("<(echo \"(x)\")").unwrap(), b"(x)\n");
+        assert!(img("<(echo (x)").is_err());
         assert_eq!(base64("aGVsbG8=").unwrap(), b"hello");
     }
 }
