@@ -72,8 +72,7 @@ pub fn build(
             let mut p = Params::new(spec.name, plugin_pairs);
             let plugin = (spec.open)(&mut p, readonly)?;
             p.finish()?;
-            let model =
-                check_thread_model(plugin.thread_model().min(c_filters_model), builtins())?;
+            let model = check_thread_model(plugin.thread_model().min(c_filters_model), builtins())?;
             (plugin, model)
         }
         Bottom::Shared(mut lib) => {
