@@ -419,6 +419,15 @@ const ORDER_FILTER: &str = r#"
 #include <time.h>
 #include <nbdkit-filter.h>
 
+/* Built twice for stacking: another name, passing orderlog= on to the
+ * copy below, and appending each event to orderlog.seq as it happens. */
+#ifndef FNAME
+#define FNAME "order"
+#endif
+#ifndef PASS_LOG
+#define PASS_LOG 0
+#endif
+
 static char *log_path;
 static char events[8192];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -432,6 +441,18 @@ event (const char *e)
     strcat (events, e);
     strcat (events, " ");
   }
+#ifdef APPEND
+  if (log_path) {
+    char seq[4096];
+    FILE *f;
+    snprintf (seq, sizeof seq, "%s.seq", log_path);
+    f = fopen (seq, "a");
+    if (f) {
+      fprintf (f, "%s:%s\n", FNAME, e);
+      fclose (f);
+    }
+  }
+#endif
   pthread_mutex_unlock (&lock);
 }
 
@@ -454,7 +475,7 @@ order_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
 {
   if (strcmp (key, "orderlog") == 0) {
     log_path = strdup (value);
-    return 0;
+    return PASS_LOG ? next (nxdata, key, value) : 0;
   }
   event ("config-passed-on");
   return next (nxdata, key, value);
@@ -547,7 +568,7 @@ order_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
 }
 
 static struct nbdkit_filter filter = {
-  .name = "order",
+  .name = FNAME,
   .longname = "the life-cycle order test filter",
   .load = order_load,
   .unload = order_unload,
@@ -569,12 +590,18 @@ NBDKIT_REGISTER_FILTER (filter)
 
 /// Compiles ORDER_FILTER into `dir`; its path.
 fn order_filter(dir: &Path) -> String {
+    order_filter_with(dir, "order", &[])
+}
+
+/// Compiles ORDER_FILTER as filter `name` with the C macros `defines`.
+fn order_filter_with(dir: &Path, name: &str, defines: &[&str]) -> String {
     require("cc", "gcc");
-    let src = dir.join("order.c");
-    let so = dir.join("nbdkit-order-filter.so");
+    let src = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("nbdkit-{name}-filter.so"));
     std::fs::write(&src, ORDER_FILTER).unwrap();
     let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
     let st = Command::new("cc")
+        .args(defines)
         .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", include, "-o"])
         .arg(&so)
         .arg(&src)
@@ -616,6 +643,66 @@ fn a_c_filters_life_in_nbdkits_order() {
         "{ours}"
     );
     assert!(events(&ours).starts_with("load config-passed-on config_complete get_ready(3)"));
+}
+
+/// Two C filters stacked: each opens the one below from its own open,
+/// prepares innermost first, and at the end every filter finalizes,
+/// outermost first, before any closes, as nbdkit's backend.c does.
+#[test]
+fn two_c_filters_open_prepare_finalize_close_in_nbdkits_order() {
+    let dir = TempDir::new("cfilter-two");
+    let a = order_filter_with(
+        dir.path(),
+        "a",
+        &["-DFNAME=\"a\"", "-DPASS_LOG=1", "-DAPPEND"],
+    );
+    let b = order_filter_with(dir.path(), "b", &["-DFNAME=\"b\"", "-DAPPEND"]);
+    let log = dir.path().join("order.log");
+    let seq = dir.path().join("order.log.seq");
+    let logarg = format!("orderlog={}", log.display());
+    let args = ["--filter", &a, "--filter", &b, "memory", "size=1M", &logarg];
+    let cmd = "/usr/bin/python3 -m nbd -u \"$uri\" -c 'h.pread(512, 0)'";
+    let sequence = |bin: &str| {
+        let _ = std::fs::remove_file(&seq);
+        order_record(bin, &args, cmd, &log);
+        std::fs::read_to_string(&seq).unwrap()
+    };
+    let ours = sequence(BIN);
+    let theirs = sequence(DEBIAN_NBDKIT);
+    println!("ours:\n{ours}\nDebian's:\n{theirs}");
+    // Up to the finalizes: Debian's nbdkit may exit (after --run) before
+    // its connection thread has called close.
+    let until_finalized = |s: &str| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for l in s.lines() {
+            v.push(l.to_string());
+            if l == "b:finalize" {
+                break;
+            }
+        }
+        v
+    };
+    assert_eq!(until_finalized(&ours), until_finalized(&theirs));
+    let connection: Vec<&str> = ours
+        .lines()
+        .skip_while(|l| !l.ends_with(":open"))
+        .take(10)
+        .collect();
+    assert_eq!(
+        connection,
+        [
+            "a:open",
+            "b:open",
+            "b:next-opened",
+            "a:next-opened",
+            "b:prepare(size=1048576)",
+            "a:prepare(size=1048576)",
+            "a:finalize",
+            "b:finalize",
+            "a:close",
+            "b:close"
+        ]
+    );
 }
 
 /// The chain's thread model is the lowest of every layer's: Debian's

@@ -83,6 +83,7 @@ pub fn build(
         }
     };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
+    let mut shared = Vec::new();
     for (f, pairs) in fspecs.into_iter().zip(layer_pairs) {
         match f {
             Layer::BuiltIn(spec) => {
@@ -90,8 +91,16 @@ pub fn build(
                 layers.push((spec.open)(&mut p, readonly)?);
                 p.finish()?;
             }
-            Layer::Shared(lib) => layers.push(cplugin::CFilter::ready(*lib, model)?),
+            Layer::Shared(lib) => {
+                let f = cplugin::CFilter::new(*lib, model);
+                shared.push(Arc::clone(&f));
+                layers.push(f);
+            }
         }
+    }
+    // The innermost first, as nbdkit.
+    for f in shared.iter().rev() {
+        f.get_ready()?;
     }
     Ok(Arc::new(Chain::new(plugin, layers)))
 }

@@ -55,10 +55,12 @@ impl Chain {
         Below { chain: self, layer }
     }
 
-    /// The server is in its final process (see [`Filter::after_fork`]).
+    /// The server is in its final process (see [`Filter::after_fork`]):
+    /// the plugin first, then the filters from the innermost out, as
+    /// nbdkit (each layer's after_fork runs its next layer's first).
     pub fn after_fork(&self) -> std::result::Result<(), String> {
-        self.filters.iter().try_for_each(|f| f.after_fork())?;
-        self.plugin.after_fork()
+        self.plugin.after_fork()?;
+        self.filters.iter().rev().try_for_each(|f| f.after_fork())
     }
 
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.

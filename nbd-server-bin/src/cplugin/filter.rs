@@ -285,16 +285,9 @@ pub struct CFilter {
 }
 
 impl CFilter {
-    /// The filter, ready to serve with the chain's thread model `model`
-    /// (its `get_ready`).
-    pub fn ready(lib: FilterLibrary, model: c_int) -> std::result::Result<Arc<CFilter>, String> {
-        if let Some(cb) = lib.s.get_ready {
-            let _call = Call::enter(None);
-            // SAFETY: the filter's callback.
-            if unsafe { cb(model) } == -1 {
-                return Err(String::new());
-            }
-        }
+    /// The configured filter, to serve with the chain's thread model
+    /// `model`; [`CFilter::get_ready`] before it serves.
+    pub fn new(lib: FilterLibrary, model: c_int) -> Arc<CFilter> {
         let f = Arc::new(CFilter {
             lib,
             model,
@@ -303,7 +296,21 @@ impl CFilter {
             connection_freed: Condvar::new(),
         });
         LOADED.lock().push(Arc::clone(&f));
-        Ok(f)
+        f
+    }
+
+    /// The filter's `get_ready`, with the chain's thread model. nbdkit
+    /// calls them from the innermost filter out; so does `chain::build`.
+    /// Its failure was reported by the filter: the error is empty.
+    pub fn get_ready(&self) -> std::result::Result<(), String> {
+        if let Some(cb) = self.lib.s.get_ready {
+            let _call = Call::enter(None);
+            // SAFETY: the filter's callback.
+            if unsafe { cb(self.model) } == -1 {
+                return Err(String::new());
+            }
+        }
+        Ok(())
     }
 
     fn s(&self) -> &FilterStruct {
