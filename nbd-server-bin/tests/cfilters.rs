@@ -837,3 +837,29 @@ fn the_retry_filter_reopens_the_layers_below() {
     assert_eq!(md5(BIN, &failing), expected);
     assert_eq!(md5(DEBIAN_NBDKIT, &failing), expected);
 }
+
+/// `-D NAME.FLAG=N` sets a filter .so's debug flag (protect's
+/// `protect_debug_write`), as for plugins: the flag's messages appear
+/// with it only, through both servers.
+#[test]
+fn debug_flags_reach_filters() {
+    let protect = filter_so("protect");
+    let cmd = "/usr/bin/python3 -m nbd -u \"$uri\" -c 'h.pwrite(bytearray(512), 4096)'";
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        for (flag, shown) in [(Some("protect.write=1"), true), (None, false)] {
+            let mut args = vec!["-v"];
+            if let Some(f) = flag {
+                args.extend(["-D", f]);
+            }
+            args.extend(["--filter", &protect, "memory", "1M", "protect=0-511"]);
+            let o = run_with(bin, &args, cmd);
+            assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                stderr.contains("skipping unprotected region offset 4096 length 512"),
+                shown,
+                "{bin} {args:?}"
+            );
+        }
+    }
+}

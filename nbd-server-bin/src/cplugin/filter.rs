@@ -172,6 +172,13 @@ impl FilterLibrary {
                 "{shown}: filter.name ('{name}') field must contain only ASCII alphanumeric characters or dashes and must start with an alphabetic character"
             ));
         }
+        let symbol = |sym: &str| {
+            let c = CString::new(sym).ok()?;
+            // SAFETY: a valid handle and symbol name.
+            let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+            (!p.is_null()).then_some(p)
+        };
+        super::set_debug_flags_of(&name, symbol)?;
         crate::log::debug!("registered filter {shown} (name {name})");
         if let Some(load) = s.load {
             let _call = Call::enter(None);
