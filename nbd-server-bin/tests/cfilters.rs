@@ -863,3 +863,27 @@ fn debug_flags_reach_filters() {
         }
     }
 }
+
+/// `--help` after filters given as .so files prints each one's name,
+/// path and `config_help` before the plugin's, as Debian's.
+#[test]
+fn help_prints_each_filters_config_help() {
+    let offset = filter_so("offset");
+    let xz = filter_so("xz");
+    let args = ["--filter", &offset, "--filter", &xz, "memory", "--help"];
+    let filters_part = |bin: &str| {
+        let o = Command::new(bin).args(args).output().unwrap();
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let start = out
+            .find("filter: ")
+            .unwrap_or_else(|| panic!("{bin}: {out}"));
+        let end = out
+            .find("plugin: ")
+            .unwrap_or_else(|| panic!("{bin}: {out}"));
+        out[start..end].to_string()
+    };
+    let ours = filters_part(BIN);
+    assert!(ours.contains("filter: xz (nbdkit XZ filter)"), "{ours}");
+    assert_eq!(ours, filters_part(DEBIAN_NBDKIT));
+}

@@ -146,6 +146,22 @@ pub fn filters_thread_model(names: &[String]) -> Result<i32, String> {
     Ok(model)
 }
 
+/// `--help`'s part for a filter (after the usage, before the plugin's):
+/// its name (and long name), where it comes from, and its keys (a .so's
+/// `config_help`).
+pub fn filter_help(name: &str) -> Result<String, String> {
+    match Layer::find(name)? {
+        Layer::BuiltIn(spec) => {
+            let mut out = format!("filter: {}\n(built in)\n", spec.name);
+            for (k, help) in spec.params {
+                out.push_str(&format!("{k}=...  {help}\n"));
+            }
+            Ok(out)
+        }
+        Layer::Shared(lib) => Ok(lib.help()),
+    }
+}
+
 /// `nbdkit --filter=NAME --version`'s line for a filter (which must
 /// exist): its name and version.
 pub fn filter_version(name: &str) -> Result<String, String> {

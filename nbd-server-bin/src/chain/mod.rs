@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use nbd_core::server::backend::{ConnectionInfo, Result};
 
-pub use build::{build, filter_version, filters_thread_model};
+pub use build::{build, filter_help, filter_version, filters_thread_model};
 pub use filter::{Filter, FilterHandle};
 pub use opened::{Lower, OpenNext, Opened};
 pub use plugin::Plugin;

@@ -200,6 +200,22 @@ impl FilterLibrary {
         format!("{} {NBDKIT_VERSION}", self.name)
     }
 
+    /// `--help`'s part for the filter, in nbdkit's words.
+    pub fn help(&self) -> String {
+        let mut out = match c_str(self.s.longname) {
+            Some(l) => format!("filter: {} ({l})\n", self.name),
+            None => format!("filter: {}\n", self.name),
+        };
+        out.push_str(&format!("({})\n", self.path));
+        if let Some(h) = c_str(self.s.config_help) {
+            out.push_str(&h);
+            if !h.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     fn backend_ptr(&self) -> *mut c_void {
         &*self.backend as *const BackendObj as *mut c_void
     }
