@@ -635,7 +635,10 @@ fn a_c_filters_life_in_nbdkits_order() {
     let theirs = order_record(DEBIAN_NBDKIT, &args, cmd, &log);
     println!("ours:     {ours}Debian's: {theirs}");
     let events = |r: &str| r.lines().next().unwrap_or("").to_string();
-    assert_eq!(events(&ours), events(&theirs));
+    // Debian's nbdkit may exit (after --run) before its connection
+    // thread has called close: compared without it.
+    let without_close = |r: &str| events(r).replace(" close ", " ");
+    assert_eq!(without_close(&ours), without_close(&theirs));
     assert!(
         events(&ours).contains(
             "after_fork preconnect open next-opened prepare(size=1048576) finalize close cleanup"
