@@ -890,3 +890,38 @@ fn help_prints_each_filters_config_help() {
     assert!(ours.contains("filter: xz (nbdkit XZ filter)"), "{ours}");
     assert_eq!(ours, filters_part(DEBIAN_NBDKIT));
 }
+
+/// Built-in filters and filter .so files mixed in one stack, in both
+/// orders, with keys for each of them and the plugin: the same as
+/// Debian's (where every filter is a .so).
+#[test]
+fn built_in_and_loaded_filters_stack_together() {
+    require("nbdinfo", "libnbd-bin");
+    require("nbdcopy", "libnbd-bin");
+    let swab = filter_so("swab");
+    let truncate = filter_so("truncate");
+    let offset = filter_so("offset");
+    let stacks: [Vec<&str>; 2] = [
+        vec!["--filter=offset", "--filter", &swab, "--filter=truncate"],
+        vec!["--filter", &truncate, "--filter=swab", "--filter", &offset],
+    ];
+    for filters in stacks {
+        // Debian's data plugin: with an offset, nbdkit's sparse array
+        // calls the zero tail of an allocated page "zero", ours "data".
+        let data_so = plugin_so("data");
+        let mut args = filters.clone();
+        args.extend([data_so.as_str(), DATA[1], DATA[2]]);
+        args.extend(["offset=4096", "swab-bits=16", "truncate=100000"]);
+        let ours = observe(BIN, &args, false);
+        let theirs = observe(DEBIAN_NBDKIT, &args, false);
+        let (Ok(t), Ok(o)) = (&theirs, &ours) else {
+            panic!("{args:?}: Debian's {theirs:?}\nours {ours:?}");
+        };
+        assert_eq!(
+            without_our_default_block_sizes(t, o),
+            *t,
+            "{args:?}: {}",
+            diff("stack", &theirs, &ours)
+        );
+    }
+}
