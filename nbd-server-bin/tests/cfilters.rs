@@ -925,3 +925,27 @@ fn built_in_and_loaded_filters_stack_together() {
         );
     }
 }
+
+/// A filter .so's failed request reaches the client with the errno it
+/// set in `*err` (Debian's error filter), through both servers.
+#[test]
+fn a_filters_errno_reaches_the_client() {
+    let error = filter_so("error");
+    let cmd = "/usr/bin/python3 -m nbd -u \"$uri\" -c '\ntry:\n  h.pwrite(bytearray(512), 0)\nexcept nbd.Error as e:\n  print(e.errno)\n'";
+    for errno in ["ENOSPC", "EINVAL"] {
+        let e = format!("error={errno}");
+        let args = [
+            "--filter",
+            &error,
+            "memory",
+            "1M",
+            "error-pwrite-rate=100%",
+            &e,
+        ];
+        for bin in [BIN, DEBIAN_NBDKIT] {
+            let o = run_with(bin, &args, cmd);
+            assert!(o.status.success(), "{bin} {args:?}: {o:?}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), errno, "{bin}");
+        }
+    }
+}
