@@ -5,10 +5,15 @@
 //!   on one of our built-in plugins (or on a Debian plugin .so), serves
 //!   the same size, flags, extents and bytes through our nbdkit as
 //!   through Debian's with the same arguments (a table in the output);
-//! - a filter's thread model lowers the chain's;
+//!   built-in and loaded filters mix in one stack;
 //! - a filter this test writes against our include/nbdkit-filter.h
-//!   records the order of its life's callbacks;
-//! - `--filter=NAME --version` fails for a filter that does not exist.
+//!   records its life's callbacks (one filter, and two stacked) in
+//!   nbdkit's order, and shows a filter .so's thread model lowering the
+//!   chain's;
+//! - the retry filter reopens the layers below (manual contexts); a
+//!   filter's errno reaches the client; `-D` debug flags reach filters;
+//! - `--version`, `--help` and `--dump-plugin` after `--filter`, and a
+//!   filter that does not exist.
 
 mod common;
 mod stack;
