@@ -101,6 +101,10 @@ fn main() {
     if c.help {
         // The usage, then the plugin's own help, as nbdkit.
         print!("{}", cli::USAGE);
+        for f in &c.filters {
+            let help = nbd_server_bin::chain::filter_help(f).unwrap_or_else(|e| die(e));
+            print!("\n{help}");
+        }
         let help = cplugin::plugin_help(&c.plugin).unwrap_or_else(|e| die(e));
         print!("\n{help}");
         exit(0);

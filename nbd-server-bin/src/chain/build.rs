@@ -90,6 +90,7 @@ pub fn build(
         }
     };
     let mut layers: Vec<Arc<dyn Filter>> = Vec::with_capacity(fspecs.len());
+    let mut shared = Vec::new();
     for (f, pairs) in fspecs.into_iter().zip(layer_pairs) {
         match f {
             Layer::BuiltIn(spec) => {
@@ -97,8 +98,16 @@ pub fn build(
                 layers.push((spec.open)(&mut p, readonly)?);
                 p.finish()?;
             }
-            Layer::Shared(lib) => layers.push(cplugin::CFilter::ready(*lib, model)?),
+            Layer::Shared(lib) => {
+                let f = cplugin::CFilter::new(*lib, model);
+                shared.push(Arc::clone(&f));
+                layers.push(f);
+            }
         }
+    }
+    // The innermost first, as nbdkit.
+    for f in shared.iter().rev() {
+        f.get_ready()?;
     }
     Ok(Arc::new(
         Chain::new(plugin, layers).with_thread_model(model),
@@ -144,6 +153,22 @@ pub fn filters_thread_model(names: &[String]) -> Result<i32, String> {
         });
     }
     Ok(model)
+}
+
+/// `--help`'s part for a filter (after the usage, before the plugin's):
+/// its name (and long name), where it comes from, and its keys (a .so's
+/// `config_help`).
+pub fn filter_help(name: &str) -> Result<String, String> {
+    match Layer::find(name)? {
+        Layer::BuiltIn(spec) => {
+            let mut out = format!("filter: {}\n(built in)\n", spec.name);
+            for (k, help) in spec.params {
+                out.push_str(&format!("{k}=...  {help}\n"));
+            }
+            Ok(out)
+        }
+        Layer::Shared(lib) => Ok(lib.help()),
+    }
 }
 
 /// `nbdkit --filter=NAME --version`'s line for a filter (which must

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use nbd_core::server::backend::{ConnectionInfo, Result};
 
-pub use build::{build, filter_version, filters_thread_model};
+pub use build::{build, filter_help, filter_version, filters_thread_model};
 pub use filter::{Filter, FilterHandle};
 pub use opened::{Lower, OpenNext, Opened};
 pub use plugin::Plugin;
@@ -77,10 +77,12 @@ impl Chain {
         Below { chain: self, layer }
     }
 
-    /// The server is in its final process (see [`Filter::after_fork`]).
+    /// The server is in its final process (see [`Filter::after_fork`]):
+    /// the plugin first, then the filters from the innermost out, as
+    /// nbdkit (each layer's after_fork runs its next layer's first).
     pub fn after_fork(&self) -> std::result::Result<(), String> {
-        self.filters.iter().try_for_each(|f| f.after_fork())?;
-        self.plugin.after_fork()
+        self.plugin.after_fork()?;
+        self.filters.iter().rev().try_for_each(|f| f.after_fork())
     }
 
     /// Whether the chain answers every request without blocking: the

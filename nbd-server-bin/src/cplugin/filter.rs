@@ -172,6 +172,13 @@ impl FilterLibrary {
                 "{shown}: filter.name ('{name}') field must contain only ASCII alphanumeric characters or dashes and must start with an alphabetic character"
             ));
         }
+        let symbol = |sym: &str| {
+            let c = CString::new(sym).ok()?;
+            // SAFETY: a valid handle and symbol name.
+            let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+            (!p.is_null()).then_some(p)
+        };
+        super::set_debug_flags_of(&name, symbol)?;
         crate::log::debug!("registered filter {shown} (name {name})");
         if let Some(load) = s.load {
             let _call = Call::enter(None);
@@ -191,6 +198,22 @@ impl FilterLibrary {
     /// was built for.
     pub fn version_line(&self) -> String {
         format!("{} {NBDKIT_VERSION}", self.name)
+    }
+
+    /// `--help`'s part for the filter, in nbdkit's words.
+    pub fn help(&self) -> String {
+        let mut out = match c_str(self.s.longname) {
+            Some(l) => format!("filter: {} ({l})\n", self.name),
+            None => format!("filter: {}\n", self.name),
+        };
+        out.push_str(&format!("({})\n", self.path));
+        if let Some(h) = c_str(self.s.config_help) {
+            out.push_str(&h);
+            if !h.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
     }
 
     fn backend_ptr(&self) -> *mut c_void {
@@ -285,16 +308,9 @@ pub struct CFilter {
 }
 
 impl CFilter {
-    /// The filter, ready to serve with the chain's thread model `model`
-    /// (its `get_ready`).
-    pub fn ready(lib: FilterLibrary, model: c_int) -> std::result::Result<Arc<CFilter>, String> {
-        if let Some(cb) = lib.s.get_ready {
-            let _call = Call::enter(None);
-            // SAFETY: the filter's callback.
-            if unsafe { cb(model) } == -1 {
-                return Err(String::new());
-            }
-        }
+    /// The configured filter, to serve with the chain's thread model
+    /// `model`; [`CFilter::get_ready`] before it serves.
+    pub fn new(lib: FilterLibrary, model: c_int) -> Arc<CFilter> {
         let f = Arc::new(CFilter {
             lib,
             model,
@@ -303,7 +319,21 @@ impl CFilter {
             connection_freed: Condvar::new(),
         });
         LOADED.lock().push(Arc::clone(&f));
-        Ok(f)
+        f
+    }
+
+    /// The filter's `get_ready`, with the chain's thread model. nbdkit
+    /// calls them from the innermost filter out; so does `chain::build`.
+    /// Its failure was reported by the filter: the error is empty.
+    pub fn get_ready(&self) -> std::result::Result<(), String> {
+        if let Some(cb) = self.lib.s.get_ready {
+            let _call = Call::enter(None);
+            // SAFETY: the filter's callback.
+            if unsafe { cb(self.model) } == -1 {
+                return Err(String::new());
+            }
+        }
+        Ok(())
     }
 
     fn s(&self) -> &FilterStruct {

@@ -83,6 +83,14 @@ pub fn set_debug_flags(flags: &[String]) {
 /// NAME_debug_FLAG` (dots in FLAG read as underscores) becomes N. A flag
 /// the plugin does not have is a warning, as in nbdkit.
 fn apply_debug_flags(lib: &Library) -> Result<(), String> {
+    set_debug_flags_of(&lib.name, |sym| lib.symbol(sym))
+}
+
+/// The same for any plugin or filter `name` whose symbols `lookup` finds.
+pub(crate) fn set_debug_flags_of(
+    name_of_object: &str,
+    lookup: impl Fn(&str) -> Option<*mut std::os::raw::c_void>,
+) -> Result<(), String> {
     for f in DEBUG_FLAGS.lock().iter() {
         let Some((name_flag, value)) = f.split_once('=') else {
             continue;
@@ -90,11 +98,11 @@ fn apply_debug_flags(lib: &Library) -> Result<(), String> {
         let Some((name, flag)) = name_flag.split_once('.') else {
             continue;
         };
-        if name != lib.name {
+        if name != name_of_object {
             continue;
         }
         let symbol = format!("{name}_debug_{}", flag.replace('.', "_"));
-        let Some(p) = lib.symbol(&symbol) else {
+        let Some(p) = lookup(&symbol) else {
             crate::log::log_info(format_args!(
                 "warning: -D {name_flag}: {name} does not contain a global variable called {symbol}"
             ));
