@@ -461,6 +461,14 @@ fn sh_startup_and_required_methods() {
         assert!(!o.status.success(), "{bin}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("bad.sh: bad key k"), "{bin}: {err}");
+        // A script that does not exist, in nbdkit_realpath's words.
+        let o = run_in(bin, d, &["sh", "./nonexistent.sh"], "true");
+        assert!(!o.status.success(), "{bin}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("realpath: ./nonexistent.sh: No such file or directory"),
+            "{bin}: {err}"
+        );
         // No get_size: the client cannot connect.
         let o = run_in(
             bin,

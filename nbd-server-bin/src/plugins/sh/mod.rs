@@ -204,8 +204,8 @@ fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     Ok(plugin)
 }
 
-/// The script's path, absolute (nbdkit_absolute_path) since the server
-/// may change directory; `-` is read from standard input into
+/// The script's path, absolute and resolved (nbdkit_realpath) since the
+/// server may change directory; `-` is read from standard input into
 /// `$tmpdir/inline-script.sh`.
 fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
     if v == "-" {
@@ -225,13 +225,13 @@ fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
     if v.is_empty() {
         return Err("sh: script parameter cannot be empty".into());
     }
-    let p = Path::new(v);
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("getcwd: {e}"))?
-            .join(p)
+    // nbdkit_realpath, in its words.
+    std::fs::canonicalize(v).map_err(|e| {
+        let why = e.raw_os_error().map_or_else(
+            || e.to_string(),
+            |c| nix::errno::Errno::from_raw(c).desc().to_string(),
+        );
+        format!("realpath: {v}: {why}")
     })
 }
 
