@@ -212,6 +212,10 @@ fn sh_every_method_and_answer_as_debian() {
             assert!(out.contains("pwrite 4096 0 []"), "{out}");
         }
     }
+    // Without list_exports the list is the default export, not -e's name.
+    let out = same_under_both(d, &["-e", "foo", "sh", s, "default=bar"], false);
+    assert!(out.contains("export=\"bar\""), "{out}");
+    same_under_both(d, &["-e", "foo", "sh", s], false);
     // Block size constraints from the script, in nbdkit_parse_size's forms.
     same_under_both(d, &["sh", s, "block_size=512 4K 1M"], true);
 }

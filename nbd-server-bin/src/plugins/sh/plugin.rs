@@ -222,10 +222,16 @@ impl Plugin for ScriptPlugin {
         }
     }
 
+    /// Without `list_exports`, the one export is the default export (as
+    /// nbdkit_use_default_export), whatever `-e` says.
     fn list_exports(&self, info: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
-        Ok(self
-            .exports_method("list_exports", info)?
-            .map(|out| parse_export_list(&out)))
+        match self.exports_method("list_exports", info)? {
+            Some(out) => Ok(Some(parse_export_list(&out))),
+            None => {
+                let name = self.default_export(info)?.unwrap_or_default();
+                Ok(Some(vec![(name, String::new())]))
+            }
+        }
     }
 
     fn default_export(&self, info: &ConnectionInfo) -> Result<Option<String>> {
