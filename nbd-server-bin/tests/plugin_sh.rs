@@ -387,7 +387,7 @@ fn eval_methods_and_missing_as_debian() {
 
 /// The plugin's life: a relative script path is made absolute (the
 /// server changes directory), `$tmpdir` exists while the server runs and
-/// is gone when it exits, a script read from standard input (`-`)
+/// is gone when it exits (after the script's `unload`), a script read from standard input (`-`)
 /// serves, and the script's own magic config key takes a bare value.
 #[test]
 fn sh_tmpdir_inline_script_and_magic_key() {
@@ -395,12 +395,15 @@ fn sh_tmpdir_inline_script_and_magic_key() {
     let d = dir.path();
     script(d, "disk.sh");
     let tmp_record = d.join("tmpdir-was");
+    let unloaded = d.join("unloaded");
     let inline = format!(
         "#!/bin/sh\ncase \"$1\" in\n  magic_config_key) echo file ;;\n  \
          config) [ \"$2\" = file ] && echo \"$tmpdir\" > '{}' ;;\n  \
          get_size) echo 1K ;;\n  pread) head -c $3 /dev/zero | tr '\\0' z ;;\n  \
+         unload) [ -d \"$tmpdir\" ] && touch '{}' ;;\n  \
          *) exit 2 ;;\nesac\n",
-        tmp_record.display()
+        tmp_record.display(),
+        unloaded.display()
     );
     let mut child = Command::new(BIN)
         .current_dir(d)
@@ -435,6 +438,8 @@ fn sh_tmpdir_inline_script_and_magic_key() {
     assert!(tmpdir.starts_with("/tmp/nbdkit"), "{tmpdir}");
     let tmpdir = Path::new(tmpdir.trim());
     assert!(!tmpdir.exists(), "$tmpdir {} left behind", tmpdir.display());
+    // unload ran at exit, before $tmpdir went.
+    assert!(unloaded.exists(), "unload was not called");
 
     // A relative script path works from the directory the server was
     // started in, while it runs elsewhere.
