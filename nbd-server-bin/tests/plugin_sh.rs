@@ -470,6 +470,19 @@ fn sh_startup_and_required_methods() {
         assert!(!o.status.success(), "{bin}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("bad.sh: bad key k"), "{bin}: {err}");
+        // No script, or another key first.
+        for (args, words) in [
+            (&["sh"][..], "missing script parameter"),
+            (
+                &["sh", "k=v"][..],
+                "the first parameter must be script=/path/to/script",
+            ),
+        ] {
+            let o = run_in(bin, d, args, "true");
+            assert!(!o.status.success(), "{bin}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(words), "{bin}: {err}");
+        }
         // A script that does not exist, in nbdkit_realpath's words.
         let o = run_in(bin, d, &["sh", "./nonexistent.sh"], "true");
         assert!(!o.status.success(), "{bin}");

@@ -181,7 +181,8 @@ fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     let mut pairs = pairs.into_iter();
     let script = match pairs.next() {
         Some((k, v)) if k == "script" => script_path(&v, &tmpdir)?,
-        _ => return Err("sh: the first parameter must be script=/path/to/script".into()),
+        Some(_) => return Err("the first parameter must be script=/path/to/script".into()),
+        None => return Err("missing script parameter".into()),
     };
     let methods = Methods::Sh(script.clone());
     set_unload(script.clone());
@@ -243,7 +244,7 @@ fn open_eval(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
 
 /// eval up to its `config` calls.
 fn configure_eval(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
-    let tmpdir = make_tmpdir("/tmp/nbdkitevalXXXXXX")?;
+    let tmpdir = make_tmpdir("/tmp/nbdkitXXXXXX")?;
     write_script(&tmpdir.join("missing"), b"exit 2\n")?;
     let mut given = BTreeSet::new();
     for (k, v) in pairs {
