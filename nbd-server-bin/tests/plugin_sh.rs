@@ -597,3 +597,62 @@ fn sh_thread_model_is_kept() {
         assert_eq!(most(DEBIAN_NBDKIT, None), 1);
     }
 }
+
+/// Each method gets the arguments Debian's nbdkit gives it (read-only and
+/// TLS flags, the export name, the handle, counts, offsets and flags):
+/// a script that logs every call, under a read-only server, through a
+/// client that lists the exports and opens one by name. Compared as the
+/// set of distinct calls, since the servers ask some capabilities in
+/// another order or more than once; `export_description` is left out:
+/// our server asks for it whether or not the client wants it.
+#[test]
+fn sh_methods_get_debians_arguments() {
+    if !needs_clients() {
+        return;
+    }
+    let dir = TempDir::new("sh-args");
+    let d = dir.path();
+    let s = d.join("args.sh");
+    std::fs::write(
+        &s,
+        "#!/bin/sh\n[ \"$1\" = config ] && [ \"$2\" = log ] && echo \"$3\" > \"$tmpdir/log\"\n\
+         [ -f \"$tmpdir/log\" ] && echo \"$@\" >> \"$(cat \"$tmpdir/log\")\"\n\
+         case \"$1\" in\n  config) ;;\n  open) echo h ;;\n  get_size) echo 64K ;;\n  \
+         pread) head -c $3 /dev/zero ;;\n  can_extents) exit 0 ;;\n  \
+         extents) echo 0 64K hole,zero ;;\n  list_exports) printf 'foo\\nbar\\n' ;;\n  \
+         *) exit 2 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let calls = |bin: &str| {
+        let log = d.join("calls");
+        let _ = std::fs::remove_file(&log);
+        let log_arg = format!("log={}", log.display());
+        let o = Command::new(bin)
+            .current_dir(d)
+            .args(["-r", "-U", "-", "--run"])
+            .arg(
+                "timeout 60 nbdinfo --list \"$uri\" >/dev/null && \
+                 timeout 60 nbdinfo --map \"nbd+unix:///foo?socket=$unixsocket\"",
+            )
+            .args(["sh", s.to_str().unwrap(), &log_arg])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with("export_description") && !l.starts_with("config "))
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let ours = calls(BIN);
+    assert_eq!(ours, calls(DEBIAN_NBDKIT));
+    for want in [
+        "open true foo false",
+        "list_exports true false",
+        "extents h 65536 0 ",
+    ] {
+        assert!(ours.iter().any(|l| l == want), "{want} in {ours:#?}");
+    }
+}
