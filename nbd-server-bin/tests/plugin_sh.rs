@@ -483,6 +483,17 @@ fn sh_startup_and_required_methods() {
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(err.contains(words), "{bin}: {err}");
         }
+        // A script on standard input cannot share it with a client (-s).
+        let o = Command::new(bin)
+            .args(["-s", "sh", "-"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("inline script is incompatible with -s"),
+            "{bin}: {err}"
+        );
         // A script that does not exist, in nbdkit_realpath's words.
         let o = run_in(bin, d, &["sh", "./nonexistent.sh"], "true");
         assert!(!o.status.success(), "{bin}");

@@ -211,7 +211,7 @@ fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
 fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
     if v == "-" {
         if !crate::cplugin::stdio_safe() {
-            return Err("inline script is incompatible with the -s flag".into());
+            return Err("inline script is incompatible with -s".into());
         }
         let mut text = Vec::new();
         std::io::stdin()
