@@ -154,6 +154,17 @@ fn cc_inline_source_and_failures() {
         }
         let o = run(bin, &["cc", src, "CC=false"], "true");
         assert!(!o.status.success(), "{bin}: CC=false served");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("false: command failed with exit code 1"),
+            "{bin}: {err}"
+        );
+        let o = run(bin, &["cc", "nonexistent.c"], "true");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.ends_with("realpath: nonexistent.c: No such file or directory\n"),
+            "{bin}: {err}"
+        );
         let o = run(bin, &["cc", src, "colour=blue"], "true");
         assert!(!o.status.success(), "{bin}");
         let err = String::from_utf8_lossy(&o.stderr);

@@ -212,6 +212,10 @@ fn sh_every_method_and_answer_as_debian() {
             assert!(out.contains("pwrite 4096 0 []"), "{out}");
         }
     }
+    // Without list_exports the list is the default export, not -e's name.
+    let out = same_under_both(d, &["-e", "foo", "sh", s, "default=bar"], false);
+    assert!(out.contains("export=\"bar\""), "{out}");
+    same_under_both(d, &["-e", "foo", "sh", s], false);
     // Block size constraints from the script, in nbdkit_parse_size's forms.
     same_under_both(d, &["sh", s, "block_size=512 4K 1M"], true);
 }
@@ -383,7 +387,7 @@ fn eval_methods_and_missing_as_debian() {
 
 /// The plugin's life: a relative script path is made absolute (the
 /// server changes directory), `$tmpdir` exists while the server runs and
-/// is gone when it exits, a script read from standard input (`-`)
+/// is gone when it exits (after the script's `unload`), a script read from standard input (`-`)
 /// serves, and the script's own magic config key takes a bare value.
 #[test]
 fn sh_tmpdir_inline_script_and_magic_key() {
@@ -391,12 +395,15 @@ fn sh_tmpdir_inline_script_and_magic_key() {
     let d = dir.path();
     script(d, "disk.sh");
     let tmp_record = d.join("tmpdir-was");
+    let unloaded = d.join("unloaded");
     let inline = format!(
         "#!/bin/sh\ncase \"$1\" in\n  magic_config_key) echo file ;;\n  \
          config) [ \"$2\" = file ] && echo \"$tmpdir\" > '{}' ;;\n  \
          get_size) echo 1K ;;\n  pread) head -c $3 /dev/zero | tr '\\0' z ;;\n  \
+         unload) [ -d \"$tmpdir\" ] && touch '{}' ;;\n  \
          *) exit 2 ;;\nesac\n",
-        tmp_record.display()
+        tmp_record.display(),
+        unloaded.display()
     );
     let mut child = Command::new(BIN)
         .current_dir(d)
@@ -431,6 +438,8 @@ fn sh_tmpdir_inline_script_and_magic_key() {
     assert!(tmpdir.starts_with("/tmp/nbdkit"), "{tmpdir}");
     let tmpdir = Path::new(tmpdir.trim());
     assert!(!tmpdir.exists(), "$tmpdir {} left behind", tmpdir.display());
+    // unload ran at exit, before $tmpdir went.
+    assert!(unloaded.exists(), "unload was not called");
 
     // A relative script path works from the directory the server was
     // started in, while it runs elsewhere.
@@ -461,6 +470,38 @@ fn sh_startup_and_required_methods() {
         assert!(!o.status.success(), "{bin}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("bad.sh: bad key k"), "{bin}: {err}");
+        // No script, or another key first.
+        for (args, words) in [
+            (&["sh"][..], "missing script parameter"),
+            (
+                &["sh", "k=v"][..],
+                "the first parameter must be script=/path/to/script",
+            ),
+        ] {
+            let o = run_in(bin, d, args, "true");
+            assert!(!o.status.success(), "{bin}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(words), "{bin}: {err}");
+        }
+        // A script on standard input cannot share it with a client (-s).
+        let o = Command::new(bin)
+            .args(["-s", "sh", "-"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("inline script is incompatible with -s"),
+            "{bin}: {err}"
+        );
+        // A script that does not exist, in nbdkit_realpath's words.
+        let o = run_in(bin, d, &["sh", "./nonexistent.sh"], "true");
+        assert!(!o.status.success(), "{bin}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("realpath: ./nonexistent.sh: No such file or directory"),
+            "{bin}: {err}"
+        );
         // No get_size: the client cannot connect.
         let o = run_in(
             bin,
@@ -565,5 +606,64 @@ fn sh_thread_model_is_kept() {
     assert!(most(BIN, Some("parallel")) > 1);
     if Path::new(DEBIAN_NBDKIT).exists() {
         assert_eq!(most(DEBIAN_NBDKIT, None), 1);
+    }
+}
+
+/// Each method gets the arguments Debian's nbdkit gives it (read-only and
+/// TLS flags, the export name, the handle, counts, offsets and flags):
+/// a script that logs every call, under a read-only server, through a
+/// client that lists the exports and opens one by name. Compared as the
+/// set of distinct calls, since the servers ask some capabilities in
+/// another order or more than once; `export_description` is left out:
+/// our server asks for it whether or not the client wants it.
+#[test]
+fn sh_methods_get_debians_arguments() {
+    if !needs_clients() {
+        return;
+    }
+    let dir = TempDir::new("sh-args");
+    let d = dir.path();
+    let s = d.join("args.sh");
+    std::fs::write(
+        &s,
+        "#!/bin/sh\n[ \"$1\" = config ] && [ \"$2\" = log ] && echo \"$3\" > \"$tmpdir/log\"\n\
+         [ -f \"$tmpdir/log\" ] && echo \"$@\" >> \"$(cat \"$tmpdir/log\")\"\n\
+         case \"$1\" in\n  config) ;;\n  open) echo h ;;\n  get_size) echo 64K ;;\n  \
+         pread) head -c $3 /dev/zero ;;\n  can_extents) exit 0 ;;\n  \
+         extents) echo 0 64K hole,zero ;;\n  list_exports) printf 'foo\\nbar\\n' ;;\n  \
+         *) exit 2 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let calls = |bin: &str| {
+        let log = d.join("calls");
+        let _ = std::fs::remove_file(&log);
+        let log_arg = format!("log={}", log.display());
+        let o = Command::new(bin)
+            .current_dir(d)
+            .args(["-r", "-U", "-", "--run"])
+            .arg(
+                "timeout 60 nbdinfo --list \"$uri\" >/dev/null && \
+                 timeout 60 nbdinfo --map \"nbd+unix:///foo?socket=$unixsocket\"",
+            )
+            .args(["sh", s.to_str().unwrap(), &log_arg])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with("export_description") && !l.starts_with("config "))
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let ours = calls(BIN);
+    assert_eq!(ours, calls(DEBIAN_NBDKIT));
+    for want in [
+        "open true foo false",
+        "list_exports true false",
+        "extents h 65536 0 ",
+    ] {
+        assert!(ours.iter().any(|l| l == want), "{want} in {ours:#?}");
     }
 }

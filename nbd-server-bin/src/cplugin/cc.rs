@@ -81,7 +81,13 @@ pub fn compile(pairs: Vec<(String, String)>) -> Result<(Library, Vec<(String, St
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
         p
     } else {
-        std::fs::canonicalize(&source).map_err(|e| format!("realpath: {source}: {e}"))?
+        std::fs::canonicalize(&source).map_err(|e| {
+            let why = e.raw_os_error().map_or_else(
+                || e.to_string(),
+                |c| nix::errno::Errno::from_raw(c).desc().to_string(),
+            );
+            format!("realpath: {source}: {why}")
+        })?
     };
     let so = scratch.0.join("plugin.so");
     let flags = cflags.unwrap_or_else(|| format!("{DEFAULT_CFLAGS} {SHARED_FLAGS}"));

@@ -181,7 +181,8 @@ fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     let mut pairs = pairs.into_iter();
     let script = match pairs.next() {
         Some((k, v)) if k == "script" => script_path(&v, &tmpdir)?,
-        _ => return Err("sh: the first parameter must be script=/path/to/script".into()),
+        Some(_) => return Err("the first parameter must be script=/path/to/script".into()),
+        None => return Err("missing script parameter".into()),
     };
     let methods = Methods::Sh(script.clone());
     set_unload(script.clone());
@@ -204,13 +205,13 @@ fn configure_sh(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
     Ok(plugin)
 }
 
-/// The script's path, absolute (nbdkit_absolute_path) since the server
-/// may change directory; `-` is read from standard input into
+/// The script's path, absolute and resolved (nbdkit_realpath) since the
+/// server may change directory; `-` is read from standard input into
 /// `$tmpdir/inline-script.sh`.
 fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
     if v == "-" {
         if !crate::cplugin::stdio_safe() {
-            return Err("inline script is incompatible with the -s flag".into());
+            return Err("inline script is incompatible with -s".into());
         }
         let mut text = Vec::new();
         std::io::stdin()
@@ -225,13 +226,13 @@ fn script_path(v: &str, tmpdir: &Path) -> Result<PathBuf, String> {
     if v.is_empty() {
         return Err("sh: script parameter cannot be empty".into());
     }
-    let p = Path::new(v);
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| format!("getcwd: {e}"))?
-            .join(p)
+    // nbdkit_realpath, in its words.
+    std::fs::canonicalize(v).map_err(|e| {
+        let why = e.raw_os_error().map_or_else(
+            || e.to_string(),
+            |c| nix::errno::Errno::from_raw(c).desc().to_string(),
+        );
+        format!("realpath: {v}: {why}")
     })
 }
 
@@ -243,7 +244,7 @@ fn open_eval(p: &mut Params) -> Result<Arc<dyn Plugin>, String> {
 
 /// eval up to its `config` calls.
 fn configure_eval(pairs: Vec<(String, String)>) -> Result<ScriptPlugin, String> {
-    let tmpdir = make_tmpdir("/tmp/nbdkitevalXXXXXX")?;
+    let tmpdir = make_tmpdir("/tmp/nbdkitXXXXXX")?;
     write_script(&tmpdir.join("missing"), b"exit 2\n")?;
     let mut given = BTreeSet::new();
     for (k, v) in pairs {

@@ -222,10 +222,16 @@ impl Plugin for ScriptPlugin {
         }
     }
 
+    /// Without `list_exports`, the one export is the default export (as
+    /// nbdkit_use_default_export), whatever `-e` says.
     fn list_exports(&self, info: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
-        Ok(self
-            .exports_method("list_exports", info)?
-            .map(|out| parse_export_list(&out)))
+        match self.exports_method("list_exports", info)? {
+            Some(out) => Ok(Some(parse_export_list(&out))),
+            None => {
+                let name = self.default_export(info)?.unwrap_or_default();
+                Ok(Some(vec![(name, String::new())]))
+            }
+        }
     }
 
     fn default_export(&self, info: &ConnectionInfo) -> Result<Option<String>> {
@@ -272,6 +278,7 @@ impl Plugin for ScriptPlugin {
             plugin: self,
             h,
             request: Mutex::new(()),
+            can_write: OnceLock::new(),
             can_flush: OnceLock::new(),
             can_zero: OnceLock::new(),
             fua: OnceLock::new(),
@@ -286,7 +293,9 @@ struct ScriptHandle {
     h: String,
     /// SERIALIZE_REQUESTS: one method at a time for this connection.
     request: Mutex<()>,
-    /// Answers nbdkit's sh plugin asks once per connection.
+    /// Answers asked once per connection (nbdkit's server keeps
+    /// can_write; its sh plugin can_flush and can_zero).
+    can_write: OnceLock<bool>,
     can_flush: OnceLock<bool>,
     can_zero: OnceLock<bool>,
     fua: OnceLock<Level>,
@@ -492,7 +501,7 @@ impl Backend for ScriptHandle {
     }
 
     fn can_write(&self) -> Result<bool> {
-        self.boolean("can_write", false)
+        self.cached(&self.can_write, "can_write")
     }
     fn can_flush(&self) -> Result<bool> {
         self.script_can_flush()
