@@ -10,6 +10,14 @@
 //! concurrency. Nothing is allocated per request once the buffers have
 //! grown. An error on the socket ends this connection only.
 //!
+//! On a chain that answers from memory ([`Chain::answers_from_memory`]),
+//! the worker holding the read lock serves requests of at most
+//! [`INLINE_MAX`] itself, keeping the lock, and collects their replies in
+//! a [`ReplyBatch`]: no thread hand-off and no futex per request, and one
+//! write for many replies. The batch is sent before the worker could wait
+//! (its read buffer is empty), when it is full, and before a larger
+//! request, or one of another chain, is served off the read lock.
+//!
 //! The backend chain is used in nbdkit's order: `preconnect` before any
 //! byte of the handshake (failure: the connection is closed), opened for
 //! this connection when the client asks about an export or picks one
