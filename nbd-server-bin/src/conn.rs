@@ -12,7 +12,7 @@
 //!
 //! On a chain that answers from memory ([`Chain::answers_from_memory`]),
 //! the worker holding the read lock serves requests of at most
-//! [`INLINE_MAX`] itself, keeping the lock, and collects their replies in
+//! `INLINE_MAX` (64 KiB) itself, keeping the lock, and collects their replies in
 //! a [`ReplyBatch`]: no thread hand-off and no futex per request, and one
 //! write for many replies. The batch is sent before the worker could wait
 //! (its read buffer is empty), when it is full, and before a larger
