@@ -10,6 +10,14 @@
 //! concurrency. Nothing is allocated per request once the buffers have
 //! grown. An error on the socket ends this connection only.
 //!
+//! On a chain that answers from memory ([`Chain::answers_from_memory`]),
+//! the worker holding the read lock serves requests of at most
+//! `INLINE_MAX` (64 KiB) itself, keeping the lock, and collects their replies in
+//! a [`ReplyBatch`]: no thread hand-off and no futex per request, and one
+//! write for many replies. The batch is sent before the worker could wait
+//! (its read buffer is empty), when it is full, and before a larger
+//! request, or one of another chain, is served off the read lock.
+//!
 //! The backend chain is used in nbdkit's order: `preconnect` before any
 //! byte of the handshake (failure: the connection is closed), opened for
 //! this connection when the client asks about an export or picks one
@@ -1105,6 +1113,8 @@ mod tests {
         refuse_open: bool,
         /// How long each read takes.
         read_delay: std::time::Duration,
+        /// Says it never blocks (its small requests are served inline).
+        inline: bool,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
@@ -1119,8 +1129,12 @@ mod tests {
         fn size(&self) -> nbd_core::server::backend::Result<u64> {
             Ok(4096)
         }
-        fn pread(&self, buf: &mut [u8], _: u64) -> nbd_core::server::backend::Result<()> {
+        /// Zeroes, but a read at offset 1024 fails with EIO.
+        fn pread(&self, buf: &mut [u8], offset: u64) -> nbd_core::server::backend::Result<()> {
             std::thread::sleep(self.read_delay);
+            if offset == 1024 {
+                return Err(BackendError::new(nbd_core::errno::host::EIO, "bad sector"));
+            }
             buf.fill(0);
             Ok(())
         }
@@ -1133,6 +1147,9 @@ mod tests {
     }
 
     impl crate::chain::Plugin for Hooks {
+        fn never_blocks(&self) -> bool {
+            self.inline
+        }
         fn preconnect(&self, info: &ConnectionInfo) -> nbd_core::server::backend::Result<()> {
             self.log.lock().push(format!("pre {:?}", info.peer));
             if self.refuse_preconnect {
@@ -1405,5 +1422,51 @@ mod tests {
         let log = b.log.lock().clone();
         assert_eq!(log.len(), 2, "{log:?}");
         assert_eq!(log[1], "open 7 ");
+    }
+
+    /// Requests sent together on a chain served inline are answered in
+    /// one batch, in order; a READ that fails after its reply was begun
+    /// in the batch is taken back and answered with the error alone.
+    #[test]
+    fn inline_batch_takes_back_a_failed_read() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks {
+            inline: true,
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let mut reqs = Vec::new();
+        for (cookie, offset) in [(1u64, 0u64), (2, 1024), (3, 2048)] {
+            let req = RequestHeader {
+                flags: 0,
+                kind: cmd::READ,
+                cookie,
+                offset,
+                length: 512,
+            };
+            reqs.extend_from_slice(&req.encode());
+        }
+        s.write_all(&reqs).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), (16 + 512) + 16 + (16 + 512));
+        let reply = |at: usize| {
+            let r = &got[at..at + 16];
+            assert_eq!(
+                u32::from_be_bytes(r[..4].try_into().unwrap()),
+                SIMPLE_REPLY_MAGIC
+            );
+            (
+                u32::from_be_bytes(r[4..8].try_into().unwrap()),
+                u64::from_be_bytes(r[8..16].try_into().unwrap()),
+            )
+        };
+        assert_eq!(reply(0), (0, 1));
+        assert_eq!(reply(16 + 512), (nbd_core::errno::host::EIO as u32, 2));
+        assert_eq!(reply(16 + 512 + 16), (0, 3));
+        h.join().unwrap();
     }
 }
