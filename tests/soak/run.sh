@@ -17,6 +17,8 @@
 # Environment (defaults from scripts/testlib.sh where not said):
 #   SOAK_SECONDS      seconds per pairing (600), split between plain and TLS
 #   SOAK_PAIRINGS     which pairings (all three)
+#   SOAK_TLS          which modes, "plain psk" (both); the pairing's time is
+#                     split evenly between them
 #   SOAK_DISK_MB      export size in MiB (64)
 #   SOAK_SELF_CHECK   0 to skip the self-check (1)
 #   SOAK_PROGRESS     1 to show the clients' progress lines as they come
@@ -35,6 +37,7 @@ unset LD_LIBRARY_PATH EXPECT_LIBNBD
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SOAK_PAIRINGS=${SOAK_PAIRINGS:-ours-ours ours-debian debian-ours}
 SOAK_DISK_MB=${SOAK_DISK_MB:-64}
+SOAK_TLS=${SOAK_TLS:-plain psk}
 SOAK_SELF_CHECK=${SOAK_SELF_CHECK:-1}
 SOAK_PROGRESS=${SOAK_PROGRESS:-0}
 SOAK_PY=$REPO/tests/soak/soak.py
@@ -133,16 +136,20 @@ if [[ $SOAK_SELF_CHECK != 0 ]]; then
   fi
 fi
 
-half=$(( (SOAK_SECONDS + 1) / 2 ))
+read -ra tls_modes <<<"$SOAK_TLS"
+secs_each=$(( (SOAK_SECONDS + ${#tls_modes[@]} - 1) / ${#tls_modes[@]} ))
 for pairing in $SOAK_PAIRINGS; do
   lib=${pairing%-*} server=${pairing#*-}
   case $lib-$server in ours-ours | ours-debian | debian-ours | debian-debian) ;;
     *) fail "soak $pairing" "unknown pairing (ours-ours, ours-debian, debian-ours, debian-debian)"; continue ;;
   esac
-  for tls in plain psk; do
+  for tls in "${tls_modes[@]}"; do
+    case $tls in plain | psk) ;;
+      *) fail "soak $pairing $tls" "unknown TLS mode (plain, psk)"; continue ;;
+    esac
     label=$pairing-$tls
-    what="soak [libnbd: $lib, nbdkit: $server, TLS: $tls] ${half}s, 8 connections x 64 in flight"
-    soak_run "$label" "$lib" "$server" "$tls" "$half"
+    what="soak [libnbd: $lib, nbdkit: $server, TLS: $tls] ${secs_each}s, 8 connections x 64 in flight"
+    soak_run "$label" "$lib" "$server" "$tls" "$secs_each"
     rc=$?
     [[ $SOAK_PROGRESS == 1 ]] ||
       grep -E '^SOAK-RESULT |server RSS over time| loaded from ' "$TMP/$label.log"

@@ -356,7 +356,7 @@ class Soak:
         next_report = start + interval
         deadline = start + a.seconds
         corrupt_time = start + min(1.0, a.seconds / 4)
-        ops_at_last = 0
+        ops_at_last, last_report = 0, start
         while not self.errors:
             now = time.monotonic()
             if now >= deadline:
@@ -379,10 +379,12 @@ class Soak:
                 rss = f", server RSS {self.rss[-1][1]} KiB" if self.rss and self.rss[-1][1] else ""
                 rss += f", client RSS {rss_kib(os.getpid())} KiB"
                 print(f"{a.label}: t={now - start:5.0f}s ops={total} "
-                      f"({(total - ops_at_last) / interval:.0f}/s), in flight {filled}{rss}",
-                      flush=True)
-                ops_at_last = total
-                next_report += interval
+                      f"({(total - ops_at_last) / (now - last_report):.0f}/s), "
+                      f"in flight {filled}{rss}", flush=True)
+                ops_at_last, last_report = total, now
+                # One line per interval, even after a loop that ran late.
+                while next_report <= now:
+                    next_report += interval
         self.elapsed = time.monotonic() - start
         # Drain what is in flight, under the same stall watchdog.
         while self.in_flight > 0 and not self.check_stall():
