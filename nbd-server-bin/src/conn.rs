@@ -748,11 +748,6 @@ fn read_requests(
     out: &mut Vec<u8>,
 ) -> Next {
     let srv = &*conn.srv;
-    // nbdkit runs parallel requests on numbered worker threads, and a
-    // plugin's messages from them say which (`file.0: error: ...`).
-    let _name = srv.chain.parallel_requests().then(|| {
-        crate::log::WorkerName::set(conn.threads.load(Ordering::SeqCst).saturating_sub(1))
-    });
     let backend = &conn.backend;
     // Big enough for either form; the negotiated one is read.
     let mut hb = [0u8; EXTENDED_REQUEST_HEADER_LEN];
@@ -886,6 +881,13 @@ fn read_requests(
 
 fn worker(conn: &Arc<Conn>) {
     let srv = &*conn.srv;
+    // nbdkit runs parallel requests on numbered worker threads, and a
+    // plugin's messages from them say which (`file.0: error: ...`). Set
+    // for the thread's whole life, so it covers requests served inline
+    // (read_requests) and in the pool alike.
+    let _name = srv.chain.parallel_requests().then(|| {
+        crate::log::WorkerName::set(conn.threads.load(Ordering::SeqCst).saturating_sub(1))
+    });
     let backend = &conn.backend;
     let mut data: Vec<u8> = Vec::new();
     let mut extents = Extents::new();
