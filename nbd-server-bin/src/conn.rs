@@ -505,6 +505,9 @@ pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, pee
 }
 
 fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
+    // Until the chain is closed (at the end of this function): the
+    // server's exit waits for it (process::live).
+    let _live = crate::process::live::Live::enter();
     let info = ConnectionInfo {
         id: id as u64,
         peer,
@@ -588,6 +591,8 @@ fn serve_opened(
         sendfile: AtomicBool::new(plain && !sendfile::disabled_by_env()),
         sendfile_min: sendfile::threshold(),
     });
+    // Dropped before `conn`, which closes the socket (process::live).
+    let _registered = crate::process::live::register(id, sock);
     worker(&conn);
     loop {
         let h = conn.handles.lock().pop();

@@ -57,6 +57,10 @@ fn cleanup() {
 static EXIT_STATUS: AtomicI32 = AtomicI32::new(0);
 
 fn exit(code: i32) -> ! {
+    // As nbdkit: connections whose client has gone have closed their
+    // chains (filters' finalize and close, the plugin's close) before
+    // cleanup and unload.
+    nbd_server_bin::process::live::wait_for_finishing(std::time::Duration::from_secs(2));
     cplugin::shut_down();
     nbd_server_bin::plugins::sh::shut_down();
     cleanup();

@@ -5,6 +5,7 @@
 //! `crate::listen`.
 
 pub mod daemon;
+pub mod live;
 pub mod pidfile;
 pub mod shutdown;
 pub mod signals;
