@@ -141,7 +141,7 @@ fn nbd_connects_per_client_connection() {
     }
     assert_eq!(outs[0], outs[1]);
     // Bad parameters are still refused at start-up.
-    bad(&["nbd", "socket=/a", "hostname=b"], "exactly one");
+    bad(&["nbd", "socket=/a", "hostname=b"], "cannot mix");
     bad(&["nbd", "hostname=b", "port=http"], "port");
     bad(&["nbd", "uri=nbds://localhost/"], "TLS");
     bad(&["nbd"], "required");
@@ -620,4 +620,87 @@ fn delay_ends_when_the_client_hangs_up() {
         assert!(o.status.success(), "{bin}: second client not served: {o:?}");
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
     }
+}
+
+/// command= runs the server itself, handing it a listening socket by
+/// systemd socket activation; socket-fd= uses a connection this process
+/// inherited. Both make one shared connection, as in Debian's nbdkit.
+#[test]
+fn nbd_command_and_socket_fd() {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    require("nbdcopy", "libnbd-bin");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let dir = TempDir::new("nbdcommand");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, &want).unwrap();
+    let raw_arg = format!("arg={}", raw.display());
+    let qemu_nbd = require("qemu-nbd", "qemu-utils");
+    let qemu_nbd = format!("command={}", qemu_nbd.display());
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let args = ["nbd", "command=/usr/bin/nbdkit", "arg=pattern", "arg=1M"];
+        assert_eq!(read_all_with(bin, &args), want, "{bin} {args:?}");
+        // qemu-nbd, found on $PATH, with a filter over it.
+        let args = [
+            "--filter=offset",
+            "nbd",
+            &qemu_nbd,
+            "arg=-f",
+            "arg=raw",
+            &raw_arg,
+            "offset=4096",
+        ];
+        assert_eq!(read_all_with(bin, &args), want[4096..], "{bin} {args:?}");
+
+        let back = Server::start_bin(std::path::Path::new(DEBIAN_NBDKIT), &["pattern", "1M"]);
+        let conn = back.raw();
+        let fd = conn.as_raw_fd();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args([
+            "-U",
+            "-",
+            "nbd",
+            "socket-fd=3",
+            "--run",
+            "nbdcopy \"$uri\" -",
+        ]);
+        // SAFETY: dup2 and fcntl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec.
+                let r = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if r == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{bin} socket-fd=: {o:?}");
+        assert!(o.stdout == want, "{bin} socket-fd=: wrong bytes");
+    }
+    // Bad forms, refused at start-up by both.
+    for (args, needle) in [
+        (&["nbd", "vsock=x"][..], "vsock"),
+        (&["nbd", "vsock=2", "port=x"], "port"),
+        (&["nbd", "vsock=2", "port=99999999999"], "port"),
+        (&["nbd", "socket-fd=x"], "socket-fd"),
+        (&["nbd", "socket=/x", "command=true"], "cannot mix"),
+        (&["nbd", "vsock=2", "socket=/x"], "cannot mix"),
+        (&["nbd", "arg=foo", "socket=/x"], "cannot mix"),
+    ] {
+        bad(args, needle);
+        let o = run_with(DEBIAN_NBDKIT, args, "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's with {args:?}: {o:?}");
+    }
+    // Where Debian's starts and then fails after forking (and, with
+    // --run, hangs), ours refuses at once.
+    bad(&["nbd", "socket-fd=99"], "socket-fd=99");
+    let o = run_with(BIN, &["nbd", "command=/nonexistent/nbd-server"], "true");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nbdkit: error: "));
 }

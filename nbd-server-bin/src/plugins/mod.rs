@@ -34,6 +34,7 @@ pub mod linuxdisk;
 mod made_image;
 pub mod memory;
 pub mod nbd;
+mod nbd_connect;
 pub mod null;
 pub mod ondemand;
 mod one_partition;

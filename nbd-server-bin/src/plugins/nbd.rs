@@ -1,9 +1,15 @@
 //! The nbd plugin: a proxy to another NBD server, through nbd-core's
 //! client state machine driven over a blocking socket.
 //!
-//! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, or `uri=` (magic
-//! key; `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`,
-//! TLS schemes are refused); `export=NAME`. As in nbdkit, each client
+//! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, `vsock=CID
+//! [port=PORT]`, or `uri=` (magic key; `nbd://host[:port]/export`,
+//! `nbd+unix:///export?socket=PATH` or `nbd+vsock://CID[:PORT]/export`;
+//! TLS schemes are refused); `export=NAME`. `command=PROG [arg=ARG]...`
+//! runs the server with a listening socket handed over by systemd socket
+//! activation (fd 3, `LISTEN_PID`, `LISTEN_FDS=1`), and `socket-fd=FD`
+//! uses a socket already connected that this process inherited; both
+//! make one connection, shared by every client, once the server is in its
+//! final process (after daemonising), as nbdkit does. As in nbdkit, each client
 //! connection gets its own connection to the server, made when the client
 //! opens its export (so this server may start before the one it forwards
 //! to; bad parameters are still refused at start-up) and remade if it
@@ -14,7 +20,7 @@
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
-use std::os::unix::io::OwnedFd;
+use std::os::unix::io::{FromRawFd, OwnedFd, RawFd};
 
 use parking_lot::Mutex;
 
@@ -36,7 +42,17 @@ pub const PLUGIN: PluginSpec = PluginSpec {
         ("uri", "the NBD URI of the server to forward to"),
         ("socket", "the Unix socket of the server"),
         ("hostname", "the host name of the server"),
-        ("port", "the TCP port of the server"),
+        ("port", "the TCP or vsock port of the server"),
+        ("vsock", "the AF_VSOCK CID of the server"),
+        (
+            "command",
+            "run this NBD server, with a socket handed over by socket activation",
+        ),
+        ("arg", "an argument of command= (repeated, in order)"),
+        (
+            "socket-fd",
+            "an inherited file descriptor connected to the server",
+        ),
         ("export", "the export name to ask for"),
         (
             "retry",
@@ -58,6 +74,21 @@ pub const PLUGIN: PluginSpec = PluginSpec {
 pub enum Target {
     Unix(String),
     Tcp(String, u16),
+    /// AF_VSOCK: CID and port.
+    Vsock(u32, u32),
+    /// command= and its arg=s: a server this plugin runs (once).
+    Command(Vec<String>),
+    /// socket-fd=: a connection this process inherited (used once).
+    Fd(RawFd),
+}
+
+impl Target {
+    /// Whether a connection can be made again (not to a command's server,
+    /// whose socket is gone after the first connection, nor over an
+    /// inherited descriptor).
+    fn reconnectable(&self) -> bool {
+        !matches!(self, Target::Command(_) | Target::Fd(_))
+    }
 }
 
 /// Parses an `nbd://` or `nbd+unix://` URI into (target, export) with
@@ -84,7 +115,7 @@ pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
             Target::Tcp(text(host)?, port)
         }
         Endpoint::Unix { socket } => Target::Unix(text(socket)?),
-        Endpoint::Vsock { .. } => return Err(format!("vsock is not supported yet: {uri}")),
+        Endpoint::Vsock { cid, port } => Target::Vsock(*cid, *port),
         Endpoint::Ssh(_) => return Err(format!("ssh is not supported yet: {uri}")),
     };
     Ok((target, export))
@@ -116,6 +147,15 @@ impl Conn {
                 let _ = s.set_nodelay(true);
                 s.into()
             }
+            Target::Vsock(cid, port) => {
+                super::nbd_connect::vsock(*cid, *port).map_err(|e| io("vsock", e))?
+            }
+            Target::Command(argv) => {
+                super::nbd_connect::socket_activation(argv).map_err(|e| io(&argv[0], e))?
+            }
+            // SAFETY: configure checked the descriptor is open; it is
+            // taken once (the connection is shared and never remade).
+            Target::Fd(fd) => unsafe { OwnedFd::from_raw_fd(*fd) },
         };
         let config = Config {
             export_name: export.as_bytes().to_vec(),
@@ -223,8 +263,13 @@ pub struct NbdPlugin {
     readonly: bool,
     /// retry=N: further tries, a second apart, when connecting fails.
     retry: u32,
-    /// shared=true: the one connection every client uses, made at start.
-    shared: Option<Arc<NbdConn>>,
+    /// shared=true (implied by command= and socket-fd=): one connection
+    /// for every client.
+    shared: bool,
+    /// That connection, once made: at start-up for shared=true, after
+    /// daemonising for command= and socket-fd= (the server it runs, or
+    /// the descriptor, must be the final process's).
+    shared_conn: std::sync::OnceLock<Arc<NbdConn>>,
 }
 
 /// One connection to the server: a client connection's handle (or, for
@@ -244,6 +289,10 @@ impl NbdPlugin {
         let socket = p.take("socket");
         let host = p.take("hostname");
         let port = p.take("port");
+        let vsock = p.take("vsock");
+        let command = p.take("command");
+        let args = p.take_all("arg");
+        let socket_fd = p.take("socket-fd");
         let export = p.take("export");
         let retry = p
             .take_with("retry", |v| {
@@ -251,46 +300,89 @@ impl NbdPlugin {
                     .map_err(|_| format!("could not parse number: {v}"))
             })?
             .unwrap_or(0);
-        let shared = p.take_bool("shared")?.unwrap_or(false);
+        let shared = p.take_bool("shared")?;
         if p.take("tls")
             .is_some_and(|t| t != "off" && t != "false" && t != "0")
         {
             return Err(p.err("TLS is not supported yet"));
         }
-        let (target, uri_export) =
-            match (uri, socket, host) {
-                (Some(u), None, None) if port.is_none() => {
-                    let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
-                    (t, Some(e))
-                }
-                (None, Some(s), None) if port.is_none() => (Target::Unix(s), None),
-                (None, None, Some(h)) => {
-                    let port = match port {
-                        None => 10809,
-                        Some(pt) => pt
-                            .parse()
-                            .map_err(|_| p.err(format!("could not parse port number: {pt}")))?,
-                    };
-                    (Target::Tcp(h, port), None)
-                }
-                (None, None, None) => {
-                    return Err(p.err("one of uri=, socket= or hostname= is required"))
-                }
-                _ => return Err(p.err(
-                    "give exactly one of uri=, socket= or hostname= (port= only with hostname=)",
-                )),
+        let ways = [
+            uri.is_some(),
+            socket.is_some(),
+            host.is_some(),
+            vsock.is_some(),
+            command.is_some(),
+            socket_fd.is_some(),
+        ];
+        let mixed = ways.iter().filter(|w| **w).count() > 1
+            || (port.is_some() && host.is_none() && vsock.is_none())
+            || (!args.is_empty() && command.is_none());
+        if mixed {
+            // nbdkit's words.
+            return Err(p.err(
+                "cannot mix Unix 'socket', TCP 'hostname'/'port', 'vsock', 'command', \
+                 'socket-fd' and 'uri' parameters",
+            ));
+        }
+        let number = |key: &str, v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{key}: could not parse number: {v}"))
+        };
+        let (target, uri_export) = if let Some(u) = uri {
+            let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
+            (t, Some(e))
+        } else if let Some(s) = socket {
+            (Target::Unix(s), None)
+        } else if let Some(h) = host {
+            let port = match port {
+                None => 10809,
+                Some(pt) => pt
+                    .parse()
+                    .map_err(|_| p.err(format!("could not parse port number: {pt}")))?,
             };
+            (Target::Tcp(h, port), None)
+        } else if let Some(cid) = vsock {
+            let cid = number("vsock", &cid).map_err(|e| p.err(e))?;
+            let port = match port {
+                None => 10809,
+                Some(pt) => number("port", &pt).map_err(|e| p.err(e))?,
+            };
+            (Target::Vsock(cid, port), None)
+        } else if let Some(c) = command {
+            let mut argv = vec![c];
+            argv.extend(args);
+            (Target::Command(argv), None)
+        } else if let Some(fd) = socket_fd {
+            let fd = fd
+                .parse::<RawFd>()
+                .ok()
+                .filter(|fd| *fd >= 0)
+                .ok_or_else(|| p.err(format!("socket-fd: could not parse number: {fd}")))?;
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+                let e = std::io::Error::last_os_error();
+                return Err(p.err(format!("socket-fd={fd}: {e}")));
+            }
+            (Target::Fd(fd), None)
+        } else {
+            return Err(p.err(
+                "one of uri=, socket=, hostname=, vsock=, command= or socket-fd= is required",
+            ));
+        };
         let export = export.or(uri_export).unwrap_or_default();
-        let mut plugin = NbdPlugin {
+        // command= and socket-fd= can only be connected once.
+        let shared = shared.unwrap_or(false) || !target.reconnectable();
+        let plugin = NbdPlugin {
+            shared,
             target,
             export,
             readonly,
             retry,
-            shared: None,
+            shared_conn: std::sync::OnceLock::new(),
         };
-        if shared {
+        if shared && plugin.target.reconnectable() {
             let conn = plugin.connect().map_err(|e| e.to_string())?;
-            plugin.shared = Some(Arc::new(conn));
+            let _ = plugin.shared_conn.set(Arc::new(conn));
         }
         Ok(plugin)
     }
@@ -310,7 +402,7 @@ impl NbdPlugin {
         let conn = loop {
             match Conn::connect(&self.target, &self.export) {
                 Ok(c) => break c,
-                Err(_) if tries < self.retry => {
+                Err(_) if tries < self.retry && self.target.reconnectable() => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
@@ -340,6 +432,12 @@ impl NbdConn {
         let mut g = self.conn.lock();
         let live =
             matches!(&*g, Some(c) if matches!(c.client.phase(), Phase::Ready | Phase::Processing));
+        if !live && !self.target.reconnectable() {
+            return Err(Error::new(
+                libc::EIO,
+                "nbd: the connection to the server was lost",
+            ));
+        }
         if !live {
             *g = None;
             *g = Some(Conn::connect(&self.target, &self.export)?);
@@ -395,6 +493,12 @@ impl Backend for NbdConn {
     }
 
     fn reopen(&self) -> Result<()> {
+        if !self.target.reconnectable() {
+            return Err(Error::new(
+                libc::EIO,
+                "nbd: cannot reconnect to this server",
+            ));
+        }
         let mut g = self.conn.lock();
         *g = None;
         *g = Some(Conn::connect(&self.target, &self.export)?);
@@ -464,9 +568,19 @@ impl Backend for NbdConn {
 /// A connection to the server for each client connection, made now; or
 /// with shared=true, the one made at start.
 impl Plugin for NbdPlugin {
+    /// command= and socket-fd= connect here, in the final process.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        if self.shared && self.shared_conn.get().is_none() {
+            let conn = self.connect().map_err(|e| e.to_string())?;
+            let _ = self.shared_conn.set(Arc::new(conn));
+        }
+        Ok(())
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-        match &self.shared {
+        match self.shared_conn.get() {
             Some(c) => Ok(Box::new(Arc::clone(c))),
+            None if self.shared => Err(Error::new(libc::EIO, "nbd: not connected yet")),
             None => Ok(Box::new(self.connect()?)),
         }
     }
@@ -501,6 +615,9 @@ mod tests {
         assert!(parse_uri("nbds://h/").is_err());
         assert!(parse_uri("http://h/").is_err());
         assert!(parse_uri("nbd+unix:///x").is_err());
-        assert!(parse_uri("nbd+vsock://2:10809/").is_err());
+        assert_eq!(
+            parse_uri("nbd+vsock://2:10810/e").unwrap(),
+            (Target::Vsock(2, 10810), "e".into())
+        );
     }
 }
