@@ -465,6 +465,8 @@ pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, pee
 }
 
 fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
+    // Held until the chain is closed, below.
+    let turn = srv.chain.connection_turn();
     let info = ConnectionInfo {
         id: id as u64,
         peer,
@@ -485,6 +487,7 @@ fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_neg
     serve_opened(&srv, rd, wr, id, &exports, pre_negotiated);
     // Closes the chain (each layer once) after every worker has finished.
     drop(exports);
+    drop(turn);
     debug!(srv, "connection {id}: closed");
 }
 

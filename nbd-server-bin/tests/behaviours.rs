@@ -704,3 +704,37 @@ fn nbd_command_and_socket_fd() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("nbdkit: error: "));
 }
+
+/// With a layer that serves one connection at a time (noparallel
+/// serialize=connections), a second client waits before the greeting,
+/// as in nbdkit, and gets it once the first has gone.
+#[test]
+fn serialized_connections_wait_before_the_greeting() {
+    use std::io::Read;
+    let args = [
+        "--filter=noparallel",
+        "memory",
+        "1M",
+        "serialize=connections",
+    ];
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let srv = Server::start_bin(std::path::Path::new(bin), &args);
+        let first = srv.client();
+        let mut second = srv.raw();
+        second
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut magic = [0u8; 8];
+        let early = second.read(&mut magic);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{bin}: the second client was greeted while the first was served: {early:?}"
+        );
+        first.disconnect();
+        second
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        second.read_exact(&mut magic).unwrap();
+        assert_eq!(&magic, b"NBDMAGIC", "{bin}");
+    }
+}

@@ -38,12 +38,29 @@ pub struct Chain {
     /// Outermost first.
     filters: Vec<Arc<dyn Filter>>,
     plugin: Arc<dyn Plugin>,
+    /// Held by the connection being served when a layer serves one
+    /// connection at a time.
+    one_connection: parking_lot::Mutex<()>,
 }
 
 impl Chain {
     /// `filters` outermost first.
     pub fn new(plugin: Arc<dyn Plugin>, filters: Vec<Arc<dyn Filter>>) -> Chain {
-        Chain { filters, plugin }
+        Chain {
+            filters,
+            plugin,
+            one_connection: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// A new connection's turn: when a layer serves one connection at a
+    /// time, waits until the one before has gone and holds the turn (drop
+    /// it once the connection is closed). As in nbdkit, this comes before
+    /// preconnect and the greeting, so a waiting client sees nothing yet.
+    pub fn connection_turn(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        let one = self.plugin.serializes_connections()
+            || self.filters.iter().any(|f| f.serializes_connections());
+        one.then(|| self.one_connection.lock())
     }
 
     /// A chain of the plugin alone.
