@@ -738,3 +738,51 @@ fn serialized_connections_wait_before_the_greeting() {
         assert_eq!(&magic, b"NBDMAGIC", "{bin}");
     }
 }
+
+/// TLS to the server forwarded to, with a Pre-Shared Key made here by
+/// psktool: ours and Debian's nbdkit as the front, each over ours and
+/// Debian's as a back server that requires TLS.
+#[test]
+fn nbd_tls_psk_to_the_server() {
+    require("nbdcopy", "libnbd-bin");
+    let psktool = require("psktool", "gnutls-bin");
+    let dir = TempDir::new("nbdtls");
+    let keys = dir.path().join("keys.psk");
+    let o = std::process::Command::new(psktool)
+        .args(["-u", "alice", "-p"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "psktool: {o:?}");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let psk_opt = format!("--tls-psk={}", keys.display());
+    let psk = format!("tls-psk={}", keys.display());
+    for back_bin in [BIN, DEBIAN_NBDKIT] {
+        let back = Server::start_bin(
+            std::path::Path::new(back_bin),
+            &["--tls=require", &psk_opt, "pattern", "1M"],
+        );
+        let sock = format!("socket={}", back.sock.display());
+        for front in [BIN, DEBIAN_NBDKIT] {
+            for tls in ["tls=require", "tls=on"] {
+                let args = ["nbd", &sock, tls, &psk, "tls-username=alice"];
+                assert!(
+                    read_all_with(front, &args) == want,
+                    "{front} over {back_bin} {args:?}"
+                );
+            }
+            // Without TLS, the back server refuses: no export.
+            let o = run_with(front, &["nbd", &sock], "nbdinfo --size \"$uri\"");
+            assert!(!o.status.success(), "{front} over {back_bin} in plain text");
+        }
+    }
+    // tls=on falls back to plain text with a server without TLS.
+    let plain = Server::start_bin(std::path::Path::new(DEBIAN_NBDKIT), &["pattern", "1M"]);
+    let sock = format!("socket={}", plain.sock.display());
+    for front in [BIN, DEBIAN_NBDKIT] {
+        let args = ["nbd", &sock, "tls=on", &psk, "tls-username=alice"];
+        assert!(read_all_with(front, &args) == want, "{front} {args:?}");
+    }
+    bad(&["nbd", "socket=/x", "tls=maybe"], "tls");
+    bad(&["nbd", "socket=/x", &psk, "tls-username=bob"], "bob");
+}

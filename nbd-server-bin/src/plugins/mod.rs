@@ -35,6 +35,7 @@ mod made_image;
 pub mod memory;
 pub mod nbd;
 mod nbd_connect;
+mod nbd_tls;
 pub mod null;
 pub mod ondemand;
 mod one_partition;

@@ -4,7 +4,8 @@
 //! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, `vsock=CID
 //! [port=PORT]`, or `uri=` (magic key; `nbd://host[:port]/export`,
 //! `nbd+unix:///export?socket=PATH` or `nbd+vsock://CID[:PORT]/export`;
-//! TLS schemes are refused); `export=NAME`. `command=PROG [arg=ARG]...`
+//! TLS schemes are refused); `export=NAME`; `tls=`, `tls-psk=` and
+//! `tls-username=` for TLS with the server (see nbd_tls.rs). `command=PROG [arg=ARG]...`
 //! runs the server with a listening socket handed over by systemd socket
 //! activation (fd 3, `LISTEN_PID`, `LISTEN_FDS=1`), and `socket-fd=FD`
 //! uses a socket already connected that this process inherited; both
@@ -32,6 +33,7 @@ use crate::params::Params;
 
 use std::sync::Arc;
 
+use super::nbd_tls::Settings as TlsSettings;
 use super::PluginSpec;
 use crate::chain::Plugin;
 
@@ -62,9 +64,19 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             "shared",
             "true: one connection made at start-up, shared by every client",
         ),
+        ("tls", "TLS with the server: off, on or require"),
         (
-            "tls",
-            "whether to use TLS with the server (only off is supported)",
+            "tls-psk",
+            "the Pre-Shared Keys file for TLS with the server",
+        ),
+        ("tls-username", "the user name whose key tls-psk= holds"),
+        (
+            "tls-certificates",
+            "X.509 certificates for TLS with the server (not supported yet)",
+        ),
+        (
+            "tls-verify",
+            "check the server's certificate (X.509: not supported yet)",
         ),
     ],
     open: |p, ro| Ok(Arc::new(NbdPlugin::configure(p, ro)?)),
@@ -126,11 +138,13 @@ type Done = (Vec<u8>, Vec<(u64, u64)>);
 
 struct Conn {
     sock: File,
+    /// The TLS session over `sock`, once STARTTLS is done.
+    tls: Option<nbd_gnutls::Session>,
     client: Client<Vec<u8>>,
 }
 
 impl Conn {
-    fn connect(target: &Target, export: &str) -> Result<Conn> {
+    fn connect(target: &Target, export: &str, tls: &TlsSettings) -> Result<Conn> {
         let io = |what: &str, e: std::io::Error| {
             Error::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
@@ -160,13 +174,15 @@ impl Conn {
         let config = Config {
             export_name: export.as_bytes().to_vec(),
             meta_contexts: vec![b"base:allocation".to_vec()],
+            tls: tls.mode,
             ..Config::default()
         };
         let mut c = Conn {
             sock: File::from(fd),
+            tls: None,
             client: Client::new(config),
         };
-        c.pump(|cl| cl.phase() != Phase::Connecting)?;
+        c.pump_handshake(tls)?;
         match c.client.phase() {
             Phase::Ready => Ok(c),
             _ => Err(c.dead()),
@@ -180,6 +196,35 @@ impl Conn {
         }
     }
 
+    /// The handshake, with STARTTLS when the settings ask for it.
+    fn pump_handshake(&mut self, tls: &TlsSettings) -> Result<()> {
+        use std::os::unix::io::AsRawFd;
+        loop {
+            self.pump(|cl| cl.phase() != Phase::Connecting || cl.tls_handshake_wanted())?;
+            if !self.client.tls_handshake_wanted() {
+                return Ok(());
+            }
+            let session = tls
+                .handshake(self.sock.as_raw_fd())
+                .map_err(|e| Error::new(libc::EIO, format!("nbd: {e}")))?;
+            self.tls = Some(session);
+            self.client.tls_handshake_done();
+        }
+    }
+
+    fn read_in(
+        tls: &mut Option<nbd_gnutls::Session>,
+        sock: &mut File,
+        buf: &mut [u8],
+    ) -> std::io::Result<usize> {
+        match tls {
+            None => sock.read(buf),
+            Some(s) => s
+                .recv(buf)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno())),
+        }
+    }
+
     /// Moves bytes until `done` holds or the connection dies.
     fn pump(&mut self, mut done: impl FnMut(&mut Client<Vec<u8>>) -> bool) -> Result<()> {
         loop {
@@ -190,7 +235,13 @@ impl Conn {
                 let n = {
                     let mut iov = [IoSlice::new(&[]); 16];
                     let k = self.client.send_bufs(&mut iov);
-                    match self.sock.write_vectored(&iov[..k]) {
+                    let r = match &mut self.tls {
+                        None => self.sock.write_vectored(&iov[..k]),
+                        Some(s) => s
+                            .send_vectored(&iov[..k], usize::MAX)
+                            .map_err(|e| std::io::Error::from_raw_os_error(e.errno())),
+                    };
+                    match r {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
@@ -206,7 +257,7 @@ impl Conn {
                 self.client.send_done(n);
             } else if self.client.wants_read() {
                 let buf = self.client.recv_buf();
-                match self.sock.read(buf) {
+                match Self::read_in(&mut self.tls, &mut self.sock, buf) {
                     Ok(n) => self.client.recv_done(n),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -256,9 +307,20 @@ impl Conn {
     }
 }
 
+/// Ends the TLS session properly (close_notify), so the server does not
+/// see a connection cut short.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.tls {
+            let _ = s.bye();
+        }
+    }
+}
+
 /// The plugin as configured: where the server is. Connects nowhere.
 pub struct NbdPlugin {
     target: Target,
+    tls: TlsSettings,
     export: String,
     readonly: bool,
     /// retry=N: further tries, a second apart, when connecting fails.
@@ -276,6 +338,7 @@ pub struct NbdPlugin {
 /// xnbd-server, the one shared remote).
 pub struct NbdConn {
     target: Target,
+    tls: TlsSettings,
     export: String,
     readonly: bool,
     conn: Mutex<Option<Conn>>,
@@ -301,11 +364,7 @@ impl NbdPlugin {
             })?
             .unwrap_or(0);
         let shared = p.take_bool("shared")?;
-        if p.take("tls")
-            .is_some_and(|t| t != "off" && t != "false" && t != "0")
-        {
-            return Err(p.err("TLS is not supported yet"));
-        }
+        let tls = TlsSettings::take(p)?;
         let ways = [
             uri.is_some(),
             socket.is_some(),
@@ -373,6 +432,7 @@ impl NbdPlugin {
         // command= and socket-fd= can only be connected once.
         let shared = shared.unwrap_or(false) || !target.reconnectable();
         let plugin = NbdPlugin {
+            tls,
             shared,
             target,
             export,
@@ -400,7 +460,7 @@ impl NbdPlugin {
     pub fn connect(&self) -> Result<NbdConn> {
         let mut tries = 0;
         let conn = loop {
-            match Conn::connect(&self.target, &self.export) {
+            match Conn::connect(&self.target, &self.export, &self.tls) {
                 Ok(c) => break c,
                 Err(_) if tries < self.retry && self.target.reconnectable() => {
                     tries += 1;
@@ -415,6 +475,7 @@ impl NbdPlugin {
             })?;
         Ok(NbdConn {
             target: self.target.clone(),
+            tls: self.tls.clone(),
             export: self.export.clone(),
             readonly: self.readonly,
             conn: Mutex::new(Some(conn)),
@@ -440,7 +501,7 @@ impl NbdConn {
         }
         if !live {
             *g = None;
-            *g = Some(Conn::connect(&self.target, &self.export)?);
+            *g = Some(Conn::connect(&self.target, &self.export, &self.tls)?);
         }
         match g.as_mut() {
             Some(conn) => conn.run(c, buf),
@@ -501,7 +562,7 @@ impl Backend for NbdConn {
         }
         let mut g = self.conn.lock();
         *g = None;
-        *g = Some(Conn::connect(&self.target, &self.export)?);
+        *g = Some(Conn::connect(&self.target, &self.export, &self.tls)?);
         Ok(())
     }
 
