@@ -786,3 +786,45 @@ fn nbd_tls_psk_to_the_server() {
     bad(&["nbd", "socket=/x", "tls=maybe"], "tls");
     bad(&["nbd", "socket=/x", &psk, "tls-username=bob"], "bob");
 }
+
+/// TLS to the server with X.509 certificates made here
+/// (scripts/gen-tls-keys.sh): ours and Debian's nbdkit as the front,
+/// each over ours and Debian's as a back server that requires TLS.
+#[test]
+fn nbd_tls_x509_to_the_server() {
+    require("nbdcopy", "libnbd-bin");
+    require("psktool", "gnutls-bin");
+    require("certtool", "gnutls-bin");
+    let dir = TempDir::new("nbdx509");
+    let keys = dir.path().join("keys");
+    let o = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/gen-tls-keys.sh"
+        ))
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gen-tls-keys.sh: {o:?}");
+    let pki = keys.join("pki");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let certs_opt = format!("--tls-certificates={}", pki.display());
+    let certs = format!("tls-certificates={}", pki.display());
+    for back_bin in [BIN, DEBIAN_NBDKIT] {
+        let back = Server::start_bin(
+            std::path::Path::new(back_bin),
+            &["--tls=require", &certs_opt, "pattern", "1M"],
+        );
+        let sock = format!("socket={}", back.sock.display());
+        for front in [BIN, DEBIAN_NBDKIT] {
+            for extra in ["tls=require", "tls-verify=false"] {
+                let args = ["nbd", &sock, &certs, extra];
+                assert!(
+                    read_all_with(front, &args) == want,
+                    "{front} over {back_bin} {args:?}"
+                );
+            }
+        }
+    }
+    bad(&["nbd", "socket=/x", "tls-verify=perhaps"], "tls-verify");
+}

@@ -4,8 +4,9 @@
 //! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, `vsock=CID
 //! [port=PORT]`, or `uri=` (magic key; `nbd://host[:port]/export`,
 //! `nbd+unix:///export?socket=PATH` or `nbd+vsock://CID[:PORT]/export`;
-//! TLS schemes are refused); `export=NAME`; `tls=`, `tls-psk=` and
-//! `tls-username=` for TLS with the server (see nbd_tls.rs). `command=PROG [arg=ARG]...`
+//! TLS schemes are refused); `export=NAME`; `tls=`, `tls-psk=`,
+//! `tls-username=`, `tls-certificates=` and `tls-verify=` for TLS with the
+//! server (see nbd_tls.rs). `command=PROG [arg=ARG]...`
 //! runs the server with a listening socket handed over by systemd socket
 //! activation (fd 3, `LISTEN_PID`, `LISTEN_FDS=1`), and `socket-fd=FD`
 //! uses a socket already connected that this process inherited; both
@@ -429,6 +430,11 @@ impl NbdPlugin {
             ));
         };
         let export = export.or(uri_export).unwrap_or_default();
+        // The name a server certificate is checked against (over TCP).
+        let mut tls = tls;
+        if let Target::Tcp(h, _) = &target {
+            tls.hostname = Some(h.clone());
+        }
         // command= and socket-fd= can only be connected once.
         let shared = shared.unwrap_or(false) || !target.reconnectable();
         let plugin = NbdPlugin {

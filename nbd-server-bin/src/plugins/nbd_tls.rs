@@ -1,20 +1,26 @@
 //! The nbd plugin's TLS to the server it forwards to: `tls=off|on|require`
-//! and Pre-Shared Keys (`tls-psk=FILE`, `tls-username=NAME`), as
-//! nbdkit-nbd-plugin(1) describes them. The session runs over the blocking
-//! socket with GnuTLS's own transport. X.509 (`tls-certificates=`,
-//! `tls-verify=`) is refused at start-up: not implemented yet.
+//! with Pre-Shared Keys (`tls-psk=FILE`, `tls-username=NAME`) or X.509
+//! (`tls-certificates=DIR`: ca-cert.pem, and client-cert.pem with
+//! client-key.pem if there; without it the system's CAs; `tls-verify=false`
+//! skips the host name check), as nbdkit-nbd-plugin(1) describes them and
+//! libnbd does them: the name is checked only over TCP, where there is
+//! one. The session runs over the blocking socket with GnuTLS's own
+//! transport.
 
 use std::ffi::CString;
 use std::os::unix::io::RawFd;
 
 use nbd_core::client::Tls;
 use nbd_gnutls::secret::Zeroizing;
-use nbd_gnutls::{Credentials, PskClient, Session, Side};
+use nbd_gnutls::{Certificate, Credentials, PskClient, Session, Side};
 
 use crate::params::Params;
 
 /// libnbd's priority string with the PSK key exchanges added.
 const PSK_PRIORITY: &std::ffi::CStr = c"NORMAL:-VERS-SSL3.0:+ECDHE-PSK:+DHE-PSK:+PSK";
+
+/// libnbd's default priority string, for X.509.
+const X509_PRIORITY: &std::ffi::CStr = c"NORMAL:-VERS-SSL3.0";
 
 /// What the plugin was told about TLS.
 #[derive(Clone, Debug, Default)]
@@ -22,23 +28,42 @@ pub struct Settings {
     pub mode: Tls,
     /// The PSK file and the user name whose key it holds.
     psk: Option<(String, String)>,
+    /// tls-certificates=: the X.509 directory.
+    certificates: Option<String>,
+    /// tls-verify=: check the server's name (over TCP).
+    verify: bool,
+    /// The server's host name, when connecting over TCP.
+    pub hostname: Option<String>,
 }
 
 impl Settings {
     /// Takes the tls parameters. As nbdkit: `tls=` defaults to off, or to
     /// on when another tls parameter is given.
     pub fn take(p: &mut Params) -> Result<Settings, String> {
+        // Absolute, since the server may change directory when it goes
+        // into the background.
+        let absolute = |f: String| {
+            std::path::absolute(&f)
+                .map(|a| a.to_string_lossy().into_owned())
+                .unwrap_or(f)
+        };
         let tls = p.take("tls");
-        let psk = p.take("tls-psk");
+        let psk = p.take("tls-psk").map(absolute);
         let user = p.take("tls-username");
-        let certs = p.take("tls-certificates");
+        let certs = p.take("tls-certificates").map(absolute);
         let verify = p.take("tls-verify");
-        if certs.is_some() || verify.is_some() {
-            return Err(p.err(
-                "X.509 TLS to the server (tls-certificates=, tls-verify=) is not supported yet; use tls-psk=",
-            ));
+        let verify = match verify {
+            None => true,
+            Some(v) => {
+                crate::params::parse_bool(&v).map_err(|e| p.err(format!("tls-verify: {e}")))?
+            }
+        };
+        if let Some(d) = &certs {
+            if !std::path::Path::new(d).is_dir() {
+                return Err(p.err(format!("tls-certificates: {d}: not a directory")));
+            }
         }
-        let others = psk.is_some() || user.is_some();
+        let others = psk.is_some() || user.is_some() || certs.is_some();
         let mode = match tls.as_deref() {
             None if others => Tls::Allow,
             None => Tls::Disable,
@@ -49,9 +74,6 @@ impl Settings {
                 Err(_) => return Err(p.err(format!("tls: expected off, on or require: {v}"))),
             },
         };
-        if mode != Tls::Disable && psk.is_none() {
-            return Err(p.err("TLS to the server needs tls-psk= (X.509 is not supported yet)"));
-        }
         let psk = match psk {
             None => None,
             Some(f) => {
@@ -64,23 +86,74 @@ impl Settings {
                 Some((f, user))
             }
         };
-        Ok(Settings { mode, psk })
+        Ok(Settings {
+            mode,
+            psk,
+            certificates: certs,
+            verify,
+            hostname: None,
+        })
     }
 
     /// Runs the client's TLS handshake on the connected socket `fd`.
     pub fn handshake(&self, fd: RawFd) -> Result<Session, String> {
-        let (file, user) = self.psk.as_ref().ok_or("TLS: no credentials")?;
         let e = |e: nbd_gnutls::Error| format!("TLS: {e}");
         let mut s = Session::new(Side::Client, false).map_err(e)?;
-        s.set_priority(PSK_PRIORITY).map_err(e)?;
-        let name = CString::new(user.as_bytes()).map_err(|_| "TLS: user name has NUL")?;
-        let key = lookup_key(file, user)?;
-        let creds = PskClient::new(&name, key).map_err(e)?;
-        s.set_credentials(std::sync::Arc::new(Credentials::PskClient(creds)))
-            .map_err(e)?;
+        let creds = match &self.psk {
+            Some((file, user)) => {
+                s.set_priority(PSK_PRIORITY).map_err(e)?;
+                let name = CString::new(user.as_bytes()).map_err(|_| "TLS: user name has NUL")?;
+                let key = lookup_key(file, user)?;
+                Credentials::PskClient(PskClient::new(&name, key).map_err(e)?)
+            }
+            None => {
+                s.set_priority(X509_PRIORITY).map_err(e)?;
+                Credentials::Certificate(self.x509()?)
+            }
+        };
+        s.set_credentials(std::sync::Arc::new(creds)).map_err(e)?;
+        if self.psk.is_none() && self.verify {
+            if let Some(h) = &self.hostname {
+                let h = CString::new(h.as_bytes()).map_err(|_| "TLS: host name has NUL")?;
+                s.verify_cert(Some(&h));
+            }
+        }
         s.transport_sockets(fd, fd);
         while !s.handshake().map_err(e)? {}
         Ok(s)
+    }
+}
+
+impl Settings {
+    /// The X.509 credentials: the directory's CA (and our certificate and
+    /// key if it has them), else the system's CAs. Over TCP with
+    /// verification on, the session is told the name to check.
+    fn x509(&self) -> Result<Certificate, String> {
+        let e = |e: nbd_gnutls::Error| format!("TLS: {e}");
+        let c = Certificate::new().map_err(e)?;
+        let file = |d: &str, f: &str| {
+            let p = std::path::Path::new(d).join(f);
+            let exists = p.exists();
+            CString::new(p.as_os_str().as_encoded_bytes())
+                .map(|c| (c, exists))
+                .map_err(|_| format!("TLS: {d}: NUL in the path"))
+        };
+        match &self.certificates {
+            Some(d) => {
+                let (ca, have_ca) = file(d, "ca-cert.pem")?;
+                if !have_ca {
+                    return Err(format!("TLS: {d}/ca-cert.pem: not found"));
+                }
+                c.set_trust_file(&ca, "ca-cert.pem").map_err(e)?;
+                let (cert, have_cert) = file(d, "client-cert.pem")?;
+                let (key, have_key) = file(d, "client-key.pem")?;
+                if have_cert && have_key {
+                    c.set_key_file(&cert, &key, "client-cert.pem").map_err(e)?;
+                }
+            }
+            None => c.set_system_trust().map_err(e)?,
+        }
+        Ok(c)
     }
 }
 
