@@ -143,7 +143,10 @@ fn nbd_connects_per_client_connection() {
     // Bad parameters are still refused at start-up.
     bad(&["nbd", "socket=/a", "hostname=b"], "cannot mix");
     bad(&["nbd", "hostname=b", "port=http"], "port");
-    bad(&["nbd", "uri=nbds://localhost/"], "TLS");
+    bad(
+        &["nbd", "uri=nbds://localhost/?tls-certificates=/c"],
+        "local file access",
+    );
     bad(&["nbd"], "required");
 }
 
@@ -771,6 +774,12 @@ fn nbd_tls_psk_to_the_server() {
                     "{front} over {back_bin} {args:?}"
                 );
             }
+            // The same through an nbds+unix URI naming the user.
+            let uri = format!("nbds+unix://alice@/?socket={}", back.sock.display());
+            assert!(
+                read_all_with(front, &["nbd", &uri, &psk]) == want,
+                "{front} over {back_bin} {uri}"
+            );
             // Without TLS, the back server refuses: no export.
             let o = run_with(front, &["nbd", &sock], "nbdinfo --size \"$uri\"");
             assert!(!o.status.success(), "{front} over {back_bin} in plain text");

@@ -34,7 +34,7 @@ use crate::params::Params;
 
 use std::sync::Arc;
 
-use super::nbd_tls::Settings as TlsSettings;
+use super::nbd_tls::{Settings as TlsSettings, UriTls};
 use super::PluginSpec;
 use crate::chain::Plugin;
 
@@ -104,15 +104,11 @@ impl Target {
     }
 }
 
-/// Parses an `nbd://` or `nbd+unix://` URI into (target, export) with
-/// the one URI parser the library uses too (`nbd_core::uri`). TLS and
-/// vsock URIs are well formed but not something this plugin can do yet.
+/// Parses an NBD URI into (target, export) with the one URI parser the
+/// library uses too (`nbd_core::uri`); [`uri_tls`] gives its TLS part.
 pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
     use nbd_core::uri::{self, Endpoint};
     let u = uri::parse(uri.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
-    if u.tls {
-        return Err(format!("TLS is not supported yet: {uri}"));
-    }
     let text = |c: &std::ffi::CStr| {
         c.to_str()
             .map(str::to_string)
@@ -132,6 +128,23 @@ pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
         Endpoint::Ssh(_) => return Err(format!("ssh is not supported yet: {uri}")),
     };
     Ok((target, export))
+}
+
+/// The TLS an `nbds*` URI asks for (None for a plain scheme): its
+/// `tls-psk-file=`, user (`tls-username=`, else the user part),
+/// `tls-certificates=` and `tls-verify-peer=`.
+pub fn uri_tls(uri: &str) -> std::result::Result<Option<UriTls>, String> {
+    let u = nbd_core::uri::parse(uri.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
+    if !u.tls {
+        return Ok(None);
+    }
+    let text = |c: Option<std::ffi::CString>| c.map(|c| c.to_string_lossy().into_owned());
+    Ok(Some(UriTls {
+        psk_file: text(u.tls_psk_file),
+        username: text(u.tls_username.or(u.user)),
+        certificates: text(u.tls_certificates),
+        verify: u.tls_verify_peer,
+    }))
 }
 
 /// A finished command: its buffer and the block status it received.
@@ -365,7 +378,7 @@ impl NbdPlugin {
             })?
             .unwrap_or(0);
         let shared = p.take_bool("shared")?;
-        let tls = TlsSettings::take(p)?;
+        let mut tls = TlsSettings::take(p)?;
         let ways = [
             uri.is_some(),
             socket.is_some(),
@@ -390,6 +403,9 @@ impl NbdPlugin {
         };
         let (target, uri_export) = if let Some(u) = uri {
             let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
+            if let Some(ut) = uri_tls(&u).map_err(|e| p.err(e))? {
+                tls.require_for_uri(ut).map_err(|e| p.err(e))?;
+            }
             (t, Some(e))
         } else if let Some(s) = socket {
             (Target::Unix(s), None)
@@ -431,7 +447,6 @@ impl NbdPlugin {
         };
         let export = export.or(uri_export).unwrap_or_default();
         // The name a server certificate is checked against (over TCP).
-        let mut tls = tls;
         if let Target::Tcp(h, _) = &target {
             tls.hostname = Some(h.clone());
         }
@@ -679,7 +694,8 @@ mod tests {
             parse_uri("nbd+unix:///a%20b?socket=/tmp/s%3D").unwrap(),
             (Target::Unix("/tmp/s=".into()), "a b".into())
         );
-        assert!(parse_uri("nbds://h/").is_err());
+        assert!(uri_tls("nbds://h/").unwrap().is_some());
+        assert!(uri_tls("nbd://h/").unwrap().is_none());
         assert!(parse_uri("http://h/").is_err());
         assert!(parse_uri("nbd+unix:///x").is_err());
         assert_eq!(

@@ -27,7 +27,8 @@ const X509_PRIORITY: &std::ffi::CStr = c"NORMAL:-VERS-SSL3.0";
 pub struct Settings {
     pub mode: Tls,
     /// The PSK file and the user name whose key it holds.
-    psk: Option<(String, String)>,
+    /// (None: the local user, from $LOGNAME or $USER, or an nbds URI's.)
+    psk: Option<(String, Option<String>)>,
     /// tls-certificates=: the X.509 directory.
     certificates: Option<String>,
     /// tls-verify=: check the server's name (over TCP).
@@ -79,10 +80,11 @@ impl Settings {
             Some(f) => {
                 let user = user
                     .or_else(|| std::env::var("LOGNAME").ok())
-                    .or_else(|| std::env::var("USER").ok())
-                    .ok_or_else(|| p.err("tls-psk: no user name (tls-username=)"))?;
+                    .or_else(|| std::env::var("USER").ok());
                 // Read now, so that a bad file is a start-up error.
-                lookup_key(&f, &user).map_err(|e| p.err(e))?;
+                if let Some(u) = &user {
+                    lookup_key(&f, u).map_err(|e| p.err(e))?;
+                }
                 Some((f, user))
             }
         };
@@ -101,6 +103,9 @@ impl Settings {
         let mut s = Session::new(Side::Client, false).map_err(e)?;
         let creds = match &self.psk {
             Some((file, user)) => {
+                let user = user
+                    .as_deref()
+                    .ok_or("TLS: no user name for tls-psk= (tls-username=)")?;
                 s.set_priority(PSK_PRIORITY).map_err(e)?;
                 let name = CString::new(user.as_bytes()).map_err(|_| "TLS: user name has NUL")?;
                 let key = lookup_key(file, user)?;
@@ -154,6 +159,39 @@ impl Settings {
             None => c.set_system_trust().map_err(e)?,
         }
         Ok(c)
+    }
+}
+
+/// The TLS part of an `nbds*` URI (see `nbd::uri_tls`).
+pub struct UriTls {
+    pub psk_file: Option<String>,
+    pub username: Option<String>,
+    pub certificates: Option<String>,
+    pub verify: Option<bool>,
+}
+
+impl Settings {
+    /// An `nbds*` URI requires TLS; its credentials count where no
+    /// parameter gave them.
+    pub fn require_for_uri(&mut self, u: UriTls) -> Result<(), String> {
+        // As nbdkit's plugin (libnbd refuses them unless allowed): files
+        // are named by this plugin's parameters, not by the URI.
+        if u.psk_file.is_some() || u.certificates.is_some() {
+            return Err(
+                "local file access (tls-psk-file, tls-certificates) in the URI is not allowed; \
+                 use tls-psk= or tls-certificates="
+                    .into(),
+            );
+        }
+        self.mode = Tls::Require;
+        if let (Some((file, user)), Some(u)) = (&mut self.psk, u.username) {
+            lookup_key(file, &u)?;
+            *user = Some(u);
+        }
+        if let Some(v) = u.verify {
+            self.verify = v;
+        }
+        Ok(())
     }
 }
 
