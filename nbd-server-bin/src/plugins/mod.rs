@@ -138,7 +138,11 @@ mod tests {
             ),
             ("data.rs", include_str!("data.rs"), &["data"]),
             ("split.rs", include_str!("split.rs"), &["split"]),
-            ("nbd.rs", include_str!("nbd.rs"), &["nbd"]),
+            (
+                "nbd.rs",
+                concat!(include_str!("nbd.rs"), include_str!("nbd_tls.rs")),
+                &["nbd"],
+            ),
             ("curl.rs", include_str!("curl.rs"), &["curl"]),
             ("info.rs", include_str!("info.rs"), &["info"]),
             ("tmpdisk.rs", include_str!("tmpdisk.rs"), &["tmpdisk"]),
