@@ -505,8 +505,10 @@ pub fn serve_pre_negotiated(srv: Arc<Server>, rd: File, wr: File, id: usize, pee
 }
 
 fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_negotiated: bool) {
-    // Until the chain is closed (at the end of this function): the
-    // server's exit waits for it (process::live).
+    // Held until the chain is closed, below.
+    let turn = srv.chain.connection_turn();
+    // From its turn until the chain is closed (at the end of this
+    // function): the server's exit waits for it (process::live).
     let _live = crate::process::live::Live::enter();
     let info = ConnectionInfo {
         id: id as u64,
@@ -528,6 +530,7 @@ fn serve_as(srv: Arc<Server>, rd: File, wr: File, id: usize, peer: Peer, pre_neg
     serve_opened(&srv, rd, wr, id, &exports, pre_negotiated);
     // Closes the chain (each layer once) after every worker has finished.
     drop(exports);
+    drop(turn);
     debug!(srv, "connection {id}: closed");
 }
 

@@ -55,10 +55,20 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 /// Sleeps for `d`, or less if the server shuts down or this thread's
 /// client hangs up.
 pub fn sleep(d: Duration) -> Result<(), CutShort> {
-    let end = Instant::now() + d;
     let fd = CLIENT_FD.with(Cell::get);
+    sleep_watching(d, fd, crate::process::shutdown::requested)
+}
+
+/// [`sleep`], with the client socket and the shutdown flag given (tests
+/// give their own: other tests in the process may request a shutdown).
+fn sleep_watching(
+    d: Duration,
+    fd: Option<RawFd>,
+    shutting_down: impl Fn() -> bool,
+) -> Result<(), CutShort> {
+    let end = Instant::now() + d;
     loop {
-        if crate::process::shutdown::requested() {
+        if shutting_down() {
             return Err(CutShort::Shutdown);
         }
         let now = Instant::now();
@@ -102,17 +112,37 @@ mod tests {
     #[test]
     fn a_hang_up_ends_the_sleep() {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let _w = watch_client(ours.as_raw_fd());
+        let fd = Some(ours.as_raw_fd());
         // Pending data is not a hang-up: the sleep runs its course.
         use std::io::Write;
         (&theirs).write_all(b"x").unwrap();
-        assert_eq!(sleep(Duration::from_millis(10)), Ok(()));
+        assert_eq!(
+            sleep_watching(Duration::from_millis(10), fd, || false),
+            Ok(())
+        );
         drop(theirs);
-        assert_eq!(sleep(Duration::from_secs(30)), Err(CutShort::HungUp));
+        assert_eq!(
+            sleep_watching(Duration::from_secs(30), fd, || false),
+            Err(CutShort::HungUp)
+        );
+        assert_eq!(
+            sleep_watching(Duration::from_secs(30), None, || true),
+            Err(CutShort::Shutdown)
+        );
     }
 
     #[test]
-    fn without_a_client_it_sleeps() {
-        assert_eq!(sleep(Duration::from_millis(1)), Ok(()));
+    fn the_thread_watches_its_client() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        {
+            let _w = watch_client(ours.as_raw_fd());
+            assert_eq!(CLIENT_FD.with(Cell::get), Some(ours.as_raw_fd()));
+        }
+        assert_eq!(CLIENT_FD.with(Cell::get), None);
+        drop(theirs);
+        assert_eq!(
+            sleep_watching(Duration::from_millis(1), None, || false),
+            Ok(())
+        );
     }
 }

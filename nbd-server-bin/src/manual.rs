@@ -171,9 +171,14 @@ the files while they are served.",
             "Serves an export of another NBD server: each client connection opens
 its own connection to that server (or, with C<shared=true>, all
 clients share one made at start-up), and requests are passed on.
-The server is named by an NBD URI, or by C<socket=> or C<hostname=>
-and C<port=>.",
-            "nbdkit nbd uri=nbd://otherhost/disk\nnbdkit nbd socket=/tmp/sock export=foo",
+The server is named by an NBD URI, or by C<socket=>, C<hostname=>
+and C<port=>, or C<vsock=> and C<port=>. C<command=> (with an C<arg=>
+for each argument) runs the server, handing it a listening socket by
+systemd socket activation, and C<socket-fd=> uses a connection this
+process inherited; both make one connection, shared by every client,
+once the server is in its final process.",
+            "nbdkit nbd uri=nbd://otherhost/disk\nnbdkit nbd socket=/tmp/sock export=foo\n\
+             nbdkit nbd command=qemu-nbd arg=-f arg=qcow2 arg=/path/to/disk.qcow2",
         ),
     ),
     (

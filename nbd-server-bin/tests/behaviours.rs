@@ -141,9 +141,12 @@ fn nbd_connects_per_client_connection() {
     }
     assert_eq!(outs[0], outs[1]);
     // Bad parameters are still refused at start-up.
-    bad(&["nbd", "socket=/a", "hostname=b"], "exactly one");
+    bad(&["nbd", "socket=/a", "hostname=b"], "cannot mix");
     bad(&["nbd", "hostname=b", "port=http"], "port");
-    bad(&["nbd", "uri=nbds://localhost/"], "TLS");
+    bad(
+        &["nbd", "uri=nbds://localhost/?tls-certificates=/c"],
+        "local file access",
+    );
     bad(&["nbd"], "required");
 }
 
@@ -620,4 +623,217 @@ fn delay_ends_when_the_client_hangs_up() {
         assert!(o.status.success(), "{bin}: second client not served: {o:?}");
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
     }
+}
+
+/// command= runs the server itself, handing it a listening socket by
+/// systemd socket activation; socket-fd= uses a connection this process
+/// inherited. Both make one shared connection, as in Debian's nbdkit.
+#[test]
+fn nbd_command_and_socket_fd() {
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    require("nbdcopy", "libnbd-bin");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let dir = TempDir::new("nbdcommand");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, &want).unwrap();
+    let raw_arg = format!("arg={}", raw.display());
+    let qemu_nbd = require("qemu-nbd", "qemu-utils");
+    let qemu_nbd = format!("command={}", qemu_nbd.display());
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let args = ["nbd", "command=/usr/bin/nbdkit", "arg=pattern", "arg=1M"];
+        assert_eq!(read_all_with(bin, &args), want, "{bin} {args:?}");
+        // qemu-nbd, found on $PATH, with a filter over it.
+        let args = [
+            "--filter=offset",
+            "nbd",
+            &qemu_nbd,
+            "arg=-f",
+            "arg=raw",
+            &raw_arg,
+            "offset=4096",
+        ];
+        assert_eq!(read_all_with(bin, &args), want[4096..], "{bin} {args:?}");
+
+        let back = Server::start_bin(std::path::Path::new(DEBIAN_NBDKIT), &["pattern", "1M"]);
+        let conn = back.raw();
+        let fd = conn.as_raw_fd();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args([
+            "-U",
+            "-",
+            "nbd",
+            "socket-fd=3",
+            "--run",
+            "nbdcopy \"$uri\" -",
+        ]);
+        // SAFETY: dup2 and fcntl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec.
+                let r = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if r == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{bin} socket-fd=: {o:?}");
+        assert!(o.stdout == want, "{bin} socket-fd=: wrong bytes");
+    }
+    // Bad forms, refused at start-up by both.
+    for (args, needle) in [
+        (&["nbd", "vsock=x"][..], "vsock"),
+        (&["nbd", "vsock=2", "port=x"], "port"),
+        (&["nbd", "vsock=2", "port=99999999999"], "port"),
+        (&["nbd", "socket-fd=x"], "socket-fd"),
+        (&["nbd", "socket=/x", "command=true"], "cannot mix"),
+        (&["nbd", "vsock=2", "socket=/x"], "cannot mix"),
+        (&["nbd", "arg=foo", "socket=/x"], "cannot mix"),
+    ] {
+        bad(args, needle);
+        let o = run_with(DEBIAN_NBDKIT, args, "true");
+        assert_eq!(o.status.code(), Some(1), "Debian's with {args:?}: {o:?}");
+    }
+    // Where Debian's starts and then fails after forking (and, with
+    // --run, hangs), ours refuses at once.
+    bad(&["nbd", "socket-fd=99"], "socket-fd=99");
+    let o = run_with(BIN, &["nbd", "command=/nonexistent/nbd-server"], "true");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nbdkit: error: "));
+}
+
+/// With a layer that serves one connection at a time (noparallel
+/// serialize=connections), a second client waits before the greeting,
+/// as in nbdkit, and gets it once the first has gone.
+#[test]
+fn serialized_connections_wait_before_the_greeting() {
+    use std::io::Read;
+    let args = [
+        "--filter=noparallel",
+        "memory",
+        "1M",
+        "serialize=connections",
+    ];
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let srv = Server::start_bin(std::path::Path::new(bin), &args);
+        let first = srv.client();
+        let mut second = srv.raw();
+        second
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut magic = [0u8; 8];
+        let early = second.read(&mut magic);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{bin}: the second client was greeted while the first was served: {early:?}"
+        );
+        first.disconnect();
+        second
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        second.read_exact(&mut magic).unwrap();
+        assert_eq!(&magic, b"NBDMAGIC", "{bin}");
+    }
+}
+
+/// TLS to the server forwarded to, with a Pre-Shared Key made here by
+/// psktool: ours and Debian's nbdkit as the front, each over ours and
+/// Debian's as a back server that requires TLS.
+#[test]
+fn nbd_tls_psk_to_the_server() {
+    require("nbdcopy", "libnbd-bin");
+    let psktool = require("psktool", "gnutls-bin");
+    let dir = TempDir::new("nbdtls");
+    let keys = dir.path().join("keys.psk");
+    let o = std::process::Command::new(psktool)
+        .args(["-u", "alice", "-p"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "psktool: {o:?}");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let psk_opt = format!("--tls-psk={}", keys.display());
+    let psk = format!("tls-psk={}", keys.display());
+    for back_bin in [BIN, DEBIAN_NBDKIT] {
+        let back = Server::start_bin(
+            std::path::Path::new(back_bin),
+            &["--tls=require", &psk_opt, "pattern", "1M"],
+        );
+        let sock = format!("socket={}", back.sock.display());
+        for front in [BIN, DEBIAN_NBDKIT] {
+            for tls in ["tls=require", "tls=on"] {
+                let args = ["nbd", &sock, tls, &psk, "tls-username=alice"];
+                assert!(
+                    read_all_with(front, &args) == want,
+                    "{front} over {back_bin} {args:?}"
+                );
+            }
+            // The same through an nbds+unix URI naming the user.
+            let uri = format!("nbds+unix://alice@/?socket={}", back.sock.display());
+            assert!(
+                read_all_with(front, &["nbd", &uri, &psk]) == want,
+                "{front} over {back_bin} {uri}"
+            );
+            // Without TLS, the back server refuses: no export.
+            let o = run_with(front, &["nbd", &sock], "nbdinfo --size \"$uri\"");
+            assert!(!o.status.success(), "{front} over {back_bin} in plain text");
+        }
+    }
+    // tls=on falls back to plain text with a server without TLS.
+    let plain = Server::start_bin(std::path::Path::new(DEBIAN_NBDKIT), &["pattern", "1M"]);
+    let sock = format!("socket={}", plain.sock.display());
+    for front in [BIN, DEBIAN_NBDKIT] {
+        let args = ["nbd", &sock, "tls=on", &psk, "tls-username=alice"];
+        assert!(read_all_with(front, &args) == want, "{front} {args:?}");
+    }
+    bad(&["nbd", "socket=/x", "tls=maybe"], "tls");
+    bad(&["nbd", "socket=/x", &psk, "tls-username=bob"], "bob");
+}
+
+/// TLS to the server with X.509 certificates made here
+/// (scripts/gen-tls-keys.sh): ours and Debian's nbdkit as the front,
+/// each over ours and Debian's as a back server that requires TLS.
+#[test]
+fn nbd_tls_x509_to_the_server() {
+    require("nbdcopy", "libnbd-bin");
+    require("psktool", "gnutls-bin");
+    require("certtool", "gnutls-bin");
+    let dir = TempDir::new("nbdx509");
+    let keys = dir.path().join("keys");
+    let o = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/gen-tls-keys.sh"
+        ))
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "gen-tls-keys.sh: {o:?}");
+    let pki = keys.join("pki");
+    let want = read_all_with(DEBIAN_NBDKIT, &["pattern", "1M"]);
+    let certs_opt = format!("--tls-certificates={}", pki.display());
+    let certs = format!("tls-certificates={}", pki.display());
+    for back_bin in [BIN, DEBIAN_NBDKIT] {
+        let back = Server::start_bin(
+            std::path::Path::new(back_bin),
+            &["--tls=require", &certs_opt, "pattern", "1M"],
+        );
+        let sock = format!("socket={}", back.sock.display());
+        for front in [BIN, DEBIAN_NBDKIT] {
+            for extra in ["tls=require", "tls-verify=false"] {
+                let args = ["nbd", &sock, &certs, extra];
+                assert!(
+                    read_all_with(front, &args) == want,
+                    "{front} over {back_bin} {args:?}"
+                );
+            }
+        }
+    }
+    bad(&["nbd", "socket=/x", "tls-verify=perhaps"], "tls-verify");
 }

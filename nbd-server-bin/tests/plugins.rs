@@ -288,7 +288,13 @@ fn nbd_proxies_to_another_server() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "12345\n12345\n");
-    bad(&["nbd", "uri=nbds://localhost/"], "TLS");
+    bad(
+        &[
+            "nbd",
+            "uri=nbds://alice@localhost/?tls-psk-file=/nonexistent/k",
+        ],
+        "local file access",
+    );
     bad(&["nbd", "uri=http://localhost/"], "scheme");
     bad(&["nbd"], "required");
     // A missing server is found when a client connects, as in nbdkit.

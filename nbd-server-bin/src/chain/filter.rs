@@ -32,6 +32,13 @@ pub trait Filter: Send + Sync {
         false
     }
 
+    /// Whether this filter serves one connection at a time (nbdkit's
+    /// SERIALIZE_CONNECTIONS thread model): the server then lets the next
+    /// client in, greeting and all, only once the one before has gone.
+    fn serializes_connections(&self) -> bool {
+        false
+    }
+
     /// A client connected, before any byte of the handshake.
     fn preconnect(&self, next: &Below<'_>, info: &ConnectionInfo) -> Result<()> {
         next.preconnect(info)

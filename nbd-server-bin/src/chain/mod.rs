@@ -41,6 +41,9 @@ pub struct Chain {
     /// The lowest thread model of the plugin and the filters (nbdkit's
     /// THREAD_MODEL_* numbers), as `build::check_thread_model` found it.
     thread_model: i32,
+    /// Held by the connection being served when a layer serves one
+    /// connection at a time.
+    one_connection: parking_lot::Mutex<()>,
 }
 
 impl Chain {
@@ -50,6 +53,7 @@ impl Chain {
             filters,
             plugin,
             thread_model: crate::cplugin::THREAD_MODEL_PARALLEL,
+            one_connection: parking_lot::Mutex::new(()),
         }
     }
 
@@ -66,6 +70,20 @@ impl Chain {
     /// depend on it.
     pub fn parallel_requests(&self) -> bool {
         self.thread_model >= crate::cplugin::THREAD_MODEL_PARALLEL
+    }
+
+    /// A new connection's turn: when a layer serves one connection at a
+    /// time, waits until the one before has gone and holds the turn (drop
+    /// it once the connection is closed). As in nbdkit, this comes before
+    /// preconnect and the greeting, so a waiting client sees nothing yet.
+    pub fn connection_turn(&self) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        // The chain's thread model covers C plugins and filters and the
+        // script plugins; the layers' own say covers built-in ones whose
+        // rule depends on their parameters (noparallel).
+        let one = self.thread_model <= crate::cplugin::THREAD_MODEL_SERIALIZE_CONNECTIONS
+            || self.plugin.serializes_connections()
+            || self.filters.iter().any(|f| f.serializes_connections());
+        one.then(|| self.one_connection.lock())
     }
 
     /// A chain of the plugin alone.

@@ -40,6 +40,12 @@ pub trait Plugin: Send + Sync {
         false
     }
 
+    /// Whether this plugin serves one connection at a time (see
+    /// [`super::Filter::serializes_connections`]).
+    fn serializes_connections(&self) -> bool {
+        false
+    }
+
     /// A client connected, before any byte of the handshake; `Err` closes
     /// the connection.
     fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {

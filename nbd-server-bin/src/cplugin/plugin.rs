@@ -222,6 +222,10 @@ impl Plugin for CPlugin {
         }
     }
 
+    fn serializes_connections(&self) -> bool {
+        self.model == THREAD_MODEL_SERIALIZE_CONNECTIONS
+    }
+
     fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         if self.model == THREAD_MODEL_SERIALIZE_CONNECTIONS {
             let mut busy = self.connection_busy.lock();

@@ -78,6 +78,10 @@ impl NoParallel {
 }
 
 impl Filter for NoParallel {
+    fn serializes_connections(&self) -> bool {
+        self.mode == Mode::Connections
+    }
+
     fn open(
         self: Arc<Self>,
         info: &ConnectionInfo,

@@ -34,6 +34,8 @@ pub mod linuxdisk;
 mod made_image;
 pub mod memory;
 pub mod nbd;
+mod nbd_connect;
+mod nbd_tls;
 pub mod null;
 pub mod ondemand;
 mod one_partition;
@@ -139,7 +141,11 @@ mod tests {
             ),
             ("data.rs", include_str!("data.rs"), &["data"]),
             ("split.rs", include_str!("split.rs"), &["split"]),
-            ("nbd.rs", include_str!("nbd.rs"), &["nbd"]),
+            (
+                "nbd.rs",
+                concat!(include_str!("nbd.rs"), include_str!("nbd_tls.rs")),
+                &["nbd"],
+            ),
             ("curl.rs", include_str!("curl.rs"), &["curl"]),
             ("info.rs", include_str!("info.rs"), &["info"]),
             ("tmpdisk.rs", include_str!("tmpdisk.rs"), &["tmpdisk"]),

@@ -1,9 +1,17 @@
 //! The nbd plugin: a proxy to another NBD server, through nbd-core's
 //! client state machine driven over a blocking socket.
 //!
-//! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, or `uri=` (magic
-//! key; `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`,
-//! TLS schemes are refused); `export=NAME`. As in nbdkit, each client
+//! Target: `socket=PATH`, `hostname=HOST [port=PORT]`, `vsock=CID
+//! [port=PORT]`, or `uri=` (magic key; `nbd://host[:port]/export`,
+//! `nbd+unix:///export?socket=PATH` or `nbd+vsock://CID[:PORT]/export`;
+//! TLS schemes are refused); `export=NAME`; `tls=`, `tls-psk=`,
+//! `tls-username=`, `tls-certificates=` and `tls-verify=` for TLS with the
+//! server (see nbd_tls.rs). `command=PROG [arg=ARG]...`
+//! runs the server with a listening socket handed over by systemd socket
+//! activation (fd 3, `LISTEN_PID`, `LISTEN_FDS=1`), and `socket-fd=FD`
+//! uses a socket already connected that this process inherited; both
+//! make one connection, shared by every client, once the server is in its
+//! final process (after daemonising), as nbdkit does. As in nbdkit, each client
 //! connection gets its own connection to the server, made when the client
 //! opens its export (so this server may start before the one it forwards
 //! to; bad parameters are still refused at start-up) and remade if it
@@ -14,7 +22,7 @@
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Write};
-use std::os::unix::io::OwnedFd;
+use std::os::unix::io::{FromRawFd, OwnedFd, RawFd};
 
 use parking_lot::Mutex;
 
@@ -26,6 +34,7 @@ use crate::params::Params;
 
 use std::sync::Arc;
 
+use super::nbd_tls::{Settings as TlsSettings, UriTls};
 use super::PluginSpec;
 use crate::chain::Plugin;
 
@@ -36,7 +45,17 @@ pub const PLUGIN: PluginSpec = PluginSpec {
         ("uri", "the NBD URI of the server to forward to"),
         ("socket", "the Unix socket of the server"),
         ("hostname", "the host name of the server"),
-        ("port", "the TCP port of the server"),
+        ("port", "the TCP or vsock port of the server"),
+        ("vsock", "the AF_VSOCK CID of the server"),
+        (
+            "command",
+            "run this NBD server, with a socket handed over by socket activation",
+        ),
+        ("arg", "an argument of command= (repeated, in order)"),
+        (
+            "socket-fd",
+            "an inherited file descriptor connected to the server",
+        ),
         ("export", "the export name to ask for"),
         (
             "retry",
@@ -46,9 +65,19 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             "shared",
             "true: one connection made at start-up, shared by every client",
         ),
+        ("tls", "TLS with the server: off, on or require"),
         (
-            "tls",
-            "whether to use TLS with the server (only off is supported)",
+            "tls-psk",
+            "the Pre-Shared Keys file for TLS with the server",
+        ),
+        ("tls-username", "the user name whose key tls-psk= holds"),
+        (
+            "tls-certificates",
+            "X.509 certificates for TLS with the server (not supported yet)",
+        ),
+        (
+            "tls-verify",
+            "check the server's certificate (X.509: not supported yet)",
         ),
     ],
     open: |p, ro| Ok(Arc::new(NbdPlugin::configure(p, ro)?)),
@@ -58,17 +87,28 @@ pub const PLUGIN: PluginSpec = PluginSpec {
 pub enum Target {
     Unix(String),
     Tcp(String, u16),
+    /// AF_VSOCK: CID and port.
+    Vsock(u32, u32),
+    /// command= and its arg=s: a server this plugin runs (once).
+    Command(Vec<String>),
+    /// socket-fd=: a connection this process inherited (used once).
+    Fd(RawFd),
 }
 
-/// Parses an `nbd://` or `nbd+unix://` URI into (target, export) with
-/// the one URI parser the library uses too (`nbd_core::uri`). TLS and
-/// vsock URIs are well formed but not something this plugin can do yet.
+impl Target {
+    /// Whether a connection can be made again (not to a command's server,
+    /// whose socket is gone after the first connection, nor over an
+    /// inherited descriptor).
+    fn reconnectable(&self) -> bool {
+        !matches!(self, Target::Command(_) | Target::Fd(_))
+    }
+}
+
+/// Parses an NBD URI into (target, export) with the one URI parser the
+/// library uses too (`nbd_core::uri`); [`uri_tls`] gives its TLS part.
 pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
     use nbd_core::uri::{self, Endpoint};
     let u = uri::parse(uri.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
-    if u.tls {
-        return Err(format!("TLS is not supported yet: {uri}"));
-    }
     let text = |c: &std::ffi::CStr| {
         c.to_str()
             .map(str::to_string)
@@ -84,10 +124,27 @@ pub fn parse_uri(uri: &str) -> std::result::Result<(Target, String), String> {
             Target::Tcp(text(host)?, port)
         }
         Endpoint::Unix { socket } => Target::Unix(text(socket)?),
-        Endpoint::Vsock { .. } => return Err(format!("vsock is not supported yet: {uri}")),
+        Endpoint::Vsock { cid, port } => Target::Vsock(*cid, *port),
         Endpoint::Ssh(_) => return Err(format!("ssh is not supported yet: {uri}")),
     };
     Ok((target, export))
+}
+
+/// The TLS an `nbds*` URI asks for (None for a plain scheme): its
+/// `tls-psk-file=`, user (`tls-username=`, else the user part),
+/// `tls-certificates=` and `tls-verify-peer=`.
+pub fn uri_tls(uri: &str) -> std::result::Result<Option<UriTls>, String> {
+    let u = nbd_core::uri::parse(uri.as_bytes()).map_err(|e| format!("{uri}: {e}"))?;
+    if !u.tls {
+        return Ok(None);
+    }
+    let text = |c: Option<std::ffi::CString>| c.map(|c| c.to_string_lossy().into_owned());
+    Ok(Some(UriTls {
+        psk_file: text(u.tls_psk_file),
+        username: text(u.tls_username.or(u.user)),
+        certificates: text(u.tls_certificates),
+        verify: u.tls_verify_peer,
+    }))
 }
 
 /// A finished command: its buffer and the block status it received.
@@ -95,11 +152,13 @@ type Done = (Vec<u8>, Vec<(u64, u64)>);
 
 struct Conn {
     sock: File,
+    /// The TLS session over `sock`, once STARTTLS is done.
+    tls: Option<nbd_gnutls::Session>,
     client: Client<Vec<u8>>,
 }
 
 impl Conn {
-    fn connect(target: &Target, export: &str) -> Result<Conn> {
+    fn connect(target: &Target, export: &str, tls: &TlsSettings) -> Result<Conn> {
         let io = |what: &str, e: std::io::Error| {
             Error::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
@@ -116,17 +175,28 @@ impl Conn {
                 let _ = s.set_nodelay(true);
                 s.into()
             }
+            Target::Vsock(cid, port) => {
+                super::nbd_connect::vsock(*cid, *port).map_err(|e| io("vsock", e))?
+            }
+            Target::Command(argv) => {
+                super::nbd_connect::socket_activation(argv).map_err(|e| io(&argv[0], e))?
+            }
+            // SAFETY: configure checked the descriptor is open; it is
+            // taken once (the connection is shared and never remade).
+            Target::Fd(fd) => unsafe { OwnedFd::from_raw_fd(*fd) },
         };
         let config = Config {
             export_name: export.as_bytes().to_vec(),
             meta_contexts: vec![b"base:allocation".to_vec()],
+            tls: tls.mode,
             ..Config::default()
         };
         let mut c = Conn {
             sock: File::from(fd),
+            tls: None,
             client: Client::new(config),
         };
-        c.pump(|cl| cl.phase() != Phase::Connecting)?;
+        c.pump_handshake(tls)?;
         match c.client.phase() {
             Phase::Ready => Ok(c),
             _ => Err(c.dead()),
@@ -140,6 +210,35 @@ impl Conn {
         }
     }
 
+    /// The handshake, with STARTTLS when the settings ask for it.
+    fn pump_handshake(&mut self, tls: &TlsSettings) -> Result<()> {
+        use std::os::unix::io::AsRawFd;
+        loop {
+            self.pump(|cl| cl.phase() != Phase::Connecting || cl.tls_handshake_wanted())?;
+            if !self.client.tls_handshake_wanted() {
+                return Ok(());
+            }
+            let session = tls
+                .handshake(self.sock.as_raw_fd())
+                .map_err(|e| Error::new(libc::EIO, format!("nbd: {e}")))?;
+            self.tls = Some(session);
+            self.client.tls_handshake_done();
+        }
+    }
+
+    fn read_in(
+        tls: &mut Option<nbd_gnutls::Session>,
+        sock: &mut File,
+        buf: &mut [u8],
+    ) -> std::io::Result<usize> {
+        match tls {
+            None => sock.read(buf),
+            Some(s) => s
+                .recv(buf)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.errno())),
+        }
+    }
+
     /// Moves bytes until `done` holds or the connection dies.
     fn pump(&mut self, mut done: impl FnMut(&mut Client<Vec<u8>>) -> bool) -> Result<()> {
         loop {
@@ -150,7 +249,13 @@ impl Conn {
                 let n = {
                     let mut iov = [IoSlice::new(&[]); 16];
                     let k = self.client.send_bufs(&mut iov);
-                    match self.sock.write_vectored(&iov[..k]) {
+                    let r = match &mut self.tls {
+                        None => self.sock.write_vectored(&iov[..k]),
+                        Some(s) => s
+                            .send_vectored(&iov[..k], usize::MAX)
+                            .map_err(|e| std::io::Error::from_raw_os_error(e.errno())),
+                    };
+                    match r {
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
@@ -166,7 +271,7 @@ impl Conn {
                 self.client.send_done(n);
             } else if self.client.wants_read() {
                 let buf = self.client.recv_buf();
-                match self.sock.read(buf) {
+                match Self::read_in(&mut self.tls, &mut self.sock, buf) {
                     Ok(n) => self.client.recv_done(n),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -216,21 +321,38 @@ impl Conn {
     }
 }
 
+/// Ends the TLS session properly (close_notify), so the server does not
+/// see a connection cut short.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.tls {
+            let _ = s.bye();
+        }
+    }
+}
+
 /// The plugin as configured: where the server is. Connects nowhere.
 pub struct NbdPlugin {
     target: Target,
+    tls: TlsSettings,
     export: String,
     readonly: bool,
     /// retry=N: further tries, a second apart, when connecting fails.
     retry: u32,
-    /// shared=true: the one connection every client uses, made at start.
-    shared: Option<Arc<NbdConn>>,
+    /// shared=true (implied by command= and socket-fd=): one connection
+    /// for every client.
+    shared: bool,
+    /// That connection, once made: at start-up for shared=true, after
+    /// daemonising for command= and socket-fd= (the server it runs, or
+    /// the descriptor, must be the final process's).
+    shared_conn: std::sync::OnceLock<Arc<NbdConn>>,
 }
 
 /// One connection to the server: a client connection's handle (or, for
 /// xnbd-server, the one shared remote).
 pub struct NbdConn {
     target: Target,
+    tls: TlsSettings,
     export: String,
     readonly: bool,
     conn: Mutex<Option<Conn>>,
@@ -244,6 +366,10 @@ impl NbdPlugin {
         let socket = p.take("socket");
         let host = p.take("hostname");
         let port = p.take("port");
+        let vsock = p.take("vsock");
+        let command = p.take("command");
+        let args = p.take_all("arg");
+        let socket_fd = p.take("socket-fd");
         let export = p.take("export");
         let retry = p
             .take_with("retry", |v| {
@@ -251,46 +377,93 @@ impl NbdPlugin {
                     .map_err(|_| format!("could not parse number: {v}"))
             })?
             .unwrap_or(0);
-        let shared = p.take_bool("shared")?.unwrap_or(false);
-        if p.take("tls")
-            .is_some_and(|t| t != "off" && t != "false" && t != "0")
-        {
-            return Err(p.err("TLS is not supported yet"));
+        let shared = p.take_bool("shared")?;
+        let mut tls = TlsSettings::take(p)?;
+        let ways = [
+            uri.is_some(),
+            socket.is_some(),
+            host.is_some(),
+            vsock.is_some(),
+            command.is_some(),
+            socket_fd.is_some(),
+        ];
+        let mixed = ways.iter().filter(|w| **w).count() > 1
+            || (port.is_some() && host.is_none() && vsock.is_none())
+            || (!args.is_empty() && command.is_none());
+        if mixed {
+            // nbdkit's words.
+            return Err(p.err(
+                "cannot mix Unix 'socket', TCP 'hostname'/'port', 'vsock', 'command', \
+                 'socket-fd' and 'uri' parameters",
+            ));
         }
-        let (target, uri_export) =
-            match (uri, socket, host) {
-                (Some(u), None, None) if port.is_none() => {
-                    let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
-                    (t, Some(e))
-                }
-                (None, Some(s), None) if port.is_none() => (Target::Unix(s), None),
-                (None, None, Some(h)) => {
-                    let port = match port {
-                        None => 10809,
-                        Some(pt) => pt
-                            .parse()
-                            .map_err(|_| p.err(format!("could not parse port number: {pt}")))?,
-                    };
-                    (Target::Tcp(h, port), None)
-                }
-                (None, None, None) => {
-                    return Err(p.err("one of uri=, socket= or hostname= is required"))
-                }
-                _ => return Err(p.err(
-                    "give exactly one of uri=, socket= or hostname= (port= only with hostname=)",
-                )),
+        let number = |key: &str, v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{key}: could not parse number: {v}"))
+        };
+        let (target, uri_export) = if let Some(u) = uri {
+            let (t, e) = parse_uri(&u).map_err(|e| p.err(e))?;
+            if let Some(ut) = uri_tls(&u).map_err(|e| p.err(e))? {
+                tls.require_for_uri(ut).map_err(|e| p.err(e))?;
+            }
+            (t, Some(e))
+        } else if let Some(s) = socket {
+            (Target::Unix(s), None)
+        } else if let Some(h) = host {
+            let port = match port {
+                None => 10809,
+                Some(pt) => pt
+                    .parse()
+                    .map_err(|_| p.err(format!("could not parse port number: {pt}")))?,
             };
+            (Target::Tcp(h, port), None)
+        } else if let Some(cid) = vsock {
+            let cid = number("vsock", &cid).map_err(|e| p.err(e))?;
+            let port = match port {
+                None => 10809,
+                Some(pt) => number("port", &pt).map_err(|e| p.err(e))?,
+            };
+            (Target::Vsock(cid, port), None)
+        } else if let Some(c) = command {
+            let mut argv = vec![c];
+            argv.extend(args);
+            (Target::Command(argv), None)
+        } else if let Some(fd) = socket_fd {
+            let fd = fd
+                .parse::<RawFd>()
+                .ok()
+                .filter(|fd| *fd >= 0)
+                .ok_or_else(|| p.err(format!("socket-fd: could not parse number: {fd}")))?;
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+                let e = std::io::Error::last_os_error();
+                return Err(p.err(format!("socket-fd={fd}: {e}")));
+            }
+            (Target::Fd(fd), None)
+        } else {
+            return Err(p.err(
+                "one of uri=, socket=, hostname=, vsock=, command= or socket-fd= is required",
+            ));
+        };
         let export = export.or(uri_export).unwrap_or_default();
-        let mut plugin = NbdPlugin {
+        // The name a server certificate is checked against (over TCP).
+        if let Target::Tcp(h, _) = &target {
+            tls.hostname = Some(h.clone());
+        }
+        // command= and socket-fd= can only be connected once.
+        let shared = shared.unwrap_or(false) || !target.reconnectable();
+        let plugin = NbdPlugin {
+            tls,
+            shared,
             target,
             export,
             readonly,
             retry,
-            shared: None,
+            shared_conn: std::sync::OnceLock::new(),
         };
-        if shared {
+        if shared && plugin.target.reconnectable() {
             let conn = plugin.connect().map_err(|e| e.to_string())?;
-            plugin.shared = Some(Arc::new(conn));
+            let _ = plugin.shared_conn.set(Arc::new(conn));
         }
         Ok(plugin)
     }
@@ -308,9 +481,9 @@ impl NbdPlugin {
     pub fn connect(&self) -> Result<NbdConn> {
         let mut tries = 0;
         let conn = loop {
-            match Conn::connect(&self.target, &self.export) {
+            match Conn::connect(&self.target, &self.export, &self.tls) {
                 Ok(c) => break c,
-                Err(_) if tries < self.retry => {
+                Err(_) if tries < self.retry && self.target.reconnectable() => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
@@ -323,6 +496,7 @@ impl NbdPlugin {
             })?;
         Ok(NbdConn {
             target: self.target.clone(),
+            tls: self.tls.clone(),
             export: self.export.clone(),
             readonly: self.readonly,
             conn: Mutex::new(Some(conn)),
@@ -340,9 +514,15 @@ impl NbdConn {
         let mut g = self.conn.lock();
         let live =
             matches!(&*g, Some(c) if matches!(c.client.phase(), Phase::Ready | Phase::Processing));
+        if !live && !self.target.reconnectable() {
+            return Err(Error::new(
+                libc::EIO,
+                "nbd: the connection to the server was lost",
+            ));
+        }
         if !live {
             *g = None;
-            *g = Some(Conn::connect(&self.target, &self.export)?);
+            *g = Some(Conn::connect(&self.target, &self.export, &self.tls)?);
         }
         match g.as_mut() {
             Some(conn) => conn.run(c, buf),
@@ -395,9 +575,15 @@ impl Backend for NbdConn {
     }
 
     fn reopen(&self) -> Result<()> {
+        if !self.target.reconnectable() {
+            return Err(Error::new(
+                libc::EIO,
+                "nbd: cannot reconnect to this server",
+            ));
+        }
         let mut g = self.conn.lock();
         *g = None;
-        *g = Some(Conn::connect(&self.target, &self.export)?);
+        *g = Some(Conn::connect(&self.target, &self.export, &self.tls)?);
         Ok(())
     }
 
@@ -464,9 +650,19 @@ impl Backend for NbdConn {
 /// A connection to the server for each client connection, made now; or
 /// with shared=true, the one made at start.
 impl Plugin for NbdPlugin {
+    /// command= and socket-fd= connect here, in the final process.
+    fn after_fork(&self) -> std::result::Result<(), String> {
+        if self.shared && self.shared_conn.get().is_none() {
+            let conn = self.connect().map_err(|e| e.to_string())?;
+            let _ = self.shared_conn.set(Arc::new(conn));
+        }
+        Ok(())
+    }
+
     fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-        match &self.shared {
+        match self.shared_conn.get() {
             Some(c) => Ok(Box::new(Arc::clone(c))),
+            None if self.shared => Err(Error::new(libc::EIO, "nbd: not connected yet")),
             None => Ok(Box::new(self.connect()?)),
         }
     }
@@ -498,9 +694,13 @@ mod tests {
             parse_uri("nbd+unix:///a%20b?socket=/tmp/s%3D").unwrap(),
             (Target::Unix("/tmp/s=".into()), "a b".into())
         );
-        assert!(parse_uri("nbds://h/").is_err());
+        assert!(uri_tls("nbds://h/").unwrap().is_some());
+        assert!(uri_tls("nbd://h/").unwrap().is_none());
         assert!(parse_uri("http://h/").is_err());
         assert!(parse_uri("nbd+unix:///x").is_err());
-        assert!(parse_uri("nbd+vsock://2:10809/").is_err());
+        assert_eq!(
+            parse_uri("nbd+vsock://2:10810/e").unwrap(),
+            (Target::Vsock(2, 10810), "e".into())
+        );
     }
 }
