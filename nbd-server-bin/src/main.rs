@@ -9,7 +9,7 @@
 //! own threads. Messages: see `log.rs`.
 
 use nbd_server_bin::process::signals::{self, Signals};
-use nbd_server_bin::process::{daemon, pidfile};
+use nbd_server_bin::process::{daemon, pidfile, privileges, selinux};
 use nbd_server_bin::{chain, cli, conn, cplugin, listen, log, tls};
 
 use std::ffi::CString;
@@ -68,6 +68,13 @@ fn die(msg: impl std::fmt::Display) -> ! {
     exit(1)
 }
 
+/// A message printed as it is, without the program's name (nbdkit's
+/// perror(3) messages).
+fn die_plain(msg: impl std::fmt::Display) -> ! {
+    eprintln!("{msg}");
+    exit(1)
+}
+
 /// The variables of `--run` (shell variables, not exported, as nbdkit).
 type RunVars = Vec<(&'static str, String)>;
 
@@ -123,6 +130,19 @@ fn main() {
             Ok(()) => exit(0),
             Err(e) => die(e),
         }
+    }
+    // Names are checked before anything is bound; the change itself
+    // comes after binding and forking.
+    let user = c
+        .user
+        .as_deref()
+        .map(|u| privileges::parse_user(u).unwrap_or_else(|e| die(e)));
+    let group = c
+        .group
+        .as_deref()
+        .map(|g| privileges::parse_group(g).unwrap_or_else(|e| die(e)));
+    if c.swap {
+        privileges::lock_in_memory().unwrap_or_else(|e| die(e));
     }
     // Before any thread exists: this edits the environment.
     let activated = listen::activation().unwrap_or_else(|e| die(e));
@@ -198,7 +218,14 @@ fn main() {
             (ls, Vec::new())
         }
         None => {
+            // The label goes on the listening sockets only.
+            if let Some(label) = &c.selinux_label {
+                selinux::set(label).unwrap_or_else(|e| die_plain(e));
+            }
             let (ls, mut vars) = bind(&c);
+            if c.selinux_label.is_some() {
+                selinux::clear().unwrap_or_else(|e| die_plain(e));
+            }
             tls_vars(&mut vars);
             (ls, vars)
         }
@@ -216,6 +243,9 @@ fn main() {
     } else {
         Some(daemon::fork_when_ready().unwrap_or_else(|e| die(format!("fork: {e}"))))
     };
+    // After forking, so the pid file is written as the new user (as
+    // nbdkit writes it).
+    privileges::change(user, group).unwrap_or_else(|e| die(e));
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
         match pidfile::write(&path) {
@@ -385,7 +415,13 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
             let addrs: Vec<SocketAddr> = (a.as_str(), port)
                 .to_socket_addrs()
                 .unwrap_or_else(|e| die(format!("getaddrinfo: {a}: {e}")))
+                .filter(|s| !(c.ipv4_only && s.is_ipv6() || c.ipv6_only && s.is_ipv4()))
                 .collect();
+            if addrs.is_empty() {
+                die(format!(
+                    "getaddrinfo: {a}: {port}: Name or service not known"
+                ));
+            }
             let mut ls = Vec::new();
             for addr in addrs {
                 match TcpListener::bind(addr) {
@@ -398,6 +434,14 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
                 .and_then(|l| listen::local_port(&l.0))
                 .unwrap_or(port);
             (ls, actual)
+        }
+        None if c.ipv4_only || c.ipv6_only => {
+            let (fd, actual) = listen::bind_any_of_family(port, c.ipv6_only)
+                .unwrap_or_else(|e| die(format!("bind: port {port}: {e}")));
+            (
+                listen::listen_all(vec![fd]).unwrap_or_else(|e| die(format!("listen: {e}"))),
+                actual,
+            )
         }
         // [::], plus 0.0.0.0 where IPv6 sockets are v6-only.
         None => match listen::bind_any(port) {
