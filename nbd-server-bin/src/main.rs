@@ -243,6 +243,17 @@ fn main() {
     } else {
         Some(daemon::fork_when_ready().unwrap_or_else(|e| die(format!("fork: {e}"))))
     };
+    // `--run` with `-u`/`-g`: the command keeps the identity the server
+    // started with, as nbdkit's does (it runs in nbdkit's first process),
+    // so it is started now and waits until the server is ready.
+    let run_gate = match &c.run {
+        Some(cmd) if user.is_some() || group.is_some() => {
+            // The thread that waits for it must not take the exit signals.
+            signals.block();
+            Some(run_command(cmd, &vars, true))
+        }
+        _ => None,
+    };
     // After forking, so the pid file is written as the new user (as
     // nbdkit writes it).
     privileges::change(user, group).unwrap_or_else(|e| die(e));
@@ -271,8 +282,14 @@ fn main() {
     if let Some(r) = ready {
         r.notify();
     }
-    if let Some(cmd) = &c.run {
-        run_command(cmd, &vars);
+    match (run_gate, &c.run) {
+        (Some(Some(gate)), _) => {
+            let _ = std::fs::File::from(gate).write_all(b"go\n");
+        }
+        (None, Some(cmd)) => {
+            run_command(cmd, &vars, false);
+        }
+        _ => {}
     }
     signal_loop(&signals);
 }
@@ -540,8 +557,21 @@ fn shell_quote(s: &str) -> String {
 /// `$unixsocket`, `$exportname` and, with TLS, `$tls` set as shell
 /// variables (not exported, as nbdkit). When it exits, so do we,
 /// with its status; killed by signal N: 128 + N, with a message.
-fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
+/// Starts the `--run` command. `gated`: it first waits for a line on
+/// its descriptor 3, written to the pipe returned (if the server ends
+/// first, the pipe's end makes it exit with status 1).
+fn run_command(cmd: &str, vars: &[(&'static str, String)], gated: bool) -> Option<OwnedFd> {
+    let (gate_rd, gate_wr) = if gated {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .unwrap_or_else(|e| die(format!("--run: pipe: {e}")));
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let mut script = String::new();
+    if gated {
+        script.push_str("read _ <&3 || exit 1; exec 3<&-\n");
+    }
     for (k, v) in vars {
         script.push_str(&format!("{k}={}\n", shell_quote(v)));
     }
@@ -554,8 +584,17 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
+        let gate = gate_rd.as_ref().map(|r| r.as_raw_fd());
+        command.pre_exec(move || {
             signals::unblock_all();
+            if let Some(fd) = gate {
+                // dup2 onto itself would keep close-on-exec.
+                if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -586,4 +625,6 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
         // SAFETY: kill(2) on our own pid with a signal number.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     });
+    drop(gate_rd);
+    gate_wr
 }

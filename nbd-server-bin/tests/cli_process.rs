@@ -289,3 +289,48 @@ fn selinux_label_without_selinux_fails_the_same() {
         seen[0]
     );
 }
+
+#[test]
+fn run_command_keeps_the_starting_user() {
+    if !is_root() {
+        eprintln!("SKIPPED: -u/-g need root to change to another user");
+        return;
+    }
+    require("nbdinfo", "libnbd-bin");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for bin in both() {
+        let tmp = TempDir::new("proc-run-u");
+        let sock = tmp.path().join("sock");
+        // The command's own uid, then the server's (the highest uid of
+        // the nbdkit processes started here: Debian's first process
+        // stays root while its child serves), then what a client reads.
+        let out = Command::new(bin)
+            .args(["-u", "nobody", "-g", "nogroup", "-U"])
+            .arg(&sock)
+            .args([
+                "memory",
+                "1M",
+                "--run",
+                "id -u; for p in $(pgrep -x nbdkit); do \
+                   grep -qF \"$unixsocket\" /proc/$p/cmdline && \
+                   awk '/^Uid:/ {print $2}' /proc/$p/status; done | sort -n -u | tail -1; \
+                 nbdinfo --size \"$uri\"",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}: {out:?}", bin.display());
+        let s = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "0".to_string(),
+                nobody.uid.to_string(),
+                "1048576".to_string()
+            ],
+            "{}: {out:?}",
+            bin.display()
+        );
+    }
+}
