@@ -5,10 +5,12 @@
 //! nbdkit loads its plugins: the server binary does not depend on it, and
 //! without libcurl only this plugin fails, with a clear message.
 //!
-//! Read-only: nbdkit's plugin writes only for a few protocols, and a disk
-//! image behind an HTTP server is the case people use it for. Requests run
-//! in parallel, each on an easy handle taken from a pool (so connections
-//! are kept alive and reused).
+//! Writes are uploads of the range written, as nbdkit does them: for HTTP
+//! a PUT with a `Content-Range: bytes FIRST-LAST/LENGTH` header (which
+//! few servers understand: use `-r` for the others). Requests run in
+//! parallel, each on an easy handle taken from a pool (so connections
+//! are kept alive and reused). Headers and cookies can come from scripts
+//! (`curl_scripts.rs`).
 
 use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
 use std::sync::OnceLock;
@@ -20,6 +22,7 @@ use crate::params::Params;
 
 use std::sync::Arc;
 
+use super::curl_scripts::Script;
 use super::PluginSpec;
 use crate::chain::Plugin;
 
@@ -29,8 +32,23 @@ pub const PLUGIN: PluginSpec = PluginSpec {
     params: &[
         ("url", "the HTTP, HTTPS or FTP URL of the disk"),
         ("header", "an extra request header (may be repeated)"),
+        ("header-script", "a script printing the request headers"),
+        (
+            "header-script-renew",
+            "rerun header-script after this many seconds",
+        ),
+        ("cookie", "the cookie to send (COOKIE, +FILE, -FD or -)"),
+        ("cookie-script", "a script printing the cookie to send"),
+        (
+            "cookie-script-renew",
+            "rerun cookie-script after this many seconds",
+        ),
+        ("protocols", "the protocols allowed, comma-separated"),
         ("user", "the user name to log in with"),
-        ("password", "the password to log in with"),
+        (
+            "password",
+            "the password to log in with (PASSWORD, +FILE, -FD or -)",
+        ),
         ("proxy", "the proxy to go through"),
         ("cainfo", "the CA certificate file"),
         ("capath", "the directory of CA certificates"),
@@ -49,6 +67,14 @@ pub const PLUGIN: PluginSpec = PluginSpec {
 // libcurl's option and info numbers (curl/curl.h): a type base plus an
 // index, fixed by its ABI.
 const CURLOPT_WRITEDATA: c_int = 10001;
+const CURLOPT_READDATA: c_int = 10009;
+const CURLOPT_COOKIE: c_int = 10022;
+const CURLOPT_UPLOAD: c_int = 46;
+const CURLOPT_HTTPGET: c_int = 80;
+const CURLOPT_READFUNCTION: c_int = 20012;
+const CURLOPT_INFILESIZE_LARGE: c_int = 30115;
+const CURLOPT_PROTOCOLS: c_int = 181;
+const CURLOPT_REDIR_PROTOCOLS: c_int = 182;
 const CURLOPT_URL: c_int = 10002;
 const CURLOPT_PROXY: c_int = 10004;
 const CURLOPT_RANGE: c_int = 10007;
@@ -73,6 +99,56 @@ const CURL_GLOBAL_DEFAULT: c_long = 3;
 
 type Curl = *mut c_void;
 type WriteFn = extern "C" fn(*const c_char, usize, usize, *mut c_void) -> usize;
+type ReadFn = extern "C" fn(*mut c_char, usize, usize, *mut c_void) -> usize;
+
+/// The names `protocols=` takes, with libcurl's CURLPROTO_* bits.
+const PROTOCOLS: &[(&str, c_long)] = &[
+    ("http", 1 << 0),
+    ("https", 1 << 1),
+    ("ftp", 1 << 2),
+    ("ftps", 1 << 3),
+    ("scp", 1 << 4),
+    ("sftp", 1 << 5),
+    ("telnet", 1 << 6),
+    ("ldap", 1 << 7),
+    ("ldaps", 1 << 8),
+    ("dict", 1 << 9),
+    ("file", 1 << 10),
+    ("tftp", 1 << 11),
+    ("imap", 1 << 12),
+    ("imaps", 1 << 13),
+    ("pop3", 1 << 14),
+    ("pop3s", 1 << 15),
+    ("smtp", 1 << 16),
+    ("smtps", 1 << 17),
+    ("rtsp", 1 << 18),
+    ("rtmp", 1 << 19),
+    ("rtmpt", 1 << 20),
+    ("rtmpe", 1 << 21),
+    ("rtmpte", 1 << 22),
+    ("rtmps", 1 << 23),
+    ("rtmpts", 1 << 24),
+    ("gopher", 1 << 25),
+    ("smb", 1 << 26),
+    ("smbs", 1 << 27),
+    ("mqtt", 1 << 28),
+];
+
+/// `protocols=http,https`: the bit mask; errors in nbdkit's words.
+fn parse_protocols(v: &str) -> std::result::Result<c_long, String> {
+    let mut mask = 0;
+    for name in v.split(',').filter(|n| !n.is_empty()) {
+        let (_, bit) = PROTOCOLS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or(format!("protocols: protocol name not found: {name}"))?;
+        mask |= bit;
+    }
+    if mask == 0 {
+        return Err("protocols: empty list of protocols is not allowed".into());
+    }
+    Ok(mask)
+}
 
 /// The part of libcurl's API the plugin uses, resolved from libcurl.so.4.
 struct Lib {
@@ -139,6 +215,8 @@ struct Settings {
     cainfo: Option<CString>,
     capath: Option<CString>,
     unix_socket_path: Option<CString>,
+    cookie: Option<CString>,
+    protocols: Option<c_long>,
     /// Kept alive for the handles that point at it (a curl_slist).
     headers: *mut c_void,
     sslverify: bool,
@@ -147,8 +225,15 @@ struct Settings {
     timeout: c_long,
 }
 
-/// An easy handle, cleaned up when dropped.
-struct Easy(Curl);
+/// An easy handle, cleaned up when dropped, with what the scripts last
+/// gave it (libcurl keeps a pointer to the header list, so each handle
+/// owns its copy).
+struct Easy {
+    c: Curl,
+    script_headers: *mut c_void,
+    /// The scripts' output this handle has: `Scripts::generation`.
+    generation: u64,
+}
 
 // SAFETY: an easy handle is used by one thread at a time (it lives in the
 // pool or in the one request using it); libcurl allows moving it between
@@ -158,16 +243,31 @@ unsafe impl Send for Easy {}
 impl Drop for Easy {
     fn drop(&mut self) {
         if let Ok(l) = lib() {
-            // SAFETY: a handle from curl_easy_init, cleaned up once.
-            unsafe { (l.easy_cleanup)(self.0) };
+            // SAFETY: a handle from curl_easy_init, cleaned up once,
+            // then the list it pointed at.
+            unsafe {
+                (l.easy_cleanup)(self.c);
+                if !self.script_headers.is_null() {
+                    (l.slist_free_all)(self.script_headers);
+                }
+            }
         }
     }
+}
+
+/// `header-script` and `cookie-script`, shared by every handle.
+struct Scripts {
+    header: Option<Script>,
+    cookie: Option<Script>,
+    /// Bumped at each run, so each handle knows whether it is current.
+    generation: u64,
 }
 
 pub struct CurlPlugin {
     s: Settings,
     size: u64,
     pool: Mutex<Vec<Easy>>,
+    scripts: Option<Mutex<Scripts>>,
 }
 
 // SAFETY: `headers` is written once at open and only read afterwards
@@ -207,6 +307,38 @@ extern "C" fn write_cb(data: *const c_char, size: usize, n: usize, user: *mut c_
     len
 }
 
+/// Where an upload's data comes from: the caller's buffer, in order.
+struct Source<'a> {
+    buf: &'a [u8],
+    sent: usize,
+}
+
+extern "C" fn read_cb(data: *mut c_char, size: usize, n: usize, user: *mut c_void) -> usize {
+    let room = size.saturating_mul(n);
+    // SAFETY: user is the Source passed with CURLOPT_READDATA for this
+    // transfer; data has room for `room` bytes, per libcurl's contract.
+    let src = unsafe { &mut *user.cast::<Source>() };
+    let len = room.min(src.buf.len() - src.sent);
+    // SAFETY: as above; the two buffers do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(src.buf[src.sent..].as_ptr(), data.cast::<u8>(), len) };
+    src.sent += len;
+    len
+}
+
+fn secret(key: &str, v: String) -> std::result::Result<CString, String> {
+    let bytes = crate::password::read_password(&v)?;
+    CString::new(bytes).map_err(|_| format!("curl: {key} contains a NUL byte"))
+}
+
+fn renew_secs(p: &mut Params, key: &str) -> std::result::Result<u64, String> {
+    Ok(p.take_with(key, |v| {
+        v.parse::<u32>()
+            .map(u64::from)
+            .map_err(|_| format!("could not parse number: {v}"))
+    })?
+    .unwrap_or(0))
+}
+
 impl CurlPlugin {
     pub fn open(p: &mut Params) -> std::result::Result<CurlPlugin, String> {
         let url = p.take("url").ok_or("curl: the url parameter is required")?;
@@ -220,10 +352,44 @@ impl CurlPlugin {
             // SAFETY: curl_slist_append copies the string.
             headers = unsafe { (l.slist_append)(headers, h.as_ptr()) };
         }
+        let header_script = p.take("header-script");
+        let header_renew = renew_secs(p, "header-script-renew")?;
+        let cookie_script = p.take("cookie-script");
+        let cookie_renew = renew_secs(p, "cookie-script-renew")?;
+        let cookie = p.take("cookie").map(|v| secret("cookie", v)).transpose()?;
+        if !headers.is_null() && header_script.is_some() {
+            return Err("header and header-script cannot be used at the same time".into());
+        }
+        if header_script.is_none() && header_renew > 0 {
+            return Err("header-script-renew cannot be used without header-script".into());
+        }
+        if cookie.is_some() && cookie_script.is_some() {
+            return Err("cookie and cookie-script cannot be used at the same time".into());
+        }
+        if cookie_script.is_none() && cookie_renew > 0 {
+            return Err("cookie-script-renew cannot be used without cookie-script".into());
+        }
+        let scripts = (header_script.is_some() || cookie_script.is_some()).then(|| {
+            Mutex::new(Scripts {
+                header: header_script
+                    .map(|sc| Script::new("header-script", sc, header_renew, &url)),
+                cookie: cookie_script
+                    .map(|sc| Script::new("cookie-script", sc, cookie_renew, &url)),
+                generation: 0,
+            })
+        });
         let s = Settings {
             url: cstring("url", url)?,
             user: opt(p, "user")?,
-            password: opt(p, "password")?,
+            password: p
+                .take("password")
+                .map(|v| secret("password", v))
+                .transpose()?,
+            cookie,
+            protocols: p
+                .take("protocols")
+                .map(|v| parse_protocols(&v))
+                .transpose()?,
             proxy: opt(p, "proxy")?,
             cainfo: opt(p, "cainfo")?,
             capath: opt(p, "capath")?,
@@ -245,6 +411,7 @@ impl CurlPlugin {
             s,
             size: 0,
             pool: Mutex::new(Vec::new()),
+            scripts,
         };
         plugin.size = plugin
             .content_length()
@@ -258,9 +425,13 @@ impl CurlPlugin {
             return Ok(e);
         }
         let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
-        // SAFETY: plain constructor; checked for NULL.
-        let e = Easy(unsafe { (l.easy_init)() });
-        if e.0.is_null() {
+        let e = Easy {
+            // SAFETY: plain constructor; checked for NULL.
+            c: unsafe { (l.easy_init)() },
+            script_headers: std::ptr::null_mut(),
+            generation: 0,
+        };
+        if e.c.is_null() {
             return Err(Error::new(libc::ENOMEM, "curl: curl_easy_init failed"));
         }
         let s = &self.s;
@@ -268,8 +439,8 @@ impl CurlPlugin {
         // it; the strings and the header list outlive the handle (they
         // belong to the plugin, which owns the pool).
         unsafe {
-            let set_str = |o: c_int, v: &CString| (l.easy_setopt)(e.0, o, v.as_ptr());
-            let set_long = |o: c_int, v: c_long| (l.easy_setopt)(e.0, o, v);
+            let set_str = |o: c_int, v: &CString| (l.easy_setopt)(e.c, o, v.as_ptr());
+            let set_long = |o: c_int, v: c_long| (l.easy_setopt)(e.c, o, v);
             set_str(CURLOPT_URL, &s.url);
             for (o, v) in [
                 (CURLOPT_USERNAME, &s.user),
@@ -283,8 +454,16 @@ impl CurlPlugin {
                     set_str(o, v);
                 }
             }
+            if let Some(c) = &s.cookie {
+                set_str(CURLOPT_COOKIE, c);
+            }
+            if let Some(mask) = s.protocols {
+                // Redirects too may only lead to these protocols.
+                set_long(CURLOPT_PROTOCOLS, mask);
+                set_long(CURLOPT_REDIR_PROTOCOLS, mask);
+            }
             if !s.headers.is_null() {
-                (l.easy_setopt)(e.0, CURLOPT_HTTPHEADER, s.headers);
+                (l.easy_setopt)(e.c, CURLOPT_HTTPHEADER, s.headers);
             }
             set_long(CURLOPT_SSL_VERIFYPEER, c_long::from(s.sslverify));
             set_long(CURLOPT_SSL_VERIFYHOST, if s.sslverify { 2 } else { 0 });
@@ -299,10 +478,58 @@ impl CurlPlugin {
         Ok(e)
     }
 
+    /// Runs the header and cookie scripts if they are due, and gives the
+    /// handle their latest output (nbdkit does this before each request).
+    fn apply_scripts(&self, e: &mut Easy) -> Result<()> {
+        let Some(scripts) = &self.scripts else {
+            return Ok(());
+        };
+        let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
+        let mut guard = scripts.lock();
+        let sc = &mut *guard;
+        let mut ran = false;
+        for script in [&mut sc.header, &mut sc.cookie].into_iter().flatten() {
+            ran |= script.refresh().map_err(|m| Error::new(libc::EIO, m))?;
+        }
+        if ran {
+            sc.generation += 1;
+        }
+        if e.generation == sc.generation && sc.generation > 0 {
+            return Ok(());
+        }
+        // SAFETY: the handle's own list is replaced (libcurl is told
+        // first), and the cookie string is copied by libcurl.
+        unsafe {
+            if let Some(h) = &sc.header {
+                let mut list = std::ptr::null_mut();
+                for line in &h.lines {
+                    if let Ok(line) = CString::new(line.as_str()) {
+                        list = (l.slist_append)(list, line.as_ptr());
+                    }
+                }
+                (l.easy_setopt)(e.c, CURLOPT_HTTPHEADER, list);
+                if !e.script_headers.is_null() {
+                    (l.slist_free_all)(e.script_headers);
+                }
+                e.script_headers = list;
+            }
+            if let Some(c) = &sc.cookie {
+                let cookie = c.lines.first().and_then(|l| CString::new(l.as_str()).ok());
+                (l.easy_setopt)(
+                    e.c,
+                    CURLOPT_COOKIE,
+                    cookie.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                );
+            }
+        }
+        e.generation = sc.generation;
+        Ok(())
+    }
+
     fn perform(&self, e: &Easy, what: &str) -> Result<()> {
         let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
         // SAFETY: a handle set up by `handle`.
-        let r = unsafe { (l.easy_perform)(e.0) };
+        let r = unsafe { (l.easy_perform)(e.c) };
         if r != 0 {
             // SAFETY: curl_easy_strerror returns a static string.
             let why = unsafe { CStr::from_ptr((l.easy_strerror)(r)) };
@@ -318,18 +545,19 @@ impl CurlPlugin {
     /// protocol).
     fn content_length(&self) -> Result<u64> {
         let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
-        let e = self.handle()?;
+        let mut e = self.handle()?;
+        self.apply_scripts(&mut e)?;
         // SAFETY: options and info of the types libcurl documents.
         let len = unsafe {
-            (l.easy_setopt)(e.0, CURLOPT_NOBODY, 1 as c_long);
+            (l.easy_setopt)(e.c, CURLOPT_NOBODY, 1 as c_long);
             self.perform(&e, &format!("{}", self.s.url.to_string_lossy()))?;
             let mut len: i64 = -1;
             (l.easy_getinfo)(
-                e.0,
+                e.c,
                 CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
                 &mut len as *mut i64,
             );
-            (l.easy_setopt)(e.0, CURLOPT_NOBODY, 0 as c_long);
+            (l.easy_setopt)(e.c, CURLOPT_NOBODY, 0 as c_long);
             len
         };
         if len < 0 {
@@ -357,19 +585,59 @@ impl Drop for CurlPlugin {
     }
 }
 
-impl Backend for CurlPlugin {
-    fn size(&self) -> Result<u64> {
-        Ok(self.size)
-    }
-    fn can_multi_conn(&self) -> Result<bool> {
-        Ok(true)
-    }
-    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+impl CurlPlugin {
+    /// Uploads `buf` as the range at `offset` (for HTTP: a PUT with a
+    /// Content-Range header, which libcurl makes from the range).
+    fn upload(&self, buf: &[u8], offset: u64) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
         let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
-        let e = self.handle()?;
+        let mut e = self.handle()?;
+        self.apply_scripts(&mut e)?;
+        let range = CString::new(format!("{}-{}", offset, offset + buf.len() as u64 - 1))
+            .expect("digits and a dash");
+        let mut src = Source { buf, sent: 0 };
+        // SAFETY: the callback, its data and the range live until perform
+        // returns; all are reset before the handle goes back to the pool.
+        let r = unsafe {
+            (l.easy_setopt)(e.c, CURLOPT_UPLOAD, 1 as c_long);
+            (l.easy_setopt)(e.c, CURLOPT_INFILESIZE_LARGE, buf.len() as i64);
+            (l.easy_setopt)(e.c, CURLOPT_RANGE, range.as_ptr());
+            (l.easy_setopt)(e.c, CURLOPT_READFUNCTION, read_cb as ReadFn);
+            (l.easy_setopt)(
+                e.c,
+                CURLOPT_READDATA,
+                &mut src as *mut Source as *mut c_void,
+            );
+            let r = self.perform(&e, "write");
+            (l.easy_setopt)(e.c, CURLOPT_UPLOAD, 0 as c_long);
+            (l.easy_setopt)(e.c, CURLOPT_RANGE, std::ptr::null::<c_char>());
+            (l.easy_setopt)(e.c, CURLOPT_READDATA, std::ptr::null_mut::<c_void>());
+            r
+        };
+        r?;
+        if src.sent != buf.len() {
+            return Err(Error::new(
+                libc::EIO,
+                format!(
+                    "curl: short write: {} of {} bytes at offset {offset}",
+                    src.sent,
+                    buf.len()
+                ),
+            ));
+        }
+        self.pool.lock().push(e);
+        Ok(())
+    }
+
+    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
+        let mut e = self.handle()?;
+        self.apply_scripts(&mut e)?;
         let range = CString::new(format!("{}-{}", offset, offset + buf.len() as u64 - 1))
             .expect("digits and a dash");
         let mut sink = Sink {
@@ -381,16 +649,18 @@ impl Backend for CurlPlugin {
         // the range string too. Both are reset before the handle goes back
         // to the pool.
         let r = unsafe {
-            (l.easy_setopt)(e.0, CURLOPT_RANGE, range.as_ptr());
-            (l.easy_setopt)(e.0, CURLOPT_WRITEFUNCTION, write_cb as WriteFn);
+            // A GET again, after an upload on this handle.
+            (l.easy_setopt)(e.c, CURLOPT_HTTPGET, 1 as c_long);
+            (l.easy_setopt)(e.c, CURLOPT_RANGE, range.as_ptr());
+            (l.easy_setopt)(e.c, CURLOPT_WRITEFUNCTION, write_cb as WriteFn);
             (l.easy_setopt)(
-                e.0,
+                e.c,
                 CURLOPT_WRITEDATA,
                 &mut sink as *mut Sink as *mut c_void,
             );
             let r = self.perform(&e, "read");
-            (l.easy_setopt)(e.0, CURLOPT_RANGE, std::ptr::null::<c_char>());
-            (l.easy_setopt)(e.0, CURLOPT_WRITEDATA, std::ptr::null_mut::<c_void>());
+            (l.easy_setopt)(e.c, CURLOPT_RANGE, std::ptr::null::<c_char>());
+            (l.easy_setopt)(e.c, CURLOPT_WRITEDATA, std::ptr::null_mut::<c_void>());
             r
         };
         if sink.overflow {
@@ -415,7 +685,7 @@ impl Backend for CurlPlugin {
         }
         let mut code: c_long = 0;
         // SAFETY: CURLINFO_RESPONSE_CODE takes a long *.
-        unsafe { (l.easy_getinfo)(e.0, CURLINFO_RESPONSE_CODE, &mut code as *mut c_long) };
+        unsafe { (l.easy_getinfo)(e.c, CURLINFO_RESPONSE_CODE, &mut code as *mut c_long) };
         // 206 Partial Content for HTTP; 0 for protocols without codes
         // (file://); a 200 with exactly the right length is a whole-image
         // read.
@@ -433,9 +703,37 @@ impl Backend for CurlPlugin {
     }
 }
 
-/// The same disk for every connection.
+/// One client's view of the disk: the same for every connection, but
+/// multi-conn only when read-only (HTTP has nothing to flush, so writes
+/// on one connection are not known to be visible on another).
+struct CurlConnection {
+    plugin: Arc<CurlPlugin>,
+    readonly: bool,
+}
+
+impl Backend for CurlConnection {
+    fn size(&self) -> Result<u64> {
+        Ok(self.plugin.size)
+    }
+    fn can_multi_conn(&self) -> Result<bool> {
+        Ok(self.readonly)
+    }
+    fn can_write(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn pread(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.plugin.read(buf, offset)
+    }
+    fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
+        self.plugin.upload(buf, offset)
+    }
+}
+
 impl Plugin for CurlPlugin {
-    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
-        Ok(Box::new(self))
+    fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(CurlConnection {
+            plugin: self,
+            readonly: info.readonly,
+        }))
     }
 }
