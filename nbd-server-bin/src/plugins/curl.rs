@@ -137,7 +137,12 @@ const PROTOCOLS: &[(&str, c_long)] = &[
 /// `protocols=http,https`: the bit mask; errors in nbdkit's words.
 fn parse_protocols(v: &str) -> std::result::Result<c_long, String> {
     let mut mask = 0;
-    for name in v.split(',').filter(|n| !n.is_empty()) {
+    // One trailing comma is allowed; any other empty name is not found.
+    let mut names: Vec<&str> = v.split(',').collect();
+    if names.last() == Some(&"") {
+        names.pop();
+    }
+    for name in names {
         let (_, bit) = PROTOCOLS
             .iter()
             .find(|(n, _)| *n == name)
