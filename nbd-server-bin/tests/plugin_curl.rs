@@ -371,6 +371,8 @@ fn bad_arguments_fail_the_same() {
         &["protocols="],
         &["protocols=http,,nope"],
         &["password=+/nonexistent/pw"],
+        &["cookiefile=-"],
+        &["cookiejar=-"],
     ] {
         let mut outs = Vec::new();
         for bin in both() {
@@ -402,4 +404,48 @@ fn bad_arguments_fail_the_same() {
             assert_eq!(outs[0], outs[1], "{args:?}");
         }
     }
+}
+
+#[test]
+fn cookie_file_user_agent_and_connection_settings() {
+    let mut seen = Vec::new();
+    for bin in both() {
+        let tmp = TempDir::new("curl-settings");
+        let http = Http::start(tmp.path());
+        // A cookie file in the Netscape format libcurl reads.
+        let jar = tmp.path().join("cookies.txt");
+        std::fs::write(&jar, "127.0.0.1\tFALSE\t/\tFALSE\t0\tfrom\tfile\n").unwrap();
+        let cookiefile = format!("cookiefile={}", jar.display());
+        let srv = Nbdkit::start(
+            bin,
+            tmp.path(),
+            "",
+            &[
+                "curl",
+                &http.url(),
+                &cookiefile,
+                "user-agent=nbd-test/1",
+                "tcp-keepalive=true",
+                "tcp-nodelay=false",
+                "ssl-version=tlsv1.2",
+                "proxy-user=nobody",
+            ],
+        );
+        let mut c = srv.client();
+        assert_eq!(
+            c.read(4096, 512),
+            pattern(DISK_SIZE, 3)[4096..4608].to_vec()
+        );
+        c.disconnect();
+        let reqs = without_ranges(&http.requests());
+        for (m, h) in &reqs {
+            assert!(h.contains(&"Cookie: from=file".to_string()), "{m} {h:?}");
+            assert!(
+                h.contains(&"User-Agent: nbd-test/1".to_string()),
+                "{m} {h:?}"
+            );
+        }
+        seen.push(reqs);
+    }
+    assert_eq!(seen[0], seen[1]);
 }

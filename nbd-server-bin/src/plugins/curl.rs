@@ -44,6 +44,27 @@ pub const PLUGIN: PluginSpec = PluginSpec {
             "rerun cookie-script after this many seconds",
         ),
         ("protocols", "the protocols allowed, comma-separated"),
+        (
+            "cookiefile",
+            "cookies to start with (empty: none, but keep those received)",
+        ),
+        ("cookiejar", "a file of cookies, read and written back"),
+        ("proxy-user", "the user name at the proxy"),
+        (
+            "proxy-password",
+            "the password at the proxy (PASSWORD, +FILE, -FD or -)",
+        ),
+        (
+            "ssl-version",
+            "tlsv1, sslv2, sslv3, tlsv1.0, tlsv1.1, tlsv1.2 or tlsv1.3",
+        ),
+        ("ssl-cipher-list", "the TLS cipher suites, colon-separated"),
+        (
+            "tls13-ciphers",
+            "the TLS 1.3 cipher suites, colon-separated",
+        ),
+        ("tcp-keepalive", "whether to send TCP keepalives"),
+        ("user-agent", "the User-Agent header"),
         ("user", "the user name to log in with"),
         (
             "password",
@@ -73,6 +94,15 @@ const CURLOPT_UPLOAD: c_int = 46;
 const CURLOPT_HTTPGET: c_int = 80;
 const CURLOPT_READFUNCTION: c_int = 20012;
 const CURLOPT_INFILESIZE_LARGE: c_int = 30115;
+const CURLOPT_USERAGENT: c_int = 10018;
+const CURLOPT_COOKIEFILE: c_int = 10031;
+const CURLOPT_SSLVERSION: c_int = 32;
+const CURLOPT_COOKIEJAR: c_int = 10082;
+const CURLOPT_SSL_CIPHER_LIST: c_int = 10083;
+const CURLOPT_PROXYUSERNAME: c_int = 10175;
+const CURLOPT_PROXYPASSWORD: c_int = 10176;
+const CURLOPT_TCP_KEEPALIVE: c_int = 213;
+const CURLOPT_TLS13_CIPHERS: c_int = 10276;
 const CURLOPT_PROTOCOLS: c_int = 181;
 const CURLOPT_REDIR_PROTOCOLS: c_int = 182;
 const CURLOPT_URL: c_int = 10002;
@@ -133,6 +163,24 @@ const PROTOCOLS: &[(&str, c_long)] = &[
     ("smbs", 1 << 27),
     ("mqtt", 1 << 28),
 ];
+
+/// `ssl-version=`: libcurl's CURL_SSLVERSION_* value.
+fn parse_ssl_version(v: &str) -> std::result::Result<c_long, String> {
+    Ok(match v {
+        "tlsv1" => 1,
+        "sslv2" => 2,
+        "sslv3" => 3,
+        "tlsv1.0" => 4,
+        "tlsv1.1" => 5,
+        "tlsv1.2" => 6,
+        "tlsv1.3" => 7,
+        _ => {
+            return Err(format!(
+                "curl_easy_setopt: CURLOPT_SSLVERSION [{v}]: unknown version"
+            ))
+        }
+    })
+}
 
 /// `protocols=http,https`: the bit mask; errors in nbdkit's words.
 fn parse_protocols(v: &str) -> std::result::Result<c_long, String> {
@@ -222,6 +270,15 @@ struct Settings {
     unix_socket_path: Option<CString>,
     cookie: Option<CString>,
     protocols: Option<c_long>,
+    cookiefile: Option<CString>,
+    cookiejar: Option<CString>,
+    proxy_user: Option<CString>,
+    proxy_password: Option<CString>,
+    ssl_version: Option<c_long>,
+    ssl_cipher_list: Option<CString>,
+    tls13_ciphers: Option<CString>,
+    user_agent: Option<CString>,
+    tcp_keepalive: bool,
     /// Kept alive for the handles that point at it (a curl_slist).
     headers: *mut c_void,
     sslverify: bool,
@@ -391,6 +448,29 @@ impl CurlPlugin {
                 .map(|v| secret("password", v))
                 .transpose()?,
             cookie,
+            cookiefile: match p.take("cookiefile") {
+                // libcurl would read standard input.
+                Some(v) if v == "-" => return Err("cookiefile parameter cannot be \"-\"".into()),
+                v => v.map(|v| cstring("cookiefile", v)).transpose()?,
+            },
+            cookiejar: match p.take("cookiejar") {
+                // libcurl would write to standard output.
+                Some(v) if v == "-" => return Err("cookiejar parameter cannot be \"-\"".into()),
+                v => v.map(|v| cstring("cookiejar", v)).transpose()?,
+            },
+            proxy_user: opt(p, "proxy-user")?,
+            proxy_password: p
+                .take("proxy-password")
+                .map(|v| secret("proxy-password", v))
+                .transpose()?,
+            ssl_version: p
+                .take("ssl-version")
+                .map(|v| parse_ssl_version(&v))
+                .transpose()?,
+            ssl_cipher_list: opt(p, "ssl-cipher-list")?,
+            tls13_ciphers: opt(p, "tls13-ciphers")?,
+            user_agent: opt(p, "user-agent")?,
+            tcp_keepalive: p.take_bool("tcp-keepalive")?.unwrap_or(false),
             protocols: p
                 .take("protocols")
                 .map(|v| parse_protocols(&v))
@@ -454,6 +534,13 @@ impl CurlPlugin {
                 (CURLOPT_CAINFO, &s.cainfo),
                 (CURLOPT_CAPATH, &s.capath),
                 (CURLOPT_UNIX_SOCKET_PATH, &s.unix_socket_path),
+                (CURLOPT_COOKIEFILE, &s.cookiefile),
+                (CURLOPT_COOKIEJAR, &s.cookiejar),
+                (CURLOPT_PROXYUSERNAME, &s.proxy_user),
+                (CURLOPT_PROXYPASSWORD, &s.proxy_password),
+                (CURLOPT_SSL_CIPHER_LIST, &s.ssl_cipher_list),
+                (CURLOPT_TLS13_CIPHERS, &s.tls13_ciphers),
+                (CURLOPT_USERAGENT, &s.user_agent),
             ] {
                 if let Some(v) = v {
                     set_str(o, v);
@@ -462,6 +549,10 @@ impl CurlPlugin {
             if let Some(c) = &s.cookie {
                 set_str(CURLOPT_COOKIE, c);
             }
+            if let Some(v) = s.ssl_version {
+                set_long(CURLOPT_SSLVERSION, v);
+            }
+            set_long(CURLOPT_TCP_KEEPALIVE, c_long::from(s.tcp_keepalive));
             if let Some(mask) = s.protocols {
                 // Redirects too may only lead to these protocols.
                 set_long(CURLOPT_PROTOCOLS, mask);

@@ -8,7 +8,7 @@ a Range header, and PUT with a Content-Range header (written at the
 range's first byte, as many bytes as the body holds, sent with a length
 or in chunks). Each request is
 logged to LOG as one JSON line: the method, the range headers and the
-headers the tests send (Cookie, Authorization, X-*). It binds port 0 on
+headers the tests send (Cookie, Authorization, User-Agent, X-*). It binds port 0 on
 127.0.0.1 itself and prints the port it got on standard output.
 """
 
@@ -31,7 +31,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def record(self):
         h = {k: v for k, v in self.headers.items()
-             if k.lower() in ("range", "content-range", "cookie", "authorization")
+             if k.lower() in ("range", "content-range", "cookie", "authorization",
+                              "user-agent")
              or k.lower().startswith("x-")}
         with log_lock, open(LOG, "a") as f:
             f.write(json.dumps({"method": self.command, "headers": h}) + "\n")
