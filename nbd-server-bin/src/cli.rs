@@ -260,8 +260,9 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     c.debug_flags.push(v);
                 }
                 "r" | "readonly" | "read-only" => c.readonly = true,
-                "4" | "ipv4-only" | "ipv4" => c.ipv4_only = true,
-                "6" | "ipv6-only" | "ipv6" => c.ipv6_only = true,
+                // The last of -4 and -6 wins, as in nbdkit.
+                "4" | "ipv4-only" | "ipv4" => (c.ipv4_only, c.ipv6_only) = (true, false),
+                "6" | "ipv6-only" | "ipv6" => (c.ipv4_only, c.ipv6_only) = (false, true),
                 "u" | "user" => c.user = Some(v),
                 "g" | "group" => c.group = Some(v),
                 "swap" => c.swap = true,

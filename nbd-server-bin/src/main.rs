@@ -194,6 +194,7 @@ fn main() {
     if c.single {
         signals.block();
         exit_with_parent(c.exit_with_parent, parent);
+        privileges::change(user, group).unwrap_or_else(|e| die(e));
         srv.chain.after_fork().unwrap_or_else(|e| die(e));
         std::thread::spawn(move || signal_loop(&signals));
         let (rd, wr) =

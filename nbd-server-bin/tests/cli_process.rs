@@ -334,3 +334,82 @@ fn run_command_keeps_the_starting_user() {
         );
     }
 }
+
+/// A plugin script that records in `uid_file` who runs it.
+fn uid_recording_plugin(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    // Writable by nobody.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let script = dir.join("plugin.sh");
+    let uid_file = dir.join("uid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  get_size) id -u > {}; echo 512 ;;\n  pread) head -c \"$3\" /dev/zero ;;\n  *) exit 2 ;;\nesac\n",
+            uid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, uid_file)
+}
+
+#[test]
+fn single_and_socket_activated_modes_also_change_user() {
+    if !is_root() {
+        eprintln!("SKIPPED: -u/-g need root to change to another user");
+        return;
+    }
+    require("nbdinfo", "libnbd-bin");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for bin in both() {
+        // -s: the client on standard input and output.
+        let tmp = TempDir::new("proc-single-u");
+        let (script, uid_file) = uid_recording_plugin(tmp.path());
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut child = Command::new(bin)
+            .args(["-s", "-u", "nobody", "-g", "nogroup", "sh"])
+            .arg(&script)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(
+                theirs.try_clone().unwrap(),
+            )))
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .spawn()
+            .unwrap();
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Client::connect(ours, true, false);
+        assert_eq!(c.read(0, 512), vec![0u8; 512], "{}", bin.display());
+        c.disconnect();
+        let _ = child.wait();
+        assert_eq!(
+            std::fs::read_to_string(&uid_file).unwrap().trim(),
+            nobody.uid.to_string(),
+            "{} -s",
+            bin.display()
+        );
+
+        // Socket activation (nbdinfo's [ CMD ] form).
+        let tmp = TempDir::new("proc-activated-u");
+        let (script, uid_file) = uid_recording_plugin(tmp.path());
+        let out = Command::new("nbdinfo")
+            .args(["--size", "--", "["])
+            .arg(bin)
+            .args(["-u", "nobody", "-g", "nogroup", "sh"])
+            .arg(&script)
+            .arg("]")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "512",
+            "{}: {out:?}",
+            bin.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&uid_file).unwrap().trim(),
+            nobody.uid.to_string(),
+            "{} activated",
+            bin.display()
+        );
+    }
+}
