@@ -449,3 +449,39 @@ fn cookie_file_user_agent_and_connection_settings() {
     }
     assert_eq!(seen[0], seen[1]);
 }
+
+#[test]
+fn cookiejar_keeps_the_cookies_the_server_set() {
+    for bin in both() {
+        let tmp = TempDir::new("curl-jar");
+        let http = Http::start(tmp.path());
+        let jar = tmp.path().join("jar.txt");
+        let cookiejar = format!("cookiejar={}", jar.display());
+        let url = format!("{}?setcookie", http.url());
+        let srv = Nbdkit::start(bin, tmp.path(), "", &["curl", &url, &cookiejar]);
+        let mut c = srv.client();
+        c.read(0, 512);
+        c.read(512, 512);
+        c.disconnect();
+        // Written once the client is gone.
+        assert!(
+            eventually(|| std::fs::read_to_string(&jar)
+                .unwrap_or_default()
+                .contains("served\tyes")),
+            "{}: {:?}",
+            bin.display(),
+            std::fs::read_to_string(&jar)
+        );
+        // The cookie went back with the requests after the first.
+        let reqs = http.requests();
+        assert!(
+            reqs.last()
+                .unwrap()
+                .1
+                .contains(&"Cookie: served=yes".to_string()),
+            "{}: {reqs:?}",
+            bin.display()
+        );
+        drop(srv);
+    }
+}

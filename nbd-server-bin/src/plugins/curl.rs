@@ -103,6 +103,7 @@ const CURLOPT_PROXYUSERNAME: c_int = 10175;
 const CURLOPT_PROXYPASSWORD: c_int = 10176;
 const CURLOPT_TCP_KEEPALIVE: c_int = 213;
 const CURLOPT_TLS13_CIPHERS: c_int = 10276;
+const CURLOPT_COOKIELIST: c_int = 10135;
 const CURLOPT_PROTOCOLS: c_int = 181;
 const CURLOPT_REDIR_PROTOCOLS: c_int = 182;
 const CURLOPT_URL: c_int = 10002;
@@ -822,6 +823,23 @@ impl Backend for CurlConnection {
     }
     fn pwrite(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<()> {
         self.plugin.upload(buf, offset)
+    }
+}
+
+/// `cookiejar=`: libcurl writes the jar when a handle is cleaned up, and
+/// ours live in a pool for the server's lifetime; so when a client
+/// disconnects (when nbdkit 1.32 cleans up that client's handle), the
+/// idle handles write theirs now.
+impl Drop for CurlConnection {
+    fn drop(&mut self) {
+        if self.plugin.s.cookiejar.is_none() {
+            return;
+        }
+        let Ok(l) = lib() else { return };
+        for e in self.plugin.pool.lock().iter() {
+            // SAFETY: an idle handle; "FLUSH" is a string libcurl copies.
+            unsafe { (l.easy_setopt)(e.c, CURLOPT_COOKIELIST, c"FLUSH".as_ptr()) };
+        }
     }
 }
 

@@ -37,9 +37,15 @@ class Handler(BaseHTTPRequestHandler):
         with log_lock, open(LOG, "a") as f:
             f.write(json.dumps({"method": self.command, "headers": h}) + "\n")
 
+    def cookie(self):
+        # A URL with "?setcookie" makes the server set a cookie.
+        if self.path.endswith("?setcookie"):
+            self.send_header("Set-Cookie", "served=yes; Path=/")
+
     def do_HEAD(self):
         self.record()
         self.send_response(200)
+        self.cookie()
         self.send_header("Content-Length", str(os.path.getsize(DISK)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
@@ -55,6 +61,7 @@ class Handler(BaseHTTPRequestHandler):
                 f.seek(start)
                 data = f.read(end - start + 1)
             self.send_response(206)
+            self.cookie()
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         else:
             with open(DISK, "rb") as f:
