@@ -485,3 +485,39 @@ fn cookiejar_keeps_the_cookies_the_server_set() {
         drop(srv);
     }
 }
+
+#[test]
+fn password_asked_on_the_terminal() {
+    require("nbdinfo", "libnbd-bin");
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/curl/on_terminal.py");
+    for bin in both() {
+        let tmp = TempDir::new("curl-tty");
+        let http = Http::start(tmp.path());
+        let out = Command::new("python3")
+            .arg(&helper)
+            .arg("s3cret")
+            .arg(bin)
+            .args(["-U", "-", "curl", &http.url(), "user=me", "password=-"])
+            .args(["--run", "nbdinfo --size \"$uri\""])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {out:?}", bin.display());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&DISK_SIZE.to_string()),
+            "{}: {out:?}",
+            bin.display()
+        );
+        // The answer was not echoed, and it was the password sent.
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
+        let reqs = http.requests();
+        assert!(!reqs.is_empty());
+        for (m, h) in &reqs {
+            assert!(
+                h.contains(&"Authorization: Basic bWU6czNjcmV0".to_string()),
+                "{}: {m} {h:?}",
+                bin.display()
+            );
+        }
+    }
+}
