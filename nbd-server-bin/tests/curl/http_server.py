@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A small HTTP server for the curl plugin's tests.
 
-    http_server.py DISK LOG
+    http_server.py DISK LOG [CERT KEY]
 
 Serves the file DISK at every path: HEAD (its size), GET with or without
 a Range header, and PUT with a Content-Range header (written at the
@@ -9,7 +9,8 @@ range's first byte, as many bytes as the body holds, sent with a length
 or in chunks). Each request is
 logged to LOG as one JSON line: the method, the range headers and the
 headers the tests send (Cookie, Authorization, User-Agent, X-*). It binds port 0 on
-127.0.0.1 itself and prints the port it got on standard output.
+127.0.0.1 itself and prints the port it got on standard output. With
+CERT and KEY it speaks HTTPS.
 """
 
 import json
@@ -99,5 +100,10 @@ class Handler(BaseHTTPRequestHandler):
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
+if len(sys.argv) > 4:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
