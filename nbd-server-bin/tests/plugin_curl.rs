@@ -600,3 +600,41 @@ fn https_with_the_tls_settings() {
         );
     }
 }
+
+#[test]
+fn through_a_proxy_with_its_credentials() {
+    for bin in both() {
+        let tmp = TempDir::new("curl-proxy");
+        // The test server answers a proxy's requests with its disk.
+        let http = Http::start(tmp.path());
+        let pw = tmp.path().join("proxy-pw");
+        std::fs::write(&pw, "pp\n").unwrap();
+        let proxy = format!("proxy=http://127.0.0.1:{}", http.port);
+        let proxy_password = format!("proxy-password=+{}", pw.display());
+        let srv = Nbdkit::start(
+            bin,
+            tmp.path(),
+            "",
+            &[
+                "curl",
+                "http://disk.invalid/disk.img",
+                &proxy,
+                "proxy-user=pu",
+                &proxy_password,
+            ],
+        );
+        let mut c = srv.client();
+        assert_eq!(c.read(0, 512), pattern(DISK_SIZE, 3)[..512].to_vec());
+        c.disconnect();
+        let reqs = http.requests();
+        assert!(!reqs.is_empty());
+        for (m, h) in &reqs {
+            // base64("pu:pp")
+            assert!(
+                h.contains(&"Proxy-Authorization: Basic cHU6cHA=".to_string()),
+                "{}: {m} {h:?}",
+                bin.display()
+            );
+        }
+    }
+}

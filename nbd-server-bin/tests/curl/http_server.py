@@ -3,7 +3,8 @@
 
     http_server.py DISK LOG [CERT KEY]
 
-Serves the file DISK at every path: HEAD (its size), GET with or without
+Serves the file DISK at every path (so it can stand for an HTTP proxy
+too: a proxy's requests name a whole URL): HEAD (its size), GET with or without
 a Range header, and PUT with a Content-Range header (written at the
 range's first byte, as many bytes as the body holds, sent with a length
 or in chunks). Each request is
@@ -33,7 +34,7 @@ class Handler(BaseHTTPRequestHandler):
     def record(self):
         h = {k: v for k, v in self.headers.items()
              if k.lower() in ("range", "content-range", "cookie", "authorization",
-                              "user-agent")
+                              "user-agent", "proxy-authorization")
              or k.lower().startswith("x-")}
         with log_lock, open(LOG, "a") as f:
             f.write(json.dumps({"method": self.command, "headers": h}) + "\n")
