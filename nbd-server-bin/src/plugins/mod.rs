@@ -23,7 +23,6 @@ macro_rules! supports {
 }
 
 pub mod curl;
-mod curl_scripts;
 pub mod data;
 mod disk_command;
 pub mod file;

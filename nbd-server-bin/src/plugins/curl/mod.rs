@@ -10,7 +10,7 @@
 //! few servers understand: use `-r` for the others). Requests run in
 //! parallel, each on an easy handle taken from a pool (so connections
 //! are kept alive and reused). Headers and cookies can come from scripts
-//! (`curl_scripts.rs`).
+//! (`scripts.rs`).
 
 use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
 use std::sync::OnceLock;
@@ -22,8 +22,10 @@ use crate::params::Params;
 
 use std::sync::Arc;
 
-use super::curl_scripts::Script;
+use self::scripts::Script;
 use super::PluginSpec;
+
+mod scripts;
 use crate::chain::Plugin;
 
 pub const PLUGIN: PluginSpec = PluginSpec {
