@@ -140,7 +140,7 @@ mod tests {
             ("data.rs", include_str!("data.rs"), &["data"]),
             ("split.rs", include_str!("split.rs"), &["split"]),
             ("nbd.rs", include_str!("nbd.rs"), &["nbd"]),
-            ("curl.rs", include_str!("curl.rs"), &["curl"]),
+            ("curl/mod.rs", include_str!("curl/mod.rs"), &["curl"]),
             ("info.rs", include_str!("info.rs"), &["info"]),
             ("tmpdisk.rs", include_str!("tmpdisk.rs"), &["tmpdisk"]),
             ("ondemand.rs", include_str!("ondemand.rs"), &["ondemand"]),

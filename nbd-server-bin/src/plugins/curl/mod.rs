@@ -395,13 +395,15 @@ fn secret(key: &str, v: String) -> std::result::Result<CString, String> {
     CString::new(bytes).map_err(|_| format!("curl: {key} contains a NUL byte"))
 }
 
-fn renew_secs(p: &mut Params, key: &str) -> std::result::Result<u64, String> {
-    Ok(p.take_with(key, |v| {
-        v.parse::<u32>()
+/// `*-script-renew=SECS`: 0 (never) when not given.
+fn renew_secs(key: &str, v: Option<String>) -> std::result::Result<u64, String> {
+    match v {
+        None => Ok(0),
+        Some(v) => v
+            .parse::<u32>()
             .map(u64::from)
-            .map_err(|_| format!("could not parse number: {v}"))
-    })?
-    .unwrap_or(0))
+            .map_err(|_| format!("curl: {key}: could not parse number: {v}")),
+    }
 }
 
 impl CurlPlugin {
@@ -418,9 +420,9 @@ impl CurlPlugin {
             headers = unsafe { (l.slist_append)(headers, h.as_ptr()) };
         }
         let header_script = p.take("header-script");
-        let header_renew = renew_secs(p, "header-script-renew")?;
+        let header_renew = renew_secs("header-script-renew", p.take("header-script-renew"))?;
         let cookie_script = p.take("cookie-script");
-        let cookie_renew = renew_secs(p, "cookie-script-renew")?;
+        let cookie_renew = renew_secs("cookie-script-renew", p.take("cookie-script-renew"))?;
         let cookie = p.take("cookie").map(|v| secret("cookie", v)).transpose()?;
         if !headers.is_null() && header_script.is_some() {
             return Err("header and header-script cannot be used at the same time".into());
