@@ -7,13 +7,16 @@
 //! (`-fv`).
 
 pub const USAGE: &str = "\
-nbdkit [-D|--debug PLUGIN|FILTER|nbdkit.FLAG=N]
+nbdkit [-4|--ipv4-only] [-6|--ipv6-only]
+       [-D|--debug PLUGIN|FILTER|nbdkit.FLAG=N]
        [-e|--exportname EXPORTNAME] [--exit-with-parent]
        [--filter FILTER ...] [-f|--foreground] [-i|--ipaddr IPADDR]
        [--keep-alive] [--log stderr|syslog|null] [--mask-handshake MASK]
        [-n|--newstyle] [--no-sr] [-o|--oldstyle] [-P|--pidfile PIDFILE]
        [-p|--port PORT] [--print-uri] [-r|--readonly] [--run CMD]
-       [-s|--single] [-t|--threads THREADS] [-U|--unix SOCKET|-]
+       [--selinux-label LABEL] [-s|--single] [--swap]
+       [-t|--threads THREADS] [-U|--unix SOCKET|-] [-u|--user USER]
+       [-g|--group GROUP]
        [--tls=off|on|require] [--tls-certificates /path/to/certificates]
        [--tls-psk /path/to/pskfile] [--tls-verify-peer]
        [-v|--verbose] [--vsock]
@@ -71,6 +74,16 @@ pub struct Cli {
     pub version: bool,
     /// `--help` with a plugin: the usage, then the plugin's parameters.
     pub help: bool,
+    /// `-4`/`-6`: IPv4 or IPv6 only (binding and name resolution).
+    pub ipv4_only: bool,
+    pub ipv6_only: bool,
+    /// `-u USER`, `-g GROUP`: become them after binding.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// `--swap`: lock the process into memory.
+    pub swap: bool,
+    /// `--selinux-label`: the label of the listening sockets.
+    pub selinux_label: Option<String>,
 }
 
 /// Where error messages go (`--log`).
@@ -133,7 +146,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
             while j < chars.len() {
                 let o = chars[j].to_string();
                 j += 1;
-                if "UpiePtD".contains(&o) {
+                if "UpiePtDug".contains(&o) {
                     let rest: String = chars[j..].iter().collect();
                     items.push((o, if rest.is_empty() { None } else { Some(rest) }));
                     break;
@@ -166,6 +179,11 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     | "tls"
                     | "tls-certificates"
                     | "tls-psk"
+                    | "u"
+                    | "user"
+                    | "g"
+                    | "group"
+                    | "selinux-label"
             );
             let value = if takes_value {
                 match attached {
@@ -242,6 +260,13 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     c.debug_flags.push(v);
                 }
                 "r" | "readonly" | "read-only" => c.readonly = true,
+                // The last of -4 and -6 wins, as in nbdkit.
+                "4" | "ipv4-only" | "ipv4" => (c.ipv4_only, c.ipv6_only) = (true, false),
+                "6" | "ipv6-only" | "ipv6" => (c.ipv4_only, c.ipv6_only) = (false, true),
+                "u" | "user" => c.user = Some(v),
+                "g" | "group" => c.group = Some(v),
+                "swap" => c.swap = true,
+                "selinux-label" => c.selinux_label = Some(v),
                 "dump-plugin" => c.dump_plugin = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,
                 "s" | "single" => c.single = true,

@@ -104,6 +104,30 @@ pub fn bind_any(port: u16) -> Result<(Vec<OwnedFd>, u16), (io::Error, io::Error)
     }
 }
 
+/// One socket on the wildcard address of one family (`nbdkit -4` or
+/// `-6`); an IPv6 one is made v6-only, so IPv4 clients are refused.
+pub fn bind_any_of_family(port: u16, ipv6: bool) -> io::Result<(OwnedFd, u16)> {
+    let fd = if ipv6 {
+        let fd = sock::socket(
+            AddressFamily::Inet6,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let _ = sock::setsockopt(&fd, sockopt::ReuseAddr, &true);
+        sock::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+        sock::bind(
+            fd.as_raw_fd(),
+            &SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)),
+        )?;
+        fd
+    } else {
+        bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?
+    };
+    let port = local_port(&fd).unwrap_or(port);
+    Ok((fd, port))
+}
+
 /// The port a bound socket has.
 pub fn local_port(fd: &OwnedFd) -> Option<u16> {
     let sa: SockaddrStorage = sock::getsockname(fd.as_raw_fd()).ok()?;

@@ -9,7 +9,7 @@
 //! own threads. Messages: see `log.rs`.
 
 use nbd_server_bin::process::signals::{self, Signals};
-use nbd_server_bin::process::{daemon, pidfile};
+use nbd_server_bin::process::{daemon, pidfile, privileges, selinux};
 use nbd_server_bin::{chain, cli, conn, cplugin, listen, log, tls};
 
 use std::ffi::CString;
@@ -69,6 +69,13 @@ fn exit(code: i32) -> ! {
 
 fn die(msg: impl std::fmt::Display) -> ! {
     log::error!("{msg}");
+    exit(1)
+}
+
+/// A message printed as it is, without the program's name (nbdkit's
+/// perror(3) messages).
+fn die_plain(msg: impl std::fmt::Display) -> ! {
+    eprintln!("{msg}");
     exit(1)
 }
 
@@ -132,6 +139,19 @@ fn main() {
             Err(e) => die(e),
         }
     }
+    // Names are checked before anything is bound; the change itself
+    // comes after binding and forking.
+    let user = c
+        .user
+        .as_deref()
+        .map(|u| privileges::parse_user(u).unwrap_or_else(|e| die(e)));
+    let group = c
+        .group
+        .as_deref()
+        .map(|g| privileges::parse_group(g).unwrap_or_else(|e| die(e)));
+    if c.swap {
+        privileges::lock_in_memory().unwrap_or_else(|e| die(e));
+    }
     // Before any thread exists: this edits the environment.
     let activated = listen::activation().unwrap_or_else(|e| die(e));
     if activated.is_some()
@@ -182,6 +202,7 @@ fn main() {
     if c.single {
         signals.block();
         exit_with_parent(c.exit_with_parent, parent);
+        privileges::change(user, group).unwrap_or_else(|e| die(e));
         srv.chain.after_fork().unwrap_or_else(|e| die(e));
         std::thread::spawn(move || signal_loop(&signals));
         let (rd, wr) =
@@ -206,7 +227,14 @@ fn main() {
             (ls, Vec::new())
         }
         None => {
+            // The label goes on the listening sockets only.
+            if let Some(label) = &c.selinux_label {
+                selinux::set(label).unwrap_or_else(|e| die_plain(e));
+            }
             let (ls, mut vars) = bind(&c);
+            if c.selinux_label.is_some() {
+                selinux::clear().unwrap_or_else(|e| die_plain(e));
+            }
             tls_vars(&mut vars);
             (ls, vars)
         }
@@ -224,6 +252,20 @@ fn main() {
     } else {
         Some(daemon::fork_when_ready().unwrap_or_else(|e| die(format!("fork: {e}"))))
     };
+    // `--run` with `-u`/`-g`: the command keeps the identity the server
+    // started with, as nbdkit's does (it runs in nbdkit's first process),
+    // so it is started now and waits until the server is ready.
+    let run_gate = match &c.run {
+        Some(cmd) if user.is_some() || group.is_some() => {
+            // The thread that waits for it must not take the exit signals.
+            signals.block();
+            Some(run_command(cmd, &vars, true))
+        }
+        _ => None,
+    };
+    // After forking, so the pid file is written as the new user (as
+    // nbdkit writes it).
+    privileges::change(user, group).unwrap_or_else(|e| die(e));
     if let Some(p) = &c.pidfile {
         let path = absolute(Path::new(p));
         match pidfile::write(&path) {
@@ -249,8 +291,14 @@ fn main() {
     if let Some(r) = ready {
         r.notify();
     }
-    if let Some(cmd) = &c.run {
-        run_command(cmd, &vars);
+    match (run_gate, &c.run) {
+        (Some(Some(gate)), _) => {
+            let _ = std::fs::File::from(gate).write_all(b"go\n");
+        }
+        (None, Some(cmd)) => {
+            run_command(cmd, &vars, false);
+        }
+        _ => {}
     }
     signal_loop(&signals);
 }
@@ -393,7 +441,13 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
             let addrs: Vec<SocketAddr> = (a.as_str(), port)
                 .to_socket_addrs()
                 .unwrap_or_else(|e| die(format!("getaddrinfo: {a}: {e}")))
+                .filter(|s| !(c.ipv4_only && s.is_ipv6() || c.ipv6_only && s.is_ipv4()))
                 .collect();
+            if addrs.is_empty() {
+                die(format!(
+                    "getaddrinfo: {a}: {port}: Name or service not known"
+                ));
+            }
             let mut ls = Vec::new();
             for addr in addrs {
                 match TcpListener::bind(addr) {
@@ -406,6 +460,14 @@ fn bind(c: &Cli) -> (Vec<Listener>, RunVars) {
                 .and_then(|l| listen::local_port(&l.0))
                 .unwrap_or(port);
             (ls, actual)
+        }
+        None if c.ipv4_only || c.ipv6_only => {
+            let (fd, actual) = listen::bind_any_of_family(port, c.ipv6_only)
+                .unwrap_or_else(|e| die(format!("bind: port {port}: {e}")));
+            (
+                listen::listen_all(vec![fd]).unwrap_or_else(|e| die(format!("listen: {e}"))),
+                actual,
+            )
         }
         // [::], plus 0.0.0.0 where IPv6 sockets are v6-only.
         None => match listen::bind_any(port) {
@@ -504,8 +566,21 @@ fn shell_quote(s: &str) -> String {
 /// `$unixsocket`, `$exportname` and, with TLS, `$tls` set as shell
 /// variables (not exported, as nbdkit). When it exits, so do we,
 /// with its status; killed by signal N: 128 + N, with a message.
-fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
+/// Starts the `--run` command. `gated`: it first waits for a line on
+/// its descriptor 3, written to the pipe returned (if the server ends
+/// first, the pipe's end makes it exit with status 1).
+fn run_command(cmd: &str, vars: &[(&'static str, String)], gated: bool) -> Option<OwnedFd> {
+    let (gate_rd, gate_wr) = if gated {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .unwrap_or_else(|e| die(format!("--run: pipe: {e}")));
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     let mut script = String::new();
+    if gated {
+        script.push_str("read _ <&3 || exit 1; exec 3<&-\n");
+    }
     for (k, v) in vars {
         script.push_str(&format!("{k}={}\n", shell_quote(v)));
     }
@@ -518,8 +593,17 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
+        let gate = gate_rd.as_ref().map(|r| r.as_raw_fd());
+        command.pre_exec(move || {
             signals::unblock_all();
+            if let Some(fd) = gate {
+                // dup2 onto itself would keep close-on-exec.
+                if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -550,4 +634,6 @@ fn run_command(cmd: &str, vars: &[(&'static str, String)]) {
         // SAFETY: kill(2) on our own pid with a signal number.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     });
+    drop(gate_rd);
+    gate_wr
 }

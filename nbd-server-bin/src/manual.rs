@@ -187,8 +187,19 @@ once the server is in its final process.",
             "serve a disk over HTTP, HTTPS or FTP",
             "Serves a remote file as a disk, reading it with range requests. The
 web server must report the file's size and honour range requests.
-Writes are not supported: the disk is read-only.",
-            "nbdkit curl url=https://example.com/disk.img",
+Writes are uploads of the range written (for HTTP, a PUT with a
+C<Content-Range> header), which most web servers refuse: use B<-r>
+for them.
+
+C<header-script=> and C<cookie-script=> are shell fragments whose
+output gives the headers (one a line) or the cookie (the first line)
+of the requests after them; C<$url> and C<$iteration> (0 on the first
+run) are set. They run before the first request, and again once
+C<header-script-renew=> or C<cookie-script-renew=> seconds have passed.
+C<password=>, C<proxy-password=> and C<cookie=> take the value itself,
+C<+FILE>, C<-FD> (an inherited descriptor) or C<-> (asked on the
+terminal).",
+            "nbdkit -r curl url=https://example.com/disk.img protocols=https",
         ),
     ),
     (

@@ -146,7 +146,7 @@ mod tests {
                 concat!(include_str!("nbd.rs"), include_str!("nbd_tls.rs")),
                 &["nbd"],
             ),
-            ("curl.rs", include_str!("curl.rs"), &["curl"]),
+            ("curl/mod.rs", include_str!("curl/mod.rs"), &["curl"]),
             ("info.rs", include_str!("info.rs"), &["info"]),
             ("tmpdisk.rs", include_str!("tmpdisk.rs"), &["tmpdisk"]),
             ("ondemand.rs", include_str!("ondemand.rs"), &["ondemand"]),
