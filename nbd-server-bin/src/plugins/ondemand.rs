@@ -232,7 +232,24 @@ mod tests {
         let e = od.clone().open(&info).err().unwrap();
         assert!(e.message.contains("locked by another client"), "{e}");
         drop(a);
-        let b = od.clone().open(&info).unwrap();
+        // The lock is an open file description's (OFD): a child that
+        // another test's thread forks in this instant shares the
+        // description until its exec closes it, so the disk may stay
+        // locked for that long after `a` is gone. Retry, for a bounded
+        // time, only while it says locked.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let b = loop {
+            match od.clone().open(&info) {
+                Ok(b) => break b,
+                Err(e)
+                    if e.message.contains("locked by another client")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let mut buf = [0u8; 4];
         b.pread(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"kept");
