@@ -130,8 +130,11 @@ pub struct Done {
 pub struct Connection {
     sock: OwnedFd,
     /// An eventfd that wakes the thread blocked in poll(2) when another
-    /// thread queued something to send.
-    wake: OwnedFd,
+    /// thread queued something to send. Made only at the first poll in
+    /// transmission (see [`Self::wake_fd`]): a short connection never
+    /// needs one, and libnbd has none, so it would cost each connection
+    /// two system calls more than libnbd's.
+    wake: Option<OwnedFd>,
     pub client: Client<CmdBuf>,
     /// Completed commands nobody has retired yet, oldest first
     /// (nbd_aio_peek_command_completed returns the first).
@@ -187,13 +190,6 @@ impl Connection {
     /// connect calls), which saves asking the kernel.
     pub fn new(sock: OwnedFd, config: Config, connected: bool) -> Result<Self, Error> {
         set_nonblocking(sock.as_raw_fd())?;
-        // SAFETY: plain syscall; the result is checked.
-        let w = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if w < 0 {
-            return Err(err(last_errno(), "eventfd"));
-        }
-        // SAFETY: w is a new fd we own.
-        let wake = unsafe { OwnedFd::from_raw_fd(w) };
         let connect_pending = !connected && !is_connected(sock.as_raw_fd());
         let mut client = Client::new(config);
         // As libnbd on a plain socket: after NBD_CMD_DISC, shut down our
@@ -203,7 +199,7 @@ impl Connection {
         client.set_wait_for_server_close(true);
         Ok(Connection {
             sock,
-            wake,
+            wake: None,
             client,
             writes_shut: false,
             done: VecDeque::with_capacity(16),
@@ -943,8 +939,29 @@ impl Connection {
         }
     }
 
-    pub fn wake_fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+    /// The fd a thread about to poll(2) watches for wake-ups, or -1
+    /// (which poll ignores) when no other thread can need to wake it.
+    /// That is so until the handshake is over and while NBD_CMD_DISC has
+    /// not gone out: in the handshake the poller always waits for an
+    /// answer the server owes (or for room to send what is queued), and
+    /// after NBD_CMD_DISC nothing more can be queued. Only in between
+    /// can another thread queue a command while this one waits for a
+    /// reply, and need to wake it to send the command.
+    pub fn wake_fd(&mut self) -> Result<RawFd, Error> {
+        let transmission = matches!(self.client.phase(), Phase::Ready | Phase::Processing);
+        if self.wake.is_none() && (!transmission || self.client.disconnect_sent()) {
+            return Ok(-1);
+        }
+        if self.wake.is_none() {
+            // SAFETY: plain syscall; the result is checked.
+            let w = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if w < 0 {
+                return Err(err(last_errno(), "eventfd"));
+            }
+            // SAFETY: w is a new fd we own.
+            self.wake = Some(unsafe { OwnedFd::from_raw_fd(w) });
+        }
+        Ok(self.wake.as_ref().map_or(-1, |w| w.as_raw_fd()))
     }
 
     /// Wakes the thread blocked in poll(2), if any.
@@ -952,7 +969,11 @@ impl Connection {
         let one = 1u64;
         // SAFETY: writes 8 bytes from one; an eventfd that would overflow
         // fails with EAGAIN, which is fine: it is readable already.
-        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // No eventfd: the poller does not watch one, and will wake by
+        // itself (see wake_fd).
+        if let Some(w) = &self.wake {
+            let _ = unsafe { libc::write(w.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
     }
 }
 

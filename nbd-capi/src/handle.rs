@@ -532,8 +532,9 @@ impl nbd_handle {
                 // is finished without one.
                 return Err(fatal(conn));
             }
+            let wake = conn.wake_fd()?;
             conn.polling = true;
-            let (sock, wake) = (conn.fd(), conn.wake_fd());
+            let sock = conn.fd();
             let res = MutexGuard::unlocked(g, || Connection::poll(sock, wake, events));
             if let Some(conn) = g.conn.as_mut() {
                 conn.polling = false;
