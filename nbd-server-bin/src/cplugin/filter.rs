@@ -17,7 +17,6 @@
 
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
@@ -81,18 +80,6 @@ pub struct FilterLibrary {
     backend: Box<BackendObj>,
 }
 
-fn dlerror() -> String {
-    // SAFETY: dlerror returns NULL or a NUL-terminated string.
-    unsafe {
-        let e = libc::dlerror();
-        if e.is_null() {
-            "unknown dlopen error".into()
-        } else {
-            CStr::from_ptr(e).to_string_lossy().into_owned()
-        }
-    }
-}
-
 /// The key=value pairs a filter's `config` passed on to the layers below.
 struct ConfigSink {
     pairs: Vec<(String, String)>,
@@ -122,30 +109,8 @@ impl FilterLibrary {
     /// checks the struct as nbdkit's server/filters.c does, with its
     /// messages; then the filter's `load`.
     pub fn open(path: &Path) -> std::result::Result<FilterLibrary, String> {
-        let shown = path.display().to_string();
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| format!("{shown}: invalid path"))?;
-        // SAFETY: dlopen with a valid C string.
-        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        if handle.is_null() {
-            return Err(format!("{shown}: {}", dlerror()));
-        }
-        // SAFETY: a valid handle and symbol name.
-        let init = unsafe { libc::dlsym(handle, c"filter_init".as_ptr()) };
-        if init.is_null() {
-            return Err(format!(
-                "{shown}: {shown}: could not find symbol \"filter_init\": {}",
-                dlerror()
-            ));
-        }
-        // SAFETY: NBDKIT_REGISTER_FILTER defines filter_init so.
-        let init: unsafe extern "C" fn() -> *const FilterStruct =
-            unsafe { std::mem::transmute(init) };
-        // SAFETY: the filter's registration function.
-        let p = unsafe { init() };
-        if p.is_null() {
-            return Err(format!("{shown}: filter registration function failed"));
-        }
+        let (handle, p, shown) = super::load::open_registered(path, c"filter_init", "filter")?;
+        let p = p as *const FilterStruct;
         // SAFETY: every filter struct starts with the int API version and
         // the version string pointer; the rest is laid out by version, so
         // it is read only once both match ours.

@@ -87,39 +87,53 @@ pub fn c_str(p: *const c_char) -> Option<String> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
+/// Opens the shared object at `path` (RTLD_NOW | RTLD_GLOBAL, as nbdkit:
+/// language plugins load interpreters whose own modules resolve symbols
+/// against them) and calls its registration function `init` (the
+/// `plugin_init` or `filter_init` that NBDKIT_REGISTER_PLUGIN/FILTER
+/// define), with nbdkit's messages. The handle, the non-NULL struct
+/// pointer, and the path as shown in messages.
+pub(super) fn open_registered(
+    path: &Path,
+    init: &CStr,
+    what: &str,
+) -> Result<(*mut c_void, *const c_void, String), String> {
+    let shown = path.display().to_string();
+    let cpath =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| format!("{shown}: invalid path"))?;
+    // SAFETY: dlopen with a valid C string; running the library's
+    // constructors is what loading a plugin or filter means.
+    let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        return Err(format!("{shown}: {}", dlerror()));
+    }
+    // SAFETY: a valid handle and symbol name.
+    let sym = unsafe { libc::dlsym(handle, init.as_ptr()) };
+    if sym.is_null() {
+        return Err(format!(
+            "{shown}: {shown}: could not find symbol \"{}\": {}",
+            init.to_string_lossy(),
+            dlerror()
+        ));
+    }
+    // SAFETY: the registration functions take nothing and return a
+    // pointer to the struct (NBDKIT_REGISTER_PLUGIN/FILTER define them).
+    let sym: unsafe extern "C" fn() -> *const c_void = unsafe { std::mem::transmute(sym) };
+    // SAFETY: calling the library's registration function.
+    let p = unsafe { sym() };
+    if p.is_null() {
+        return Err(format!("{shown}: {what} registration function failed"));
+    }
+    Ok((handle, p, shown))
+}
+
 impl Library {
     /// Opens the shared object at `path` and calls its `plugin_init`, as
     /// nbdkit's server/plugins.c does, with its error messages. The
     /// plugin's `load` has not been called yet.
     pub fn open(path: &Path) -> Result<Library, String> {
-        let shown = path.display().to_string();
-        let cpath = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| format!("{shown}: invalid path"))?;
-        // RTLD_GLOBAL as nbdkit: language plugins load interpreters whose
-        // own modules resolve symbols against them.
-        // SAFETY: dlopen with a valid C string; running the library's
-        // constructors is what loading a plugin means.
-        let handle = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        if handle.is_null() {
-            return Err(format!("{shown}: {}", dlerror()));
-        }
-        // SAFETY: a valid handle and symbol name.
-        let init = unsafe { libc::dlsym(handle, c"plugin_init".as_ptr()) };
-        if init.is_null() {
-            return Err(format!(
-                "{shown}: {shown}: could not find symbol \"plugin_init\": {}",
-                dlerror()
-            ));
-        }
-        // SAFETY: `plugin_init` has this type in every nbdkit plugin
-        // (NBDKIT_REGISTER_PLUGIN defines it).
-        let init: unsafe extern "C" fn() -> *const PluginStruct =
-            unsafe { std::mem::transmute(init) };
-        // SAFETY: calling the plugin's registration function.
-        let p = unsafe { init() };
-        if p.is_null() {
-            return Err(format!("{shown}: plugin registration function failed"));
-        }
+        let (handle, p, shown) = open_registered(path, c"plugin_init", "plugin")?;
+        let p = p as *const PluginStruct;
         // SAFETY: every plugin struct starts with the u64 size and the
         // int API version.
         let (struct_size, api) = unsafe {
