@@ -59,15 +59,7 @@ fn observe(bin: &str, args: &[&str], one_client: bool) -> Result<String, String>
          $T nbdcopy --no-extents \"$uri\" - | md5sum"
             .to_string()
     };
-    let o = run_with(bin, args, &cmd);
-    if !o.status.success() {
-        return Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    run_output(bin, args, &cmd)
 }
 
 /// Our server advertises the block sizes it enforces (1, 4096, 64 MiB)

@@ -58,15 +58,7 @@ fn observe(bin: &str, args: &[&str], first: &Path, contents: bool) -> Result<Str
             String::new()
         }
     );
-    let o = run_with(bin, args, &cmd);
-    if !o.status.success() {
-        return Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    run_output(bin, args, &cmd)
 }
 
 /// (a) Debian's plugins, through both servers.

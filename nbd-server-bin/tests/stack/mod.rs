@@ -22,6 +22,20 @@ pub fn run_with(bin: &str, args: &[&str], cmd: &str) -> Output {
         .expect("run nbdkit")
 }
 
+/// `bin` with ARGS and `--run CMD`: the command's stdout, or when it
+/// fails, its stdout and stderr as the error.
+pub fn run_output(bin: &str, args: &[&str], cmd: &str) -> Result<String, String> {
+    let o = run_with(bin, args, cmd);
+    if !o.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 /// Our nbdkit with ARGS; the --run command must succeed; its stdout.
 pub fn run(args: &[&str], cmd: &str) -> Vec<u8> {
     let o = run_with(BIN, args, cmd);
