@@ -94,6 +94,21 @@ impl Http {
             .collect()
     }
 
+    /// Asserts that there were requests, and that every one carried each
+    /// of `headers` (`Name: value`); `what` names the case in failures.
+    fn assert_every_request_has(&self, headers: &[&str], what: &str) {
+        let reqs = self.requests();
+        assert!(!reqs.is_empty(), "{what}: no request");
+        for (m, h) in &reqs {
+            for want in headers {
+                assert!(
+                    h.iter().any(|x| x == want),
+                    "{what}: {m} {h:?} lacks {want}"
+                );
+            }
+        }
+    }
+
     fn clear_log(&self) {
         let _ = std::fs::remove_file(&self.log);
     }
@@ -248,21 +263,14 @@ fn password_and_cookie_from_files_and_descriptors() {
             let mut c = srv.client();
             assert_eq!(c.read(0, 512), pattern(DISK_SIZE, 3)[..512].to_vec());
             c.disconnect();
-            let reqs = http.requests();
-            assert!(!reqs.is_empty());
-            for (m, h) in &reqs {
-                // base64("me:s3cret")
-                assert!(
-                    h.contains(&"Authorization: Basic bWU6czNjcmV0".to_string()),
-                    "{} {params:?}: {m} {h:?}",
-                    bin.display()
-                );
-                assert!(
-                    h.contains(&"Cookie: session=abc; k=v".to_string()),
-                    "{} {params:?}: {m} {h:?}",
-                    bin.display()
-                );
-            }
+            // base64("me:s3cret")
+            http.assert_every_request_has(
+                &[
+                    "Authorization: Basic bWU6czNjcmV0",
+                    "Cookie: session=abc; k=v",
+                ],
+                &format!("{} {params:?}", bin.display()),
+            );
         }
     }
 }
@@ -520,15 +528,10 @@ fn password_asked_on_the_terminal() {
         );
         // The answer was not echoed, and it was the password sent.
         assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
-        let reqs = http.requests();
-        assert!(!reqs.is_empty());
-        for (m, h) in &reqs {
-            assert!(
-                h.contains(&"Authorization: Basic bWU6czNjcmV0".to_string()),
-                "{}: {m} {h:?}",
-                bin.display()
-            );
-        }
+        http.assert_every_request_has(
+            &["Authorization: Basic bWU6czNjcmV0"],
+            &bin.display().to_string(),
+        );
     }
 }
 
@@ -626,15 +629,10 @@ fn through_a_proxy_with_its_credentials() {
         let mut c = srv.client();
         assert_eq!(c.read(0, 512), pattern(DISK_SIZE, 3)[..512].to_vec());
         c.disconnect();
-        let reqs = http.requests();
-        assert!(!reqs.is_empty());
-        for (m, h) in &reqs {
-            // base64("pu:pp")
-            assert!(
-                h.contains(&"Proxy-Authorization: Basic cHU6cHA=".to_string()),
-                "{}: {m} {h:?}",
-                bin.display()
-            );
-        }
+        // base64("pu:pp")
+        http.assert_every_request_has(
+            &["Proxy-Authorization: Basic cHU6cHA="],
+            &bin.display().to_string(),
+        );
     }
 }
