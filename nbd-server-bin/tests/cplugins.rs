@@ -109,7 +109,8 @@ fn debian_plugins_serve_the_same_through_our_nbdkit() {
     let skipped: &[(&str, &str)] = &[
         (
             "ssh",
-            "needs an sshd, which listens on a TCP port (tests/plugin_ssh.rs starts one)",
+            "needs an sshd on a TCP port: compared in tests/plugin_ssh.rs \
+             (debians_ssh_plugin_so_serves_the_same_through_our_nbdkit)",
         ),
         ("torrent", "needs a BitTorrent tracker and a seeding peer"),
         ("cdi", "needs podman and a container registry"),

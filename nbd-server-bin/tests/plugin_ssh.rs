@@ -209,3 +209,44 @@ fn ssh_checks_the_host_key_and_creates_files() {
     bad(&["ssh", "disk.img"], "host");
     bad(&["ssh", "host=x", "path=y", "create=true"], "create-size");
 }
+
+/// Debian's ssh plugin .so, loaded by our nbdkit through the plugin
+/// interface, serves the same bytes, size and map as under Debian's
+/// nbdkit (the row that tests/cplugins.rs's table leaves to this file,
+/// which starts an sshd).
+#[test]
+fn debians_ssh_plugin_so_serves_the_same_through_our_nbdkit() {
+    let so = "/usr/lib/x86_64-linux-gnu/nbdkit/plugins/nbdkit-ssh-plugin.so";
+    assert!(
+        Path::new(so).exists(),
+        "{so} is missing: install the Debian package nbdkit"
+    );
+    let t = TempDir::new("ssh-so");
+    let sshd = Sshd::start(t.path());
+    let disk = t.path().join("disk.img");
+    let mut data = pattern(2 << 20, 13);
+    // A hole in the middle, so the map has more than one extent to show
+    // if a server reported any.
+    data[1 << 20..(1 << 20) + 65536].fill(0);
+    std::fs::write(&disk, &data).unwrap();
+    let mut args = sshd.args(&disk);
+    args[0] = so.to_string();
+    let args = strs(&args);
+    let facts = |bin: &str| {
+        let o = run_with(
+            bin,
+            &args,
+            "nbdinfo --size \"$uri\"; nbdinfo --can write \"$uri\" && echo can-write; \
+             nbdinfo --map \"$uri\"",
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ours = facts(BIN);
+    let theirs = facts(DEBIAN_NBDKIT);
+    println!("ours:\n{ours}Debian's:\n{theirs}");
+    assert!(ours.starts_with("2097152\n"), "{ours}");
+    assert_eq!(ours, theirs);
+    assert_eq!(read_all_with(BIN, &args), data);
+    assert_eq!(read_all_with(DEBIAN_NBDKIT, &args), data);
+}
