@@ -100,7 +100,71 @@ pub enum Action {
     Help,
     Version,
     DumpConfig,
+    /// `--short-options`: [`SHORT_OPTIONS`], one a line.
+    ShortOptions,
+    /// `--long-options`: [`LONG_OPTIONS`], one a line.
+    LongOptions,
 }
+
+/// The short options, as `--short-options` lists them: nbdkit 1.32's
+/// list (it leaves out `-h`, which it accepts all the same). Bash
+/// completion and scripts read it.
+pub const SHORT_OPTIONS: &[&str] = &[
+    "-4", "-6", "-D", "-e", "-f", "-g", "-i", "-n", "-o", "-p", "-P", "-r", "-s", "-t", "-u", "-U",
+    "-v", "-V",
+];
+
+/// The long options, as `--long-options` lists them: nbdkit 1.32's, in
+/// its order, then the ones only ours has (`--keep-alive`, `--no-eh`,
+/// `--print-uri`).
+pub const LONG_OPTIONS: &[&str] = &[
+    "--ipv4-only",
+    "--ipv6-only",
+    "--debug",
+    "--dump-config",
+    "--dump-plugin",
+    "--exit-with-parent",
+    "--export",
+    "--export-name",
+    "--exportname",
+    "--filter",
+    "--foreground",
+    "--no-fork",
+    "--group",
+    "--help",
+    "--ip-addr",
+    "--ipaddr",
+    "--log",
+    "--mask-handshake",
+    "--new-style",
+    "--newstyle",
+    "--no-sr",
+    "--old-style",
+    "--oldstyle",
+    "--pid-file",
+    "--pidfile",
+    "--port",
+    "--read-only",
+    "--readonly",
+    "--run",
+    "--selinux-label",
+    "--single",
+    "--stdin",
+    "--swap",
+    "--threads",
+    "--tls",
+    "--tls-certificates",
+    "--tls-psk",
+    "--tls-verify-peer",
+    "--unix",
+    "--user",
+    "--verbose",
+    "--version",
+    "--vsock",
+    "--keep-alive",
+    "--no-eh",
+    "--print-uri",
+];
 
 fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T, String> {
     let v = v.trim();
@@ -162,6 +226,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     | "port"
                     | "i"
                     | "ipaddr"
+                    | "ip-addr"
                     | "e"
                     | "exportname"
                     | "export-name"
@@ -169,6 +234,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                     | "run"
                     | "P"
                     | "pidfile"
+                    | "pid-file"
                     | "t"
                     | "threads"
                     | "mask-handshake"
@@ -207,9 +273,11 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "h" | "help" => c.help = true,
                 "V" | "version" => c.version = true,
                 "dump-config" => return Ok(Action::DumpConfig),
+                "short-options" => return Ok(Action::ShortOptions),
+                "long-options" => return Ok(Action::LongOptions),
                 "U" | "unix" => c.unix = Some(v),
                 "p" | "port" => c.port = Some(v),
-                "i" | "ipaddr" => c.ipaddr = Some(v),
+                "i" | "ipaddr" | "ip-addr" => c.ipaddr = Some(v),
                 "e" | "exportname" | "export-name" | "export" => c.exportname = v,
                 "filter" => {
                     if v.is_empty() {
@@ -239,7 +307,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "tls-psk" => c.tls_psk = Some(v),
                 "tls-verify-peer" => c.tls_verify_peer = true,
                 "run" => c.run = Some(v),
-                "P" | "pidfile" => c.pidfile = Some(v),
+                "P" | "pidfile" | "pid-file" => c.pidfile = Some(v),
                 "t" | "threads" => {
                     let t: usize = parse_num("--threads", &v)?;
                     if t > 1024 {
@@ -269,7 +337,7 @@ pub fn parse(args: &[String]) -> Result<Action, String> {
                 "selinux-label" => c.selinux_label = Some(v),
                 "dump-plugin" => c.dump_plugin = true,
                 "f" | "foreground" | "no-fork" => c.foreground = true,
-                "s" | "single" => c.single = true,
+                "s" | "single" | "stdin" => c.single = true,
                 "exit-with-parent" => c.exit_with_parent = true,
                 "v" | "verbose" => c.verbose = true,
                 "n" | "newstyle" | "new-style" => c.oldstyle = false,
@@ -441,6 +509,8 @@ mod tests {
         assert!(c.vsock && c.print_uri && c.keep_alive && c.no_sr && c.no_eh && c.oldstyle);
         assert_eq!(c.port.as_deref(), Some("4294967295"));
         assert_eq!(p(&["--dump-config"]), Ok(Action::DumpConfig));
+        assert_eq!(p(&["--short-options"]), Ok(Action::ShortOptions));
+        assert_eq!(p(&["--long-options"]), Ok(Action::LongOptions));
         for bad in [
             &["--log=foo", "memory", "1"][..],
             &["--vsock", "-U", "s", "memory", "1"],
@@ -456,6 +526,21 @@ mod tests {
             &["--filter=", "memory", "1"],
         ] {
             assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Every option that --short-options and --long-options list is one
+    /// the parser takes (with a value where it needs one).
+    #[test]
+    fn every_listed_option_is_accepted() {
+        for o in SHORT_OPTIONS.iter().chain(LONG_OPTIONS) {
+            let with_value = [*o, "1", "memory", "1M"];
+            let alone = [*o, "memory", "1M"];
+            let unrecognized = |r: Result<Action, String>| matches!(r, Err(e) if e.starts_with("unrecognized option"));
+            assert!(
+                !unrecognized(p(&alone)) || !unrecognized(p(&with_value)),
+                "{o} is listed but not accepted"
+            );
         }
     }
 }

@@ -96,6 +96,14 @@ fn main() {
             println!("{VERSION}");
             return;
         }
+        Ok(Action::ShortOptions) => {
+            cli::SHORT_OPTIONS.iter().for_each(|o| println!("{o}"));
+            return;
+        }
+        Ok(Action::LongOptions) => {
+            cli::LONG_OPTIONS.iter().for_each(|o| println!("{o}"));
+            return;
+        }
         Ok(Action::DumpConfig) => {
             dump_config();
             return;

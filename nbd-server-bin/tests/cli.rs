@@ -175,3 +175,22 @@ fn background_with_pidfile() {
     }
     let _ = std::io::stdout().flush();
 }
+
+/// `--short-options` and `--long-options` print Debian's nbdkit's lists,
+/// in its order (ours may add options after them), one a line.
+#[test]
+fn short_and_long_options_list_nbdkits() {
+    for flag in ["--short-options", "--long-options"] {
+        let ours = nbdkit(&[flag]);
+        assert!(ours.status.success(), "{flag}: {ours:?}");
+        let theirs = Command::new("/usr/bin/nbdkit").arg(flag).output().unwrap();
+        assert!(theirs.status.success(), "Debian's {flag}: {theirs:?}");
+        let ours = String::from_utf8_lossy(&ours.stdout).into_owned();
+        let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+        assert!(theirs.lines().count() > 10, "{flag}: {theirs}");
+        assert!(
+            ours.starts_with(&theirs),
+            "{flag}: ours\n{ours}\nDebian's\n{theirs}"
+        );
+    }
+}
