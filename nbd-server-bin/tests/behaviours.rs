@@ -837,3 +837,45 @@ fn nbd_tls_x509_to_the_server() {
     }
     bad(&["nbd", "socket=/x", "tls-verify=perhaps"], "tls-verify");
 }
+
+/// nbd plugin, dynamic-export=true: each client's connection asks the
+/// back server for the export that client asked for; with export= or
+/// shared=true it is refused in nbdkit's words. Ours and Debian's.
+#[test]
+fn nbd_dynamic_export() {
+    require("nbdinfo", "libnbd-bin");
+    let dir = TempDir::new("nbddynamic");
+    let exports = dir.path().join("exports");
+    std::fs::create_dir(&exports).unwrap();
+    std::fs::write(exports.join("a"), vec![1u8; 1 << 20]).unwrap();
+    std::fs::write(exports.join("b"), vec![2u8; 3 << 20]).unwrap();
+    let dir_arg = format!("dir={}", exports.display());
+    let back = Server::start_bin(std::path::Path::new(DEBIAN_NBDKIT), &["file", &dir_arg]);
+    let socket = format!("socket={}", back.sock.display());
+    let cmd = "nbdinfo --size \"nbd+unix:///a?socket=$unixsocket\"; \
+               nbdinfo --size \"nbd+unix:///b?socket=$unixsocket\"";
+    for bin in [BIN, DEBIAN_NBDKIT] {
+        let o = run_with(bin, &["nbd", &socket, "dynamic-export=true"], cmd);
+        assert!(o.status.success(), "{bin}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "1048576\n3145728\n",
+            "{bin}"
+        );
+        for (extra, words) in [
+            (
+                "export=a",
+                "cannot mix 'dynamic-export' with explicit export name",
+            ),
+            (
+                "shared=true",
+                "cannot use 'dynamic-export' with shared connection",
+            ),
+        ] {
+            let o = run_with(bin, &["nbd", &socket, "dynamic-export=true", extra], "true");
+            assert_eq!(o.status.code(), Some(1), "{bin} {extra}: {o:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(words), "{bin} {extra}: {err}");
+        }
+    }
+}

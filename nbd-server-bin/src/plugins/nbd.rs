@@ -58,6 +58,10 @@ pub const PLUGIN: PluginSpec = PluginSpec {
         ),
         ("export", "the export name to ask for"),
         (
+            "dynamic-export",
+            "ask the server for the export each client asks for",
+        ),
+        (
             "retry",
             "how many more times to try connecting, a second apart",
         ),
@@ -342,6 +346,9 @@ pub struct NbdPlugin {
     /// shared=true (implied by command= and socket-fd=): one connection
     /// for every client.
     shared: bool,
+    /// dynamic-export=true: each client's connection asks the server for
+    /// the export that client asked for (not `export`).
+    dynamic_export: bool,
     /// That connection, once made: at start-up for shared=true, after
     /// daemonising for command= and socket-fd= (the server it runs, or
     /// the descriptor, must be the final process's).
@@ -378,6 +385,7 @@ impl NbdPlugin {
             })?
             .unwrap_or(0);
         let shared = p.take_bool("shared")?;
+        let dynamic_export = p.take_bool("dynamic-export")?.unwrap_or(false);
         let mut tls = TlsSettings::take(p)?;
         let ways = [
             uri.is_some(),
@@ -445,6 +453,13 @@ impl NbdPlugin {
                 "one of uri=, socket=, hostname=, vsock=, command= or socket-fd= is required",
             ));
         };
+        // nbdkit's words for both.
+        if dynamic_export && export.is_some() {
+            return Err("cannot mix 'dynamic-export' with explicit export name".into());
+        }
+        if dynamic_export && shared == Some(true) {
+            return Err("cannot use 'dynamic-export' with shared connection".into());
+        }
         let export = export.or(uri_export).unwrap_or_default();
         // The name a server certificate is checked against (over TCP).
         if let Target::Tcp(h, _) = &target {
@@ -455,6 +470,7 @@ impl NbdPlugin {
         let plugin = NbdPlugin {
             tls,
             shared,
+            dynamic_export,
             target,
             export,
             readonly,
@@ -479,9 +495,14 @@ impl NbdPlugin {
     /// A new connection to the server (tried `retry` more times, a second
     /// apart, if it fails).
     pub fn connect(&self) -> Result<NbdConn> {
+        self.connect_to(&self.export)
+    }
+
+    /// As [`NbdPlugin::connect`], asking the server for `export`.
+    fn connect_to(&self, export: &str) -> Result<NbdConn> {
         let mut tries = 0;
         let conn = loop {
-            match Conn::connect(&self.target, &self.export, &self.tls) {
+            match Conn::connect(&self.target, export, &self.tls) {
                 Ok(c) => break c,
                 Err(_) if tries < self.retry && self.target.reconnectable() => {
                     tries += 1;
@@ -497,7 +518,7 @@ impl NbdPlugin {
         Ok(NbdConn {
             target: self.target.clone(),
             tls: self.tls.clone(),
-            export: self.export.clone(),
+            export: export.to_string(),
             readonly: self.readonly,
             conn: Mutex::new(Some(conn)),
             info,
@@ -659,10 +680,15 @@ impl Plugin for NbdPlugin {
         Ok(())
     }
 
-    fn open(self: Arc<Self>, _: &ConnectionInfo) -> Result<Box<dyn Backend>> {
+    fn open(self: Arc<Self>, info: &ConnectionInfo) -> Result<Box<dyn Backend>> {
         match self.shared_conn.get() {
             Some(c) => Ok(Box::new(Arc::clone(c))),
             None if self.shared => Err(Error::new(libc::EIO, "nbd: not connected yet")),
+            None if self.dynamic_export => {
+                let name = String::from_utf8(info.export_name.clone())
+                    .map_err(|_| Error::new(libc::EINVAL, "nbd: export name is not UTF-8"))?;
+                Ok(Box::new(self.connect_to(&name)?))
+            }
             None => Ok(Box::new(self.connect()?)),
         }
     }
