@@ -862,6 +862,18 @@ fn nbd_dynamic_export() {
             "1048576\n3145728\n",
             "{bin}"
         );
+        // The export list is the back server's.
+        let o = run_with(
+            bin,
+            &["nbd", &socket, "dynamic-export=true"],
+            "nbdinfo --list --json \"$uri\" | grep '\"export-name\"' | sort",
+        );
+        assert!(o.status.success(), "{bin}: {o:?}");
+        let list = String::from_utf8_lossy(&o.stdout).replace([' ', '\t'], "");
+        assert_eq!(
+            list, "\"export-name\":\"a\",\n\"export-name\":\"b\",\n",
+            "{bin}"
+        );
         for (extra, words) in [
             (
                 "export=a",

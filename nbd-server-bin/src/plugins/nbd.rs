@@ -26,7 +26,7 @@ use std::os::unix::io::{FromRawFd, OwnedFd, RawFd};
 
 use parking_lot::Mutex;
 
-use nbd_core::client::{Client, Command, Config, Event, ExportInfo, Phase};
+use nbd_core::client::{Client, Command, Config, Event, ExportInfo, Phase, UserOption};
 use nbd_core::server::backend::{Backend, ConnectionInfo, Error, Extents, Result, ZeroFlags};
 use nbd_core::wire::consts::{cmd, cmd_flags, tx_flags};
 
@@ -163,6 +163,56 @@ struct Conn {
 
 impl Conn {
     fn connect(target: &Target, export: &str, tls: &TlsSettings) -> Result<Conn> {
+        let c = Conn::handshake(target, export, tls, false)?;
+        match c.client.phase() {
+            Phase::Ready => Ok(c),
+            _ => Err(c.dead()),
+        }
+    }
+
+    /// The server's exports (NBD_OPT_LIST in option mode), then
+    /// NBD_OPT_ABORT: (name, description) pairs.
+    fn list(target: &Target, tls: &TlsSettings) -> Result<Vec<(String, String)>> {
+        let mut c = Conn::handshake(target, "", tls, true)?;
+        if c.client.phase() != Phase::Negotiating {
+            return Err(c.dead());
+        }
+        c.client
+            .start_user_option(UserOption::List)
+            .map_err(|e| Error::new(e.errno.max(1), format!("nbd: {}", e.message)))?;
+        let mut names = Vec::new();
+        let mut done = None;
+        c.pump(|cl| {
+            while let Some(ev) = cl.poll_event() {
+                match ev {
+                    Event::ListedExport { name, description } => names.push((
+                        String::from_utf8_lossy(&name).into_owned(),
+                        String::from_utf8_lossy(&description).into_owned(),
+                    )),
+                    Event::OptionDone { result } => done = Some(result),
+                    _ => {}
+                }
+            }
+            done.is_some()
+        })?;
+        match done {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(Error::new(e.errno.max(1), format!("nbd: {}", e.message))),
+            None => return Err(c.dead()),
+        }
+        // A polite goodbye; the list is had whatever the server answers.
+        if c.client.start_user_option(UserOption::Abort).is_ok() {
+            let _ = c.pump(|cl| {
+                let _ = cl.poll_event();
+                matches!(cl.phase(), Phase::Closed | Phase::Dead)
+            });
+        }
+        Ok(names)
+    }
+
+    /// Connects and runs the handshake: to transmission, or with
+    /// `opt_mode` until the server waits for the caller's options.
+    fn handshake(target: &Target, export: &str, tls: &TlsSettings, opt_mode: bool) -> Result<Conn> {
         let io = |what: &str, e: std::io::Error| {
             Error::new(
                 e.raw_os_error().unwrap_or(libc::EIO),
@@ -193,6 +243,7 @@ impl Conn {
             export_name: export.as_bytes().to_vec(),
             meta_contexts: vec![b"base:allocation".to_vec()],
             tls: tls.mode,
+            opt_mode,
             ..Config::default()
         };
         let mut c = Conn {
@@ -201,10 +252,7 @@ impl Conn {
             client: Client::new(config),
         };
         c.pump_handshake(tls)?;
-        match c.client.phase() {
-            Phase::Ready => Ok(c),
-            _ => Err(c.dead()),
-        }
+        Ok(c)
     }
 
     fn dead(&self) -> Error {
@@ -691,6 +739,15 @@ impl Plugin for NbdPlugin {
             }
             None => Ok(Box::new(self.connect()?)),
         }
+    }
+
+    /// With dynamic-export=true, the back server's exports, as nbdkit's
+    /// plugin lists them; otherwise the server's default rule.
+    fn list_exports(&self, _: &ConnectionInfo) -> Result<Option<Vec<(String, String)>>> {
+        if !self.dynamic_export {
+            return Ok(None);
+        }
+        Conn::list(&self.target, &self.tls).map(Some)
     }
 }
 
