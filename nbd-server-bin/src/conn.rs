@@ -786,6 +786,9 @@ fn read_requests(
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     debug!(srv, "connection {}: read request: {e}", conn.id);
                 }
+                // The requests already accepted get their replies (each
+                // was answered at once before replies were batched).
+                send_batch(conn, &mut side.replies);
                 conn.kill();
                 return Next::Stop;
             }
@@ -803,6 +806,7 @@ fn read_requests(
             Ok(h) => h,
             Err(e) => {
                 crate::log::error!("connection {}: {e}", conn.id);
+                send_batch(conn, &mut side.replies);
                 conn.kill();
                 return Next::Stop;
             }
@@ -856,6 +860,7 @@ fn read_requests(
             }
             if let Err(e) = side.requests.read_exact(&mut data[..n]) {
                 debug!(srv, "connection {}: reading payload: {e}", conn.id);
+                send_batch(conn, &mut side.replies);
                 conn.kill();
                 return Next::Stop;
             }
