@@ -56,7 +56,22 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 /// client hangs up.
 pub fn sleep(d: Duration) -> Result<(), CutShort> {
     let fd = CLIENT_FD.with(Cell::get);
-    sleep_watching(d, fd, crate::process::shutdown::requested)
+    sleep_watching(d, fd, shutdown_requested)
+}
+
+/// The server's shutdown flag.
+#[cfg(not(test))]
+fn shutdown_requested() -> bool {
+    crate::process::shutdown::requested()
+}
+
+/// Unit tests share one process, in which exitlast's and exitwhen's own
+/// tests raise the shutdown flag: read there, it would end other tests'
+/// sleeps (the delay filter's) at random. This module's tests give
+/// `sleep_watching` a flag of their own instead.
+#[cfg(test)]
+fn shutdown_requested() -> bool {
+    false
 }
 
 /// [`sleep`], with the client socket and the shutdown flag given (tests
