@@ -461,18 +461,7 @@ impl Filter for CFilter {
         if r == -1 {
             return Err(cc.failed());
         }
-        let mut out: Vec<(String, String)> = list
-            .list
-            .iter()
-            .map(|(n, d)| {
-                (
-                    n.to_string_lossy().into_owned(),
-                    d.as_ref()
-                        .map(|d| d.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
+        let mut out = list.pairs();
         if list.use_default {
             let name = self.default_export(next, info)?.unwrap_or_default();
             out.push((name, String::new()));

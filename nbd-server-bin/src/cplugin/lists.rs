@@ -110,6 +110,22 @@ pub struct ExportsList {
 }
 
 impl ExportsList {
+    /// The list as (name, description) pairs, lossily as UTF-8, without
+    /// the default export (see `use_default`).
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.list
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.to_string_lossy().into_owned(),
+                    d.as_ref()
+                        .map(|d| d.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// `nbdkit_add_export`.
     pub fn add(&mut self, name: &[u8], description: Option<&[u8]>) -> Result<(), String> {
         if self.list.len() >= MAX_EXPORTS {

@@ -183,18 +183,7 @@ impl Plugin for CPlugin {
         self.status(Some(info), || unsafe {
             cb(info.readonly as c_int, info.tls as c_int, ptr)
         })?;
-        let mut out: Vec<(String, String)> = list
-            .list
-            .iter()
-            .map(|(n, d)| {
-                (
-                    n.to_string_lossy().into_owned(),
-                    d.as_ref()
-                        .map(|d| d.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
+        let mut out = list.pairs();
         if list.use_default {
             let name = self.default_export(info)?.unwrap_or_default();
             out.push((name, String::new()));
