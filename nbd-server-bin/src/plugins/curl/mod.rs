@@ -687,17 +687,25 @@ impl Drop for CurlPlugin {
 }
 
 impl CurlPlugin {
+    /// What a transfer of the `len` bytes at `offset` starts from: the
+    /// library, a handle with the header and cookie scripts applied, and
+    /// the range as libcurl takes it (`len` > 0).
+    fn ranged(&self, offset: u64, len: usize) -> Result<(&'static Lib, Easy, CString)> {
+        let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
+        let mut e = self.handle()?;
+        self.apply_scripts(&mut e)?;
+        let range = CString::new(format!("{}-{}", offset, offset + len as u64 - 1))
+            .expect("digits and a dash");
+        Ok((l, e, range))
+    }
+
     /// Uploads `buf` as the range at `offset` (for HTTP: a PUT with a
     /// Content-Range header, which libcurl makes from the range).
     fn upload(&self, buf: &[u8], offset: u64) -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
-        let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
-        let mut e = self.handle()?;
-        self.apply_scripts(&mut e)?;
-        let range = CString::new(format!("{}-{}", offset, offset + buf.len() as u64 - 1))
-            .expect("digits and a dash");
+        let (l, e, range) = self.ranged(offset, buf.len())?;
         let mut src = Source { buf, sent: 0 };
         // SAFETY: the callback, its data and the range live until perform
         // returns; all are reset before the handle goes back to the pool.
@@ -736,11 +744,7 @@ impl CurlPlugin {
         if buf.is_empty() {
             return Ok(());
         }
-        let l = lib().map_err(|e| Error::new(libc::EIO, e))?;
-        let mut e = self.handle()?;
-        self.apply_scripts(&mut e)?;
-        let range = CString::new(format!("{}-{}", offset, offset + buf.len() as u64 - 1))
-            .expect("digits and a dash");
+        let (l, e, range) = self.ranged(offset, buf.len())?;
         let mut sink = Sink {
             buf,
             filled: 0,
