@@ -48,7 +48,21 @@ struct Reads {
 
 impl Reads {
     fn connect(sock: &Path, form: Form) -> Reads {
-        let mut s = UnixStream::connect(sock).expect("connect");
+        // The socket file appears at bind(), a moment before listen(): a
+        // connection in between is refused, so try again for a while.
+        let t = std::time::Instant::now();
+        let mut s = loop {
+            match UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && t.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         greet(&mut s, client_flags::ALL);
         let option = match form {
