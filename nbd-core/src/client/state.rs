@@ -24,8 +24,16 @@ use crate::wire::request::{EncodedRequest, EXTENDED_REQUEST_HEADER_LEN};
 use crate::wire::ChunkType;
 use crate::wire::WireError;
 
-/// Size of the read-ahead buffer.
-const RBUF_SIZE: usize = 64 * 1024;
+/// Size of the read-ahead buffer once commands are in flight.
+pub(super) const RBUF_SIZE: usize = 64 * 1024;
+/// Size of the read-ahead buffer until then. Handshake replies are read a
+/// header at a time (their payloads go to `scratch`), and a connection that
+/// only connects and disconnects never needs more, so it never pays for
+/// allocating and zeroing the large buffer.
+const RBUF_HANDSHAKE_SIZE: usize = 512;
+const _: () = assert!(
+    RBUF_HANDSHAKE_SIZE >= MAX_HEADER_NEED && RBUF_HANDSHAKE_SIZE >= EXTENDED_REQUEST_HEADER_LEN
+);
 /// A READ payload at least this large (with nothing buffered) is received
 /// straight into the caller's buffer; below it, batching replies saves more
 /// system calls than the copy costs.
@@ -292,7 +300,7 @@ impl<C: CommandBuffer> Client<C> {
                 need: crate::wire::handshake::GREETING_PREFIX_LEN,
                 step: Step::Negotiate(NegStep::GreetingPrefix),
             },
-            rbuf: vec![0u8; RBUF_SIZE].into_boxed_slice(),
+            rbuf: vec![0u8; RBUF_HANDSHAKE_SIZE].into_boxed_slice(),
             rstart: 0,
             rend: 0,
             scratch: Vec::new(),
@@ -449,6 +457,9 @@ impl<C: CommandBuffer> Client<C> {
             self.recv_target = RecvTarget::None;
             return &mut [];
         }
+        if self.rbuf.len() < RBUF_SIZE && self.in_transmission() && !self.cmds.is_empty() {
+            self.grow_rbuf();
+        }
         match self.rx {
             Rx::Idle => {
                 self.recv_target = RecvTarget::None;
@@ -493,6 +504,17 @@ impl<C: CommandBuffer> Client<C> {
                 }
             },
         }
+    }
+
+    /// Replaces the handshake's small read-ahead buffer with the large one,
+    /// keeping what it holds.
+    fn grow_rbuf(&mut self) {
+        let mut big = vec![0u8; RBUF_SIZE].into_boxed_slice();
+        let held = self.rend - self.rstart;
+        big[..held].copy_from_slice(&self.rbuf[self.rstart..self.rend]);
+        self.rbuf = big;
+        self.rstart = 0;
+        self.rend = held;
     }
 
     /// Moves buffered bytes to the front so that `need` more fit.

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use super::state::RBUF_SIZE;
 use super::*;
 use crate::errno::host;
 use crate::wire::codec::{PutBe, Reader};
@@ -534,8 +535,26 @@ fn oldstyle_server() {
     assert_eq!(l.client.export().unwrap().size, 1 << 20);
 }
 
+#[test]
+fn read_ahead_buffer_grows_only_when_a_command_is_in_flight() {
+    // A connection that only connects and disconnects keeps the small
+    // handshake buffer (nothing large is allocated and zeroed for it).
+    let mut l = connected(Script::default());
+    let small = l.client.buffer_capacity();
+    assert!(small < RBUF_SIZE, "{small}");
+    // The first reply in transmission is read into the large buffer, and
+    // what the small one held is kept (replies still parse).
+    round_trip_on(&mut l, usize::MAX);
+    assert!(l.client.buffer_capacity() >= RBUF_SIZE);
+}
+
 fn round_trip(s: Script, trickle: usize) {
     let mut l = connected(s);
+    round_trip_on(&mut l, trickle);
+}
+
+/// A 64 KiB write, then 16 reads of it in flight at once, checked.
+fn round_trip_on(l: &mut Link, trickle: usize) {
     l.trickle = trickle;
     let pattern: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
     let w = l.submit(Command::new(cmd::WRITE, 0, 4096, 65536), pattern.clone());
