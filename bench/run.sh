@@ -2,30 +2,45 @@
 # make bench: ours vs Debian's, same other side, medians of $BENCH_RUNS runs.
 #  (a) server: our nbdkit vs Debian's, client Debian's nbdcopy (on Debian's
 #      libnbd), over a Unix socket:
-#        read  a $BENCH_SIZE file export of random data (file on /dev/shm) to null:
-#        write from that file into a $BENCH_SIZE memory export
+#        read  a $BENCH_SIZE file export of random data (file on /dev/shm) to
+#              null:, with nbdcopy's default 4 connections (multi-conn) and
+#              with one
+#        write from that file into a $BENCH_SIZE memory export (4 connections)
 #  (b) library: our libnbd vs Debian's, server Debian's nbdkit memory:
 #      bench/rwloop (synchronous nbd_pwrite, then nbd_pread) in 2 MiB and
-#      4 KiB blocks
+#      4 KiB blocks; and server: our nbdkit vs Debian's under Debian's
+#      libnbd, the 4 KiB blocks
 #  (c) library under nbdcopy: Debian's nbdcopy on our libnbd.so.0 vs on
-#      Debian's, reading from Debian's nbdkit (file) to null:
+#      Debian's, reading from Debian's nbdkit (file) to null: and writing
+#      the file into Debian's nbdkit (memory)
 #  (d) bench/aioread: 4 KiB random reads, $BENCH_AIO_DEPTH (64) in flight
 #      through nbd_aio_pread: our libnbd vs Debian's on Debian's nbdkit
-#      memory, and our nbdkit vs Debian's under Debian's libnbd
+#      memory, and our nbdkit vs Debian's under Debian's libnbd, serving
+#      memory and serving the file
 #  (e) TLS (PSK, keys from scripts/gen-tls-keys.sh), the pairs: nbdcopy on
 #      our libnbd.so.0 reading from our nbdkit vs nbdcopy on Debian's libnbd
 #      reading from Debian's nbdkit, both --tls=require, the file export to
 #      null over a Unix socket
 #  (f) bench/connect: create / connect_uri / shutdown / close cycles on
 #      our libnbd vs Debian's against Debian's nbdkit memory, and the
-#      server's CPU per connection
+#      server's CPU per connection; and our nbdkit vs Debian's under
+#      Debian's libnbd
 #  (g) bench/aioread on our libnbd and our nbdkit, with extended headers
 #      (first column) and with them turned off in the server (second)
+#  (h) scale: bench/scale on Debian's libnbd, 1, 4, 16 and 64 connections
+#      each with $BENCH_AIO_DEPTH 4 KiB random reads in flight, our nbdkit
+#      vs Debian's (memory 1G): reads/s, server CPU per read, and the
+#      server's resident memory per idle and per busy connection
+#  (r) bench/request_costs.sh: system calls, futex calls, context switches
+#      and CPU per request of our nbdkit and Debian's
+#  (s) bench/file-reads.sh: file plugin reads per request size, sendfile
+#      against copying against Debian's nbdkit
 # Results go to stdout only.  Not part of make check.
 #
 # Knobs: BENCH_RUNS (3), BENCH_SIZE (2G), BENCH_BIG_BYTES (4 GiB of 2 MiB
 # requests), BENCH_SMALL_BYTES (256 MiB of 4 KiB requests), BENCH_AIO_DEPTH
-# (64), BENCH_AIO_OPS (200000), BENCH_CONNECT_CYCLES (2000), BENCH_ONLY (the sections to run, e.g.
+# (64), BENCH_AIO_OPS (200000), BENCH_CONNECT_CYCLES (2000),
+# BENCH_SCALE_CONNS ("1 4 16 64"), BENCH_ONLY (the sections to run, e.g.
 # "a e"; default all).
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -101,10 +116,13 @@ for side in ours theirs; do
   nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
   if [[ ! -x $nbdkit ]]; then echo "  $nbdkit missing" >&2; continue; fi
   measure "read-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- '"$uri"' null:
+  measure "read1-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- --connections=1 '"$uri"' null:
   measure "write-$side" timed_nbdcopy "$nbdkit" "" memory "$SIZE" -- "$SRC" '"$uri"'
 done
 row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
   "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
+row "(a) the same, 1 connection (server)" GB/s \
+  "$(rate "$bytes" "${RES[read1-ours]:-}")" "$(rate "$bytes" "${RES[read1-theirs]:-}")"
 row "(a) nbdcopy write $SIZE file -> memory (server)" GB/s \
   "$(rate "$bytes" "${RES[write-ours]:-}")" "$(rate "$bytes" "${RES[write-theirs]:-}")"
 fi # (a)
@@ -121,14 +139,15 @@ fi
 build_c_real bench/rwloop.c "$TMP/rwloop-real" >"$TMP/cc-real.log" 2>&1 ||
   echo "  cannot build rwloop on Debian's libnbd: $(tail -n 3 "$TMP/cc-real.log")" >&2
 
-# rwloop_run LIB BS BYTES: one server, pwrite pass then pread pass; prints
-# "MBps_write iops_write MBps_read iops_read".
+# rwloop_run LIB BS BYTES [NBDKIT]: one server (Debian's unless named),
+# pwrite pass then pread pass; prints "MBps_write iops_write MBps_read
+# iops_read".
 rwloop_run() {
-  local lib=$1 bs=$2 n=$3 bin envp out
+  local lib=$1 bs=$2 n=$3 nbdkit=${4:-$DEBIAN_NBDKIT} bin envp out
   if [[ $lib == ours ]]; then bin=$TMP/rwloop-ours; envp=$(ours_env)
   else bin=$TMP/rwloop-real; envp=$(real_env); fi
   [[ -x $bin ]] || return 1
-  out=$(to "$DEBIAN_NBDKIT" -U - memory 1G --run \
+  out=$(to "$nbdkit" -U - memory 1G --run \
     "$envp $bin \"\$unixsocket\" pwrite $bs $n && $envp $bin \"\$unixsocket\" pread $bs $n" 2>&1) ||
     { echo "  rwloop ($lib) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
   awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -156,6 +175,23 @@ row "(b) nbd_pread 2 MiB (library)" MB/s "${RES[r-ours-2097152]:-}" "${RES[r-rea
 row "(b) nbd_pwrite 2 MiB (library)" MB/s "${RES[w-ours-2097152]:-}" "${RES[w-real-2097152]:-}"
 row "(b) nbd_pread 4 KiB (library)" IOPS "${RES[ri-ours-4096]:-}" "${RES[ri-real-4096]:-}"
 row "(b) nbd_pwrite 4 KiB (library)" IOPS "${RES[wi-ours-4096]:-}" "${RES[wi-real-4096]:-}"
+# The server side: Debian's libnbd, 4 KiB blocks, our nbdkit and Debian's
+# in alternating runs.
+declare -A SYNC
+for ((i = 0; i < RUNS; i++)); do
+  for side in ours theirs; do
+    nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
+    read -r a b c d < <(rwloop_run real 4096 "$SMALL" "$nbdkit") || true
+    [[ -n ${d:-} ]] && { SYNC[w-$side]+="$b "; SYNC[r-$side]+="$d "; }
+  done
+done
+for side in ours theirs; do
+  echo "  server $side bs=4096: pwrite ${SYNC[w-$side]:-}IOPS; pread ${SYNC[r-$side]:-}IOPS"
+  RES[syncw-$side]=$(printf '%s\n' ${SYNC[w-$side]:-} | median)
+  RES[syncr-$side]=$(printf '%s\n' ${SYNC[r-$side]:-} | median)
+done
+row "(b) nbd_pread 4 KiB (server)" IOPS "${RES[syncr-ours]:-}" "${RES[syncr-theirs]:-}"
+row "(b) nbd_pwrite 4 KiB (server)" IOPS "${RES[syncw-ours]:-}" "${RES[syncw-theirs]:-}"
 fi # (b)
 
 # ---------------------------------------------------------------- (d)
@@ -173,21 +209,26 @@ fi
 build_c_real bench/aioread.c "$TMP/aioread-real" >"$TMP/cc-aio-real.log" 2>&1 ||
   echo "  cannot build aioread on Debian's libnbd: $(tail -n 3 "$TMP/cc-aio-real.log")" >&2
 
-# aio_iops LIB NBDKIT: prints the IOPS of one run.
+# aio_iops LIB NBDKIT [PLUGIN ARGS...]: prints the IOPS of one run
+# (plugin: memory 1G unless named).
 aio_iops() {
   local lib=$1 nbdkit=$2 bin envp out
+  shift 2
+  local plugin=("$@")
+  [[ ${#plugin[@]} -gt 0 ]] || plugin=(memory 1G)
   if [[ $lib == ours ]]; then bin=$TMP/aioread-ours; envp=$(ours_env)
   else bin=$TMP/aioread-real; envp=$(real_env); fi
   [[ -x $bin ]] || return 1
-  out=$(to "$nbdkit" -U - memory 1G --run \
+  out=$(to "$nbdkit" -U - "${plugin[@]}" --run \
     "$envp $bin \"\$unixsocket\" $AIO_DEPTH $AIO_OPS" 2>&1) ||
     { echo "  aioread ($lib on $nbdkit) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
   awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "iops") print kv[2] } }' <<<"$out"
 }
-aio_median() { # KEY LIB NBDKIT
+aio_median() { # KEY LIB NBDKIT [PLUGIN ARGS...]
   local key=$1 v vs=()
+  shift
   for ((i = 0; i < RUNS; i++)); do
-    v=$(aio_iops "$2" "$3") && [[ -n $v ]] || { RES[$key]=; return; }
+    v=$(aio_iops "$@") && [[ -n $v ]] || { RES[$key]=; return; }
     vs+=("$v")
   done
   RES[$key]=$(printf '%s\n' "${vs[@]}" | median)
@@ -197,8 +238,11 @@ $have_aio_ours && aio_median aio-lib-ours ours "$DEBIAN_NBDKIT"
 aio_median aio-lib-real real "$DEBIAN_NBDKIT"
 aio_median aio-srv-ours real "$OUR_NBDKIT"
 aio_median aio-srv-theirs real "$DEBIAN_NBDKIT"
+aio_median aio-file-ours real "$OUR_NBDKIT" file "$SRC"
+aio_median aio-file-theirs real "$DEBIAN_NBDKIT" file "$SRC"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (library)" IOPS "${RES[aio-lib-ours]:-}" "${RES[aio-lib-real]:-}"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (server)" IOPS "${RES[aio-srv-ours]:-}" "${RES[aio-srv-theirs]:-}"
+row "(d) the same, file plugin (server)" IOPS "${RES[aio-file-ours]:-}" "${RES[aio-file-theirs]:-}"
 fi # (d)
 
 # (g) The cost of extended headers: our library on our nbdkit, the same
@@ -237,8 +281,14 @@ if [[ -n $(our_so) ]]; then
   measure "copy-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" -r file "$SRC" -- '"$uri"' null:
 fi
 measure "copy-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" -r file "$SRC" -- '"$uri"' null:
+if [[ -n $(our_so) ]]; then
+  measure "copyw-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" memory "$SIZE" -- "$SRC" '"$uri"'
+fi
+measure "copyw-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" memory "$SIZE" -- "$SRC" '"$uri"'
 row "(c) nbdcopy read -> null: on the library" GB/s \
   "$(rate "$bytes" "${RES[copy-ours]:-}")" "$(rate "$bytes" "${RES[copy-real]:-}")"
+row "(c) nbdcopy write file -> memory on the library" GB/s \
+  "$(rate "$bytes" "${RES[copyw-ours]:-}")" "$(rate "$bytes" "${RES[copyw-real]:-}")"
 fi # (c)
 
 # ---------------------------------------------------------------- (e)
@@ -275,16 +325,17 @@ build_c_ours bench/connect.c "$TMP/connect-ours" >"$TMP/cc-conn-ours.log" 2>&1 |
   echo "  cannot build connect on our libnbd: $(tail -n 3 "$TMP/cc-conn-ours.log")" >&2
 build_c_real bench/connect.c "$TMP/connect-real" >"$TMP/cc-conn-real.log" 2>&1 ||
   echo "  cannot build connect on Debian's libnbd: $(tail -n 3 "$TMP/cc-conn-real.log")" >&2
-# connect_run LIB: prints "CYCLES_PER_SEC SERVER_US_PER_CONNECTION".
+# connect_run LIB [NBDKIT]: prints "CYCLES_PER_SEC SERVER_US_PER_CONNECTION"
+# (server Debian's nbdkit unless named).
 connect_run() {
-  local lib=$1 bin envp out stat
+  local lib=$1 nbdkit=${2:-$DEBIAN_NBDKIT} bin envp out stat
   if [[ $lib == ours ]]; then bin=$TMP/connect-ours; envp=$(ours_env)
   else bin=$TMP/connect-real; envp=$(real_env); fi
   [[ -x $bin ]] || return 1
-  # nbdkit --run forks: the parent runs the command, the child (its
-  # sibling here) serves.
-  stat='read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u s _ < /proc/$(pgrep -P $PPID -x nbdkit)/stat'
-  out=$(to "$DEBIAN_NBDKIT" -U - memory 1M --run \
+  # Debian's nbdkit --run forks: the parent runs the command, the child
+  # (its sibling here) serves. Ours serves in the process that runs it.
+  stat='read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u s _ < /proc/$(pgrep -P $PPID -x nbdkit || echo $PPID)/stat'
+  out=$(to "$nbdkit" -U - memory 1M --run \
     "$stat; t0=\$((u + s)); $envp $bin \"\$unixsocket\" uri $CONNECT_CYCLES || exit 1; $stat; echo SRVTICKS \$((u + s - t0))" 2>&1) ||
     { echo "  connect ($lib) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
   awk -v n="$CONNECT_CYCLES" -v hz="$(getconf CLK_TCK)" '
@@ -309,9 +360,89 @@ for lib in ours real; do
 done
 row "(f) connect + handshake + close (library)" cycles/s "${RES[conn-ours]:-}" "${RES[conn-real]:-}"
 row "(f) connections per server CPU second (library)" conn/s "${RES[conncpu-ours]:-}" "${RES[conncpu-real]:-}"
+# The server side: Debian's libnbd against our nbdkit and Debian's.
+declare -A SCONN_RATE
+for ((i = 0; i < RUNS; i++)); do
+  for side in ours theirs; do
+    nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
+    if v=$(connect_run real "$nbdkit") && [[ -n $v ]]; then SCONN_RATE[$side]+="${v% *} "; fi
+  done
+done
+for side in ours theirs; do
+  echo "  server $side: ${SCONN_RATE[$side]:-}cycles/s"
+  RES[sconn-$side]=$(printf '%s\n' ${SCONN_RATE[$side]:-} | median)
+done
+row "(f) connect + handshake + close (server)" cycles/s "${RES[sconn-ours]:-}" "${RES[sconn-theirs]:-}"
 fi # (f)
+
+# ---------------------------------------------------------------- (h)
+# bench/scale on Debian's libnbd: N connections, each with $AIO_DEPTH reads
+# in flight, one poll loop; the program reads the server's CPU time and
+# resident memory from /proc itself (the serving process: Debian's nbdkit's
+# forked child, or ours, which serves in the process that runs --run).
+scale_rows=()
+if want h; then
+echo "# (h) scale: N connections x $AIO_DEPTH 4 KiB random reads in flight, Debian's libnbd, memory 1G"
+if build_c_real bench/scale.c "$TMP/scale" >"$TMP/cc-scale.log" 2>&1; then
+  # scale_run NBDKIT N: prints "IOPS US_PER_REQ RSS_BASE RSS_IDLE RSS_BUSY".
+  scale_run() {
+    local out
+    out=$(to "$1" -U - memory 1G --run \
+      "$(real_env) $TMP/scale \"\$unixsocket\" $2 $AIO_DEPTH $AIO_OPS \$(pgrep -P \$PPID -x nbdkit || echo \$PPID)" 2>&1) ||
+      { echo "  scale ($1, $2 connections) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
+    awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                     print v["iops"], v["srv_us_per_req"], v["rss_base_kib"], v["rss_idle_kib"], v["rss_busy_kib"] }' <<<"$out"
+  }
+  declare -A SC
+  for n in ${BENCH_SCALE_CONNS:-1 4 16 64}; do
+    for ((i = 0; i < RUNS; i++)); do
+      for side in ours theirs; do
+        nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
+        read -r iops us base idle busy < <(scale_run "$nbdkit" "$n") || continue
+        [[ -n ${busy:-} ]] || continue
+        SC[iops-$side-$n]+="$iops "; SC[us-$side-$n]+="$us "
+        SC[idle-$side-$n]+="$(( (idle - base) / n )) "; SC[busy-$side-$n]+="$(( (busy - base) / n )) "
+      done
+    done
+    for side in ours theirs; do
+      echo "  $side, $n connections: ${SC[iops-$side-$n]:-}reads/s; server ${SC[us-$side-$n]:-}us/read;" \
+        "RSS per connection idle ${SC[idle-$side-$n]:-}busy ${SC[busy-$side-$n]:-}KiB"
+      for k in iops us idle busy; do
+        SC[$k-$side-$n]=$(printf '%s\n' ${SC[$k-$side-$n]:-} | median)
+      done
+    done
+    row "(h) $n x $AIO_DEPTH in flight (server)" reads/s "${SC[iops-ours-$n]:-}" "${SC[iops-theirs-$n]:-}"
+    scale_rows+=("$(printf '%5s %14s %14s %10s %10s %10s %10s %10s %10s' "$n" \
+      "${SC[iops-ours-$n]:-}" "${SC[iops-theirs-$n]:-}" "${SC[us-ours-$n]:-}" "${SC[us-theirs-$n]:-}" \
+      "${SC[idle-ours-$n]:-}" "${SC[idle-theirs-$n]:-}" "${SC[busy-ours-$n]:-}" "${SC[busy-theirs-$n]:-}")")
+  done
+else
+  echo "  cannot build bench/scale.c: $(tail -n 3 "$TMP/cc-scale.log")" >&2
+fi
+fi # (h)
 
 echo
 printf '%-46s %12s %12s %8s %s\n' "workload" "ours" "Debian's" "ratio" "unit"
 printf '%s\n' "${rows[@]}"
 echo "(ratio = ours / Debian's; higher is better)"
+if [[ ${#scale_rows[@]} -gt 0 ]]; then
+  echo
+  echo "(h) scale, per number of connections (server CPU in us per read; resident memory per connection in KiB above the server's idle figure, lower is better):"
+  printf '%5s %14s %14s %10s %10s %10s %10s %10s %10s\n' conns "reads/s ours" "Debian's" "us ours" "Debian's" \
+    "idle ours" "Debian's" "busy ours" "Debian's"
+  printf '%s\n' "${scale_rows[@]}"
+fi
+
+# ---------------------------------------------------------------- (r), (s)
+# Their own scripts, with their own tables: costs per request, and file
+# plugin reads per request size.
+if want r; then
+  echo
+  echo "# (r) bench/request_costs.sh"
+  OUR_NBDKIT=$OUR_NBDKIT bench/request_costs.sh "$OUR_NBDKIT" "$DEBIAN_NBDKIT"
+fi
+if want s; then
+  echo
+  echo "# (s) bench/file-reads.sh"
+  OUR_NBDKIT=$OUR_NBDKIT BENCH_RUNS=$RUNS bench/file-reads.sh
+fi
