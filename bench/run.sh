@@ -6,6 +6,8 @@
 #              null:, with nbdcopy's default 4 connections (multi-conn) and
 #              with one
 #        write from that file into a $BENCH_SIZE memory export (4 connections)
+#      and the raw limit: bench/socketpair, the same bytes between two
+#      processes in 2 MiB writes
 #  (b) library: our libnbd vs Debian's, server Debian's nbdkit memory:
 #      bench/rwloop (synchronous nbd_pwrite, then nbd_pread) in 2 MiB and
 #      4 KiB blocks; and server: our nbdkit vs Debian's under Debian's
@@ -123,6 +125,22 @@ row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
   "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
 row "(a) the same, 1 connection (server)" GB/s \
   "$(rate "$bytes" "${RES[read1-ours]:-}")" "$(rate "$bytes" "${RES[read1-theirs]:-}")"
+# The raw limit: the same bytes through a socketpair between two processes,
+# in 2 MiB writes and reads, nothing else done with them.
+if cc -O2 -o "$TMP/socketpair" bench/socketpair.c 2>"$TMP/cc-sp.log"; then
+  raw_secs() {
+    "$TMP/socketpair" "$bytes" 2097152 |
+      awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "secs") print kv[2] } }'
+  }
+  measure "raw" raw_secs
+  if [[ -n ${RES[raw]:-} && -n ${RES[read-ours]:-} ]]; then
+    limit_note=$(awk -v o="${RES[read-ours]}" -v t="${RES[read-theirs]:-0}" -v r="${RES[raw]}" -v b="$bytes" 'BEGIN {
+      printf "(a) raw socketpair limit %.2f GB/s: nbdcopy read from our nbdkit %.0f %%, from Debian'"'"'s %.0f %%",
+        b / r / 1e9, 100 * r / o, (t > 0 ? 100 * r / t : 0) }')
+  fi
+else
+  echo "  cannot build bench/socketpair.c: $(tail -n 2 "$TMP/cc-sp.log")" >&2
+fi
 row "(a) nbdcopy write $SIZE file -> memory (server)" GB/s \
   "$(rate "$bytes" "${RES[write-ours]:-}")" "$(rate "$bytes" "${RES[write-theirs]:-}")"
 fi # (a)
@@ -425,6 +443,7 @@ echo
 printf '%-46s %12s %12s %8s %s\n' "workload" "ours" "Debian's" "ratio" "unit"
 printf '%s\n' "${rows[@]}"
 echo "(ratio = ours / Debian's; higher is better)"
+[[ -n ${limit_note:-} ]] && echo "$limit_note"
 if [[ ${#scale_rows[@]} -gt 0 ]]; then
   echo
   echo "(h) scale, per number of connections (server CPU in us per read; resident memory per connection in KiB above the server's idle figure, lower is better):"
