@@ -52,6 +52,7 @@ use nbd_core::wire::consts::cmd;
 use nbd_core::wire::request::{RequestHeader, EXTENDED_REQUEST_HEADER_LEN, REQUEST_HEADER_LEN};
 
 use crate::sendfile;
+use crate::spin::Spinner;
 use crate::tls::Stream;
 
 /// What every connection shares.
@@ -224,6 +225,8 @@ struct RequestReader {
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
+    /// A short busy-poll before waiting for the next request (spin.rs).
+    spin: Spinner,
 }
 
 const READ_BUF: usize = 64 * 1024;
@@ -233,7 +236,9 @@ impl RequestReader {
     /// before the first byte of one (a clean end, unlike a cut header).
     fn read_header(&mut self, dst: &mut [u8]) -> io::Result<bool> {
         if self.pos == self.end {
+            let wait = self.spin.before_read(self.f.plain_fd());
             let r = retry(|| self.f.read(&mut self.buf))?;
+            self.spin.after_read(wait);
             if r == 0 {
                 return Ok(false);
             }
@@ -577,6 +582,7 @@ fn serve_opened(
                 buf: vec![0u8; READ_BUF].into_boxed_slice(),
                 pos: 0,
                 end: 0,
+                spin: Spinner::default(),
             },
             replies: ReplyBatch::new(),
         }),

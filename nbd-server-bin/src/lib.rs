@@ -21,5 +21,6 @@ pub mod process;
 pub mod reply_batch;
 pub mod scratch;
 pub mod sendfile;
+pub mod spin;
 pub mod tls;
 pub mod xnbd;

@@ -238,6 +238,14 @@ impl Stream {
         Ok(())
     }
 
+    /// The socket's descriptor when it carries plain text (no TLS).
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Stream::Plain(f) => Some(f.as_raw_fd()),
+            _ => None,
+        }
+    }
+
     fn detached() -> io::Error {
         io::Error::new(io::ErrorKind::NotConnected, "stream detached")
     }
