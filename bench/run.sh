@@ -89,17 +89,29 @@ timed_nbdcopy() {
   awk '$1 == "BENCHNS" { printf "%.6f\n", $2 / 1e9 }' <<<"$out"
 }
 
-# measure LABEL-KEY CMD...: median seconds of $RUNS runs -> $RES[KEY]
-declare -A RES
+# Every section runs in $RUNS rounds, and each round runs ours and
+# Debian's one after the other, so that a slow spell of the machine falls
+# on both sides rather than on one.
+#
+# measure KEY CMD...: one run of CMD (which prints one number), appended to
+# the runs of KEY; a failed run marks KEY failed.
+# settle KEY...: RES[KEY] = the median of KEY's runs (empty if one failed).
+declare -A RES RUNS_OF FAILED
 measure() {
-  local key=$1; shift
-  local i t ts=()
-  for ((i = 0; i < RUNS; i++)); do
-    t=$("$@") && [[ -n $t ]] || { RES[$key]=; return; }
-    ts+=("$t")
+  local key=$1 t; shift
+  [[ -n ${FAILED[$key]:-} ]] && return
+  t=$("$@") && [[ -n $t ]] || { FAILED[$key]=1; return; }
+  RUNS_OF[$key]+="$t "
+}
+settle() {
+  local key
+  for key; do
+    if [[ -n ${FAILED[$key]:-} || -z ${RUNS_OF[$key]:-} ]]; then
+      RES[$key]=; echo "  $key: failed"; continue
+    fi
+    RES[$key]=$(printf '%s\n' ${RUNS_OF[$key]} | median)
+    echo "  $key: runs ${RUNS_OF[$key]}-> median ${RES[$key]}"
   done
-  RES[$key]=$(printf '%s\n' "${ts[@]}" | median)
-  echo "  $key: runs ${ts[*]} s -> median ${RES[$key]} s"
 }
 
 rows=()
@@ -114,32 +126,37 @@ rate() { [[ -n $2 ]] && awk -v b="$1" -v s="$2" 'BEGIN { printf "%.2f", b / s / 
 # ---------------------------------------------------------------- (a)
 if want a; then
 echo "# (a) nbdcopy against our nbdkit and Debian's"
-for side in ours theirs; do
-  nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
-  if [[ ! -x $nbdkit ]]; then echo "  $nbdkit missing" >&2; continue; fi
-  measure "read-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- '"$uri"' null:
-  measure "read1-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- --connections=1 '"$uri"' null:
-  measure "write-$side" timed_nbdcopy "$nbdkit" "" memory "$SIZE" -- "$SRC" '"$uri"'
-done
-row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
-  "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
-row "(a) the same, 1 connection (server)" GB/s \
-  "$(rate "$bytes" "${RES[read1-ours]:-}")" "$(rate "$bytes" "${RES[read1-theirs]:-}")"
 # The raw limit: the same bytes through a socketpair between two processes,
 # in 2 MiB writes and reads, nothing else done with them.
+have_raw=false
 if cc -O2 -o "$TMP/socketpair" bench/socketpair.c 2>"$TMP/cc-sp.log"; then
+  have_raw=true
   raw_secs() {
     "$TMP/socketpair" "$bytes" 2097152 |
       awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "secs") print kv[2] } }'
   }
-  measure "raw" raw_secs
-  if [[ -n ${RES[raw]:-} && -n ${RES[read-ours]:-} ]]; then
-    limit_note=$(awk -v o="${RES[read-ours]}" -v t="${RES[read-theirs]:-0}" -v r="${RES[raw]}" -v b="$bytes" 'BEGIN {
-      printf "(a) raw socketpair limit %.2f GB/s: nbdcopy read from our nbdkit %.0f %%, from Debian'"'"'s %.0f %%",
-        b / r / 1e9, 100 * r / o, (t > 0 ? 100 * r / t : 0) }')
-  fi
 else
   echo "  cannot build bench/socketpair.c: $(tail -n 2 "$TMP/cc-sp.log")" >&2
+fi
+for ((round = 0; round < RUNS; round++)); do
+  for side in ours theirs; do
+    nbdkit=$OUR_NBDKIT; [[ $side == theirs ]] && nbdkit=$DEBIAN_NBDKIT
+    measure "read-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- '"$uri"' null:
+    measure "read1-$side" timed_nbdcopy "$nbdkit" "" -r file "$SRC" -- --connections=1 '"$uri"' null:
+    measure "write-$side" timed_nbdcopy "$nbdkit" "" memory "$SIZE" -- "$SRC" '"$uri"'
+  done
+  $have_raw && measure raw raw_secs
+done
+settle read-ours read-theirs read1-ours read1-theirs write-ours write-theirs
+$have_raw && settle raw
+row "(a) nbdcopy read $SIZE -> null: (server)" GB/s \
+  "$(rate "$bytes" "${RES[read-ours]:-}")" "$(rate "$bytes" "${RES[read-theirs]:-}")"
+row "(a) the same, 1 connection (server)" GB/s \
+  "$(rate "$bytes" "${RES[read1-ours]:-}")" "$(rate "$bytes" "${RES[read1-theirs]:-}")"
+if [[ -n ${RES[raw]:-} && -n ${RES[read-ours]:-} ]]; then
+  limit_note=$(awk -v o="${RES[read-ours]}" -v t="${RES[read-theirs]:-0}" -v r="${RES[raw]}" -v b="$bytes" 'BEGIN {
+    printf "(a) raw socketpair limit %.2f GB/s: nbdcopy read from our nbdkit %.0f %%, from Debian'"'"'s %.0f %%",
+      b / r / 1e9, 100 * r / o, (t > 0 ? 100 * r / t : 0) }')
 fi
 row "(a) nbdcopy write $SIZE file -> memory (server)" GB/s \
   "$(rate "$bytes" "${RES[write-ours]:-}")" "$(rate "$bytes" "${RES[write-theirs]:-}")"
@@ -171,23 +188,25 @@ rwloop_run() {
   awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                    printf "%s %s ", v["MBps"], v["iops"] } END { print "" }' <<<"$out"
 }
-for lib in ours real; do
+# rwloop_round LIB BS: one run, its four figures added to the runs of
+# w-LIB-BS (MB/s), wi- (IOPS), r-, ri-.
+rwloop_round() {
+  local n=$BIG a b c d
+  [[ $2 == 4096 ]] && n=$SMALL
+  if read -r a b c d < <(rwloop_run "$1" "$2" "$n") && [[ -n ${d:-} ]]; then
+    measure "w-$1-$2" echo "$a"; measure "wi-$1-$2" echo "$b"
+    measure "r-$1-$2" echo "$c"; measure "ri-$1-$2" echo "$d"
+  else
+    for k in w wi r ri; do measure "$k-$1-$2" false; done
+  fi
+}
+for ((round = 0; round < RUNS; round++)); do
   for bs in 2097152 4096; do
-    n=$BIG; [[ $bs == 4096 ]] && n=$SMALL
-    ws=() wi=() rs=() ri=()
-    for ((i = 0; i < RUNS; i++)); do
-      read -r a b c d < <(rwloop_run "$lib" "$bs" "$n") || true
-      [[ -n ${d:-} ]] || { ws=(); break; }
-      ws+=("$a"); wi+=("$b"); rs+=("$c"); ri+=("$d")
-    done
-    if [[ ${#ws[@]} -gt 0 ]]; then
-      RES[w-$lib-$bs]=$(printf '%s\n' "${ws[@]}" | median)
-      RES[wi-$lib-$bs]=$(printf '%s\n' "${wi[@]}" | median)
-      RES[r-$lib-$bs]=$(printf '%s\n' "${rs[@]}" | median)
-      RES[ri-$lib-$bs]=$(printf '%s\n' "${ri[@]}" | median)
-      echo "  $lib bs=$bs: pwrite ${ws[*]} MB/s; pread ${rs[*]} MB/s"
-    fi
+    for lib in ours real; do rwloop_round "$lib" "$bs"; done
   done
+done
+for bs in 2097152 4096; do
+  for lib in ours real; do settle "w-$lib-$bs" "wi-$lib-$bs" "r-$lib-$bs" "ri-$lib-$bs"; done
 done
 row "(b) nbd_pread 2 MiB (library)" MB/s "${RES[r-ours-2097152]:-}" "${RES[r-real-2097152]:-}"
 row "(b) nbd_pwrite 2 MiB (library)" MB/s "${RES[w-ours-2097152]:-}" "${RES[w-real-2097152]:-}"
@@ -242,22 +261,15 @@ aio_iops() {
     { echo "  aioread ($lib on $nbdkit) failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')" >&2; return 1; }
   awk '/^RESULT/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "iops") print kv[2] } }' <<<"$out"
 }
-aio_median() { # KEY LIB NBDKIT [PLUGIN ARGS...]
-  local key=$1 v vs=()
-  shift
-  for ((i = 0; i < RUNS; i++)); do
-    v=$(aio_iops "$@") && [[ -n $v ]] || { RES[$key]=; return; }
-    vs+=("$v")
-  done
-  RES[$key]=$(printf '%s\n' "${vs[@]}" | median)
-  echo "  $key: ${vs[*]} IOPS -> median ${RES[$key]}"
-}
-$have_aio_ours && aio_median aio-lib-ours ours "$DEBIAN_NBDKIT"
-aio_median aio-lib-real real "$DEBIAN_NBDKIT"
-aio_median aio-srv-ours real "$OUR_NBDKIT"
-aio_median aio-srv-theirs real "$DEBIAN_NBDKIT"
-aio_median aio-file-ours real "$OUR_NBDKIT" file "$SRC"
-aio_median aio-file-theirs real "$DEBIAN_NBDKIT" file "$SRC"
+for ((round = 0; round < RUNS; round++)); do
+  $have_aio_ours && measure aio-lib-ours aio_iops ours "$DEBIAN_NBDKIT"
+  measure aio-lib-real aio_iops real "$DEBIAN_NBDKIT"
+  measure aio-srv-ours aio_iops real "$OUR_NBDKIT"
+  measure aio-srv-theirs aio_iops real "$DEBIAN_NBDKIT"
+  measure aio-file-ours aio_iops real "$OUR_NBDKIT" file "$SRC"
+  measure aio-file-theirs aio_iops real "$DEBIAN_NBDKIT" file "$SRC"
+done
+settle aio-lib-ours aio-lib-real aio-srv-ours aio-srv-theirs aio-file-ours aio-file-theirs
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (library)" IOPS "${RES[aio-lib-ours]:-}" "${RES[aio-lib-real]:-}"
 row "(d) 4 KiB random read, $AIO_DEPTH in flight (server)" IOPS "${RES[aio-srv-ours]:-}" "${RES[aio-srv-theirs]:-}"
 row "(d) the same, file plugin (server)" IOPS "${RES[aio-file-ours]:-}" "${RES[aio-file-theirs]:-}"
@@ -295,14 +307,17 @@ fi # (g)
 # ---------------------------------------------------------------- (c)
 if want c; then
 echo "# (c) Debian's nbdcopy on our libnbd.so.0 and on Debian's"
-if [[ -n $(our_so) ]]; then
-  measure "copy-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" -r file "$SRC" -- '"$uri"' null:
-fi
-measure "copy-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" -r file "$SRC" -- '"$uri"' null:
-if [[ -n $(our_so) ]]; then
-  measure "copyw-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" memory "$SIZE" -- "$SRC" '"$uri"'
-fi
-measure "copyw-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" memory "$SIZE" -- "$SRC" '"$uri"'
+for ((round = 0; round < RUNS; round++)); do
+  if [[ -n $(our_so) ]]; then
+    measure "copy-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" -r file "$SRC" -- '"$uri"' null:
+  fi
+  measure "copy-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" -r file "$SRC" -- '"$uri"' null:
+  if [[ -n $(our_so) ]]; then
+    measure "copyw-ours" timed_nbdcopy "$DEBIAN_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" memory "$SIZE" -- "$SRC" '"$uri"'
+  fi
+  measure "copyw-real" timed_nbdcopy "$DEBIAN_NBDKIT" "" memory "$SIZE" -- "$SRC" '"$uri"'
+done
+settle copy-ours copy-real copyw-ours copyw-real
 row "(c) nbdcopy read -> null: on the library" GB/s \
   "$(rate "$bytes" "${RES[copy-ours]:-}")" "$(rate "$bytes" "${RES[copy-real]:-}")"
 row "(c) nbdcopy write file -> memory on the library" GB/s \
@@ -317,12 +332,15 @@ echo "# (e) TLS (PSK): nbdcopy on our libnbd + our nbdkit vs Debian's on Debian'
 if scripts/gen-tls-keys.sh "$TMP/keys" >"$TMP/keys.log" 2>&1; then
   psk=$TMP/keys/keys.psk
   tlsuri="\"nbds+unix://alice@/?socket=\$unixsocket&tls-psk-file=$psk\""
-  if [[ -n $(our_so) ]]; then
-    measure "tls-ours" timed_nbdcopy "$OUR_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" \
+  for ((round = 0; round < RUNS; round++)); do
+    if [[ -n $(our_so) ]]; then
+      measure "tls-ours" timed_nbdcopy "$OUR_NBDKIT" "env LD_LIBRARY_PATH=$OUR_LIBDIR" \
+        --tls=require --tls-psk="$psk" -r file "$SRC" -- "$tlsuri" null:
+    fi
+    measure "tls-theirs" timed_nbdcopy "$DEBIAN_NBDKIT" "" \
       --tls=require --tls-psk="$psk" -r file "$SRC" -- "$tlsuri" null:
-  fi
-  measure "tls-theirs" timed_nbdcopy "$DEBIAN_NBDKIT" "" \
-    --tls=require --tls-psk="$psk" -r file "$SRC" -- "$tlsuri" null:
+  done
+  settle tls-ours tls-theirs
 else
   echo "  cannot make TLS keys: $(tail -n 3 "$TMP/keys.log")" >&2
 fi

@@ -236,9 +236,8 @@ impl RequestReader {
     /// before the first byte of one (a clean end, unlike a cut header).
     fn read_header(&mut self, dst: &mut [u8]) -> io::Result<bool> {
         if self.pos == self.end {
-            let wait = self.spin.before_read(self.f.plain_fd());
+            self.spin.before_read(self.f.plain_fd());
             let r = retry(|| self.f.read(&mut self.buf))?;
-            self.spin.after_read(wait);
             if r == 0 {
                 return Ok(false);
             }

@@ -9,12 +9,13 @@
 //! with the reader blocking at once, and at about 35,000 when it first
 //! polled the socket for up to 50 µs.
 //!
-//! So a reader whose last wait for the client was short polls the socket
-//! (poll(2) with a zero timeout) for up to [`limit`] before it blocks. The
-//! CPU this burns is bounded three ways:
-//! - a wait that outlasts the spin turns spinning off for the connection,
-//!   until a wait is short again (an idle or slow client costs one spin,
-//!   not one per request);
+//! So before it blocks, a reader polls the socket (poll(2) with a zero
+//! timeout) for up to [`limit`]. The CPU this burns is bounded three ways:
+//! - a spin that finds nothing backs off: the reader then blocks at once
+//!   for its next 1, 2, 4 ... up to 64 waits (doubling while spins keep
+//!   failing, back to none after one succeeds), so an idle or slow client,
+//!   or a machine too busy to run the client promptly, costs a spin now
+//!   and then, not one per request;
 //! - at most one thread per spare core spins at a time ([`budget`]), so a
 //!   busy server does not take cores from its clients or its own workers,
 //!   and a one-core machine never spins;
@@ -57,72 +58,61 @@ fn budget() -> usize {
     })
 }
 
+/// The longest back-off, in waits.
+const MAX_BACKOFF: u32 = 64;
+
 /// One reader's spinning state.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Spinner {
-    /// The last wait for the client was short enough to catch by spinning.
-    short_waits: bool,
-}
-
-impl Default for Spinner {
-    fn default() -> Self {
-        Spinner { short_waits: true }
-    }
-}
-
-/// What [`Spinner::before_read`] found: the read will not block, or it may
-/// and is being timed.
-#[derive(Debug)]
-pub enum Wait {
-    Ready,
-    Timed(Instant),
-    Untimed,
+    /// Waits still to block at once before the next spin.
+    skip: u32,
+    /// The back-off after the next failed spin (0: none yet).
+    backoff: u32,
 }
 
 impl Spinner {
     /// Call before a read that may block on `fd` (None: not a plain
-    /// socket). Spins if this reader's waits have been short and a spinning
-    /// slot is free.
-    pub fn before_read(&mut self, fd: Option<RawFd>) -> Wait {
+    /// socket). Returns once `fd` is readable or the read should block:
+    /// after a spin that found nothing, while backing off, or when no
+    /// spinning slot is free.
+    pub fn before_read(&mut self, fd: Option<RawFd>) {
         let limit = limit();
         let Some(fd) = fd else {
-            return Wait::Untimed;
+            return;
         };
         if limit.is_zero() {
-            return Wait::Untimed;
+            return;
         }
-        if self.short_waits {
-            if let Some(_slot) = Slot::take() {
-                let t0 = Instant::now();
-                loop {
-                    if readable(fd) {
-                        return Wait::Ready;
-                    }
-                    if t0.elapsed() >= limit {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
-                // The client took longer than a spin: stop until a wait
-                // is short again.
-                self.short_waits = false;
-            }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
         }
-        Wait::Timed(Instant::now())
-    }
-
-    /// Call after the read that [`Spinner::before_read`] prepared.
-    pub fn after_read(&mut self, wait: Wait) {
-        if let Wait::Timed(t0) = wait {
-            if t0.elapsed() <= limit() {
-                self.short_waits = true;
-            }
+        if let Some(_slot) = Slot::take() {
+            self.spin(fd, limit);
         }
     }
 
-    /// Whether the next read may spin (for tests).
-    pub fn will_spin(&self) -> bool {
-        self.short_waits
+    /// Polls `fd` until it is readable or `limit` has passed, and sets the
+    /// back-off by the outcome.
+    fn spin(&mut self, fd: RawFd, limit: Duration) {
+        let t0 = Instant::now();
+        loop {
+            if readable(fd) {
+                self.backoff = 0;
+                return;
+            }
+            if t0.elapsed() >= limit {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
+        self.skip = self.backoff;
+    }
+
+    /// How many waits block at once before the next spin (for tests).
+    pub fn waits_before_next_spin(&self) -> u32 {
+        self.skip
     }
 }
 
@@ -167,41 +157,42 @@ fn readable(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
+    // The spins here call `spin` directly: `before_read` also needs one of
+    // the process's spinning slots, which other tests may hold.
+    const LIMIT: Duration = Duration::from_micros(50);
+
     #[test]
-    fn spins_while_waits_are_short_and_stops_after_a_long_one() {
-        let (mut a, b) = UnixStream::pair().unwrap();
+    fn failed_spins_back_off_and_a_success_resets() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let fd = b.as_raw_fd();
         let mut s = Spinner::default();
-        assert!(s.will_spin());
-        // Data already there: ready at once, spinning stays on.
+        // Nothing comes: each failed spin doubles the waits that block at
+        // once, up to 64.
+        for want in [1, 2, 4, 8, 16, 32, 64, 64] {
+            s.spin(fd, LIMIT);
+            assert_eq!(s.waits_before_next_spin(), want);
+            for _ in 0..want {
+                s.before_read(Some(fd));
+            }
+            assert_eq!(s.waits_before_next_spin(), 0);
+        }
+        // Data there: the spin succeeds at once, and the back-off resets.
         a.write_all(b"x").unwrap();
-        assert!(matches!(
-            s.before_read(Some(b.as_raw_fd())),
-            Wait::Ready | Wait::Timed(_)
-        ));
-        assert!(s.will_spin());
-        let mut buf = [0u8; 1];
-        std::io::Read::read(&mut &b, &mut buf).unwrap();
-        // Nothing comes: the spin fails (when a slot was free) and the
-        // wait is timed; a long wait keeps spinning off.
-        let w = s.before_read(Some(b.as_raw_fd()));
-        assert!(matches!(w, Wait::Timed(_)));
-        std::thread::sleep(limit() * 4);
-        s.after_read(w);
-        assert!(!s.will_spin() || budget() == 0);
-        // A short wait turns it back on.
-        let w = s.before_read(Some(b.as_raw_fd()));
-        s.after_read(w);
-        assert!(s.will_spin());
+        s.spin(fd, LIMIT);
+        assert_eq!(s.waits_before_next_spin(), 0);
+        b.read_exact(&mut [0u8; 1]).unwrap();
+        s.spin(fd, LIMIT);
+        assert_eq!(s.waits_before_next_spin(), 1);
     }
 
     #[test]
     fn only_plain_sockets_spin() {
         let mut s = Spinner::default();
-        assert!(matches!(s.before_read(None), Wait::Untimed));
-        assert!(s.will_spin());
+        s.before_read(None);
+        assert_eq!(s.waits_before_next_spin(), 0);
     }
 }
