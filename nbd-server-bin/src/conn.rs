@@ -229,9 +229,35 @@ struct RequestReader {
     spin: Spinner,
 }
 
+/// The read buffer's size once a read has filled a smaller one (a client
+/// sending many requests at once, or large writes).
 const READ_BUF: usize = 64 * 1024;
+/// Its size at first: enough for small requests one or a few at a time,
+/// so that an idle connection holds 4 KiB here, not 64.
+const READ_BUF_START: usize = 4 * 1024;
 
 impl RequestReader {
+    fn new(f: Stream) -> Self {
+        RequestReader {
+            f,
+            buf: vec![0u8; READ_BUF_START].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            spin: Spinner::default(),
+        }
+    }
+
+    /// After a read of `r` bytes into the buffer: a read that filled it may
+    /// have left more behind, so the buffer grows to its full size, keeping
+    /// what it holds.
+    fn grow_if_filled(&mut self, r: usize) {
+        if r == self.buf.len() && self.buf.len() < READ_BUF {
+            let mut big = vec![0u8; READ_BUF].into_boxed_slice();
+            big[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = big;
+        }
+    }
+
     /// Reads a request header; `Ok(false)` when the client closed its end
     /// before the first byte of one (a clean end, unlike a cut header).
     fn read_header(&mut self, dst: &mut [u8]) -> io::Result<bool> {
@@ -243,6 +269,7 @@ impl RequestReader {
             }
             self.pos = 0;
             self.end = r;
+            self.grow_if_filled(r);
         }
         self.read_exact(dst).map(|()| true)
     }
@@ -269,6 +296,7 @@ impl RequestReader {
                 dst[done..done + n].copy_from_slice(&self.buf[..n]);
                 self.pos = n;
                 self.end = r;
+                self.grow_if_filled(r);
                 done += n;
             }
         }
@@ -576,13 +604,7 @@ fn serve_opened(
             None => return,
         },
         reader: Mutex::new(ReadSide {
-            requests: RequestReader {
-                f: rd,
-                buf: vec![0u8; READ_BUF].into_boxed_slice(),
-                pos: 0,
-                end: 0,
-                spin: Spinner::default(),
-            },
+            requests: RequestReader::new(rd),
             replies: ReplyBatch::new(),
         }),
         inline: srv.chain.answers_from_memory() && !srv.limits.counted,
@@ -1124,6 +1146,31 @@ mod tests {
     use nbd_core::wire::consts::{opt, rep, NBDMAGIC};
     use nbd_core::wire::option::{encode_option, GoRequest, OptionReplyHeader};
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn request_reader_starts_small_and_grows_when_filled_keeping_its_bytes() {
+        use std::io::Write;
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let mut r = RequestReader::new(Stream::Plain(File::from(std::os::fd::OwnedFd::from(
+            server,
+        ))));
+        assert_eq!(r.buf.len(), READ_BUF_START);
+        // One small request at a time: the buffer stays small.
+        client.write_all(&[1u8; 28]).unwrap();
+        let mut h = [0u8; 28];
+        assert!(r.read_header(&mut h).unwrap());
+        assert_eq!(h, [1u8; 28]);
+        assert_eq!(r.buf.len(), READ_BUF_START);
+        // More than it holds arrives at once: it grows, and every byte
+        // still comes out in order.
+        let burst: Vec<u8> = (0..3 * READ_BUF_START).map(|i| (i % 251) as u8).collect();
+        client.write_all(&burst).unwrap();
+        let mut got = vec![0u8; burst.len()];
+        assert!(r.read_header(&mut got[..28]).unwrap());
+        r.read_exact(&mut got[28..]).unwrap();
+        assert_eq!(got, burst);
+        assert_eq!(r.buf.len(), READ_BUF);
+    }
 
     /// A plugin that records the hooks it sees (the handle's drop is its
     /// close); refuses preconnect or open on demand.

@@ -76,9 +76,11 @@ fn thousand_concurrent_connections() {
         threads as usize >= CLIENTS && (threads as usize) < CLIENTS + 16,
         "{threads} threads for {CLIENTS} idle connections"
     );
-    // Target 64 KiB; the bound leaves room for allocator noise.
+    // The target, 64 KiB; about 30 KiB is measured (4 KiB of read buffer
+    // until a read fills it, the thread's stack, the connection's state),
+    // so the bound leaves room for allocator noise.
     assert!(
-        per_conn <= 128 * 1024,
+        per_conn <= 64 * 1024,
         "{per_conn} bytes per idle connection"
     );
 
