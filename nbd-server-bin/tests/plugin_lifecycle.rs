@@ -148,6 +148,17 @@ struct Event {
     main: bool,
 }
 
+/// Every connection opened so far has closed (nbdinfo makes two: one to
+/// ask, one to read). Waiting for this before a signal keeps the order of
+/// the logs from depending on whether the server had noticed its last
+/// client go: Debian's nbdkit, signalled first, exits without closing that
+/// connection's handle.
+fn all_closed(log: &Path) -> bool {
+    let events = read_log(log);
+    let count = |name: &str| events.iter().filter(|e| e.name == name).count();
+    count("open") > 0 && count("close") == count("open")
+}
+
 fn read_log(log: &Path) -> Vec<Event> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -240,12 +251,30 @@ fn both(
     let ours = run_scenario(BIN, dir, &format!("{tag}-ours"), scenario);
     let (t, o) = (normalised(&theirs, true), normalised(&ours, true));
     println!("{tag}:\n  Debian's: {t:?}\n  ours:     {o:?}");
+    let mut ours_compared = ours.clone();
+    if last_close_skipped(&theirs) && !last_close_skipped(&ours) {
+        // Debian's nbdkit, exiting just as its last client went (the end
+        // of --run, or a signal), sometimes does not close that
+        // connection's handle, and sometimes does: a race in nbdkit. Ours
+        // always closes it first (process/live.rs). Compare the rest.
+        let at = ours.iter().rposition(|e| e.name == "close").unwrap();
+        println!("  (Debian's skipped its last close this time; compared without ours)");
+        ours_compared.remove(at);
+    }
     assert_eq!(
         normalised(&theirs, processes),
-        normalised(&ours, processes),
+        normalised(&ours_compared, processes),
         "{tag}"
     );
     (theirs, ours)
+}
+
+/// One connection opened and never closed, the last to open.
+fn last_close_skipped(events: &[Event]) -> bool {
+    let count = |name: &str| events.iter().filter(|e| e.name == name).count();
+    let last_open = events.iter().rposition(|e| e.name == "open");
+    let last_close = events.iter().rposition(|e| e.name == "close");
+    count("open") == count("close") + 1 && last_open > last_close
 }
 
 #[test]
@@ -338,7 +367,7 @@ fn after_fork_runs_in_the_daemon_whose_pid_is_in_the_pid_file() {
         );
         assert!(find(&before, "load").pid != pid, "{bin}: {before:?}");
         assert_eq!(find(&before, "open").pid, pid, "{bin}: {before:?}");
-        assert!(wait_for(|| read_log(log).iter().any(|e| e.name == "close")));
+        assert!(wait_for(|| all_closed(log)), "{bin}: {:?}", read_log(log));
         // SAFETY: kill(2) with a pid and a signal number.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         assert!(wait_for(|| !pid_alive(pid)), "{bin}: still running");
@@ -374,7 +403,7 @@ fn cleanup_and_unload_run_before_exit_on_sigterm() {
             .output()
             .unwrap();
         assert!(o.status.success(), "nbdinfo: {o:?}");
-        assert!(wait_for(|| read_log(log).iter().any(|e| e.name == "close")));
+        assert!(wait_for(|| all_closed(log)), "{bin}: {:?}", read_log(log));
         let pid = child.id() as i32;
         // SAFETY: kill(2) with a pid and a signal number.
         unsafe { libc::kill(pid, libc::SIGTERM) };
