@@ -37,7 +37,7 @@ const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
 static SPINNING: AtomicUsize = AtomicUsize::new(0);
 
 /// How long one spin may last.
-pub fn limit() -> Duration {
+fn limit() -> Duration {
     static LIMIT: OnceLock<Duration> = OnceLock::new();
     *LIMIT.get_or_init(|| {
         std::env::var("NBDKIT_SPIN_US")
@@ -187,12 +187,5 @@ mod tests {
         b.read_exact(&mut [0u8; 1]).unwrap();
         s.spin(fd, LIMIT);
         assert_eq!(s.waits_before_next_spin(), 1);
-    }
-
-    #[test]
-    fn only_plain_sockets_spin() {
-        let mut s = Spinner::default();
-        s.before_read(None);
-        assert_eq!(s.waits_before_next_spin(), 0);
     }
 }
