@@ -18,6 +18,11 @@
 //! (its read buffer is empty), when it is full, and before a larger
 //! request, or one of another chain, is served off the read lock.
 //!
+//! On a chain that is a plugin alone but may block (the file plugin), a
+//! READ below the sendfile threshold is tried the same way with
+//! [`Backend::pread_nowait`] (data the page cache holds), and goes off the
+//! read lock only when the plugin says the data is not at hand.
+//!
 //! The backend chain is used in nbdkit's order: `preconnect` before any
 //! byte of the handshake (failure: the connection is closed), opened for
 //! this connection when the client asks about an export or picks one
@@ -383,6 +388,12 @@ struct Conn {
     /// [`Limits`]: small requests are served by the thread that read
     /// them, with no hand-off (see [`worker`]).
     inline: bool,
+    /// Not `inline`, but the chain is a plugin alone and nothing counts
+    /// requests against [`Limits`]: a small READ is first tried with
+    /// [`Backend::pread_nowait`] on the thread that read it (a file whose
+    /// data the page cache holds answers at once), and goes to a worker
+    /// only when the data is not at hand.
+    try_nowait: bool,
     writer: Mutex<Stream>,
     sock: RawFd,
     /// Where the client's bytes come from (the socket, or stdin with -s):
@@ -608,6 +619,9 @@ fn serve_opened(
             replies: ReplyBatch::new(),
         }),
         inline: srv.chain.answers_from_memory() && !srv.limits.counted,
+        try_nowait: !srv.chain.answers_from_memory()
+            && srv.chain.plugin_alone()
+            && !srv.limits.counted,
         writer: Mutex::new(wr),
         sock,
         client_fd,
@@ -864,6 +878,29 @@ fn read_requests(
                 Payload::Receive(_) => h.kind == cmd::WRITE,
                 _ => false,
             };
+        if !inline
+            && conn.try_nowait
+            && h.kind == cmd::READ
+            && len > 0
+            && valid.is_ok()
+            && h.length <= INLINE_MAX
+            && !(len >= conn.sendfile_min && conn.sendfile.load(Ordering::Relaxed))
+        {
+            // Tried here, as an inline READ would be, but given up (and
+            // its header taken back) when the data is not at hand. Reads
+            // that sendfile(2) would send stay with the workers: that
+            // path saves the copy, this one the hand-off.
+            let mark = side.replies.len();
+            encode_reply(out, &h, &conn.ctx, &Ok(()), extents);
+            side.replies.push(out);
+            if let Some(Ok(())) = backend.pread_nowait(side.replies.grow(len), h.offset) {
+                if side.replies.is_full() && !send_batch(conn, &mut side.replies) {
+                    return Next::Stop;
+                }
+                continue;
+            }
+            side.replies.truncate(mark);
+        }
         if !inline {
             // Whoever reads next may take long to come back: the replies
             // collected so far go now.
@@ -1182,6 +1219,9 @@ mod tests {
         read_delay: std::time::Duration,
         /// Says it never blocks (its small requests are served inline).
         inline: bool,
+        /// Answers some reads without waiting (see HooksHandle's
+        /// pread_nowait).
+        nowait: bool,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
@@ -1189,10 +1229,34 @@ mod tests {
     struct HooksHandle {
         id: u64,
         read_delay: std::time::Duration,
+        nowait: bool,
         log: Arc<parking_lot::Mutex<Vec<String>>>,
     }
 
     impl Backend for HooksHandle {
+        /// At offset 0, 0xaa bytes (pread would give zeroes, so the
+        /// reply says which answered); at 2048, a failure (pread then
+        /// succeeds); elsewhere, not at hand.
+        fn pread_nowait(
+            &self,
+            buf: &mut [u8],
+            offset: u64,
+        ) -> Option<nbd_core::server::backend::Result<()>> {
+            if !self.nowait {
+                return None;
+            }
+            match offset {
+                0 => {
+                    buf.fill(0xaa);
+                    Some(Ok(()))
+                }
+                2048 => Some(Err(BackendError::new(
+                    nbd_core::errno::host::EIO,
+                    "not now",
+                ))),
+                _ => None,
+            }
+        }
         fn size(&self) -> nbd_core::server::backend::Result<u64> {
             Ok(4096)
         }
@@ -1239,6 +1303,7 @@ mod tests {
             Ok(Box::new(HooksHandle {
                 id: info.id,
                 read_delay: self.read_delay,
+                nowait: self.nowait,
                 log: Arc::clone(&self.log),
             }))
         }
@@ -1534,6 +1599,68 @@ mod tests {
         assert_eq!(reply(0), (0, 1));
         assert_eq!(reply(16 + 512), (nbd_core::errno::host::EIO as u32, 2));
         assert_eq!(reply(16 + 512 + 16), (0, 3));
+        h.join().unwrap();
+    }
+    /// On a chain that may block, a small READ is first tried without
+    /// waiting on the thread that read it: answered there when the data
+    /// is at hand, else (not at hand, or failed) served by a worker with
+    /// pread, whose answer, error included, is the one sent.
+    #[test]
+    fn nowait_reads_fall_back_to_a_worker() {
+        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
+        let b = Arc::new(Hooks {
+            nowait: true,
+            ..Hooks::default()
+        });
+        let (mut s, h) = start(Arc::clone(&b));
+        greet(&mut s);
+        assert_eq!(go(&mut s, b"").0, rep::ACK);
+        let mut reqs = Vec::new();
+        for (cookie, offset) in [(1u64, 0u64), (2, 1024), (3, 2048), (4, 512), (5, 0)] {
+            let req = RequestHeader {
+                flags: 0,
+                kind: cmd::READ,
+                cookie,
+                offset,
+                length: 512,
+            };
+            reqs.extend_from_slice(&req.encode());
+        }
+        s.write_all(&reqs).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        // Cookie → (error, data); workers may answer in any order.
+        let mut replies = std::collections::HashMap::new();
+        let mut at = 0;
+        while at < got.len() {
+            let r = &got[at..at + 16];
+            assert_eq!(
+                u32::from_be_bytes(r[..4].try_into().unwrap()),
+                SIMPLE_REPLY_MAGIC
+            );
+            let error = u32::from_be_bytes(r[4..8].try_into().unwrap());
+            let cookie = u64::from_be_bytes(r[8..16].try_into().unwrap());
+            at += 16;
+            let data = if error == 0 {
+                at += 512;
+                got[at - 512..at].to_vec()
+            } else {
+                Vec::new()
+            };
+            assert!(replies.insert(cookie, (error, data)).is_none());
+        }
+        let eio = nbd_core::errno::host::EIO as u32;
+        assert_eq!(replies.len(), 5, "{replies:?}");
+        assert_eq!(
+            replies[&1],
+            (0, vec![0xaa; 512]),
+            "answered without waiting"
+        );
+        assert_eq!(replies[&2], (eio, vec![]), "pread's error");
+        assert_eq!(replies[&3], (0, vec![0; 512]), "pread after a failure");
+        assert_eq!(replies[&4], (0, vec![0; 512]), "pread");
+        assert_eq!(replies[&5], (0, vec![0xaa; 512]));
         h.join().unwrap();
     }
 }

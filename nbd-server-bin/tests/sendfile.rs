@@ -393,7 +393,7 @@ fn copies_over_tcp_socket_activation_and_stdin() {
     assert!(std::fs::read(&out).unwrap() == data, "over nbdkit -s");
 }
 
-/// Our nbdkit under `strace -f -e trace=sendfile`, on a Unix socket; its
+/// Our nbdkit under `strace -f -e trace=sendfile,preadv2`, on a Unix socket; its
 /// pid from -P so that it can be stopped (strace then exits too).
 struct Traced {
     strace: Child,
@@ -407,7 +407,7 @@ impl Traced {
         let dir = TempDir::new("sendfile-strace");
         let sock = dir.path().join("sock");
         let child = Command::new(strace)
-            .args(["-f", "-qq", "-e", "trace=sendfile", "-o"])
+            .args(["-f", "-qq", "-e", "trace=sendfile,preadv2", "-o"])
             .arg(dir.path().join("trace"))
             .arg(BIN)
             .args(["-f", "-U"])
@@ -437,7 +437,13 @@ impl Traced {
     }
 
     /// Stops the server and returns how many sendfile calls it made.
-    fn sendfile_calls(mut self) -> usize {
+    fn sendfile_calls(self) -> usize {
+        let trace = self.stop();
+        trace.lines().filter(|l| l.contains("sendfile(")).count()
+    }
+
+    /// Stops the server and returns the trace.
+    fn stop(mut self) -> String {
         let pid: i32 = std::fs::read_to_string(self.dir.path().join("pid"))
             .unwrap()
             .trim()
@@ -448,8 +454,7 @@ impl Traced {
         // strace ends with its tracee; the pid is not ours to signal again.
         let _ = self.strace.wait();
         let _ = std::fs::remove_file(self.dir.path().join("pid"));
-        let trace = std::fs::read_to_string(self.dir.path().join("trace")).unwrap();
-        trace.lines().filter(|l| l.contains("sendfile(")).count()
+        std::fs::read_to_string(self.dir.path().join("trace")).unwrap()
     }
 }
 
@@ -581,4 +586,97 @@ fn a_file_truncated_under_the_connection_fails_as_nbdkit_does() {
     let ours = answers(Path::new(BIN));
     assert_eq!(ours, answers(Path::new("/usr/bin/nbdkit")));
     assert_eq!(ours, [Err(libc::EIO as u32), Err(5), Ok(true), Ok(true)]);
+}
+
+/// Whether `path` is on a file system that keeps files in memory.
+fn in_memory(path: &Path) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    matches!(st.f_type as i64, 0x0102_1994 | 0x8584_58f6)
+}
+
+/// Small reads (below SENDFILE_MIN) of a file on disk are first tried
+/// without waiting for the device, preadv2(RWF_NOWAIT), on the thread
+/// that read the request; large ones (sendfile) and reads through a
+/// filter are not. Reads of pages evicted from the page cache are not
+/// answered that way (EAGAIN): a worker reads them, and every byte is
+/// the file's.
+#[test]
+fn small_reads_are_tried_without_waiting() {
+    let dir = TempDir::new("sendfile-nowait");
+    if in_memory(dir.path()) {
+        // tmpfs: read in memory, no preadv2 (the unit tests cover it).
+        eprintln!("skipped: the temporary directory is in memory");
+        return;
+    }
+    let (path, data) = disk(dir.path());
+    let file = path.to_str().unwrap();
+    let tried = |trace: &str| trace.lines().filter(|l| l.contains("preadv2(")).count();
+
+    // Cached (just written), small: tried, each one.
+    let srv = Traced::start(&[], &["file", file]);
+    let mut c = Reads::connect(&srv.sock, Form::Structured);
+    let small = [
+        (0, 4 * KIB),
+        (5, SENDFILE_MIN - 1),
+        (70_000, 512),
+        (DISK as u64 - 1, 1),
+    ];
+    c.check(&data, &small, 1);
+    c.check(&data, &large_reads(), 1);
+    drop(c);
+    let trace = srv.stop();
+    let n = tried(&trace);
+    if trace.contains("EOPNOTSUPP") {
+        // This file system cannot say: tried once, then never.
+        assert_eq!(n, 1, "{trace}");
+    } else {
+        assert_eq!(n, small.len(), "one try per small read:\n{trace}");
+        assert!(trace.contains("RWF_NOWAIT"), "{trace}");
+    }
+
+    // Through a filter: not tried.
+    let srv = Traced::start(&[], &["--filter=offset", "file", file, "offset=4096"]);
+    let mut c = Reads::connect(&srv.sock, Form::Extended);
+    c.check(&data[4096..], &[(0, 4 * KIB), (12_345, 100)], 8);
+    drop(c);
+    assert_eq!(tried(&srv.stop()), 0, "through the offset filter");
+    if n == 1 {
+        return;
+    }
+
+    // Evicted: synced, then dropped from the page cache, so the first
+    // read of a page is not at hand.
+    let f = std::fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: advice on our descriptor, plain integers.
+    let r = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+    };
+    assert_eq!(r, 0);
+    let srv = Traced::start(&[], &["file", file]);
+    let mut c = Reads::connect(&srv.sock, Form::Simple);
+    let mut ranges = vec![(3 * MIB as u64 + 5, 4 * KIB)];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = [1, 512, 4 * KIB, 9_000, SENDFILE_MIN - 1][(x % 5) as usize];
+        ranges.push(((x >> 8) % (DISK - len) as u64, len));
+    }
+    c.check(&data, &ranges[..1], 1);
+    c.check(&data, &ranges[1..], 64);
+    drop(c);
+    let trace = srv.stop();
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("preadv2") && l.contains("EAGAIN")),
+        "the first read of an evicted page is not at hand:\n{}",
+        trace.lines().take(5).collect::<Vec<_>>().join("\n")
+    );
 }

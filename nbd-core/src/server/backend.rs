@@ -381,6 +381,17 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Optional: reads `buf.len()` bytes at `offset` as [`Backend::pread`]
+    /// does, but only if that needs no wait for a device (the data is in
+    /// the page cache, or in memory). `None`: it would wait, or the
+    /// backend cannot tell; nothing was reported and the caller reads
+    /// with `pread` where waiting does no harm. The server calls it on the
+    /// thread that reads a connection's requests, which must not stall.
+    fn pread_nowait(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        let _ = (buf, offset);
+        None
+    }
+
     /// Reads as `r` asks: from a file when `r` allows it and the backend
     /// names one, else lent when `r` allows it and the backend can lend,
     /// else into `r`'s buffer. A chain of layers overrides this to pass
@@ -495,6 +506,9 @@ impl<T: Backend + ?Sized> Backend for std::sync::Arc<T> {
     }
     fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
         (**self).pread_file(count, offset)
+    }
+    fn pread_nowait(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        (**self).pread_nowait(buf, offset)
     }
     fn read(&self, r: &mut Read<'_>) -> Result<()> {
         (**self).read(r)

@@ -110,6 +110,11 @@ impl Chain {
         self.plugin.never_blocks() && self.filters.iter().all(|f| f.never_blocks())
     }
 
+    /// Whether the chain is its plugin alone, with no filter over it.
+    pub fn plugin_alone(&self) -> bool {
+        self.filters.is_empty()
+    }
+
     /// A client connected (nbdkit's `preconnect`); `Err` refuses it.
     pub fn preconnect(&self, info: &ConnectionInfo) -> Result<()> {
         self.below(0).preconnect(info)

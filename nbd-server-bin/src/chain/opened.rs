@@ -425,6 +425,15 @@ impl Backend for Opened {
     fn read(&self, r: &mut Read<'_>) -> Result<()> {
         self.layers.next(0).read(r)
     }
+    /// The plugin's, when no filter is over it: a filter may act on the
+    /// data or on a failure (retry, error, cache), which a read given up
+    /// for want of cached data would confuse.
+    fn pread_nowait(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        if !self.layers.filters.is_empty() {
+            return None;
+        }
+        self.layers.plugin.as_ref()?.pread_nowait(buf, offset)
+    }
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.layers.next(0).pwrite(buf, offset, fua)
     }

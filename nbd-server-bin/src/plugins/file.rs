@@ -64,6 +64,28 @@ pub struct FilePlugin {
     /// cache=none: drop what we read or wrote from the page cache
     /// (nbdkit does the same with posix_fadvise, not O_DIRECT).
     cache_none: bool,
+    /// The file lives in memory (tmpfs, ramfs): reading it never waits
+    /// for a device, so the server may serve reads on the thread that
+    /// read the request, as it does for the memory plugin.
+    in_memory: bool,
+    /// Whether preadv2(RWF_NOWAIT) works on this file (tried until the
+    /// kernel says it does not): a read the page cache holds is served
+    /// on the request's own thread, one it does not goes to a worker.
+    nowait_works: AtomicBool,
+}
+
+/// statfs(2) magic numbers of the file systems that keep files in memory.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Whether `file` is on a file system that keeps its files in memory.
+fn lives_in_memory(file: &File) -> bool {
+    // SAFETY: fstatfs fills the zeroed struct we own, on our descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 /// Opens the file plugin (or, with `dir=`, one export per file).
@@ -243,6 +265,7 @@ impl FilePlugin {
             ));
         }
         let block_device = ft.is_block_device();
+        let in_memory = !block_device && lives_in_memory(&file);
         Ok(FilePlugin {
             file,
             path,
@@ -252,6 +275,8 @@ impl FilePlugin {
             can_zero_range: AtomicBool::new(!block_device),
             can_seek: AtomicBool::new(!block_device),
             cache_none: false,
+            in_memory,
+            nowait_works: AtomicBool::new(true),
         })
     }
 
@@ -378,6 +403,43 @@ impl Backend for FilePlugin {
         })?;
         self.evict(offset, buf.len(), false);
         Ok(())
+    }
+
+    /// Reads only what the page cache holds (or a file in memory) on the
+    /// request's own thread; `None` sends the read to a worker, where
+    /// `pread` may wait for the device. A short read (part of the range
+    /// cached) also goes to the worker, which reads it whole.
+    fn pread_nowait(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        if self.cache_none {
+            return None;
+        }
+        if self.in_memory {
+            return Some(self.pread(buf, offset));
+        }
+        if !self.nowait_works.load(Ordering::Relaxed) {
+            return None;
+        }
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which we borrow mutably for the
+        // call; our descriptor.
+        let n =
+            unsafe { libc::preadv2(self.fd(), &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+        if n == buf.len() as isize {
+            return Some(Ok(()));
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+            ) {
+                self.nowait_works.store(false, Ordering::Relaxed);
+            }
+        }
+        None
     }
 
     /// The data is the file's own, so the server may send it straight
@@ -648,6 +710,9 @@ impl Backend for FileConn {
     fn pread_file(&self, count: u32, offset: u64) -> Option<(BorrowedFd<'_>, u64)> {
         self.file.pread_file(count, offset)
     }
+    fn pread_nowait(&self, buf: &mut [u8], offset: u64) -> Option<Result<()>> {
+        self.file.pread_nowait(buf, offset)
+    }
     fn pwrite(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.file.pwrite(buf, offset, fua)
     }
@@ -672,6 +737,7 @@ impl Backend for FileConn {
 mod tests {
     use super::*;
     use crate::chain::testing::{info, info_for};
+    use std::path::Path;
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("nbd-rs-file-{}-{name}", std::process::id()));
@@ -704,6 +770,51 @@ mod tests {
         assert_eq!(r, [0; 10]);
         b.trim(65536, 1 << 20, false).unwrap();
         assert!(b.pread(&mut r, (4 << 20) - 5).is_err());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// A file in memory (tmpfs) is read whole without waiting; on a disk
+    /// file system the read is tried with RWF_NOWAIT and, if the page
+    /// cache holds the range, gives the file's bytes; cache=none never
+    /// reads this way (it must drop what it reads).
+    #[test]
+    fn nowait_reads_give_the_files_bytes_or_nothing() {
+        let data: Vec<u8> = (0..256 * 1024u32)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let p = shm.join(format!("nbd-rs-file-{}-nowait", std::process::id()));
+            std::fs::write(&p, &data).unwrap();
+            let f = FilePlugin::open(p.clone(), true).unwrap();
+            assert!(f.in_memory, "a file on /dev/shm is in memory");
+            let mut buf = vec![0u8; 5000];
+            assert!(matches!(f.pread_nowait(&mut buf, 1234), Some(Ok(()))));
+            assert_eq!(buf, &data[1234..6234]);
+            // Past the end: the error is the plugin's, reported here.
+            assert!(matches!(
+                f.pread_nowait(&mut buf, data.len() as u64 - 10),
+                Some(Err(_))
+            ));
+            let _ = std::fs::remove_file(&p);
+        }
+        let p = temp("nowait");
+        std::fs::write(&p, &data).unwrap();
+        let mut f = FilePlugin::open(p.clone(), true).unwrap();
+        let mut buf = vec![0u8; 4096];
+        for at in [0u64, 777, 200_000] {
+            buf.fill(0);
+            match f.pread_nowait(&mut buf, at) {
+                // Not cached (or not tried on this file system).
+                None => {}
+                Some(r) => {
+                    r.unwrap();
+                    assert_eq!(buf, &data[at as usize..at as usize + 4096]);
+                }
+            }
+        }
+        f.cache_none = true;
+        assert!(f.pread_nowait(&mut buf, 0).is_none(), "cache=none");
         let _ = std::fs::remove_file(&p);
     }
 
