@@ -1556,21 +1556,16 @@ mod tests {
         assert_eq!(log[1], "open 7 ");
     }
 
-    /// Requests sent together on a chain served inline are answered in
-    /// one batch, in order; a READ that fails after its reply was begun
-    /// in the batch is taken back and answered with the error alone.
-    #[test]
-    fn inline_batch_takes_back_a_failed_read() {
-        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
-        let b = Arc::new(Hooks {
-            inline: true,
-            ..Hooks::default()
-        });
-        let (mut s, h) = start(Arc::clone(&b));
+    /// Serves one connection of `b`, sends it READs of 512 bytes (cookie,
+    /// offset) all at once, then ends its input; returns every byte the
+    /// server sent back once it has finished.
+    fn reads_of_512(b: Hooks, reads: &[(u64, u64)]) -> Vec<u8> {
+        use nbd_core::wire::consts::cmd;
+        let (mut s, h) = start(Arc::new(b));
         greet(&mut s);
         assert_eq!(go(&mut s, b"").0, rep::ACK);
         let mut reqs = Vec::new();
-        for (cookie, offset) in [(1u64, 0u64), (2, 1024), (3, 2048)] {
+        for &(cookie, offset) in reads {
             let req = RequestHeader {
                 flags: 0,
                 kind: cmd::READ,
@@ -1584,63 +1579,58 @@ mod tests {
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
+        h.join().unwrap();
+        got
+    }
+
+    /// The error and cookie of the simple reply `r` starts with.
+    fn simple_reply(r: &[u8]) -> (u32, u64) {
+        use nbd_core::wire::consts::SIMPLE_REPLY_MAGIC;
+        let magic = u32::from_be_bytes(r[..4].try_into().unwrap());
+        assert_eq!(magic, SIMPLE_REPLY_MAGIC);
+        (
+            u32::from_be_bytes(r[4..8].try_into().unwrap()),
+            u64::from_be_bytes(r[8..16].try_into().unwrap()),
+        )
+    }
+
+    /// Requests sent together on a chain served inline are answered in
+    /// one batch, in order; a READ that fails after its reply was begun
+    /// in the batch is taken back and answered with the error alone.
+    #[test]
+    fn inline_batch_takes_back_a_failed_read() {
+        let got = reads_of_512(
+            Hooks {
+                inline: true,
+                ..Hooks::default()
+            },
+            &[(1, 0), (2, 1024), (3, 2048)],
+        );
         assert_eq!(got.len(), (16 + 512) + 16 + (16 + 512));
-        let reply = |at: usize| {
-            let r = &got[at..at + 16];
-            assert_eq!(
-                u32::from_be_bytes(r[..4].try_into().unwrap()),
-                SIMPLE_REPLY_MAGIC
-            );
-            (
-                u32::from_be_bytes(r[4..8].try_into().unwrap()),
-                u64::from_be_bytes(r[8..16].try_into().unwrap()),
-            )
-        };
+        let reply = |at: usize| simple_reply(&got[at..]);
         assert_eq!(reply(0), (0, 1));
         assert_eq!(reply(16 + 512), (nbd_core::errno::host::EIO as u32, 2));
         assert_eq!(reply(16 + 512 + 16), (0, 3));
-        h.join().unwrap();
     }
+
     /// On a chain that may block, a small READ is first tried without
     /// waiting on the thread that read it: answered there when the data
     /// is at hand, else (not at hand, or failed) served by a worker with
     /// pread, whose answer, error included, is the one sent.
     #[test]
     fn nowait_reads_fall_back_to_a_worker() {
-        use nbd_core::wire::consts::{cmd, SIMPLE_REPLY_MAGIC};
-        let b = Arc::new(Hooks {
-            nowait: true,
-            ..Hooks::default()
-        });
-        let (mut s, h) = start(Arc::clone(&b));
-        greet(&mut s);
-        assert_eq!(go(&mut s, b"").0, rep::ACK);
-        let mut reqs = Vec::new();
-        for (cookie, offset) in [(1u64, 0u64), (2, 1024), (3, 2048), (4, 512), (5, 0)] {
-            let req = RequestHeader {
-                flags: 0,
-                kind: cmd::READ,
-                cookie,
-                offset,
-                length: 512,
-            };
-            reqs.extend_from_slice(&req.encode());
-        }
-        s.write_all(&reqs).unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
+        let got = reads_of_512(
+            Hooks {
+                nowait: true,
+                ..Hooks::default()
+            },
+            &[(1, 0), (2, 1024), (3, 2048), (4, 512), (5, 0)],
+        );
         // Cookie → (error, data); workers may answer in any order.
         let mut replies = std::collections::HashMap::new();
         let mut at = 0;
         while at < got.len() {
-            let r = &got[at..at + 16];
-            assert_eq!(
-                u32::from_be_bytes(r[..4].try_into().unwrap()),
-                SIMPLE_REPLY_MAGIC
-            );
-            let error = u32::from_be_bytes(r[4..8].try_into().unwrap());
-            let cookie = u64::from_be_bytes(r[8..16].try_into().unwrap());
+            let (error, cookie) = simple_reply(&got[at..]);
             at += 16;
             let data = if error == 0 {
                 at += 512;
@@ -1661,6 +1651,5 @@ mod tests {
         assert_eq!(replies[&3], (0, vec![0; 512]), "pread after a failure");
         assert_eq!(replies[&4], (0, vec![0; 512]), "pread");
         assert_eq!(replies[&5], (0, vec![0xaa; 512]));
-        h.join().unwrap();
     }
 }
