@@ -275,11 +275,11 @@ run_c_test() {
   # shellcheck disable=SC2086
   to "$nbdkit" -U - $args --run "$envp $bin \"\$unixsocket\" $nbdkit" >"$log" 2>&1
   rc=$?
-  if [[ $rc -eq 0 ]] && grep -qx "TEST-OK $t" "$log" &&
+  if [[ $rc -eq 0 ]] && has_line "$log" "TEST-OK $t" &&
      grep -q "libnbd loaded from $want\$" "$log"; then
     pass "$label"
   elif [[ $rc -eq 77 ]]; then
-    skip "$label" "$(grep -m1 '^SKIP:' "$log" | sed 's/^SKIP: //')"
+    skip "$label" "$(grep -m1 -o 'SKIP: .*' "$log" | sed 's/^SKIP: //')"
   else
     case $rc in
       124|137) why="timed out after ${TEST_TIMEOUT}s" ;;
@@ -327,7 +327,7 @@ for t in rw-pattern errors aio-in-flight aio-callbacks structured-read block-sta
     "$(ours_env) valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite $TESTC_BIN/$t \"\$unixsocket\" $DEBIAN_NBDKIT" \
     >"$log" 2>&1
   rc=$?
-  if [[ $rc -eq 0 ]] && grep -qx "TEST-OK $t" "$log"; then pass "$label"
+  if [[ $rc -eq 0 ]] && has_line "$log" "TEST-OK $t"; then pass "$label"
   else fail "$label" "exit $rc; log $log"; show_tail "$log" 30; fi
 done
 

@@ -53,6 +53,11 @@ make_tmpdir() {
 
 # Indent a file/stdin for quoting logs under a FAIL line.
 indent() { sed -e 's/^/    | /' "$@"; }
+# has_line FILE TEXT: a line of FILE is TEXT, or ends with it. A test
+# program and the nbdkit that runs it (--run) write to the same log, and
+# nbdkit may write a message in pieces, so a line of the program's can
+# follow a piece of one of nbdkit's on the same line.
+has_line() { awk -v t="$2" 'length($0) >= length(t) && substr($0, length($0) - length(t) + 1) == t { f = 1 } END { exit !f }' "$1"; }
 show_tail() { tail -n "${2:-30}" "$1" | indent; }
 
 # pkg-config on the staged install, through pkg-config's sysroot handling:

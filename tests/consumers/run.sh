@@ -50,9 +50,9 @@ run_consumer() {
   to "$STAGED_NBDKIT" -U - memory 1M --run \
     "env LD_LIBRARY_PATH=$libdir $bin \"nbd+unix:///?socket=\$unixsocket\"" >"$out" 2>&1
   local rc=$?
-  loaded=$(sed -n 's/^libnbd loaded from: //p' "$out")
+  loaded=$(sed -n 's/.*libnbd loaded from: //p' "$out")
   loaded=$(realpath "$loaded" 2>/dev/null)
-  if [[ $rc -eq 0 && $loaded == "$want" ]] && grep -qx 'export size: 1048576' "$out"; then
+  if [[ $rc -eq 0 && $loaded == "$want" ]] && has_line "$out" 'export size: 1048576'; then
     pass "$name runs: libnbd loaded from $loaded ($(sed -n 's/^libnbd version: //p' "$out")), export size read through it"
     return 0
   fi
