@@ -594,7 +594,8 @@ fn in_memory(path: &Path) -> bool {
     // SAFETY: statfs fills the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
-    matches!(st.f_type as i64, 0x0102_1994 | 0x8584_58f6)
+    // ramfs's magic number, which libc does not name.
+    matches!(st.f_type, libc::TMPFS_MAGIC | 0x8584_58f6)
 }
 
 /// Small reads (below SENDFILE_MIN) of a file on disk are first tried

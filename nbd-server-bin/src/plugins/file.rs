@@ -74,9 +74,8 @@ pub struct FilePlugin {
     nowait_works: AtomicBool,
 }
 
-/// statfs(2) magic numbers of the file systems that keep files in memory.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
+/// statfs(2)'s magic number of ramfs (libc names tmpfs's, not this one).
+const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
 
 /// Whether `file` is on a file system that keeps its files in memory.
 fn lives_in_memory(file: &File) -> bool {
@@ -85,7 +84,7 @@ fn lives_in_memory(file: &File) -> bool {
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
         return false;
     }
-    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+    matches!(st.f_type, libc::TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 /// Opens the file plugin (or, with `dir=`, one export per file).
@@ -206,7 +205,13 @@ fn last_err(what: &str) -> Error {
 }
 
 fn is_unsupported(e: &Error) -> bool {
-    matches!(e.errno, libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+    is_unsupported_errno(e.errno)
+}
+
+/// The errors by which the kernel says an operation is not supported
+/// here (rather than that it failed).
+fn is_unsupported_errno(errno: i32) -> bool {
+    matches!(errno, libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
 }
 
 impl FilePlugin {
@@ -430,14 +435,12 @@ impl Backend for FilePlugin {
         if n == buf.len() as isize {
             return Some(Ok(()));
         }
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
-            ) {
-                self.nowait_works.store(false, Ordering::Relaxed);
-            }
+        if n < 0
+            && io::Error::last_os_error()
+                .raw_os_error()
+                .is_some_and(is_unsupported_errno)
+        {
+            self.nowait_works.store(false, Ordering::Relaxed);
         }
         None
     }
