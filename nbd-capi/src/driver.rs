@@ -18,6 +18,7 @@ use crate::consts::{nbd_extent, LIBNBD_READ_DATA, LIBNBD_READ_HOLE};
 use crate::errors::{err, Error};
 use nbd_core::client::CookieMap;
 use nbd_core::client::{Client, CommandBuffer, Config, Event, Phase};
+use nbd_core::spin::SpinBackoff;
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::IoSlice;
@@ -164,6 +165,8 @@ pub struct Connection {
     /// LIBNBD_DEBUG: the state transitions, recorded only while debugging
     /// is on (the handle sets it and prints them).
     pub transitions: Option<crate::transitions::Transitions>,
+    /// When the synchronous wait may spin before it blocks (spin.rs).
+    pub spin: SpinBackoff,
 }
 
 /// Bytes as hex, for error messages about what a server sent.
@@ -213,6 +216,7 @@ impl Connection {
             tls_params: Default::default(),
             tls: None,
             transitions: None,
+            spin: SpinBackoff::default(),
         })
     }
 
@@ -906,9 +910,16 @@ impl Connection {
     }
 
     /// Blocks in poll(2) until the socket is ready for `events` or another
-    /// thread wakes us. Called with the handle's lock released: it touches
-    /// only the two fds, which live as long as the connection.
-    pub fn poll(sock: RawFd, wake: RawFd, events: libc::c_short) -> Result<(), Error> {
+    /// thread wakes us; a wait for a reply (`events` has POLLIN) first
+    /// spins for a moment, under `backoff` (spin.rs). Called with the
+    /// handle's lock released: it touches only the two fds, which live as
+    /// long as the connection, and the back-off the caller took out.
+    pub fn poll(
+        sock: RawFd,
+        wake: RawFd,
+        events: libc::c_short,
+        backoff: &mut SpinBackoff,
+    ) -> Result<(), Error> {
         let mut fds = [
             libc::pollfd {
                 fd: sock,
@@ -921,9 +932,15 @@ impl Connection {
                 revents: 0,
             },
         ];
+        let mut r = 0;
+        if events & libc::POLLIN != 0 {
+            r = crate::spin::spin(backoff, &mut fds, crate::spin::limit());
+        }
         loop {
-            // SAFETY: fds is a valid array of 2 pollfd.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if r == 0 {
+                // SAFETY: fds is a valid array of 2 pollfd.
+                r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            }
             if r >= 0 {
                 if fds[1].revents & libc::POLLIN != 0 {
                     let mut v = 0u64;
@@ -933,7 +950,7 @@ impl Connection {
                 return Ok(());
             }
             match last_errno() {
-                libc::EINTR => continue,
+                libc::EINTR => r = 0,
                 e => return Err(err(e, "poll")),
             }
         }

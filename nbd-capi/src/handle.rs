@@ -535,9 +535,11 @@ impl nbd_handle {
             let wake = conn.wake_fd()?;
             conn.polling = true;
             let sock = conn.fd();
-            let res = MutexGuard::unlocked(g, || Connection::poll(sock, wake, events));
+            let mut spin = conn.spin;
+            let res = MutexGuard::unlocked(g, || Connection::poll(sock, wake, events, &mut spin));
             if let Some(conn) = g.conn.as_mut() {
                 conn.polling = false;
+                conn.spin = spin;
                 if let Err(e) = res {
                     conn.client.fail(e);
                 }

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod ffi;
 pub mod handle;
 pub(crate) mod settings;
+pub(crate) mod spin;
 /// cbindgen:ignore
 pub(crate) mod tls;
 pub mod transitions;

@@ -6,7 +6,7 @@ use nbd::*;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 pub const NBDKIT: &str = "/usr/bin/nbdkit";
 
@@ -52,6 +52,25 @@ impl Drop for Conn {
     fn drop(&mut self) {
         unsafe { nbd_close(self.0) };
     }
+}
+
+/// Debian's `nbdkit -f --exit-with-parent -U SOCK memory 1M`, once its
+/// socket is there (or after 5 s; the caller's connect then says why).
+pub fn nbdkit_memory_on(sock: &Path) -> Child {
+    let server = Command::new(NBDKIT)
+        .args(["-f", "--exit-with-parent", "-U"])
+        .arg(sock)
+        .args(["memory", "1M"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    server
 }
 
 pub fn cstring(s: &str) -> CString {

@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use nbd::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const CHILD_ENV: &str = "NBD_CONNECT_CYCLE_SOCK";
 /// How strace shows the start of an NBD_CMD_DISC request: the request
@@ -44,19 +44,7 @@ fn short_connection_makes_no_eventfd_and_shuts_writes_once_after_disc() {
         std::env::temp_dir().join(format!("nbd-capi-connect-syscalls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("s.sock");
-    let mut server = Command::new(NBDKIT)
-        .args(["-f", "--exit-with-parent", "-U"])
-        .arg(&sock)
-        .args(["memory", "1M"])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    let mut server = nbdkit_memory_on(&sock);
     let trace = dir.join("trace");
     let out = Command::new("/usr/bin/strace")
         .args(["-f", "-e", "trace=eventfd2,shutdown,sendmsg,sendto", "-o"])

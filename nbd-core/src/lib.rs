@@ -16,6 +16,8 @@
 //!   negotiation as a state machine of the same shape, then request
 //!   validation and reply encoding for whichever server binary does the I/O.
 //! - [`uri`] parses and builds NBD URIs (`nbd://`, `nbds+unix://`, ...).
+//! - [`spin`] holds the rules for a short busy-poll before a blocking wait
+//!   (back-off and a per-process limit); the polling is the callers'.
 //!
 //! The protocol is NetworkBlockDevice/nbd's doc/proto.md; section names in
 //! comments refer to it.
@@ -25,5 +27,6 @@ pub mod client;
 pub mod errno;
 pub mod limits;
 pub mod server;
+pub mod spin;
 pub mod uri;
 pub mod wire;

@@ -10,31 +10,22 @@
 //! polled the socket for up to 50 µs.
 //!
 //! So before it blocks, a reader polls the socket (poll(2) with a zero
-//! timeout) for up to [`limit`]. The CPU this burns is bounded three ways:
-//! - a spin that finds nothing backs off: the reader then blocks at once
-//!   for its next 1, 2, 4 ... up to 64 waits (doubling while spins keep
-//!   failing, back to none after one succeeds), so an idle or slow client,
-//!   or a machine too busy to run the client promptly, costs a spin now
-//!   and then, not one per request;
-//! - at most one thread per spare core spins at a time ([`budget`]), so a
-//!   busy server does not take cores from its clients or its own workers,
-//!   and a one-core machine never spins;
-//! - only plain sockets spin (a TLS session may hold decrypted bytes the
-//!   socket does not show).
+//! timeout) for up to [`limit`], under the back-off and the per-process
+//! limit of `nbd_core::spin` (a spin that finds nothing makes the reader
+//! block at once for its next waits; at most one thread per spare core
+//! spins). Only plain sockets spin: a TLS session may hold decrypted bytes
+//! the socket does not show.
 //!
 //! `NBDKIT_SPIN_US` sets the limit in microseconds (0 turns spinning off),
 //! for measuring.
 
+use nbd_core::spin::{SpinBackoff, SpinSlot};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The longest spin when `NBDKIT_SPIN_US` does not say.
 const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
-
-/// Threads spinning now, across every connection.
-static SPINNING: AtomicUsize = AtomicUsize::new(0);
 
 /// How long one spin may last.
 fn limit() -> Duration {
@@ -48,26 +39,10 @@ fn limit() -> Duration {
     })
 }
 
-/// How many threads may spin at once: the cores beyond one.
-fn budget() -> usize {
-    static BUDGET: OnceLock<usize> = OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() - 1)
-            .unwrap_or(0)
-    })
-}
-
-/// The longest back-off, in waits.
-const MAX_BACKOFF: u32 = 64;
-
 /// One reader's spinning state.
 #[derive(Debug, Default)]
 pub struct Spinner {
-    /// Waits still to block at once before the next spin.
-    skip: u32,
-    /// The back-off after the next failed spin (0: none yet).
-    backoff: u32,
+    backoff: SpinBackoff,
 }
 
 impl Spinner {
@@ -80,14 +55,10 @@ impl Spinner {
         let Some(fd) = fd else {
             return;
         };
-        if limit.is_zero() {
+        if limit.is_zero() || !self.backoff.may_spin() {
             return;
         }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return;
-        }
-        if let Some(_slot) = Slot::take() {
+        if let Some(_slot) = SpinSlot::take() {
             self.spin(fd, limit);
         }
     }
@@ -96,48 +67,21 @@ impl Spinner {
     /// back-off by the outcome.
     fn spin(&mut self, fd: RawFd, limit: Duration) {
         let t0 = Instant::now();
-        loop {
+        let found = loop {
             if readable(fd) {
-                self.backoff = 0;
-                return;
+                break true;
             }
             if t0.elapsed() >= limit {
-                break;
+                break false;
             }
             std::hint::spin_loop();
-        }
-        self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
-        self.skip = self.backoff;
+        };
+        self.backoff.spun(found);
     }
 
     /// How many waits block at once before the next spin (for tests).
     pub fn waits_before_next_spin(&self) -> u32 {
-        self.skip
-    }
-}
-
-/// A place among the threads allowed to spin, given back on drop.
-struct Slot;
-
-impl Slot {
-    fn take() -> Option<Slot> {
-        let budget = budget();
-        let mut n = SPINNING.load(Ordering::Relaxed);
-        loop {
-            if n >= budget {
-                return None;
-            }
-            match SPINNING.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Some(Slot),
-                Err(now) => n = now,
-            }
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        SPINNING.fetch_sub(1, Ordering::Release);
+        self.backoff.waits_before_next_spin()
     }
 }
 
