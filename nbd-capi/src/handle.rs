@@ -309,8 +309,15 @@ impl nbd_handle {
             _ => {}
         }
         let lines = conn.transitions.as_mut().map(|t| t.take());
+        let tls = conn.tls_description();
         for line in lines.into_iter().flatten() {
             self.debug(&line);
+            // As libnbd, name the TLS session once its handshake is over.
+            if line.contains("TLS_HANDSHAKE -> ") {
+                if let Some(tls) = &tls {
+                    self.debug(&format!("connection is using TLS: {tls}"));
+                }
+            }
         }
     }
 

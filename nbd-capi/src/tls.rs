@@ -29,10 +29,10 @@ use nbd_gnutls::{self as gnutls, Certificate, Credentials, PskClient, Side};
 use std::sync::Arc;
 
 /// The GnuTLS priority string used unless nbd_set_tls_priority sets
-/// another (what nbd_get_tls_priority reports then).
-pub const DEFAULT_PRIORITY: &CStr = c"NORMAL:-VERS-SSL3.0";
-/// What PSK adds to the priority string: the PSK key exchanges.
-const PSK_SUFFIX: &str = ":+ECDHE-PSK:+DHE-PSK:+PSK";
+/// another (what nbd_get_tls_priority reports then). A PSK session adds
+/// the PSK key exchanges, and to this default, on a CPU with AES
+/// instructions, AES-128-GCM ahead of ChaCha20 (`nbd_gnutls::priority`).
+pub const DEFAULT_PRIORITY: &CStr = gnutls::priority::DEFAULT;
 
 /// How much ciphertext may wait for the socket before we stop encrypting.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -148,17 +148,17 @@ impl Session {
             handshake_done: false,
             framing: Framing::default(),
         };
-        let base = p.priority.as_deref().unwrap_or(DEFAULT_PRIORITY);
         match &p.psk_file {
             Some(f) => {
-                let mut prio = base.to_bytes().to_vec();
-                prio.extend_from_slice(PSK_SUFFIX.as_bytes());
-                let prio = CString::new(prio).expect("no NUL inside a CStr");
+                let prio = match &p.priority {
+                    Some(user) => gnutls::priority::psk_with(user),
+                    None => gnutls::priority::psk_default(),
+                };
                 sess.set_priority(&prio)?;
                 sess.psk(f, p.username.as_deref())?
             }
             None => {
-                sess.set_priority(base)?;
+                sess.set_priority(p.priority.as_deref().unwrap_or(DEFAULT_PRIORITY))?;
                 sess.x509(p)?
             }
         }

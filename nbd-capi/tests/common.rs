@@ -4,9 +4,10 @@
 
 use nbd::*;
 use std::ffi::{CStr, CString};
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 pub const NBDKIT: &str = "/usr/bin/nbdkit";
 
@@ -96,4 +97,44 @@ pub fn our_nbdkit() -> PathBuf {
         assert!(ok.success(), "building our nbdkit failed");
     }
     bin
+}
+
+/// The debug messages a handle sent to its callback, as (context, message).
+#[derive(Default)]
+pub struct DebugLog(pub Mutex<Vec<(String, String)>>);
+
+impl DebugLog {
+    /// Turns debugging on for `h`, its messages to this log.
+    ///
+    /// # Safety
+    /// `h` is a live handle, and the log outlives it.
+    pub unsafe fn attach(&self, h: *mut nbd_handle) {
+        assert_eq!(unsafe { nbd_set_debug(h, true) }, 0);
+        let cb = nbd_debug_callback {
+            callback: Some(on_debug),
+            user_data: self as *const DebugLog as *mut c_void,
+            free: None,
+        };
+        assert_eq!(unsafe { nbd_set_debug_callback(h, cb) }, 0);
+    }
+
+    /// The messages so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
+
+unsafe extern "C" fn on_debug(p: *mut c_void, context: *const c_char, msg: *const c_char) -> c_int {
+    let s = |p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    (*(p as *const DebugLog))
+        .0
+        .lock()
+        .unwrap()
+        .push((s(context), s(msg)));
+    0
 }

@@ -481,28 +481,6 @@ fn get_uri_after_aio_connect_sockaddr() {
     assert_eq!(got, format!("nbd://127.0.0.1:{port}/"));
 }
 
-/// The debug messages a handle sent to its callback, as (context, message).
-#[derive(Default)]
-struct DebugLog(Mutex<Vec<(String, String)>>);
-
-unsafe extern "C" fn on_debug(
-    p: *mut c_void,
-    context: *const std::os::raw::c_char,
-    msg: *const std::os::raw::c_char,
-) -> c_int {
-    let s = |p| {
-        unsafe { std::ffi::CStr::from_ptr(p) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    (*(p as *const DebugLog))
-        .0
-        .lock()
-        .unwrap()
-        .push((s(context), s(msg)));
-    0
-}
-
 /// Item 8: with debugging on, state transitions are traced as libnbd
 /// traces them ("transition: A -> B", in the call that made them), not
 /// only calls.
@@ -511,13 +489,7 @@ fn debug_traces_state_transitions() {
     need_nbdkit!();
     let log = DebugLog::default();
     let h = unsafe { nbd_create() };
-    assert_eq!(unsafe { nbd_set_debug(h, true) }, 0);
-    let cb = nbd_debug_callback {
-        callback: Some(on_debug),
-        user_data: &log as *const DebugLog as *mut c_void,
-        free: None,
-    };
-    assert_eq!(unsafe { nbd_set_debug_callback(h, cb) }, 0);
+    unsafe { log.attach(h) };
     let args: Vec<std::ffi::CString> = [NBDKIT, "-s", "--exit-with-parent", "memory", "1M"]
         .iter()
         .map(|a| cstring(a))

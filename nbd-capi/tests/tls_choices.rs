@@ -182,8 +182,22 @@ fn tls_hostname_is_what_the_certificate_is_checked_against() {
 }
 
 fn connect_with_priority(keys: &Keys, priority: Option<&str>) -> (Conn, i32) {
+    connect_with_priority_logged(keys, priority, None)
+}
+
+/// [`connect_with_priority`], the handle's debug messages going to `log`
+/// if given (it must outlive the handle).
+fn connect_with_priority_logged(
+    keys: &Keys,
+    priority: Option<&str>,
+    log: Option<&DebugLog>,
+) -> (Conn, i32) {
     let c = handle();
     let h = c.0;
+    if let Some(log) = log {
+        // SAFETY: h is live; the caller keeps the log past the handle.
+        unsafe { log.attach(h) };
+    }
     unsafe {
         assert_eq!(nbd_set_tls(h, LIBNBD_TLS_REQUIRE), 0);
         assert_eq!(
@@ -221,6 +235,39 @@ fn tls_priority_goes_to_gnutls() {
     // Nothing both sides accept: the handshake fails.
     let (_c, r) = connect_with_priority(&keys, Some("NORMAL:-VERS-ALL"));
     assert_eq!(r, -1);
+}
+
+/// The cipher a PSK connection to Debian's nbdkit agreed on, from the
+/// debug message that names it once the handshake is over.
+fn psk_cipher(keys: &Keys, priority: Option<&str>) -> String {
+    let log = DebugLog::default();
+    let (c, r) = connect_with_priority_logged(keys, priority, Some(&log));
+    assert_eq!(r, 0, "{priority:?}: {}", last_error());
+    read_ok(c.0);
+    drop(c);
+    let msgs = log.messages();
+    msgs.iter()
+        .find_map(|m| m.strip_prefix("connection is using TLS: "))
+        .unwrap_or_else(|| panic!("no TLS message in {msgs:#?}"))
+        .to_string()
+}
+
+#[test]
+fn psk_sessions_prefer_aes_gcm_where_the_cpu_has_it() {
+    let Some(keys) = Keys::new() else { return };
+    // Our default: AES-128-GCM ahead of ChaCha20-Poly1305 on a CPU with
+    // AES instructions (nbd_gnutls::priority), even against nbdkit,
+    // because GnuTLS follows the client's order.
+    let ours = psk_cipher(&keys, None);
+    if nbd_gnutls::priority::cpu_has_fast_aes() {
+        assert!(ours.contains("AES-128-GCM"), "{ours}");
+    } else {
+        assert!(ours.contains("CHACHA20-POLY1305"), "{ours}");
+    }
+    // The same string set by the user is used as given: GnuTLS's order,
+    // as libnbd gets it.
+    let given = psk_cipher(&keys, Some("NORMAL:-VERS-SSL3.0"));
+    assert!(given.contains("CHACHA20-POLY1305"), "{given}");
 }
 
 /// `nbdkit -U SOCKET --tls=require --tls-psk=...`, killed on drop.

@@ -2,7 +2,8 @@
 //! (nbd-capi's `tls.rs`) and the server (nbd-server-bin's `tls.rs`).
 //! Credentials (`creds`), sessions with their transports (`session`),
 //! errors with the one mapping to errno (`error`), the wiping of secrets
-//! (`secret`), how a message becomes records (`send`), and the digests,
+//! (`secret`), how a message becomes records (`send`), the default
+//! priority strings (`priority`), and the digests,
 //! PBKDF2 and ciphers of disk encryption (`crypto`). The `extern "C"`
 //! declarations below are the only ones in the workspace, and private to
 //! this crate: other crates reach GnuTLS through the types only. Linked
@@ -12,6 +13,7 @@
 pub mod creds;
 pub mod crypto;
 pub mod error;
+pub mod priority;
 pub mod secret;
 pub mod send;
 pub mod session;

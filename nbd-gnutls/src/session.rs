@@ -394,7 +394,7 @@ unsafe extern "C" fn buf_pull_timeout(ptr: gnutls_transport_ptr_t, _ms: c_uint) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::creds::{PskClient, PskServer};
     use crate::secret::Zeroizing;
@@ -416,9 +416,21 @@ mod tests {
     }
 
     fn pair(server_key: &str) -> (Session, Session, std::path::PathBuf) {
+        pair_with(server_key, PSK_PRIORITY, PSK_PRIORITY)
+    }
+
+    /// A client and a server session on PSK, each with its priority; the
+    /// server's key file in a directory of its own (removed by the caller).
+    fn pair_with(
+        server_key: &str,
+        client_prio: &CStr,
+        server_prio: &CStr,
+    ) -> (Session, Session, std::path::PathBuf) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "nbd-gnutls-session-{}-{server_key}",
-            std::process::id()
+            "nbd-gnutls-session-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("keys.psk");
@@ -427,7 +439,7 @@ mod tests {
 
         let mut server = Session::new(Side::Server, true).unwrap();
         server.transport_buffers();
-        server.set_priority(PSK_PRIORITY).unwrap();
+        server.set_priority(server_prio).unwrap();
         let sc = PskServer::from_file(&path).unwrap();
         server
             .set_credentials(Arc::new(Credentials::PskServer(sc)))
@@ -435,13 +447,23 @@ mod tests {
 
         let mut client = Session::new(Side::Client, true).unwrap();
         client.transport_buffers();
-        client.set_priority(PSK_PRIORITY).unwrap();
+        client.set_priority(client_prio).unwrap();
         let key = Zeroizing::new(b"00112233445566778899aabbccddeeff".to_vec());
         let cc = PskClient::new(c"alice", key).unwrap();
         client
             .set_credentials(Arc::new(Credentials::PskClient(cc)))
             .unwrap();
         (client, server, dir)
+    }
+
+    /// What a PSK handshake with these priorities agrees on, as the client
+    /// and the server describe it.
+    pub(crate) fn psk_pair_with(client_prio: &CStr, server_prio: &CStr) -> (String, String) {
+        let key = "00112233445566778899aabbccddeeff";
+        let (mut c, mut s, dir) = pair_with(key, client_prio, server_prio);
+        handshake(&mut c, &mut s).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        (c.describe(), s.describe())
     }
 
     /// Runs both handshakes to the end (or the first error).
