@@ -165,7 +165,8 @@ pub struct Connection {
     /// LIBNBD_DEBUG: the state transitions, recorded only while debugging
     /// is on (the handle sets it and prints them).
     pub transitions: Option<crate::transitions::Transitions>,
-    /// When the synchronous wait may spin before it blocks (spin.rs).
+    /// When the synchronous wait for a reply may spin before it blocks
+    /// (spin.rs).
     pub spin: SpinBackoff,
 }
 
@@ -910,15 +911,16 @@ impl Connection {
     }
 
     /// Blocks in poll(2) until the socket is ready for `events` or another
-    /// thread wakes us; a wait for a reply (`events` has POLLIN) first
-    /// spins for a moment, under `backoff` (spin.rs). Called with the
-    /// handle's lock released: it touches only the two fds, which live as
-    /// long as the connection, and the back-off the caller took out.
+    /// thread wakes us. With `spin` (a wait for a command's reply), a wait
+    /// that reads first spins for a moment under that back-off (spin.rs).
+    /// Called with the handle's lock released: it touches only the two
+    /// fds, which live as long as the connection, and the back-off the
+    /// caller took out.
     pub fn poll(
         sock: RawFd,
         wake: RawFd,
         events: libc::c_short,
-        backoff: &mut SpinBackoff,
+        spin: Option<&mut SpinBackoff>,
     ) -> Result<(), Error> {
         let mut fds = [
             libc::pollfd {
@@ -933,7 +935,7 @@ impl Connection {
             },
         ];
         let mut r = 0;
-        if events & libc::POLLIN != 0 {
+        if let Some(backoff) = spin.filter(|_| events & libc::POLLIN != 0) {
             r = crate::spin::spin(backoff, &mut fds, crate::spin::limit());
         }
         loop {

@@ -542,8 +542,16 @@ impl nbd_handle {
             let wake = conn.wake_fd()?;
             conn.polling = true;
             let sock = conn.fd();
+            // Spin only while waiting for commands' replies: the
+            // handshake's few waits are often on a server slow to start a
+            // connection, where each new connection's first spins would
+            // fail (they cost connect/close cycles 10 % in BENCHMARKS.md).
+            let may_spin =
+                conn.client.phase() == Phase::Processing && !conn.client.disconnect_sent();
             let mut spin = conn.spin;
-            let res = MutexGuard::unlocked(g, || Connection::poll(sock, wake, events, &mut spin));
+            let res = MutexGuard::unlocked(g, || {
+                Connection::poll(sock, wake, events, may_spin.then_some(&mut spin))
+            });
             if let Some(conn) = g.conn.as_mut() {
                 conn.polling = false;
                 conn.spin = spin;
