@@ -308,13 +308,15 @@ impl nbd_handle {
             (Some(_), false) => conn.transitions = None,
             _ => {}
         }
-        let lines = conn.transitions.as_mut().map(|t| t.take());
-        let tls = conn.tls_description();
-        for line in lines.into_iter().flatten() {
+        let Some(lines) = conn.transitions.as_mut().map(|t| t.take()) else {
+            return;
+        };
+        for line in lines {
             self.debug(&line);
-            // As libnbd, name the TLS session once its handshake is over.
+            // As libnbd, name the TLS session once its handshake is over
+            // (asked only then: this runs on every call and wait).
             if line.contains("TLS_HANDSHAKE -> ") {
-                if let Some(tls) = &tls {
+                if let Some(tls) = conn.tls_description() {
                     self.debug(&format!("connection is using TLS: {tls}"));
                 }
             }
