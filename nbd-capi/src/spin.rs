@@ -1,9 +1,9 @@
 //! A short busy-poll before a synchronous call blocks for the server.
 //!
 //! A synchronous call (nbd_pread and the like) sends its request and then
-//! sleeps in poll(2) until the reply comes. Where a core that goes idle is slow to wake (virtual machines
-//! with halt-polling, deep C-states), that wake-up can cost more than the
-//! server's work: the caller's thread is asleep when the reply arrives and
+//! sleeps in poll(2) until the reply comes. Where a core that goes idle
+//! is slow to wake (virtual machines with halt-polling, deep C-states),
+//! that wake-up can cost more than the server's work: the caller's thread is asleep when the reply arrives and
 //! takes tens of microseconds to run again. libnbd always sleeps.
 //!
 //! So before it blocks for a reply, the wait polls its descriptors with a
@@ -23,23 +23,14 @@
 //! server to close after NBD_CMD_DISC. The AIO calls never spin: their
 //! caller owns the waiting.
 
-use nbd_core::spin::{SpinBackoff, SpinSlot};
+use nbd_core::spin::{limit_from_env, SpinBackoff, SpinSlot};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The longest spin when `LIBNBD_SPIN_US` does not say.
-const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
-
-/// How long one spin may last.
+/// How long one spin may last (`LIBNBD_SPIN_US`, read once).
 pub fn limit() -> Duration {
     static LIMIT: OnceLock<Duration> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var("LIBNBD_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_micros)
-            .unwrap_or(DEFAULT_LIMIT)
-    })
+    *LIMIT.get_or_init(|| limit_from_env("LIBNBD_SPIN_US"))
 }
 
 /// Polls `fds` with a zero timeout until one is ready or `limit` has

@@ -23,6 +23,25 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The longest spin unless the caller's environment variable says.
+pub const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
+
+/// The spin limit an environment variable sets, in microseconds (0 turns
+/// spinning off); [`DEFAULT_LIMIT`] when it is unset or not a number.
+/// Read once by each caller and kept.
+pub fn limit_from_env(var: &str) -> Duration {
+    limit_from(std::env::var(var).ok().as_deref())
+}
+
+/// The spin limit a variable's value sets (None: unset).
+fn limit_from(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .unwrap_or(DEFAULT_LIMIT)
+}
 
 /// The longest back-off, in waits.
 pub const MAX_BACKOFF: u32 = 64;
@@ -128,6 +147,20 @@ mod tests {
         assert!(b.may_spin());
         b.spun(false);
         assert_eq!(b.waits_before_next_spin(), 1);
+    }
+
+    #[test]
+    fn the_limit_comes_from_its_variable_or_the_default() {
+        // The parsing only: setting variables would race with other
+        // threads of the test process reading the environment.
+        assert_eq!(limit_from(None), DEFAULT_LIMIT);
+        assert_eq!(limit_from(Some("0")), Duration::ZERO);
+        assert_eq!(limit_from(Some("120")), Duration::from_micros(120));
+        assert_eq!(limit_from(Some("fast")), DEFAULT_LIMIT);
+        assert_eq!(
+            limit_from_env("NBD_CORE_SPIN_TEST_UNSET_VARIABLE"),
+            DEFAULT_LIMIT
+        );
     }
 
     #[test]

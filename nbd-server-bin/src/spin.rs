@@ -19,24 +19,15 @@
 //! `NBDKIT_SPIN_US` sets the limit in microseconds (0 turns spinning off),
 //! for measuring.
 
-use nbd_core::spin::{SpinBackoff, SpinSlot};
+use nbd_core::spin::{limit_from_env, SpinBackoff, SpinSlot};
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The longest spin when `NBDKIT_SPIN_US` does not say.
-const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
-
-/// How long one spin may last.
+/// How long one spin may last (`NBDKIT_SPIN_US`, read once).
 fn limit() -> Duration {
     static LIMIT: OnceLock<Duration> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var("NBDKIT_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_micros)
-            .unwrap_or(DEFAULT_LIMIT)
-    })
+    *LIMIT.get_or_init(|| limit_from_env("NBDKIT_SPIN_US"))
 }
 
 /// One reader's spinning state.
